@@ -1,0 +1,158 @@
+//! Executions and their statuses, as StackStorm names them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionRef, ExecutionId, TenantId};
+
+/// StackStorm's execution statuses (`st2common/constants/action.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Requested,
+    Scheduled,
+    Delayed,
+    Running,
+    Succeeded,
+    Failed,
+    Timeout,
+    Canceling,
+    Canceled,
+    Abandoned,
+    Pending,
+    Paused,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 12] = [
+        Self::Requested,
+        Self::Scheduled,
+        Self::Delayed,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Timeout,
+        Self::Canceling,
+        Self::Canceled,
+        Self::Abandoned,
+        Self::Pending,
+        Self::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Scheduled => "scheduled",
+            Self::Delayed => "delayed",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Canceling => "canceling",
+            Self::Canceled => "canceled",
+            Self::Abandoned => "abandoned",
+            Self::Pending => "pending",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// StackStorm's "completed" group: the execution will not change again.
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Timeout | Self::Canceled | Self::Abandoned
+        )
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that StackStorm does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown execution status '{0}' (expected one of: requested, scheduled, delayed, running, succeeded, failed, timeout, canceling, canceled, abandoned, pending, paused)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for ExecutionStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// One entry of an execution's `log`: when it entered a status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: ExecutionStatus,
+    pub timestamp: String,
+}
+
+/// A log line a guest wrote through the `log` interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogLine {
+    pub level: String,
+    pub message: String,
+}
+
+/// What the guest printed and logged during one execution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub log: Vec<GuestLogLine>,
+    /// True when output went beyond the cap and was cut.
+    pub truncated: bool,
+}
+
+/// One run of an action: the record `squall execution get` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub tenant: TenantId,
+    pub action: ActionRef,
+    pub status: ExecutionStatus,
+    /// Parameters as the action received them, with secret ones masked.
+    pub parameters: serde_json::Value,
+    /// The action's result on success; `{"error": ...}` otherwise.
+    pub result: Option<serde_json::Value>,
+    pub output: CapturedOutput,
+    pub start_timestamp: String,
+    pub end_timestamp: Option<String>,
+    /// Every status the execution went through, in order.
+    pub log: Vec<StatusChange>,
+    pub trace_tag: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in ExecutionStatus::ALL {
+            assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(status));
+        }
+        assert!("done".parse::<ExecutionStatus>().is_err());
+    }
+
+    #[test]
+    fn completed_group_matches_stackstorm() {
+        let completed: Vec<_> = ExecutionStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_completed())
+            .map(ExecutionStatus::as_str)
+            .collect();
+        assert_eq!(
+            completed,
+            ["succeeded", "failed", "timeout", "canceled", "abandoned"]
+        );
+    }
+}

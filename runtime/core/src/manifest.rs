@@ -1,0 +1,443 @@
+//! Pack manifests in StackStorm's formats: `pack.yaml`, `actions/*.yaml` and
+//! `config.schema.yaml`.
+//!
+//! Each file is parsed in two stages: serde reads the raw YAML into a `Raw*`
+//! struct, and one `TryFrom`-style constructor turns it into the validated
+//! type that everything downstream takes. Errors name the file and the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::params::{ParamError, ParamSchema};
+use crate::{ActionRef, PackRef};
+
+/// The only runner Squall has: a WebAssembly component in the `action` world.
+pub const WASM_RUNNER: &str = "wasm";
+
+/// Default of the `timeout` runner parameter, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+
+/// Where `squall pack build` output is looked for when pack.yaml says nothing.
+pub const DEFAULT_BUILD_OUTPUT: &str = "target/wasm32-wasip2/release";
+
+/// A manifest that could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(
+                f,
+                "{}: field '{field}': {}",
+                self.file.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl ManifestError {
+    fn field(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    fn yaml(file: &Path, err: &serde_yaml::Error) -> Self {
+        Self {
+            file: file.to_owned(),
+            field: None,
+            message: format!("invalid YAML: {err}"),
+        }
+    }
+}
+
+fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, ManifestError> {
+    serde_yaml::from_str(text).map_err(|e| ManifestError::yaml(file, &e))
+}
+
+// ---------------------------------------------------------------------------
+// pack.yaml
+
+#[derive(Deserialize)]
+struct RawPack {
+    #[serde(rename = "ref")]
+    pack_ref: Option<String>,
+    name: String,
+    version: String,
+    description: String,
+    author: String,
+    email: Option<String>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    build: Option<RawBuild>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    command: String,
+    output: Option<String>,
+}
+
+/// How to build a pack's components from source (`squall pack build`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// A shell command run in the pack's directory.
+    pub command: String,
+    /// Where the built `.wasm` files land, relative to the pack directory.
+    pub output: PathBuf,
+}
+
+/// A validated `pack.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackManifest {
+    pub pack_ref: PackRef,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub author: String,
+    pub email: Option<String>,
+    pub keywords: Vec<String>,
+    pub build: Option<BuildSpec>,
+}
+
+impl PackManifest {
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ManifestError> {
+        let raw: RawPack = parse_yaml(text, file)?;
+        // StackStorm uses `ref` when given and falls back to `name`.
+        let (field, candidate) = match &raw.pack_ref {
+            Some(r) => ("ref", r.clone()),
+            None => ("name", raw.name.clone()),
+        };
+        let pack_ref = PackRef::new(candidate.clone()).map_err(|_| {
+            ManifestError::field(
+                file,
+                field,
+                format!("'{candidate}' is not a valid pack ref (use lowercase letters, digits and '_')"),
+            )
+        })?;
+        if semver::Version::parse(&raw.version).is_err() {
+            return Err(ManifestError::field(
+                file,
+                "version",
+                format!("'{}' is not a semantic version (expected e.g. 1.0.0)", raw.version),
+            ));
+        }
+        let build = raw
+            .build
+            .map(|b| -> Result<BuildSpec, ManifestError> {
+                if b.command.trim().is_empty() {
+                    return Err(ManifestError::field(file, "build.command", "must not be empty"));
+                }
+                let output = b.output.unwrap_or_else(|| DEFAULT_BUILD_OUTPUT.to_owned());
+                let output = relative_path(&output)
+                    .map_err(|m| ManifestError::field(file, "build.output", m))?;
+                Ok(BuildSpec {
+                    command: b.command,
+                    output,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            pack_ref,
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            author: raw.author,
+            email: raw.email,
+            keywords: raw.keywords,
+            build,
+        })
+    }
+
+    /// Where built components are found, relative to the pack directory.
+    pub fn build_output(&self) -> PathBuf {
+        self.build
+            .as_ref()
+            .map(|b| b.output.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILD_OUTPUT))
+    }
+}
+
+/// A path that stays inside the pack: relative, without `..`.
+fn relative_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    let inside = !s.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(path)
+    } else {
+        Err(format!(
+            "'{s}' must be a relative path inside the pack (no '..', not absolute)"
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// actions/*.yaml
+
+#[derive(Deserialize)]
+struct RawAction {
+    name: String,
+    runner_type: String,
+    entry_point: String,
+    pack: Option<String>,
+    description: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    output_schema: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Options of the `wasm` runner that a caller may set per execution. They are
+/// consumed by Squall and never passed to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerOptions {
+    pub timeout: Duration,
+}
+
+/// A validated action metadata file.
+#[derive(Debug, Clone)]
+pub struct ActionMeta {
+    pub action_ref: ActionRef,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// The component file, relative to the pack (see [`PackManifest::build_output`]).
+    pub entry_point: PathBuf,
+    /// The action's own parameters merged with the runner's (`timeout`).
+    pub parameters: ParamSchema,
+    pub output_schema: Option<Value>,
+}
+
+impl ActionMeta {
+    pub fn parse(text: &str, file: &Path, pack: &PackRef) -> Result<Self, ManifestError> {
+        let raw: RawAction = parse_yaml(text, file)?;
+        if raw.runner_type != WASM_RUNNER {
+            return Err(ManifestError::field(
+                file,
+                "runner_type",
+                format!(
+                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm)",
+                    raw.runner_type
+                ),
+            ));
+        }
+        if let Some(p) = &raw.pack
+            && p != pack.as_str()
+        {
+            return Err(ManifestError::field(
+                file,
+                "pack",
+                format!("'{p}' does not match the pack's ref '{pack}'"),
+            ));
+        }
+        let action_ref = ActionRef::new(pack.clone(), raw.name.clone()).map_err(|e| {
+            ManifestError::field(file, "name", e.to_string())
+        })?;
+        let entry_point = relative_path(&raw.entry_point)
+            .map_err(|m| ManifestError::field(file, "entry_point", m))?;
+        if entry_point.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            return Err(ManifestError::field(
+                file,
+                "entry_point",
+                format!("'{}' must name a .wasm component", raw.entry_point),
+            ));
+        }
+        let mut block = runner_parameters();
+        // An action may override a runner parameter (e.g. its timeout default).
+        block.extend(raw.parameters);
+        let parameters = ParamSchema::parse(&block).map_err(|e| {
+            ManifestError::field(file, format!("parameters.{}", e.name), e.message)
+        })?;
+        Ok(Self {
+            action_ref,
+            description: raw.description,
+            enabled: raw.enabled,
+            entry_point,
+            parameters,
+            output_schema: raw.output_schema,
+        })
+    }
+
+    /// Resolve the caller's parameters, then split off the runner's options.
+    pub fn resolve(
+        &self,
+        given: Map<String, Value>,
+    ) -> Result<(Map<String, Value>, RunnerOptions), ParamError> {
+        let mut params = self.parameters.resolve(given)?;
+        let timeout = params
+            .remove("timeout")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        Ok((
+            params,
+            RunnerOptions {
+                timeout: Duration::from_secs(timeout),
+            },
+        ))
+    }
+}
+
+/// The `wasm` runner's parameters, as StackStorm runners declare theirs.
+fn runner_parameters() -> Map<String, Value> {
+    let Value::Object(block) = serde_json::json!({
+        "timeout": {
+            "type": "integer",
+            "minimum": 1,
+            "default": DEFAULT_TIMEOUT_SECS,
+            "description": "Seconds before the execution is stopped and marked timeout.",
+        }
+    }) else {
+        unreachable!("literal object")
+    };
+    block
+}
+
+// ---------------------------------------------------------------------------
+// config.schema.yaml and config.yaml
+
+/// A pack's `config.schema.yaml`: the same property format as action
+/// parameters.
+#[derive(Debug, Clone)]
+pub struct ConfigSchema(ParamSchema);
+
+impl ConfigSchema {
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ManifestError> {
+        let block: Option<Map<String, Value>> = parse_yaml(text, file)?;
+        let schema = ParamSchema::parse(&block.unwrap_or_default())
+            .map_err(|e| ManifestError::field(file, e.name, e.message))?;
+        Ok(Self(schema))
+    }
+
+    /// Validate a `config.yaml` against this schema and apply its defaults.
+    pub fn resolve(&self, text: &str, file: &Path) -> Result<Map<String, Value>, ManifestError> {
+        let values: Option<Map<String, Value>> = parse_yaml(text, file)?;
+        self.0
+            .resolve(values.unwrap_or_default())
+            .map_err(|e| ManifestError {
+                file: file.to_owned(),
+                field: None,
+                message: e.to_string(),
+            })
+    }
+
+    /// The config when the pack has no `config.yaml`: defaults only.
+    pub fn defaults(&self, file: &Path) -> Result<Map<String, Value>, ManifestError> {
+        self.resolve("{}", file)
+    }
+}
+
+/// Action metadata files of a pack, by action name, for lookups.
+pub type ActionIndex = BTreeMap<String, ActionMeta>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = "ref: core\nname: core\nversion: 1.0.0\ndescription: d\nauthor: a\n";
+
+    fn pack_err(text: &str) -> String {
+        PackManifest::parse(text, Path::new("p/pack.yaml"))
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn pack_manifest_parses() {
+        let p = PackManifest::parse(PACK, Path::new("pack.yaml")).expect("valid");
+        assert_eq!(p.pack_ref.as_str(), "core");
+        assert_eq!(p.build_output(), PathBuf::from(DEFAULT_BUILD_OUTPUT));
+    }
+
+    #[test]
+    fn pack_manifest_errors_name_file_and_field() {
+        assert_eq!(
+            pack_err("name: core\nversion: one\ndescription: d\nauthor: a\n"),
+            "p/pack.yaml: field 'version': 'one' is not a semantic version (expected e.g. 1.0.0)"
+        );
+        assert_eq!(
+            pack_err("name: My Pack\nversion: 1.0.0\ndescription: d\nauthor: a\n"),
+            "p/pack.yaml: field 'name': 'My Pack' is not a valid pack ref (use lowercase letters, digits and '_')"
+        );
+        let missing = pack_err("name: core\ndescription: d\nauthor: a\n");
+        assert!(missing.starts_with("p/pack.yaml: invalid YAML: missing field `version`"), "{missing}");
+        let syntax = pack_err("name: [core\n");
+        assert!(syntax.starts_with("p/pack.yaml: invalid YAML:"), "{syntax}");
+        let build = pack_err(&format!("{PACK}build: {{command: make, output: ../x}}\n"));
+        assert!(build.contains("field 'build.output'"), "{build}");
+    }
+
+    fn core() -> PackRef {
+        PackRef::new("core").expect("valid")
+    }
+
+    #[test]
+    fn action_meta_parses_and_merges_runner_timeout() {
+        let text = "name: echo\nrunner_type: wasm\nentry_point: core.wasm\nparameters:\n  message:\n    type: string\n    required: true\n";
+        let a = ActionMeta::parse(text, Path::new("echo.yaml"), &core()).expect("valid");
+        assert_eq!(a.action_ref.to_string(), "core.echo");
+        let given = serde_json::json!({"message": "hi", "timeout": 5});
+        let (params, opts) = a.resolve(given.as_object().cloned().unwrap_or_default()).expect("valid");
+        assert_eq!(Value::Object(params), serde_json::json!({"message": "hi"}));
+        assert_eq!(opts.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn action_meta_errors_name_file_and_field() {
+        let err = |text: &str| {
+            ActionMeta::parse(text, Path::new("a/x.yaml"), &core())
+                .expect_err("must fail")
+                .to_string()
+        };
+        assert_eq!(
+            err("name: x\nrunner_type: python-script\nentry_point: x.py\n"),
+            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm)"
+        );
+        assert_eq!(
+            err("name: x\nrunner_type: wasm\nentry_point: ../x.wasm\n"),
+            "a/x.yaml: field 'entry_point': '../x.wasm' must be a relative path inside the pack (no '..', not absolute)"
+        );
+        assert_eq!(
+            err("name: x\nrunner_type: wasm\nentry_point: x.wasm\nparameters:\n  n:\n    type: int\n"),
+            "a/x.yaml: field 'parameters.n': field 'type': unknown type 'int' (expected string, integer, number, boolean, array, object or null)"
+        );
+        assert_eq!(
+            err("name: x\nrunner_type: wasm\nentry_point: x.wasm\npack: other\n"),
+            "a/x.yaml: field 'pack': 'other' does not match the pack's ref 'core'"
+        );
+    }
+
+    #[test]
+    fn config_schema_applies_defaults_and_validates() {
+        let schema = ConfigSchema::parse(
+            "directories:\n  type: array\n  default: [/tmp]\nuser:\n  type: string\n  required: true\n",
+            Path::new("config.schema.yaml"),
+        )
+        .expect("valid");
+        let cfg = schema.resolve("user: bob\n", Path::new("config.yaml")).expect("valid");
+        assert_eq!(Value::Object(cfg), serde_json::json!({"directories": ["/tmp"], "user": "bob"}));
+        let err = schema.resolve("{}", Path::new("config.yaml")).expect_err("missing");
+        assert_eq!(err.to_string(), "config.yaml: missing required parameter 'user'");
+    }
+}

@@ -1,0 +1,47 @@
+//! Timestamps as StackStorm writes them: RFC 3339, UTC, microseconds.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Now, formatted like `2026-11-21T23:55:00.123456Z`.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(OffsetDateTime::now_utc())
+}
+
+/// Format a UTC instant like `2026-11-21T23:55:00.123456Z`.
+pub fn format_rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let micros = t.microsecond();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        micros
+    )
+}
+
+/// Parse any RFC 3339 timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_with_microseconds_and_parses_back() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), "2026-11-21T23:55:00.123456Z".len());
+        assert!(parse_rfc3339(&s).is_some());
+    }
+}

@@ -1,0 +1,223 @@
+//! The executions table.
+
+use rusqlite::{OptionalExtension, Row, params};
+use squall_core::execution::CapturedOutput;
+use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
+
+use crate::{Error, Result, Store};
+
+/// Which executions to list; newest first.
+#[derive(Debug, Clone)]
+pub struct ExecutionFilter {
+    pub tenant: TenantId,
+    pub action: Option<ActionRef>,
+    pub status: Option<ExecutionStatus>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl ExecutionFilter {
+    pub fn for_tenant(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            action: None,
+            status: None,
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag";
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("execution fields serialize to JSON")
+}
+
+impl Store {
+    /// Insert a new execution record.
+    pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
+        let e = execution.clone();
+        self.write(move |txn| {
+            txn.execute(
+                &format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    e.id.as_str(),
+                    e.tenant.as_str(),
+                    e.action.to_string(),
+                    e.status.as_str(),
+                    json(&e.parameters),
+                    e.result.as_ref().map(json),
+                    json(&e.output),
+                    json(&e.log),
+                    e.start_timestamp,
+                    e.end_timestamp,
+                    e.trace_tag,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Write an execution's mutable fields: status, result, output, log, end.
+    pub async fn update_execution(&self, execution: &Execution) -> Result<()> {
+        let e = execution.clone();
+        self.write(move |txn| {
+            let n = txn.execute(
+                "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![
+                    e.tenant.as_str(),
+                    e.id.as_str(),
+                    e.status.as_str(),
+                    e.result.as_ref().map(json),
+                    json(&e.output),
+                    json(&e.log),
+                    e.end_timestamp,
+                ],
+            )?;
+            if n == 0 {
+                return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// One execution of `tenant`.
+    pub fn get_execution(&self, tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!("SELECT {COLUMNS} FROM executions WHERE tenant_id = ?1 AND id = ?2"),
+                params![tenant.as_str(), id.as_str()],
+                |row| Ok(from_row(row)),
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
+    /// Executions matching `filter`, newest first.
+    pub fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM executions
+                 WHERE tenant_id = ?1 AND (?2 IS NULL OR action_ref = ?2) AND (?3 IS NULL OR status = ?3)
+                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    filter.tenant.as_str(),
+                    filter.action.as_ref().map(ToString::to_string),
+                    filter.status.map(ExecutionStatus::as_str),
+                    i64::try_from(filter.limit).unwrap_or(i64::MAX),
+                    i64::try_from(filter.offset).unwrap_or(i64::MAX),
+                ],
+                |row| Ok(from_row(row)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn from_row(row: &Row<'_>) -> Result<Execution> {
+    let text = |i: usize| -> Result<String> { Ok(row.get::<_, String>(i)?) };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("{what}: {e}"));
+    let id = text(0)?;
+    let parse_json = |what: &str, s: &str| -> Result<serde_json::Value> {
+        serde_json::from_str(s).map_err(|e| corrupt(&format!("execution {id} {what}"), &e))
+    };
+    let result: Option<String> = row.get(5)?;
+    Ok(Execution {
+        id: id.parse().map_err(|e| corrupt("execution id", &e))?,
+        tenant: TenantId::new(text(1)?).map_err(|e| corrupt("tenant id", &e))?,
+        action: text(2)?.parse().map_err(|e| corrupt("action ref", &e))?,
+        status: text(3)?.parse().map_err(|e| corrupt("status", &e))?,
+        parameters: parse_json("parameters", &text(4)?)?,
+        result: result.map(|r| parse_json("result", &r)).transpose()?,
+        output: serde_json::from_str::<CapturedOutput>(&text(6)?)
+            .map_err(|e| corrupt("execution output", &e))?,
+        log: serde_json::from_str::<Vec<StatusChange>>(&text(7)?)
+            .map_err(|e| corrupt("execution log", &e))?,
+        start_timestamp: text(8)?,
+        end_timestamp: row.get(9)?,
+        trace_tag: row.get(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use squall_core::time::now_rfc3339;
+
+    use super::*;
+    use crate::StoreConfig;
+
+    fn sample(action: &str, status: ExecutionStatus) -> Execution {
+        Execution {
+            id: ExecutionId::generate(),
+            tenant: TenantId::default_tenant(),
+            action: action.parse().expect("valid ref"),
+            status,
+            parameters: json!({"message": "hi"}),
+            result: None,
+            output: CapturedOutput::default(),
+            start_timestamp: now_rfc3339(),
+            end_timestamp: None,
+            log: vec![StatusChange { status, timestamp: now_rfc3339() }],
+            trace_tag: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn executions_round_trip_and_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let mut a = sample("core.echo", ExecutionStatus::Requested);
+        let b = sample("core.noop", ExecutionStatus::Requested);
+        store.insert_execution(&a).await.expect("insert a");
+        store.insert_execution(&b).await.expect("insert b");
+
+        a.status = ExecutionStatus::Succeeded;
+        a.result = Some(json!({"message": "hi"}));
+        a.output.stdout = "out".into();
+        a.end_timestamp = Some(now_rfc3339());
+        store.update_execution(&a).await.expect("update");
+
+        let got = store.get_execution(&a.tenant, &a.id).expect("get").expect("exists");
+        assert_eq!(got, a);
+
+        let all = store
+            .list_executions(&ExecutionFilter::for_tenant(TenantId::default_tenant()))
+            .expect("list");
+        assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [b.id.clone(), a.id.clone()]);
+
+        let mut f = ExecutionFilter::for_tenant(TenantId::default_tenant());
+        f.status = Some(ExecutionStatus::Succeeded);
+        assert_eq!(store.list_executions(&f).expect("list").len(), 1);
+        f.status = None;
+        f.action = Some("core.noop".parse().expect("valid"));
+        assert_eq!(store.list_executions(&f).expect("list")[0].id, b.id);
+
+        let other = TenantId::new("other").expect("valid");
+        assert!(store.get_execution(&other, &a.id).expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let good = sample("core.echo", ExecutionStatus::Requested);
+        let mut missing = sample("core.echo", ExecutionStatus::Requested);
+        missing.status = ExecutionStatus::Failed;
+        let (r1, r2) = tokio::join!(store.insert_execution(&good), store.update_execution(&missing));
+        r1.expect("insert succeeds");
+        assert!(r2.is_err(), "updating a missing execution fails");
+        assert!(store.get_execution(&good.tenant, &good.id).expect("get").is_some());
+    }
+}

@@ -1,0 +1,150 @@
+//! The datastore table, behind [`squall_core::kv::KvStore`].
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use squall_core::TenantId;
+use squall_core::kv::{KvEntry, KvError, KvStore};
+use squall_core::time::unix_now;
+
+use crate::{Error, Store};
+
+fn backend(e: Error) -> KvError {
+    KvError::Backend(e.to_string())
+}
+
+fn expiry(raw: Option<i64>) -> Option<u64> {
+    raw.and_then(|t| u64::try_from(t).ok())
+}
+
+fn now() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl KvStore for Store {
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<KvEntry>, KvError> {
+        let (tenant, key) = (tenant.clone(), key.to_owned());
+        self.read_async(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT key, value, expires_at, secret FROM kv
+                     WHERE tenant_id = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                    params![tenant.as_str(), key, now()],
+                    |r| {
+                        Ok(KvEntry {
+                            key: r.get(0)?,
+                            value: r.get(1)?,
+                            expires_at: expiry(r.get(2)?),
+                            secret: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(row)
+        })
+        .await
+        .map_err(backend)
+    }
+
+    async fn set(&self, tenant: &TenantId, entry: KvEntry) -> Result<(), KvError> {
+        let tenant = tenant.clone();
+        self.write(move |txn| {
+            txn.execute(
+                "INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value,
+                     expires_at = excluded.expires_at, secret = excluded.secret",
+                params![
+                    tenant.as_str(),
+                    entry.key,
+                    entry.value,
+                    entry.expires_at.and_then(|t| i64::try_from(t).ok()),
+                    entry.secret,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(backend)
+    }
+
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, KvError> {
+        let (tenant, key) = (tenant.clone(), key.to_owned());
+        self.write(move |txn| {
+            // An expired key counts as absent, but its row goes too.
+            let live = txn.execute(
+                "DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                params![tenant.as_str(), key, now()],
+            )?;
+            txn.execute(
+                "DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2",
+                params![tenant.as_str(), key],
+            )?;
+            Ok(live > 0)
+        })
+        .await
+        .map_err(backend)
+    }
+
+    async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<KvEntry>, KvError> {
+        let (tenant, prefix) = (tenant.clone(), prefix.to_owned());
+        self.read_async(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, value, expires_at, secret FROM kv
+                 WHERE tenant_id = ?1 AND substr(key, 1, length(?2)) = ?2
+                   AND (expires_at IS NULL OR expires_at > ?3)
+                 ORDER BY key",
+            )?;
+            let rows = stmt.query_map(params![tenant.as_str(), prefix, now()], |r| {
+                Ok(KvEntry {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                    expires_at: expiry(r.get(2)?),
+                    secret: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn entry(key: &str, value: &str, expires_at: Option<u64>) -> KvEntry {
+        KvEntry {
+            key: key.into(),
+            value: value.into(),
+            expires_at,
+            secret: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn kv_is_tenant_scoped_and_honours_expiry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let t = TenantId::default_tenant();
+        store.set(&t, entry("a:1", "one", None)).await.expect("set");
+        store.set(&t, entry("a:2", "two", None)).await.expect("set");
+        store.set(&t, entry("b:1", "x", None)).await.expect("set");
+        store.set(&t, entry("a:old", "gone", Some(1))).await.expect("set");
+
+        assert_eq!(store.get(&t, "a:1").await.expect("get").map(|e| e.value), Some("one".into()));
+        assert_eq!(store.get(&t, "a:old").await.expect("get"), None, "expired keys are absent");
+        let keys: Vec<_> = store.list(&t, "a:").await.expect("list").into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["a:1", "a:2"]);
+
+        let other = TenantId::new("other").expect("valid");
+        assert_eq!(store.get(&other, "a:1").await.expect("get"), None);
+
+        store.set(&t, entry("a:1", "uno", None)).await.expect("replace");
+        assert_eq!(store.get(&t, "a:1").await.expect("get").map(|e| e.value), Some("uno".into()));
+        assert!(store.delete(&t, "a:1").await.expect("delete"));
+        assert!(!store.delete(&t, "a:1").await.expect("delete again"));
+        assert!(!store.delete(&t, "a:old").await.expect("expired delete"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Squall's store: SQLite through rusqlite, the only crate that opens a
+//! database connection.
+//!
+//! One thread owns the write connection ([`writer`]): callers send closures,
+//! the thread applies whatever has arrived together in one transaction (one
+//! savepoint per closure, so one failing write does not undo its neighbours)
+//! and answers each caller after the commit. Reads use a small pool of
+//! read-only connections ([`Store::read`]). The schema is an append-only list
+//! of migrations tracked by `PRAGMA user_version` ([`migrate`]).
+
+#![forbid(unsafe_code)]
+
+mod executions;
+mod kv;
+mod migrate;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use executions::ExecutionFilter;
+pub use migrate::SCHEMA_VERSION;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to open database '{path}': {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database '{path}' has schema version {found}, newer than this build of Squall supports ({supported}); upgrade Squall"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `synchronous=FULL` instead of `NORMAL`: every commit is fsynced.
+    pub synchronous_full: bool,
+    /// Read-only connections kept open.
+    pub readers: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            synchronous_full: false,
+            readers: 4,
+        }
+    }
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    writer: writer::Writer,
+    readers: Arc<ReadPool>,
+}
+
+#[derive(Debug)]
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path`, migrate it, and
+    /// start the writer thread.
+    pub fn open(path: &Path, config: &StoreConfig) -> Result<Self> {
+        let open_err = |source| Error::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn, config.synchronous_full).map_err(open_err)?;
+        migrate::migrate(&mut conn, path)?;
+        let writer = writer::Writer::spawn(conn);
+        Ok(Self {
+            writer,
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                max_idle: config.readers.max(1),
+            }),
+        })
+    }
+
+    /// Run `f` on a read-only connection from the pool. Blocking: call it
+    /// from a blocking context or through [`Store::read_async`].
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = self.readers.take()?;
+        let out = f(&conn);
+        self.readers.give_back(conn);
+        out
+    }
+
+    /// [`Store::read`] on tokio's blocking pool.
+    pub async fn read_async<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| Error::Corrupt(format!("read task failed: {e}")))?
+    }
+
+    /// Apply `f` inside the writer's next batch; resolves after the batch
+    /// commits.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.writer.submit(f)?.await.map_err(|_| Error::WriterGone)?
+    }
+
+    /// [`Store::write`] for callers outside an async runtime.
+    pub fn write_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.writer
+            .submit(f)?
+            .blocking_recv()
+            .map_err(|_| Error::WriterGone)?
+    }
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection> {
+        if let Some(conn) = self.idle.lock().expect("read pool lock poisoned").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| Error::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("read pool lock poisoned");
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+fn configure(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if synchronous_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Embedded, append-only migrations tracked by `PRAGMA user_version`.
+//!
+//! Never edit a migration that has shipped: append a new one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, executions, the datastore.
+    r#"
+    CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY,
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO tenants (id, created_at) VALUES ('default', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+    CREATE TABLE executions (
+        id               TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL REFERENCES tenants(id),
+        action_ref       TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        parameters       TEXT NOT NULL,
+        result           TEXT,
+        output           TEXT NOT NULL,
+        status_log       TEXT NOT NULL,
+        start_timestamp  TEXT NOT NULL,
+        end_timestamp    TEXT,
+        trace_tag        TEXT
+    ) STRICT;
+    CREATE INDEX executions_by_tenant ON executions (tenant_id, id DESC);
+    CREATE INDEX executions_by_action ON executions (tenant_id, action_ref, id DESC);
+    CREATE INDEX executions_by_status ON executions (tenant_id, status, id DESC);
+
+    CREATE TABLE kv (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        key         TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        expires_at  INTEGER,
+        secret      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, key)
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Bring the database up to [`SCHEMA_VERSION`] in one exclusive transaction;
+/// refuse a database written by a newer Squall.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let start = usize::try_from(found).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.execute_batch(sql)?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let mut conn = Connection::open(&path).expect("open");
+        migrate(&mut conn, &path).expect("first");
+        migrate(&mut conn, &path).expect("second");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(v, SCHEMA_VERSION);
+        let tenants: i64 = conn
+            .query_row("SELECT count(*) FROM tenants", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(tenants, 1);
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        let mut conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("pragma");
+        let err = migrate(&mut conn, &path).expect_err("must refuse");
+        assert!(matches!(err, Error::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade Squall"));
+    }
+}
