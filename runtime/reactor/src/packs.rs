@@ -1,0 +1,296 @@
+//! Reading pack directories: `pack.yaml`, `actions/*.yaml`,
+//! `config.schema.yaml` and `config.yaml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use squall_core::manifest::{ActionMeta, ConfigSchema, ManifestError, PackManifest};
+use squall_core::{ActionRef, PackRef};
+
+/// Why packs could not be loaded or an action not found.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("'{0}' is neither a pack (no pack.yaml) nor a directory of packs")]
+    NotAPack(PathBuf),
+    #[error("pack '{pack}' is defined twice: in '{first}' and in '{second}'")]
+    Duplicate {
+        pack: PackRef,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("action '{name}' is defined twice in pack '{pack}': '{first}' and '{second}'")]
+    DuplicateAction {
+        pack: PackRef,
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+    #[error("unknown action '{action}': {hint}")]
+    UnknownAction { action: ActionRef, hint: String },
+    #[error(
+        "action '{action}': component '{entry_point}' not found in '{}' or '{}' (build the pack with `squall pack build {}`)",
+        searched[0].display(), searched[1].display(), pack_dir.display()
+    )]
+    MissingComponent {
+        action: ActionRef,
+        entry_point: PathBuf,
+        searched: [PathBuf; 2],
+        pack_dir: PathBuf,
+    },
+}
+
+/// One pack read from disk.
+#[derive(Debug)]
+pub struct LoadedPack {
+    pub manifest: PackManifest,
+    pub dir: PathBuf,
+    pub actions: BTreeMap<String, ActionMeta>,
+    /// The validated config as JSON text, handed to guests.
+    pub config: Arc<str>,
+}
+
+impl LoadedPack {
+    /// Read the pack in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PackError> {
+        let manifest_path = dir.join("pack.yaml");
+        let manifest = PackManifest::parse(&read(&manifest_path)?, &manifest_path)?;
+        let mut actions: BTreeMap<String, ActionMeta> = BTreeMap::new();
+        let mut origins: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for file in yaml_files(&dir.join("actions"))? {
+            let meta = ActionMeta::parse(&read(&file)?, &file, &manifest.pack_ref)?;
+            let name = meta.action_ref.name().to_owned();
+            if let Some(first) = origins.get(&name) {
+                return Err(PackError::DuplicateAction {
+                    pack: manifest.pack_ref.clone(),
+                    name,
+                    first: first.clone(),
+                    second: file,
+                });
+            }
+            origins.insert(name.clone(), file);
+            actions.insert(name, meta);
+        }
+        let config = load_config(dir)?;
+        Ok(Self {
+            manifest,
+            dir: dir.to_owned(),
+            actions,
+            config: serde_json::Value::Object(config).to_string().into(),
+        })
+    }
+
+    /// The `.wasm` file of `action`: in `actions/` as shipped in an upload,
+    /// else in the pack's build output.
+    pub fn component_path(&self, action: &ActionMeta) -> Result<PathBuf, PackError> {
+        let shipped = self.dir.join("actions").join(&action.entry_point);
+        let built = self
+            .dir
+            .join(self.manifest.build_output())
+            .join(&action.entry_point);
+        for candidate in [&shipped, &built] {
+            if candidate.is_file() {
+                return Ok(candidate.clone());
+            }
+        }
+        Err(PackError::MissingComponent {
+            action: action.action_ref.clone(),
+            entry_point: action.entry_point.clone(),
+            searched: [shipped, built],
+            pack_dir: self.dir.clone(),
+        })
+    }
+}
+
+fn load_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>, PackError> {
+    let schema_path = dir.join("config.schema.yaml");
+    let config_path = dir.join("config.yaml");
+    let schema = if schema_path.is_file() {
+        ConfigSchema::parse(&read(&schema_path)?, &schema_path)?
+    } else {
+        ConfigSchema::parse("{}", &schema_path)?
+    };
+    if config_path.is_file() {
+        Ok(schema.resolve(&read(&config_path)?, &config_path)?)
+    } else {
+        Ok(schema.defaults(&config_path)?)
+    }
+}
+
+fn read(path: &Path) -> Result<String, PackError> {
+    std::fs::read_to_string(path).map_err(|source| PackError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `*.yaml` and `*.yml` files in `dir`, sorted; none when `dir` is absent.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PackError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| PackError::Io {
+                path: dir.to_owned(),
+                source,
+            })?
+            .path();
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        if is_yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Every pack Squall knows about, by ref.
+#[derive(Debug, Default)]
+pub struct PackSet {
+    packs: BTreeMap<PackRef, LoadedPack>,
+}
+
+impl PackSet {
+    /// Load each path: a pack directory (has `pack.yaml`) or a directory
+    /// whose subdirectories are packs.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, PackError> {
+        let mut set = Self::default();
+        for path in paths {
+            if path.join("pack.yaml").is_file() {
+                set.add(LoadedPack::load(path)?)?;
+                continue;
+            }
+            let entries = std::fs::read_dir(path).map_err(|_| PackError::NotAPack(path.clone()))?;
+            let mut dirs: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("pack.yaml").is_file())
+                .collect();
+            dirs.sort();
+            for dir in dirs {
+                set.add(LoadedPack::load(&dir)?)?;
+            }
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, pack: LoadedPack) -> Result<(), PackError> {
+        if let Some(first) = self.packs.get(&pack.manifest.pack_ref) {
+            return Err(PackError::Duplicate {
+                pack: pack.manifest.pack_ref.clone(),
+                first: first.dir.clone(),
+                second: pack.dir,
+            });
+        }
+        self.packs.insert(pack.manifest.pack_ref.clone(), pack);
+        Ok(())
+    }
+
+    pub fn packs(&self) -> impl Iterator<Item = &LoadedPack> {
+        self.packs.values()
+    }
+
+    /// The pack and metadata of `action`, or an error that says what exists.
+    pub fn action(&self, action: &ActionRef) -> Result<(&LoadedPack, &ActionMeta), PackError> {
+        let unknown = |hint: String| PackError::UnknownAction {
+            action: action.clone(),
+            hint,
+        };
+        let Some(pack) = self.packs.get(action.pack()) else {
+            let known: Vec<_> = self.packs.keys().map(ToString::to_string).collect();
+            return Err(unknown(if known.is_empty() {
+                "no packs are loaded (use --packs DIR)".to_owned()
+            } else {
+                format!("no pack '{}' (loaded: {})", action.pack(), known.join(", "))
+            }));
+        };
+        let Some(meta) = pack.actions.get(action.name()) else {
+            let known: Vec<_> = pack.actions.keys().cloned().collect();
+            return Err(unknown(format!(
+                "pack '{}' has no action '{}' (it has: {})",
+                action.pack(),
+                action.name(),
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )));
+        };
+        Ok((pack, meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn pack(dir: &Path, name: &str) {
+        write(dir, "pack.yaml", &format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n"));
+        write(dir, "actions/hello.yaml", "name: hello\nrunner_type: wasm\nentry_point: hello.wasm\n");
+    }
+
+    #[test]
+    fn loads_a_pack_or_a_directory_of_packs() {
+        let root = tempfile::tempdir().expect("tempdir");
+        pack(&root.path().join("one"), "one");
+        pack(&root.path().join("two"), "two");
+        let set = PackSet::load(&[root.path().to_owned()]).expect("loads");
+        assert_eq!(set.packs().count(), 2);
+        let set = PackSet::load(&[root.path().join("one")]).expect("loads");
+        assert_eq!(set.packs().count(), 1);
+    }
+
+    #[test]
+    fn unknown_actions_say_what_exists() {
+        let root = tempfile::tempdir().expect("tempdir");
+        pack(root.path(), "one");
+        let set = PackSet::load(&[root.path().to_owned()]).expect("loads");
+        let err = set.action(&"one.bye".parse().expect("ref")).expect_err("unknown");
+        assert_eq!(err.to_string(), "unknown action 'one.bye': pack 'one' has no action 'bye' (it has: hello)");
+        let err = set.action(&"zzz.bye".parse().expect("ref")).expect_err("unknown");
+        assert_eq!(err.to_string(), "unknown action 'zzz.bye': no pack 'zzz' (loaded: one)");
+    }
+
+    #[test]
+    fn missing_component_points_at_the_build() {
+        let root = tempfile::tempdir().expect("tempdir");
+        pack(root.path(), "one");
+        let set = PackSet::load(&[root.path().to_owned()]).expect("loads");
+        let (p, meta) = set.action(&"one.hello".parse().expect("ref")).expect("exists");
+        let err = p.component_path(meta).expect_err("not built");
+        assert!(err.to_string().contains("squall pack build"), "{err}");
+    }
+
+    #[test]
+    fn config_is_validated_with_defaults() {
+        let root = tempfile::tempdir().expect("tempdir");
+        pack(root.path(), "one");
+        write(root.path(), "config.schema.yaml", "dir:\n  type: string\n  default: /tmp\n");
+        let p = LoadedPack::load(root.path()).expect("loads");
+        assert_eq!(&*p.config, r#"{"dir":"/tmp"}"#);
+        write(root.path(), "config.yaml", "dir: 5\n");
+        let err = LoadedPack::load(root.path()).expect_err("bad config");
+        assert!(err.to_string().contains("config.yaml: parameter 'dir'"), "{err}");
+    }
+}

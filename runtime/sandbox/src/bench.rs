@@ -1,0 +1,58 @@
+//! Figures for `squall bench sandbox`: the raw wasmtime floor for the same
+//! component, measured in the same process as Squall's full path.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::WasiCtx;
+
+use crate::bindings::squall::automation::types::Context;
+use crate::host::{HostState, LogBuffer, MemoryLimiter};
+use crate::{ActionComponent, Sandbox};
+
+impl Sandbox {
+    /// Instantiate `component` and call `run` once with `params`, `n` times,
+    /// with the least a host must do: an empty WASI context, no limits, no
+    /// deadline callback, no output capture, no result parsing. Returns the
+    /// time of each iteration.
+    pub async fn raw_floor(&self, component: &ActionComponent, params: &str, n: usize) -> Vec<Duration> {
+        let ctx = Context {
+            execution_id: "bench".into(),
+            tenant: "default".into(),
+            pack: "core".into(),
+            action: "noop".into(),
+            api_url: None,
+            auth_token: None,
+            trace_tag: None,
+        };
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let state = HostState {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter { limit: usize::MAX, refused: None },
+                tenant: squall_core::TenantId::default_tenant(),
+                config: "{}".into(),
+                kv: None,
+                log: LogBuffer::new(0),
+            };
+            let mut store = Store::new(&self.engine.engine, state);
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = component
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("benchmark component instantiates");
+            let out = instance
+                .call_run(&mut store, &ctx, &params.to_owned())
+                .await
+                .expect("benchmark component runs");
+            std::hint::black_box(out).ok();
+            drop(store);
+            times.push(t.elapsed());
+        }
+        times
+    }
+}

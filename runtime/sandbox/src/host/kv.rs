@@ -1,0 +1,69 @@
+//! `squall:automation/kv`: the tenant's datastore.
+//!
+//! Errors reach the guest as `err(string)`, never as traps. Encryption
+//! arrives with the datastore's secrets support; until then a request to
+//! encrypt is refused rather than silently stored in clear text.
+
+use squall_core::kv::{KvEntry, KvError, check_key};
+use squall_core::time::unix_now;
+
+use super::HostState;
+use crate::bindings::squall::automation::kv::{Entry, Host};
+
+impl HostState {
+    fn kv_store(&self) -> Result<&dyn squall_core::kv::KvStore, String> {
+        self.kv
+            .as_deref()
+            .ok_or_else(|| "no datastore is available to this execution".to_owned())
+    }
+}
+
+fn msg(e: KvError) -> String {
+    e.to_string()
+}
+
+impl Host for HostState {
+    async fn get(&mut self, key: String, _decrypt: bool) -> Result<Option<String>, String> {
+        check_key(&key).map_err(msg)?;
+        let entry = self.kv_store()?.get(&self.tenant, &key).await.map_err(msg)?;
+        Ok(entry.map(|e| e.value))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+        encrypt: bool,
+    ) -> Result<(), String> {
+        check_key(&key).map_err(msg)?;
+        if encrypt {
+            return Err(msg(KvError::EncryptionUnavailable));
+        }
+        let entry = KvEntry {
+            key,
+            value,
+            expires_at: ttl_seconds.map(|ttl| unix_now() + u64::from(ttl)),
+            secret: false,
+        };
+        self.kv_store()?.set(&self.tenant, entry).await.map_err(msg)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, String> {
+        check_key(&key).map_err(msg)?;
+        self.kv_store()?.delete(&self.tenant, &key).await.map_err(msg)
+    }
+
+    async fn list(&mut self, prefix: String) -> Result<Vec<Entry>, String> {
+        let entries = self.kv_store()?.list(&self.tenant, &prefix).await.map_err(msg)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| Entry {
+                key: e.key,
+                value: e.value,
+                expires_at: e.expires_at,
+                secret: e.secret,
+            })
+            .collect())
+    }
+}

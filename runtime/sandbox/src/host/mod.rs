@@ -1,0 +1,107 @@
+//! Per-execution host state and the host side of each WIT interface.
+//!
+//! One module per capability: `log`, `config`, `kv`, and `output` (the capped
+//! stdout/stderr pipes handed to WASI).
+
+mod config;
+mod kv;
+mod log;
+pub(crate) mod output;
+
+use std::sync::Arc;
+
+use squall_core::TenantId;
+use squall_core::execution::GuestLogLine;
+use squall_core::kv::KvStore;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::Action;
+use crate::{Error, Result};
+
+/// Everything one execution's `Store` holds.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) tenant: TenantId,
+    /// The pack's config as JSON text.
+    pub(crate) config: Arc<str>,
+    pub(crate) kv: Option<Arc<dyn KvStore>>,
+    pub(crate) log: LogBuffer,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The linker every action is checked and instantiated against: WASI p2
+/// (without filesystem preopens, env or sockets: see `run.rs`) plus Squall's
+/// own interfaces.
+pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    let err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    Action::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
+    Ok(linker)
+}
+
+/// Caps linear memory and remembers a refused growth, so the trap that
+/// usually follows can be reported as what it is.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: usize,
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Guest log lines, capped by total bytes like stdout and stderr.
+#[derive(Debug)]
+pub(crate) struct LogBuffer {
+    pub(crate) lines: Vec<GuestLogLine>,
+    pub(crate) bytes: usize,
+    pub(crate) cap: usize,
+    pub(crate) truncated: bool,
+}
+
+impl LogBuffer {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            lines: Vec::new(),
+            bytes: 0,
+            cap,
+            truncated: false,
+        }
+    }
+}
+
+impl crate::bindings::squall::automation::types::Host for HostState {}

@@ -1,0 +1,272 @@
+//! One execution: a fresh `Store`, limits, the call, and the mapping of every
+//! ending to an [`Outcome`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use squall_core::execution::CapturedOutput;
+use squall_core::kv::KvStore;
+use squall_core::{ActionRef, ExecutionId, TenantId};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::bindings::squall::automation::types::{ActionError, Context};
+use crate::host::output::CappedPipe;
+use crate::host::{HostState, LogBuffer, MemoryLimiter};
+use crate::{ActionComponent, Failure, FailureKind, Outcome, RunReport, Sandbox};
+
+/// Per-execution limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time before the guest is stopped.
+    pub timeout: Duration,
+    /// Linear memory the guest may grow to.
+    pub memory_bytes: usize,
+    /// Bytes kept of each of stdout, stderr and the guest log.
+    pub output_bytes: usize,
+    /// Largest result accepted.
+    pub result_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(squall_core::manifest::DEFAULT_TIMEOUT_SECS),
+            memory_bytes: 128 << 20,
+            output_bytes: 1 << 20,
+            result_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Everything one execution needs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub execution_id: ExecutionId,
+    pub tenant: TenantId,
+    pub action: ActionRef,
+    /// The resolved parameters object.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// The pack's config as JSON text.
+    pub config: Arc<str>,
+    pub kv: Option<Arc<dyn KvStore>>,
+    pub trace_tag: Option<String>,
+    pub limits: Limits,
+}
+
+impl Sandbox {
+    /// Run one execution of `component` in a fresh instance.
+    #[tracing::instrument(skip_all, fields(execution_id = %inv.execution_id, action = %inv.action))]
+    pub async fn run_action(&self, component: &ActionComponent, inv: Invocation) -> RunReport {
+        let started = Instant::now();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the instance semaphore is never closed");
+        let limits = inv.limits;
+        // A zero timeout would expire before the first instruction.
+        let timeout = limits.timeout.max(self.engine.tick);
+        let stdout = CappedPipe::new(limits.output_bytes);
+        let stderr = CappedPipe::new(limits.output_bytes);
+        // No env, no args, no preopened directories, no sockets: WASI's
+        // defaults, made explicit by not asking for any of them.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                refused: None,
+            },
+            tenant: inv.tenant.clone(),
+            config: inv.config.clone(),
+            kv: inv.kv.clone(),
+            log: LogBuffer::new(limits.output_bytes),
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = started + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield through tokio so a busy guest cannot starve the runtime
+                // (a plain `Yield` may be rescheduled at once from the LIFO slot).
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+
+        let ctx = Context {
+            execution_id: inv.execution_id.to_string(),
+            tenant: inv.tenant.to_string(),
+            pack: inv.action.pack().to_string(),
+            action: inv.action.name().to_owned(),
+            api_url: None,
+            auth_token: None,
+            trace_tag: inv.trace_tag.clone(),
+        };
+        let params = serde_json::Value::Object(inv.parameters).to_string();
+
+        let call = async {
+            let instance = component
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(CallError::Instantiate)?;
+            instance
+                .call_run(&mut store, &ctx, &params)
+                .await
+                .map_err(CallError::Trap)
+        };
+        // The epoch callback stops guests that compute; this stops guests that
+        // wait inside a host call (sleeping, kv), where epochs are not checked.
+        let called = tokio::time::timeout_at(deadline.into(), call).await;
+
+        let refused_memory = store.data().limiter.refused;
+        let log = std::mem::replace(&mut store.data_mut().log, LogBuffer::new(0));
+        drop(store);
+        let (stdout, stdout_cut) = stdout.take();
+        let (stderr, stderr_cut) = stderr.take();
+        let outcome = match called {
+            Err(_elapsed) => Outcome::Timeout { after: timeout },
+            Ok(Ok(Ok(json))) => parse_result(&json, limits.result_bytes),
+            Ok(Ok(Err(action_error))) => Outcome::Failed(from_action_error(action_error)),
+            Ok(Err(CallError::Instantiate(e))) => Outcome::Failed(Failure {
+                kind: FailureKind::Instantiation,
+                message: format!("failed to start the action: {e:#}"),
+            }),
+            Ok(Err(CallError::Trap(e))) => classify_trap(&e, refused_memory, limits, &stderr, timeout),
+        };
+        RunReport {
+            outcome,
+            output: CapturedOutput {
+                stdout,
+                stderr,
+                truncated: stdout_cut || stderr_cut || log.truncated,
+                log: log.lines,
+            },
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+enum CallError {
+    Instantiate(wasmtime::Error),
+    Trap(wasmtime::Error),
+}
+
+fn parse_result(json: &str, max: usize) -> Outcome {
+    if json.len() > max {
+        return Outcome::Failed(Failure {
+            kind: FailureKind::InvalidResult,
+            message: format!(
+                "invalid result: {} bytes, over the limit of {} bytes",
+                json.len(),
+                max
+            ),
+        });
+    }
+    match serde_json::from_str(json) {
+        Ok(value) => Outcome::Succeeded(value),
+        Err(e) => Outcome::Failed(Failure {
+            kind: FailureKind::InvalidResult,
+            message: format!("invalid result: the action returned text that is not JSON ({e})"),
+        }),
+    }
+}
+
+fn from_action_error(e: ActionError) -> Failure {
+    let (kind, message) = match e {
+        ActionError::InvalidInput(m) => (FailureKind::InvalidInput, format!("invalid input: {m}")),
+        ActionError::Failed(m) => (FailureKind::ActionFailed, m),
+        ActionError::Retryable(m) => (FailureKind::Retryable, format!("retryable: {m}")),
+    };
+    Failure { kind, message }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn classify_trap(
+    e: &wasmtime::Error,
+    refused_memory: Option<usize>,
+    limits: Limits,
+    stderr: &str,
+    timeout: Duration,
+) -> Outcome {
+    let trap = e.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return Outcome::Timeout { after: timeout };
+    }
+    let (kind, message) = if let Some(wanted) = refused_memory {
+        (
+            FailureKind::MemoryLimit,
+            format!(
+                "memory limit exceeded: the action tried to grow its memory to {}, over its limit of {}",
+                mib(wanted),
+                mib(limits.memory_bytes)
+            ),
+        )
+    } else if trap == Some(Trap::StackOverflow) {
+        (
+            FailureKind::StackOverflow,
+            "stack overflow: the action recursed too deeply".to_owned(),
+        )
+    } else if let Some(text) = panic_message(stderr) {
+        (FailureKind::Panic, format!("guest panicked: {text}"))
+    } else {
+        (FailureKind::Trap, format!("guest trapped: {e:#}"))
+    };
+    Outcome::Failed(Failure { kind, message })
+}
+
+/// The message of a Rust panic from the standard library's report on
+/// stderr: the lines after `thread '…' panicked at FILE:LINE:COL:` up to the
+/// `note:` line.
+pub(crate) fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let rest = &stderr[start..];
+    let (location_line, body) = rest.split_once('\n').unwrap_or((rest, ""));
+    let message: Vec<&str> = body
+        .lines()
+        .take_while(|line| !line.starts_with("note: "))
+        .collect();
+    let message = message.join("\n").trim().to_owned();
+    if message.is_empty() {
+        // Older formats put the message on the same line.
+        Some(location_line.trim_start_matches("panicked at ").to_owned())
+    } else {
+        Some(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_extracted() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nsomething broke: 42\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(panic_message(stderr).as_deref(), Some("something broke: 42"));
+        assert_eq!(panic_message("no panic here"), None);
+    }
+
+    #[test]
+    fn results_must_be_json_and_bounded() {
+        assert_eq!(parse_result("{\"a\":1}", 100), Outcome::Succeeded(serde_json::json!({"a": 1})));
+        let Outcome::Failed(f) = parse_result("not json", 100) else { panic!("must fail") };
+        assert_eq!(f.kind, FailureKind::InvalidResult);
+        let Outcome::Failed(f) = parse_result("\"0123456789\"", 4) else { panic!("must fail") };
+        assert!(f.message.contains("over the limit"), "{}", f.message);
+    }
+}
