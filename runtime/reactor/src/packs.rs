@@ -11,10 +11,10 @@ use squall_core::{ActionRef, PackRef};
 /// Why packs could not be loaded or an action not found.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -125,9 +125,9 @@ fn load_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>,
 }
 
 fn read(path: &Path) -> Result<String, PackError> {
-    std::fs::read_to_string(path).map_err(|source| PackError::Io {
+    std::fs::read_to_string(path).map_err(|cause| PackError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 
@@ -136,19 +136,19 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(cause) => {
             return Err(PackError::Io {
                 path: dir.to_owned(),
-                source,
+                cause,
             });
         }
     };
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(|source| PackError::Io {
+            .map_err(|cause| PackError::Io {
                 path: dir.to_owned(),
-                source,
+                cause,
             })?
             .path();
         let is_yaml = matches!(

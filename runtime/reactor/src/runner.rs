@@ -30,15 +30,15 @@ pub enum RunError {
     Pack(#[from] PackError),
     #[error("action '{0}' is disabled")]
     Disabled(ActionRef),
-    #[error("invalid parameters for '{action}': {source}")]
+    #[error("invalid parameters for '{action}': {cause}")]
     Parameters {
         action: ActionRef,
-        source: ParamError,
+        cause: ParamError,
     },
-    #[error("action '{action}': {source}")]
+    #[error("action '{action}': {cause}")]
     Component {
         action: ActionRef,
-        source: squall_sandbox::Error,
+        cause: squall_sandbox::Error,
     },
     #[error(transparent)]
     Store(#[from] squall_store::Error),
@@ -79,16 +79,16 @@ impl Runner {
         }
         let (parameters, options) =
             meta.resolve(req.parameters)
-                .map_err(|source| RunError::Parameters {
+                .map_err(|cause| RunError::Parameters {
                     action: req.action.clone(),
-                    source,
+                    cause,
                 })?;
         let component = self
             .sandbox
             .load_action(&pack.component_path(meta)?)
-            .map_err(|source| RunError::Component {
+            .map_err(|cause| RunError::Component {
                 action: req.action.clone(),
-                source,
+                cause,
             })?;
 
         let now = now_rfc3339();

@@ -37,9 +37,9 @@ impl Hasher for Sha256Hasher {
 
 impl CompileCache {
     pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Cache {
+        std::fs::create_dir_all(dir).map_err(|cause| Error::Cache {
             path: dir.to_owned(),
-            source,
+            cause,
         })?;
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -76,9 +76,9 @@ impl CompileCache {
                 path: source.to_owned(),
                 reason: format!("{e:#}"),
             })?;
-        let cache_err = |source| Error::Cache {
+        let cache_err = |cause| Error::Cache {
             path: entry.clone(),
-            source,
+            cause,
         };
         // Write beside the final name, then rename: readers never see half a file.
         let tmp = tempfile_in(&self.dir).map_err(cache_err)?;

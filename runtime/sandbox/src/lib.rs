@@ -29,19 +29,19 @@ pub use run::{Invocation, Limits};
 /// Errors from loading a component.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to read component '{path}': {source}")]
+    #[error("failed to read component '{path}': {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("'{path}' is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`): {reason}")]
     NotAComponent { path: PathBuf, reason: String },
     #[error("'{path}' does not implement the squall:automation/action world: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
-    #[error("compile cache '{path}': {source}")]
+    #[error("compile cache '{path}': {cause}")]
     Cache {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("failed to set up the WebAssembly engine: {0}")]
     Engine(String),
@@ -188,9 +188,9 @@ impl Sandbox {
     /// Load an action component: compile it once (or map it from the cache),
     /// check it against the `action` world, and keep its `InstancePre`.
     pub fn load_action(&self, path: &Path) -> Result<Arc<ActionComponent>> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+        let bytes = std::fs::read(path).map_err(|cause| Error::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let digest = cache::sha256_hex(&bytes);
         if let Some(loaded) = self.loaded_get(&digest) {

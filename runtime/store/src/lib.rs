@@ -26,10 +26,10 @@ pub use migrate::SCHEMA_VERSION;
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to open database '{path}': {source}")]
+    #[error("failed to open database '{path}': {cause}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error(
         "database '{path}' has schema version {found}, newer than this build of Squall supports ({supported}); upgrade Squall"
@@ -85,9 +85,9 @@ impl Store {
     /// Open (creating if needed) the database at `path`, migrate it, and
     /// start the writer thread.
     pub fn open(path: &Path, config: &StoreConfig) -> Result<Self> {
-        let open_err = |source| Error::Open {
+        let open_err = |cause| Error::Open {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, config.synchronous_full).map_err(open_err)?;
@@ -153,9 +153,9 @@ impl ReadPool {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| Error::Open {
+        .map_err(|cause| Error::Open {
             path: self.path.clone(),
-            source,
+            cause,
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)

@@ -1,0 +1,184 @@
+//! `squall bench sandbox`: figures for docs/benchmarks.md. Prints medians;
+//! asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use squall_core::{ActionRef, ExecutionId, TenantId};
+use squall_reactor::PackSet;
+use squall_sandbox::{ActionComponent, Invocation, Limits, Outcome, Sandbox};
+
+use crate::commands::{open_sandbox, pack_paths};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Per-execution overhead of core.noop in a fresh instance against the
+    /// raw wasmtime instantiate+call floor, executions/s on one and two
+    /// threads, and the whole-process time of `squall run core.noop`.
+    Sandbox {
+        /// Executions per measurement.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Runs of the whole `squall run` process.
+        #[arg(long, default_value_t = 20)]
+        process_runs: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
+}
+
+pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Sandbox {
+        iterations,
+        process_runs,
+        packs,
+    } = cmd;
+    let iterations = iterations.max(10);
+    let pack_dirs = pack_paths(packs);
+    let set = PackSet::load(&pack_dirs)?;
+    let noop: ActionRef = "core.noop".parse()?;
+    let (pack, meta) = set.action(&noop)?;
+    let wasm = pack.component_path(meta)?;
+
+    let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
+    let component = sandbox.load_action(&wasm)?;
+    println!("squall bench sandbox");
+    println!("  component        {} ({} KiB)", wasm.display(), std::fs::metadata(&wasm)?.len() / 1024);
+    println!("  allocator        {:?}", sandbox.allocator());
+    println!("  iterations       {iterations}");
+
+    let rt = runtime(2)?;
+    // Warm up code paths, the pooling allocator's slots and the page cache.
+    rt.block_on(async {
+        for _ in 0..200 {
+            run_once(&sandbox, &component).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let floor = rt.block_on(sandbox.raw_floor(&component, "{}", iterations));
+    let full = rt.block_on(async {
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            run_once(&sandbox, &component).await?;
+            times.push(t.elapsed());
+        }
+        anyhow::Ok(times)
+    })?;
+    let (floor_med, full_med) = (median(&floor), median(&full));
+    println!();
+    println!("per execution, sequential (median / p99)");
+    println!("  raw wasmtime floor   {:>8.1} µs / {:>8.1} µs", us(floor_med), us(p99(&floor)));
+    println!("  squall core.noop     {:>8.1} µs / {:>8.1} µs", us(full_med), us(p99(&full)));
+    println!("  ratio (squall/floor) {:>8.2}", full_med.as_secs_f64() / floor_med.as_secs_f64());
+
+    println!();
+    println!("throughput, fresh instance per execution");
+    for threads in [1, 2] {
+        let rt = runtime(threads)?;
+        let per_second = rt.block_on(throughput(&sandbox, &component, iterations, threads * 4))?;
+        println!("  {threads} thread{}            {:>10.0} executions/s", if threads == 1 { " " } else { "s" }, per_second);
+    }
+
+    if process_runs > 0 {
+        let times = process_times(&pack_dirs, data_dir, process_runs)?;
+        println!();
+        println!("whole process: squall run core.noop, warm compile cache ({process_runs} runs)");
+        println!("  median {:>8.1} ms, min {:>8.1} ms", ms(median(&times)), ms(*times.iter().min().expect("at least one run")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?)
+}
+
+async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Result<()> {
+    let inv = Invocation {
+        execution_id: ExecutionId::generate(),
+        tenant: TenantId::default_tenant(),
+        action: "core.noop".parse()?,
+        parameters: serde_json::Map::new(),
+        config: "{}".into(),
+        kv: None,
+        trace_tag: None,
+        limits: Limits::default(),
+    };
+    match sandbox.run_action(component, inv).await.outcome {
+        Outcome::Succeeded(_) => Ok(()),
+        other => bail!("core.noop did not succeed: {other:?}"),
+    }
+}
+
+async fn throughput(
+    sandbox: &Arc<Sandbox>,
+    component: &Arc<ActionComponent>,
+    total: usize,
+    tasks: usize,
+) -> anyhow::Result<f64> {
+    let per_task = total.div_ceil(tasks);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (sandbox, component) = (sandbox.clone(), component.clone());
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                run_once(&sandbox, &component).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok((per_task * tasks) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let exe = std::env::current_exe().context("cannot find the squall binary")?;
+    let dir = data_dir.join("bench-process");
+    let run = || -> anyhow::Result<Duration> {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--data-dir").arg(&dir).args(["run", "core.noop"]);
+        for p in packs {
+            cmd.arg("--packs").arg(p);
+        }
+        let t = Instant::now();
+        let out = cmd.output()?;
+        let elapsed = t.elapsed();
+        if !out.status.success() {
+            bail!("squall run core.noop failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(elapsed)
+    };
+    run()?; // fills the compile cache
+    (0..runs).map(|_| run()).collect()
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn p99(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

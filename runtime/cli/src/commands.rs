@@ -1,0 +1,254 @@
+//! The client-side verbs: run, execution list/get, pack build.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::Map;
+use squall_core::manifest::PackManifest;
+use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, TenantId};
+use squall_reactor::{PackSet, RunRequest, Runner};
+use squall_sandbox::{Limits, Sandbox, SandboxConfig};
+use squall_store::{ExecutionFilter, Store, StoreConfig};
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The action, as `<pack>.<action>` (e.g. core.echo).
+    action: String,
+    /// Parameters as `key=value`.
+    params: Vec<String>,
+    /// A pack directory, or a directory of packs (repeatable). Default: ./packs
+    #[arg(long = "packs", value_name = "DIR")]
+    packs: Vec<PathBuf>,
+    /// Print the whole execution record as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Trace tag recorded with the execution.
+    #[arg(long)]
+    trace_tag: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ExecutionCommand {
+    /// List executions, newest first.
+    List {
+        /// Only this action (e.g. core.echo).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this status (e.g. failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// How many to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one execution.
+    Get {
+        /// The execution id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PackCommand {
+    /// Build a pack's components with the `build.command` of its pack.yaml,
+    /// then check that every action's entry point exists.
+    ///
+    /// The command runs in the pack directory with CARGO_TARGET_DIR set to
+    /// the pack's `target/`, so the `.wasm` files land in `build.output`.
+    Build {
+        /// The pack directory.
+        dir: PathBuf,
+    },
+}
+
+pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
+    Ok(Store::open(&data_dir.join("squall.db"), &StoreConfig::default())?)
+}
+
+pub(crate) fn open_sandbox(data_dir: &Path, max_instances: u32) -> anyhow::Result<Sandbox> {
+    let mut config = SandboxConfig::new(data_dir.join("cache"));
+    config.max_instances = max_instances;
+    Ok(Sandbox::new(&config)?)
+}
+
+pub(crate) fn pack_paths(given: Vec<PathBuf>) -> Vec<PathBuf> {
+    if given.is_empty() {
+        vec![PathBuf::from("packs")]
+    } else {
+        given
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let action: ActionRef = args.action.parse()?;
+    let packs = PackSet::load(&pack_paths(args.packs))?;
+    let (_, meta) = packs.action(&action)?;
+    let mut parameters = Map::new();
+    for pair in &args.params {
+        let Some((name, text)) = pair.split_once('=') else {
+            bail!("parameter '{pair}' is not in key=value form");
+        };
+        let value = meta
+            .parameters
+            .coerce_cli(name, text)
+            .map_err(|e| anyhow::anyhow!("invalid parameters for '{action}': {e}"))?;
+        parameters.insert(name.to_owned(), value);
+    }
+    let store = open_store(data_dir)?;
+    let sandbox = Arc::new(open_sandbox(data_dir, 16)?);
+    let runner = Runner::new(sandbox, store, Arc::new(packs), Limits::default());
+    let execution = runtime()?.block_on(runner.run(RunRequest {
+        tenant: TenantId::default_tenant(),
+        action,
+        parameters,
+        trace_tag: args.trace_tag,
+    }))?;
+    print_execution(&execution, args.json)?;
+    Ok(if execution.status == ExecutionStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) fn execution(data_dir: &Path, cmd: ExecutionCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(data_dir)?;
+    let tenant = TenantId::default_tenant();
+    match cmd {
+        ExecutionCommand::List {
+            action,
+            status,
+            limit,
+            json,
+        } => {
+            let mut filter = ExecutionFilter::for_tenant(tenant);
+            filter.limit = limit;
+            filter.action = action.map(|a| a.parse()).transpose()?;
+            filter.status = status.map(|s| s.parse()).transpose()?;
+            let executions = store.list_executions(&filter)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&executions)?);
+            } else {
+                println!("{:<32}  {:<24}  {:<10}  START", "ID", "ACTION", "STATUS");
+                for e in &executions {
+                    println!(
+                        "{:<32}  {:<24}  {:<10}  {}",
+                        e.id.as_str(),
+                        e.action.to_string(),
+                        e.status.as_str(),
+                        e.start_timestamp
+                    );
+                }
+            }
+        }
+        ExecutionCommand::Get { id, json } => {
+            let id: ExecutionId = id.parse()?;
+            let Some(execution) = store.get_execution(&tenant, &id)? else {
+                bail!("execution '{id}' not found");
+            };
+            print_execution(&execution, json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print an execution the way `st2 execution get` does: a few fields, then
+/// the result as YAML.
+fn print_execution(e: &Execution, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(e)?);
+        return Ok(());
+    }
+    println!("id: {}", e.id);
+    println!("action.ref: {}", e.action);
+    println!("status: {}", e.status);
+    println!("start_timestamp: {}", e.start_timestamp);
+    if let Some(end) = &e.end_timestamp {
+        println!("end_timestamp: {end}");
+    }
+    if e.parameters.as_object().is_some_and(|p| !p.is_empty()) {
+        println!("parameters:\n{}", indent(&serde_yaml::to_string(&e.parameters)?));
+    }
+    if let Some(result) = &e.result {
+        println!("result:\n{}", indent(&serde_yaml::to_string(result)?));
+    }
+    for (name, text) in [("stdout", &e.output.stdout), ("stderr", &e.output.stderr)] {
+        if !text.is_empty() {
+            println!("{name}: |\n{}", indent(text));
+        }
+    }
+    if !e.output.log.is_empty() {
+        println!("log:");
+        for line in &e.output.log {
+            println!("  [{}] {}", line.level, line.message);
+        }
+    }
+    if e.output.truncated {
+        println!("output_truncated: true");
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.trim_end()
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub(crate) fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PackCommand::Build { dir } => {
+            let manifest_path = dir.join("pack.yaml");
+            let text = std::fs::read_to_string(&manifest_path)
+                .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
+            let manifest = PackManifest::parse(&text, &manifest_path)?;
+            let Some(build) = &manifest.build else {
+                bail!(
+                    "{}: no `build` section: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
+                    manifest_path.display()
+                );
+            };
+            eprintln!("building pack '{}': {}", manifest.pack_ref, build.command);
+            let target_dir = std::path::absolute(dir.join("target"))?;
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&build.command)
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .status()
+                .with_context(|| format!("failed to start `{}`", build.command))?;
+            if !status.success() {
+                bail!("build of pack '{}' failed ({status})", manifest.pack_ref);
+            }
+            // Confirm every entry point now resolves, and say where.
+            let packs = PackSet::load(std::slice::from_ref(&dir))?;
+            for pack in packs.packs() {
+                for meta in pack.actions.values() {
+                    let path = pack.component_path(meta)?;
+                    println!("{}: {}", meta.action_ref, path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `squall`: the one binary. Run actions, read executions, build packs,
+//! measure the sandbox.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Event-driven automation in the model of StackStorm, with every action a
+/// WebAssembly component.
+#[derive(Debug, Parser)]
+#[command(name = "squall", version, about, long_about = None)]
+struct Cli {
+    /// Directory holding the database and the compile cache.
+    #[arg(long, global = true, env = "SQUALL_DATA_DIR", default_value = ".squall")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an action in this process and print its execution.
+    ///
+    /// Parameters use `st2 run` syntax: `key=value`, converted to the type the
+    /// action declares (JSON for arrays and objects, or comma-separated
+    /// arrays). `timeout=SECONDS` sets the execution's timeout.
+    ///
+    /// Example: squall run core.echo message=hello --packs packs
+    Run(commands::RunArgs),
+    /// Read executions from the local store.
+    #[command(subcommand)]
+    Execution(commands::ExecutionCommand),
+    /// Work with packs.
+    #[command(subcommand)]
+    Pack(commands::PackCommand),
+    /// Print performance figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Run(args) => commands::run(&cli.data_dir, args),
+        Command::Execution(cmd) => commands::execution(&cli.data_dir, cmd),
+        Command::Pack(cmd) => commands::pack(cmd),
+        Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            // One line that names the problem; details only with SQUALL_LOG.
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

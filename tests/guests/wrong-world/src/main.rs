@@ -1,0 +1,4 @@
+//! Hostile guest: a plain WASI command, not an action.
+fn main() {
+    println!("I am not an action");
+}

@@ -1,0 +1,26 @@
+//! Squall's in-process integration tests: real guests built from source by
+//! tests/build.rs, a real store in a temp dir, the runner end to end.
+
+mod actions;
+mod hostile;
+mod util;
+
+/// The test that covers each guest. A guest added to tests/guests without a
+/// line here is a compile error (see `foreach_guest!` below).
+mod guest_tests {
+    pub(crate) use super::actions::core_actions_all_behave as CORE_ACTIONS;
+    pub(crate) use super::actions::probe_sees_context_config_log_and_kv as PROBE;
+    pub(crate) use super::hostile::flood_is_truncated_not_fatal as FLOOD;
+    pub(crate) use super::hostile::infinite_loop_times_out as LOOP;
+    pub(crate) use super::hostile::memory_bomb_hits_the_limit as MEMBOMB;
+    pub(crate) use super::hostile::panic_text_is_reported as PANIC;
+    pub(crate) use super::hostile::stack_overflow_is_reported as STACKOVERFLOW;
+    pub(crate) use super::hostile::wrong_world_is_refused_before_running as WRONG_WORLD;
+}
+
+macro_rules! assert_test_exists {
+    ($guest:ident) => {
+        const _: fn() = guest_tests::$guest;
+    };
+}
+squall_tests::foreach_guest!(assert_test_exists);
