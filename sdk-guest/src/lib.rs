@@ -43,7 +43,12 @@ pub use squall_sdk_macro::action;
 
 /// Generated bindings for the `action` world. Not part of the stable API.
 #[doc(hidden)]
-#[allow(unsafe_code, missing_docs, unreachable_pub, missing_debug_implementations)]
+#[allow(
+    unsafe_code,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -178,8 +183,8 @@ pub fn config_as<T: serde::de::DeserializeOwned>() -> Result<T> {
         .map_err(|e| Error::failed(format!("the pack's config does not fit: {e}")))
 }
 
-pub mod log;
 pub mod kv;
+pub mod log;
 
 #[doc(hidden)]
 pub mod __private {
@@ -242,7 +247,7 @@ macro_rules! export_action {
                     $crate::__private::invoke(ctx, parameters, $action)
                 }
             }
-            $crate::bindings::export!(SquallAction with_types_in $crate::bindings);
+    $crate::bindings::export!(SquallAction with_types_in $crate::bindings);
         };
     };
 }

@@ -29,7 +29,9 @@ pub(crate) async fn core_actions_all_behave() {
     assert_eq!(e.status, ExecutionStatus::Succeeded);
     assert_eq!(e.result, Some(json!({"slept": 0.05})));
 
-    let e = h.run_ok("core.fail", json!({"message": "on purpose"})).await;
+    let e = h
+        .run_ok("core.fail", json!({"message": "on purpose"}))
+        .await;
     assert_eq!(e.status, ExecutionStatus::Failed);
     assert_eq!(error_of(&e), "on purpose");
     let e = h.run_ok("core.fail", json!({})).await;
@@ -41,7 +43,9 @@ pub(crate) async fn core_actions_all_behave() {
 #[tokio::test]
 async fn sleep_waiting_in_a_host_call_still_times_out() {
     let h = core();
-    let e = h.run_ok("core.sleep", json!({"seconds": 30, "timeout": 1})).await;
+    let e = h
+        .run_ok("core.sleep", json!({"seconds": 30, "timeout": 1}))
+        .await;
     assert_eq!(e.status, ExecutionStatus::Timeout);
     let took = running_time(&e);
     assert!(took.as_secs_f64() < 1.5, "{took:?}");
@@ -51,9 +55,13 @@ async fn sleep_waiting_in_a_host_call_still_times_out() {
 #[tokio::test]
 async fn bad_requests_are_refused_and_nothing_runs() {
     let h = core();
-    let err = h.run("core.echo", json!({"message": 5})).await.expect_err("wrong type");
+    let err = h
+        .run("core.echo", json!({"message": 5}))
+        .await
+        .expect_err("wrong type");
     assert!(
-        err.to_string().starts_with("invalid parameters for 'core.echo': parameter 'message':"),
+        err.to_string()
+            .starts_with("invalid parameters for 'core.echo': parameter 'message':"),
         "{err}"
     );
     let err = h.run("core.echo", json!({})).await.expect_err("missing");
@@ -67,7 +75,10 @@ async fn bad_requests_are_refused_and_nothing_runs() {
         err.to_string(),
         "unknown action 'core.nope': pack 'core' has no action 'nope' (it has: echo, fail, noop, sleep)"
     );
-    let err = h.run("core.echo", json!({"message": "x", "timeout": 0})).await.expect_err("bad timeout");
+    let err = h
+        .run("core.echo", json!({"message": "x", "timeout": 0}))
+        .await
+        .expect_err("bad timeout");
     assert!(err.to_string().contains("parameter 'timeout'"), "{err}");
     assert!(h.executions().is_empty(), "no execution may be recorded");
 }
@@ -82,11 +93,16 @@ pub(crate) async fn probe_sees_context_config_log_and_kv() {
             "parameters:\n  key: {type: string, required: true}\n  value: {type: string, required: true, secret: true}\n",
         )],
     );
-    std::fs::write(pack.path().join("config.schema.yaml"), "region:\n  type: string\n  default: eu\n")
-        .expect("write schema");
+    std::fs::write(
+        pack.path().join("config.schema.yaml"),
+        "region:\n  type: string\n  default: eu\n",
+    )
+    .expect("write schema");
     let h = Harness::new(vec![pack]);
 
-    let e = h.run_ok("probe.probe", json!({"key": "k", "value": "v1"})).await;
+    let e = h
+        .run_ok("probe.probe", json!({"key": "k", "value": "v1"}))
+        .await;
     assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
     let r = e.result.clone().expect("result");
     assert_eq!(r["ctx"]["execution_id"], json!(e.id.as_str()));
@@ -97,14 +113,30 @@ pub(crate) async fn probe_sees_context_config_log_and_kv() {
     assert_eq!(r["before"], json!(null));
     assert_eq!(r["after"], json!("v1"));
     assert_eq!(r["listed"], json!(["k", "k:ttl"]));
-    assert!(r["empty_key_error"].as_str().is_some_and(|m| m.contains("cannot be empty")), "{r}");
-    assert!(r["encrypt_error"].as_str().is_some_and(|m| m.contains("not supported")), "{r}");
-    assert_eq!(e.parameters["value"], json!("********"), "secret parameters are masked");
+    assert!(
+        r["empty_key_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be empty")),
+        "{r}"
+    );
+    assert!(
+        r["encrypt_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("not supported")),
+        "{r}"
+    );
+    assert_eq!(
+        e.parameters["value"],
+        json!("********"),
+        "secret parameters are masked"
+    );
     assert_eq!(e.output.log.len(), 1);
     assert_eq!(e.output.log[0].message, "probing with key k");
     assert_eq!(e.output.log[0].level, "info");
 
     // kv state survives into the next execution (a fresh instance).
-    let e = h.run_ok("probe.probe", json!({"key": "k", "value": "v2"})).await;
+    let e = h
+        .run_ok("probe.probe", json!({"key": "k", "value": "v2"}))
+        .await;
     assert_eq!(e.result.expect("result")["before"], json!("v1"));
 }

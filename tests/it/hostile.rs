@@ -18,7 +18,9 @@ fn with(guest: &str) -> Harness {
 
 /// After a hostile execution the same host still runs a normal one.
 async fn host_still_works(h: &Harness) {
-    let e = h.run_ok("core.echo", json!({"message": "still here"})).await;
+    let e = h
+        .run_ok("core.echo", json!({"message": "still here"}))
+        .await;
     assert_eq!(e.status, ExecutionStatus::Succeeded);
 }
 
@@ -28,7 +30,10 @@ pub(crate) async fn infinite_loop_times_out() {
     let e = h.run_ok("bad.go", json!({"timeout": 1})).await;
     assert_eq!(e.status, ExecutionStatus::Timeout, "{:?}", e.result);
     let took = running_time(&e);
-    assert!(took < Duration::from_millis(1500), "timed out after {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "timed out after {took:?}"
+    );
     assert_eq!(error_of(&e), "action timed out after 1.0 s");
     host_still_works(&h).await;
 }
@@ -40,7 +45,13 @@ pub(crate) async fn memory_bomb_hits_the_limit() {
     assert_eq!(e.status, ExecutionStatus::Failed);
     let error = error_of(&e);
     assert!(error.starts_with("memory limit exceeded"), "{error}");
-    assert!(error.contains(&format!("{:.1} MiB", (test_limits().memory_bytes >> 20) as f64)), "{error}");
+    assert!(
+        error.contains(&format!(
+            "{:.1} MiB",
+            (test_limits().memory_bytes >> 20) as f64
+        )),
+        "{error}"
+    );
     host_still_works(&h).await;
 }
 
@@ -49,7 +60,11 @@ pub(crate) async fn stack_overflow_is_reported() {
     let h = with(squall_tests::STACKOVERFLOW);
     let e = h.run_ok("bad.go", json!({})).await;
     assert_eq!(e.status, ExecutionStatus::Failed);
-    assert!(error_of(&e).starts_with("stack overflow"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).starts_with("stack overflow"),
+        "{}",
+        error_of(&e)
+    );
     host_still_works(&h).await;
 }
 
@@ -59,7 +74,11 @@ pub(crate) async fn panic_text_is_reported() {
     let e = h.run_ok("bad.go", json!({})).await;
     assert_eq!(e.status, ExecutionStatus::Failed);
     assert_eq!(error_of(&e), "guest panicked: the guest gave up: 42");
-    assert!(e.output.stderr.contains("panicked at"), "stderr kept: {}", e.output.stderr);
+    assert!(
+        e.output.stderr.contains("panicked at"),
+        "stderr kept: {}",
+        e.output.stderr
+    );
     host_still_works(&h).await;
 }
 
@@ -74,17 +93,26 @@ pub(crate) async fn flood_is_truncated_not_fatal() {
     assert_eq!(e.output.stdout.len(), cap);
     assert_eq!(e.output.stderr.len(), cap);
     let logged: usize = e.output.log.iter().map(|l| l.message.len()).sum();
-    assert!(logged <= cap && logged > cap / 2, "log kept up to the cap: {logged}");
+    assert!(
+        logged <= cap && logged > cap / 2,
+        "log kept up to the cap: {logged}"
+    );
     host_still_works(&h).await;
 }
 
 #[tokio::test]
 pub(crate) async fn wrong_world_is_refused_before_running() {
     let h = with(squall_tests::WRONG_WORLD);
-    let err = h.run("bad.go", json!({})).await.expect_err("must be refused");
+    let err = h
+        .run("bad.go", json!({}))
+        .await
+        .expect_err("must be refused");
     assert!(matches!(err, RunError::Component { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("does not implement the squall:automation/action world"), "{msg}");
+    assert!(
+        msg.contains("does not implement the squall:automation/action world"),
+        "{msg}"
+    );
     assert!(h.executions().is_empty());
     host_still_works(&h).await;
 }

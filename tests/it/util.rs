@@ -104,7 +104,11 @@ pub(crate) fn error_of(e: &Execution) -> String {
 /// From entering `running` to the final status, read from the record's log.
 pub(crate) fn running_time(e: &Execution) -> Duration {
     let at = |status: ExecutionStatus| {
-        let change = e.log.iter().find(|c| c.status == status).expect("status in log");
+        let change = e
+            .log
+            .iter()
+            .find(|c| c.status == status)
+            .expect("status in log");
         parse_rfc3339(&change.timestamp).expect("valid timestamp")
     };
     let took = at(e.status) - at(ExecutionStatus::Running);

@@ -48,7 +48,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
     let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
     let component = sandbox.load_action(&wasm)?;
     println!("squall bench sandbox");
-    println!("  component        {} ({} KiB)", wasm.display(), std::fs::metadata(&wasm)?.len() / 1024);
+    println!(
+        "  component        {} ({} KiB)",
+        wasm.display(),
+        std::fs::metadata(&wasm)?.len() / 1024
+    );
     println!("  allocator        {:?}", sandbox.allocator());
     println!("  iterations       {iterations}");
 
@@ -73,23 +77,42 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
     let (floor_med, full_med) = (median(&floor), median(&full));
     println!();
     println!("per execution, sequential (median / p99)");
-    println!("  raw wasmtime floor   {:>8.1} µs / {:>8.1} µs", us(floor_med), us(p99(&floor)));
-    println!("  squall core.noop     {:>8.1} µs / {:>8.1} µs", us(full_med), us(p99(&full)));
-    println!("  ratio (squall/floor) {:>8.2}", full_med.as_secs_f64() / floor_med.as_secs_f64());
+    println!(
+        "  raw wasmtime floor   {:>8.1} µs / {:>8.1} µs",
+        us(floor_med),
+        us(p99(&floor))
+    );
+    println!(
+        "  squall core.noop     {:>8.1} µs / {:>8.1} µs",
+        us(full_med),
+        us(p99(&full))
+    );
+    println!(
+        "  ratio (squall/floor) {:>8.2}",
+        full_med.as_secs_f64() / floor_med.as_secs_f64()
+    );
 
     println!();
     println!("throughput, fresh instance per execution");
     for threads in [1, 2] {
         let rt = runtime(threads)?;
         let per_second = rt.block_on(throughput(&sandbox, &component, iterations, threads * 4))?;
-        println!("  {threads} thread{}            {:>10.0} executions/s", if threads == 1 { " " } else { "s" }, per_second);
+        println!(
+            "  {threads} thread{}            {:>10.0} executions/s",
+            if threads == 1 { " " } else { "s" },
+            per_second
+        );
     }
 
     if process_runs > 0 {
         let times = process_times(&pack_dirs, data_dir, process_runs)?;
         println!();
         println!("whole process: squall run core.noop, warm compile cache ({process_runs} runs)");
-        println!("  median {:>8.1} ms, min {:>8.1} ms", ms(median(&times)), ms(*times.iter().min().expect("at least one run")));
+        println!(
+            "  median {:>8.1} ms, min {:>8.1} ms",
+            ms(median(&times)),
+            ms(*times.iter().min().expect("at least one run"))
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -155,7 +178,10 @@ fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Res
         let out = cmd.output()?;
         let elapsed = t.elapsed();
         if !out.status.success() {
-            bail!("squall run core.noop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "squall run core.noop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(elapsed)
     };

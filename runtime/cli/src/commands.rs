@@ -73,7 +73,10 @@ pub(crate) enum PackCommand {
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
-    Ok(Store::open(&data_dir.join("squall.db"), &StoreConfig::default())?)
+    Ok(Store::open(
+        &data_dir.join("squall.db"),
+        &StoreConfig::default(),
+    )?)
 }
 
 pub(crate) fn open_sandbox(data_dir: &Path, max_instances: u32) -> anyhow::Result<Sandbox> {
@@ -185,7 +188,10 @@ fn print_execution(e: &Execution, json: bool) -> anyhow::Result<()> {
         println!("end_timestamp: {end}");
     }
     if e.parameters.as_object().is_some_and(|p| !p.is_empty()) {
-        println!("parameters:\n{}", indent(&serde_yaml::to_string(&e.parameters)?));
+        println!(
+            "parameters:\n{}",
+            indent(&serde_yaml::to_string(&e.parameters)?)
+        );
     }
     if let Some(result) = &e.result {
         println!("result:\n{}", indent(&serde_yaml::to_string(result)?));

@@ -17,7 +17,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "squall", version, about, long_about = None)]
 struct Cli {
     /// Directory holding the database and the compile cache.
-    #[arg(long, global = true, env = "SQUALL_DATA_DIR", default_value = ".squall")]
+    #[arg(
+        long,
+        global = true,
+        env = "SQUALL_DATA_DIR",
+        default_value = ".squall"
+    )]
     data_dir: PathBuf,
 
     #[command(subcommand)]

@@ -63,7 +63,10 @@ fn echo_prints_its_result_and_is_listed() {
         .expect("id printed")
         .to_owned();
     let listed = env.listed();
-    assert!(listed.contains(&id) && listed.contains("core.echo"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("core.echo"),
+        "{listed}"
+    );
 
     let got = env.squall(&["execution", "get", &id, "--json"]);
     assert!(got.status.success());
@@ -110,7 +113,11 @@ fn bad_requests_give_one_clear_line_and_run_nothing() {
         assert_eq!(stderr(&out).trim_end(), expected, "{args:?}");
         assert!(stdout(&out).is_empty(), "{args:?}");
     }
-    assert_eq!(env.listed().lines().count(), 1, "only the header: nothing ran");
+    assert_eq!(
+        env.listed().lines().count(),
+        1,
+        "only the header: nothing ran"
+    );
 }
 
 #[test]
@@ -132,7 +139,10 @@ fn malformed_pack_yaml_names_file_and_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with(&format!("error: {}: invalid YAML", manifest.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("error: {}: invalid YAML", manifest.display())),
+        "{err}"
+    );
     assert_eq!(env.listed().lines().count(), 1, "nothing ran");
 }
 
@@ -158,10 +168,21 @@ fn pack_build_reports_where_the_components_are() {
     let out = env.squall(&["pack", "build", pack.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let expected = Path::new(pack).join("out/tiny.wasm");
-    assert_eq!(stdout(&out).trim_end(), format!("tiny.hi: {}", expected.display()));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        format!("tiny.hi: {}", expected.display())
+    );
 
-    std::fs::write(pack.join("pack.yaml"), "name: tiny\nversion: 1.0.0\ndescription: d\nauthor: a\nbuild:\n  command: exit 3\n").expect("write");
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: tiny\nversion: 1.0.0\ndescription: d\nauthor: a\nbuild:\n  command: exit 3\n",
+    )
+    .expect("write");
     let out = env.squall(&["pack", "build", pack.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("error: build of pack 'tiny' failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: build of pack 'tiny' failed"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -75,7 +75,9 @@ impl fmt::Display for ExecutionStatus {
 
 /// A status name that StackStorm does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown execution status '{0}' (expected one of: requested, scheduled, delayed, running, succeeded, failed, timeout, canceling, canceled, abandoned, pending, paused)")]
+#[error(
+    "unknown execution status '{0}' (expected one of: requested, scheduled, delayed, running, succeeded, failed, timeout, canceling, canceled, abandoned, pending, paused)"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for ExecutionStatus {

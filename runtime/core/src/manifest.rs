@@ -127,21 +127,30 @@ impl PackManifest {
             ManifestError::field(
                 file,
                 field,
-                format!("'{candidate}' is not a valid pack ref (use lowercase letters, digits and '_')"),
+                format!(
+                    "'{candidate}' is not a valid pack ref (use lowercase letters, digits and '_')"
+                ),
             )
         })?;
         if semver::Version::parse(&raw.version).is_err() {
             return Err(ManifestError::field(
                 file,
                 "version",
-                format!("'{}' is not a semantic version (expected e.g. 1.0.0)", raw.version),
+                format!(
+                    "'{}' is not a semantic version (expected e.g. 1.0.0)",
+                    raw.version
+                ),
             ));
         }
         let build = raw
             .build
             .map(|b| -> Result<BuildSpec, ManifestError> {
                 if b.command.trim().is_empty() {
-                    return Err(ManifestError::field(file, "build.command", "must not be empty"));
+                    return Err(ManifestError::field(
+                        file,
+                        "build.command",
+                        "must not be empty",
+                    ));
                 }
                 let output = b.output.unwrap_or_else(|| DEFAULT_BUILD_OUTPUT.to_owned());
                 let output = relative_path(&output)
@@ -252,9 +261,8 @@ impl ActionMeta {
                 format!("'{p}' does not match the pack's ref '{pack}'"),
             ));
         }
-        let action_ref = ActionRef::new(pack.clone(), raw.name.clone()).map_err(|e| {
-            ManifestError::field(file, "name", e.to_string())
-        })?;
+        let action_ref = ActionRef::new(pack.clone(), raw.name.clone())
+            .map_err(|e| ManifestError::field(file, "name", e.to_string()))?;
         let entry_point = relative_path(&raw.entry_point)
             .map_err(|m| ManifestError::field(file, "entry_point", m))?;
         if entry_point.extension().and_then(|e| e.to_str()) != Some("wasm") {
@@ -267,9 +275,8 @@ impl ActionMeta {
         let mut block = runner_parameters();
         // An action may override a runner parameter (e.g. its timeout default).
         block.extend(raw.parameters);
-        let parameters = ParamSchema::parse(&block).map_err(|e| {
-            ManifestError::field(file, format!("parameters.{}", e.name), e.message)
-        })?;
+        let parameters = ParamSchema::parse(&block)
+            .map_err(|e| ManifestError::field(file, format!("parameters.{}", e.name), e.message))?;
         Ok(Self {
             action_ref,
             description: raw.description,
@@ -381,7 +388,10 @@ mod tests {
             "p/pack.yaml: field 'name': 'My Pack' is not a valid pack ref (use lowercase letters, digits and '_')"
         );
         let missing = pack_err("name: core\ndescription: d\nauthor: a\n");
-        assert!(missing.starts_with("p/pack.yaml: invalid YAML: missing field `version`"), "{missing}");
+        assert!(
+            missing.starts_with("p/pack.yaml: invalid YAML: missing field `version`"),
+            "{missing}"
+        );
         let syntax = pack_err("name: [core\n");
         assert!(syntax.starts_with("p/pack.yaml: invalid YAML:"), "{syntax}");
         let build = pack_err(&format!("{PACK}build: {{command: make, output: ../x}}\n"));
@@ -398,7 +408,9 @@ mod tests {
         let a = ActionMeta::parse(text, Path::new("echo.yaml"), &core()).expect("valid");
         assert_eq!(a.action_ref.to_string(), "core.echo");
         let given = serde_json::json!({"message": "hi", "timeout": 5});
-        let (params, opts) = a.resolve(given.as_object().cloned().unwrap_or_default()).expect("valid");
+        let (params, opts) = a
+            .resolve(given.as_object().cloned().unwrap_or_default())
+            .expect("valid");
         assert_eq!(Value::Object(params), serde_json::json!({"message": "hi"}));
         assert_eq!(opts.timeout, Duration::from_secs(5));
     }
@@ -419,7 +431,9 @@ mod tests {
             "a/x.yaml: field 'entry_point': '../x.wasm' must be a relative path inside the pack (no '..', not absolute)"
         );
         assert_eq!(
-            err("name: x\nrunner_type: wasm\nentry_point: x.wasm\nparameters:\n  n:\n    type: int\n"),
+            err(
+                "name: x\nrunner_type: wasm\nentry_point: x.wasm\nparameters:\n  n:\n    type: int\n"
+            ),
             "a/x.yaml: field 'parameters.n': field 'type': unknown type 'int' (expected string, integer, number, boolean, array, object or null)"
         );
         assert_eq!(
@@ -435,9 +449,19 @@ mod tests {
             Path::new("config.schema.yaml"),
         )
         .expect("valid");
-        let cfg = schema.resolve("user: bob\n", Path::new("config.yaml")).expect("valid");
-        assert_eq!(Value::Object(cfg), serde_json::json!({"directories": ["/tmp"], "user": "bob"}));
-        let err = schema.resolve("{}", Path::new("config.yaml")).expect_err("missing");
-        assert_eq!(err.to_string(), "config.yaml: missing required parameter 'user'");
+        let cfg = schema
+            .resolve("user: bob\n", Path::new("config.yaml"))
+            .expect("valid");
+        assert_eq!(
+            Value::Object(cfg),
+            serde_json::json!({"directories": ["/tmp"], "user": "bob"})
+        );
+        let err = schema
+            .resolve("{}", Path::new("config.yaml"))
+            .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "config.yaml: missing required parameter 'user'"
+        );
     }
 }

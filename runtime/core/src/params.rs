@@ -369,12 +369,16 @@ mod tests {
     use super::*;
 
     fn schema(v: Value) -> ParamSchema {
-        let Value::Object(m) = v else { panic!("test schema must be an object") };
+        let Value::Object(m) = v else {
+            panic!("test schema must be an object")
+        };
         ParamSchema::parse(&m).expect("valid schema")
     }
 
     fn obj(v: Value) -> Map<String, Value> {
-        let Value::Object(m) = v else { panic!("test value must be an object") };
+        let Value::Object(m) = v else {
+            panic!("test value must be an object")
+        };
         m
     }
 
@@ -390,7 +394,9 @@ mod tests {
 
     #[test]
     fn defaults_are_applied() {
-        let out = echo().resolve(obj(json!({"message": "hi"}))).expect("valid");
+        let out = echo()
+            .resolve(obj(json!({"message": "hi"})))
+            .expect("valid");
         assert_eq!(
             Value::Object(out),
             json!({"message": "hi", "count": 1, "mode": "quiet", "version": "v1"})
@@ -408,7 +414,9 @@ mod tests {
         let err = echo()
             .resolve(obj(json!({"message": "hi", "count": "three"})))
             .expect_err("must fail");
-        let ParamError::Invalid { name, message } = &err else { panic!("{err:?}") };
+        let ParamError::Invalid { name, message } = &err else {
+            panic!("{err:?}")
+        };
         assert_eq!(name, "count");
         assert!(message.contains("integer"), "{message}");
     }
@@ -442,7 +450,12 @@ mod tests {
         let err = echo()
             .resolve(obj(json!({"message": "hi", "version": "v2"})))
             .expect_err("must fail");
-        assert_eq!(err, ParamError::Immutable { name: "version".into() });
+        assert_eq!(
+            err,
+            ParamError::Immutable {
+                name: "version".into()
+            }
+        );
     }
 
     #[test]
@@ -471,18 +484,29 @@ mod tests {
         assert_eq!(s.coerce_cli("s", "42"), Ok(json!("42")));
         let err = s.coerce_cli("n", "forty").expect_err("not an integer");
         assert_eq!(err.to_string(), "parameter 'n': 'forty' is not an integer");
-        assert!(matches!(s.coerce_cli("zz", "1"), Err(ParamError::Unknown { .. })));
+        assert!(matches!(
+            s.coerce_cli("zz", "1"),
+            Err(ParamError::Unknown { .. })
+        ));
     }
 
     #[test]
     fn bad_schemas_are_refused_at_load() {
         let block = obj(json!({"n": {"type": "int"}}));
         let err = ParamSchema::parse(&block).expect_err("bad type");
-        assert!(err.to_string().starts_with("parameter 'n': field 'type': unknown type 'int'"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("parameter 'n': field 'type': unknown type 'int'"),
+            "{err}"
+        );
 
         let block = obj(json!({"n": {"type": "integer", "default": "x"}}));
         let err = ParamSchema::parse(&block).expect_err("bad default");
-        assert!(err.to_string().starts_with("parameter 'n': default \"x\" is invalid"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("parameter 'n': default \"x\" is invalid"),
+            "{err}"
+        );
 
         let block = obj(json!({"n": {"type": "integer", "required": "yes"}}));
         let err = ParamSchema::parse(&block).expect_err("bad flag");

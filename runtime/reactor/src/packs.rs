@@ -42,7 +42,7 @@ pub enum PackError {
     MissingComponent {
         action: ActionRef,
         entry_point: PathBuf,
-        searched: [PathBuf; 2],
+        searched: Box<[PathBuf; 2]>,
         pack_dir: PathBuf,
     },
 }
@@ -103,7 +103,7 @@ impl LoadedPack {
         Err(PackError::MissingComponent {
             action: action.action_ref.clone(),
             entry_point: action.entry_point.clone(),
-            searched: [shipped, built],
+            searched: Box::new([shipped, built]),
             pack_dir: self.dir.clone(),
         })
     }
@@ -228,7 +228,11 @@ impl PackSet {
                 "pack '{}' has no action '{}' (it has: {})",
                 action.pack(),
                 action.name(),
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         Ok((pack, meta))
@@ -246,8 +250,16 @@ mod tests {
     }
 
     fn pack(dir: &Path, name: &str) {
-        write(dir, "pack.yaml", &format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n"));
-        write(dir, "actions/hello.yaml", "name: hello\nrunner_type: wasm\nentry_point: hello.wasm\n");
+        write(
+            dir,
+            "pack.yaml",
+            &format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n"),
+        );
+        write(
+            dir,
+            "actions/hello.yaml",
+            "name: hello\nrunner_type: wasm\nentry_point: hello.wasm\n",
+        );
     }
 
     #[test]
@@ -266,10 +278,20 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         pack(root.path(), "one");
         let set = PackSet::load(&[root.path().to_owned()]).expect("loads");
-        let err = set.action(&"one.bye".parse().expect("ref")).expect_err("unknown");
-        assert_eq!(err.to_string(), "unknown action 'one.bye': pack 'one' has no action 'bye' (it has: hello)");
-        let err = set.action(&"zzz.bye".parse().expect("ref")).expect_err("unknown");
-        assert_eq!(err.to_string(), "unknown action 'zzz.bye': no pack 'zzz' (loaded: one)");
+        let err = set
+            .action(&"one.bye".parse().expect("ref"))
+            .expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "unknown action 'one.bye': pack 'one' has no action 'bye' (it has: hello)"
+        );
+        let err = set
+            .action(&"zzz.bye".parse().expect("ref"))
+            .expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "unknown action 'zzz.bye': no pack 'zzz' (loaded: one)"
+        );
     }
 
     #[test]
@@ -277,7 +299,9 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         pack(root.path(), "one");
         let set = PackSet::load(&[root.path().to_owned()]).expect("loads");
-        let (p, meta) = set.action(&"one.hello".parse().expect("ref")).expect("exists");
+        let (p, meta) = set
+            .action(&"one.hello".parse().expect("ref"))
+            .expect("exists");
         let err = p.component_path(meta).expect_err("not built");
         assert!(err.to_string().contains("squall pack build"), "{err}");
     }
@@ -286,11 +310,18 @@ mod tests {
     fn config_is_validated_with_defaults() {
         let root = tempfile::tempdir().expect("tempdir");
         pack(root.path(), "one");
-        write(root.path(), "config.schema.yaml", "dir:\n  type: string\n  default: /tmp\n");
+        write(
+            root.path(),
+            "config.schema.yaml",
+            "dir:\n  type: string\n  default: /tmp\n",
+        );
         let p = LoadedPack::load(root.path()).expect("loads");
         assert_eq!(&*p.config, r#"{"dir":"/tmp"}"#);
         write(root.path(), "config.yaml", "dir: 5\n");
         let err = LoadedPack::load(root.path()).expect_err("bad config");
-        assert!(err.to_string().contains("config.yaml: parameter 'dir'"), "{err}");
+        assert!(
+            err.to_string().contains("config.yaml: parameter 'dir'"),
+            "{err}"
+        );
     }
 }

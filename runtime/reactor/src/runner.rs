@@ -130,7 +130,9 @@ impl Runner {
         let report = self.sandbox.run_action(&component, invocation).await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
-            Outcome::Failed(failure) => (ExecutionStatus::Failed, json!({ "error": failure.message })),
+            Outcome::Failed(failure) => {
+                (ExecutionStatus::Failed, json!({ "error": failure.message }))
+            }
             Outcome::Timeout { after } => (
                 ExecutionStatus::Timeout,
                 json!({ "error": format!("action timed out after {:.1} s", after.as_secs_f64()) }),

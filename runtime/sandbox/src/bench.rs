@@ -16,7 +16,12 @@ impl Sandbox {
     /// with the least a host must do: an empty WASI context, no limits, no
     /// deadline callback, no output capture, no result parsing. Returns the
     /// time of each iteration.
-    pub async fn raw_floor(&self, component: &ActionComponent, params: &str, n: usize) -> Vec<Duration> {
+    pub async fn raw_floor(
+        &self,
+        component: &ActionComponent,
+        params: &str,
+        n: usize,
+    ) -> Vec<Duration> {
         let ctx = Context {
             execution_id: "bench".into(),
             tenant: "default".into(),
@@ -32,7 +37,10 @@ impl Sandbox {
             let state = HostState {
                 wasi: WasiCtx::builder().build(),
                 table: ResourceTable::new(),
-                limiter: MemoryLimiter { limit: usize::MAX, refused: None },
+                limiter: MemoryLimiter {
+                    limit: usize::MAX,
+                    refused: None,
+                },
                 tenant: squall_core::TenantId::default_tenant(),
                 config: "{}".into(),
                 kv: None,

@@ -51,7 +51,8 @@ impl CompileCache {
     }
 
     fn entry(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     pub(crate) fn load_or_compile(

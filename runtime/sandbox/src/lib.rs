@@ -9,8 +9,8 @@
 //! next. Every way a guest can end — result, action error, trap, timeout — is
 //! mapped to an [`Outcome`] a person can act on.
 
-mod bindings;
 pub mod bench;
+mod bindings;
 mod cache;
 mod engine;
 mod host;
@@ -34,7 +34,9 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("'{path}' is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`): {reason}")]
+    #[error(
+        "'{path}' is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`): {reason}"
+    )]
     NotAComponent { path: PathBuf, reason: String },
     #[error("'{path}' does not implement the squall:automation/action world: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
@@ -196,12 +198,17 @@ impl Sandbox {
         if let Some(loaded) = self.loaded_get(&digest) {
             return Ok(loaded);
         }
-        let component = self.cache.load_or_compile(&self.engine.engine, path, &bytes, &digest)?;
+        let component = self
+            .cache
+            .load_or_compile(&self.engine.engine, path, &bytes, &digest)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = bindings::ActionPre::new(instance_pre).map_err(wrong_world)?;
         let loaded = Arc::new(ActionComponent {
             path: path.to_owned(),

@@ -144,7 +144,9 @@ impl Sandbox {
                 kind: FailureKind::Instantiation,
                 message: format!("failed to start the action: {e:#}"),
             }),
-            Ok(Err(CallError::Trap(e))) => classify_trap(&e, refused_memory, limits, &stderr, timeout),
+            Ok(Err(CallError::Trap(e))) => {
+                classify_trap(&e, refused_memory, limits, &stderr, timeout)
+            }
         };
         RunReport {
             outcome,
@@ -257,16 +259,26 @@ mod tests {
     #[test]
     fn panic_message_is_extracted() {
         let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nsomething broke: 42\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(panic_message(stderr).as_deref(), Some("something broke: 42"));
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("something broke: 42")
+        );
         assert_eq!(panic_message("no panic here"), None);
     }
 
     #[test]
     fn results_must_be_json_and_bounded() {
-        assert_eq!(parse_result("{\"a\":1}", 100), Outcome::Succeeded(serde_json::json!({"a": 1})));
-        let Outcome::Failed(f) = parse_result("not json", 100) else { panic!("must fail") };
+        assert_eq!(
+            parse_result("{\"a\":1}", 100),
+            Outcome::Succeeded(serde_json::json!({"a": 1}))
+        );
+        let Outcome::Failed(f) = parse_result("not json", 100) else {
+            panic!("must fail")
+        };
         assert_eq!(f.kind, FailureKind::InvalidResult);
-        let Outcome::Failed(f) = parse_result("\"0123456789\"", 4) else { panic!("must fail") };
+        let Outcome::Failed(f) = parse_result("\"0123456789\"", 4) else {
+            panic!("must fail")
+        };
         assert!(f.message.contains("over the limit"), "{}", f.message);
     }
 }

@@ -169,7 +169,10 @@ mod tests {
             output: CapturedOutput::default(),
             start_timestamp: now_rfc3339(),
             end_timestamp: None,
-            log: vec![StatusChange { status, timestamp: now_rfc3339() }],
+            log: vec![StatusChange {
+                status,
+                timestamp: now_rfc3339(),
+            }],
             trace_tag: None,
         }
     }
@@ -189,13 +192,19 @@ mod tests {
         a.end_timestamp = Some(now_rfc3339());
         store.update_execution(&a).await.expect("update");
 
-        let got = store.get_execution(&a.tenant, &a.id).expect("get").expect("exists");
+        let got = store
+            .get_execution(&a.tenant, &a.id)
+            .expect("get")
+            .expect("exists");
         assert_eq!(got, a);
 
         let all = store
             .list_executions(&ExecutionFilter::for_tenant(TenantId::default_tenant()))
             .expect("list");
-        assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [b.id.clone(), a.id.clone()]);
+        assert_eq!(
+            all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            [b.id.clone(), a.id.clone()]
+        );
 
         let mut f = ExecutionFilter::for_tenant(TenantId::default_tenant());
         f.status = Some(ExecutionStatus::Succeeded);
@@ -215,9 +224,17 @@ mod tests {
         let good = sample("core.echo", ExecutionStatus::Requested);
         let mut missing = sample("core.echo", ExecutionStatus::Requested);
         missing.status = ExecutionStatus::Failed;
-        let (r1, r2) = tokio::join!(store.insert_execution(&good), store.update_execution(&missing));
+        let (r1, r2) = tokio::join!(
+            store.insert_execution(&good),
+            store.update_execution(&missing)
+        );
         r1.expect("insert succeeds");
         assert!(r2.is_err(), "updating a missing execution fails");
-        assert!(store.get_execution(&good.tenant, &good.id).expect("get").is_some());
+        assert!(
+            store
+                .get_execution(&good.tenant, &good.id)
+                .expect("get")
+                .is_some()
+        );
     }
 }

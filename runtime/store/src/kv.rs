@@ -131,18 +131,40 @@ mod tests {
         store.set(&t, entry("a:1", "one", None)).await.expect("set");
         store.set(&t, entry("a:2", "two", None)).await.expect("set");
         store.set(&t, entry("b:1", "x", None)).await.expect("set");
-        store.set(&t, entry("a:old", "gone", Some(1))).await.expect("set");
+        store
+            .set(&t, entry("a:old", "gone", Some(1)))
+            .await
+            .expect("set");
 
-        assert_eq!(store.get(&t, "a:1").await.expect("get").map(|e| e.value), Some("one".into()));
-        assert_eq!(store.get(&t, "a:old").await.expect("get"), None, "expired keys are absent");
-        let keys: Vec<_> = store.list(&t, "a:").await.expect("list").into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            store.get(&t, "a:1").await.expect("get").map(|e| e.value),
+            Some("one".into())
+        );
+        assert_eq!(
+            store.get(&t, "a:old").await.expect("get"),
+            None,
+            "expired keys are absent"
+        );
+        let keys: Vec<_> = store
+            .list(&t, "a:")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(keys, ["a:1", "a:2"]);
 
         let other = TenantId::new("other").expect("valid");
         assert_eq!(store.get(&other, "a:1").await.expect("get"), None);
 
-        store.set(&t, entry("a:1", "uno", None)).await.expect("replace");
-        assert_eq!(store.get(&t, "a:1").await.expect("get").map(|e| e.value), Some("uno".into()));
+        store
+            .set(&t, entry("a:1", "uno", None))
+            .await
+            .expect("replace");
+        assert_eq!(
+            store.get(&t, "a:1").await.expect("get").map(|e| e.value),
+            Some("uno".into())
+        );
         assert!(store.delete(&t, "a:1").await.expect("delete"));
         assert!(!store.delete(&t, "a:1").await.expect("delete again"));
         assert!(!store.delete(&t, "a:old").await.expect("expired delete"));

@@ -129,7 +129,10 @@ impl Store {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.writer.submit(f)?.await.map_err(|_| Error::WriterGone)?
+        self.writer
+            .submit(f)?
+            .await
+            .map_err(|_| Error::WriterGone)?
     }
 
     /// [`Store::write`] for callers outside an async runtime.

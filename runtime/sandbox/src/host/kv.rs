@@ -25,7 +25,11 @@ fn msg(e: KvError) -> String {
 impl Host for HostState {
     async fn get(&mut self, key: String, _decrypt: bool) -> Result<Option<String>, String> {
         check_key(&key).map_err(msg)?;
-        let entry = self.kv_store()?.get(&self.tenant, &key).await.map_err(msg)?;
+        let entry = self
+            .kv_store()?
+            .get(&self.tenant, &key)
+            .await
+            .map_err(msg)?;
         Ok(entry.map(|e| e.value))
     }
 
@@ -51,11 +55,18 @@ impl Host for HostState {
 
     async fn delete(&mut self, key: String) -> Result<bool, String> {
         check_key(&key).map_err(msg)?;
-        self.kv_store()?.delete(&self.tenant, &key).await.map_err(msg)
+        self.kv_store()?
+            .delete(&self.tenant, &key)
+            .await
+            .map_err(msg)
     }
 
     async fn list(&mut self, prefix: String) -> Result<Vec<Entry>, String> {
-        let entries = self.kv_store()?.list(&self.tenant, &prefix).await.map_err(msg)?;
+        let entries = self
+            .kv_store()?
+            .list(&self.tenant, &prefix)
+            .await
+            .map_err(msg)?;
         Ok(entries
             .into_iter()
             .map(|e| Entry {

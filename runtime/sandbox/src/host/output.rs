@@ -96,7 +96,11 @@ impl OutputStream for CappedPipe {
 }
 
 impl AsyncWrite for CappedPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.with(|b| b.push(buf));
         Poll::Ready(Ok(buf.len()))
     }
@@ -118,7 +122,8 @@ mod tests {
     fn writes_past_the_cap_are_truncated_not_refused() {
         let mut pipe = CappedPipe::new(8);
         pipe.write(Bytes::from_static(b"hello ")).expect("write");
-        pipe.write(Bytes::from_static(b"world")).expect("write past cap");
+        pipe.write(Bytes::from_static(b"world"))
+            .expect("write past cap");
         assert_eq!(pipe.check_write().expect("still writable"), PERMIT);
         assert_eq!(pipe.take(), ("hello wo".to_owned(), true));
     }

@@ -17,7 +17,8 @@ fn run(ctx: &Context, p: Params) -> Result<Value> {
     let listed: Vec<String> = kv::list(&p.key)?.into_iter().map(|e| e.key).collect();
     let after = kv::get(&p.key)?;
     let refused = kv::set("", "x").err().map(|e| e.to_string());
-    let encrypt = match squall_sdk::bindings::squall::automation::kv::set("secret", "x", None, true) {
+    let encrypt = match squall_sdk::bindings::squall::automation::kv::set("secret", "x", None, true)
+    {
         Ok(()) => return Err(Error::failed("encryption must be refused until it exists")),
         Err(e) => e,
     };
