@@ -3,6 +3,7 @@
 
 mod actions;
 mod hostile;
+mod sandbox;
 mod util;
 
 /// The test that covers each guest. A guest added to tests/guests without a

@@ -150,12 +150,27 @@ impl ActionComponent {
     }
 }
 
+/// Components already checked and ready, by content and by file.
+#[derive(Default)]
+struct Loaded {
+    by_digest: HashMap<String, Arc<ActionComponent>>,
+    /// A file whose length and mtime are unchanged is not read again.
+    by_path: HashMap<PathBuf, (FileStamp, Arc<ActionComponent>)>,
+}
+
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
 /// The process's WebAssembly host.
 pub struct Sandbox {
     engine: engine::EngineHandle,
     linker: wasmtime::component::Linker<host::HostState>,
     cache: cache::CompileCache,
-    loaded: Mutex<HashMap<String, Arc<ActionComponent>>>,
+    loaded: Mutex<Loaded>,
     permits: tokio::sync::Semaphore,
 }
 
@@ -177,7 +192,7 @@ impl Sandbox {
             engine,
             linker,
             cache,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Loaded::default()),
             permits: tokio::sync::Semaphore::new(config.max_instances as usize),
         })
     }
@@ -190,17 +205,37 @@ impl Sandbox {
     /// Load an action component: compile it once (or map it from the cache),
     /// check it against the `action` world, and keep its `InstancePre`.
     pub fn load_action(&self, path: &Path) -> Result<Arc<ActionComponent>> {
+        let stamp = stamp(path);
+        if let Some(stamp) = stamp
+            && let Some((seen, loaded)) = self.loaded().by_path.get(path)
+            && *seen == stamp
+        {
+            return Ok(loaded.clone());
+        }
         let bytes = std::fs::read(path).map_err(|cause| Error::Read {
             path: path.to_owned(),
             cause,
         })?;
         let digest = cache::sha256_hex(&bytes);
-        if let Some(loaded) = self.loaded_get(&digest) {
-            return Ok(loaded);
+        let known = self.loaded().by_digest.get(&digest).cloned();
+        let loaded = match known {
+            Some(loaded) => loaded,
+            None => Arc::new(self.check(path, &bytes, digest)?),
+        };
+        let mut memo = self.loaded();
+        memo.by_digest.insert(loaded.digest.clone(), loaded.clone());
+        if let Some(stamp) = stamp {
+            memo.by_path
+                .insert(path.to_owned(), (stamp, loaded.clone()));
         }
+        Ok(loaded)
+    }
+
+    /// Compile (or map from the cache) and check against the `action` world.
+    fn check(&self, path: &Path, bytes: &[u8], digest: String) -> Result<ActionComponent> {
         let component = self
             .cache
-            .load_or_compile(&self.engine.engine, path, &bytes, &digest)?;
+            .load_or_compile(&self.engine.engine, path, bytes, &digest)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             path: path.to_owned(),
             reason: format!("{e:#}"),
@@ -210,23 +245,14 @@ impl Sandbox {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = bindings::ActionPre::new(instance_pre).map_err(wrong_world)?;
-        let loaded = Arc::new(ActionComponent {
+        Ok(ActionComponent {
             path: path.to_owned(),
-            digest: digest.clone(),
+            digest,
             pre,
-        });
-        self.loaded
-            .lock()
-            .expect("component map lock poisoned")
-            .insert(digest, loaded.clone());
-        Ok(loaded)
+        })
     }
 
-    fn loaded_get(&self, digest: &str) -> Option<Arc<ActionComponent>> {
-        self.loaded
-            .lock()
-            .expect("component map lock poisoned")
-            .get(digest)
-            .cloned()
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().expect("component map lock poisoned")
     }
 }
