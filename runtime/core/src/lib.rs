@@ -10,7 +10,9 @@ pub mod execution;
 pub mod ids;
 pub mod kv;
 pub mod manifest;
+pub mod operators;
 pub mod params;
+pub mod template;
 pub mod time;
 
 pub use execution::{Execution, ExecutionStatus, StatusChange};

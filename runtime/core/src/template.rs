@@ -1,0 +1,279 @@
+//! Jinja templating for rules, through minijinja.
+//!
+//! Criteria patterns and action parameters may use `{{ trigger.x }}`,
+//! `{{ rule.ref }}`, `{{ st2kv.system.key }}` (and `st2kv.user.key`), as in
+//! StackStorm. A string that is exactly one `{{ expression }}` renders to
+//! the expression's value with its type (a number stays a number, a list a
+//! list); any other string containing template syntax renders to a string.
+
+use std::fmt;
+use std::sync::Arc;
+
+use minijinja::value::{Object, Serde, Value as JinjaValue};
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::Value;
+
+/// Reads the datastore for `st2kv.*` lookups.
+pub trait KvLookup: Send + Sync + fmt::Debug {
+    /// The live value of `key` in `scope` (`system` or `user`).
+    fn get(&self, scope: &str, key: &str) -> Option<String>;
+}
+
+/// A template that does not parse, or failed to render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template '{template}': {message}")]
+pub struct TemplateError {
+    pub template: String,
+    pub message: String,
+}
+
+/// What templates can see.
+#[derive(Debug, Clone, Default)]
+pub struct RenderContext {
+    pub trigger: Value,
+    /// `{ref, name, pack}` of the rule being enforced.
+    pub rule: Value,
+    pub kv: Option<Arc<dyn KvLookup>>,
+}
+
+/// The configured environment: StackStorm's most used filters on top of
+/// minijinja's built-ins.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// True when `s` contains template syntax.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// The inner expression when `s` is exactly one `{{ ... }}`.
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.add_filter("to_json_string", |v: JinjaValue| -> Result<String, minijinja::Error> {
+            serde_json::to_string(&v).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })
+        });
+        env.add_filter("from_json_string", |s: String| -> Result<JinjaValue, minijinja::Error> {
+            serde_json::from_str::<Value>(&s)
+                .map(|v| JinjaValue::from(Serde(&v)))
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+        });
+        env.add_filter("to_complex", |v: JinjaValue| -> Result<String, minijinja::Error> {
+            serde_json::to_string(&v).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })
+        });
+        env.add_filter("basename", |s: String| {
+            s.rsplit('/').next().unwrap_or_default().to_owned()
+        });
+        env.add_filter("dirname", |s: String| match s.rfind('/') {
+            Some(0) => "/".to_owned(),
+            Some(i) => s[..i].to_owned(),
+            None => String::new(),
+        });
+        env.add_filter("use_none", |v: JinjaValue| {
+            if v.is_none() || v.is_undefined() { JinjaValue::from("%*****__%NONE%__*****%") } else { v }
+        });
+        env.add_filter("regex_match", |s: String, p: String| -> Result<bool, minijinja::Error> {
+            regex_compile(&format!("\\A(?:{p})")).map(|re| re.is_match(&s))
+        });
+        env.add_filter("regex_search", |s: String, p: String| -> Result<bool, minijinja::Error> {
+            regex_compile(&p).map(|re| re.is_match(&s))
+        });
+        env.add_filter("regex_replace", |s: String, p: String, r: String| -> Result<String, minijinja::Error> {
+            regex_compile(&p).map(|re| re.replace_all(&s, r.as_str()).into_owned())
+        });
+        env.add_filter("regex_substring", |s: String, p: String| -> Result<JinjaValue, minijinja::Error> {
+            regex_compile(&p).map(|re| re.find(&s).map(|m| JinjaValue::from(m.as_str())).unwrap_or_default())
+        });
+        Self { env }
+    }
+
+    /// Check a template's syntax (at load time, before any event).
+    pub fn check(&self, source: &str) -> Result<(), TemplateError> {
+        let err = |e: minijinja::Error| TemplateError {
+            template: source.to_owned(),
+            message: describe(&e),
+        };
+        match single_expression(source) {
+            Some(expr) => self.env.compile_expression(expr).map(drop).map_err(err),
+            None => self.env.template_from_str(source).map(drop).map_err(err),
+        }
+    }
+
+    /// Check every template string inside `value`.
+    pub fn check_value(&self, value: &Value) -> Result<(), TemplateError> {
+        match value {
+            Value::String(s) if is_template(s) => self.check(s),
+            Value::Array(items) => items.iter().try_for_each(|v| self.check_value(v)),
+            Value::Object(map) => map.values().try_for_each(|v| self.check_value(v)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Render every template string inside `value`, leaving the rest as is.
+    pub fn render_value(&self, value: &Value, ctx: &RenderContext) -> Result<Value, TemplateError> {
+        Ok(match value {
+            Value::String(s) if is_template(s) => self.render_str(s, ctx)?,
+            Value::Array(items) => Value::Array(
+                items.iter().map(|v| self.render_value(v, ctx)).collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn render_str(&self, source: &str, ctx: &RenderContext) -> Result<Value, TemplateError> {
+        let err = |e: minijinja::Error| TemplateError {
+            template: source.to_owned(),
+            message: describe(&e),
+        };
+        let jinja_ctx = minijinja::context! {
+            trigger => JinjaValue::from(Serde(&ctx.trigger)),
+            rule => JinjaValue::from(Serde(&ctx.rule)),
+            st2kv => JinjaValue::from_object(Datastore { kv: ctx.kv.clone(), scope: None }),
+        };
+        if let Some(expr) = single_expression(source) {
+            let value = self.env.compile_expression(expr).map_err(err)?.eval(jinja_ctx).map_err(err)?;
+            if value.is_undefined() {
+                return Ok(Value::Null);
+            }
+            return serde_json::to_value(&value).map_err(|e| TemplateError {
+                template: source.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        self.env.render_str(source, jinja_ctx).map(Value::String).map_err(err)
+    }
+}
+
+fn regex_compile(p: &str) -> Result<regex::Regex, minijinja::Error> {
+    regex::Regex::new(p).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(detail) = e.detail() && !msg.contains(detail) {
+        msg = format!("{msg}: {detail}");
+    }
+    msg
+}
+
+/// `st2kv`, then `st2kv.system` / `st2kv.user`: values are read on access.
+#[derive(Debug)]
+struct Datastore {
+    kv: Option<Arc<dyn KvLookup>>,
+    scope: Option<&'static str>,
+}
+
+impl Object for Datastore {
+    fn get_value(self: &Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        let key = key.as_str()?;
+        match self.scope {
+            None => {
+                let scope = match key {
+                    "system" => "system",
+                    "user" => "user",
+                    _ => return None,
+                };
+                Some(JinjaValue::from_object(Datastore { kv: self.kv.clone(), scope: Some(scope) }))
+            }
+            Some(scope) => self.kv.as_ref()?.get(scope, key).map(JinjaValue::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Kv(HashMap<(String, String), String>);
+
+    impl KvLookup for Kv {
+        fn get(&self, scope: &str, key: &str) -> Option<String> {
+            self.0.get(&(scope.to_owned(), key.to_owned())).cloned()
+        }
+    }
+
+    fn ctx() -> RenderContext {
+        let mut kv = HashMap::new();
+        kv.insert(("system".into(), "greeting".into()), "hi".into());
+        RenderContext {
+            trigger: json!({"body": {"name": "web-1", "count": 3, "tags": ["a", "b"]}, "path": "/var/log/x.log"}),
+            rule: json!({"ref": "examples.on_hook", "name": "on_hook", "pack": "examples"}),
+            kv: Some(Arc::new(Kv(kv))),
+        }
+    }
+
+    #[test]
+    fn renders_strings_and_keeps_types_of_single_expressions() {
+        let t = Templates::new();
+        let params = json!({
+            "message": "{{ st2kv.system.greeting }}, {{ trigger.body.name }} ({{ rule.ref }})",
+            "count": "{{ trigger.body.count }}",
+            "tags": "{{ trigger.body.tags }}",
+            "file": "{{ trigger.path | basename }}",
+            "plain": "no templates here",
+            "nested": {"list": ["{{ trigger.body.count + 1 }}"]},
+            "missing": "{{ trigger.nope }}",
+        });
+        let out = t.render_value(&params, &ctx()).expect("renders");
+        assert_eq!(out, json!({
+            "message": "hi, web-1 (examples.on_hook)",
+            "count": 3,
+            "tags": ["a", "b"],
+            "file": "x.log",
+            "plain": "no templates here",
+            "nested": {"list": [4]},
+            "missing": null,
+        }));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_template() {
+        let t = Templates::new();
+        let err = t.check("{{ trigger.x ").expect_err("unclosed");
+        assert!(err.to_string().starts_with("template '{{ trigger.x ':"), "{err}");
+        let err = t.check_value(&json!({"a": ["ok", "{% if %}"]})).expect_err("bad block");
+        assert!(err.template.contains("{% if %}"), "{err}");
+        assert!(t.check("{{ trigger.x | to_json_string }}").is_ok());
+    }
+
+    #[test]
+    fn filters() {
+        let t = Templates::new();
+        let r = |s: &str| t.render_value(&json!(s), &ctx()).expect("renders");
+        assert_eq!(r("{{ trigger.body | to_json_string }}"), json!(r#"{"count":3,"name":"web-1","tags":["a","b"]}"#));
+        assert_eq!(r("{{ '{\"a\": 1}' | from_json_string }}"), json!({"a": 1}));
+        assert_eq!(r("{{ trigger.path | dirname }}"), json!("/var/log"));
+        assert_eq!(r("{{ trigger.body.name | regex_replace('-\\\\d', '') }}"), json!("web"));
+        assert_eq!(r("{{ trigger.body.name | regex_search('b-') }}"), json!(true));
+        assert_eq!(r("{{ trigger.body.name | regex_substring('\\\\d+') }}"), json!("1"));
+        assert_eq!(r("{{ st2kv.system.absent }}"), json!(null));
+    }
+}
