@@ -139,15 +139,19 @@ impl Operator {
             Self::NExists => value.is_none(),
             Self::Equals => value.is_some_and(|v| json_eq(v, pattern)),
             Self::NEquals => !value.is_some_and(|v| json_eq(v, pattern)),
-            Self::IEquals => strs(value, pattern).is_some_and(|(v, p)| v.to_lowercase() == p.to_lowercase()),
+            Self::IEquals => {
+                strs(value, pattern).is_some_and(|(v, p)| v.to_lowercase() == p.to_lowercase())
+            }
             Self::Contains => value.is_some_and(|v| contains(v, pattern, false)),
             Self::IContains => value.is_some_and(|v| contains(v, pattern, true)),
             Self::NContains => !value.is_some_and(|v| contains(v, pattern, false)),
             Self::INContains => !value.is_some_and(|v| contains(v, pattern, true)),
             Self::StartsWith => strs(value, pattern).is_some_and(|(v, p)| v.starts_with(p)),
-            Self::IStartsWith => strs(value, pattern).is_some_and(|(v, p)| v.to_lowercase().starts_with(&p.to_lowercase())),
+            Self::IStartsWith => strs(value, pattern)
+                .is_some_and(|(v, p)| v.to_lowercase().starts_with(&p.to_lowercase())),
             Self::EndsWith => strs(value, pattern).is_some_and(|(v, p)| v.ends_with(p)),
-            Self::IEndsWith => strs(value, pattern).is_some_and(|(v, p)| v.to_lowercase().ends_with(&p.to_lowercase())),
+            Self::IEndsWith => strs(value, pattern)
+                .is_some_and(|(v, p)| v.to_lowercase().ends_with(&p.to_lowercase())),
             Self::LessThan => compare(value, pattern) == Some(Ordering::Less),
             Self::GreaterThan => compare(value, pattern) == Some(Ordering::Greater),
             Self::MatchWildcard => match strs(value, pattern) {
@@ -166,17 +170,29 @@ impl Operator {
                     Self::IRegex => format!("(?i){p}"),
                     _ => p.to_owned(),
                 };
-                let re = regex::Regex::new(&source).map_err(|e| err(format!("invalid regex '{p}': {e}")))?;
-                value.and_then(Value::as_str).is_some_and(|v| re.is_match(v))
+                let re = regex::Regex::new(&source)
+                    .map_err(|e| err(format!("invalid regex '{p}': {e}")))?;
+                value
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| re.is_match(v))
             }
             Self::TimeDiffLt | Self::TimeDiffGt => {
-                let Some(limit) = pattern.as_f64().or_else(|| pattern.as_str().and_then(|s| s.trim().parse().ok())) else {
-                    return Err(err(format!("pattern must be a number of seconds, found {pattern}")));
+                let Some(limit) = pattern
+                    .as_f64()
+                    .or_else(|| pattern.as_str().and_then(|s| s.trim().parse().ok()))
+                else {
+                    return Err(err(format!(
+                        "pattern must be a number of seconds, found {pattern}"
+                    )));
                 };
                 match value.and_then(Value::as_str).and_then(parse_time) {
                     Some(t) => {
                         let age = (time::OffsetDateTime::now_utc() - t).as_seconds_f64();
-                        if self == Self::TimeDiffLt { age < limit } else { age > limit }
+                        if self == Self::TimeDiffLt {
+                            age < limit
+                        } else {
+                            age > limit
+                        }
                     }
                     None => false,
                 }
@@ -200,20 +216,31 @@ impl Operator {
             message,
         };
         let Value::Object(children) = pattern else {
-            return Err(err(format!("pattern must be a mapping of item criteria, found {pattern}")));
+            return Err(err(format!(
+                "pattern must be a mapping of item criteria, found {pattern}"
+            )));
         };
         let mut criteria = Vec::new();
         for (key, spec) in children {
             let path = key.split('#').next().unwrap_or(key);
-            let path = path.strip_prefix("item.").or_else(|| (path == "item").then_some("")).ok_or_else(|| {
-                err(format!("criterion key '{key}' must start with 'item.'"))
-            })?;
-            let op_name = spec.get("type").and_then(Value::as_str).ok_or_else(|| err(format!("criterion '{key}' needs a 'type'")))?;
-            let op = Operator::from_name(op_name).ok_or_else(|| err(format!("criterion '{key}': unknown operator '{op_name}'")))?;
+            let path = path
+                .strip_prefix("item.")
+                .or_else(|| (path == "item").then_some(""))
+                .ok_or_else(|| err(format!("criterion key '{key}' must start with 'item.'")))?;
+            let op_name = spec
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(format!("criterion '{key}' needs a 'type'")))?;
+            let op = Operator::from_name(op_name)
+                .ok_or_else(|| err(format!("criterion '{key}': unknown operator '{op_name}'")))?;
             if op == Operator::Search {
                 return Err(err("nested search is not supported".into()));
             }
-            criteria.push((path.to_owned(), op, spec.get("pattern").cloned().unwrap_or(Value::Null)));
+            criteria.push((
+                path.to_owned(),
+                op,
+                spec.get("pattern").cloned().unwrap_or(Value::Null),
+            ));
         }
         let items: Vec<&Value> = match value {
             Some(Value::Array(items)) => items.iter().collect(),
@@ -221,7 +248,9 @@ impl Operator {
             _ => return Ok(false),
         };
         let item_matches = |item: &Value, all: bool| -> Result<bool, OperatorError> {
-            let mut results = criteria.iter().map(|(path, op, pattern)| op.apply(lookup(item, path), pattern));
+            let mut results = criteria
+                .iter()
+                .map(|(path, op, pattern)| op.apply(lookup(item, path), pattern));
             if all {
                 results.try_fold(true, |acc, r| r.map(|m| acc && m))
             } else {
@@ -286,7 +315,9 @@ fn contains(haystack: &Value, needle: &Value, ignore_case: bool) -> bool {
             None => false,
         },
         Value::Array(items) => items.iter().any(|item| match (item, needle) {
-            (Value::String(i), Value::String(n)) if ignore_case => i.to_lowercase() == n.to_lowercase(),
+            (Value::String(i), Value::String(n)) if ignore_case => {
+                i.to_lowercase() == n.to_lowercase()
+            }
             _ => json_eq(item, needle),
         }),
         Value::Object(map) => needle.as_str().is_some_and(|n| map.contains_key(n)),
@@ -329,7 +360,8 @@ mod tests {
 
     fn check(name: &str, value: Value, pattern: Value) -> bool {
         let op = Operator::from_name(name).unwrap_or_else(|| panic!("unknown operator {name}"));
-        op.apply(Some(&value), &pattern).unwrap_or_else(|e| panic!("{e}"))
+        op.apply(Some(&value), &pattern)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -378,8 +410,18 @@ mod tests {
             (&["greaterthan", "gt"], json!(3), json!(2.5), true),
             (&["greaterthan", "gt"], json!(2), json!(2), false),
             (&["greaterthan", "gt"], json!("b"), json!("a"), true),
-            (&["matchwildcard"], json!("server-01.prod"), json!("server-*.prod"), true),
-            (&["matchwildcard"], json!("server-01.dev"), json!("server-*.prod"), false),
+            (
+                &["matchwildcard"],
+                json!("server-01.prod"),
+                json!("server-*.prod"),
+                true,
+            ),
+            (
+                &["matchwildcard"],
+                json!("server-01.dev"),
+                json!("server-*.prod"),
+                false,
+            ),
             (&["matchwildcard"], json!(7), json!("*"), false),
             (&["matchregex"], json!("abc123"), json!("abc\\d+"), true),
             (&["matchregex"], json!("xabc123"), json!("abc\\d+"), false),
@@ -388,11 +430,36 @@ mod tests {
             (&["regex"], json!(123), json!("1"), false),
             (&["iregex"], json!("xABC"), json!("abc"), true),
             (&["iregex"], json!("xyz"), json!("abc"), false),
-            (&["timediff_lt", "td_lt"], json!(crate::time::now_rfc3339()), json!(60), true),
-            (&["timediff_lt", "td_lt"], json!("2000-01-01 00:00:00"), json!(60), false),
-            (&["timediff_gt", "td_gt"], json!("2000-01-01T00:00:00Z"), json!(60), true),
-            (&["timediff_gt", "td_gt"], json!(crate::time::now_rfc3339()), json!("60"), false),
-            (&["timediff_gt", "td_gt"], json!("not a date"), json!(60), false),
+            (
+                &["timediff_lt", "td_lt"],
+                json!(crate::time::now_rfc3339()),
+                json!(60),
+                true,
+            ),
+            (
+                &["timediff_lt", "td_lt"],
+                json!("2000-01-01 00:00:00"),
+                json!(60),
+                false,
+            ),
+            (
+                &["timediff_gt", "td_gt"],
+                json!("2000-01-01T00:00:00Z"),
+                json!(60),
+                true,
+            ),
+            (
+                &["timediff_gt", "td_gt"],
+                json!(crate::time::now_rfc3339()),
+                json!("60"),
+                false,
+            ),
+            (
+                &["timediff_gt", "td_gt"],
+                json!("not a date"),
+                json!(60),
+                false,
+            ),
             (&["exists"], json!("x"), json!(null), true),
             (&["exists"], json!(null), json!(null), false),
             (&["nexists"], json!(null), json!(null), true),
@@ -411,11 +478,19 @@ mod tests {
         let mut covered = std::collections::HashSet::new();
         for (names, value, pattern, expected) in table() {
             for name in names {
-                assert_eq!(check(name, value.clone(), pattern.clone()), expected, "{name}({value}, {pattern})");
+                assert_eq!(
+                    check(name, value.clone(), pattern.clone()),
+                    expected,
+                    "{name}({value}, {pattern})"
+                );
                 covered.insert(*name);
             }
         }
-        let missing: Vec<_> = NAMES.iter().map(|(n, _)| *n).filter(|n| !covered.contains(n) && *n != "search").collect();
+        let missing: Vec<_> = NAMES
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !covered.contains(n) && *n != "search")
+            .collect();
         assert!(missing.is_empty(), "operators without cases: {missing:?}");
     }
 
@@ -425,19 +500,44 @@ mod tests {
             if op == Operator::Search {
                 continue;
             }
-            let pattern = if matches!(op, Operator::TimeDiffLt | Operator::TimeDiffGt) { json!(5) } else { json!("x") };
+            let pattern = if matches!(op, Operator::TimeDiffLt | Operator::TimeDiffGt) {
+                json!(5)
+            } else {
+                json!("x")
+            };
             let got = op.apply(None, &pattern).expect("valid pattern");
-            let expected = matches!(op, Operator::NExists | Operator::NEquals | Operator::NContains | Operator::INContains | Operator::NInside);
+            let expected = matches!(
+                op,
+                Operator::NExists
+                    | Operator::NEquals
+                    | Operator::NContains
+                    | Operator::INContains
+                    | Operator::NInside
+            );
             assert_eq!(got, expected, "{name} on a missing key");
         }
     }
 
     #[test]
     fn bad_patterns_are_errors_not_mismatches() {
-        let err = Operator::Regex.apply(Some(&json!("a")), &json!("(")).expect_err("invalid regex");
-        assert!(err.to_string().starts_with("operator 'regex': invalid regex '('"), "{err}");
-        assert!(Operator::TimeDiffLt.apply(Some(&json!("a")), &json!("soon")).is_err());
-        assert!(Operator::MatchWildcard.apply(Some(&json!("a")), &json!("[")).is_err());
+        let err = Operator::Regex
+            .apply(Some(&json!("a")), &json!("("))
+            .expect_err("invalid regex");
+        assert!(
+            err.to_string()
+                .starts_with("operator 'regex': invalid regex '('"),
+            "{err}"
+        );
+        assert!(
+            Operator::TimeDiffLt
+                .apply(Some(&json!("a")), &json!("soon"))
+                .is_err()
+        );
+        assert!(
+            Operator::MatchWildcard
+                .apply(Some(&json!("a")), &json!("["))
+                .is_err()
+        );
     }
 
     #[test]
@@ -464,7 +564,11 @@ mod tests {
         assert!(search(SearchCondition::All2Any, &items, &loose));
         assert!(!search(SearchCondition::Any, &items, &loose));
         // An object counts as one item; a missing or scalar value never matches.
-        assert!(search(SearchCondition::All, &json!({"status": "critical", "used": 95}), &pattern));
+        assert!(search(
+            SearchCondition::All,
+            &json!({"status": "critical", "used": 95}),
+            &pattern
+        ));
         assert!(!Operator::apply_search(None, SearchCondition::Any, &pattern).expect("valid"));
         assert!(!search(SearchCondition::Any, &json!(5), &pattern));
         // Nested paths inside items.

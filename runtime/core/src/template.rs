@@ -64,21 +64,32 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.add_filter("to_json_string", |v: JinjaValue| -> Result<String, minijinja::Error> {
-            serde_json::to_string(&v).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-            })
-        });
-        env.add_filter("from_json_string", |s: String| -> Result<JinjaValue, minijinja::Error> {
-            serde_json::from_str::<Value>(&s)
-                .map(|v| JinjaValue::from(Serde(&v)))
-                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
-        });
-        env.add_filter("to_complex", |v: JinjaValue| -> Result<String, minijinja::Error> {
-            serde_json::to_string(&v).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-            })
-        });
+        env.add_filter(
+            "to_json_string",
+            |v: JinjaValue| -> Result<String, minijinja::Error> {
+                serde_json::to_string(&v).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                })
+            },
+        );
+        env.add_filter(
+            "from_json_string",
+            |s: String| -> Result<JinjaValue, minijinja::Error> {
+                serde_json::from_str::<Value>(&s)
+                    .map(|v| JinjaValue::from(Serde(&v)))
+                    .map_err(|e| {
+                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                    })
+            },
+        );
+        env.add_filter(
+            "to_complex",
+            |v: JinjaValue| -> Result<String, minijinja::Error> {
+                serde_json::to_string(&v).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                })
+            },
+        );
         env.add_filter("basename", |s: String| {
             s.rsplit('/').next().unwrap_or_default().to_owned()
         });
@@ -88,20 +99,40 @@ impl Templates {
             None => String::new(),
         });
         env.add_filter("use_none", |v: JinjaValue| {
-            if v.is_none() || v.is_undefined() { JinjaValue::from("%*****__%NONE%__*****%") } else { v }
+            if v.is_none() || v.is_undefined() {
+                JinjaValue::from("%*****__%NONE%__*****%")
+            } else {
+                v
+            }
         });
-        env.add_filter("regex_match", |s: String, p: String| -> Result<bool, minijinja::Error> {
-            regex_compile(&format!("\\A(?:{p})")).map(|re| re.is_match(&s))
-        });
-        env.add_filter("regex_search", |s: String, p: String| -> Result<bool, minijinja::Error> {
-            regex_compile(&p).map(|re| re.is_match(&s))
-        });
-        env.add_filter("regex_replace", |s: String, p: String, r: String| -> Result<String, minijinja::Error> {
-            regex_compile(&p).map(|re| re.replace_all(&s, r.as_str()).into_owned())
-        });
-        env.add_filter("regex_substring", |s: String, p: String| -> Result<JinjaValue, minijinja::Error> {
-            regex_compile(&p).map(|re| re.find(&s).map(|m| JinjaValue::from(m.as_str())).unwrap_or_default())
-        });
+        env.add_filter(
+            "regex_match",
+            |s: String, p: String| -> Result<bool, minijinja::Error> {
+                regex_compile(&format!("\\A(?:{p})")).map(|re| re.is_match(&s))
+            },
+        );
+        env.add_filter(
+            "regex_search",
+            |s: String, p: String| -> Result<bool, minijinja::Error> {
+                regex_compile(&p).map(|re| re.is_match(&s))
+            },
+        );
+        env.add_filter(
+            "regex_replace",
+            |s: String, p: String, r: String| -> Result<String, minijinja::Error> {
+                regex_compile(&p).map(|re| re.replace_all(&s, r.as_str()).into_owned())
+            },
+        );
+        env.add_filter(
+            "regex_substring",
+            |s: String, p: String| -> Result<JinjaValue, minijinja::Error> {
+                regex_compile(&p).map(|re| {
+                    re.find(&s)
+                        .map(|m| JinjaValue::from(m.as_str()))
+                        .unwrap_or_default()
+                })
+            },
+        );
         Self { env }
     }
 
@@ -132,7 +163,10 @@ impl Templates {
         Ok(match value {
             Value::String(s) if is_template(s) => self.render_str(s, ctx)?,
             Value::Array(items) => Value::Array(
-                items.iter().map(|v| self.render_value(v, ctx)).collect::<Result<_, _>>()?,
+                items
+                    .iter()
+                    .map(|v| self.render_value(v, ctx))
+                    .collect::<Result<_, _>>()?,
             ),
             Value::Object(map) => Value::Object(
                 map.iter()
@@ -154,7 +188,12 @@ impl Templates {
             st2kv => JinjaValue::from_object(Datastore { kv: ctx.kv.clone(), scope: None }),
         };
         if let Some(expr) = single_expression(source) {
-            let value = self.env.compile_expression(expr).map_err(err)?.eval(jinja_ctx).map_err(err)?;
+            let value = self
+                .env
+                .compile_expression(expr)
+                .map_err(err)?
+                .eval(jinja_ctx)
+                .map_err(err)?;
             if value.is_undefined() {
                 return Ok(Value::Null);
             }
@@ -163,17 +202,23 @@ impl Templates {
                 message: e.to_string(),
             });
         }
-        self.env.render_str(source, jinja_ctx).map(Value::String).map_err(err)
+        self.env
+            .render_str(source, jinja_ctx)
+            .map(Value::String)
+            .map_err(err)
     }
 }
 
 fn regex_compile(p: &str) -> Result<regex::Regex, minijinja::Error> {
-    regex::Regex::new(p).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+    regex::Regex::new(p)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
 }
 
 fn describe(e: &minijinja::Error) -> String {
     let mut msg = e.to_string();
-    if let Some(detail) = e.detail() && !msg.contains(detail) {
+    if let Some(detail) = e.detail()
+        && !msg.contains(detail)
+    {
         msg = format!("{msg}: {detail}");
     }
     msg
@@ -196,7 +241,10 @@ impl Object for Datastore {
                     "user" => "user",
                     _ => return None,
                 };
-                Some(JinjaValue::from_object(Datastore { kv: self.kv.clone(), scope: Some(scope) }))
+                Some(JinjaValue::from_object(Datastore {
+                    kv: self.kv.clone(),
+                    scope: Some(scope),
+                }))
             }
             Some(scope) => self.kv.as_ref()?.get(scope, key).map(JinjaValue::from),
         }
@@ -243,23 +291,31 @@ mod tests {
             "missing": "{{ trigger.nope }}",
         });
         let out = t.render_value(&params, &ctx()).expect("renders");
-        assert_eq!(out, json!({
-            "message": "hi, web-1 (examples.on_hook)",
-            "count": 3,
-            "tags": ["a", "b"],
-            "file": "x.log",
-            "plain": "no templates here",
-            "nested": {"list": [4]},
-            "missing": null,
-        }));
+        assert_eq!(
+            out,
+            json!({
+                "message": "hi, web-1 (examples.on_hook)",
+                "count": 3,
+                "tags": ["a", "b"],
+                "file": "x.log",
+                "plain": "no templates here",
+                "nested": {"list": [4]},
+                "missing": null,
+            })
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_template() {
         let t = Templates::new();
         let err = t.check("{{ trigger.x ").expect_err("unclosed");
-        assert!(err.to_string().starts_with("template '{{ trigger.x ':"), "{err}");
-        let err = t.check_value(&json!({"a": ["ok", "{% if %}"]})).expect_err("bad block");
+        assert!(
+            err.to_string().starts_with("template '{{ trigger.x ':"),
+            "{err}"
+        );
+        let err = t
+            .check_value(&json!({"a": ["ok", "{% if %}"]}))
+            .expect_err("bad block");
         assert!(err.template.contains("{% if %}"), "{err}");
         assert!(t.check("{{ trigger.x | to_json_string }}").is_ok());
     }
@@ -268,12 +324,24 @@ mod tests {
     fn filters() {
         let t = Templates::new();
         let r = |s: &str| t.render_value(&json!(s), &ctx()).expect("renders");
-        assert_eq!(r("{{ trigger.body | to_json_string }}"), json!(r#"{"count":3,"name":"web-1","tags":["a","b"]}"#));
+        assert_eq!(
+            r("{{ trigger.body | to_json_string }}"),
+            json!(r#"{"count":3,"name":"web-1","tags":["a","b"]}"#)
+        );
         assert_eq!(r("{{ '{\"a\": 1}' | from_json_string }}"), json!({"a": 1}));
         assert_eq!(r("{{ trigger.path | dirname }}"), json!("/var/log"));
-        assert_eq!(r("{{ trigger.body.name | regex_replace('-\\\\d', '') }}"), json!("web"));
-        assert_eq!(r("{{ trigger.body.name | regex_search('b-') }}"), json!(true));
-        assert_eq!(r("{{ trigger.body.name | regex_substring('\\\\d+') }}"), json!("1"));
+        assert_eq!(
+            r("{{ trigger.body.name | regex_replace('-\\\\d', '') }}"),
+            json!("web")
+        );
+        assert_eq!(
+            r("{{ trigger.body.name | regex_search('b-') }}"),
+            json!(true)
+        );
+        assert_eq!(
+            r("{{ trigger.body.name | regex_substring('\\\\d+') }}"),
+            json!("1")
+        );
         assert_eq!(r("{{ st2kv.system.absent }}"), json!(null));
     }
 }
