@@ -131,6 +131,10 @@ pub struct Execution {
     /// Every status the execution went through, in order.
     pub log: Vec<StatusChange>,
     pub trace_tag: Option<String>,
+    /// The trigger instance whose rule requested this execution.
+    pub trigger_instance_id: Option<String>,
+    /// The rule that requested this execution.
+    pub rule_ref: Option<String>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod params;
 pub mod rule;
 pub mod template;
 pub mod time;
+pub mod trigger;
 
 pub use execution::{Execution, ExecutionStatus, StatusChange};
 pub use ids::{ActionRef, ExecutionId, PackRef, TenantId};

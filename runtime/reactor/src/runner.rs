@@ -107,6 +107,8 @@ impl Runner {
                 timestamp: now,
             }],
             trace_tag: req.trace_tag.clone(),
+            trigger_instance_id: None,
+            rule_ref: None,
         };
         self.store.insert_execution(&execution).await?;
         transition(&mut execution, ExecutionStatus::Scheduled);

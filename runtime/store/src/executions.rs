@@ -28,7 +28,7 @@ impl ExecutionFilter {
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag";
+pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref";
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("execution fields serialize to JSON")
@@ -38,26 +38,7 @@ impl Store {
     /// Insert a new execution record.
     pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
         let e = execution.clone();
-        self.write(move |txn| {
-            txn.execute(
-                &format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![
-                    e.id.as_str(),
-                    e.tenant.as_str(),
-                    e.action.to_string(),
-                    e.status.as_str(),
-                    json(&e.parameters),
-                    e.result.as_ref().map(json),
-                    json(&e.output),
-                    json(&e.log),
-                    e.start_timestamp,
-                    e.end_timestamp,
-                    e.trace_tag,
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |txn| insert(txn, &e)).await
     }
 
     /// Write an execution's mutable fields: status, result, output, log, end.
@@ -125,7 +106,30 @@ impl Store {
     }
 }
 
-fn from_row(row: &Row<'_>) -> Result<Execution> {
+/// Insert inside an open transaction (shared with trigger processing).
+pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<()> {
+    txn.execute(
+        &format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        params![
+            e.id.as_str(),
+            e.tenant.as_str(),
+            e.action.to_string(),
+            e.status.as_str(),
+            json(&e.parameters),
+            e.result.as_ref().map(json),
+            json(&e.output),
+            json(&e.log),
+            e.start_timestamp,
+            e.end_timestamp,
+            e.trace_tag,
+            e.trigger_instance_id,
+            e.rule_ref,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn from_row(row: &Row<'_>) -> Result<Execution> {
     let text = |i: usize| -> Result<String> { Ok(row.get::<_, String>(i)?) };
     let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("{what}: {e}"));
     let id = text(0)?;
@@ -147,6 +151,8 @@ fn from_row(row: &Row<'_>) -> Result<Execution> {
         start_timestamp: text(8)?,
         end_timestamp: row.get(9)?,
         trace_tag: row.get(10)?,
+        trigger_instance_id: row.get(11)?,
+        rule_ref: row.get(12)?,
     })
 }
 
@@ -174,6 +180,8 @@ mod tests {
                 timestamp: now_rfc3339(),
             }],
             trace_tag: None,
+            trigger_instance_id: None,
+            rule_ref: None,
         }
     }
 

@@ -13,6 +13,7 @@
 mod executions;
 mod kv;
 mod migrate;
+mod reactor;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use executions::ExecutionFilter;
 pub use migrate::SCHEMA_VERSION;
+pub use reactor::{Page, Trace};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

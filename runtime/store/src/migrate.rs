@@ -43,6 +43,53 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, key)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 2: the reactor: trigger instances, rules, enforcements, traces.
+    r#"
+    CREATE TABLE trigger_instances (
+        id                  TEXT PRIMARY KEY,
+        tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+        trigger_type        TEXT NOT NULL,
+        trigger_parameters  TEXT NOT NULL,
+        payload             TEXT NOT NULL,
+        occurrence_time     TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        trace_tag           TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX trigger_instances_by_tenant ON trigger_instances (tenant_id, id DESC);
+    CREATE INDEX trigger_instances_by_trace ON trigger_instances (tenant_id, trace_tag);
+    CREATE INDEX trigger_instances_pending ON trigger_instances (status) WHERE status IN ('pending', 'processing');
+
+    -- Rules created or changed through the API. A row overrides the rule of
+    -- the same ref from a pack's rules/ directory; `body` NULL deletes it.
+    CREATE TABLE rules (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        body        TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE rule_enforcements (
+        id                   TEXT PRIMARY KEY,
+        tenant_id            TEXT NOT NULL REFERENCES tenants(id),
+        rule_ref             TEXT NOT NULL,
+        trigger_instance_id  TEXT NOT NULL,
+        execution_id         TEXT,
+        status               TEXT NOT NULL,
+        failure_reason       TEXT,
+        enforced_at          TEXT NOT NULL,
+        trace_tag            TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX enforcements_by_tenant ON rule_enforcements (tenant_id, id DESC);
+    CREATE INDEX enforcements_by_instance ON rule_enforcements (tenant_id, trigger_instance_id);
+    CREATE INDEX enforcements_by_trace ON rule_enforcements (tenant_id, trace_tag);
+
+    ALTER TABLE executions ADD COLUMN trigger_instance_id TEXT;
+    ALTER TABLE executions ADD COLUMN rule_ref TEXT;
+    CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag);
+    CREATE INDEX executions_by_instance ON executions (tenant_id, trigger_instance_id);
+    CREATE INDEX executions_requested ON executions (status) WHERE status = 'requested';
+    "#,
 ];
 
 /// The schema version this build writes.

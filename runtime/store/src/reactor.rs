@@ -1,0 +1,468 @@
+//! Trigger instances, rule enforcements, rule overrides and traces.
+
+use rusqlite::{OptionalExtension, Row, params};
+use squall_core::trigger::{
+    EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
+};
+use squall_core::{Execution, ExecutionStatus, TenantId};
+
+use crate::executions::{
+    COLUMNS as EXECUTION_COLUMNS, from_row as execution_from_row, insert as insert_execution,
+};
+use crate::{Error, Result, Store};
+
+const TI_COLUMNS: &str =
+    "id, tenant_id, trigger_type, trigger_parameters, payload, occurrence_time, status, trace_tag";
+const RE_COLUMNS: &str = "id, tenant_id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, enforced_at, trace_tag";
+
+/// Everything one trace tag links.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub trigger_instances: Vec<TriggerInstance>,
+    pub rule_enforcements: Vec<RuleEnforcement>,
+    pub executions: Vec<Execution>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Page {
+    fn sql(self) -> (i64, i64) {
+        (
+            i64::try_from(self.limit).unwrap_or(i64::MAX),
+            i64::try_from(self.offset).unwrap_or(i64::MAX),
+        )
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("{what}: {e}"))
+}
+
+fn ti_from_row(row: &Row<'_>) -> Result<TriggerInstance> {
+    let params: String = row.get(3)?;
+    let payload: String = row.get(4)?;
+    let status: String = row.get(6)?;
+    Ok(TriggerInstance {
+        id: row.get(0)?,
+        tenant: TenantId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("tenant", e))?,
+        trigger_type: row.get(2)?,
+        trigger_parameters: serde_json::from_str(&params)
+            .map_err(|e| corrupt("trigger parameters", e))?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,
+        occurrence_time: row.get(5)?,
+        status: TriggerInstanceStatus::parse(&status)
+            .ok_or_else(|| corrupt("trigger instance status", &status))?,
+        trace_tag: row.get(7)?,
+    })
+}
+
+fn re_from_row(row: &Row<'_>) -> Result<RuleEnforcement> {
+    let status: String = row.get(5)?;
+    let execution_id: Option<String> = row.get(4)?;
+    Ok(RuleEnforcement {
+        id: row.get(0)?,
+        tenant: TenantId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("tenant", e))?,
+        rule_ref: row.get(2)?,
+        trigger_instance_id: row.get(3)?,
+        execution_id: execution_id
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(|e| corrupt("execution id", e))?,
+        status: match status.as_str() {
+            "succeeded" => EnforcementStatus::Succeeded,
+            "failed" => EnforcementStatus::Failed,
+            other => return Err(corrupt("enforcement status", other)),
+        },
+        failure_reason: row.get(6)?,
+        enforced_at: row.get(7)?,
+        trace_tag: row.get(8)?,
+    })
+}
+
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Persist a new trigger instance (before anyone is told it was accepted).
+    pub async fn insert_trigger_instance(&self, ti: &TriggerInstance) -> Result<()> {
+        let ti = ti.clone();
+        self.write(move |txn| {
+            txn.execute(
+                &format!("INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![
+                    ti.id,
+                    ti.tenant.as_str(),
+                    ti.trigger_type,
+                    serde_json::Value::Object(ti.trigger_parameters.clone()).to_string(),
+                    ti.payload.to_string(),
+                    ti.occurrence_time,
+                    ti.status.as_str(),
+                    ti.trace_tag,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The outcome of processing one trigger instance, in one transaction:
+    /// its enforcements, the executions they requested, its new status.
+    /// An instance that is no longer pending is left alone (processed once).
+    /// Returns whether this call did the processing.
+    pub async fn record_processing(
+        &self,
+        tenant: &TenantId,
+        instance_id: &str,
+        status: TriggerInstanceStatus,
+        enforcements: Vec<RuleEnforcement>,
+        executions: Vec<Execution>,
+    ) -> Result<bool> {
+        let (tenant, instance_id) = (tenant.clone(), instance_id.to_owned());
+        self.write(move |txn| {
+            let claimed = txn.execute(
+                "UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')",
+                params![tenant.as_str(), instance_id, status.as_str()],
+            )?;
+            if claimed == 0 {
+                return Ok(false);
+            }
+            for e in &executions {
+                insert_execution(txn, e)?;
+            }
+            let mut stmt = txn.prepare_cached(&format!(
+                "INSERT INTO rule_enforcements ({RE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?;
+            for re in &enforcements {
+                stmt.execute(params![
+                    re.id,
+                    re.tenant.as_str(),
+                    re.rule_ref,
+                    re.trigger_instance_id,
+                    re.execution_id.as_ref().map(|id| id.as_str().to_owned()),
+                    match re.status {
+                        EnforcementStatus::Succeeded => "succeeded",
+                        EnforcementStatus::Failed => "failed",
+                    },
+                    re.failure_reason,
+                    re.enforced_at,
+                    re.trace_tag,
+                ])?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Trigger instances not yet processed, oldest first, all tenants.
+    pub fn unprocessed_trigger_instances(&self) -> Result<Vec<TriggerInstance>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TI_COLUMNS} FROM trigger_instances WHERE status IN ('pending', 'processing') ORDER BY id"
+            ))?;
+            collect(stmt.query_map([], |row| Ok(ti_from_row(row)))?)
+        })
+    }
+
+    /// Executions still `requested`, oldest first, all tenants.
+    pub fn requested_executions(&self) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE status = ?1 ORDER BY id"
+            ))?;
+            collect(
+                stmt.query_map([ExecutionStatus::Requested.as_str()], |row| {
+                    Ok(execution_from_row(row))
+                })?,
+            )
+        })
+    }
+
+    pub fn get_trigger_instance(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<TriggerInstance>> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND id = ?2"
+                ),
+                params![tenant.as_str(), id],
+                |row| Ok(ti_from_row(row)),
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
+    /// Newest first, optionally of one trigger type; with the total count.
+    pub fn list_trigger_instances(
+        &self,
+        tenant: &TenantId,
+        trigger_type: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<TriggerInstance>, u64)> {
+        let (limit, offset) = page.sql();
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND (?2 IS NULL OR trigger_type = ?2)
+                 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            ))?;
+            let items = collect(stmt.query_map(params![tenant.as_str(), trigger_type, limit, offset], |row| Ok(ti_from_row(row)))?)?;
+            let total: i64 = conn.query_row(
+                "SELECT count(*) FROM trigger_instances WHERE tenant_id = ?1 AND (?2 IS NULL OR trigger_type = ?2)",
+                params![tenant.as_str(), trigger_type],
+                |r| r.get(0),
+            )?;
+            Ok((items, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    /// Newest first, optionally of one rule or trigger instance; with the total.
+    pub fn list_enforcements(
+        &self,
+        tenant: &TenantId,
+        rule_ref: Option<&str>,
+        trigger_instance: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<RuleEnforcement>, u64)> {
+        let (limit, offset) = page.sql();
+        self.read(|conn| {
+            let filter = "tenant_id = ?1 AND (?2 IS NULL OR rule_ref = ?2) AND (?3 IS NULL OR trigger_instance_id = ?3)";
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE {filter} ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+            ))?;
+            let items = collect(stmt.query_map(params![tenant.as_str(), rule_ref, trigger_instance, limit, offset], |row| Ok(re_from_row(row)))?)?;
+            let total: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM rule_enforcements WHERE {filter}"),
+                params![tenant.as_str(), rule_ref, trigger_instance],
+                |r| r.get(0),
+            )?;
+            Ok((items, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    pub fn get_enforcement(&self, tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND id = ?2"
+                ),
+                params![tenant.as_str(), id],
+                |row| Ok(re_from_row(row)),
+            )
+            .optional()?
+            .transpose()
+        })
+    }
+
+    /// Everything recorded under `trace_tag`, oldest first.
+    pub fn trace(&self, tenant: &TenantId, trace_tag: &str) -> Result<Trace> {
+        self.read(|conn| {
+            let mut ti = conn.prepare_cached(&format!("SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
+            let mut re = conn.prepare_cached(&format!("SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
+            let mut ex = conn.prepare_cached(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
+            let args = params![tenant.as_str(), trace_tag];
+            Ok(Trace {
+                trigger_instances: collect(ti.query_map(args, |row| Ok(ti_from_row(row)))?)?,
+                rule_enforcements: collect(re.query_map(args, |row| Ok(re_from_row(row)))?)?,
+                executions: collect(ex.query_map(args, |row| Ok(execution_from_row(row)))?)?,
+            })
+        })
+    }
+
+    /// Record an API change to a rule: its new document, or `None` to delete.
+    pub async fn put_rule(
+        &self,
+        tenant: &TenantId,
+        rule_ref: &str,
+        body: Option<String>,
+    ) -> Result<()> {
+        let (tenant, rule_ref) = (tenant.clone(), rule_ref.to_owned());
+        self.write(move |txn| {
+            txn.execute(
+                "INSERT INTO rules (tenant_id, ref, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![tenant.as_str(), rule_ref, body, squall_core::time::now_rfc3339()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every rule change made through the API: (tenant, ref, document or deleted).
+    pub fn rule_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT tenant_id, ref, body FROM rules ORDER BY tenant_id, ref")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (tenant, rule_ref, body) = row?;
+                out.push((
+                    TenantId::new(tenant).map_err(|e| corrupt("tenant", e))?,
+                    rule_ref,
+                    body,
+                ));
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use squall_core::execution::CapturedOutput;
+    use squall_core::time::now_rfc3339;
+    use squall_core::trigger::new_id;
+    use squall_core::{ExecutionId, StatusChange};
+
+    use super::*;
+    use crate::StoreConfig;
+
+    fn instance() -> TriggerInstance {
+        TriggerInstance {
+            id: new_id(),
+            tenant: TenantId::default_tenant(),
+            trigger_type: "core.st2.webhook".into(),
+            trigger_parameters: json!({"url": "x"}).as_object().cloned().unwrap_or_default(),
+            payload: json!({"body": {"a": 1}, "headers": {}}),
+            occurrence_time: now_rfc3339(),
+            status: TriggerInstanceStatus::Pending,
+            trace_tag: "trace-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn processing_is_atomic_and_happens_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let ti = instance();
+        store.insert_trigger_instance(&ti).await.expect("insert");
+        assert_eq!(
+            store.unprocessed_trigger_instances().expect("list").len(),
+            1
+        );
+
+        let execution = Execution {
+            id: ExecutionId::generate(),
+            tenant: ti.tenant.clone(),
+            action: "core.echo".parse().expect("ref"),
+            status: ExecutionStatus::Requested,
+            parameters: json!({}),
+            result: None,
+            output: CapturedOutput::default(),
+            start_timestamp: now_rfc3339(),
+            end_timestamp: None,
+            log: vec![StatusChange {
+                status: ExecutionStatus::Requested,
+                timestamp: now_rfc3339(),
+            }],
+            trace_tag: Some(ti.trace_tag.clone()),
+            trigger_instance_id: Some(ti.id.clone()),
+            rule_ref: Some("examples.r".into()),
+        };
+        let enforcement = RuleEnforcement {
+            id: new_id(),
+            tenant: ti.tenant.clone(),
+            rule_ref: "examples.r".into(),
+            trigger_instance_id: ti.id.clone(),
+            execution_id: Some(execution.id.clone()),
+            status: EnforcementStatus::Succeeded,
+            failure_reason: None,
+            enforced_at: now_rfc3339(),
+            trace_tag: ti.trace_tag.clone(),
+        };
+        let first = store
+            .record_processing(
+                &ti.tenant,
+                &ti.id,
+                TriggerInstanceStatus::Processed,
+                vec![enforcement.clone()],
+                vec![execution.clone()],
+            )
+            .await
+            .expect("record");
+        assert!(first);
+        let again = store
+            .record_processing(
+                &ti.tenant,
+                &ti.id,
+                TriggerInstanceStatus::Processed,
+                vec![enforcement],
+                vec![execution],
+            )
+            .await
+            .expect("second call is not an error");
+        assert!(!again, "an instance is processed once");
+        assert!(
+            store
+                .unprocessed_trigger_instances()
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(store.requested_executions().expect("list").len(), 1);
+
+        let trace = store.trace(&ti.tenant, "trace-1").expect("trace");
+        assert_eq!(trace.trigger_instances.len(), 1);
+        assert_eq!(trace.rule_enforcements.len(), 1);
+        assert_eq!(trace.executions.len(), 1);
+        assert_eq!(
+            trace.rule_enforcements[0].execution_id.as_ref(),
+            Some(&trace.executions[0].id)
+        );
+        let (items, total) = store
+            .list_enforcements(
+                &ti.tenant,
+                Some("examples.r"),
+                None,
+                Page {
+                    limit: 10,
+                    offset: 0,
+                },
+            )
+            .expect("list");
+        assert_eq!((items.len(), total), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn rule_changes_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let t = TenantId::default_tenant();
+        store
+            .put_rule(&t, "p.a", Some("{}".into()))
+            .await
+            .expect("put");
+        store.put_rule(&t, "p.b", None).await.expect("delete");
+        store
+            .put_rule(&t, "p.a", Some("{\"x\":1}".into()))
+            .await
+            .expect("replace");
+        let changes = store.rule_changes().expect("list");
+        assert_eq!(
+            changes,
+            vec![
+                (t.clone(), "p.a".into(), Some("{\"x\":1}".into())),
+                (t, "p.b".into(), None)
+            ]
+        );
+    }
+}
