@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod engine;
 pub mod packs;
+pub mod rules;
 pub mod runner;
 
 pub use packs::{LoadedPack, PackError, PackSet};

@@ -132,7 +132,7 @@ fn read(path: &Path) -> Result<String, PackError> {
 }
 
 /// `*.yaml` and `*.yml` files in `dir`, sorted; none when `dir` is absent.
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
+pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
