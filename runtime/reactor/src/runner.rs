@@ -8,7 +8,7 @@ use squall_core::kv::KvStore;
 use squall_core::params::ParamError;
 use squall_core::time::now_rfc3339;
 use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
-use squall_sandbox::{Invocation, Limits, Outcome, Sandbox};
+use squall_sandbox::{ActionComponent, Invocation, Limits, Outcome, Sandbox};
 use squall_store::Store;
 
 use crate::packs::{PackError, PackSet};
@@ -71,18 +71,24 @@ impl Runner {
 
     /// Validate, record, run and record again. Returns the finished execution;
     /// an `Err` means nothing ran and nothing was recorded.
-    #[tracing::instrument(skip_all, fields(action = %req.action))]
     pub async fn run(&self, req: RunRequest) -> Result<Execution, RunError> {
+        let prepared = self.prepare(req, None)?;
+        self.store.insert_execution(&prepared.execution).await?;
+        self.execute(prepared).await
+    }
+
+    /// Everything up to the `requested` record, without writing it: look up
+    /// the action, validate the parameters, load the component. `origin` is
+    /// the (trigger instance id, rule ref) when a rule asked for the run.
+    pub fn prepare(&self, req: RunRequest, origin: Option<(String, String)>) -> Result<Prepared, RunError> {
         let (pack, meta) = self.packs.action(&req.action)?;
         if !meta.enabled {
             return Err(RunError::Disabled(req.action));
         }
-        let (parameters, options) =
-            meta.resolve(req.parameters)
-                .map_err(|cause| RunError::Parameters {
-                    action: req.action.clone(),
-                    cause,
-                })?;
+        let (parameters, options) = meta.resolve(req.parameters).map_err(|cause| RunError::Parameters {
+            action: req.action.clone(),
+            cause,
+        })?;
         let component = self
             .sandbox
             .load_action(&pack.component_path(meta)?)
@@ -90,12 +96,12 @@ impl Runner {
                 action: req.action.clone(),
                 cause,
             })?;
-
         let now = now_rfc3339();
-        let mut execution = Execution {
+        let (trigger_instance_id, rule_ref) = origin.unzip();
+        let execution = Execution {
             id: ExecutionId::generate(),
-            tenant: req.tenant.clone(),
-            action: req.action.clone(),
+            tenant: req.tenant,
+            action: req.action,
             status: ExecutionStatus::Requested,
             parameters: Value::Object(meta.parameters.mask_secrets(&parameters)),
             result: None,
@@ -106,35 +112,65 @@ impl Runner {
                 status: ExecutionStatus::Requested,
                 timestamp: now,
             }],
-            trace_tag: req.trace_tag.clone(),
-            trigger_instance_id: None,
-            rule_ref: None,
+            trace_tag: req.trace_tag,
+            trigger_instance_id,
+            rule_ref,
         };
-        self.store.insert_execution(&execution).await?;
+        Ok(Prepared {
+            execution,
+            parameters,
+            timeout: options.timeout,
+            component,
+            config: pack.config.clone(),
+        })
+    }
+
+    /// Prepare an execution recorded as `requested` (after a restart) from its
+    /// stored parameters. Secret parameters were masked when stored, so
+    /// an action with secret parameters cannot be resumed.
+    pub fn resume(&self, execution: Execution) -> Result<Prepared, RunError> {
+        let given = execution.parameters.as_object().cloned().unwrap_or_default();
+        let mut prepared = self.prepare(
+            RunRequest {
+                tenant: execution.tenant.clone(),
+                action: execution.action.clone(),
+                parameters: given,
+                trace_tag: execution.trace_tag.clone(),
+            },
+            None,
+        )?;
+        prepared.execution = execution;
+        Ok(prepared)
+    }
+
+    /// Run an execution whose `requested` record exists, and record the end.
+    #[tracing::instrument(skip_all, fields(execution_id = %prepared.execution.id, action = %prepared.execution.action))]
+    pub async fn execute(&self, prepared: Prepared) -> Result<Execution, RunError> {
+        let Prepared {
+            mut execution,
+            parameters,
+            timeout,
+            component,
+            config,
+        } = prepared;
         transition(&mut execution, ExecutionStatus::Scheduled);
         transition(&mut execution, ExecutionStatus::Running);
         self.store.update_execution(&execution).await?;
 
-        let limits = Limits {
-            timeout: options.timeout,
-            ..self.limits
-        };
         let invocation = Invocation {
             execution_id: execution.id.clone(),
-            tenant: req.tenant,
-            action: req.action,
+            tenant: execution.tenant.clone(),
+            action: execution.action.clone(),
             parameters,
-            config: pack.config.clone(),
+            config,
             kv: Some(Arc::new(self.store.clone()) as Arc<dyn KvStore>),
-            trace_tag: req.trace_tag,
-            limits,
+            trace_tag: execution.trace_tag.clone(),
+            limits: Limits { timeout, ..self.limits },
         };
         let report = self.sandbox.run_action(&component, invocation).await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
-            Outcome::Failed(failure) => {
-                (ExecutionStatus::Failed, json!({ "error": failure.message }))
-            }
+            Outcome::Failed(failure) => (ExecutionStatus::Failed, json!({ "error": failure.message })),
             Outcome::Timeout { after } => (
                 ExecutionStatus::Timeout,
                 json!({ "error": format!("action timed out after {:.1} s", after.as_secs_f64()) }),
@@ -145,9 +181,19 @@ impl Runner {
         transition(&mut execution, status);
         execution.end_timestamp = execution.log.last().map(|c| c.timestamp.clone());
         self.store.update_execution(&execution).await?;
-        tracing::info!(execution_id = %execution.id, status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
+        tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
         Ok(execution)
     }
+}
+
+/// An execution ready to run: its record and what the guest needs.
+#[derive(Debug)]
+pub struct Prepared {
+    pub execution: Execution,
+    parameters: Map<String, Value>,
+    timeout: std::time::Duration,
+    component: Arc<ActionComponent>,
+    config: Arc<str>,
 }
 
 fn transition(execution: &mut Execution, status: ExecutionStatus) {
