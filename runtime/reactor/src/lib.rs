@@ -11,6 +11,7 @@ pub mod engine;
 pub mod packs;
 pub mod rules;
 pub mod runner;
+pub mod timers;
 
 pub use packs::{LoadedPack, PackError, PackSet};
 pub use runner::{RunError, RunRequest, Runner};
