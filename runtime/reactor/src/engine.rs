@@ -15,7 +15,10 @@ use crate::rules::RuleIndex;
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// Matched: run the action with these rendered parameters.
-    Enforce { rule: Arc<Rule>, parameters: Map<String, Value> },
+    Enforce {
+        rule: Arc<Rule>,
+        parameters: Map<String, Value>,
+    },
     /// Matched or tried to, but could not produce an execution.
     Fail { rule: Arc<Rule>, reason: String },
 }
@@ -54,11 +57,20 @@ pub fn decide(
                     standard_matched = true;
                 }
                 match rule.render_parameters(templates, &ctx) {
-                    Ok(parameters) => decisions.push(Decision::Enforce { rule: rule.clone(), parameters }),
-                    Err(e) => decisions.push(Decision::Fail { rule: rule.clone(), reason: format!("failed to render action parameters: {e}") }),
+                    Ok(parameters) => decisions.push(Decision::Enforce {
+                        rule: rule.clone(),
+                        parameters,
+                    }),
+                    Err(e) => decisions.push(Decision::Fail {
+                        rule: rule.clone(),
+                        reason: format!("failed to render action parameters: {e}"),
+                    }),
                 }
             }
-            Err(e) => decisions.push(Decision::Fail { rule: rule.clone(), reason: format!("failed to evaluate criteria: {e}") }),
+            Err(e) => decisions.push(Decision::Fail {
+                rule: rule.clone(),
+                reason: format!("failed to evaluate criteria: {e}"),
+            }),
         }
     }
     decisions
@@ -77,7 +89,8 @@ mod tests {
 
     fn rule(yaml: &str) -> (TenantId, Arc<Rule>) {
         let pack = PackRef::new("t").expect("ref");
-        let r = Rule::parse(yaml, Path::new("r.yaml"), &pack, &Templates::new()).expect("valid rule");
+        let r =
+            Rule::parse(yaml, Path::new("r.yaml"), &pack, &Templates::new()).expect("valid rule");
         (TenantId::default_tenant(), Arc::new(r))
     }
 
@@ -105,37 +118,69 @@ mod tests {
 
     fn index() -> RuleIndex {
         RuleIndex::build([
-            rule("name: crit\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\ncriteria: {trigger.body.level: {type: eq, pattern: critical}}\naction: {ref: core.echo, parameters: {message: '{{ trigger.body.host }}'}}\n"),
-            rule("name: fallback\nenabled: true\ntype: {ref: backstop}\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\n"),
-            rule("name: other_url\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: other}}\naction: {ref: core.noop}\n"),
-            rule("name: off\nenabled: false\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\n"),
-            rule("name: bad_regex\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: regex}}\ncriteria: {trigger.body.x: {type: regex, pattern: '('}}\naction: {ref: core.noop}\n"),
+            rule(
+                "name: crit\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\ncriteria: {trigger.body.level: {type: eq, pattern: critical}}\naction: {ref: core.echo, parameters: {message: '{{ trigger.body.host }}'}}\n",
+            ),
+            rule(
+                "name: fallback\nenabled: true\ntype: {ref: backstop}\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\n",
+            ),
+            rule(
+                "name: other_url\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: other}}\naction: {ref: core.noop}\n",
+            ),
+            rule(
+                "name: off\nenabled: false\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\n",
+            ),
+            rule(
+                "name: bad_regex\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: regex}}\ncriteria: {trigger.body.x: {type: regex, pattern: '('}}\naction: {ref: core.noop}\n",
+            ),
         ])
     }
 
     #[test]
     fn standard_rules_match_and_render() {
-        let d = decide(&index(), &instance("alerts", json!({"level": "critical", "host": "db-1"})), &Templates::new(), None);
+        let d = decide(
+            &index(),
+            &instance("alerts", json!({"level": "critical", "host": "db-1"})),
+            &Templates::new(),
+            None,
+        );
         assert_eq!(refs(&d), ["t.crit"]);
-        let Decision::Enforce { parameters, .. } = &d[0] else { panic!("enforce") };
+        let Decision::Enforce { parameters, .. } = &d[0] else {
+            panic!("enforce")
+        };
         assert_eq!(parameters["message"], json!("db-1"));
     }
 
     #[test]
     fn backstop_fires_only_when_no_standard_rule_matched() {
-        let d = decide(&index(), &instance("alerts", json!({"level": "info"})), &Templates::new(), None);
+        let d = decide(
+            &index(),
+            &instance("alerts", json!({"level": "info"})),
+            &Templates::new(),
+            None,
+        );
         assert_eq!(refs(&d), ["t.fallback"]);
     }
 
     #[test]
     fn other_urls_and_disabled_rules_do_not_fire() {
-        let d = decide(&index(), &instance("nobody", json!({"level": "critical"})), &Templates::new(), None);
+        let d = decide(
+            &index(),
+            &instance("nobody", json!({"level": "critical"})),
+            &Templates::new(),
+            None,
+        );
         assert!(d.is_empty());
     }
 
     #[test]
     fn evaluation_errors_become_failed_decisions() {
-        let d = decide(&index(), &instance("regex", json!({"x": "y"})), &Templates::new(), None);
+        let d = decide(
+            &index(),
+            &instance("regex", json!({"x": "y"})),
+            &Templates::new(),
+            None,
+        );
         assert_eq!(d.len(), 1);
         assert!(refs(&d)[0].starts_with("t.bad_regex FAILED failed to evaluate criteria: criterion 'trigger.body.x': operator 'regex': invalid regex"), "{:?}", refs(&d));
     }

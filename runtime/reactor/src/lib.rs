@@ -7,11 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dispatch;
 pub mod engine;
 pub mod packs;
 pub mod rules;
 pub mod runner;
 pub mod timers;
 
+pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
 pub use packs::{LoadedPack, PackError, PackSet};
 pub use runner::{RunError, RunRequest, Runner};

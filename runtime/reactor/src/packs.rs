@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use squall_core::manifest::{ActionMeta, ConfigSchema, ManifestError, PackManifest};
+use squall_core::trigger::TriggerType;
 use squall_core::{ActionRef, PackRef};
 
 /// Why packs could not be loaded or an action not found.
@@ -55,6 +56,8 @@ pub struct LoadedPack {
     pub actions: BTreeMap<String, ActionMeta>,
     /// The validated config as JSON text, handed to guests.
     pub config: Arc<str>,
+    /// Trigger types declared in `sensors/*.yaml`.
+    pub trigger_types: Vec<TriggerType>,
 }
 
 impl LoadedPack {
@@ -79,11 +82,20 @@ impl LoadedPack {
             actions.insert(name, meta);
         }
         let config = load_config(dir)?;
+        let mut trigger_types = Vec::new();
+        for file in yaml_files(&dir.join("sensors"))? {
+            trigger_types.extend(sensor_trigger_types(
+                &read(&file)?,
+                &file,
+                &manifest.pack_ref,
+            )?);
+        }
         Ok(Self {
             manifest,
             dir: dir.to_owned(),
             actions,
             config: serde_json::Value::Object(config).to_string().into(),
+            trigger_types,
         })
     }
 
@@ -107,6 +119,54 @@ impl LoadedPack {
             pack_dir: self.dir.clone(),
         })
     }
+}
+
+/// The `trigger_types` of a StackStorm sensor metadata file.
+fn sensor_trigger_types(
+    text: &str,
+    file: &Path,
+    pack: &PackRef,
+) -> Result<Vec<TriggerType>, PackError> {
+    let field = |field: String, message: String| ManifestError {
+        file: file.to_owned(),
+        field: Some(field),
+        message,
+    };
+    let doc: serde_json::Value = serde_yaml::from_str(text).map_err(|e| ManifestError {
+        file: file.to_owned(),
+        field: None,
+        message: format!("invalid YAML: {e}"),
+    })?;
+    let mut out = Vec::new();
+    let items = doc
+        .get("trigger_types")
+        .and_then(|t| t.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for (i, item) in items.iter().enumerate() {
+        let name = item
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| field(format!("trigger_types[{i}].name"), "missing".into()))?;
+        let schema = |key: &str| {
+            item.get(key)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+        };
+        let description = item
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default();
+        let tt = TriggerType::new(
+            &format!("{pack}.{name}"),
+            description,
+            schema("payload_schema"),
+            schema("parameters_schema"),
+        )
+        .map_err(|m| field(format!("trigger_types[{i}]"), m))?;
+        out.push(tt);
+    }
+    Ok(out)
 }
 
 fn load_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>, PackError> {

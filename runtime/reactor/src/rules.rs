@@ -51,7 +51,9 @@ impl RuleIndex {
 
     /// Enabled rules of every tenant, for the timers.
     pub fn enabled(&self) -> impl Iterator<Item = (&TenantId, &Arc<Rule>)> {
-        self.by_trigger.iter().flat_map(|((t, _), rules)| rules.iter().map(move |r| (t, r)))
+        self.by_trigger
+            .iter()
+            .flat_map(|((t, _), rules)| rules.iter().map(move |r| (t, r)))
     }
 }
 
@@ -63,7 +65,10 @@ pub struct RuleRegistry {
 
 impl RuleRegistry {
     pub fn snapshot(&self) -> Arc<RuleIndex> {
-        self.current.read().expect("rule index lock poisoned").clone()
+        self.current
+            .read()
+            .expect("rule index lock poisoned")
+            .clone()
     }
 
     pub fn replace(&self, index: RuleIndex) {
@@ -82,13 +87,19 @@ pub fn load_rules(
     let tenant = TenantId::default_tenant();
     for pack in packs.packs() {
         for file in crate::packs::yaml_files(&pack.dir.join("rules"))? {
-            let text = std::fs::read_to_string(&file).map_err(|cause| PackError::Io { path: file.clone(), cause })?;
+            let text = std::fs::read_to_string(&file).map_err(|cause| PackError::Io {
+                path: file.clone(),
+                cause,
+            })?;
             let rule = Rule::parse(&text, &file, &pack.manifest.pack_ref, templates)?;
             if rule.pack != pack.manifest.pack_ref {
                 return Err(PackError::Manifest(ManifestError {
                     file,
                     field: Some("pack".into()),
-                    message: format!("'{}' does not match the pack's ref '{}'", rule.pack, pack.manifest.pack_ref),
+                    message: format!(
+                        "'{}' does not match the pack's ref '{}'",
+                        rule.pack, pack.manifest.pack_ref
+                    ),
                 }));
             }
             packs.action(&rule.action)?;

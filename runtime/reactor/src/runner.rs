@@ -80,15 +80,21 @@ impl Runner {
     /// Everything up to the `requested` record, without writing it: look up
     /// the action, validate the parameters, load the component. `origin` is
     /// the (trigger instance id, rule ref) when a rule asked for the run.
-    pub fn prepare(&self, req: RunRequest, origin: Option<(String, String)>) -> Result<Prepared, RunError> {
+    pub fn prepare(
+        &self,
+        req: RunRequest,
+        origin: Option<(String, String)>,
+    ) -> Result<Prepared, RunError> {
         let (pack, meta) = self.packs.action(&req.action)?;
         if !meta.enabled {
             return Err(RunError::Disabled(req.action));
         }
-        let (parameters, options) = meta.resolve(req.parameters).map_err(|cause| RunError::Parameters {
-            action: req.action.clone(),
-            cause,
-        })?;
+        let (parameters, options) =
+            meta.resolve(req.parameters)
+                .map_err(|cause| RunError::Parameters {
+                    action: req.action.clone(),
+                    cause,
+                })?;
         let component = self
             .sandbox
             .load_action(&pack.component_path(meta)?)
@@ -129,7 +135,11 @@ impl Runner {
     /// stored parameters. Secret parameters were masked when stored, so
     /// an action with secret parameters cannot be resumed.
     pub fn resume(&self, execution: Execution) -> Result<Prepared, RunError> {
-        let given = execution.parameters.as_object().cloned().unwrap_or_default();
+        let given = execution
+            .parameters
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let mut prepared = self.prepare(
             RunRequest {
                 tenant: execution.tenant.clone(),
@@ -165,12 +175,17 @@ impl Runner {
             config,
             kv: Some(Arc::new(self.store.clone()) as Arc<dyn KvStore>),
             trace_tag: execution.trace_tag.clone(),
-            limits: Limits { timeout, ..self.limits },
+            limits: Limits {
+                timeout,
+                ..self.limits
+            },
         };
         let report = self.sandbox.run_action(&component, invocation).await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
-            Outcome::Failed(failure) => (ExecutionStatus::Failed, json!({ "error": failure.message })),
+            Outcome::Failed(failure) => {
+                (ExecutionStatus::Failed, json!({ "error": failure.message }))
+            }
             Outcome::Timeout { after } => (
                 ExecutionStatus::Timeout,
                 json!({ "error": format!("action timed out after {:.1} s", after.as_secs_f64()) }),

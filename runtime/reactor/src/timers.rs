@@ -27,24 +27,41 @@ pub enum Schedule {
 pub fn schedule(trigger_type: &str, params: &Map<String, Value>) -> Result<Schedule, String> {
     let tz = match params.get("timezone").and_then(Value::as_str) {
         None => Tz::UTC,
-        Some(name) => name.parse::<Tz>().map_err(|_| format!("unknown timezone '{name}'"))?,
+        Some(name) => name
+            .parse::<Tz>()
+            .map_err(|_| format!("unknown timezone '{name}'"))?,
     };
     match trigger_type {
         INTERVAL_TIMER => {
-            let delta = params.get("delta").and_then(Value::as_u64).filter(|d| *d > 0).ok_or("'delta' must be an integer >= 1")?;
+            let delta = params
+                .get("delta")
+                .and_then(Value::as_u64)
+                .filter(|d| *d > 0)
+                .ok_or("'delta' must be an integer >= 1")?;
             let unit = match params.get("unit").and_then(Value::as_str) {
                 Some("seconds") => 1,
                 Some("minutes") => 60,
                 Some("hours") => 3600,
                 Some("days") => 86_400,
                 Some("weeks") => 604_800,
-                other => return Err(format!("unknown 'unit' {other:?} (expected weeks, days, hours, minutes or seconds)")),
+                other => {
+                    return Err(format!(
+                        "unknown 'unit' {other:?} (expected weeks, days, hours, minutes or seconds)"
+                    ));
+                }
             };
-            Ok(Schedule::Every(Duration::from_secs(delta.saturating_mul(unit))))
+            Ok(Schedule::Every(Duration::from_secs(
+                delta.saturating_mul(unit),
+            )))
         }
         DATE_TIMER => {
-            let text = params.get("date").and_then(Value::as_str).ok_or("'date' is required")?;
-            let at = parse_date(text, tz).ok_or_else(|| format!("'date' {text:?} is not a date-time (e.g. 2026-12-01 10:00:00)"))?;
+            let text = params
+                .get("date")
+                .and_then(Value::as_str)
+                .ok_or("'date' is required")?;
+            let at = parse_date(text, tz).ok_or_else(|| {
+                format!("'date' {text:?} is not a date-time (e.g. 2026-12-01 10:00:00)")
+            })?;
             Ok(Schedule::At(at))
         }
         CRON_TIMER => Ok(Schedule::Cron(Box::new(cron_from_fields(params)?), tz)),
@@ -58,7 +75,10 @@ fn parse_date(text: &str, tz: Tz) -> Option<DateTime<Utc>> {
     }
     for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
         if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return tz.from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc));
+            return tz
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.with_timezone(&Utc));
         }
     }
     None
@@ -74,19 +94,33 @@ fn cron_from_fields(params: &Map<String, Value>) -> Result<Cron, String> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(format!("'{name}' must be a string or an integer, found {other}")),
+            Some(other) => Err(format!(
+                "'{name}' must be a string or an integer, found {other}"
+            )),
         }
     };
     for unsupported in ["year", "week"] {
         if let Some(v) = text(unsupported)?
             && v != "*"
         {
-            return Err(format!("'{unsupported}' is not supported by Squall's cron timer (only '*')"));
+            return Err(format!(
+                "'{unsupported}' is not supported by Squall's cron timer (only '*')"
+            ));
         }
     }
     // Order from most to least significant, with APScheduler's minimums.
-    let order = [("month", "1"), ("day", "1"), ("day_of_week", "*"), ("hour", "0"), ("minute", "0"), ("second", "0")];
-    let given: Vec<Option<String>> = order.iter().map(|(n, _)| text(n)).collect::<Result<_, _>>()?;
+    let order = [
+        ("month", "1"),
+        ("day", "1"),
+        ("day_of_week", "*"),
+        ("hour", "0"),
+        ("minute", "0"),
+        ("second", "0"),
+    ];
+    let given: Vec<Option<String>> = order
+        .iter()
+        .map(|(n, _)| text(n))
+        .collect::<Result<_, _>>()?;
     let last = given.iter().rposition(Option::is_some);
     let mut fields = Vec::new();
     for (i, ((name, min), value)) in order.iter().zip(&given).enumerate() {
@@ -98,7 +132,8 @@ fn cron_from_fields(params: &Map<String, Value>) -> Result<Cron, String> {
         };
         fields.push(value);
     }
-    let [month, day, dow, hour, minute, second] = <[String; 6]>::try_from(fields).expect("six fields");
+    let [month, day, dow, hour, minute, second] =
+        <[String; 6]>::try_from(fields).expect("six fields");
     let pattern = format!("{second} {minute} {hour} {day} {month} {dow}");
     CronParser::builder()
         .seconds(Seconds::Required)
@@ -112,7 +147,9 @@ fn day_of_week(v: &str) -> Result<String, String> {
     let shift = |n: &str| -> Result<String, String> {
         match n.parse::<u32>() {
             Ok(d) if d <= 6 => Ok(((d + 1) % 7).to_string()),
-            Ok(_) => Err(format!("'day_of_week' {n} is out of range 0-6 (Monday = 0)")),
+            Ok(_) => Err(format!(
+                "'day_of_week' {n} is out of range 0-6 (Monday = 0)"
+            )),
             Err(_) => Ok(n.to_owned()),
         }
     };
@@ -157,7 +194,11 @@ pub struct Timers {
 
 impl Timers {
     /// Keep exactly the timers in `wanted` running; `spawn` starts one.
-    pub fn reconcile(&mut self, wanted: HashMap<TimerKey, Schedule>, mut spawn: impl FnMut(&TimerKey, Schedule) -> JoinHandle<()>) {
+    pub fn reconcile(
+        &mut self,
+        wanted: HashMap<TimerKey, Schedule>,
+        mut spawn: impl FnMut(&TimerKey, Schedule) -> JoinHandle<()>,
+    ) {
         self.running.retain(|key, handle| {
             let keep = wanted.contains_key(key) && !handle.is_finished();
             if !keep {
@@ -195,10 +236,26 @@ mod tests {
 
     #[test]
     fn interval_units() {
-        let s = schedule(INTERVAL_TIMER, &params(json!({"unit": "minutes", "delta": 5}))).expect("valid");
+        let s = schedule(
+            INTERVAL_TIMER,
+            &params(json!({"unit": "minutes", "delta": 5})),
+        )
+        .expect("valid");
         assert_eq!(s.next_delay(Utc::now()), Some(Duration::from_secs(300)));
-        assert!(schedule(INTERVAL_TIMER, &params(json!({"unit": "fortnights", "delta": 1}))).is_err());
-        assert!(schedule(INTERVAL_TIMER, &params(json!({"unit": "seconds", "delta": 0}))).is_err());
+        assert!(
+            schedule(
+                INTERVAL_TIMER,
+                &params(json!({"unit": "fortnights", "delta": 1}))
+            )
+            .is_err()
+        );
+        assert!(
+            schedule(
+                INTERVAL_TIMER,
+                &params(json!({"unit": "seconds", "delta": 0}))
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -207,18 +264,29 @@ mod tests {
         let future = (now + chrono::Duration::seconds(90)).to_rfc3339();
         let s = schedule(DATE_TIMER, &params(json!({"date": future}))).expect("valid");
         let d = s.next_delay(now).expect("in the future");
-        assert!(d <= Duration::from_secs(90) && d >= Duration::from_secs(89), "{d:?}");
-        let past = schedule(DATE_TIMER, &params(json!({"date": "2001-01-01 00:00:00"}))).expect("valid");
+        assert!(
+            d <= Duration::from_secs(90) && d >= Duration::from_secs(89),
+            "{d:?}"
+        );
+        let past =
+            schedule(DATE_TIMER, &params(json!({"date": "2001-01-01 00:00:00"}))).expect("valid");
         assert_eq!(past.next_delay(now), None, "past dates are not scheduled");
         assert!(schedule(DATE_TIMER, &params(json!({"date": "soon"}))).is_err());
     }
 
     #[test]
     fn cron_fields_follow_apscheduler_defaults() {
-        let at = |h, m, s| Utc.with_ymd_and_hms(2026, 11, 23, h, m, s).single().expect("valid time");
+        let at = |h, m, s| {
+            Utc.with_ymd_and_hms(2026, 11, 23, h, m, s)
+                .single()
+                .expect("valid time")
+        };
         // Every 5 minutes at second 0.
         let s = schedule(CRON_TIMER, &params(json!({"minute": "*/5"}))).expect("valid");
-        assert_eq!(s.next_delay(at(10, 1, 30)), Some(Duration::from_secs(3 * 60 + 30)));
+        assert_eq!(
+            s.next_delay(at(10, 1, 30)),
+            Some(Duration::from_secs(3 * 60 + 30))
+        );
         // hour: 3 → 03:00:00 every day.
         let s = schedule(CRON_TIMER, &params(json!({"hour": 3}))).expect("valid");
         assert_eq!(s.next_delay(at(2, 0, 0)), Some(Duration::from_secs(3600)));
@@ -226,10 +294,15 @@ mod tests {
         let s = schedule(CRON_TIMER, &params(json!({"second": "*"}))).expect("valid");
         assert_eq!(s.next_delay(at(2, 0, 0)), Some(Duration::from_secs(1)));
         // Monday = 0 in StackStorm: 2026-11-23 is a Monday.
-        let s = schedule(CRON_TIMER, &params(json!({"day_of_week": 0, "hour": 12}))).expect("valid");
+        let s =
+            schedule(CRON_TIMER, &params(json!({"day_of_week": 0, "hour": 12}))).expect("valid");
         assert_eq!(s.next_delay(at(11, 0, 0)), Some(Duration::from_secs(3600)));
         // Time zones shift the wall clock.
-        let s = schedule(CRON_TIMER, &params(json!({"hour": 12, "timezone": "Europe/Paris"}))).expect("valid");
+        let s = schedule(
+            CRON_TIMER,
+            &params(json!({"hour": 12, "timezone": "Europe/Paris"})),
+        )
+        .expect("valid");
         assert_eq!(s.next_delay(at(10, 0, 0)), Some(Duration::from_secs(3600)));
         assert!(schedule(CRON_TIMER, &params(json!({"week": 3}))).is_err());
         assert!(schedule(CRON_TIMER, &params(json!({"hour": 99}))).is_err());

@@ -20,11 +20,20 @@ fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl KvStore for Store {
-    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<KvEntry>, KvError> {
-        let (tenant, key) = (tenant.clone(), key.to_owned());
-        self.read_async(move |conn| {
+impl Store {
+    /// The live entry for `key`, read on the calling thread (a point lookup).
+    pub fn kv_get_blocking(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<KvEntry>, KvError> {
+        get_entry(self, tenant.clone(), key.to_owned())
+    }
+}
+
+fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEntry>, KvError> {
+    store
+        .read(move |conn| {
             let row = conn
                 .query_row(
                     "SELECT key, value, expires_at, secret FROM kv
@@ -42,8 +51,16 @@ impl KvStore for Store {
                 .optional()?;
             Ok(row)
         })
-        .await
         .map_err(backend)
+}
+
+#[async_trait]
+impl KvStore for Store {
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<KvEntry>, KvError> {
+        let (store, tenant, key) = (self.clone(), tenant.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || get_entry(&store, tenant, key))
+            .await
+            .map_err(|e| KvError::Backend(e.to_string()))?
     }
 
     async fn set(&self, tenant: &TenantId, entry: KvEntry) -> Result<(), KvError> {

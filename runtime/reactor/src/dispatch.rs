@@ -1,0 +1,590 @@
+//! The reactor's core loop: dispatch → durable trigger instance → rules →
+//! enforcements + requested executions (one write) → bounded queue → workers
+//! → `core.st2.generic.actiontrigger` back into dispatch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::{Map, Value, json};
+use squall_core::rule::Rule;
+use squall_core::template::{KvLookup, Templates};
+use squall_core::time::now_rfc3339;
+use squall_core::trigger::{
+    ACTION_TRIGGER, EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
+    TriggerType, builtin_trigger_types, new_id,
+};
+use squall_core::{Execution, TenantId};
+use squall_store::Store;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::engine::{Decision, decide};
+use crate::packs::{PackError, PackSet};
+use crate::rules::{RuleIndex, RuleRegistry, load_rules};
+use crate::runner::{Prepared, RunRequest, Runner};
+use crate::timers::{self, TimerKey, Timers};
+
+/// Settings for [`Reactor::start`].
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Executions running at once.
+    pub workers: usize,
+    /// Executions waiting for a worker before dispatch waits too.
+    pub queue: usize,
+    /// Trigger instances being matched at once.
+    pub matching: usize,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            queue: 4096,
+            matching: 256,
+        }
+    }
+}
+
+/// Why an event was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("unknown trigger type '{0}'")]
+    UnknownTriggerType(String),
+    #[error("invalid {trigger_type} event: {message}")]
+    Invalid {
+        trigger_type: String,
+        message: String,
+    },
+    #[error("the reactor is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] squall_store::Error),
+}
+
+/// Why a rule change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleChangeError {
+    #[error(transparent)]
+    Invalid(#[from] PackError),
+    #[error("{0}")]
+    Trigger(String),
+    #[error(transparent)]
+    Store(#[from] squall_store::Error),
+}
+
+/// The running reactor; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reactor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    runner: Runner,
+    rules: RuleRegistry,
+    trigger_types: RwLock<HashMap<String, TriggerType>>,
+    templates: Templates,
+    jobs: mpsc::Sender<Prepared>,
+    matching: Arc<Semaphore>,
+    matching_total: usize,
+    /// Executions being run by workers right now.
+    running: std::sync::atomic::AtomicUsize,
+    timers: Mutex<Timers>,
+    tasks: Mutex<JoinSet<()>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// `st2kv.system.*` for templates, read from the store.
+#[derive(Debug)]
+struct StoreKv {
+    store: Store,
+    tenant: TenantId,
+}
+
+impl KvLookup for StoreKv {
+    fn get(&self, scope: &str, key: &str) -> Option<String> {
+        if scope != "system" {
+            // User scopes arrive with users and API keys.
+            return None;
+        }
+        match self.store.kv_get_blocking(&self.tenant, key) {
+            Ok(entry) => entry.map(|e| e.value),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "st2kv lookup failed");
+                None
+            }
+        }
+    }
+}
+
+impl Reactor {
+    /// Load rules, start the workers and timers, and pick up what a previous
+    /// run left: trigger instances not yet processed, executions still
+    /// `requested`.
+    pub async fn start(
+        store: Store,
+        runner: Runner,
+        config: &ReactorConfig,
+    ) -> Result<Self, RuleChangeError> {
+        let templates = Templates::new();
+        let changes = store.rule_changes()?;
+        let rules = load_rules(runner.packs(), &changes, &templates)?;
+        let registry = RuleRegistry::default();
+        registry.replace(RuleIndex::build(rules));
+        let trigger_types = trigger_types_of(runner.packs());
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
+        let inner = Arc::new(Inner {
+            store,
+            runner,
+            rules: registry,
+            trigger_types: RwLock::new(trigger_types),
+            templates,
+            jobs: jobs_tx,
+            matching: Arc::new(Semaphore::new(config.matching.max(1))),
+            matching_total: config.matching.max(1),
+            running: 0.into(),
+            timers: Mutex::new(Timers::default()),
+            tasks: Mutex::new(JoinSet::new()),
+            closed: false.into(),
+        });
+        let reactor = Self { inner };
+        let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
+        for _ in 0..config.workers.max(1) {
+            let (reactor, rx) = (reactor.clone(), jobs_rx.clone());
+            reactor.clone().spawn(async move { reactor.work(rx).await });
+        }
+        reactor
+            .reconcile_timers()
+            .map_err(RuleChangeError::Trigger)?;
+        reactor.recover().await?;
+        Ok(reactor)
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.inner
+            .tasks
+            .lock()
+            .expect("task set lock poisoned")
+            .spawn(task);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.inner.runner
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.inner.templates
+    }
+
+    /// The current rules.
+    pub fn rules(&self) -> Arc<RuleIndex> {
+        self.inner.rules.snapshot()
+    }
+
+    /// Every trigger type, by ref.
+    pub fn trigger_types(&self) -> Vec<TriggerType> {
+        let mut types: Vec<_> = self
+            .inner
+            .trigger_types
+            .read()
+            .expect("trigger type lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        types.sort_by(|a, b| a.trigger_ref.cmp(&b.trigger_ref));
+        types
+    }
+
+    /// Accept one event: validate it, persist it as a pending trigger
+    /// instance, and hand it to matching. Returns once it is durable.
+    #[tracing::instrument(skip_all, fields(trigger = %trigger_type))]
+    pub async fn dispatch(
+        &self,
+        tenant: &TenantId,
+        trigger_type: &str,
+        trigger_parameters: Map<String, Value>,
+        payload: Value,
+        trace_tag: Option<String>,
+    ) -> Result<TriggerInstance, DispatchError> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        {
+            let types = self
+                .inner
+                .trigger_types
+                .read()
+                .expect("trigger type lock poisoned");
+            let tt = types
+                .get(trigger_type)
+                .ok_or_else(|| DispatchError::UnknownTriggerType(trigger_type.to_owned()))?;
+            let invalid = |message| DispatchError::Invalid {
+                trigger_type: trigger_type.to_owned(),
+                message,
+            };
+            tt.validate_payload(&payload).map_err(invalid)?;
+        }
+        let id = new_id();
+        let instance = TriggerInstance {
+            trace_tag: trace_tag
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| id.clone()),
+            id,
+            tenant: tenant.clone(),
+            trigger_type: trigger_type.to_owned(),
+            trigger_parameters,
+            payload,
+            occurrence_time: now_rfc3339(),
+            status: TriggerInstanceStatus::Pending,
+        };
+        self.inner.store.insert_trigger_instance(&instance).await?;
+        let (reactor, queued) = (self.clone(), instance.clone());
+        self.spawn(async move { reactor.process(queued).await });
+        Ok(instance)
+    }
+
+    /// Match one instance and record the outcome in one write.
+    #[tracing::instrument(skip_all, fields(trigger_instance = %instance.id, trace_tag = %instance.trace_tag))]
+    async fn process(&self, instance: TriggerInstance) {
+        let _permit = self.inner.matching.clone().acquire_owned().await;
+        let index = self.inner.rules.snapshot();
+        let kv: Arc<dyn KvLookup> = Arc::new(StoreKv {
+            store: self.inner.store.clone(),
+            tenant: instance.tenant.clone(),
+        });
+        let decisions = decide(&index, &instance, &self.inner.templates, Some(kv));
+        let mut enforcements = Vec::with_capacity(decisions.len());
+        let mut prepared = Vec::new();
+        for decision in decisions {
+            let (rule, outcome) = match decision {
+                Decision::Enforce { rule, parameters } => {
+                    let req = RunRequest {
+                        tenant: instance.tenant.clone(),
+                        action: rule.action.clone(),
+                        parameters,
+                        trace_tag: Some(instance.trace_tag.clone()),
+                    };
+                    let origin = Some((instance.id.clone(), rule.rule_ref()));
+                    let outcome = self
+                        .inner
+                        .runner
+                        .prepare(req, origin)
+                        .map_err(|e| e.to_string());
+                    (rule, outcome)
+                }
+                Decision::Fail { rule, reason } => (rule, Err(reason)),
+            };
+            enforcements.push(enforcement(
+                &instance,
+                &rule,
+                outcome.as_ref().map(|p| &p.execution),
+            ));
+            if let Ok(p) = outcome {
+                prepared.push(p);
+            } else if let Some(reason) = &enforcements.last().and_then(|e| e.failure_reason.clone())
+            {
+                tracing::warn!(rule = %rule.rule_ref(), %reason, "rule enforcement failed");
+            }
+        }
+        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
+        match self
+            .inner
+            .store
+            .record_processing(
+                &instance.tenant,
+                &instance.id,
+                TriggerInstanceStatus::Processed,
+                enforcements,
+                executions,
+            )
+            .await
+        {
+            Ok(true) => {
+                for p in prepared {
+                    if self.inner.jobs.send(p).await.is_err() {
+                        tracing::warn!(
+                            "execution queue closed; the execution stays requested until the next start"
+                        );
+                    }
+                }
+            }
+            Ok(false) => tracing::debug!("trigger instance was already processed"),
+            Err(e) => {
+                tracing::error!(error = %e, "failed to record trigger instance processing; it stays pending")
+            }
+        }
+    }
+
+    async fn work(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Prepared>>>) {
+        loop {
+            let Some(job) = jobs.lock().await.recv().await else {
+                return;
+            };
+            self.inner
+                .running
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let outcome = self.inner.runner.execute(job).await;
+            self.inner
+                .running
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            match outcome {
+                Ok(execution) => self.emit_completion(&execution).await,
+                Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
+            }
+        }
+    }
+
+    /// `core.st2.generic.actiontrigger`, with the execution's trace tag.
+    async fn emit_completion(&self, e: &Execution) {
+        let payload = json!({
+            "execution_id": e.id.as_str(),
+            "status": e.status.as_str(),
+            "start_timestamp": e.start_timestamp,
+            "action_name": e.action.name(),
+            "action_ref": e.action.to_string(),
+            "runner_ref": "wasm",
+            "parameters": e.parameters,
+            "result": e.result,
+        });
+        if let Err(err) = self
+            .dispatch(
+                &e.tenant,
+                ACTION_TRIGGER,
+                Map::new(),
+                payload,
+                e.trace_tag.clone(),
+            )
+            .await
+            && !matches!(err, DispatchError::ShuttingDown)
+        {
+            tracing::error!(error = %err, "failed to emit actiontrigger");
+        }
+    }
+
+    /// Resume what a previous run left.
+    async fn recover(&self) -> Result<(), squall_store::Error> {
+        let pending = self.inner.store.unprocessed_trigger_instances()?;
+        let requested = self.inner.store.requested_executions()?;
+        if !pending.is_empty() || !requested.is_empty() {
+            tracing::info!(
+                trigger_instances = pending.len(),
+                executions = requested.len(),
+                "resuming work left by the previous run"
+            );
+        }
+        for instance in pending {
+            let reactor = self.clone();
+            self.spawn(async move { reactor.process(instance).await });
+        }
+        for execution in requested {
+            match self.inner.runner.resume(execution.clone()) {
+                Ok(prepared) => {
+                    let jobs = self.inner.jobs.clone();
+                    self.spawn(async move {
+                        let _ = jobs.send(prepared).await;
+                    });
+                }
+                Err(e) => {
+                    let mut failed = execution;
+                    failed.status = squall_core::ExecutionStatus::Failed;
+                    failed.result = Some(
+                        json!({"error": format!("could not be resumed after a restart: {e}")}),
+                    );
+                    failed.end_timestamp = Some(now_rfc3339());
+                    failed.log.push(squall_core::StatusChange {
+                        status: failed.status,
+                        timestamp: now_rfc3339(),
+                    });
+                    self.inner.store.update_execution(&failed).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Create or replace a rule of `tenant` (persisted; packs' copies are
+    /// overridden), then rebuild the index.
+    pub async fn put_rule(&self, tenant: &TenantId, rule: Rule) -> Result<(), RuleChangeError> {
+        self.inner.runner.packs().action(&rule.action)?;
+        {
+            let types = self
+                .inner
+                .trigger_types
+                .read()
+                .expect("trigger type lock poisoned");
+            let tt = types.get(&rule.trigger_type).ok_or_else(|| {
+                RuleChangeError::Trigger(format!("unknown trigger type '{}'", rule.trigger_type))
+            })?;
+            tt.validate_parameters(&Value::Object(rule.trigger_parameters.clone()))
+                .map_err(RuleChangeError::Trigger)?;
+        }
+        if is_timer(&rule.trigger_type) {
+            timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
+                .map_err(|e| RuleChangeError::Trigger(format!("trigger.parameters: {e}")))?;
+        }
+        let rule_ref = rule.rule_ref();
+        self.inner
+            .store
+            .put_rule(tenant, &rule_ref, Some(rule.source.to_string()))
+            .await?;
+        self.rebuild(|all| {
+            all.insert((tenant.clone(), rule_ref), Arc::new(rule));
+        })
+    }
+
+    /// Delete a rule; `false` when it did not exist.
+    pub async fn delete_rule(
+        &self,
+        tenant: &TenantId,
+        rule_ref: &str,
+    ) -> Result<bool, RuleChangeError> {
+        let key = (tenant.clone(), rule_ref.to_owned());
+        if !self.rules().all.contains_key(&key) {
+            return Ok(false);
+        }
+        self.inner.store.put_rule(tenant, rule_ref, None).await?;
+        self.rebuild(|all| {
+            all.remove(&key);
+        })?;
+        Ok(true)
+    }
+
+    fn rebuild(
+        &self,
+        change: impl FnOnce(&mut std::collections::BTreeMap<(TenantId, String), Arc<Rule>>),
+    ) -> Result<(), RuleChangeError> {
+        let mut all = self.rules().all.clone();
+        change(&mut all);
+        self.inner
+            .rules
+            .replace(RuleIndex::build(all.into_iter().map(|((t, _), r)| (t, r))));
+        self.reconcile_timers().map_err(RuleChangeError::Trigger)
+    }
+
+    /// One timer task per distinct timer trigger among enabled rules.
+    fn reconcile_timers(&self) -> Result<(), String> {
+        let index = self.rules();
+        let mut wanted = HashMap::new();
+        for (tenant, rule) in index.enabled() {
+            if !is_timer(&rule.trigger_type) {
+                continue;
+            }
+            let schedule = timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
+                .map_err(|e| format!("rule '{}': trigger.parameters: {e}", rule.rule_ref()))?;
+            let key: TimerKey = (
+                tenant.clone(),
+                rule.trigger_type.clone(),
+                Value::Object(rule.trigger_parameters.clone()).to_string(),
+            );
+            wanted.insert(key, (schedule, rule.trigger_parameters.clone()));
+        }
+        let schedules = wanted
+            .iter()
+            .map(|(k, (s, _))| (k.clone(), s.clone()))
+            .collect();
+        let reactor = self.clone();
+        self.inner.timers.lock().expect("timer lock poisoned").reconcile(schedules, |key, schedule| {
+            let (tenant, trigger_type, _) = key.clone();
+            let params = wanted.get(key).map(|(_, p)| p.clone()).unwrap_or_default();
+            let reactor = reactor.clone();
+            tokio::spawn(async move {
+                while let Some(delay) = schedule.next_delay(chrono::Utc::now()) {
+                    tokio::time::sleep(delay).await;
+                    if let Err(e) = reactor.dispatch(&tenant, &trigger_type, params.clone(), timers::payload(), None).await {
+                        tracing::error!(error = %e, trigger = %trigger_type, "timer could not dispatch");
+                        if matches!(e, DispatchError::ShuttingDown) {
+                            return;
+                        }
+                    }
+                    if matches!(schedule, timers::Schedule::At(_)) {
+                        return;
+                    }
+                }
+            })
+        });
+        Ok(())
+    }
+
+    /// Stop accepting events and timers, then wait (up to `grace`) for
+    /// matching and executions in flight; whatever is left stays recorded as
+    /// pending or requested and resumes at the next start.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner
+            .timers
+            .lock()
+            .expect("timer lock poisoned")
+            .stop();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy = self.inner.matching.available_permits() < self.inner.matching_total
+                || self.inner.jobs.capacity() < self.inner.jobs.max_capacity()
+                || self
+                    .inner
+                    .running
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    > 0;
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.inner
+            .tasks
+            .lock()
+            .expect("task set lock poisoned")
+            .abort_all();
+    }
+}
+
+fn is_timer(trigger_type: &str) -> bool {
+    matches!(
+        trigger_type,
+        squall_core::trigger::INTERVAL_TIMER
+            | squall_core::trigger::DATE_TIMER
+            | squall_core::trigger::CRON_TIMER
+    )
+}
+
+fn enforcement(
+    instance: &TriggerInstance,
+    rule: &Rule,
+    outcome: Result<&Execution, &String>,
+) -> RuleEnforcement {
+    let (execution_id, status, failure_reason) = match outcome {
+        Ok(e) => (Some(e.id.clone()), EnforcementStatus::Succeeded, None),
+        Err(reason) => (None, EnforcementStatus::Failed, Some(reason.clone())),
+    };
+    RuleEnforcement {
+        id: new_id(),
+        tenant: instance.tenant.clone(),
+        rule_ref: rule.rule_ref(),
+        trigger_instance_id: instance.id.clone(),
+        execution_id,
+        status,
+        failure_reason,
+        enforced_at: now_rfc3339(),
+        trace_tag: instance.trace_tag.clone(),
+    }
+}
+
+/// Built-in trigger types plus those declared by packs' sensors.
+fn trigger_types_of(packs: &PackSet) -> HashMap<String, TriggerType> {
+    let mut types: HashMap<String, TriggerType> = builtin_trigger_types()
+        .into_iter()
+        .map(|t| (t.trigger_ref.clone(), t))
+        .collect();
+    for pack in packs.packs() {
+        for tt in &pack.trigger_types {
+            types.insert(tt.trigger_ref.clone(), tt.clone());
+        }
+    }
+    types
+}
