@@ -58,6 +58,48 @@ pub(crate) enum ExecutionCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum TraceCommand {
+    /// Show everything recorded under a trace tag.
+    Get {
+        /// The trace tag (the webhook's St2-Trace-Tag, or the trigger instance id).
+        tag: String,
+    },
+}
+
+pub(crate) fn trace(data_dir: &Path, cmd: TraceCommand) -> anyhow::Result<ExitCode> {
+    let TraceCommand::Get { tag } = cmd;
+    let store = open_store(data_dir)?;
+    let trace = store.trace(&TenantId::default_tenant(), &tag)?;
+    if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
+        bail!("trace '{tag}' not found");
+    }
+    println!("trace: {tag}");
+    for ti in &trace.trigger_instances {
+        println!(
+            "  trigger instance {}  {}  {}",
+            ti.id,
+            ti.trigger_type,
+            ti.status.as_str()
+        );
+    }
+    for re in &trace.rule_enforcements {
+        let outcome = match (&re.execution_id, &re.failure_reason) {
+            (Some(id), _) => format!("-> execution {id}"),
+            (None, Some(reason)) => format!("failed: {reason}"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  rule {}  on {}  {outcome}",
+            re.rule_ref, re.trigger_instance_id
+        );
+    }
+    for e in &trace.executions {
+        println!("  execution {}  {}  {}", e.id, e.action, e.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum PackCommand {
     /// Build a pack's components with the `build.command` of its pack.yaml,
     /// then check that every action's entry point exists.

@@ -5,6 +5,8 @@
 
 mod bench;
 mod commands;
+mod rules;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: the HTTP API, webhooks, timers, rules and workers.
+    Serve(serve::ServeArgs),
+    /// Work with rules.
+    #[command(subcommand)]
+    Rule(rules::RuleCommand),
     /// Run an action in this process and print its execution.
     ///
     /// Parameters use `st2 run` syntax: `key=value`, converted to the type the
@@ -45,6 +52,9 @@ enum Command {
     /// Work with packs.
     #[command(subcommand)]
     Pack(commands::PackCommand),
+    /// Read traces: a trigger instance, its enforcements and executions.
+    #[command(subcommand)]
+    Trace(commands::TraceCommand),
     /// Print performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -60,6 +70,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {
+        Command::Serve(args) => serve::serve(&cli.data_dir, args),
+        Command::Rule(cmd) => rules::rule(cmd),
+        Command::Trace(cmd) => commands::trace(&cli.data_dir, cmd),
         Command::Run(args) => commands::run(&cli.data_dir, args),
         Command::Execution(cmd) => commands::execution(&cli.data_dir, cmd),
         Command::Pack(cmd) => commands::pack(cmd),

@@ -12,6 +12,7 @@ pub struct ExecutionFilter {
     pub tenant: TenantId,
     pub action: Option<ActionRef>,
     pub status: Option<ExecutionStatus>,
+    pub trigger_instance: Option<String>,
     pub limit: usize,
     pub offset: usize,
 }
@@ -22,6 +23,7 @@ impl ExecutionFilter {
             tenant,
             action: None,
             status: None,
+            trigger_instance: None,
             limit: 50,
             offset: 0,
         }
@@ -81,17 +83,27 @@ impl Store {
 
     /// Executions matching `filter`, newest first.
     pub fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>> {
+        Ok(self.list_executions_counted(filter)?.0)
+    }
+
+    /// [`Store::list_executions`] and how many match in all.
+    pub fn list_executions_counted(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<(Vec<Execution>, u64)> {
+        const WHERE: &str = "tenant_id = ?1 AND (?2 IS NULL OR action_ref = ?2) AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR trigger_instance_id = ?4)";
         self.read(|conn| {
+            let action = filter.action.as_ref().map(ToString::to_string);
+            let status = filter.status.map(ExecutionStatus::as_str);
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM executions
-                 WHERE tenant_id = ?1 AND (?2 IS NULL OR action_ref = ?2) AND (?3 IS NULL OR status = ?3)
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+                "SELECT {COLUMNS} FROM executions WHERE {WHERE} ORDER BY id DESC LIMIT ?5 OFFSET ?6"
             ))?;
             let rows = stmt.query_map(
                 params![
                     filter.tenant.as_str(),
-                    filter.action.as_ref().map(ToString::to_string),
-                    filter.status.map(ExecutionStatus::as_str),
+                    action,
+                    status,
+                    filter.trigger_instance,
                     i64::try_from(filter.limit).unwrap_or(i64::MAX),
                     i64::try_from(filter.offset).unwrap_or(i64::MAX),
                 ],
@@ -101,7 +113,17 @@ impl Store {
             for row in rows {
                 out.push(row??);
             }
-            Ok(out)
+            let total: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM executions WHERE {WHERE}"),
+                params![
+                    filter.tenant.as_str(),
+                    action,
+                    status,
+                    filter.trigger_instance
+                ],
+                |r| r.get(0),
+            )?;
+            Ok((out, u64::try_from(total).unwrap_or(0)))
         })
     }
 }

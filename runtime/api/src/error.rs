@@ -1,0 +1,115 @@
+//! Errors as StackStorm's API reports them: a status and `{"faultstring"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use squall_reactor::{DispatchError, RuleChangeError};
+
+/// An error for the HTTP client: a status and a message it can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal server error (see the server's log)".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (
+            status,
+            Json(json!({ "faultstring": self.public_message() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<squall_store::Error> for ApiError {
+    fn from(e: squall_store::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::UnknownTriggerType(_) => Self::NotFound(e.to_string()),
+            DispatchError::Invalid { .. } => Self::BadRequest(e.to_string()),
+            DispatchError::ShuttingDown => Self::Unavailable(e.to_string()),
+            DispatchError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RuleChangeError> for ApiError {
+    fn from(e: RuleChangeError) -> Self {
+        match e {
+            RuleChangeError::Store(e) => e.into(),
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// `Query` whose rejection is a StackStorm-style error body.
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `Json` whose rejection is a StackStorm-style error body.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(t)| ApiJson(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}

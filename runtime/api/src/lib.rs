@@ -1,0 +1,51 @@
+//! Squall's HTTP API: StackStorm's `/api/v1` resource names, shapes, status
+//! codes and error bodies (`faultstring`), and the webhook endpoint that
+//! turns HTTP requests into trigger instances.
+//!
+//! The API sees the engine only through `squall_reactor::Reactor` and the
+//! database only through `squall_store::Store`; it never names a wasmtime
+//! type. Authentication and tenants arrive with their own issue: until
+//! then every request acts for the default tenant, and the server listens on
+//! loopback by default.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod shapes;
+mod v1;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use squall_reactor::Reactor;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub reactor: Reactor,
+}
+
+/// The whole HTTP surface, for `serve` and for tests (`oneshot`).
+pub fn router(state: AppState) -> Router {
+    v1::routes()
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then stop accepting and let requests in
+/// flight finish.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "squall API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,521 @@
+//! `/api/v1` routes.
+
+use std::collections::BTreeSet;
+use std::path::Path as FsPath;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use squall_core::rule::Rule;
+use squall_core::trigger::WEBHOOK;
+use squall_core::{ExecutionId, PackRef, TenantId};
+use squall_store::{ExecutionFilter, Page};
+
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::{AppState, shapes};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v1/webhooks", get(list_webhooks))
+        .route("/api/v1/webhooks/{*url}", post(webhook))
+        .route("/api/v1/triggertypes", get(list_trigger_types))
+        .route("/api/v1/triggertypes/{ref}", get(get_trigger_type))
+        .route("/api/v1/triggers", get(list_triggers))
+        .route("/api/v1/triggerinstances", get(list_trigger_instances))
+        .route("/api/v1/triggerinstances/{id}", get(get_trigger_instance))
+        .route("/api/v1/triggerinstances/{id}/re_emit", post(re_emit))
+        .route("/api/v1/ruleenforcements", get(list_enforcements))
+        .route("/api/v1/ruleenforcements/{id}", get(get_enforcement))
+        .route("/api/v1/rules", get(list_rules).post(create_rule))
+        .route(
+            "/api/v1/rules/{ref}",
+            get(get_rule).put(update_rule).delete(delete_rule),
+        )
+        .route("/api/v1/executions", get(list_executions))
+        .route("/api/v1/executions/{id}", get(get_execution))
+        .route("/api/v1/traces", get(list_traces))
+        .route("/api/v1/traces/{id}", get(get_trace))
+}
+
+fn tenant() -> TenantId {
+    TenantId::default_tenant()
+}
+
+/// StackStorm's paging: `limit` (default 50, at most 1000), `offset`.
+#[derive(Debug, Deserialize)]
+struct Paging {
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+fn page(limit: Option<i64>, offset: Option<u64>) -> ApiResult<Page> {
+    {
+        let limit = match limit {
+            None => 50,
+            Some(n) if (1..=1000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be between 1 and 1000, got {n}"
+                )));
+            }
+        };
+        Ok(Page {
+            limit,
+            offset: offset.unwrap_or(0) as usize,
+        })
+    }
+}
+
+/// A list body with StackStorm's `X-Total-Count` and `X-Limit` headers.
+fn listing(items: Vec<Value>, total: u64, page: Page) -> Response {
+    let mut response = Json(items).into_response();
+    let headers = response.headers_mut();
+    headers.insert("X-Total-Count", HeaderValue::from(total));
+    headers.insert("X-Limit", HeaderValue::from(page.limit as u64));
+    response
+}
+
+fn paged<T>(all: Vec<T>, page: Page, shape: impl Fn(&T) -> Value) -> Response {
+    let total = all.len() as u64;
+    let items = all
+        .iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .map(shape)
+        .collect();
+    listing(items, total, page)
+}
+
+// --- webhooks --------------------------------------------------------------
+
+/// Headers StackStorm strips before a webhook payload is dispatched.
+const SECRET_HEADERS: [&str; 4] = ["x-auth-token", "st2-api-key", "cookie", "authorization"];
+
+async fn webhook(
+    State(state): State<AppState>,
+    Path(url): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("webhook body must be JSON: {e}")))?;
+    let trace_tag = headers
+        .get("st2-trace-tag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let reactor = &state.reactor;
+    let instance = if url == "st2" {
+        // StackStorm's generic hook: {"trigger": "<type ref>", "payload": {...}}.
+        let trigger = body.get("trigger").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::BadRequest(
+                "the st2 webhook needs {\"trigger\": \"<trigger type ref>\", \"payload\": {...}}"
+                    .into(),
+            )
+        })?;
+        let payload = body.get("payload").cloned().unwrap_or_else(|| json!({}));
+        let tag = trace_tag.or_else(|| {
+            body.get("trace_tag")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        reactor
+            .dispatch(&tenant(), trigger, Map::new(), payload, tag)
+            .await?
+    } else {
+        if !webhook_urls(&state).contains(&url) {
+            return Err(ApiError::NotFound(format!(
+                "no enabled rule listens on webhook '{url}'"
+            )));
+        }
+        let mut header_map = Map::new();
+        for (name, value) in &headers {
+            if SECRET_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            if let Ok(v) = value.to_str() {
+                header_map.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+            }
+        }
+        let mut params = Map::new();
+        params.insert("url".into(), Value::String(url.clone()));
+        let payload = json!({"headers": header_map, "body": body});
+        reactor
+            .dispatch(&tenant(), WEBHOOK, params, payload, trace_tag)
+            .await?
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&instance.id) {
+        h.insert("St2-Trigger-Instance-Id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&instance.trace_tag) {
+        h.insert("St2-Trace-Tag", v);
+    }
+    Ok(response)
+}
+
+/// Webhook URLs that enabled rules listen on.
+fn webhook_urls(state: &AppState) -> BTreeSet<String> {
+    state
+        .reactor
+        .rules()
+        .enabled()
+        .filter(|(t, r)| **t == tenant() && r.trigger_type == WEBHOOK)
+        .filter_map(|(_, r)| {
+            r.trigger_parameters
+                .get("url")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+async fn list_webhooks(State(state): State<AppState>) -> Json<Value> {
+    let hooks: Vec<Value> = webhook_urls(&state)
+        .into_iter()
+        .map(|url| json!({"type": WEBHOOK, "parameters": {"url": url}}))
+        .collect();
+    Json(Value::Array(hooks))
+}
+
+// --- trigger types, triggers, instances ----------------------------------
+
+async fn list_trigger_types(
+    State(state): State<AppState>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Response> {
+    Ok(paged(
+        state.reactor.trigger_types(),
+        page(paging.limit, paging.offset)?,
+        shapes::trigger_type,
+    ))
+}
+
+async fn get_trigger_type(
+    State(state): State<AppState>,
+    Path(r): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state
+        .reactor
+        .trigger_types()
+        .iter()
+        .find(|t| t.trigger_ref == r)
+        .map(|t| Json(shapes::trigger_type(t)))
+        .ok_or_else(|| ApiError::NotFound(format!("trigger type '{r}' not found")))
+}
+
+/// Triggers are trigger types with parameters, as rules use them.
+async fn list_triggers(
+    State(state): State<AppState>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Response> {
+    let rules = state.reactor.rules();
+    let mut seen = BTreeSet::new();
+    for rule in rules.all.values() {
+        let params = Value::Object(rule.trigger_parameters.clone());
+        seen.insert((rule.trigger_type.clone(), params.to_string()));
+    }
+    let triggers: Vec<(String, String)> = seen.into_iter().collect();
+    Ok(paged(
+        triggers,
+        page(paging.limit, paging.offset)?,
+        |(t, p)| {
+            let params: Value = serde_json::from_str(p).unwrap_or_else(|_| json!({}));
+            let (pack, name) = t.split_once('.').unwrap_or(("", t));
+            json!({"id": format!("{t}:{p}"), "ref": t, "pack": pack, "name": name, "type": t, "parameters": params})
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceQuery {
+    trigger: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_trigger_instances(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<InstanceQuery>,
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let (items, total) =
+        state
+            .reactor
+            .store()
+            .list_trigger_instances(&tenant(), q.trigger.as_deref(), page)?;
+    Ok(listing(
+        items.iter().map(shapes::trigger_instance).collect(),
+        total,
+        page,
+    ))
+}
+
+async fn get_trigger_instance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ti = state.reactor.store().get_trigger_instance(&tenant(), &id)?;
+    ti.map(|ti| Json(shapes::trigger_instance(&ti)))
+        .ok_or_else(|| ApiError::NotFound(format!("trigger instance '{id}' not found")))
+}
+
+/// Dispatch a copy of a trigger instance (StackStorm's re_emit).
+async fn re_emit(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let Some(ti) = state.reactor.store().get_trigger_instance(&tenant(), &id)? else {
+        return Err(ApiError::NotFound(format!(
+            "trigger instance '{id}' not found"
+        )));
+    };
+    let new = state
+        .reactor
+        .dispatch(
+            &ti.tenant,
+            &ti.trigger_type,
+            ti.trigger_parameters.clone(),
+            ti.payload.clone(),
+            None,
+        )
+        .await?;
+    Ok((StatusCode::OK, Json(json!({"message": format!("Trigger instance {id} succesfully re-sent."), "trigger_instance": shapes::trigger_instance(&new)}))).into_response())
+}
+
+// --- enforcements ----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct EnforcementQuery {
+    rule_ref: Option<String>,
+    trigger_instance: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_enforcements(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<EnforcementQuery>,
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let (items, total) = state.reactor.store().list_enforcements(
+        &tenant(),
+        q.rule_ref.as_deref(),
+        q.trigger_instance.as_deref(),
+        page,
+    )?;
+    Ok(listing(
+        items.iter().map(shapes::enforcement).collect(),
+        total,
+        page,
+    ))
+}
+
+async fn get_enforcement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let re = state.reactor.store().get_enforcement(&tenant(), &id)?;
+    re.map(|re| Json(shapes::enforcement(&re)))
+        .ok_or_else(|| ApiError::NotFound(format!("rule enforcement '{id}' not found")))
+}
+
+// --- rules -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct RuleQuery {
+    pack: Option<String>,
+    enabled: Option<bool>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_rules(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<RuleQuery>,
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let index = state.reactor.rules();
+    let rules: Vec<_> = index
+        .all
+        .iter()
+        .filter(|((t, _), r)| {
+            *t == tenant()
+                && q.pack.as_deref().is_none_or(|p| r.pack.as_str() == p)
+                && q.enabled.is_none_or(|e| r.enabled == e)
+        })
+        .map(|(_, r)| r.clone())
+        .collect();
+    Ok(paged(rules, page, |r| shapes::rule(r)))
+}
+
+fn find_rule(state: &AppState, r: &str) -> ApiResult<std::sync::Arc<Rule>> {
+    state
+        .reactor
+        .rules()
+        .all
+        .get(&(tenant(), r.to_owned()))
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("rule '{r}' not found")))
+}
+
+async fn get_rule(State(state): State<AppState>, Path(r): Path<String>) -> ApiResult<Json<Value>> {
+    let rule = find_rule(&state, &r)?;
+    Ok(Json(shapes::rule(&rule)))
+}
+
+fn parse_rule(state: &AppState, body: Value) -> ApiResult<Rule> {
+    let default_pack = PackRef::new("default").expect("valid ref");
+    // API-only fields StackStorm's clients send back; not part of the rule.
+    let mut body = body;
+    if let Some(map) = body.as_object_mut() {
+        for key in ["id", "ref", "uid"] {
+            map.remove(key);
+        }
+    }
+    Rule::from_value(
+        body,
+        FsPath::new("request body"),
+        &default_pack,
+        state.reactor.templates(),
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn create_rule(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let rule = parse_rule(&state, body)?;
+    if state
+        .reactor
+        .rules()
+        .all
+        .contains_key(&(tenant(), rule.rule_ref()))
+    {
+        return Err(ApiError::Conflict(format!(
+            "rule '{}' already exists",
+            rule.rule_ref()
+        )));
+    }
+    let shape = shapes::rule(&rule);
+    state.reactor.put_rule(&tenant(), rule).await?;
+    Ok((StatusCode::CREATED, Json(shape)).into_response())
+}
+
+async fn update_rule(
+    State(state): State<AppState>,
+    Path(r): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Json<Value>> {
+    find_rule(&state, &r)?;
+    let rule = parse_rule(&state, body)?;
+    if rule.rule_ref() != r {
+        return Err(ApiError::BadRequest(format!(
+            "the body describes rule '{}', not '{r}'",
+            rule.rule_ref()
+        )));
+    }
+    let shape = shapes::rule(&rule);
+    state.reactor.put_rule(&tenant(), rule).await?;
+    Ok(Json(shape))
+}
+
+async fn delete_rule(
+    State(state): State<AppState>,
+    Path(r): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.reactor.delete_rule(&tenant(), &r).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("rule '{r}' not found")))
+    }
+}
+
+// --- executions ---------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct ExecutionQuery {
+    action: Option<String>,
+    status: Option<String>,
+    trigger_instance: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_executions(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ExecutionQuery>,
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let mut filter = ExecutionFilter::for_tenant(tenant());
+    filter.action = q
+        .action
+        .map(|a| a.parse())
+        .transpose()
+        .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
+    filter.status =
+        q.status.map(|s| s.parse()).transpose().map_err(
+            |e: squall_core::execution::UnknownStatus| ApiError::BadRequest(e.to_string()),
+        )?;
+    filter.trigger_instance = q.trigger_instance;
+    filter.limit = page.limit;
+    filter.offset = page.offset;
+    let (items, total) = state.reactor.store().list_executions_counted(&filter)?;
+    Ok(listing(
+        items.iter().map(shapes::execution).collect(),
+        total,
+        page,
+    ))
+}
+
+async fn get_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: ExecutionId = id
+        .parse()
+        .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
+    let e = state.reactor.store().get_execution(&tenant(), &id)?;
+    e.map(|e| Json(shapes::execution(&e)))
+        .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' not found")))
+}
+
+// --- traces ---------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct TraceQuery {
+    trace_tag: Option<String>,
+}
+
+async fn list_traces(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<TraceQuery>,
+) -> ApiResult<Json<Value>> {
+    let Some(tag) = q.trace_tag else {
+        return Err(ApiError::BadRequest(
+            "give ?trace_tag=... to find a trace".into(),
+        ));
+    };
+    let trace = state.reactor.store().trace(&tenant(), &tag)?;
+    if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
+        return Ok(Json(json!([])));
+    }
+    Ok(Json(json!([shapes::trace(&tag, &trace)])))
+}
+
+async fn get_trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let trace = state.reactor.store().trace(&tenant(), &id)?;
+    if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
+        return Err(ApiError::NotFound(format!("trace '{id}' not found")));
+    }
+    Ok(Json(shapes::trace(&id, &trace)))
+}

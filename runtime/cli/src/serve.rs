@@ -1,0 +1,90 @@
+//! `squall serve`: the HTTP API and the reactor in one process.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner};
+use squall_sandbox::Limits;
+
+use crate::commands::{open_sandbox, open_store, pack_paths};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9101", env = "SQUALL_LISTEN")]
+    listen: SocketAddr,
+    /// A pack directory, or a directory of packs, to load at start
+    /// (repeatable). Default: ./packs
+    #[arg(long = "packs", value_name = "DIR")]
+    packs: Vec<PathBuf>,
+    /// Executions running at once.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Seconds to wait for work in flight at shutdown.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(data_dir, args))
+}
+
+async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let packs = PackSet::load(&pack_paths(args.packs))?;
+    let store = open_store(data_dir)?;
+    let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
+    tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), "starting");
+    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), Limits::default());
+    let config = ReactorConfig {
+        workers: args.workers.max(1),
+        ..ReactorConfig::default()
+    };
+    let reactor = Reactor::start(store, runner, &config).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // One line on stdout that scripts and tests can wait for.
+    println!("squall: listening on http://{addr}");
+    std::io::stdout().flush()?;
+    let state = squall_api::AppState {
+        reactor: reactor.clone(),
+    };
+    squall_api::serve(state, listener, shutdown_signal()).await?;
+    tracing::info!("stopped accepting requests; finishing work in flight");
+    reactor
+        .shutdown(Duration::from_secs(args.shutdown_grace))
+        .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
