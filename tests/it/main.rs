@@ -4,6 +4,7 @@
 mod actions;
 mod hostile;
 mod sandbox;
+mod server;
 mod util;
 
 /// The test that covers each guest. A guest added to tests/guests without a

@@ -207,9 +207,9 @@ impl Timers {
             keep
         });
         for (key, schedule) in wanted {
-            if !self.running.contains_key(&key) {
-                let handle = spawn(&key, schedule);
-                self.running.insert(key, handle);
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(key) {
+                let handle = spawn(slot.key(), schedule);
+                slot.insert(handle);
             }
         }
     }

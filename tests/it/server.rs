@@ -1,0 +1,481 @@
+//! The reactor over HTTP: `squall_api::serve` on 127.0.0.1:0 with a real
+//! store, sandbox and packs, driven like a user drives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner};
+use squall_store::{Store, StoreConfig};
+use tempfile::TempDir;
+
+use crate::util::{sandbox, test_limits};
+
+/// A pack with rules on the webhook `alerts`, next to the core pack.
+const RULES: &[(&str, &str)] = &[
+    (
+        "echo_critical.yaml",
+        r#"
+name: echo_critical
+pack: hooks
+enabled: true
+trigger: {type: core.st2.webhook, parameters: {url: alerts}}
+criteria:
+  trigger.body.severity: {type: iequals, pattern: critical}
+  trigger.body.host: {type: exists}
+action:
+  ref: core.echo
+  parameters:
+    message: "{{ trigger.body.host }} is {{ trigger.body.severity | lower }} ({{ rule.ref }})"
+"#,
+    ),
+    (
+        "fallback.yaml",
+        r#"
+name: fallback
+pack: hooks
+enabled: true
+type: {ref: backstop}
+trigger: {type: core.st2.webhook, parameters: {url: alerts}}
+action: {ref: core.noop}
+"#,
+    ),
+    (
+        "quiet.yaml",
+        r#"
+name: quiet
+pack: hooks
+enabled: true
+trigger: {type: core.st2.webhook, parameters: {url: quiet}}
+criteria:
+  trigger.body.never: {type: equals, pattern: "this does not happen"}
+action: {ref: core.noop}
+"#,
+    ),
+];
+
+pub(crate) struct Server {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    reactor: Reactor,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dirs: Vec<TempDir>,
+}
+
+impl Server {
+    pub(crate) async fn start() -> Self {
+        let hooks = squall_tests::pack_of("hooks", &[]);
+        std::fs::create_dir(hooks.path().join("rules")).expect("mkdir rules");
+        for (file, text) in RULES {
+            std::fs::write(hooks.path().join("rules").join(file), text).expect("write rule");
+        }
+        let core = squall_tests::core_pack();
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&data.path().join("db"), &StoreConfig::default()).expect("store");
+        let packs =
+            PackSet::load(&[core.path().to_owned(), hooks.path().to_owned()]).expect("packs");
+        let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs), test_limits());
+        let reactor = Reactor::start(store, runner, &ReactorConfig::default())
+            .await
+            .expect("reactor starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = squall_api::AppState {
+            reactor: reactor.clone(),
+        };
+        tokio::spawn(squall_api::serve(state, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            reactor,
+            shutdown: Some(tx),
+            _dirs: vec![hooks, core, data],
+        }
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
+    /// Poll `path` until `done` holds for its body (bounded).
+    pub(crate) async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let (_, body) = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "{path} never reached the expected state; last: {}",
+            self.get(path).await.1
+        );
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.reactor.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+fn finished(body: &Value) -> bool {
+    body.as_array().is_some_and(|a| {
+        !a.is_empty()
+            && a.iter()
+                .all(|e| e["status"] == "succeeded" || e["status"] == "failed")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_runs_the_matching_rule_and_links_one_trace() {
+    let s = Server::start().await;
+    let r = s
+        .http
+        .post(format!("{}/api/v1/webhooks/alerts", s.base))
+        .header("St2-Trace-Tag", "incident-42")
+        .json(&json!({"severity": "CRITICAL", "host": "db-1"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 202);
+    let instance_id = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+
+    let executions = s
+        .wait_for(
+            &format!("/api/v1/executions?trigger_instance={instance_id}"),
+            finished,
+        )
+        .await;
+    let e = &executions[0];
+    assert_eq!(
+        executions.as_array().map(Vec::len),
+        Some(1),
+        "only the standard rule ran: {executions}"
+    );
+    assert_eq!(e["status"], "succeeded");
+    assert_eq!(e["action"]["ref"], "core.echo");
+    assert_eq!(
+        e["result"]["message"],
+        "db-1 is critical (hooks.echo_critical)"
+    );
+    assert_eq!(e["context"]["rule"]["ref"], "hooks.echo_critical");
+
+    let (status, trace) = s.get("/api/v1/traces/incident-42").await;
+    assert_eq!(status, 200);
+    let webhook_instances: Vec<_> = trace["trigger_instances"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|t| t["ref"] == "core.st2.webhook")
+        .collect();
+    assert_eq!(webhook_instances.len(), 1);
+    assert_eq!(webhook_instances[0]["object_id"], json!(instance_id));
+    assert_eq!(trace["rules"][0]["ref"], "hooks.echo_critical");
+    assert_eq!(trace["rules"][0]["execution_id"], e["id"]);
+    assert_eq!(trace["action_executions"][0]["object_id"], e["id"]);
+
+    let (_, ti) = s
+        .get(&format!("/api/v1/triggerinstances/{instance_id}"))
+        .await;
+    assert_eq!(ti["status"], "processed");
+    assert_eq!(ti["payload"]["body"]["host"], "db-1");
+
+    // The completion was emitted as core.st2.generic.actiontrigger, on the same trace.
+    let trace = s
+        .wait_for("/api/v1/traces/incident-42", |t| {
+            t["trigger_instances"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|i| i["ref"] == "core.st2.generic.actiontrigger")
+            })
+        })
+        .await;
+    assert_eq!(trace["trigger_instances"].as_array().map(Vec::len), Some(2));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backstop_fires_only_without_a_standard_match_and_non_matches_run_nothing() {
+    let s = Server::start().await;
+    // No standard rule matches: the backstop runs core.noop.
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "info", "host": "web-1"}),
+        )
+        .await;
+    let id = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let executions = s
+        .wait_for(
+            &format!("/api/v1/executions?trigger_instance={id}"),
+            finished,
+        )
+        .await;
+    assert_eq!(executions.as_array().map(Vec::len), Some(1));
+    assert_eq!(executions[0]["action"]["ref"], "core.noop");
+    assert_eq!(executions[0]["context"]["rule"]["ref"], "hooks.fallback");
+
+    // A rule that does not match: a processed instance, no enforcement, no execution.
+    let r = s
+        .post("/api/v1/webhooks/quiet", &json!({"anything": 1}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    s.wait_for(&format!("/api/v1/triggerinstances/{id}"), |t| {
+        t["status"] == "processed"
+    })
+    .await;
+    let (_, executions) = s
+        .get(&format!("/api/v1/executions?trigger_instance={id}"))
+        .await;
+    assert_eq!(executions, json!([]));
+    let (_, enforcements) = s
+        .get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"))
+        .await;
+    assert_eq!(enforcements, json!([]));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_naming_the_problem_and_the_reactor_keeps_going() {
+    let s = Server::start().await;
+    let fault = |v: &Value| v["faultstring"].as_str().unwrap_or_default().to_owned();
+
+    let r = s
+        .http
+        .post(format!("{}/api/v1/webhooks/alerts", s.base))
+        .body("severity=critical")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        fault(&body).starts_with("webhook body must be JSON"),
+        "{body}"
+    );
+
+    let r = s.post("/api/v1/webhooks/nobody-listens", &json!({})).await;
+    assert_eq!(r.status().as_u16(), 404);
+
+    let rule = |name: &str, op: &str, action: &str, message: &str| {
+        json!({"name": name, "pack": "hooks", "enabled": true,
+               "trigger": {"type": "core.st2.webhook", "parameters": {"url": "new"}},
+               "criteria": {"trigger.body.x": {"type": op, "pattern": 1}},
+               "action": {"ref": action, "parameters": {"message": message}}})
+    };
+    let cases = [
+        (
+            rule("a", "equalz", "core.echo", "hi"),
+            "unknown operator 'equalz'",
+        ),
+        (
+            rule("b", "equals", "core.nope", "hi"),
+            "unknown action 'core.nope'",
+        ),
+        (
+            rule("c", "equals", "core.echo", "{{ trigger.body.x "),
+            "field 'action.parameters.message': template",
+        ),
+        (
+            json!({"name": "d"}),
+            "invalid rule: missing field `trigger`",
+        ),
+        (
+            json!({"name": "e", "trigger": {"type": "core.st2.IntervalTimer", "parameters": {"unit": "eons", "delta": 1}}, "action": {"ref": "core.noop"}}),
+            "trigger parameter field 'unit'",
+        ),
+    ];
+    for (body, expected) in cases {
+        let r = s.post("/api/v1/rules", &body).await;
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let got: Value = r.json().await.expect("json");
+        assert!(
+            fault(&got).contains(expected),
+            "expected '{expected}' in {got}"
+        );
+    }
+    let r = s
+        .http
+        .post(format!("{}/api/v1/rules", s.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 400);
+
+    // A dispatch through the st2 hook with a payload that breaks its schema.
+    let r = s
+        .post(
+            "/api/v1/webhooks/st2",
+            &json!({"trigger": "core.st2.webhook", "payload": {"body": "text"}}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 400);
+    let got: Value = r.json().await.expect("json");
+    assert!(fault(&got).contains("payload field 'body'"), "{got}");
+    let r = s
+        .post(
+            "/api/v1/webhooks/st2",
+            &json!({"trigger": "no.such.type", "payload": {}}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Still healthy.
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "critical", "host": "ok-1"}),
+        )
+        .await;
+    let id = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let executions = s
+        .wait_for(
+            &format!("/api/v1/executions?trigger_instance={id}"),
+            finished,
+        )
+        .await;
+    assert_eq!(executions[0]["status"], "succeeded");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_managed_through_the_api() {
+    let s = Server::start().await;
+    let (_, rules) = s.get("/api/v1/rules?pack=hooks").await;
+    assert_eq!(rules.as_array().map(Vec::len), Some(3));
+
+    let new_rule = json!({"name": "hello", "pack": "hooks", "enabled": true,
+        "trigger": {"type": "core.st2.webhook", "parameters": {"url": "hello"}},
+        "action": {"ref": "core.echo", "parameters": {"message": "hello {{ trigger.body.who }}"}}});
+    assert_eq!(
+        s.post("/api/v1/rules", &new_rule).await.status().as_u16(),
+        201
+    );
+    assert_eq!(
+        s.post("/api/v1/rules", &new_rule).await.status().as_u16(),
+        409
+    );
+    let (status, got) = s.get("/api/v1/rules/hooks.hello").await;
+    assert_eq!(
+        (status, got["ref"].clone(), got["enabled"].clone()),
+        (200, json!("hooks.hello"), json!(true))
+    );
+
+    let r = s
+        .post("/api/v1/webhooks/hello", &json!({"who": "world"}))
+        .await;
+    let id = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let executions = s
+        .wait_for(
+            &format!("/api/v1/executions?trigger_instance={id}"),
+            finished,
+        )
+        .await;
+    assert_eq!(executions[0]["result"]["message"], "hello world");
+
+    // Disable (as `st2 rule disable` does: PUT with enabled false).
+    let mut disabled = got.clone();
+    disabled["enabled"] = json!(false);
+    let r = s
+        .http
+        .put(format!("{}/api/v1/rules/hooks.hello", s.base))
+        .json(&disabled)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        s.post("/api/v1/webhooks/hello", &json!({}))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+
+    let r = s
+        .http
+        .delete(format!("{}/api/v1/rules/hooks.hello", s.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(s.get("/api/v1/rules/hooks.hello").await.0, 404);
+    let (_, list) = s.get("/api/v1/executions?limit=1").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_and_cron_timers_fire_rules() {
+    let s = Server::start().await;
+    for (name, trigger) in [
+        (
+            "every_second",
+            json!({"type": "core.st2.IntervalTimer", "parameters": {"unit": "seconds", "delta": 1}}),
+        ),
+        (
+            "cron_every_second",
+            json!({"type": "core.st2.CronTimer", "parameters": {"second": "*"}}),
+        ),
+    ] {
+        let rule = json!({"name": name, "pack": "hooks", "enabled": true, "trigger": trigger,
+            "action": {"ref": "core.echo", "parameters": {"message": "{{ rule.name }} at {{ trigger.executed_at }}"}}});
+        assert_eq!(s.post("/api/v1/rules", &rule).await.status().as_u16(), 201);
+    }
+    for name in ["every_second", "cron_every_second"] {
+        let body = s
+            .wait_for("/api/v1/executions?action=core.echo&limit=100", |b| {
+                b.as_array().is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e["status"] == "succeeded"
+                            && e["result"]["message"]
+                                .as_str()
+                                .is_some_and(|m| m.starts_with(&format!("{name} at ")))
+                    })
+                })
+            })
+            .await;
+        assert!(!body.as_array().expect("list").is_empty());
+    }
+    s.stop().await;
+}
