@@ -368,6 +368,13 @@ impl Reactor {
 
     /// Resume what a previous run left.
     async fn recover(&self) -> Result<(), squall_store::Error> {
+        let abandoned = self.inner.store.abandon_running_executions().await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                executions = abandoned,
+                "executions left running by the previous run are marked abandoned"
+            );
+        }
         let pending = self.inner.store.unprocessed_trigger_instances()?;
         let requested = self.inner.store.requested_executions()?;
         if !pending.is_empty() || !requested.is_empty() {

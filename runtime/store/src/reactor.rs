@@ -173,6 +173,29 @@ impl Store {
         })
     }
 
+    /// Mark every execution left `running` (by a process that died) as
+    /// `abandoned`, StackStorm's status for it; never re-run silently.
+    /// Returns how many.
+    pub async fn abandon_running_executions(&self) -> Result<usize> {
+        self.write(|txn| {
+            let mut stmt = txn.prepare(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE status = 'running'"))?;
+            let running = collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)?;
+            drop(stmt);
+            let now = squall_core::time::now_rfc3339();
+            for mut e in running.iter().cloned() {
+                e.status = ExecutionStatus::Abandoned;
+                e.log.push(squall_core::StatusChange { status: e.status, timestamp: now.clone() });
+                e.result = Some(serde_json::json!({"error": "the server stopped while the action was running"}));
+                txn.execute(
+                    "UPDATE executions SET status = ?2, status_log = ?3, result = ?4, end_timestamp = ?5 WHERE id = ?1",
+                    params![e.id.as_str(), e.status.as_str(), serde_json::to_string(&e.log).map_err(|x| corrupt("log", x))?, e.result.as_ref().map(ToString::to_string), now],
+                )?;
+            }
+            Ok(running.len())
+        })
+        .await
+    }
+
     /// Executions still `requested`, oldest first, all tenants.
     pub fn requested_executions(&self) -> Result<Vec<Execution>> {
         self.read(|conn| {
