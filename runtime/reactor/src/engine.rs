@@ -23,12 +23,6 @@ pub enum Decision {
     Fail { rule: Arc<Rule>, reason: String },
 }
 
-/// Does the rule's `trigger.parameters` select this instance? A rule without
-/// parameters listens to every instance of its type.
-fn trigger_selects(rule: &Rule, instance: &TriggerInstance) -> bool {
-    rule.trigger_parameters.is_empty() || rule.trigger_parameters == instance.trigger_parameters
-}
-
 /// Decide every rule for `instance`.
 pub fn decide(
     index: &RuleIndex,
@@ -38,12 +32,11 @@ pub fn decide(
 ) -> Vec<Decision> {
     let mut decisions = Vec::new();
     let mut standard_matched = false;
-    for rule in index.for_trigger(&instance.tenant, &instance.trigger_type) {
+    // The index hands over only rules whose trigger parameters select this
+    // instance (none, or exactly the instance's), standard rules first.
+    for rule in index.candidates(&instance.tenant, &instance.trigger_type, &instance.trigger_parameters) {
         if rule.kind == RuleKind::Backstop && standard_matched {
             break;
-        }
-        if !trigger_selects(rule, instance) {
-            continue;
         }
         let ctx = RenderContext {
             trigger: instance.payload.clone(),

@@ -18,42 +18,81 @@ use crate::packs::{PackError, PackSet};
 pub struct RuleIndex {
     /// Every rule (enabled or not) by tenant and ref.
     pub all: BTreeMap<(TenantId, String), Arc<Rule>>,
-    /// Enabled rules by (tenant, trigger type): standard ones first.
-    by_trigger: HashMap<(TenantId, String), Vec<Arc<Rule>>>,
+    /// Enabled rules by (tenant, trigger type).
+    by_trigger: HashMap<(TenantId, String), Bucket>,
+}
+
+/// The enabled rules of one trigger type, each list standard rules first.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Rules without trigger parameters: they see every instance.
+    any: Vec<Arc<Rule>>,
+    /// Rules by their trigger parameters (canonical JSON), e.g. one webhook URL.
+    by_parameters: HashMap<String, Vec<Arc<Rule>>>,
+}
+
+fn standard_first(rules: &mut [Arc<Rule>]) {
+    rules.sort_by_key(|r| (r.kind == RuleKind::Backstop, r.rule_ref()));
 }
 
 impl RuleIndex {
     pub fn build(rules: impl IntoIterator<Item = (TenantId, Arc<Rule>)>) -> Self {
         let mut all = BTreeMap::new();
-        let mut by_trigger: HashMap<(TenantId, String), Vec<Arc<Rule>>> = HashMap::new();
+        let mut by_trigger: HashMap<(TenantId, String), Bucket> = HashMap::new();
         for (tenant, rule) in rules {
             if rule.enabled {
-                by_trigger
-                    .entry((tenant.clone(), rule.trigger_type.clone()))
-                    .or_default()
-                    .push(rule.clone());
+                let bucket = by_trigger.entry((tenant.clone(), rule.trigger_type.clone())).or_default();
+                if rule.trigger_parameters.is_empty() {
+                    bucket.any.push(rule.clone());
+                } else {
+                    let key = serde_json::Value::Object(rule.trigger_parameters.clone()).to_string();
+                    bucket.by_parameters.entry(key).or_default().push(rule.clone());
+                }
             }
             all.insert((tenant, rule.rule_ref()), rule);
         }
-        for rules in by_trigger.values_mut() {
-            rules.sort_by_key(|r| (r.kind == RuleKind::Backstop, r.rule_ref()));
+        for bucket in by_trigger.values_mut() {
+            standard_first(&mut bucket.any);
+            bucket.by_parameters.values_mut().for_each(|rules| standard_first(rules));
         }
         Self { all, by_trigger }
     }
 
-    /// Enabled rules listening to `trigger_type` in `tenant`, standard first.
-    pub fn for_trigger(&self, tenant: &TenantId, trigger_type: &str) -> &[Arc<Rule>] {
-        self.by_trigger
-            .get(&(tenant.clone(), trigger_type.to_owned()))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+    /// Enabled rules that see an instance of `trigger_type` with
+    /// `parameters` in `tenant`: those without trigger parameters and those
+    /// with exactly these. Standard rules first.
+    pub fn candidates(
+        &self,
+        tenant: &TenantId,
+        trigger_type: &str,
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<&Arc<Rule>> {
+        let Some(bucket) = self.by_trigger.get(&(tenant.clone(), trigger_type.to_owned())) else {
+            return Vec::new();
+        };
+        let exact: &[Arc<Rule>] = if parameters.is_empty() || bucket.by_parameters.is_empty() {
+            &[]
+        } else {
+            let key = serde_json::Value::Object(parameters.clone()).to_string();
+            bucket.by_parameters.get(&key).map(Vec::as_slice).unwrap_or_default()
+        };
+        let mut out: Vec<&Arc<Rule>> = bucket.any.iter().chain(exact).collect();
+        if !bucket.any.is_empty() && !exact.is_empty() {
+            // Stable: each list is already standard-first.
+            out.sort_by_key(|r| r.kind == RuleKind::Backstop);
+        }
+        out
     }
 
-    /// Enabled rules of every tenant, for the timers.
+    /// Enabled rules of every tenant, for the timers and the webhook list.
     pub fn enabled(&self) -> impl Iterator<Item = (&TenantId, &Arc<Rule>)> {
-        self.by_trigger
-            .iter()
-            .flat_map(|((t, _), rules)| rules.iter().map(move |r| (t, r)))
+        self.by_trigger.iter().flat_map(|((t, _), bucket)| {
+            bucket
+                .any
+                .iter()
+                .chain(bucket.by_parameters.values().flatten())
+                .map(move |r| (t, r))
+        })
     }
 }
 
