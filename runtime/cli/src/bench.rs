@@ -30,14 +30,65 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// Rule matching alone: N rules over M trigger instances, one thread.
+    Rules {
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        #[arg(long, default_value_t = 100_000)]
+        instances: usize,
+        /// Distinct webhook URLs the rules are spread over.
+        #[arg(long, default_value_t = 100)]
+        urls: usize,
+    },
+    /// Webhook -> rule -> core.noop -> durable records, through a server in
+    /// this process with a load generator on loopback.
+    Webhooks {
+        /// Events for the throughput run.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Concurrent HTTP clients in the throughput run.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Offered rate for the latency run, events/s.
+        #[arg(long, default_value_t = 5000)]
+        rate: usize,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
 }
 
 pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Sandbox {
-        iterations,
-        process_runs,
-        packs,
-    } = cmd;
+    match cmd {
+        BenchCommand::Sandbox {
+            iterations,
+            process_runs,
+            packs,
+        } => bench_sandbox(data_dir, iterations, process_runs, packs),
+        BenchCommand::Rules {
+            rules,
+            instances,
+            urls,
+        } => crate::bench_reactor::rules(rules, instances, urls),
+        BenchCommand::Webhooks {
+            events,
+            clients,
+            rate,
+            seconds,
+            packs,
+        } => crate::bench_reactor::webhooks(events, clients, rate, seconds, pack_paths(packs)),
+    }
+}
+
+fn bench_sandbox(
+    data_dir: &Path,
+    iterations: usize,
+    process_runs: usize,
+    packs: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let iterations = iterations.max(10);
     let pack_dirs = pack_paths(packs);
     let set = PackSet::load(&pack_dirs)?;
@@ -117,7 +168,7 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -189,13 +240,13 @@ fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Res
     (0..runs).map(|_| run()).collect()
 }
 
-fn median(times: &[Duration]) -> Duration {
+pub(crate) fn median(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();
     sorted[sorted.len() / 2]
 }
 
-fn p99(times: &[Duration]) -> Duration {
+pub(crate) fn p99(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();
     sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
@@ -205,6 +256,6 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

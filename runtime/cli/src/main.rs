@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_reactor;
 mod commands;
 mod rules;
 mod serve;

@@ -57,7 +57,7 @@ pub(crate) fn rule(cmd: RuleCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let ctx = RenderContext {
-        trigger: payload.clone(),
+        trigger: &payload,
         rule: rule.template_view(),
         kv: None,
     };

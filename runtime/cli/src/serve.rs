@@ -49,6 +49,9 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store, runner, &config).await?;
+    // Install the signal handlers before announcing the address, so a
+    // SIGTERM sent right after the announcement is a graceful stop.
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
@@ -59,7 +62,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = squall_api::AppState {
         reactor: reactor.clone(),
     };
-    squall_api::serve(state, listener, shutdown_signal()).await?;
+    squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor
         .shutdown(Duration::from_secs(args.shutdown_grace))
@@ -67,24 +70,24 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is
+/// called, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -55,6 +55,8 @@ pub struct Rule {
     pub action_parameters: Map<String, Value>,
     /// The document as given (JSON), for the API.
     pub source: Value,
+    /// `{ref, name, pack}`: what templates see as `rule`.
+    view: Value,
 }
 
 #[derive(Deserialize)]
@@ -268,8 +270,7 @@ impl Rule {
                 .map_err(|e| field(&format!("action.parameters.{name}"), e.to_string()))?;
         }
         Ok(Self {
-            pack,
-            name: raw.name,
+            name: raw.name.clone(),
             description: raw.description,
             enabled: raw.enabled,
             kind,
@@ -278,6 +279,8 @@ impl Rule {
             criteria,
             action,
             action_parameters: raw.action.parameters,
+            view: serde_json::json!({"ref": format!("{}.{}", pack, raw.name), "name": raw.name, "pack": pack.as_str()}),
+            pack,
             source,
         })
     }
@@ -288,8 +291,8 @@ impl Rule {
     }
 
     /// The `rule` object templates see.
-    pub fn template_view(&self) -> Value {
-        serde_json::json!({"ref": self.rule_ref(), "name": self.name, "pack": self.pack.as_str()})
+    pub fn template_view(&self) -> &Value {
+        &self.view
     }
 
     /// Do all criteria hold for `payload`? (AND, as StackStorm.)
@@ -392,9 +395,9 @@ action:
         }
     }
 
-    fn ctx(rule: &Rule, payload: &Value) -> RenderContext {
+    fn ctx<'a>(rule: &'a Rule, payload: &'a Value) -> RenderContext<'a> {
         RenderContext {
-            trigger: payload.clone(),
+            trigger: payload,
             rule: rule.template_view(),
             kv: Some(std::sync::Arc::new(Prefix)),
         }

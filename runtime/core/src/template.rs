@@ -28,11 +28,11 @@ pub struct TemplateError {
 }
 
 /// What templates can see.
-#[derive(Debug, Clone, Default)]
-pub struct RenderContext {
-    pub trigger: Value,
+#[derive(Debug, Clone)]
+pub struct RenderContext<'a> {
+    pub trigger: &'a Value,
     /// `{ref, name, pack}` of the rule being enforced.
-    pub rule: Value,
+    pub rule: &'a Value,
     pub kv: Option<Arc<dyn KvLookup>>,
 }
 
@@ -159,7 +159,11 @@ impl Templates {
     }
 
     /// Render every template string inside `value`, leaving the rest as is.
-    pub fn render_value(&self, value: &Value, ctx: &RenderContext) -> Result<Value, TemplateError> {
+    pub fn render_value(
+        &self,
+        value: &Value,
+        ctx: &RenderContext<'_>,
+    ) -> Result<Value, TemplateError> {
         Ok(match value {
             Value::String(s) if is_template(s) => self.render_str(s, ctx)?,
             Value::Array(items) => Value::Array(
@@ -177,14 +181,14 @@ impl Templates {
         })
     }
 
-    fn render_str(&self, source: &str, ctx: &RenderContext) -> Result<Value, TemplateError> {
+    fn render_str(&self, source: &str, ctx: &RenderContext<'_>) -> Result<Value, TemplateError> {
         let err = |e: minijinja::Error| TemplateError {
             template: source.to_owned(),
             message: describe(&e),
         };
         let jinja_ctx = minijinja::context! {
-            trigger => JinjaValue::from(Serde(&ctx.trigger)),
-            rule => JinjaValue::from(Serde(&ctx.rule)),
+            trigger => JinjaValue::from(Serde(ctx.trigger)),
+            rule => JinjaValue::from(Serde(ctx.rule)),
             st2kv => JinjaValue::from_object(Datastore { kv: ctx.kv.clone(), scope: None }),
         };
         if let Some(expr) = single_expression(source) {
@@ -268,12 +272,19 @@ mod tests {
         }
     }
 
-    fn ctx() -> RenderContext {
+    static TRIGGER: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+        || json!({"body": {"name": "web-1", "count": 3, "tags": ["a", "b"]}, "path": "/var/log/x.log"}),
+    );
+    static RULE: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+        || json!({"ref": "examples.on_hook", "name": "on_hook", "pack": "examples"}),
+    );
+
+    fn ctx() -> RenderContext<'static> {
         let mut kv = HashMap::new();
         kv.insert(("system".into(), "greeting".into()), "hi".into());
         RenderContext {
-            trigger: json!({"body": {"name": "web-1", "count": 3, "tags": ["a", "b"]}, "path": "/var/log/x.log"}),
-            rule: json!({"ref": "examples.on_hook", "name": "on_hook", "pack": "examples"}),
+            trigger: &TRIGGER,
+            rule: &RULE,
             kv: Some(Arc::new(Kv(kv))),
         }
     }

@@ -34,12 +34,16 @@ pub fn decide(
     let mut standard_matched = false;
     // The index hands over only rules whose trigger parameters select this
     // instance (none, or exactly the instance's), standard rules first.
-    for rule in index.candidates(&instance.tenant, &instance.trigger_type, &instance.trigger_parameters) {
+    for rule in index.candidates(
+        &instance.tenant,
+        &instance.trigger_type,
+        &instance.trigger_parameters,
+    ) {
         if rule.kind == RuleKind::Backstop && standard_matched {
             break;
         }
         let ctx = RenderContext {
-            trigger: instance.payload.clone(),
+            trigger: &instance.payload,
             rule: rule.template_view(),
             kv: kv.clone(),
         };

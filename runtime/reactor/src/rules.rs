@@ -41,19 +41,29 @@ impl RuleIndex {
         let mut by_trigger: HashMap<(TenantId, String), Bucket> = HashMap::new();
         for (tenant, rule) in rules {
             if rule.enabled {
-                let bucket = by_trigger.entry((tenant.clone(), rule.trigger_type.clone())).or_default();
+                let bucket = by_trigger
+                    .entry((tenant.clone(), rule.trigger_type.clone()))
+                    .or_default();
                 if rule.trigger_parameters.is_empty() {
                     bucket.any.push(rule.clone());
                 } else {
-                    let key = serde_json::Value::Object(rule.trigger_parameters.clone()).to_string();
-                    bucket.by_parameters.entry(key).or_default().push(rule.clone());
+                    let key =
+                        serde_json::Value::Object(rule.trigger_parameters.clone()).to_string();
+                    bucket
+                        .by_parameters
+                        .entry(key)
+                        .or_default()
+                        .push(rule.clone());
                 }
             }
             all.insert((tenant, rule.rule_ref()), rule);
         }
         for bucket in by_trigger.values_mut() {
             standard_first(&mut bucket.any);
-            bucket.by_parameters.values_mut().for_each(|rules| standard_first(rules));
+            bucket
+                .by_parameters
+                .values_mut()
+                .for_each(|rules| standard_first(rules));
         }
         Self { all, by_trigger }
     }
@@ -67,14 +77,21 @@ impl RuleIndex {
         trigger_type: &str,
         parameters: &serde_json::Map<String, serde_json::Value>,
     ) -> Vec<&Arc<Rule>> {
-        let Some(bucket) = self.by_trigger.get(&(tenant.clone(), trigger_type.to_owned())) else {
+        let Some(bucket) = self
+            .by_trigger
+            .get(&(tenant.clone(), trigger_type.to_owned()))
+        else {
             return Vec::new();
         };
         let exact: &[Arc<Rule>] = if parameters.is_empty() || bucket.by_parameters.is_empty() {
             &[]
         } else {
             let key = serde_json::Value::Object(parameters.clone()).to_string();
-            bucket.by_parameters.get(&key).map(Vec::as_slice).unwrap_or_default()
+            bucket
+                .by_parameters
+                .get(&key)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
         };
         let mut out: Vec<&Arc<Rule>> = bucket.any.iter().chain(exact).collect();
         if !bucket.any.is_empty() && !exact.is_empty() {

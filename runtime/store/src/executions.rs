@@ -47,10 +47,8 @@ impl Store {
     pub async fn update_execution(&self, execution: &Execution) -> Result<()> {
         let e = execution.clone();
         self.write(move |txn| {
-            let n = txn.execute(
-                "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
-                 WHERE tenant_id = ?1 AND id = ?2",
-                params![
+            let n = txn.prepare_cached("UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
+                 WHERE tenant_id = ?1 AND id = ?2")?.execute(params![
                     e.tenant.as_str(),
                     e.id.as_str(),
                     e.status.as_str(),
@@ -58,8 +56,7 @@ impl Store {
                     json(&e.output),
                     json(&e.log),
                     e.end_timestamp,
-                ],
-            )?;
+                ],)?;
             if n == 0 {
                 return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
             }
@@ -130,9 +127,7 @@ impl Store {
 
 /// Insert inside an open transaction (shared with trigger processing).
 pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<()> {
-    txn.execute(
-        &format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-        params![
+    txn.prepare_cached(&format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?.execute(params![
             e.id.as_str(),
             e.tenant.as_str(),
             e.action.to_string(),
@@ -146,8 +141,7 @@ pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<(
             e.trace_tag,
             e.trigger_instance_id,
             e.rule_ref,
-        ],
-    )?;
+        ],)?;
     Ok(())
 }
 

@@ -66,18 +66,15 @@ impl KvStore for Store {
     async fn set(&self, tenant: &TenantId, entry: KvEntry) -> Result<(), KvError> {
         let tenant = tenant.clone();
         self.write(move |txn| {
-            txn.execute(
-                "INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
+            txn.prepare_cached("INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value,
-                     expires_at = excluded.expires_at, secret = excluded.secret",
-                params![
+                     expires_at = excluded.expires_at, secret = excluded.secret")?.execute(params![
                     tenant.as_str(),
                     entry.key,
                     entry.value,
                     entry.expires_at.and_then(|t| i64::try_from(t).ok()),
                     entry.secret,
-                ],
-            )?;
+                ],)?;
             Ok(())
         })
         .await
@@ -88,14 +85,8 @@ impl KvStore for Store {
         let (tenant, key) = (tenant.clone(), key.to_owned());
         self.write(move |txn| {
             // An expired key counts as absent, but its row goes too.
-            let live = txn.execute(
-                "DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-                params![tenant.as_str(), key, now()],
-            )?;
-            txn.execute(
-                "DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2",
-                params![tenant.as_str(), key],
-            )?;
+            let live = txn.prepare_cached("DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)")?.execute(params![tenant.as_str(), key, now()],)?;
+            txn.prepare_cached("DELETE FROM kv WHERE tenant_id = ?1 AND key = ?2")?.execute(params![tenant.as_str(), key],)?;
             Ok(live > 0)
         })
         .await

@@ -176,6 +176,7 @@ impl ReadPool {
 
 fn configure(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,

@@ -97,9 +97,7 @@ impl Store {
     pub async fn insert_trigger_instance(&self, ti: &TriggerInstance) -> Result<()> {
         let ti = ti.clone();
         self.write(move |txn| {
-            txn.execute(
-                &format!("INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![
+            txn.prepare_cached(&format!("INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?.execute(params![
                     ti.id,
                     ti.tenant.as_str(),
                     ti.trigger_type,
@@ -108,8 +106,7 @@ impl Store {
                     ti.occurrence_time,
                     ti.status.as_str(),
                     ti.trace_tag,
-                ],
-            )?;
+                ],)?;
             Ok(())
         })
         .await
@@ -129,10 +126,7 @@ impl Store {
     ) -> Result<bool> {
         let (tenant, instance_id) = (tenant.clone(), instance_id.to_owned());
         self.write(move |txn| {
-            let claimed = txn.execute(
-                "UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')",
-                params![tenant.as_str(), instance_id, status.as_str()],
-            )?;
+            let claimed = txn.prepare_cached("UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')")?.execute(params![tenant.as_str(), instance_id, status.as_str()],)?;
             if claimed == 0 {
                 return Ok(false);
             }
@@ -186,10 +180,7 @@ impl Store {
                 e.status = ExecutionStatus::Abandoned;
                 e.log.push(squall_core::StatusChange { status: e.status, timestamp: now.clone() });
                 e.result = Some(serde_json::json!({"error": "the server stopped while the action was running"}));
-                txn.execute(
-                    "UPDATE executions SET status = ?2, status_log = ?3, result = ?4, end_timestamp = ?5 WHERE id = ?1",
-                    params![e.id.as_str(), e.status.as_str(), serde_json::to_string(&e.log).map_err(|x| corrupt("log", x))?, e.result.as_ref().map(ToString::to_string), now],
-                )?;
+                txn.prepare_cached("UPDATE executions SET status = ?2, status_log = ?3, result = ?4, end_timestamp = ?5 WHERE id = ?1")?.execute(params![e.id.as_str(), e.status.as_str(), serde_json::to_string(&e.log).map_err(|x| corrupt("log", x))?, e.result.as_ref().map(ToString::to_string), now],)?;
             }
             Ok(running.len())
         })
@@ -313,11 +304,8 @@ impl Store {
     ) -> Result<()> {
         let (tenant, rule_ref) = (tenant.clone(), rule_ref.to_owned());
         self.write(move |txn| {
-            txn.execute(
-                "INSERT INTO rules (tenant_id, ref, body, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                params![tenant.as_str(), rule_ref, body, squall_core::time::now_rfc3339()],
-            )?;
+            txn.prepare_cached("INSERT INTO rules (tenant_id, ref, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")?.execute(params![tenant.as_str(), rule_ref, body, squall_core::time::now_rfc3339()],)?;
             Ok(())
         })
         .await

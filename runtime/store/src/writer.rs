@@ -55,14 +55,15 @@ fn apply_in_savepoint<R>(
     txn: &Transaction<'_>,
     f: impl FnOnce(&Transaction<'_>) -> Result<R>,
 ) -> Result<R> {
-    txn.execute_batch("SAVEPOINT job")?;
+    txn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(txn) {
         Ok(r) => {
-            txn.execute_batch("RELEASE job")?;
+            txn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(r)
         }
         Err(e) => {
-            txn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            txn.prepare_cached("RELEASE job")?.execute([])?;
             Err(e)
         }
     }
