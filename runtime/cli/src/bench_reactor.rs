@@ -193,6 +193,33 @@ async fn webhooks_async(
         ms(p99(&latencies))
     );
 
+    // The same pipeline without HTTP: events handed to the reactor directly,
+    // to tell the reactor's and store's share from the HTTP layer's.
+    let before = count_succeeded(&store)?;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per = events.div_ceil(clients);
+    for c in 0..clients {
+        let reactor = reactor.clone();
+        let count = per.min(events.saturating_sub(c * per));
+        tasks.spawn(async move {
+            let mut params = Map::new();
+            params.insert("url".into(), json!("bench"));
+            for i in 0..count {
+                let payload = json!({"headers": {}, "body": {"n": i}});
+                reactor.dispatch(&TenantId::default_tenant(), "core.st2.webhook", params.clone(), payload, None).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    wait_for_succeeded(&store, before + events).await?;
+    println!();
+    println!("same pipeline without HTTP: {events} events dispatched in-process by {clients} tasks");
+    println!("  executed + recorded  {:>10.0} events/s", events as f64 / start.elapsed().as_secs_f64());
+
     // Latency at a fixed offered rate (open loop).
     let before = count_succeeded(&store)?;
     let total = rate * seconds as usize;
