@@ -207,7 +207,15 @@ async fn webhooks_async(
             params.insert("url".into(), json!("bench"));
             for i in 0..count {
                 let payload = json!({"headers": {}, "body": {"n": i}});
-                reactor.dispatch(&TenantId::default_tenant(), "core.st2.webhook", params.clone(), payload, None).await?;
+                reactor
+                    .dispatch(
+                        &TenantId::default_tenant(),
+                        "core.st2.webhook",
+                        params.clone(),
+                        payload,
+                        None,
+                    )
+                    .await?;
             }
             anyhow::Ok(())
         });
@@ -217,8 +225,13 @@ async fn webhooks_async(
     }
     wait_for_succeeded(&store, before + events).await?;
     println!();
-    println!("same pipeline without HTTP: {events} events dispatched in-process by {clients} tasks");
-    println!("  executed + recorded  {:>10.0} events/s", events as f64 / start.elapsed().as_secs_f64());
+    println!(
+        "same pipeline without HTTP: {events} events dispatched in-process by {clients} tasks"
+    );
+    println!(
+        "  executed + recorded  {:>10.0} events/s",
+        events as f64 / start.elapsed().as_secs_f64()
+    );
 
     // Latency at a fixed offered rate (open loop).
     let before = count_succeeded(&store)?;

@@ -1,6 +1,7 @@
-//! The reactor's core loop: dispatch → durable trigger instance → rules →
-//! enforcements + requested executions (one write) → bounded queue → workers
-//! → `core.st2.generic.actiontrigger` back into dispatch.
+//! The reactor's core loop: dispatch → rules → trigger instance +
+//! enforcements + requested executions (one write, before the caller's 2xx)
+//! → bounded queue → workers → `core.st2.generic.actiontrigger` back into
+//! dispatch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -200,8 +201,10 @@ impl Reactor {
         types
     }
 
-    /// Accept one event: validate it, persist it as a pending trigger
-    /// instance, and hand it to matching. Returns once it is durable.
+    /// Accept one event: validate it, match it, and persist the trigger
+    /// instance with its enforcements and requested executions in one
+    /// transaction. Returns once all of it is durable; the executions are
+    /// then queued for the workers.
     #[tracing::instrument(skip_all, fields(trigger = %trigger_type))]
     pub async fn dispatch(
         &self,
@@ -240,24 +243,34 @@ impl Reactor {
             trigger_parameters,
             payload,
             occurrence_time: now_rfc3339(),
-            status: TriggerInstanceStatus::Pending,
+            status: TriggerInstanceStatus::Processed,
         };
-        self.inner.store.insert_trigger_instance(&instance).await?;
-        let (reactor, queued) = (self.clone(), instance.clone());
-        self.spawn(async move { reactor.process(queued).await });
+        // Matching is in memory and fast: do it now, and write the instance
+        // with its enforcements and requested executions in one transaction.
+        // The caller is answered once all of it is durable, and the instance
+        // can never be processed twice.
+        let (enforcements, prepared) = self.decide_and_prepare(&instance);
+        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
+        self.inner
+            .store
+            .insert_processed_trigger_instance(&instance, enforcements, executions)
+            .await?;
+        self.enqueue(prepared).await;
         Ok(instance)
     }
 
-    /// Match one instance and record the outcome in one write.
-    #[tracing::instrument(skip_all, fields(trigger_instance = %instance.id, trace_tag = %instance.trace_tag))]
-    async fn process(&self, instance: TriggerInstance) {
-        let _permit = self.inner.matching.clone().acquire_owned().await;
+    /// The rules' decisions on `instance`, as enforcement records and
+    /// prepared executions.
+    fn decide_and_prepare(
+        &self,
+        instance: &TriggerInstance,
+    ) -> (Vec<RuleEnforcement>, Vec<Prepared>) {
         let index = self.inner.rules.snapshot();
         let kv: Arc<dyn KvLookup> = Arc::new(StoreKv {
             store: self.inner.store.clone(),
             tenant: instance.tenant.clone(),
         });
-        let decisions = decide(&index, &instance, &self.inner.templates, Some(kv));
+        let decisions = decide(&index, instance, &self.inner.templates, Some(kv));
         let mut enforcements = Vec::with_capacity(decisions.len());
         let mut prepared = Vec::new();
         for decision in decisions {
@@ -280,17 +293,37 @@ impl Reactor {
                 Decision::Fail { rule, reason } => (rule, Err(reason)),
             };
             enforcements.push(enforcement(
-                &instance,
+                instance,
                 &rule,
                 outcome.as_ref().map(|p| &p.execution),
             ));
-            if let Ok(p) = outcome {
-                prepared.push(p);
-            } else if let Some(reason) = &enforcements.last().and_then(|e| e.failure_reason.clone())
-            {
-                tracing::warn!(rule = %rule.rule_ref(), %reason, "rule enforcement failed");
+            match outcome {
+                Ok(p) => prepared.push(p),
+                Err(reason) => {
+                    tracing::warn!(rule = %rule.rule_ref(), %reason, "rule enforcement failed")
+                }
             }
         }
+        (enforcements, prepared)
+    }
+
+    /// Hand recorded executions to the workers (waits when the queue is full).
+    async fn enqueue(&self, prepared: Vec<Prepared>) {
+        for p in prepared {
+            if self.inner.jobs.send(p).await.is_err() {
+                tracing::warn!(
+                    "execution queue closed; the execution stays requested until the next start"
+                );
+            }
+        }
+    }
+
+    /// Match an instance left pending by a previous run and record the
+    /// outcome in one write that applies only while it is still pending.
+    #[tracing::instrument(skip_all, fields(trigger_instance = %instance.id, trace_tag = %instance.trace_tag))]
+    async fn process(&self, instance: TriggerInstance) {
+        let _permit = self.inner.matching.clone().acquire_owned().await;
+        let (enforcements, prepared) = self.decide_and_prepare(&instance);
         let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
         match self
             .inner
@@ -304,15 +337,7 @@ impl Reactor {
             )
             .await
         {
-            Ok(true) => {
-                for p in prepared {
-                    if self.inner.jobs.send(p).await.is_err() {
-                        tracing::warn!(
-                            "execution queue closed; the execution stays requested until the next start"
-                        );
-                    }
-                }
-            }
+            Ok(true) => self.enqueue(prepared).await,
             Ok(false) => tracing::debug!("trigger instance was already processed"),
             Err(e) => {
                 tracing::error!(error = %e, "failed to record trigger instance processing; it stays pending")

@@ -92,22 +92,74 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
     Ok(out)
 }
 
+fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &TriggerInstance) -> Result<()> {
+    txn.prepare_cached(&format!(
+        "INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))?
+    .execute(params![
+        ti.id,
+        ti.tenant.as_str(),
+        ti.trigger_type,
+        serde_json::to_string(&ti.trigger_parameters)
+            .map_err(|e| corrupt("trigger parameters", e))?,
+        ti.payload.to_string(),
+        ti.occurrence_time,
+        ti.status.as_str(),
+        ti.trace_tag,
+    ])?;
+    Ok(())
+}
+
+fn insert_outcome(
+    txn: &rusqlite::Transaction<'_>,
+    enforcements: &[RuleEnforcement],
+    executions: &[Execution],
+) -> Result<()> {
+    for e in executions {
+        insert_execution(txn, e)?;
+    }
+    let mut stmt = txn.prepare_cached(&format!(
+        "INSERT INTO rule_enforcements ({RE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?;
+    for re in enforcements {
+        stmt.execute(params![
+            re.id,
+            re.tenant.as_str(),
+            re.rule_ref,
+            re.trigger_instance_id,
+            re.execution_id.as_ref().map(|id| id.as_str().to_owned()),
+            match re.status {
+                EnforcementStatus::Succeeded => "succeeded",
+                EnforcementStatus::Failed => "failed",
+            },
+            re.failure_reason,
+            re.enforced_at,
+            re.trace_tag,
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Persist a new trigger instance (before anyone is told it was accepted).
     pub async fn insert_trigger_instance(&self, ti: &TriggerInstance) -> Result<()> {
         let ti = ti.clone();
+        self.write(move |txn| insert_instance(txn, &ti)).await
+    }
+
+    /// Persist a trigger instance together with the outcome of matching it —
+    /// its enforcements and the executions they requested — in one
+    /// transaction. Used when matching happens before the caller is answered.
+    pub async fn insert_processed_trigger_instance(
+        &self,
+        ti: &TriggerInstance,
+        enforcements: Vec<RuleEnforcement>,
+        executions: Vec<Execution>,
+    ) -> Result<()> {
+        let ti = ti.clone();
         self.write(move |txn| {
-            txn.prepare_cached(&format!("INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?.execute(params![
-                    ti.id,
-                    ti.tenant.as_str(),
-                    ti.trigger_type,
-                    serde_json::Value::Object(ti.trigger_parameters.clone()).to_string(),
-                    ti.payload.to_string(),
-                    ti.occurrence_time,
-                    ti.status.as_str(),
-                    ti.trace_tag,
-                ],)?;
-            Ok(())
+            insert_instance(txn, &ti)?;
+            insert_outcome(txn, &enforcements, &executions)
         })
         .await
     }
@@ -126,32 +178,15 @@ impl Store {
     ) -> Result<bool> {
         let (tenant, instance_id) = (tenant.clone(), instance_id.to_owned());
         self.write(move |txn| {
-            let claimed = txn.prepare_cached("UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')")?.execute(params![tenant.as_str(), instance_id, status.as_str()],)?;
+            let claimed = txn
+                .prepare_cached(
+                    "UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')",
+                )?
+                .execute(params![tenant.as_str(), instance_id, status.as_str()])?;
             if claimed == 0 {
                 return Ok(false);
             }
-            for e in &executions {
-                insert_execution(txn, e)?;
-            }
-            let mut stmt = txn.prepare_cached(&format!(
-                "INSERT INTO rule_enforcements ({RE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?;
-            for re in &enforcements {
-                stmt.execute(params![
-                    re.id,
-                    re.tenant.as_str(),
-                    re.rule_ref,
-                    re.trigger_instance_id,
-                    re.execution_id.as_ref().map(|id| id.as_str().to_owned()),
-                    match re.status {
-                        EnforcementStatus::Succeeded => "succeeded",
-                        EnforcementStatus::Failed => "failed",
-                    },
-                    re.failure_reason,
-                    re.enforced_at,
-                    re.trace_tag,
-                ])?;
-            }
+            insert_outcome(txn, &enforcements, &executions)?;
             Ok(true)
         })
         .await
