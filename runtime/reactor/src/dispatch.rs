@@ -353,19 +353,21 @@ impl Reactor {
             self.inner
                 .running
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            let outcome = self.inner.runner.execute(job).await;
+            let outcome = self.inner.runner.run_to_end(job).await;
+            match outcome {
+                Ok(execution) => self.complete(execution).await,
+                Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
+            }
             self.inner
                 .running
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            match outcome {
-                Ok(execution) => self.emit_completion(&execution).await,
-                Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
-            }
         }
     }
 
-    /// `core.st2.generic.actiontrigger`, with the execution's trace tag.
-    async fn emit_completion(&self, e: &Execution) {
+    /// Record a finished execution with the `core.st2.generic.actiontrigger`
+    /// its completion emits (on the execution's trace), matched like any
+    /// event, in one write.
+    async fn complete(&self, e: Execution) {
         let payload = json!({
             "execution_id": e.id.as_str(),
             "status": e.status.as_str(),
@@ -376,18 +378,29 @@ impl Reactor {
             "parameters": e.parameters,
             "result": e.result,
         });
-        if let Err(err) = self
-            .dispatch(
-                &e.tenant,
-                ACTION_TRIGGER,
-                Map::new(),
-                payload,
-                e.trace_tag.clone(),
-            )
+        let id = new_id();
+        let instance = TriggerInstance {
+            trace_tag: e.trace_tag.clone().unwrap_or_else(|| id.clone()),
+            id,
+            tenant: e.tenant.clone(),
+            trigger_type: ACTION_TRIGGER.to_owned(),
+            trigger_parameters: Map::new(),
+            payload,
+            occurrence_time: now_rfc3339(),
+            status: TriggerInstanceStatus::Processed,
+        };
+        let (enforcements, prepared) = self.decide_and_prepare(&instance);
+        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
+        match self
+            .inner
+            .store
+            .complete_execution(&e, instance, enforcements, executions)
             .await
-            && !matches!(err, DispatchError::ShuttingDown)
         {
-            tracing::error!(error = %err, "failed to emit actiontrigger");
+            Ok(()) => self.enqueue(prepared).await,
+            Err(err) => {
+                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution")
+            }
         }
     }
 

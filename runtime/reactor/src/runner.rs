@@ -156,6 +156,15 @@ impl Runner {
     /// Run an execution whose `requested` record exists, and record the end.
     #[tracing::instrument(skip_all, fields(execution_id = %prepared.execution.id, action = %prepared.execution.action))]
     pub async fn execute(&self, prepared: Prepared) -> Result<Execution, RunError> {
+        let execution = self.run_to_end(prepared).await?;
+        self.store.update_execution(&execution).await?;
+        Ok(execution)
+    }
+
+    /// Record `running`, run the guest, and return the execution in its
+    /// final status — not yet written, so the caller can write it together
+    /// with what its completion causes.
+    pub async fn run_to_end(&self, prepared: Prepared) -> Result<Execution, RunError> {
         let Prepared {
             mut execution,
             parameters,
@@ -195,7 +204,6 @@ impl Runner {
         execution.output = report.output;
         transition(&mut execution, status);
         execution.end_timestamp = execution.log.last().map(|c| c.timestamp.clone());
-        self.store.update_execution(&execution).await?;
         tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
         Ok(execution)
     }

@@ -46,23 +46,7 @@ impl Store {
     /// Write an execution's mutable fields: status, result, output, log, end.
     pub async fn update_execution(&self, execution: &Execution) -> Result<()> {
         let e = execution.clone();
-        self.write(move |txn| {
-            let n = txn.prepare_cached("UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
-                 WHERE tenant_id = ?1 AND id = ?2")?.execute(params![
-                    e.tenant.as_str(),
-                    e.id.as_str(),
-                    e.status.as_str(),
-                    e.result.as_ref().map(json),
-                    json(&e.output),
-                    json(&e.log),
-                    e.end_timestamp,
-                ],)?;
-            if n == 0 {
-                return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |txn| update(txn, &e)).await
     }
 
     /// One execution of `tenant`.
@@ -123,6 +107,28 @@ impl Store {
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
     }
+}
+
+/// Update inside an open transaction.
+pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<()> {
+    let n = txn
+        .prepare_cached(
+            "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
+             WHERE tenant_id = ?1 AND id = ?2",
+        )?
+        .execute(params![
+            e.tenant.as_str(),
+            e.id.as_str(),
+            e.status.as_str(),
+            e.result.as_ref().map(json),
+            json(&e.output),
+            json(&e.log),
+            e.end_timestamp,
+        ])?;
+    if n == 0 {
+        return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
+    }
+    Ok(())
 }
 
 /// Insert inside an open transaction (shared with trigger processing).

@@ -164,6 +164,25 @@ impl Store {
         .await
     }
 
+    /// Record an execution's final state together with the trigger instance
+    /// its completion emits (and what that instance's rules requested), in
+    /// one transaction: a completion is never recorded without its event.
+    pub async fn complete_execution(
+        &self,
+        execution: &Execution,
+        emitted: TriggerInstance,
+        enforcements: Vec<RuleEnforcement>,
+        executions: Vec<Execution>,
+    ) -> Result<()> {
+        let finished = execution.clone();
+        self.write(move |txn| {
+            crate::executions::update(txn, &finished)?;
+            insert_instance(txn, &emitted)?;
+            insert_outcome(txn, &enforcements, &executions)
+        })
+        .await
+    }
+
     /// The outcome of processing one trigger instance, in one transaction:
     /// its enforcements, the executions they requested, its new status.
     /// An instance that is no longer pending is left alone (processed once).
