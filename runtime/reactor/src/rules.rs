@@ -158,7 +158,13 @@ pub fn load_rules(
                     ),
                 }));
             }
-            packs.action(&rule.action)?;
+            if let Err(e) = packs.action(&rule.action) {
+                return Err(PackError::Manifest(ManifestError {
+                    file,
+                    field: Some("action.ref".into()),
+                    message: e.to_string(),
+                }));
+            }
             rules.insert((tenant.clone(), rule.rule_ref()), Arc::new(rule));
         }
     }
