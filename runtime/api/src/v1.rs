@@ -130,7 +130,13 @@ async fn webhook(
             .dispatch(&tenant(), trigger, Map::new(), payload, tag)
             .await?
     } else {
-        if !webhook_urls(&state).contains(&url) {
+        let mut params = Map::new();
+        params.insert("url".into(), Value::String(url.clone()));
+        if reactor
+            .rules()
+            .candidates(&tenant(), WEBHOOK, &params)
+            .is_empty()
+        {
             return Err(ApiError::NotFound(format!(
                 "no enabled rule listens on webhook '{url}'"
             )));
@@ -144,8 +150,6 @@ async fn webhook(
                 header_map.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
             }
         }
-        let mut params = Map::new();
-        params.insert("url".into(), Value::String(url.clone()));
         let payload = json!({"headers": header_map, "body": body});
         reactor
             .dispatch(&tenant(), WEBHOOK, params, payload, trace_tag)

@@ -342,7 +342,7 @@ async fn wait_for_succeeded(store: &Store, n: usize) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("executions did not finish within 300 s");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

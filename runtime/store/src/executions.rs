@@ -67,43 +67,42 @@ impl Store {
         Ok(self.list_executions_counted(filter)?.0)
     }
 
-    /// [`Store::list_executions`] and how many match in all.
+    /// [`Store::list_executions`] and how many match in all. Only the
+    /// filters given appear in the SQL, so SQLite can use the index that
+    /// serves them (a `?x IS NULL OR ...` clause would force a table scan).
     pub fn list_executions_counted(
         &self,
         filter: &ExecutionFilter,
     ) -> Result<(Vec<Execution>, u64)> {
-        const WHERE: &str = "tenant_id = ?1 AND (?2 IS NULL OR action_ref = ?2) AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR trigger_instance_id = ?4)";
+        let mut clauses = vec!["tenant_id = ?"];
+        let mut args: Vec<String> = vec![filter.tenant.as_str().to_owned()];
+        if let Some(action) = &filter.action {
+            clauses.push("action_ref = ?");
+            args.push(action.to_string());
+        }
+        if let Some(status) = filter.status {
+            clauses.push("status = ?");
+            args.push(status.as_str().to_owned());
+        }
+        if let Some(ti) = &filter.trigger_instance {
+            clauses.push("trigger_instance_id = ?");
+            args.push(ti.clone());
+        }
+        let filter_sql = clauses.join(" AND ");
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
         self.read(|conn| {
-            let action = filter.action.as_ref().map(ToString::to_string);
-            let status = filter.status.map(ExecutionStatus::as_str);
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM executions WHERE {WHERE} ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+                "SELECT {COLUMNS} FROM executions WHERE {filter_sql} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
             ))?;
-            let rows = stmt.query_map(
-                params![
-                    filter.tenant.as_str(),
-                    action,
-                    status,
-                    filter.trigger_instance,
-                    i64::try_from(filter.limit).unwrap_or(i64::MAX),
-                    i64::try_from(filter.offset).unwrap_or(i64::MAX),
-                ],
-                |row| Ok(from_row(row)),
-            )?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| Ok(from_row(row)))?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(row??);
             }
-            let total: i64 = conn.query_row(
-                &format!("SELECT count(*) FROM executions WHERE {WHERE}"),
-                params![
-                    filter.tenant.as_str(),
-                    action,
-                    status,
-                    filter.trigger_instance
-                ],
-                |r| r.get(0),
-            )?;
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT count(*) FROM executions WHERE {filter_sql}"))?
+                .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
     }

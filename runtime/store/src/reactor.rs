@@ -39,6 +39,20 @@ impl Page {
     }
 }
 
+/// `tenant_id = ? AND col = ? ...` for the filters that are set, so SQLite
+/// can pick the index that serves them.
+fn where_clause(tenant: &TenantId, filters: &[(&str, Option<&str>)]) -> (String, Vec<String>) {
+    let mut sql = String::from("tenant_id = ?");
+    let mut args = vec![tenant.as_str().to_owned()];
+    for (column, value) in filters {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push((*value).to_owned());
+        }
+    }
+    (sql, args)
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt(format!("{what}: {e}"))
 }
@@ -280,20 +294,15 @@ impl Store {
         trigger_type: Option<&str>,
         page: Page,
     ) -> Result<(Vec<TriggerInstance>, u64)> {
-        let (limit, offset) = page.sql();
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND (?2 IS NULL OR trigger_type = ?2)
-                 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-            ))?;
-            let items = collect(stmt.query_map(params![tenant.as_str(), trigger_type, limit, offset], |row| Ok(ti_from_row(row)))?)?;
-            let total: i64 = conn.query_row(
-                "SELECT count(*) FROM trigger_instances WHERE tenant_id = ?1 AND (?2 IS NULL OR trigger_type = ?2)",
-                params![tenant.as_str(), trigger_type],
-                |r| r.get(0),
-            )?;
-            Ok((items, u64::try_from(total).unwrap_or(0)))
-        })
+        let (filter, args) = where_clause(tenant, &[("trigger_type", trigger_type)]);
+        self.list_page(
+            "trigger_instances",
+            TI_COLUMNS,
+            &filter,
+            &args,
+            page,
+            ti_from_row,
+        )
     }
 
     /// Newest first, optionally of one rule or trigger instance; with the total.
@@ -304,18 +313,41 @@ impl Store {
         trigger_instance: Option<&str>,
         page: Page,
     ) -> Result<(Vec<RuleEnforcement>, u64)> {
+        let (filter, args) = where_clause(
+            tenant,
+            &[
+                ("rule_ref", rule_ref),
+                ("trigger_instance_id", trigger_instance),
+            ],
+        );
+        self.list_page(
+            "rule_enforcements",
+            RE_COLUMNS,
+            &filter,
+            &args,
+            page,
+            re_from_row,
+        )
+    }
+
+    fn list_page<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        filter: &str,
+        args: &[String],
+        page: Page,
+        from_row: fn(&Row<'_>) -> Result<T>,
+    ) -> Result<(Vec<T>, u64)> {
         let (limit, offset) = page.sql();
         self.read(|conn| {
-            let filter = "tenant_id = ?1 AND (?2 IS NULL OR rule_ref = ?2) AND (?3 IS NULL OR trigger_instance_id = ?3)";
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE {filter} ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+                "SELECT {columns} FROM {table} WHERE {filter} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
             ))?;
-            let items = collect(stmt.query_map(params![tenant.as_str(), rule_ref, trigger_instance, limit, offset], |row| Ok(re_from_row(row)))?)?;
-            let total: i64 = conn.query_row(
-                &format!("SELECT count(*) FROM rule_enforcements WHERE {filter}"),
-                params![tenant.as_str(), rule_ref, trigger_instance],
-                |r| r.get(0),
-            )?;
+            let items = collect(stmt.query_map(rusqlite::params_from_iter(args), |row| Ok(from_row(row)))?)?;
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE {filter}"))?
+                .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
             Ok((items, u64::try_from(total).unwrap_or(0)))
         })
     }
