@@ -184,5 +184,9 @@ fn configure(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> 
         if synchronous_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer wraps every job in a savepoint; SQLite keeps a savepoint's
+    // sub-journal in a temp file unless told otherwise, and writing it was
+    // the writer's largest cost. Keep it in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
