@@ -205,6 +205,16 @@ async fn webhook_runs_the_matching_rule_and_links_one_trace() {
         .await;
     assert_eq!(ti["status"], "processed");
     assert_eq!(ti["payload"]["body"]["host"], "db-1");
+    assert_eq!(
+        ti["payload"]["headers_lower"]["st2-trace-tag"],
+        "incident-42"
+    );
+
+    // StackStorm ignores leading and trailing slashes in webhook URLs.
+    let r = s
+        .post("/api/v1/webhooks/alerts/", &json!({"severity": "low"}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
 
     // The completion was emitted as core.st2.generic.actiontrigger, on the same trace.
     let trace = s

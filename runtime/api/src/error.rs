@@ -73,9 +73,11 @@ impl From<DispatchError> for ApiError {
 
 impl From<RuleChangeError> for ApiError {
     fn from(e: RuleChangeError) -> Self {
-        match e {
-            RuleChangeError::Store(e) => e.into(),
-            other => Self::BadRequest(other.to_string()),
+        match &e {
+            RuleChangeError::Store(_) => Self::Internal(e.to_string()),
+            RuleChangeError::Exists(_) => Self::Conflict(e.to_string()),
+            RuleChangeError::NotFound(_) => Self::NotFound(e.to_string()),
+            _ => Self::BadRequest(e.to_string()),
         }
     }
 }

@@ -45,6 +45,18 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/traces/{id}", get(get_trace))
 }
 
+/// Run a store read on tokio's blocking pool: SQLite calls block.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&squall_store::Store) -> squall_store::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let store = state.reactor.store().clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
 fn tenant() -> TenantId {
     TenantId::default_tenant()
 }
@@ -112,6 +124,8 @@ async fn webhook(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let reactor = &state.reactor;
+    // StackStorm ignores leading and trailing slashes in webhook URLs.
+    let url = url.trim_matches('/').to_owned();
     let instance = if url == "st2" {
         // StackStorm's generic hook: {"trigger": "<type ref>", "payload": {...}}.
         let trigger = body.get("trigger").and_then(Value::as_str).ok_or_else(|| {
@@ -147,10 +161,23 @@ async fn webhook(
                 continue;
             }
             if let Ok(v) = value.to_str() {
-                header_map.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+                // A repeated header keeps every value, comma-joined (RFC 9110).
+                match header_map.get_mut(name.as_str()) {
+                    Some(Value::String(prev)) => {
+                        prev.push_str(", ");
+                        prev.push_str(v);
+                    }
+                    _ => {
+                        header_map.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+                    }
+                }
             }
         }
-        let payload = json!({"headers": header_map, "body": body});
+        let headers_lower: Map<String, Value> = header_map
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let payload = json!({"headers": header_map, "headers_lower": headers_lower, "body": body});
         reactor
             .dispatch(&tenant(), WEBHOOK, params, payload, trace_tag)
             .await?
@@ -223,7 +250,10 @@ async fn list_triggers(
 ) -> ApiResult<Response> {
     let rules = state.reactor.rules();
     let mut seen = BTreeSet::new();
-    for rule in rules.all.values() {
+    for ((t, _), rule) in &rules.all {
+        if *t != tenant() {
+            continue;
+        }
         let params = Value::Object(rule.trigger_parameters.clone());
         seen.insert((rule.trigger_type.clone(), params.to_string()));
     }
@@ -251,11 +281,10 @@ async fn list_trigger_instances(
     ApiQuery(q): ApiQuery<InstanceQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let (items, total) =
-        state
-            .reactor
-            .store()
-            .list_trigger_instances(&tenant(), q.trigger.as_deref(), page)?;
+    let (items, total) = read(&state, move |s| {
+        s.list_trigger_instances(&tenant(), q.trigger.as_deref(), page)
+    })
+    .await?;
     Ok(listing(
         items.iter().map(shapes::trigger_instance).collect(),
         total,
@@ -267,14 +296,23 @@ async fn get_trigger_instance(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let ti = state.reactor.store().get_trigger_instance(&tenant(), &id)?;
+    let ti = read(&state, {
+        let id = id.clone();
+        move |s| s.get_trigger_instance(&tenant(), &id)
+    })
+    .await?;
     ti.map(|ti| Json(shapes::trigger_instance(&ti)))
         .ok_or_else(|| ApiError::NotFound(format!("trigger instance '{id}' not found")))
 }
 
 /// Dispatch a copy of a trigger instance (StackStorm's re_emit).
 async fn re_emit(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let Some(ti) = state.reactor.store().get_trigger_instance(&tenant(), &id)? else {
+    let found = read(&state, {
+        let id = id.clone();
+        move |s| s.get_trigger_instance(&tenant(), &id)
+    })
+    .await?;
+    let Some(ti) = found else {
         return Err(ApiError::NotFound(format!(
             "trigger instance '{id}' not found"
         )));
@@ -307,12 +345,15 @@ async fn list_enforcements(
     ApiQuery(q): ApiQuery<EnforcementQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let (items, total) = state.reactor.store().list_enforcements(
-        &tenant(),
-        q.rule_ref.as_deref(),
-        q.trigger_instance.as_deref(),
-        page,
-    )?;
+    let (items, total) = read(&state, move |s| {
+        s.list_enforcements(
+            &tenant(),
+            q.rule_ref.as_deref(),
+            q.trigger_instance.as_deref(),
+            page,
+        )
+    })
+    .await?;
     Ok(listing(
         items.iter().map(shapes::enforcement).collect(),
         total,
@@ -324,7 +365,11 @@ async fn get_enforcement(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let re = state.reactor.store().get_enforcement(&tenant(), &id)?;
+    let re = read(&state, {
+        let id = id.clone();
+        move |s| s.get_enforcement(&tenant(), &id)
+    })
+    .await?;
     re.map(|re| Json(shapes::enforcement(&re)))
         .ok_or_else(|| ApiError::NotFound(format!("rule enforcement '{id}' not found")))
 }
@@ -396,19 +441,8 @@ async fn create_rule(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let rule = parse_rule(&state, body)?;
-    if state
-        .reactor
-        .rules()
-        .all
-        .contains_key(&(tenant(), rule.rule_ref()))
-    {
-        return Err(ApiError::Conflict(format!(
-            "rule '{}' already exists",
-            rule.rule_ref()
-        )));
-    }
     let shape = shapes::rule(&rule);
-    state.reactor.put_rule(&tenant(), rule).await?;
+    state.reactor.put_rule(&tenant(), rule, false).await?;
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
@@ -417,7 +451,6 @@ async fn update_rule(
     Path(r): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    find_rule(&state, &r)?;
     let rule = parse_rule(&state, body)?;
     if rule.rule_ref() != r {
         return Err(ApiError::BadRequest(format!(
@@ -426,7 +459,7 @@ async fn update_rule(
         )));
     }
     let shape = shapes::rule(&rule);
-    state.reactor.put_rule(&tenant(), rule).await?;
+    state.reactor.put_rule(&tenant(), rule, true).await?;
     Ok(Json(shape))
 }
 
@@ -434,11 +467,8 @@ async fn delete_rule(
     State(state): State<AppState>,
     Path(r): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if state.reactor.delete_rule(&tenant(), &r).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("rule '{r}' not found")))
-    }
+    state.reactor.delete_rule(&tenant(), &r).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // --- executions ---------------------------------------------------------------
@@ -470,7 +500,7 @@ async fn list_executions(
     filter.trigger_instance = q.trigger_instance;
     filter.limit = page.limit;
     filter.offset = page.offset;
-    let (items, total) = state.reactor.store().list_executions_counted(&filter)?;
+    let (items, total) = read(&state, move |s| s.list_executions_counted(&filter)).await?;
     Ok(listing(
         items.iter().map(shapes::execution).collect(),
         total,
@@ -485,7 +515,11 @@ async fn get_execution(
     let id: ExecutionId = id
         .parse()
         .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
-    let e = state.reactor.store().get_execution(&tenant(), &id)?;
+    let e = read(&state, {
+        let id = id.clone();
+        move |s| s.get_execution(&tenant(), &id)
+    })
+    .await?;
     e.map(|e| Json(shapes::execution(&e)))
         .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' not found")))
 }
@@ -506,7 +540,11 @@ async fn list_traces(
             "give ?trace_tag=... to find a trace".into(),
         ));
     };
-    let trace = state.reactor.store().trace(&tenant(), &tag)?;
+    let trace = read(&state, {
+        let tag = tag.clone();
+        move |s| s.trace(&tenant(), &tag)
+    })
+    .await?;
     if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
         return Ok(Json(json!([])));
     }
@@ -517,7 +555,11 @@ async fn get_trace(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let trace = state.reactor.store().trace(&tenant(), &id)?;
+    let trace = read(&state, {
+        let id = id.clone();
+        move |s| s.trace(&tenant(), &id)
+    })
+    .await?;
     if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
         return Err(ApiError::NotFound(format!("trace '{id}' not found")));
     }

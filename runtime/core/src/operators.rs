@@ -142,10 +142,14 @@ impl Operator {
             Self::IEquals => {
                 strs(value, pattern).is_some_and(|(v, p)| v.to_lowercase() == p.to_lowercase())
             }
-            Self::Contains => value.is_some_and(|v| contains(v, pattern, false)),
-            Self::IContains => value.is_some_and(|v| contains(v, pattern, true)),
-            Self::NContains => !value.is_some_and(|v| contains(v, pattern, false)),
-            Self::INContains => !value.is_some_and(|v| contains(v, pattern, true)),
+            // `pattern in value`; where Python would raise (a missing value,
+            // a number), StackStorm's filter counts no match, negated or not.
+            Self::Contains => value.and_then(|v| contains(v, pattern)) == Some(true),
+            Self::IContains => strs(value, pattern)
+                .is_some_and(|(v, p)| v.to_lowercase().contains(&p.to_lowercase())),
+            Self::NContains => value.and_then(|v| contains(v, pattern)) == Some(false),
+            Self::INContains => strs(value, pattern)
+                .is_some_and(|(v, p)| !v.to_lowercase().contains(&p.to_lowercase())),
             Self::StartsWith => strs(value, pattern).is_some_and(|(v, p)| v.starts_with(p)),
             Self::IStartsWith => strs(value, pattern)
                 .is_some_and(|(v, p)| v.to_lowercase().starts_with(&p.to_lowercase())),
@@ -187,6 +191,10 @@ impl Operator {
                 };
                 match value.and_then(Value::as_str).and_then(parse_time) {
                     Some(t) => {
+                        // Total seconds. StackStorm compares `timedelta.seconds`,
+                        // the remainder within a day, so an event two days old
+                        // passes its `timediff_lt: 60` at the right minute; we
+                        // take that for a bug and do not copy it.
                         let age = (time::OffsetDateTime::now_utc() - t).as_seconds_f64();
                         if self == Self::TimeDiffLt {
                             age < limit
@@ -197,8 +205,8 @@ impl Operator {
                     None => false,
                 }
             }
-            Self::Inside => value.is_some_and(|v| contains(pattern, v, false)),
-            Self::NInside => !value.is_some_and(|v| contains(pattern, v, false)),
+            Self::Inside => value.and_then(|v| contains(pattern, v)) == Some(true),
+            Self::NInside => value.and_then(|v| contains(pattern, v)) == Some(false),
             Self::Search => return Err(err("search needs a condition and nested criteria".into())),
         })
     }
@@ -267,8 +275,9 @@ impl Operator {
         for item in &items {
             outcomes.push(item_matches(item, all_criteria)?);
         }
+        // Python's all([]) is True, any([]) is False.
         Ok(if every_item {
-            !outcomes.is_empty() && outcomes.iter().all(|m| *m)
+            outcomes.iter().all(|m| *m)
         } else {
             outcomes.iter().any(|m| *m)
         })
@@ -306,22 +315,14 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// `needle in haystack` for strings (substring) and lists (membership).
-fn contains(haystack: &Value, needle: &Value, ignore_case: bool) -> bool {
+/// Python's `needle in haystack`: substring for strings, membership for
+/// lists, key for mappings; `None` where Python raises a TypeError.
+fn contains(haystack: &Value, needle: &Value) -> Option<bool> {
     match haystack {
-        Value::String(h) => match needle.as_str() {
-            Some(n) if ignore_case => h.to_lowercase().contains(&n.to_lowercase()),
-            Some(n) => h.contains(n),
-            None => false,
-        },
-        Value::Array(items) => items.iter().any(|item| match (item, needle) {
-            (Value::String(i), Value::String(n)) if ignore_case => {
-                i.to_lowercase() == n.to_lowercase()
-            }
-            _ => json_eq(item, needle),
-        }),
-        Value::Object(map) => needle.as_str().is_some_and(|n| map.contains_key(n)),
-        _ => false,
+        Value::String(h) => needle.as_str().map(|n| h.contains(n)),
+        Value::Array(items) => Some(items.iter().any(|item| json_eq(item, needle))),
+        Value::Object(map) => needle.as_str().map(|n| map.contains_key(n)),
+        _ => None,
     }
 }
 
@@ -394,8 +395,11 @@ mod tests {
             (&["icontains"], json!("Hello"), json!("bye"), false),
             (&["ncontains"], json!("hello"), json!("xyz"), true),
             (&["ncontains"], json!("hello"), json!("ell"), false),
+            (&["ncontains"], json!(12345), json!("3"), false),
+            (&["ncontains"], json!(["a"]), json!("b"), true),
             (&["incontains"], json!("Hello"), json!("XYZ"), true),
             (&["incontains"], json!("Hello"), json!("ELL"), false),
+            (&["incontains"], json!(["a"]), json!("B"), false),
             (&["startswith"], json!("foobar"), json!("foo"), true),
             (&["startswith"], json!("foobar"), json!("Foo"), false),
             (&["istartswith"], json!("foobar"), json!("FOO"), true),
@@ -470,6 +474,7 @@ mod tests {
             (&["inside", "in"], json!(2), json!("123"), false),
             (&["ninside", "nin"], json!("z"), json!(["a", "b"]), true),
             (&["ninside", "nin"], json!("a"), json!(["a", "b"]), false),
+            (&["ninside", "nin"], json!(2), json!("123"), false),
         ]
     }
 
@@ -495,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_keys_match_only_nexists_and_negations() {
+    fn missing_keys_match_only_nexists_and_nequals() {
         for (name, op) in NAMES {
             if op == Operator::Search {
                 continue;
@@ -506,14 +511,9 @@ mod tests {
                 json!("x")
             };
             let got = op.apply(None, &pattern).expect("valid pattern");
-            let expected = matches!(
-                op,
-                Operator::NExists
-                    | Operator::NEquals
-                    | Operator::NContains
-                    | Operator::INContains
-                    | Operator::NInside
-            );
+            // Only these hold for a missing value: the others raise in
+            // StackStorm (`"x" not in None`) and so do not match.
+            let expected = matches!(op, Operator::NExists | Operator::NEquals);
             assert_eq!(got, expected, "{name} on a missing key");
         }
     }
@@ -571,6 +571,11 @@ mod tests {
         ));
         assert!(!Operator::apply_search(None, SearchCondition::Any, &pattern).expect("valid"));
         assert!(!search(SearchCondition::Any, &json!(5), &pattern));
+        // Python's all([]) and any([]) on an empty list.
+        assert!(search(SearchCondition::All, &json!([]), &pattern));
+        assert!(search(SearchCondition::All2Any, &json!([]), &pattern));
+        assert!(!search(SearchCondition::Any, &json!([]), &pattern));
+        assert!(!search(SearchCondition::Any2Any, &json!([]), &pattern));
         // Nested paths inside items.
         let nested = json!([{"meta": {"tags": ["a", "b"]}}]);
         let p = json!({"item.meta.tags": {"type": "contains", "pattern": "b"}});

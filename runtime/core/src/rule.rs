@@ -191,6 +191,13 @@ impl Rule {
                 ),
             ));
         }
+        let mut trigger_parameters = raw.trigger.parameters;
+        if raw.trigger.trigger_type == crate::trigger::WEBHOOK
+            && let Some(Value::String(url)) = trigger_parameters.get_mut("url")
+        {
+            // StackStorm ignores leading and trailing slashes in webhook URLs.
+            *url = url.trim_matches('/').to_owned();
+        }
         let action: ActionRef = raw
             .action
             .action_ref
@@ -275,7 +282,7 @@ impl Rule {
             enabled: raw.enabled,
             kind,
             trigger_type: raw.trigger.trigger_type,
-            trigger_parameters: raw.trigger.parameters,
+            trigger_parameters,
             criteria,
             action,
             action_parameters: raw.action.parameters,
@@ -504,6 +511,12 @@ action: {ref: core.noop}
                 .to_string()
                 .contains("must start with 'item.'")
         );
+    }
+
+    #[test]
+    fn webhook_urls_lose_their_slashes_as_in_stackstorm() {
+        let rule = parse("name: w\ntrigger: {type: core.st2.webhook, parameters: {url: /alerts/}}\naction: {ref: core.noop}\n").expect("valid");
+        assert_eq!(rule.trigger_parameters["url"], json!("alerts"));
     }
 
     #[test]

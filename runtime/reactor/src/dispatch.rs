@@ -4,7 +4,7 @@
 //! dispatch.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use squall_core::rule::Rule;
@@ -12,16 +12,16 @@ use squall_core::template::{KvLookup, Templates};
 use squall_core::time::now_rfc3339;
 use squall_core::trigger::{
     ACTION_TRIGGER, EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
-    TriggerType, builtin_trigger_types, new_id,
+    TriggerType, new_id,
 };
 use squall_core::{Execution, TenantId};
 use squall_store::Store;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::engine::{Decision, decide};
-use crate::packs::{PackError, PackSet};
-use crate::rules::{RuleIndex, RuleRegistry, load_rules};
+use crate::packs::PackError;
+use crate::rules::{RuleIndex, RuleRegistry, check_rule, load_rules, trigger_types_of};
 use crate::runner::{Prepared, RunRequest, Runner};
 use crate::timers::{self, TimerKey, Timers};
 
@@ -32,8 +32,6 @@ pub struct ReactorConfig {
     pub workers: usize,
     /// Executions waiting for a worker before dispatch waits too.
     pub queue: usize,
-    /// Trigger instances being matched at once.
-    pub matching: usize,
 }
 
 impl Default for ReactorConfig {
@@ -41,7 +39,6 @@ impl Default for ReactorConfig {
         Self {
             workers: 64,
             queue: 4096,
-            matching: 256,
         }
     }
 }
@@ -69,6 +66,10 @@ pub enum RuleChangeError {
     Invalid(#[from] PackError),
     #[error("{0}")]
     Trigger(String),
+    #[error("rule '{0}' already exists")]
+    Exists(String),
+    #[error("rule '{0}' not found")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] squall_store::Error),
 }
@@ -84,11 +85,11 @@ struct Inner {
     store: Store,
     runner: Runner,
     rules: RuleRegistry,
-    trigger_types: RwLock<HashMap<String, TriggerType>>,
+    trigger_types: HashMap<String, TriggerType>,
+    /// Serializes rule changes: check, persist, rebuild.
+    rule_changes: tokio::sync::Mutex<()>,
     templates: Templates,
     jobs: mpsc::Sender<Prepared>,
-    matching: Arc<Semaphore>,
-    matching_total: usize,
     /// Executions being run by workers right now.
     running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
@@ -120,30 +121,31 @@ impl KvLookup for StoreKv {
 }
 
 impl Reactor {
-    /// Load rules, start the workers and timers, and pick up what a previous
-    /// run left: trigger instances not yet processed, executions still
-    /// `requested`.
+    /// Load rules, start the workers, pick up what a previous run left
+    /// (executions `running` become `abandoned`, `requested` ones run), then
+    /// start the timers.
     pub async fn start(
         store: Store,
         runner: Runner,
         config: &ReactorConfig,
     ) -> Result<Self, RuleChangeError> {
         let templates = Templates::new();
+        let trigger_types = trigger_types_of(runner.packs());
         let changes = store.rule_changes()?;
-        let rules = load_rules(runner.packs(), &changes, &templates)?;
+        let rules = load_rules(runner.packs(), &changes, &templates, |rule| {
+            check_rule(&trigger_types, runner.packs(), rule)
+        })?;
         let registry = RuleRegistry::default();
         registry.replace(RuleIndex::build(rules));
-        let trigger_types = trigger_types_of(runner.packs());
         let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
         let inner = Arc::new(Inner {
             store,
             runner,
             rules: registry,
-            trigger_types: RwLock::new(trigger_types),
+            trigger_types,
+            rule_changes: tokio::sync::Mutex::new(()),
             templates,
             jobs: jobs_tx,
-            matching: Arc::new(Semaphore::new(config.matching.max(1))),
-            matching_total: config.matching.max(1),
             running: 0.into(),
             timers: Mutex::new(Timers::default()),
             tasks: Mutex::new(JoinSet::new()),
@@ -155,10 +157,12 @@ impl Reactor {
             let (reactor, rx) = (reactor.clone(), jobs_rx.clone());
             reactor.clone().spawn(async move { reactor.work(rx).await });
         }
+        // Recover before the timers start, so nothing they request is
+        // mistaken for work left by the previous run.
+        reactor.recover().await?;
         reactor
             .reconcile_timers()
             .map_err(RuleChangeError::Trigger)?;
-        reactor.recover().await?;
         Ok(reactor)
     }
 
@@ -189,14 +193,7 @@ impl Reactor {
 
     /// Every trigger type, by ref.
     pub fn trigger_types(&self) -> Vec<TriggerType> {
-        let mut types: Vec<_> = self
-            .inner
-            .trigger_types
-            .read()
-            .expect("trigger type lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let mut types: Vec<_> = self.inner.trigger_types.values().cloned().collect();
         types.sort_by(|a, b| a.trigger_ref.cmp(&b.trigger_ref));
         types
     }
@@ -217,21 +214,16 @@ impl Reactor {
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(DispatchError::ShuttingDown);
         }
-        {
-            let types = self
-                .inner
-                .trigger_types
-                .read()
-                .expect("trigger type lock poisoned");
-            let tt = types
-                .get(trigger_type)
-                .ok_or_else(|| DispatchError::UnknownTriggerType(trigger_type.to_owned()))?;
-            let invalid = |message| DispatchError::Invalid {
+        let tt = self
+            .inner
+            .trigger_types
+            .get(trigger_type)
+            .ok_or_else(|| DispatchError::UnknownTriggerType(trigger_type.to_owned()))?;
+        tt.validate_payload(&payload)
+            .map_err(|message| DispatchError::Invalid {
                 trigger_type: trigger_type.to_owned(),
                 message,
-            };
-            tt.validate_payload(&payload).map_err(invalid)?;
-        }
+            })?;
         let id = new_id();
         let instance = TriggerInstance {
             trace_tag: trace_tag
@@ -318,33 +310,6 @@ impl Reactor {
         }
     }
 
-    /// Match an instance left pending by a previous run and record the
-    /// outcome in one write that applies only while it is still pending.
-    #[tracing::instrument(skip_all, fields(trigger_instance = %instance.id, trace_tag = %instance.trace_tag))]
-    async fn process(&self, instance: TriggerInstance) {
-        let _permit = self.inner.matching.clone().acquire_owned().await;
-        let (enforcements, prepared) = self.decide_and_prepare(&instance);
-        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
-        match self
-            .inner
-            .store
-            .record_processing(
-                &instance.tenant,
-                &instance.id,
-                TriggerInstanceStatus::Processed,
-                enforcements,
-                executions,
-            )
-            .await
-        {
-            Ok(true) => self.enqueue(prepared).await,
-            Ok(false) => tracing::debug!("trigger instance was already processed"),
-            Err(e) => {
-                tracing::error!(error = %e, "failed to record trigger instance processing; it stays pending")
-            }
-        }
-    }
-
     async fn work(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Prepared>>>) {
         loop {
             let Some(job) = jobs.lock().await.recv().await else {
@@ -397,14 +362,25 @@ impl Reactor {
             .complete_execution(&e, instance, enforcements, executions)
             .await
         {
-            Ok(()) => self.enqueue(prepared).await,
+            // Workers are the queue's only consumers: one waiting for room
+            // in it could wait forever. Hand the follow-ups to a task.
+            Ok(()) if !prepared.is_empty() => {
+                let reactor = self.clone();
+                tokio::spawn(async move { reactor.enqueue(prepared).await });
+            }
+            Ok(()) => {}
             Err(err) => {
-                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution")
+                // Record the end at least, so it does not stay `running`.
+                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its actiontrigger");
+                if let Err(err) = self.inner.store.update_execution(&e).await {
+                    tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
+                }
             }
         }
     }
 
-    /// Resume what a previous run left.
+    /// Resume what a previous run left: executions still `running` are
+    /// marked `abandoned`, executions still `requested` are queued in order.
     async fn recover(&self) -> Result<(), squall_store::Error> {
         let abandoned = self.inner.store.abandon_running_executions().await?;
         if abandoned > 0 {
@@ -413,27 +389,18 @@ impl Reactor {
                 "executions left running by the previous run are marked abandoned"
             );
         }
-        let pending = self.inner.store.unprocessed_trigger_instances()?;
         let requested = self.inner.store.requested_executions()?;
-        if !pending.is_empty() || !requested.is_empty() {
-            tracing::info!(
-                trigger_instances = pending.len(),
-                executions = requested.len(),
-                "resuming work left by the previous run"
-            );
+        if requested.is_empty() {
+            return Ok(());
         }
-        for instance in pending {
-            let reactor = self.clone();
-            self.spawn(async move { reactor.process(instance).await });
-        }
+        tracing::info!(
+            executions = requested.len(),
+            "resuming executions left requested"
+        );
+        let mut resumed = Vec::new();
         for execution in requested {
             match self.inner.runner.resume(execution.clone()) {
-                Ok(prepared) => {
-                    let jobs = self.inner.jobs.clone();
-                    self.spawn(async move {
-                        let _ = jobs.send(prepared).await;
-                    });
-                }
+                Ok(prepared) => resumed.push(prepared),
                 Err(e) => {
                     let mut failed = execution;
                     failed.status = squall_core::ExecutionStatus::Failed;
@@ -449,30 +416,32 @@ impl Reactor {
                 }
             }
         }
+        let reactor = self.clone();
+        tokio::spawn(async move { reactor.enqueue(resumed).await });
         Ok(())
     }
 
-    /// Create or replace a rule of `tenant` (persisted; packs' copies are
-    /// overridden), then rebuild the index.
-    pub async fn put_rule(&self, tenant: &TenantId, rule: Rule) -> Result<(), RuleChangeError> {
-        self.inner.runner.packs().action(&rule.action)?;
-        {
-            let types = self
-                .inner
-                .trigger_types
-                .read()
-                .expect("trigger type lock poisoned");
-            let tt = types.get(&rule.trigger_type).ok_or_else(|| {
-                RuleChangeError::Trigger(format!("unknown trigger type '{}'", rule.trigger_type))
-            })?;
-            tt.validate_parameters(&Value::Object(rule.trigger_parameters.clone()))
-                .map_err(RuleChangeError::Trigger)?;
-        }
-        if is_timer(&rule.trigger_type) {
-            timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
-                .map_err(|e| RuleChangeError::Trigger(format!("trigger.parameters: {e}")))?;
-        }
+    /// Create (`replace: false`) or replace (`replace: true`) a rule of
+    /// `tenant`: checked, persisted (overriding a pack's copy), then live.
+    pub async fn put_rule(
+        &self,
+        tenant: &TenantId,
+        rule: Rule,
+        replace: bool,
+    ) -> Result<(), RuleChangeError> {
+        check_rule(&self.inner.trigger_types, self.inner.runner.packs(), &rule)
+            .map_err(RuleChangeError::Trigger)?;
         let rule_ref = rule.rule_ref();
+        let _serial = self.inner.rule_changes.lock().await;
+        let exists = self
+            .rules()
+            .all
+            .contains_key(&(tenant.clone(), rule_ref.clone()));
+        match (exists, replace) {
+            (true, false) => return Err(RuleChangeError::Exists(rule_ref)),
+            (false, true) => return Err(RuleChangeError::NotFound(rule_ref)),
+            _ => {}
+        }
         self.inner
             .store
             .put_rule(tenant, &rule_ref, Some(rule.source.to_string()))
@@ -482,21 +451,21 @@ impl Reactor {
         })
     }
 
-    /// Delete a rule; `false` when it did not exist.
+    /// Delete a rule.
     pub async fn delete_rule(
         &self,
         tenant: &TenantId,
         rule_ref: &str,
-    ) -> Result<bool, RuleChangeError> {
+    ) -> Result<(), RuleChangeError> {
         let key = (tenant.clone(), rule_ref.to_owned());
+        let _serial = self.inner.rule_changes.lock().await;
         if !self.rules().all.contains_key(&key) {
-            return Ok(false);
+            return Err(RuleChangeError::NotFound(rule_ref.to_owned()));
         }
         self.inner.store.put_rule(tenant, rule_ref, None).await?;
         self.rebuild(|all| {
             all.remove(&key);
-        })?;
-        Ok(true)
+        })
     }
 
     fn rebuild(
@@ -516,7 +485,7 @@ impl Reactor {
         let index = self.rules();
         let mut wanted = HashMap::new();
         for (tenant, rule) in index.enabled() {
-            if !is_timer(&rule.trigger_type) {
+            if !timers::is_timer(&rule.trigger_type) {
                 continue;
             }
             let schedule = timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
@@ -556,8 +525,8 @@ impl Reactor {
     }
 
     /// Stop accepting events and timers, then wait (up to `grace`) for
-    /// matching and executions in flight; whatever is left stays recorded as
-    /// pending or requested and resumes at the next start.
+    /// executions queued or in flight; whatever is left stays recorded as
+    /// `requested` (resumed at the next start) or `running` (abandoned).
     pub async fn shutdown(&self, grace: std::time::Duration) {
         self.inner
             .closed
@@ -569,8 +538,7 @@ impl Reactor {
             .stop();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let busy = self.inner.matching.available_permits() < self.inner.matching_total
-                || self.inner.jobs.capacity() < self.inner.jobs.max_capacity()
+            let busy = self.inner.jobs.capacity() < self.inner.jobs.max_capacity()
                 || self
                     .inner
                     .running
@@ -587,15 +555,6 @@ impl Reactor {
             .expect("task set lock poisoned")
             .abort_all();
     }
-}
-
-fn is_timer(trigger_type: &str) -> bool {
-    matches!(
-        trigger_type,
-        squall_core::trigger::INTERVAL_TIMER
-            | squall_core::trigger::DATE_TIMER
-            | squall_core::trigger::CRON_TIMER
-    )
 }
 
 fn enforcement(
@@ -618,18 +577,4 @@ fn enforcement(
         enforced_at: now_rfc3339(),
         trace_tag: instance.trace_tag.clone(),
     }
-}
-
-/// Built-in trigger types plus those declared by packs' sensors.
-fn trigger_types_of(packs: &PackSet) -> HashMap<String, TriggerType> {
-    let mut types: HashMap<String, TriggerType> = builtin_trigger_types()
-        .into_iter()
-        .map(|t| (t.trigger_ref.clone(), t))
-        .collect();
-    for pack in packs.packs() {
-        for tt in &pack.trigger_types {
-            types.insert(tt.trigger_ref.clone(), tt.clone());
-        }
-    }
-    types
 }

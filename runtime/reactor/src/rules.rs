@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use squall_core::manifest::ManifestError;
 use squall_core::rule::{Rule, RuleKind};
 use squall_core::template::Templates;
+use squall_core::trigger::{TriggerType, builtin_trigger_types};
 use squall_core::{PackRef, TenantId};
 
 use crate::packs::{PackError, PackSet};
@@ -132,13 +133,55 @@ impl RuleRegistry {
     }
 }
 
+/// Built-in trigger types plus those declared by packs' sensors.
+pub fn trigger_types_of(packs: &PackSet) -> HashMap<String, TriggerType> {
+    let mut types: HashMap<String, TriggerType> = builtin_trigger_types()
+        .into_iter()
+        .map(|t| (t.trigger_ref.clone(), t))
+        .collect();
+    for pack in packs.packs() {
+        for tt in &pack.trigger_types {
+            types.insert(tt.trigger_ref.clone(), tt.clone());
+        }
+    }
+    types
+}
+
+/// What a rule needs beyond its own syntax: an action that exists, a known
+/// trigger type, trigger parameters that fit it, and for timers a schedule.
+pub fn check_rule(
+    types: &HashMap<String, TriggerType>,
+    packs: &PackSet,
+    rule: &Rule,
+) -> Result<(), String> {
+    packs.action(&rule.action).map_err(|e| e.to_string())?;
+    let tt = types
+        .get(&rule.trigger_type)
+        .ok_or_else(|| format!("unknown trigger type '{}'", rule.trigger_type))?;
+    tt.validate_parameters(&serde_json::Value::Object(rule.trigger_parameters.clone()))?;
+    if crate::timers::is_timer(&rule.trigger_type) {
+        crate::timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
+            .map_err(|e| format!("trigger.parameters: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Read every pack's `rules/*.yaml` (default tenant), then apply the API's
 /// changes: a stored document replaces the pack's, a deletion removes it.
+/// `check` (see [`check_rule`]) runs on every rule; its error names the file.
 pub fn load_rules(
     packs: &PackSet,
     changes: &[(TenantId, String, Option<String>)],
     templates: &Templates,
+    check: impl Fn(&Rule) -> Result<(), String>,
 ) -> Result<Vec<(TenantId, Arc<Rule>)>, PackError> {
+    let invalid = |file: &Path, message: String| {
+        PackError::Manifest(ManifestError {
+            file: file.to_owned(),
+            field: None,
+            message,
+        })
+    };
     let mut rules: BTreeMap<(TenantId, String), Arc<Rule>> = BTreeMap::new();
     let tenant = TenantId::default_tenant();
     for pack in packs.packs() {
@@ -178,6 +221,7 @@ pub fn load_rules(
                 let origin = format!("<api rule {rule_ref}>");
                 let default_pack = PackRef::new("default").expect("valid ref");
                 let rule = Rule::parse(body, Path::new(&origin), &default_pack, templates)?;
+                check(&rule).map_err(|m| invalid(Path::new(&origin), m))?;
                 rules.insert(key, Arc::new(rule));
             }
         }

@@ -40,6 +40,10 @@ pub enum RunError {
         action: ActionRef,
         cause: squall_sandbox::Error,
     },
+    #[error(
+        "action '{0}': an execution with secret parameters cannot be resumed after a restart (secrets are not stored in clear)"
+    )]
+    SecretsNotStored(ActionRef),
     #[error(transparent)]
     Store(#[from] squall_store::Error),
 }
@@ -109,7 +113,7 @@ impl Runner {
             tenant: req.tenant,
             action: req.action,
             status: ExecutionStatus::Requested,
-            parameters: Value::Object(meta.parameters.mask_secrets(&parameters)),
+            parameters: Value::Object(stored_parameters(meta, &parameters, options.timeout)),
             result: None,
             output: CapturedOutput::default(),
             start_timestamp: now.clone(),
@@ -131,15 +135,28 @@ impl Runner {
         })
     }
 
-    /// Prepare an execution recorded as `requested` (after a restart) from its
-    /// stored parameters. Secret parameters were masked when stored, so
-    /// an action with secret parameters cannot be resumed.
+    /// Prepare an execution recorded as `requested` (after a restart) from
+    /// its stored parameters. Secret parameters were masked when stored, so
+    /// such an execution is refused rather than run with the mask.
     pub fn resume(&self, execution: Execution) -> Result<Prepared, RunError> {
-        let given = execution
+        let (_, meta) = self.packs.action(&execution.action)?;
+        let mut given = execution
             .parameters
             .as_object()
             .cloned()
             .unwrap_or_default();
+        if meta
+            .parameters
+            .specs()
+            .any(|s| s.secret && given.contains_key(&s.name))
+        {
+            return Err(RunError::SecretsNotStored(execution.action.clone()));
+        }
+        // Immutable parameters were stored with their defaults; they cannot
+        // be given again.
+        for spec in meta.parameters.specs().filter(|s| s.immutable) {
+            given.remove(&spec.name);
+        }
         let mut prepared = self.prepare(
             RunRequest {
                 tenant: execution.tenant.clone(),
@@ -217,6 +234,19 @@ pub struct Prepared {
     timeout: std::time::Duration,
     component: Arc<ActionComponent>,
     config: Arc<str>,
+}
+
+/// What an execution record keeps of its parameters: the resolved ones with
+/// secrets masked, plus the runner's `timeout`, so the record says how it
+/// was run and a resumed execution runs the same way.
+fn stored_parameters(
+    meta: &squall_core::manifest::ActionMeta,
+    parameters: &Map<String, Value>,
+    timeout: std::time::Duration,
+) -> Map<String, Value> {
+    let mut stored = meta.parameters.mask_secrets(parameters);
+    stored.insert("timeout".into(), Value::from(timeout.as_secs()));
+    stored
 }
 
 fn transition(execution: &mut Execution, status: ExecutionStatus) {

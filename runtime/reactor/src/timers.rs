@@ -14,6 +14,11 @@ use squall_core::TenantId;
 use squall_core::trigger::{CRON_TIMER, DATE_TIMER, INTERVAL_TIMER};
 use tokio::task::JoinHandle;
 
+/// Is `trigger_type` one of the timers?
+pub fn is_timer(trigger_type: &str) -> bool {
+    matches!(trigger_type, INTERVAL_TIMER | DATE_TIMER | CRON_TIMER)
+}
+
 /// When a timer fires.
 #[derive(Debug, Clone)]
 pub enum Schedule {

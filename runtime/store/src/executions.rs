@@ -93,9 +93,13 @@ impl Store {
         let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM executions WHERE {filter_sql} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
+                "SELECT {COLUMNS} FROM executions WHERE {filter_sql} ORDER BY id DESC LIMIT ? OFFSET ?"
             ))?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| Ok(from_row(row)))?;
+            let mut bound: Vec<rusqlite::types::Value> =
+                args.iter().map(|a| rusqlite::types::Value::Text(a.clone())).collect();
+            bound.push(rusqlite::types::Value::Integer(limit));
+            bound.push(rusqlite::types::Value::Integer(offset));
+            let rows = stmt.query_map(rusqlite::params_from_iter(bound), |row| Ok(from_row(row)))?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(row??);

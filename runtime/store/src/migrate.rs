@@ -57,7 +57,6 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX trigger_instances_by_tenant ON trigger_instances (tenant_id, id DESC);
     CREATE INDEX trigger_instances_by_trace ON trigger_instances (tenant_id, trace_tag);
-    CREATE INDEX trigger_instances_pending ON trigger_instances (status) WHERE status IN ('pending', 'processing');
 
     -- Rules created or changed through the API. A row overrides the rule of
     -- the same ref from a pack's rules/ directory; `body` NULL deletes it.

@@ -155,15 +155,9 @@ fn insert_outcome(
 }
 
 impl Store {
-    /// Persist a new trigger instance (before anyone is told it was accepted).
-    pub async fn insert_trigger_instance(&self, ti: &TriggerInstance) -> Result<()> {
-        let ti = ti.clone();
-        self.write(move |txn| insert_instance(txn, &ti)).await
-    }
-
     /// Persist a trigger instance together with the outcome of matching it —
     /// its enforcements and the executions they requested — in one
-    /// transaction. Used when matching happens before the caller is answered.
+    /// transaction, before the caller is told the event was accepted.
     pub async fn insert_processed_trigger_instance(
         &self,
         ti: &TriggerInstance,
@@ -195,44 +189,6 @@ impl Store {
             insert_outcome(txn, &enforcements, &executions)
         })
         .await
-    }
-
-    /// The outcome of processing one trigger instance, in one transaction:
-    /// its enforcements, the executions they requested, its new status.
-    /// An instance that is no longer pending is left alone (processed once).
-    /// Returns whether this call did the processing.
-    pub async fn record_processing(
-        &self,
-        tenant: &TenantId,
-        instance_id: &str,
-        status: TriggerInstanceStatus,
-        enforcements: Vec<RuleEnforcement>,
-        executions: Vec<Execution>,
-    ) -> Result<bool> {
-        let (tenant, instance_id) = (tenant.clone(), instance_id.to_owned());
-        self.write(move |txn| {
-            let claimed = txn
-                .prepare_cached(
-                    "UPDATE trigger_instances SET status = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'processing')",
-                )?
-                .execute(params![tenant.as_str(), instance_id, status.as_str()])?;
-            if claimed == 0 {
-                return Ok(false);
-            }
-            insert_outcome(txn, &enforcements, &executions)?;
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Trigger instances not yet processed, oldest first, all tenants.
-    pub fn unprocessed_trigger_instances(&self) -> Result<Vec<TriggerInstance>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {TI_COLUMNS} FROM trigger_instances WHERE status IN ('pending', 'processing') ORDER BY id"
-            ))?;
-            collect(stmt.query_map([], |row| Ok(ti_from_row(row)))?)
-        })
     }
 
     /// Mark every execution left `running` (by a process that died) as
@@ -342,9 +298,17 @@ impl Store {
         let (limit, offset) = page.sql();
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {columns} FROM {table} WHERE {filter} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
+                "SELECT {columns} FROM {table} WHERE {filter} ORDER BY id DESC LIMIT ? OFFSET ?"
             ))?;
-            let items = collect(stmt.query_map(rusqlite::params_from_iter(args), |row| Ok(from_row(row)))?)?;
+            let mut bound: Vec<rusqlite::types::Value> = args
+                .iter()
+                .map(|a| rusqlite::types::Value::Text(a.clone()))
+                .collect();
+            bound.push(rusqlite::types::Value::Integer(limit));
+            bound.push(rusqlite::types::Value::Integer(offset));
+            let items = collect(
+                stmt.query_map(rusqlite::params_from_iter(bound), |row| Ok(from_row(row)))?,
+            )?;
             let total: i64 = conn
                 .prepare_cached(&format!("SELECT count(*) FROM {table} WHERE {filter}"))?
                 .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
@@ -442,22 +406,16 @@ mod tests {
             trigger_parameters: json!({"url": "x"}).as_object().cloned().unwrap_or_default(),
             payload: json!({"body": {"a": 1}, "headers": {}}),
             occurrence_time: now_rfc3339(),
-            status: TriggerInstanceStatus::Pending,
+            status: TriggerInstanceStatus::Processed,
             trace_tag: "trace-1".into(),
         }
     }
 
     #[tokio::test]
-    async fn processing_is_atomic_and_happens_once() {
+    async fn an_instance_and_its_outcome_are_one_write_and_trace_together() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
         let ti = instance();
-        store.insert_trigger_instance(&ti).await.expect("insert");
-        assert_eq!(
-            store.unprocessed_trigger_instances().expect("list").len(),
-            1
-        );
-
         let execution = Execution {
             id: ExecutionId::generate(),
             tenant: ti.tenant.clone(),
@@ -487,34 +445,19 @@ mod tests {
             enforced_at: now_rfc3339(),
             trace_tag: ti.trace_tag.clone(),
         };
-        let first = store
-            .record_processing(
-                &ti.tenant,
-                &ti.id,
-                TriggerInstanceStatus::Processed,
+        store
+            .insert_processed_trigger_instance(
+                &ti,
                 vec![enforcement.clone()],
                 vec![execution.clone()],
             )
             .await
             .expect("record");
-        assert!(first);
+        // Writing the same instance again fails as a whole: nothing doubles.
         let again = store
-            .record_processing(
-                &ti.tenant,
-                &ti.id,
-                TriggerInstanceStatus::Processed,
-                vec![enforcement],
-                vec![execution],
-            )
-            .await
-            .expect("second call is not an error");
-        assert!(!again, "an instance is processed once");
-        assert!(
-            store
-                .unprocessed_trigger_instances()
-                .expect("list")
-                .is_empty()
-        );
+            .insert_processed_trigger_instance(&ti, vec![enforcement], vec![execution])
+            .await;
+        assert!(again.is_err());
         assert_eq!(store.requested_executions().expect("list").len(), 1);
 
         let trace = store.trace(&ti.tenant, "trace-1").expect("trace");
@@ -525,18 +468,26 @@ mod tests {
             trace.rule_enforcements[0].execution_id.as_ref(),
             Some(&trace.executions[0].id)
         );
+        let page = Page {
+            limit: 10,
+            offset: 0,
+        };
         let (items, total) = store
-            .list_enforcements(
-                &ti.tenant,
-                Some("examples.r"),
-                None,
-                Page {
-                    limit: 10,
-                    offset: 0,
-                },
-            )
+            .list_enforcements(&ti.tenant, Some("examples.r"), None, page)
             .expect("list");
         assert_eq!((items.len(), total), (1, 1));
+        let (items, total) = store
+            .list_trigger_instances(&ti.tenant, Some("core.st2.webhook"), page)
+            .expect("list");
+        assert_eq!((items.len(), total), (1, 1));
+        let next = Page {
+            limit: 10,
+            offset: 1,
+        };
+        let (items, _) = store
+            .list_trigger_instances(&ti.tenant, Some("core.st2.webhook"), next)
+            .expect("list");
+        assert!(items.is_empty());
     }
 
     #[tokio::test]
