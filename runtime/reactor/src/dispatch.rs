@@ -242,10 +242,10 @@ impl Reactor {
         // The caller is answered once all of it is durable, and the instance
         // can never be processed twice.
         let (enforcements, prepared) = self.decide_and_prepare(&instance);
-        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
+        let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         self.inner
             .store
-            .insert_processed_trigger_instance(&instance, enforcements, executions)
+            .insert_processed_trigger_instance(&instance, enforcements, &executions)
             .await?;
         self.enqueue(prepared).await;
         Ok(instance)
@@ -355,11 +355,11 @@ impl Reactor {
             status: TriggerInstanceStatus::Processed,
         };
         let (enforcements, prepared) = self.decide_and_prepare(&instance);
-        let executions: Vec<Execution> = prepared.iter().map(|p| p.execution.clone()).collect();
+        let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         match self
             .inner
             .store
-            .complete_execution(&e, instance, enforcements, executions)
+            .complete_execution(&e, &instance, enforcements, &executions)
             .await
         {
             // Workers are the queue's only consumers: one waiting for room

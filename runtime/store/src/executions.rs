@@ -39,14 +39,14 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 impl Store {
     /// Insert a new execution record.
     pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
-        let e = execution.clone();
-        self.write(move |txn| insert(txn, &e)).await
+        let row = ExecutionRow::encode(execution);
+        self.write(move |txn| insert(txn, &row)).await
     }
 
     /// Write an execution's mutable fields: status, result, output, log, end.
     pub async fn update_execution(&self, execution: &Execution) -> Result<()> {
-        let e = execution.clone();
-        self.write(move |txn| update(txn, &e)).await
+        let row = ExecutionRow::encode(execution);
+        self.write(move |txn| update(txn, &row)).await
     }
 
     /// One execution of `tenant`.
@@ -112,22 +112,53 @@ impl Store {
     }
 }
 
+/// An execution encoded for its row. Callers encode (JSON and all) before
+/// handing the row to the writer, so the single writer thread only binds.
+#[derive(Debug)]
+pub(crate) struct ExecutionRow {
+    id: String,
+    tenant: String,
+    action: String,
+    status: &'static str,
+    parameters: String,
+    result: Option<String>,
+    output: String,
+    log: String,
+    start: String,
+    end: Option<String>,
+    trace_tag: Option<String>,
+    trigger_instance_id: Option<String>,
+    rule_ref: Option<String>,
+}
+
+impl ExecutionRow {
+    pub(crate) fn encode(e: &Execution) -> Self {
+        Self {
+            id: e.id.as_str().to_owned(),
+            tenant: e.tenant.as_str().to_owned(),
+            action: e.action.to_string(),
+            status: e.status.as_str(),
+            parameters: json(&e.parameters),
+            result: e.result.as_ref().map(json),
+            output: json(&e.output),
+            log: json(&e.log),
+            start: e.start_timestamp.clone(),
+            end: e.end_timestamp.clone(),
+            trace_tag: e.trace_tag.clone(),
+            trigger_instance_id: e.trigger_instance_id.clone(),
+            rule_ref: e.rule_ref.clone(),
+        }
+    }
+}
+
 /// Update inside an open transaction.
-pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<()> {
+pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
     let n = txn
         .prepare_cached(
             "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
              WHERE tenant_id = ?1 AND id = ?2",
         )?
-        .execute(params![
-            e.tenant.as_str(),
-            e.id.as_str(),
-            e.status.as_str(),
-            e.result.as_ref().map(json),
-            json(&e.output),
-            json(&e.log),
-            e.end_timestamp,
-        ])?;
+        .execute(params![e.tenant, e.id, e.status, e.result, e.output, e.log, e.end])?;
     if n == 0 {
         return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
     }
@@ -135,22 +166,25 @@ pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<(
 }
 
 /// Insert inside an open transaction (shared with trigger processing).
-pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &Execution) -> Result<()> {
-    txn.prepare_cached(&format!("INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?.execute(params![
-            e.id.as_str(),
-            e.tenant.as_str(),
-            e.action.to_string(),
-            e.status.as_str(),
-            json(&e.parameters),
-            e.result.as_ref().map(json),
-            json(&e.output),
-            json(&e.log),
-            e.start_timestamp,
-            e.end_timestamp,
-            e.trace_tag,
-            e.trigger_instance_id,
-            e.rule_ref,
-        ],)?;
+pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
+    txn.prepare_cached(&format!(
+        "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?
+    .execute(params![
+        e.id,
+        e.tenant,
+        e.action,
+        e.status,
+        e.parameters,
+        e.result,
+        e.output,
+        e.log,
+        e.start,
+        e.end,
+        e.trace_tag,
+        e.trigger_instance_id,
+        e.rule_ref,
+    ])?;
     Ok(())
 }
 

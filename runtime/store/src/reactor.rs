@@ -7,7 +7,8 @@ use squall_core::trigger::{
 use squall_core::{Execution, ExecutionStatus, TenantId};
 
 use crate::executions::{
-    COLUMNS as EXECUTION_COLUMNS, from_row as execution_from_row, insert as insert_execution,
+    COLUMNS as EXECUTION_COLUMNS, ExecutionRow, from_row as execution_from_row,
+    insert as insert_execution,
 };
 use crate::{Error, Result, Store};
 
@@ -106,19 +107,46 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
     Ok(out)
 }
 
-fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &TriggerInstance) -> Result<()> {
+/// A trigger instance encoded for its row, by the caller (see `ExecutionRow`).
+#[derive(Debug)]
+struct InstanceRow {
+    id: String,
+    tenant: String,
+    trigger_type: String,
+    parameters: String,
+    payload: String,
+    occurrence_time: String,
+    status: &'static str,
+    trace_tag: String,
+}
+
+impl InstanceRow {
+    fn encode(ti: &TriggerInstance) -> Self {
+        Self {
+            id: ti.id.clone(),
+            tenant: ti.tenant.as_str().to_owned(),
+            trigger_type: ti.trigger_type.clone(),
+            parameters: serde_json::Value::Object(ti.trigger_parameters.clone()).to_string(),
+            payload: ti.payload.to_string(),
+            occurrence_time: ti.occurrence_time.clone(),
+            status: ti.status.as_str(),
+            trace_tag: ti.trace_tag.clone(),
+        }
+    }
+}
+
+fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &InstanceRow) -> Result<()> {
     txn.prepare_cached(&format!(
         "INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     ))?
     .execute(params![
         ti.id,
-        ti.tenant.as_str(),
+        ti.tenant,
         ti.trigger_type,
-        serde_json::to_string(&ti.trigger_parameters)
-            .map_err(|e| corrupt("trigger parameters", e))?,
-        ti.payload.to_string(),
+        ti.parameters,
+        ti.payload,
         ti.occurrence_time,
-        ti.status.as_str(),
+        ti.status,
         ti.trace_tag,
     ])?;
     Ok(())
@@ -127,7 +155,7 @@ fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &TriggerInstance) -> Res
 fn insert_outcome(
     txn: &rusqlite::Transaction<'_>,
     enforcements: &[RuleEnforcement],
-    executions: &[Execution],
+    executions: &[ExecutionRow],
 ) -> Result<()> {
     for e in executions {
         insert_execution(txn, e)?;
@@ -162,9 +190,11 @@ impl Store {
         &self,
         ti: &TriggerInstance,
         enforcements: Vec<RuleEnforcement>,
-        executions: Vec<Execution>,
+        executions: &[&Execution],
     ) -> Result<()> {
-        let ti = ti.clone();
+        let ti = InstanceRow::encode(ti);
+        let executions: Vec<ExecutionRow> =
+            executions.iter().map(|e| ExecutionRow::encode(e)).collect();
         self.write(move |txn| {
             insert_instance(txn, &ti)?;
             insert_outcome(txn, &enforcements, &executions)
@@ -178,11 +208,14 @@ impl Store {
     pub async fn complete_execution(
         &self,
         execution: &Execution,
-        emitted: TriggerInstance,
+        emitted: &TriggerInstance,
         enforcements: Vec<RuleEnforcement>,
-        executions: Vec<Execution>,
+        executions: &[&Execution],
     ) -> Result<()> {
-        let finished = execution.clone();
+        let finished = ExecutionRow::encode(execution);
+        let emitted = InstanceRow::encode(emitted);
+        let executions: Vec<ExecutionRow> =
+            executions.iter().map(|e| ExecutionRow::encode(e)).collect();
         self.write(move |txn| {
             crate::executions::update(txn, &finished)?;
             insert_instance(txn, &emitted)?;
@@ -446,16 +479,12 @@ mod tests {
             trace_tag: ti.trace_tag.clone(),
         };
         store
-            .insert_processed_trigger_instance(
-                &ti,
-                vec![enforcement.clone()],
-                vec![execution.clone()],
-            )
+            .insert_processed_trigger_instance(&ti, vec![enforcement.clone()], &[&execution])
             .await
             .expect("record");
         // Writing the same instance again fails as a whole: nothing doubles.
         let again = store
-            .insert_processed_trigger_instance(&ti, vec![enforcement], vec![execution])
+            .insert_processed_trigger_instance(&ti, vec![enforcement], &[&execution])
             .await;
         assert!(again.is_err());
         assert_eq!(store.requested_executions().expect("list").len(), 1);
