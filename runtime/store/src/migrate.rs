@@ -87,7 +87,6 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE executions ADD COLUMN rule_ref TEXT;
     CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag);
     CREATE INDEX executions_by_instance ON executions (tenant_id, trigger_instance_id);
-    CREATE INDEX executions_requested ON executions (status) WHERE status = 'requested';
     "#,
 ];
 

@@ -229,7 +229,7 @@ impl Store {
     /// Returns how many.
     pub async fn abandon_running_executions(&self) -> Result<usize> {
         self.write(|txn| {
-            let mut stmt = txn.prepare(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE status = 'running'"))?;
+            let mut stmt = txn.prepare(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id IN (SELECT id FROM tenants) AND status = 'running'"))?;
             let running = collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)?;
             drop(stmt);
             let now = squall_core::time::now_rfc3339();
@@ -247,8 +247,10 @@ impl Store {
     /// Executions still `requested`, oldest first, all tenants.
     pub fn requested_executions(&self) -> Result<Vec<Execution>> {
         self.read(|conn| {
+            // Through (tenant_id, status, id), one tenant at a time.
             let mut stmt = conn.prepare(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE status = ?1 ORDER BY id"
+                "SELECT {EXECUTION_COLUMNS} FROM executions
+                 WHERE tenant_id IN (SELECT id FROM tenants) AND status = ?1 ORDER BY id"
             ))?;
             collect(
                 stmt.query_map([ExecutionStatus::Requested.as_str()], |row| {
