@@ -489,3 +489,31 @@ async fn interval_and_cron_timers_fire_rules() {
     }
     s.stop().await;
 }
+
+/// Regression: a client that hung up after its event was written left the
+/// event's executions `requested` forever (the request future, dropped,
+/// held them between the write and the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_do_not_strand_recorded_executions() {
+    let s = Server::start().await;
+    let mut params = serde_json::Map::new();
+    params.insert("url".into(), json!("alerts"));
+    let tenant = squall_core::TenantId::default_tenant();
+    for i in 0..300u64 {
+        let payload =
+            json!({"headers": {}, "body": {"severity": "critical", "host": format!("h{i}")}});
+        // Give up after 0-299 µs: some dispatches are dropped before their
+        // write, some after it.
+        let dispatch =
+            s.reactor
+                .dispatch(&tenant, "core.st2.webhook", params.clone(), payload, None);
+        let _ = tokio::time::timeout(Duration::from_micros(i), dispatch).await;
+    }
+    let body = s
+        .wait_for("/api/v1/executions?status=requested&limit=1", |b| {
+            b.as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    assert_eq!(body, json!([]));
+    s.stop().await;
+}

@@ -237,10 +237,26 @@ impl Reactor {
             occurrence_time: now_rfc3339(),
             status: TriggerInstanceStatus::Processed,
         };
-        // Matching is in memory and fast: do it now, and write the instance
-        // with its enforcements and requested executions in one transaction.
-        // The caller is answered once all of it is durable, and the instance
-        // can never be processed twice.
+        // The rest runs in its own task: once the write starts, dropping the
+        // caller's future (a client that hangs up) must not drop executions
+        // that are recorded `requested` but not yet queued.
+        let reactor = self.clone();
+        tokio::spawn(async move { reactor.record_and_queue(instance).await })
+            .await
+            .map_err(|e| {
+                DispatchError::Store(squall_store::Error::Corrupt(format!(
+                    "dispatch task failed: {e}"
+                )))
+            })?
+    }
+
+    /// Match `instance` (in memory), write it with its enforcements and
+    /// requested executions in one transaction, then queue the executions.
+    /// The instance can never be processed twice.
+    async fn record_and_queue(
+        &self,
+        instance: TriggerInstance,
+    ) -> Result<TriggerInstance, DispatchError> {
         let (enforcements, prepared) = self.decide_and_prepare(&instance);
         let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         self.inner
