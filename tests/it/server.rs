@@ -141,6 +141,14 @@ impl Server {
     }
 }
 
+/// The trigger instance a webhook response announces.
+fn instance_id(r: &reqwest::Response) -> String {
+    r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
 fn finished(body: &Value) -> bool {
     body.as_array().is_some_and(|a| {
         !a.is_empty()
@@ -161,10 +169,7 @@ async fn webhook_runs_the_matching_rule_and_links_one_trace() {
         .await
         .expect("request");
     assert_eq!(r.status().as_u16(), 202);
-    let instance_id = r.headers()["St2-Trigger-Instance-Id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let instance_id = instance_id(&r);
 
     let executions = s
         .wait_for(
@@ -239,10 +244,7 @@ async fn backstop_fires_only_without_a_standard_match_and_non_matches_run_nothin
             &json!({"severity": "info", "host": "web-1"}),
         )
         .await;
-    let id = r.headers()["St2-Trigger-Instance-Id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = instance_id(&r);
     let executions = s
         .wait_for(
             &format!("/api/v1/executions?trigger_instance={id}"),
@@ -258,10 +260,7 @@ async fn backstop_fires_only_without_a_standard_match_and_non_matches_run_nothin
         .post("/api/v1/webhooks/quiet", &json!({"anything": 1}))
         .await;
     assert_eq!(r.status().as_u16(), 202);
-    let id = r.headers()["St2-Trigger-Instance-Id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = instance_id(&r);
     s.wait_for(&format!("/api/v1/triggerinstances/{id}"), |t| {
         t["status"] == "processed"
     })
@@ -371,10 +370,7 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_the_reactor_keeps_going() {
             &json!({"severity": "critical", "host": "ok-1"}),
         )
         .await;
-    let id = r.headers()["St2-Trigger-Instance-Id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = instance_id(&r);
     let executions = s
         .wait_for(
             &format!("/api/v1/executions?trigger_instance={id}"),
@@ -411,10 +407,7 @@ async fn rules_are_managed_through_the_api() {
     let r = s
         .post("/api/v1/webhooks/hello", &json!({"who": "world"}))
         .await;
-    let id = r.headers()["St2-Trigger-Instance-Id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = instance_id(&r);
     let executions = s
         .wait_for(
             &format!("/api/v1/executions?trigger_instance={id}"),

@@ -397,21 +397,26 @@ fn rule_test_reports_match_failed_criterion_and_rendered_parameters() {
     );
 }
 
+/// Run `squall serve` on these packs and wait for it to exit (it should
+/// refuse to start).
+fn serve_until_exit(data: &Path, packs: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    for p in packs {
+        cmd.arg("--packs").arg(p);
+    }
+    cmd.output().expect("squall runs")
+}
+
 #[test]
 fn serve_refuses_a_pack_with_a_broken_rule_naming_file_and_field() {
     let data = tempfile::tempdir().expect("tempdir");
     let (core, hooks) = (squall_tests::core_pack(), hooks_pack());
     let rule = hooks.path().join("rules/crash.yaml");
     std::fs::write(&rule, "name: crash\ntrigger: {type: core.st2.webhook}\ncriteria:\n  trigger.x: {type: likeish, pattern: 1}\naction: {ref: core.echo}\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
-        .arg(core.path())
-        .arg("--packs")
-        .arg(hooks.path())
-        .output()
-        .expect("squall runs");
+    let out = serve_until_exit(data.path(), &[core.path(), hooks.path()]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out).trim_end(),
@@ -426,15 +431,7 @@ fn serve_refuses_a_pack_with_a_broken_rule_naming_file_and_field() {
         "name: crash\ntrigger: {type: core.st2.webhook}\naction: {ref: core.nope}\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
-        .arg(core.path())
-        .arg("--packs")
-        .arg(hooks.path())
-        .output()
-        .expect("squall runs");
+    let out = serve_until_exit(data.path(), &[core.path(), hooks.path()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with(&format!(
