@@ -65,12 +65,11 @@ impl Harness {
             panic!("test parameters must be an object")
         };
         self.runner
-            .run(RunRequest {
-                tenant: TenantId::default_tenant(),
-                action: action.parse().expect("valid action ref"),
+            .run(RunRequest::new(
+                TenantId::default_tenant(),
+                action.parse().expect("valid action ref"),
                 parameters,
-                trace_tag: None,
-            })
+            ))
             .await
     }
 

@@ -185,6 +185,8 @@ async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Res
         kv: None,
         trace_tag: None,
         limits: Limits::default(),
+        cancel: squall_sandbox::Cancel::new(),
+        output: None,
     };
     match sandbox.run_action(component, inv).await.outcome {
         Outcome::Succeeded(_) => Ok(()),

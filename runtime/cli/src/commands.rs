@@ -160,12 +160,9 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 16)?);
     let runner = Runner::new(sandbox, store, Arc::new(packs), Limits::default());
-    let execution = runtime()?.block_on(runner.run(RunRequest {
-        tenant: TenantId::default_tenant(),
-        action,
-        parameters,
-        trace_tag: args.trace_tag,
-    }))?;
+    let mut req = RunRequest::new(TenantId::default_tenant(), action, parameters);
+    req.trace_tag = args.trace_tag;
+    let execution = runtime()?.block_on(runner.run(req))?;
     print_execution(&execution, args.json)?;
     Ok(if execution.status == ExecutionStatus::Succeeded {
         ExitCode::SUCCESS

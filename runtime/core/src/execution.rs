@@ -58,6 +58,25 @@ impl ExecutionStatus {
         }
     }
 
+    /// Whether an execution in `self` may move to `next` (StackStorm's
+    /// lifecycle; `pending`/`paused` are kept for workflows and inquiries).
+    pub fn can_become(self, next: ExecutionStatus) -> bool {
+        use ExecutionStatus::*;
+        match self {
+            Requested => matches!(next, Scheduled | Delayed | Canceled | Failed),
+            Delayed => matches!(next, Requested | Scheduled | Delayed | Canceled | Failed),
+            Scheduled => matches!(next, Running | Delayed | Canceled | Failed),
+            Running => matches!(
+                next,
+                Succeeded | Failed | Timeout | Canceling | Canceled | Abandoned
+            ),
+            // The run may end on its own before the cancel reaches it.
+            Canceling => matches!(next, Canceled | Succeeded | Failed | Timeout | Abandoned),
+            Pending | Paused => matches!(next, Running | Canceled | Canceling | Failed),
+            Succeeded | Failed | Timeout | Canceled | Abandoned => false,
+        }
+    }
+
     /// StackStorm's "completed" group: the execution will not change again.
     pub fn is_completed(self) -> bool {
         matches!(
@@ -135,6 +154,31 @@ pub struct Execution {
     pub trigger_instance_id: Option<String>,
     /// The rule that requested this execution.
     pub rule_ref: Option<String>,
+    /// StackStorm's execution context: who asked (`user`), what it re-runs
+    /// (`re-run`), which retry it is (`policies.retry`), ...
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// Milliseconds to wait after `start_timestamp` before running.
+    pub delay: Option<u64>,
+}
+
+impl Execution {
+    /// Move to `status`, timestamped in the log. Returns false (and changes
+    /// nothing) when StackStorm's lifecycle does not allow it.
+    pub fn transition(&mut self, status: ExecutionStatus) -> bool {
+        if !self.status.can_become(status) {
+            return false;
+        }
+        let now = crate::time::now_rfc3339();
+        if status.is_completed() {
+            self.end_timestamp = Some(now.clone());
+        }
+        self.status = status;
+        self.log.push(StatusChange {
+            status,
+            timestamp: now,
+        });
+        true
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +191,70 @@ mod tests {
             assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(status));
         }
         assert!("done".parse::<ExecutionStatus>().is_err());
+    }
+
+    #[test]
+    fn completed_statuses_never_change() {
+        for from in ExecutionStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_completed())
+        {
+            for to in ExecutionStatus::ALL {
+                assert!(!from.can_become(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_reaches_every_final_status_from_requested() {
+        use ExecutionStatus::*;
+        let paths: &[&[ExecutionStatus]] = &[
+            &[Requested, Scheduled, Running, Succeeded],
+            &[Requested, Scheduled, Running, Failed],
+            &[Requested, Scheduled, Running, Timeout],
+            &[Requested, Scheduled, Running, Canceling, Canceled],
+            &[Requested, Scheduled, Running, Abandoned],
+            &[Requested, Delayed, Scheduled, Running, Succeeded],
+            &[Requested, Delayed, Canceled],
+            &[Requested, Scheduled, Delayed, Scheduled, Canceled],
+            &[Requested, Canceled],
+        ];
+        for path in paths {
+            for pair in path.windows(2) {
+                assert!(pair[0].can_become(pair[1]), "{} -> {}", pair[0], pair[1]);
+            }
+        }
+        assert!(!Requested.can_become(Running), "scheduling comes first");
+        assert!(!Running.can_become(Requested));
+        assert!(!Canceling.can_become(Running));
+    }
+
+    #[test]
+    fn transition_logs_and_refuses() {
+        let mut e = Execution {
+            id: crate::ExecutionId::generate(),
+            tenant: TenantId::default_tenant(),
+            action: "core.noop".parse().expect("valid"),
+            status: ExecutionStatus::Requested,
+            parameters: serde_json::json!({}),
+            result: None,
+            output: CapturedOutput::default(),
+            start_timestamp: crate::time::now_rfc3339(),
+            end_timestamp: None,
+            log: vec![],
+            trace_tag: None,
+            trigger_instance_id: None,
+            rule_ref: None,
+            context: Default::default(),
+            delay: None,
+        };
+        assert!(e.transition(ExecutionStatus::Scheduled));
+        assert!(!e.transition(ExecutionStatus::Succeeded));
+        assert!(e.transition(ExecutionStatus::Canceled));
+        assert_eq!(e.log.len(), 2);
+        assert!(e.end_timestamp.is_some());
+        assert!(!e.transition(ExecutionStatus::Running));
+        assert_eq!(e.status, ExecutionStatus::Canceled);
     }
 
     #[test]

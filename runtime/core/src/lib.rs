@@ -12,6 +12,7 @@ pub mod kv;
 pub mod manifest;
 pub mod operators;
 pub mod params;
+pub mod policy;
 pub mod rule;
 pub mod template;
 pub mod time;

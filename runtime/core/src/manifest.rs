@@ -213,6 +213,55 @@ struct RawAction {
     #[serde(default)]
     parameters: Map<String, Value>,
     output_schema: Option<Value>,
+    #[serde(default)]
+    notify: Notify,
+}
+
+/// StackStorm's `notify` block of an action: what to announce through
+/// `core.st2.generic.notifytrigger` when an execution ends.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(rename = "on-complete")]
+    pub on_complete: Option<NotifySpec>,
+    #[serde(rename = "on-success")]
+    pub on_success: Option<NotifySpec>,
+    #[serde(rename = "on-failure")]
+    pub on_failure: Option<NotifySpec>,
+}
+
+/// One `on-*` entry of [`Notify`]: a message and data (templates) sent to
+/// each route (StackStorm's older name for routes is `channels`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    pub message: Option<String>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+    #[serde(default, alias = "channels")]
+    pub routes: Vec<String>,
+}
+
+impl Notify {
+    /// The entries that apply to an execution that ended `succeeded` or not,
+    /// with their names (`on-complete` always; then the one for the outcome).
+    pub fn applicable(&self, succeeded: bool) -> Vec<(&'static str, &NotifySpec)> {
+        let mut out = Vec::new();
+        if let Some(spec) = &self.on_complete {
+            out.push(("on-complete", spec));
+        }
+        let specific = if succeeded {
+            self.on_success.as_ref().map(|s| ("on-success", s))
+        } else {
+            self.on_failure.as_ref().map(|s| ("on-failure", s))
+        };
+        out.extend(specific);
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.on_complete.is_none() && self.on_success.is_none() && self.on_failure.is_none()
+    }
 }
 
 fn yes() -> bool {
@@ -237,6 +286,7 @@ pub struct ActionMeta {
     /// The action's own parameters merged with the runner's (`timeout`).
     pub parameters: ParamSchema,
     pub output_schema: Option<Value>,
+    pub notify: Notify,
 }
 
 impl ActionMeta {
@@ -284,6 +334,7 @@ impl ActionMeta {
             entry_point,
             parameters,
             output_schema: raw.output_schema,
+            notify: raw.notify,
         })
     }
 

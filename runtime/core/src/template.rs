@@ -164,33 +164,54 @@ impl Templates {
         value: &Value,
         ctx: &RenderContext<'_>,
     ) -> Result<Value, TemplateError> {
+        let jinja_ctx = minijinja::context! {
+            trigger => JinjaValue::from(Serde(ctx.trigger)),
+            rule => JinjaValue::from(Serde(ctx.rule)),
+            st2kv => JinjaValue::from_object(Datastore { kv: ctx.kv.clone(), scope: None }),
+        };
+        self.render_in(value, &jinja_ctx)
+    }
+
+    /// [`Templates::render_value`] with the top-level names of `vars` (an
+    /// object) instead of `trigger` and `rule`; `st2kv` as always. Used for
+    /// StackStorm's `notify` messages (`action_results`, `action_parameters`).
+    pub fn render_value_with(
+        &self,
+        value: &Value,
+        vars: &Value,
+        kv: Option<Arc<dyn KvLookup>>,
+    ) -> Result<Value, TemplateError> {
+        let jinja_ctx = minijinja::context! {
+            st2kv => JinjaValue::from_object(Datastore { kv, scope: None }),
+            ..JinjaValue::from(Serde(vars))
+        };
+        self.render_in(value, &jinja_ctx)
+    }
+
+    fn render_in(&self, value: &Value, ctx: &JinjaValue) -> Result<Value, TemplateError> {
         Ok(match value {
             Value::String(s) if is_template(s) => self.render_str(s, ctx)?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|v| self.render_value(v, ctx))
+                    .map(|v| self.render_in(v, ctx))
                     .collect::<Result<_, _>>()?,
             ),
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                    .map(|(k, v)| Ok((k.clone(), self.render_in(v, ctx)?)))
                     .collect::<Result<_, TemplateError>>()?,
             ),
             other => other.clone(),
         })
     }
 
-    fn render_str(&self, source: &str, ctx: &RenderContext<'_>) -> Result<Value, TemplateError> {
+    fn render_str(&self, source: &str, jinja_ctx: &JinjaValue) -> Result<Value, TemplateError> {
         let err = |e: minijinja::Error| TemplateError {
             template: source.to_owned(),
             message: describe(&e),
         };
-        let jinja_ctx = minijinja::context! {
-            trigger => JinjaValue::from(Serde(ctx.trigger)),
-            rule => JinjaValue::from(Serde(ctx.rule)),
-            st2kv => JinjaValue::from_object(Datastore { kv: ctx.kv.clone(), scope: None }),
-        };
+        let jinja_ctx = jinja_ctx.clone();
         if let Some(expr) = single_expression(source) {
             let value = self
                 .env

@@ -14,6 +14,7 @@ pub const INTERVAL_TIMER: &str = "core.st2.IntervalTimer";
 pub const DATE_TIMER: &str = "core.st2.DateTimer";
 pub const CRON_TIMER: &str = "core.st2.CronTimer";
 pub const ACTION_TRIGGER: &str = "core.st2.generic.actiontrigger";
+pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
 
 /// A kind of event, with the schemas of its payload and parameters.
 #[derive(Clone)]
@@ -125,6 +126,15 @@ pub fn builtin_trigger_types() -> Vec<TriggerType> {
             json!({"type": "object", "properties": {
                 "execution_id": {}, "status": {}, "start_timestamp": {}, "action_name": {},
                 "action_ref": {}, "runner_ref": {}, "parameters": {}, "result": {}}}),
+            json!({"type": "object"}),
+        ),
+        (
+            NOTIFY_TRIGGER,
+            "Notification trigger: an action's notify block, sent when an execution ends.",
+            json!({"type": "object", "properties": {
+                "execution_id": {}, "status": {}, "start_timestamp": {}, "end_timestamp": {},
+                "action_ref": {}, "runner_ref": {}, "channel": {}, "route": {}, "message": {},
+                "data": {}, "context": {}}}),
             json!({"type": "object"}),
         ),
     ];

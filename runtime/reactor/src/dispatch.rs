@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use squall_core::policy::Policy;
 use squall_core::rule::Rule;
 use squall_core::template::{KvLookup, Templates};
 use squall_core::time::now_rfc3339;
 use squall_core::trigger::{
-    ACTION_TRIGGER, EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
-    TriggerType, new_id,
+    EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, TriggerType, new_id,
 };
 use squall_core::{Execution, TenantId};
 use squall_store::Store;
@@ -21,8 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::engine::{Decision, decide};
 use crate::packs::PackError;
+use crate::policies::{PolicyIndex, PolicyRegistry, check_policy, load_policies};
 use crate::rules::{RuleIndex, RuleRegistry, check_rule, load_rules, trigger_types_of};
 use crate::runner::{Prepared, RunRequest, Runner};
+use crate::scheduler::Scheduler;
 use crate::timers::{self, TimerKey, Timers};
 
 /// Settings for [`Reactor::start`].
@@ -32,6 +34,9 @@ pub struct ReactorConfig {
     pub workers: usize,
     /// Executions waiting for a worker before dispatch waits too.
     pub queue: usize,
+    /// Executions one tenant may have scheduled or running at once (more
+    /// wait, `delayed`); `None`: only the workers limit.
+    pub tenant_max_running: Option<usize>,
 }
 
 impl Default for ReactorConfig {
@@ -39,6 +44,7 @@ impl Default for ReactorConfig {
         Self {
             workers: 64,
             queue: 4096,
+            tenant_max_running: None,
         }
     }
 }
@@ -77,31 +83,34 @@ pub enum RuleChangeError {
 /// The running reactor; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Reactor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    store: Store,
-    runner: Runner,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) runner: Runner,
     rules: RuleRegistry,
+    pub(crate) policies: PolicyRegistry,
     trigger_types: HashMap<String, TriggerType>,
-    /// Serializes rule changes: check, persist, rebuild.
+    /// Serializes rule and policy changes: check, persist, rebuild.
     rule_changes: tokio::sync::Mutex<()>,
-    templates: Templates,
-    jobs: mpsc::Sender<Prepared>,
+    pub(crate) templates: Templates,
+    pub(crate) jobs: mpsc::Sender<Prepared>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) config: ReactorConfig,
     /// Executions being run by workers right now.
-    running: std::sync::atomic::AtomicUsize,
+    pub(crate) running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
     tasks: Mutex<JoinSet<()>>,
-    closed: std::sync::atomic::AtomicBool,
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
 
 /// `st2kv.system.*` for templates, read from the store.
 #[derive(Debug)]
-struct StoreKv {
-    store: Store,
-    tenant: TenantId,
+pub(crate) struct StoreKv {
+    pub(crate) store: Store,
+    pub(crate) tenant: TenantId,
 }
 
 impl KvLookup for StoreKv {
@@ -137,11 +146,16 @@ impl Reactor {
         })?;
         let registry = RuleRegistry::default();
         registry.replace(RuleIndex::build(rules));
+        let policies = PolicyRegistry::default();
+        policies.replace(load_policies(runner.packs(), &store.policy_changes()?)?);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
         let inner = Arc::new(Inner {
             store,
             runner,
             rules: registry,
+            policies,
+            scheduler: Scheduler::default(),
+            config: config.clone(),
             trigger_types,
             rule_changes: tokio::sync::Mutex::new(()),
             templates,
@@ -259,17 +273,24 @@ impl Reactor {
     ) -> Result<TriggerInstance, DispatchError> {
         let (enforcements, prepared) = self.decide_and_prepare(&instance);
         let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
-        self.inner
+        let written = self
+            .inner
             .store
             .insert_processed_trigger_instance(&instance, enforcements, &executions)
-            .await?;
+            .await;
+        if let Err(e) = written {
+            for p in &prepared {
+                self.inner.scheduler.forget(&p.execution.id);
+            }
+            return Err(e.into());
+        }
         self.enqueue(prepared).await;
         Ok(instance)
     }
 
     /// The rules' decisions on `instance`, as enforcement records and
     /// prepared executions.
-    fn decide_and_prepare(
+    pub(crate) fn decide_and_prepare(
         &self,
         instance: &TriggerInstance,
     ) -> (Vec<RuleEnforcement>, Vec<Prepared>) {
@@ -284,12 +305,9 @@ impl Reactor {
         for decision in decisions {
             let (rule, outcome) = match decision {
                 Decision::Enforce { rule, parameters } => {
-                    let req = RunRequest {
-                        tenant: instance.tenant.clone(),
-                        action: rule.action.clone(),
-                        parameters,
-                        trace_tag: Some(instance.trace_tag.clone()),
-                    };
+                    let mut req =
+                        RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
+                    req.trace_tag = Some(instance.trace_tag.clone());
                     let origin = Some((instance.id.clone(), rule.rule_ref()));
                     let outcome = self
                         .inner
@@ -306,135 +324,16 @@ impl Reactor {
                 outcome.as_ref().map(|p| &p.execution),
             ));
             match outcome {
-                Ok(p) => prepared.push(p),
+                Ok(p) => {
+                    self.track(&p);
+                    prepared.push(p);
+                }
                 Err(reason) => {
                     tracing::warn!(rule = %rule.rule_ref(), %reason, "rule enforcement failed")
                 }
             }
         }
         (enforcements, prepared)
-    }
-
-    /// Hand recorded executions to the workers (waits when the queue is full).
-    async fn enqueue(&self, prepared: Vec<Prepared>) {
-        for p in prepared {
-            if self.inner.jobs.send(p).await.is_err() {
-                tracing::warn!(
-                    "execution queue closed; the execution stays requested until the next start"
-                );
-            }
-        }
-    }
-
-    async fn work(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Prepared>>>) {
-        loop {
-            let Some(job) = jobs.lock().await.recv().await else {
-                return;
-            };
-            self.inner
-                .running
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            let outcome = self.inner.runner.run_to_end(job).await;
-            match outcome {
-                Ok(execution) => self.complete(execution).await,
-                Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
-            }
-            self.inner
-                .running
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
-
-    /// Record a finished execution with the `core.st2.generic.actiontrigger`
-    /// its completion emits (on the execution's trace), matched like any
-    /// event, in one write.
-    async fn complete(&self, e: Execution) {
-        let payload = json!({
-            "execution_id": e.id.as_str(),
-            "status": e.status.as_str(),
-            "start_timestamp": e.start_timestamp,
-            "action_name": e.action.name(),
-            "action_ref": e.action.to_string(),
-            "runner_ref": "wasm",
-            "parameters": e.parameters,
-            "result": e.result,
-        });
-        let id = new_id();
-        let instance = TriggerInstance {
-            trace_tag: e.trace_tag.clone().unwrap_or_else(|| id.clone()),
-            id,
-            tenant: e.tenant.clone(),
-            trigger_type: ACTION_TRIGGER.to_owned(),
-            trigger_parameters: Map::new(),
-            payload,
-            occurrence_time: now_rfc3339(),
-            status: TriggerInstanceStatus::Processed,
-        };
-        let (enforcements, prepared) = self.decide_and_prepare(&instance);
-        let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
-        match self
-            .inner
-            .store
-            .complete_execution(&e, &instance, enforcements, &executions)
-            .await
-        {
-            // Workers are the queue's only consumers: one waiting for room
-            // in it could wait forever. Hand the follow-ups to a task.
-            Ok(()) if !prepared.is_empty() => {
-                let reactor = self.clone();
-                tokio::spawn(async move { reactor.enqueue(prepared).await });
-            }
-            Ok(()) => {}
-            Err(err) => {
-                // Record the end at least, so it does not stay `running`.
-                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its actiontrigger");
-                if let Err(err) = self.inner.store.update_execution(&e).await {
-                    tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
-                }
-            }
-        }
-    }
-
-    /// Resume what a previous run left: executions still `running` are
-    /// marked `abandoned`, executions still `requested` are queued in order.
-    async fn recover(&self) -> Result<(), squall_store::Error> {
-        let abandoned = self.inner.store.abandon_running_executions().await?;
-        if abandoned > 0 {
-            tracing::warn!(
-                executions = abandoned,
-                "executions left running by the previous run are marked abandoned"
-            );
-        }
-        let requested = self.inner.store.requested_executions()?;
-        if requested.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            executions = requested.len(),
-            "resuming executions left requested"
-        );
-        let mut resumed = Vec::new();
-        for execution in requested {
-            match self.inner.runner.resume(execution.clone()) {
-                Ok(prepared) => resumed.push(prepared),
-                Err(e) => {
-                    let mut failed = execution;
-                    failed.status = squall_core::ExecutionStatus::Failed;
-                    failed.result = Some(
-                        json!({"error": format!("could not be resumed after a restart: {e}")}),
-                    );
-                    failed.end_timestamp = Some(now_rfc3339());
-                    failed.log.push(squall_core::StatusChange {
-                        status: failed.status,
-                        timestamp: now_rfc3339(),
-                    });
-                    self.inner.store.update_execution(&failed).await?;
-                }
-            }
-        }
-        let reactor = self.clone();
-        tokio::spawn(async move { reactor.enqueue(resumed).await });
-        Ok(())
     }
 
     /// Create (`replace: false`) or replace (`replace: true`) a rule of
@@ -482,6 +381,61 @@ impl Reactor {
         self.rebuild(|all| {
             all.remove(&key);
         })
+    }
+
+    /// The current policies.
+    pub fn policies(&self) -> Arc<PolicyIndex> {
+        self.inner.policies.snapshot()
+    }
+
+    /// Create (`replace: false`) or replace a policy of `tenant`: checked,
+    /// persisted (overriding a pack's copy), then in force for executions
+    /// scheduled from now on.
+    pub async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        policy: Policy,
+        replace: bool,
+    ) -> Result<(), RuleChangeError> {
+        check_policy(self.inner.runner.packs(), &policy).map_err(RuleChangeError::Trigger)?;
+        let policy_ref = policy.policy_ref();
+        let _serial = self.inner.rule_changes.lock().await;
+        let key = (tenant.clone(), policy_ref.clone());
+        let exists = self.policies().all.contains_key(&key);
+        match (exists, replace) {
+            (true, false) => return Err(RuleChangeError::Exists(policy_ref)),
+            (false, true) => return Err(RuleChangeError::NotFound(policy_ref)),
+            _ => {}
+        }
+        self.inner
+            .store
+            .put_policy(tenant, &policy_ref, Some(policy.source.to_string()))
+            .await?;
+        let mut all = self.policies().all.clone();
+        all.insert(key, Arc::new(policy));
+        self.inner.policies.replace(PolicyIndex::build(all));
+        Ok(())
+    }
+
+    /// Delete a policy.
+    pub async fn delete_policy(
+        &self,
+        tenant: &TenantId,
+        policy_ref: &str,
+    ) -> Result<(), RuleChangeError> {
+        let key = (tenant.clone(), policy_ref.to_owned());
+        let _serial = self.inner.rule_changes.lock().await;
+        if !self.policies().all.contains_key(&key) {
+            return Err(RuleChangeError::NotFound(policy_ref.to_owned()));
+        }
+        self.inner
+            .store
+            .put_policy(tenant, policy_ref, None)
+            .await?;
+        let mut all = self.policies().all.clone();
+        all.remove(&key);
+        self.inner.policies.replace(PolicyIndex::build(all));
+        Ok(())
     }
 
     fn rebuild(

@@ -1,19 +1,24 @@
 //! The reactor: where packs are loaded and actions are taken from a request
 //! to a durable execution record.
 //!
-//! Later issues add dispatch, the rules engine, the scheduler and sensors
-//! here; today it holds [`packs`] (reading pack directories) and [`runner`]
-//! (validate → record → run in the sandbox → record).
+//! [`packs`] reads pack directories, [`runner`] takes one action from a
+//! request to a final status, [`rules`] and [`engine`] decide what an event
+//! causes, [`policies`] and the scheduler decide when an execution may run,
+//! and [`dispatch`] ties them into the running [`Reactor`].
 
 #![forbid(unsafe_code)]
 
 pub mod dispatch;
 pub mod engine;
+mod lifecycle;
 pub mod packs;
+pub mod policies;
 pub mod rules;
 pub mod runner;
+mod scheduler;
 pub mod timers;
 
 pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
+pub use lifecycle::ExecutionError;
 pub use packs::{LoadedPack, PackError, PackSet};
 pub use runner::{RunError, RunRequest, Runner};

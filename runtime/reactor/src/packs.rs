@@ -58,6 +58,8 @@ pub struct LoadedPack {
     pub config: Arc<str>,
     /// Trigger types declared in `sensors/*.yaml`.
     pub trigger_types: Vec<TriggerType>,
+    /// Policies from `policies/*.yaml`, each with its file.
+    pub policies: Vec<(PathBuf, squall_core::policy::Policy)>,
 }
 
 impl LoadedPack {
@@ -90,10 +92,17 @@ impl LoadedPack {
                 &manifest.pack_ref,
             )?);
         }
+        let mut policies = Vec::new();
+        for file in yaml_files(&dir.join("policies"))? {
+            let policy =
+                squall_core::policy::Policy::parse(&read(&file)?, &file, &manifest.pack_ref)?;
+            policies.push((file, policy));
+        }
         Ok(Self {
             manifest,
             dir: dir.to_owned(),
             actions,
+            policies,
             config: serde_json::Value::Object(config).to_string().into(),
             trigger_types,
         })

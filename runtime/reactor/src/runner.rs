@@ -9,6 +9,8 @@ use squall_core::params::ParamError;
 use squall_core::time::now_rfc3339;
 use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
 use squall_sandbox::{ActionComponent, Invocation, Limits, Outcome, Sandbox};
+
+use crate::scheduler::Live;
 use squall_store::Store;
 
 use crate::packs::{PackError, PackSet};
@@ -20,6 +22,23 @@ pub struct RunRequest {
     pub action: ActionRef,
     pub parameters: Map<String, Value>,
     pub trace_tag: Option<String>,
+    /// StackStorm's execution context (`user`, `re-run`, `policies`, ...).
+    pub context: Map<String, Value>,
+    /// Milliseconds to wait before running.
+    pub delay: Option<u64>,
+}
+
+impl RunRequest {
+    pub fn new(tenant: TenantId, action: ActionRef, parameters: Map<String, Value>) -> Self {
+        Self {
+            tenant,
+            action,
+            parameters,
+            trace_tag: None,
+            context: Map::new(),
+            delay: None,
+        }
+    }
 }
 
 /// Why an execution was not started. When one of these is returned, no
@@ -81,6 +100,11 @@ impl Runner {
         self.execute(prepared).await
     }
 
+    /// Bytes of stdout, stderr and log kept per execution.
+    pub fn output_bytes(&self) -> usize {
+        self.limits.output_bytes
+    }
+
     /// Everything up to the `requested` record, without writing it: look up
     /// the action, validate the parameters, load the component. `origin` is
     /// the (trigger instance id, rule ref) when a rule asked for the run.
@@ -94,7 +118,7 @@ impl Runner {
             return Err(RunError::Disabled(req.action));
         }
         let (parameters, options) =
-            meta.resolve(req.parameters)
+            meta.resolve(req.parameters.clone())
                 .map_err(|cause| RunError::Parameters {
                     action: req.action.clone(),
                     cause,
@@ -108,7 +132,9 @@ impl Runner {
             })?;
         let now = now_rfc3339();
         let (trigger_instance_id, rule_ref) = origin.unzip();
-        let execution = Execution {
+        let given = req.parameters;
+        let delay = req.delay.filter(|d| *d > 0);
+        let mut execution = Execution {
             id: ExecutionId::generate(),
             tenant: req.tenant,
             action: req.action,
@@ -125,13 +151,22 @@ impl Runner {
             trace_tag: req.trace_tag,
             trigger_instance_id,
             rule_ref,
+            context: req.context,
+            delay,
         };
+        if delay.is_some() {
+            execution.transition(ExecutionStatus::Delayed);
+        }
         Ok(Prepared {
             execution,
+            given,
             parameters,
             timeout: options.timeout,
             component,
             config: pack.config.clone(),
+            live: Live::new(self.limits.output_bytes),
+            held: Vec::new(),
+            woken: false,
         })
     }
 
@@ -139,6 +174,23 @@ impl Runner {
     /// its stored parameters. Secret parameters were masked when stored, so
     /// such an execution is refused rather than run with the mask.
     pub fn resume(&self, execution: Execution) -> Result<Prepared, RunError> {
+        let given = self.stored_request_parameters(&execution, &Map::new())?;
+        let mut req = RunRequest::new(execution.tenant.clone(), execution.action.clone(), given);
+        req.trace_tag = execution.trace_tag.clone();
+        let mut prepared = self.prepare(req, None)?;
+        prepared.execution = execution;
+        Ok(prepared)
+    }
+
+    /// The parameters to run `execution` again with: its stored ones (minus
+    /// immutable ones, which take their defaults again) with `overrides`
+    /// on top. Refused when a secret parameter was stored masked and is not
+    /// given again in `overrides`.
+    pub fn stored_request_parameters(
+        &self,
+        execution: &Execution,
+        overrides: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, RunError> {
         let (_, meta) = self.packs.action(&execution.action)?;
         let mut given = execution
             .parameters
@@ -148,65 +200,61 @@ impl Runner {
         if meta
             .parameters
             .specs()
-            .any(|s| s.secret && given.contains_key(&s.name))
+            .any(|s| s.secret && given.contains_key(&s.name) && !overrides.contains_key(&s.name))
         {
             return Err(RunError::SecretsNotStored(execution.action.clone()));
         }
-        // Immutable parameters were stored with their defaults; they cannot
-        // be given again.
         for spec in meta.parameters.specs().filter(|s| s.immutable) {
             given.remove(&spec.name);
         }
-        let mut prepared = self.prepare(
-            RunRequest {
-                tenant: execution.tenant.clone(),
-                action: execution.action.clone(),
-                parameters: given,
-                trace_tag: execution.trace_tag.clone(),
-            },
-            None,
-        )?;
-        prepared.execution = execution;
-        Ok(prepared)
+        given.extend(overrides.clone());
+        Ok(given)
     }
 
     /// Run an execution whose `requested` record exists, and record the end.
     #[tracing::instrument(skip_all, fields(execution_id = %prepared.execution.id, action = %prepared.execution.action))]
-    pub async fn execute(&self, prepared: Prepared) -> Result<Execution, RunError> {
-        let execution = self.run_to_end(prepared).await?;
-        self.store.update_execution(&execution).await?;
-        Ok(execution)
+    pub async fn execute(&self, mut prepared: Prepared) -> Result<Execution, RunError> {
+        if prepared.execution.status == ExecutionStatus::Delayed {
+            prepared.execution.transition(ExecutionStatus::Requested);
+        }
+        self.run_to_end(&mut prepared).await?;
+        self.store.update_execution(&prepared.execution).await?;
+        Ok(prepared.execution)
     }
 
-    /// Record `running`, run the guest, and return the execution in its
-    /// final status — not yet written, so the caller can write it together
-    /// with what its completion causes.
-    pub async fn run_to_end(&self, prepared: Prepared) -> Result<Execution, RunError> {
-        let Prepared {
-            mut execution,
-            parameters,
-            timeout,
-            component,
-            config,
-        } = prepared;
-        transition(&mut execution, ExecutionStatus::Scheduled);
-        transition(&mut execution, ExecutionStatus::Running);
-        self.store.update_execution(&execution).await?;
+    /// Record `running`, run the guest, and leave `prepared.execution` in
+    /// its final status — not yet written, so the caller can write it
+    /// together with what its completion causes. Returns false, running
+    /// nothing, when the record had completed meanwhile (canceled).
+    pub async fn run_to_end(&self, prepared: &mut Prepared) -> Result<bool, RunError> {
+        let execution = &mut prepared.execution;
+        if execution.status != ExecutionStatus::Scheduled {
+            execution.transition(ExecutionStatus::Scheduled);
+        }
+        execution.transition(ExecutionStatus::Running);
+        if !self.store.update_execution(execution).await? {
+            return Ok(false);
+        }
 
         let invocation = Invocation {
             execution_id: execution.id.clone(),
             tenant: execution.tenant.clone(),
             action: execution.action.clone(),
-            parameters,
-            config,
+            parameters: prepared.parameters.clone(),
+            config: prepared.config.clone(),
             kv: Some(Arc::new(self.store.clone()) as Arc<dyn KvStore>),
             trace_tag: execution.trace_tag.clone(),
             limits: Limits {
-                timeout,
+                timeout: prepared.timeout,
                 ..self.limits
             },
+            cancel: prepared.live.cancel.clone(),
+            output: Some(prepared.live.output.clone()),
         };
-        let report = self.sandbox.run_action(&component, invocation).await;
+        let report = self
+            .sandbox
+            .run_action(&prepared.component, invocation)
+            .await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
             Outcome::Failed(failure) => {
@@ -216,13 +264,16 @@ impl Runner {
                 ExecutionStatus::Timeout,
                 json!({ "error": format!("action timed out after {:.1} s", after.as_secs_f64()) }),
             ),
+            Outcome::Canceled => (
+                ExecutionStatus::Canceled,
+                json!({ "error": "canceled while running" }),
+            ),
         };
         execution.result = Some(result);
         execution.output = report.output;
-        transition(&mut execution, status);
-        execution.end_timestamp = execution.log.last().map(|c| c.timestamp.clone());
+        execution.transition(status);
         tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
-        Ok(execution)
+        Ok(true)
     }
 }
 
@@ -230,10 +281,28 @@ impl Runner {
 #[derive(Debug)]
 pub struct Prepared {
     pub execution: Execution,
+    /// The parameters as the caller gave them (secrets in clear), for a retry.
+    pub(crate) given: Map<String, Value>,
     parameters: Map<String, Value>,
     timeout: std::time::Duration,
     component: Arc<ActionComponent>,
     config: Arc<str>,
+    /// Its cancel signal, output and phase, shared with the scheduler.
+    pub(crate) live: Arc<Live>,
+    /// The concurrency gates whose slots it holds once admitted.
+    pub(crate) held: Vec<String>,
+    /// It waited at a gate and was woken by a release.
+    pub(crate) woken: bool,
+}
+
+impl Prepared {
+    /// When it may run: `start_timestamp` + `delay`, if that is still ahead.
+    pub(crate) fn not_before(&self) -> Option<std::time::SystemTime> {
+        let delay = self.execution.delay?;
+        let start = squall_core::time::parse_rfc3339(&self.execution.start_timestamp)?;
+        let at = std::time::SystemTime::from(start) + std::time::Duration::from_millis(delay);
+        (at > std::time::SystemTime::now()).then_some(at)
+    }
 }
 
 /// What an execution record keeps of its parameters: the resolved ones with
@@ -247,12 +316,4 @@ fn stored_parameters(
     let mut stored = meta.parameters.mask_secrets(parameters);
     stored.insert("timeout".into(), Value::from(timeout.as_secs()));
     stored
-}
-
-fn transition(execution: &mut Execution, status: ExecutionStatus) {
-    execution.status = status;
-    execution.log.push(StatusChange {
-        status,
-        timestamp: now_rfc3339(),
-    });
 }

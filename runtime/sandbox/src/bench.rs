@@ -8,7 +8,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
 
 use crate::bindings::squall::automation::types::Context;
-use crate::host::{HostState, LogBuffer, MemoryLimiter};
+use crate::host::{HostState, MemoryLimiter};
+use crate::live::LogBuffer;
 use crate::{ActionComponent, Sandbox};
 
 impl Sandbox {
@@ -44,7 +45,7 @@ impl Sandbox {
                 tenant: squall_core::TenantId::default_tenant(),
                 config: "{}".into(),
                 kv: None,
-                log: LogBuffer::new(0),
+                log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
             };
             let mut store = Store::new(&self.engine.engine, state);
             store.set_epoch_deadline(u64::MAX / 2);

@@ -14,6 +14,7 @@ mod bindings;
 mod cache;
 mod engine;
 mod host;
+mod live;
 mod run;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use squall_core::execution::CapturedOutput;
 
 pub use engine::Allocator;
+pub use live::{Cancel, LiveOutput};
 pub use run::{Invocation, Limits};
 
 /// Errors from loading a component.
@@ -88,6 +90,8 @@ pub enum Outcome {
     Failed(Failure),
     /// The deadline passed; the guest was stopped.
     Timeout { after: Duration },
+    /// [`Cancel::cancel`] was called; the guest was stopped.
+    Canceled,
 }
 
 /// Why an execution failed, with a message meant for the person reading the

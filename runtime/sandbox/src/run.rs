@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_core::execution::CapturedOutput;
 use squall_core::kv::KvStore;
 use squall_core::{ActionRef, ExecutionId, TenantId};
 use wasmtime::component::ResourceTable;
@@ -12,8 +11,8 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::squall::automation::types::{ActionError, Context};
-use crate::host::output::CappedPipe;
-use crate::host::{HostState, LogBuffer, MemoryLimiter};
+use crate::host::{HostState, MemoryLimiter};
+use crate::live::{Cancel, LiveOutput};
 use crate::{ActionComponent, Failure, FailureKind, Outcome, RunReport, Sandbox};
 
 /// Per-execution limits.
@@ -53,6 +52,11 @@ pub struct Invocation {
     pub kv: Option<Arc<dyn KvStore>>,
     pub trace_tag: Option<String>,
     pub limits: Limits,
+    /// Stops the execution when canceled.
+    pub cancel: Cancel,
+    /// Where stdout, stderr and log lines go, readable while it runs. Its
+    /// caps are the caller's; `limits.output_bytes` sizes a fresh one.
+    pub output: Option<LiveOutput>,
 }
 
 impl Sandbox {
@@ -68,13 +72,16 @@ impl Sandbox {
         let limits = inv.limits;
         // A zero timeout would expire before the first instruction.
         let timeout = limits.timeout.max(self.engine.tick);
-        let stdout = CappedPipe::new(limits.output_bytes);
-        let stderr = CappedPipe::new(limits.output_bytes);
+        let live = inv
+            .output
+            .clone()
+            .unwrap_or_else(|| LiveOutput::new(limits.output_bytes));
+        let cancel = inv.cancel.clone();
         // No env, no args, no preopened directories, no sockets: WASI's
         // defaults, made explicit by not asking for any of them.
         let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .stdout(live.stdout.clone())
+            .stderr(live.stderr.clone())
             .build();
         let state = HostState {
             wasi,
@@ -86,14 +93,15 @@ impl Sandbox {
             tenant: inv.tenant.clone(),
             config: inv.config.clone(),
             kv: inv.kv.clone(),
-            log: LogBuffer::new(limits.output_bytes),
+            log: live.log.clone(),
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
         let deadline = started + timeout;
         store.set_epoch_deadline(1);
+        let stop = cancel.clone();
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || stop.is_canceled() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 // Yield through tokio so a busy guest cannot starve the runtime
@@ -129,15 +137,19 @@ impl Sandbox {
         };
         // The epoch callback stops guests that compute; this stops guests that
         // wait inside a host call (sleeping, kv), where epochs are not checked.
-        let called = tokio::time::timeout_at(deadline.into(), call).await;
+        // A cancel interrupts both kinds the same way.
+        let called = tokio::select! {
+            called = tokio::time::timeout_at(deadline.into(), call) => called,
+            () = cancel.canceled() => Ok(Err(CallError::Canceled)),
+        };
 
         let refused_memory = store.data().limiter.refused;
-        let log = std::mem::replace(&mut store.data_mut().log, LogBuffer::new(0));
         drop(store);
-        let (stdout, stdout_cut) = stdout.take();
-        let (stderr, stderr_cut) = stderr.take();
+        let output = live.take();
         let outcome = match called {
+            _ if cancel.is_canceled() => Outcome::Canceled,
             Err(_elapsed) => Outcome::Timeout { after: timeout },
+            Ok(Err(CallError::Canceled)) => Outcome::Canceled,
             Ok(Ok(Ok(json))) => parse_result(&json, limits.result_bytes),
             Ok(Ok(Err(action_error))) => Outcome::Failed(from_action_error(action_error)),
             Ok(Err(CallError::Instantiate(e))) => Outcome::Failed(Failure {
@@ -145,17 +157,12 @@ impl Sandbox {
                 message: format!("failed to start the action: {e:#}"),
             }),
             Ok(Err(CallError::Trap(e))) => {
-                classify_trap(&e, refused_memory, limits, &stderr, timeout)
+                classify_trap(&e, refused_memory, limits, &output.stderr, timeout)
             }
         };
         RunReport {
             outcome,
-            output: CapturedOutput {
-                stdout,
-                stderr,
-                truncated: stdout_cut || stderr_cut || log.truncated,
-                log: log.lines,
-            },
+            output,
             elapsed: started.elapsed(),
         }
     }
@@ -164,6 +171,7 @@ impl Sandbox {
 enum CallError {
     Instantiate(wasmtime::Error),
     Trap(wasmtime::Error),
+    Canceled,
 }
 
 fn parse_result(json: &str, max: usize) -> Outcome {

@@ -30,7 +30,16 @@ impl ExecutionFilter {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref";
+pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay";
+
+/// An execution as stored, its result left as the JSON text it was stored
+/// as, so serving it does not parse it again.
+#[derive(Debug, Clone)]
+pub struct StoredExecution {
+    /// The record, with `result` left `None`.
+    pub execution: Execution,
+    pub result_json: Option<String>,
+}
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("execution fields serialize to JSON")
@@ -43,10 +52,45 @@ impl Store {
         self.write(move |txn| insert(txn, &row)).await
     }
 
-    /// Write an execution's mutable fields: status, result, output, log, end.
-    pub async fn update_execution(&self, execution: &Execution) -> Result<()> {
+    /// Write an execution's mutable fields: status, result, output, log,
+    /// end, context. An execution already in a completed status is never
+    /// changed again: such a write is skipped and `false` returned.
+    pub async fn update_execution(&self, execution: &Execution) -> Result<bool> {
         let row = ExecutionRow::encode(execution);
         self.write(move |txn| update(txn, &row)).await
+    }
+
+    /// Mark a running execution `canceling` (only if it is still running).
+    pub async fn mark_canceling(&self, execution: &Execution) -> Result<bool> {
+        let (tenant, id) = (execution.tenant.clone(), execution.id.clone());
+        let log = json(&execution.log);
+        self.write(move |txn| {
+            let n = txn
+                .prepare_cached(
+                    "UPDATE executions SET status = 'canceling', status_log = ?3
+                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'running'",
+                )?
+                .execute(params![tenant.as_str(), id.as_str(), log])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// [`Store::get_execution`] without parsing the result.
+    pub fn get_execution_stored(
+        &self,
+        tenant: &TenantId,
+        id: &ExecutionId,
+    ) -> Result<Option<StoredExecution>> {
+        self.read(|conn| {
+            conn.query_row(
+                &format!("SELECT {COLUMNS} FROM executions WHERE tenant_id = ?1 AND id = ?2"),
+                params![tenant.as_str(), id.as_str()],
+                |row| Ok(stored_from_row(row)),
+            )
+            .optional()?
+            .transpose()
+        })
     }
 
     /// One execution of `tenant`.
@@ -67,6 +111,14 @@ impl Store {
         Ok(self.list_executions_counted(filter)?.0)
     }
 
+    /// [`Store::list_executions_counted`] without parsing results.
+    pub fn list_executions_stored(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<(Vec<StoredExecution>, u64)> {
+        self.list_executions_with(filter, stored_from_row)
+    }
+
     /// [`Store::list_executions`] and how many match in all. Only the
     /// filters given appear in the SQL, so SQLite can use the index that
     /// serves them (a `?x IS NULL OR ...` clause would force a table scan).
@@ -74,6 +126,14 @@ impl Store {
         &self,
         filter: &ExecutionFilter,
     ) -> Result<(Vec<Execution>, u64)> {
+        self.list_executions_with(filter, from_row)
+    }
+
+    fn list_executions_with<T>(
+        &self,
+        filter: &ExecutionFilter,
+        from_row: fn(&Row<'_>) -> Result<T>,
+    ) -> Result<(Vec<T>, u64)> {
         let mut clauses = vec!["tenant_id = ?"];
         let mut args: Vec<String> = vec![filter.tenant.as_str().to_owned()];
         if let Some(action) = &filter.action {
@@ -129,6 +189,8 @@ pub(crate) struct ExecutionRow {
     trace_tag: Option<String>,
     trigger_instance_id: Option<String>,
     rule_ref: Option<String>,
+    context: Option<String>,
+    delay: Option<i64>,
 }
 
 impl ExecutionRow {
@@ -147,28 +209,37 @@ impl ExecutionRow {
             trace_tag: e.trace_tag.clone(),
             trigger_instance_id: e.trigger_instance_id.clone(),
             rule_ref: e.rule_ref.clone(),
+            context: (!e.context.is_empty()).then(|| json(&e.context)),
+            delay: e.delay.and_then(|d| i64::try_from(d).ok()),
         }
     }
 }
 
-/// Update inside an open transaction.
-pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
+/// Update inside an open transaction; completed executions are left as
+/// they are (returns `false`).
+pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<bool> {
     let n = txn
         .prepare_cached(
-            "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7
-             WHERE tenant_id = ?1 AND id = ?2",
+            "UPDATE executions SET status = ?3, result = ?4, output = ?5, status_log = ?6, end_timestamp = ?7, context = ?8
+             WHERE tenant_id = ?1 AND id = ?2
+               AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
         )?
-        .execute(params![e.tenant, e.id, e.status, e.result, e.output, e.log, e.end])?;
+        .execute(params![e.tenant, e.id, e.status, e.result, e.output, e.log, e.end, e.context])?;
     if n == 0 {
-        return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
+        let exists = txn
+            .prepare_cached("SELECT 1 FROM executions WHERE tenant_id = ?1 AND id = ?2")?
+            .exists(params![e.tenant, e.id])?;
+        if !exists {
+            return Err(Error::Corrupt(format!("execution {} does not exist", e.id)));
+        }
     }
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Insert inside an open transaction (shared with trigger processing).
 pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
     txn.prepare_cached(&format!(
-        "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))?
     .execute(params![
         e.id,
@@ -184,25 +255,42 @@ pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
         e.trace_tag,
         e.trigger_instance_id,
         e.rule_ref,
+        e.context,
+        e.delay,
     ])?;
     Ok(())
 }
 
 pub(crate) fn from_row(row: &Row<'_>) -> Result<Execution> {
+    let stored = stored_from_row(row)?;
+    let mut execution = stored.execution;
+    execution.result = stored
+        .result_json
+        .map(|r| {
+            serde_json::from_str(&r)
+                .map_err(|e| Error::Corrupt(format!("execution {} result: {e}", execution.id)))
+        })
+        .transpose()?;
+    Ok(execution)
+}
+
+pub(crate) fn stored_from_row(row: &Row<'_>) -> Result<StoredExecution> {
     let text = |i: usize| -> Result<String> { Ok(row.get::<_, String>(i)?) };
     let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("{what}: {e}"));
     let id = text(0)?;
     let parse_json = |what: &str, s: &str| -> Result<serde_json::Value> {
         serde_json::from_str(s).map_err(|e| corrupt(&format!("execution {id} {what}"), &e))
     };
-    let result: Option<String> = row.get(5)?;
-    Ok(Execution {
+    let result_json: Option<String> = row.get(5)?;
+    let context: Option<String> = row.get(13)?;
+    let delay: Option<i64> = row.get(14)?;
+    let execution = Execution {
         id: id.parse().map_err(|e| corrupt("execution id", &e))?,
         tenant: TenantId::new(text(1)?).map_err(|e| corrupt("tenant id", &e))?,
         action: text(2)?.parse().map_err(|e| corrupt("action ref", &e))?,
         status: text(3)?.parse().map_err(|e| corrupt("status", &e))?,
         parameters: parse_json("parameters", &text(4)?)?,
-        result: result.map(|r| parse_json("result", &r)).transpose()?,
+        result: None,
         output: serde_json::from_str::<CapturedOutput>(&text(6)?)
             .map_err(|e| corrupt("execution output", &e))?,
         log: serde_json::from_str::<Vec<StatusChange>>(&text(7)?)
@@ -212,6 +300,15 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Execution> {
         trace_tag: row.get(10)?,
         trigger_instance_id: row.get(11)?,
         rule_ref: row.get(12)?,
+        context: match context {
+            Some(c) => serde_json::from_str(&c).map_err(|e| corrupt("execution context", &e))?,
+            None => Default::default(),
+        },
+        delay: delay.and_then(|d| u64::try_from(d).ok()),
+    };
+    Ok(StoredExecution {
+        execution,
+        result_json,
     })
 }
 
@@ -241,6 +338,8 @@ mod tests {
             trace_tag: None,
             trigger_instance_id: None,
             rule_ref: None,
+            context: Default::default(),
+            delay: None,
         }
     }
 

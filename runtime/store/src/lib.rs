@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use executions::ExecutionFilter;
+pub use executions::{ExecutionFilter, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
-pub use reactor::{Page, Trace};
+pub use reactor::{Emission, Page, Trace};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

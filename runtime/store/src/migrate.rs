@@ -88,6 +88,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag);
     CREATE INDEX executions_by_instance ON executions (tenant_id, trigger_instance_id);
     "#,
+    // 3: the execution lifecycle: context and delay on executions, policies
+    // changed through the API (overriding packs' policies/ like rules).
+    r#"
+    ALTER TABLE executions ADD COLUMN context TEXT;
+    ALTER TABLE executions ADD COLUMN delay INTEGER;
+
+    CREATE TABLE policies (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        body        TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,24 @@ const TI_COLUMNS: &str =
     "id, tenant_id, trigger_type, trigger_parameters, payload, occurrence_time, status, trace_tag";
 const RE_COLUMNS: &str = "id, tenant_id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, enforced_at, trace_tag";
 
+/// One trigger instance emitted by a completion, with what matching it
+/// decided.
+#[derive(Debug)]
+pub struct Emission<'a> {
+    pub instance: &'a TriggerInstance,
+    pub enforcements: Vec<RuleEnforcement>,
+    pub executions: Vec<&'a Execution>,
+}
+
+/// The smallest id (UUIDv7, hex, as every record id is) created at or after
+/// `time` (RFC 3339): ids sort by creation time.
+fn id_floor(time: &str) -> Result<String> {
+    let at = squall_core::time::parse_rfc3339(time)
+        .ok_or_else(|| Error::Corrupt(format!("purge cutoff '{time}' is not an RFC 3339 time")))?;
+    let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    Ok(format!("{ms:012x}{}", "0".repeat(20)))
+}
+
 /// Everything one trace tag links.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
@@ -202,62 +220,131 @@ impl Store {
         .await
     }
 
-    /// Record an execution's final state together with the trigger instance
-    /// its completion emits (and what that instance's rules requested), in
-    /// one transaction: a completion is never recorded without its event.
+    /// Record an execution's final state together with the trigger
+    /// instances its completion emits (each with what its rules requested)
+    /// and any follow-up executions (retries), in one transaction: a
+    /// completion is never recorded without its events. When the execution
+    /// had already completed (canceled meanwhile), nothing is written and
+    /// `false` is returned.
     pub async fn complete_execution(
         &self,
         execution: &Execution,
-        emitted: &TriggerInstance,
-        enforcements: Vec<RuleEnforcement>,
-        executions: &[&Execution],
-    ) -> Result<()> {
+        emitted: &[Emission<'_>],
+        follow_ups: &[&Execution],
+    ) -> Result<bool> {
         let finished = ExecutionRow::encode(execution);
-        let emitted = InstanceRow::encode(emitted);
-        let executions: Vec<ExecutionRow> =
-            executions.iter().map(|e| ExecutionRow::encode(e)).collect();
+        let emitted: Vec<_> = emitted
+            .iter()
+            .map(|e| {
+                (
+                    InstanceRow::encode(e.instance),
+                    e.enforcements.clone(),
+                    e.executions
+                        .iter()
+                        .map(|x| ExecutionRow::encode(x))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let follow_ups: Vec<ExecutionRow> =
+            follow_ups.iter().map(|e| ExecutionRow::encode(e)).collect();
         self.write(move |txn| {
-            crate::executions::update(txn, &finished)?;
-            insert_instance(txn, &emitted)?;
-            insert_outcome(txn, &enforcements, &executions)
+            if !crate::executions::update(txn, &finished)? {
+                return Ok(false);
+            }
+            for (instance, enforcements, executions) in &emitted {
+                insert_instance(txn, instance)?;
+                insert_outcome(txn, enforcements, executions)?;
+            }
+            for e in &follow_ups {
+                insert_execution(txn, e)?;
+            }
+            Ok(true)
         })
         .await
     }
 
-    /// Mark every execution left `running` (by a process that died) as
-    /// `abandoned`, StackStorm's status for it; never re-run silently.
-    /// Returns how many.
-    pub async fn abandon_running_executions(&self) -> Result<usize> {
-        self.write(|txn| {
-            let mut stmt = txn.prepare(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id IN (SELECT id FROM tenants) AND status = 'running'"))?;
-            let running = collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)?;
-            drop(stmt);
-            let now = squall_core::time::now_rfc3339();
-            for mut e in running.iter().cloned() {
-                e.status = ExecutionStatus::Abandoned;
-                e.log.push(squall_core::StatusChange { status: e.status, timestamp: now.clone() });
-                e.result = Some(serde_json::json!({"error": "the server stopped while the action was running"}));
-                txn.prepare_cached("UPDATE executions SET status = ?2, status_log = ?3, result = ?4, end_timestamp = ?5 WHERE id = ?1")?.execute(params![e.id.as_str(), e.status.as_str(), serde_json::to_string(&e.log).map_err(|x| corrupt("log", x))?, e.result.as_ref().map(ToString::to_string), now],)?;
-            }
-            Ok(running.len())
+    /// Executions a process that died left `running` or `canceling`, all
+    /// tenants, oldest first.
+    pub fn unfinished_executions(&self) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions
+                 WHERE tenant_id IN (SELECT id FROM tenants)
+                   AND status IN ('running', 'canceling') ORDER BY id"
+            ))?;
+            collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)
         })
-        .await
+    }
+
+    /// Executions waiting to run (`requested`, `scheduled`, `delayed`),
+    /// oldest first, all tenants.
+    pub fn pending_executions(&self) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            // Through (tenant_id, status, id), one tenant and status at a time.
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions
+                 WHERE tenant_id IN (SELECT id FROM tenants)
+                   AND status IN ('requested', 'scheduled', 'delayed') ORDER BY id"
+            ))?;
+            collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)
+        })
     }
 
     /// Executions still `requested`, oldest first, all tenants.
     pub fn requested_executions(&self) -> Result<Vec<Execution>> {
-        self.read(|conn| {
-            // Through (tenant_id, status, id), one tenant at a time.
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions
-                 WHERE tenant_id IN (SELECT id FROM tenants) AND status = ?1 ORDER BY id"
-            ))?;
-            collect(
-                stmt.query_map([ExecutionStatus::Requested.as_str()], |row| {
-                    Ok(execution_from_row(row))
-                })?,
-            )
-        })
+        Ok(self
+            .pending_executions()?
+            .into_iter()
+            .filter(|e| e.status == ExecutionStatus::Requested)
+            .collect())
+    }
+
+    /// Delete, in batches of `batch` rows per write, completed executions
+    /// and the trigger instances and enforcements recorded before `before`
+    /// (RFC 3339). Each batch is its own short write, so the writer serves
+    /// other work in between. Returns (executions, trigger instances,
+    /// enforcements) deleted.
+    pub async fn purge(&self, before: &str, batch: usize) -> Result<(u64, u64, u64)> {
+        let cutoff = id_floor(before)?;
+        let tenants: Vec<String> = self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT id FROM tenants")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut counts = [0u64; 3];
+        let tables = [
+            (
+                "executions",
+                "AND status IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
+            ),
+            ("trigger_instances", ""),
+            ("rule_enforcements", ""),
+        ];
+        for tenant in tenants {
+            for (i, (table, extra)) in tables.iter().enumerate() {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}
+                     WHERE tenant_id = ?1 AND id < ?2 {extra} LIMIT ?3)"
+                );
+                loop {
+                    let (sql, tenant, cutoff) = (sql.clone(), tenant.clone(), cutoff.clone());
+                    let n = self
+                        .write(move |txn| {
+                            Ok(txn
+                                .prepare_cached(&sql)?
+                                .execute(params![tenant, cutoff, batch])?)
+                        })
+                        .await?;
+                    counts[i] += n as u64;
+                    if (n as i64) < batch {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((counts[0], counts[1], counts[2]))
     }
 
     pub fn get_trigger_instance(
@@ -387,20 +474,62 @@ impl Store {
         rule_ref: &str,
         body: Option<String>,
     ) -> Result<()> {
-        let (tenant, rule_ref) = (tenant.clone(), rule_ref.to_owned());
+        self.put_override(Overrides::Rules, tenant, rule_ref, body)
+            .await
+    }
+
+    /// Every rule change made through the API: (tenant, ref, document or deleted).
+    pub fn rule_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>> {
+        self.overrides(Overrides::Rules)
+    }
+
+    /// Record an API change to a policy, as [`Store::put_rule`] does.
+    pub async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        policy_ref: &str,
+        body: Option<String>,
+    ) -> Result<()> {
+        self.put_override(Overrides::Policies, tenant, policy_ref, body)
+            .await
+    }
+
+    /// Every policy change made through the API.
+    pub fn policy_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>> {
+        self.overrides(Overrides::Policies)
+    }
+
+    async fn put_override(
+        &self,
+        table: Overrides,
+        tenant: &TenantId,
+        item_ref: &str,
+        body: Option<String>,
+    ) -> Result<()> {
+        let (tenant, item_ref) = (tenant.clone(), item_ref.to_owned());
+        let sql = format!(
+            "INSERT INTO {} (tenant_id, ref, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            table.name()
+        );
         self.write(move |txn| {
-            txn.prepare_cached("INSERT INTO rules (tenant_id, ref, body, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at")?.execute(params![tenant.as_str(), rule_ref, body, squall_core::time::now_rfc3339()],)?;
+            txn.prepare_cached(&sql)?.execute(params![
+                tenant.as_str(),
+                item_ref,
+                body,
+                squall_core::time::now_rfc3339()
+            ])?;
             Ok(())
         })
         .await
     }
 
-    /// Every rule change made through the API: (tenant, ref, document or deleted).
-    pub fn rule_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>> {
+    fn overrides(&self, table: Overrides) -> Result<Vec<(TenantId, String, Option<String>)>> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT tenant_id, ref, body FROM rules ORDER BY tenant_id, ref")?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT tenant_id, ref, body FROM {} ORDER BY tenant_id, ref",
+                table.name()
+            ))?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -419,6 +548,22 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+/// The tables of API changes that override packs' files.
+#[derive(Debug, Clone, Copy)]
+enum Overrides {
+    Rules,
+    Policies,
+}
+
+impl Overrides {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Policies => "policies",
+        }
     }
 }
 
@@ -468,6 +613,8 @@ mod tests {
             trace_tag: Some(ti.trace_tag.clone()),
             trigger_instance_id: Some(ti.id.clone()),
             rule_ref: Some("examples.r".into()),
+            context: Default::default(),
+            delay: None,
         };
         let enforcement = RuleEnforcement {
             id: new_id(),

@@ -19,7 +19,7 @@ fn name(level: Level) -> &'static str {
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         tracing::debug!(target: "squall::guest", level = name(level), "{message}");
-        let buf = &mut self.log;
+        let mut buf = self.log.lock().expect("log lock poisoned");
         if buf.bytes + message.len() > buf.cap {
             buf.truncated = true;
             return;

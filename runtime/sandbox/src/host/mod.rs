@@ -11,7 +11,6 @@ pub(crate) mod output;
 use std::sync::Arc;
 
 use squall_core::TenantId;
-use squall_core::execution::GuestLogLine;
 use squall_core::kv::KvStore;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
@@ -29,7 +28,7 @@ pub(crate) struct HostState {
     /// The pack's config as JSON text.
     pub(crate) config: Arc<str>,
     pub(crate) kv: Option<Arc<dyn KvStore>>,
-    pub(crate) log: LogBuffer,
+    pub(crate) log: Arc<std::sync::Mutex<crate::live::LogBuffer>>,
 }
 
 impl WasiView for HostState {
@@ -81,26 +80,6 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
-    }
-}
-
-/// Guest log lines, capped by total bytes like stdout and stderr.
-#[derive(Debug)]
-pub(crate) struct LogBuffer {
-    pub(crate) lines: Vec<GuestLogLine>,
-    pub(crate) bytes: usize,
-    pub(crate) cap: usize,
-    pub(crate) truncated: bool,
-}
-
-impl LogBuffer {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            lines: Vec::new(),
-            bytes: 0,
-            cap,
-            truncated: false,
-        }
     }
 }
 

@@ -1,0 +1,555 @@
+//! An execution's life inside the reactor: requested (by a rule, the API or
+//! a retry) → delayed → scheduled (past its policies' gates) → running →
+//! completed, with cancel, re-run, retry, notifications and recovery.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Map, Value, json};
+use squall_core::execution::CapturedOutput;
+use squall_core::policy::{OverLimit, PolicyKind};
+use squall_core::template::KvLookup;
+use squall_core::time::now_rfc3339;
+use squall_core::trigger::{
+    ACTION_TRIGGER, NOTIFY_TRIGGER, TriggerInstance, TriggerInstanceStatus, new_id,
+};
+use squall_core::{Execution, ExecutionId, ExecutionStatus, TenantId};
+use squall_store::Emission;
+use tokio::sync::mpsc;
+
+use crate::dispatch::{Reactor, StoreKv};
+use crate::runner::{Prepared, RunError, RunRequest};
+use crate::scheduler::{Admission, GateKey, Phase};
+
+/// Spawned futures that lead back to themselves (admit → complete →
+/// enqueue → admit) are boxed, so their types are not infinite.
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Why an execution request, cancel or re-run was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError {
+    #[error("execution '{0}' not found")]
+    NotFound(ExecutionId),
+    #[error("execution '{id}' cannot be canceled: it already ended as {status}")]
+    AlreadyCompleted {
+        id: ExecutionId,
+        status: ExecutionStatus,
+    },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] squall_store::Error),
+}
+
+impl Reactor {
+    /// Request an execution (`POST /api/v1/executions`, `squall run --url`):
+    /// validated, recorded `requested` (or `delayed`), then scheduled.
+    pub async fn request_execution(&self, req: RunRequest) -> Result<Execution, RunError> {
+        let prepared = self.inner.runner.prepare(req, None)?;
+        self.track(&prepared);
+        if let Err(e) = self.inner.store.insert_execution(&prepared.execution).await {
+            self.inner.scheduler.forget(&prepared.execution.id);
+            return Err(e.into());
+        }
+        let execution = prepared.execution.clone();
+        self.spawn_enqueue(vec![prepared]);
+        Ok(execution)
+    }
+
+    /// Run an execution's action again with its parameters, `overrides` on
+    /// top (StackStorm's `re_run`). The new execution's context names the
+    /// original under `re-run`.
+    pub async fn re_run(
+        &self,
+        tenant: &TenantId,
+        id: &ExecutionId,
+        overrides: Map<String, Value>,
+        delay: Option<u64>,
+    ) -> Result<Execution, ExecutionError> {
+        let original = self
+            .inner
+            .store
+            .get_execution(tenant, id)?
+            .ok_or_else(|| ExecutionError::NotFound(id.clone()))?;
+        let given = self
+            .inner
+            .runner
+            .stored_request_parameters(&original, &overrides)?;
+        let mut req = RunRequest::new(tenant.clone(), original.action.clone(), given);
+        req.context
+            .insert("re-run".into(), json!({"ref": original.id.as_str()}));
+        req.delay = delay;
+        Ok(self.request_execution(req).await?)
+    }
+
+    /// Cancel an execution. One not yet running ends `canceled` at once; a
+    /// running one is interrupted (at the guest's next epoch tick) and is
+    /// returned `canceling`, ending `canceled` moments later.
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &ExecutionId,
+    ) -> Result<Execution, ExecutionError> {
+        let mut stored = self
+            .inner
+            .store
+            .get_execution(tenant, id)?
+            .ok_or_else(|| ExecutionError::NotFound(id.clone()))?;
+        if stored.status.is_completed() {
+            return Err(ExecutionError::AlreadyCompleted {
+                id: id.clone(),
+                status: stored.status,
+            });
+        }
+        let phase = match self.inner.scheduler.live(id) {
+            Some(live) => live.request_cancel(),
+            None => Phase::Waiting,
+        };
+        match phase {
+            Phase::Running => {
+                if stored.transition(ExecutionStatus::Canceling) {
+                    self.inner.store.mark_canceling(&stored).await?;
+                } else {
+                    // The `running` record is still on its way to disk.
+                    stored.status = ExecutionStatus::Canceling;
+                }
+                Ok(stored)
+            }
+            Phase::Waiting => {
+                self.inner.scheduler.forget(id);
+                stored.transition(ExecutionStatus::Canceled);
+                stored.result = Some(json!({"error": "canceled before it ran"}));
+                self.complete(stored.clone(), None).await;
+                Ok(stored)
+            }
+            Phase::Canceled => Ok(stored),
+        }
+    }
+
+    /// What a running execution has printed and logged so far; `None` when
+    /// this process is not running it (read the record instead).
+    pub fn live_output(&self, id: &ExecutionId) -> Option<CapturedOutput> {
+        self.inner
+            .scheduler
+            .live(id)
+            .map(|live| live.output.snapshot())
+    }
+
+    /// Executions running in this process now.
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn track(&self, p: &Prepared) {
+        self.inner.scheduler.track(&p.execution.id, &p.live);
+    }
+
+    /// Admit recorded executions in a task of their own (never makes the
+    /// caller wait for room in the queue).
+    pub(crate) fn spawn_enqueue(&self, prepared: Vec<Prepared>) {
+        if prepared.is_empty() {
+            return;
+        }
+        let reactor = self.clone();
+        tokio::spawn(async move { reactor.enqueue(prepared).await });
+    }
+
+    /// Admit recorded executions, in order; waits when the queue is full.
+    pub(crate) async fn enqueue(&self, prepared: Vec<Prepared>) {
+        for p in prepared {
+            self.admit(p).await;
+        }
+    }
+
+    /// Take one recorded execution towards a worker: wait out its `delay`,
+    /// pass its concurrency gates (delaying or canceling as the policy
+    /// says), then queue it `scheduled`.
+    fn admit(&self, p: Prepared) -> BoxFuture {
+        let reactor = self.clone();
+        Box::pin(async move { reactor.admit_now(p).await })
+    }
+
+    async fn admit_now(&self, mut p: Prepared) {
+        if p.live.is_canceled() {
+            return;
+        }
+        if let Some(at) = p.not_before() {
+            let reactor = self.clone();
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if !reactor.inner.closed.load(Ordering::Acquire) {
+                    reactor.admit(p).await;
+                }
+            });
+            return;
+        }
+        let keys = self.gate_keys(&p);
+        let mut park = p.execution.status == ExecutionStatus::Delayed;
+        let mut p = loop {
+            match self.inner.scheduler.acquire(&keys, p, park) {
+                Admission::Admitted(p) => break p,
+                Admission::Parked => return,
+                Admission::Full(mut waiting) => {
+                    // Durably `delayed` before it waits, then try again: the
+                    // gate may have freed meanwhile.
+                    waiting.execution.transition(ExecutionStatus::Delayed);
+                    if let Err(e) = self.inner.store.update_execution(&waiting.execution).await {
+                        tracing::error!(error = %e, execution_id = %waiting.execution.id, "could not record delayed");
+                    }
+                    park = true;
+                    p = waiting;
+                }
+                Admission::Cancel(mut canceled, key) => {
+                    self.inner.scheduler.forget(&canceled.execution.id);
+                    let e = &mut canceled.execution;
+                    e.transition(ExecutionStatus::Canceled);
+                    e.result = Some(json!({"error": format!(
+                        "canceled by policy '{}': {} execution(s) of {} already scheduled or running",
+                        key.by, key.threshold, e.action
+                    )}));
+                    self.complete(canceled.execution, None).await;
+                    return;
+                }
+            }
+        };
+        p.execution.transition(ExecutionStatus::Scheduled);
+        if let Err(refused) = self.inner.jobs.send(p).await {
+            let p = refused.0;
+            tracing::warn!(execution_id = %p.execution.id, "execution queue closed; it stays recorded and resumes at the next start");
+            self.inner.scheduler.release(&p.held);
+        }
+    }
+
+    /// The concurrency gates `p` must pass: its action's concurrency
+    /// policies, then its tenant's limit on running executions.
+    fn gate_keys(&self, p: &Prepared) -> Vec<GateKey> {
+        let e = &p.execution;
+        let policies = self.inner.policies.snapshot();
+        let mut keys: Vec<GateKey> = policies
+            .of(&e.tenant, &e.action)
+            .iter()
+            .filter_map(|policy| {
+                let PolicyKind::Concurrency {
+                    threshold, action, ..
+                } = &policy.kind
+                else {
+                    return None;
+                };
+                let key = policy.concurrency_key(e.parameters.as_object()?)?;
+                Some(GateKey {
+                    key: format!("{}\0{key}", e.tenant),
+                    threshold: *threshold,
+                    over: *action,
+                    by: policy.policy_ref(),
+                })
+            })
+            .collect();
+        if let Some(limit) = self.inner.config.tenant_max_running {
+            keys.push(GateKey {
+                key: format!("{}\0", e.tenant),
+                threshold: limit.max(1),
+                over: OverLimit::Delay,
+                by: format!("tenant '{}' running limit", e.tenant),
+            });
+        }
+        keys
+    }
+
+    pub(crate) async fn work(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Prepared>>>) {
+        loop {
+            let Some(mut job) = jobs.lock().await.recv().await else {
+                return;
+            };
+            if job.live.start() {
+                self.inner.running.fetch_add(1, Ordering::AcqRel);
+                match self.inner.runner.run_to_end(&mut job).await {
+                    Ok(true) => {
+                        let given = std::mem::take(&mut job.given);
+                        self.complete(job.execution.clone(), Some(given)).await;
+                    }
+                    // Canceled meanwhile; the cancel recorded it.
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
+                }
+                self.inner.running.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.inner.scheduler.forget(&job.execution.id);
+            let woken = self.inner.scheduler.release(&job.held);
+            self.spawn_enqueue(woken);
+        }
+    }
+
+    /// Record a finished execution together with what its completion emits
+    /// — `core.st2.generic.actiontrigger`, the action's `notify` triggers,
+    /// each matched like any event — and the retry its policy asks for, in
+    /// one write; then queue what that requested. `given` (the parameters
+    /// in clear) is what a retry runs with. Returns false when the record
+    /// had already completed (nothing written).
+    pub(crate) async fn complete(&self, e: Execution, given: Option<Map<String, Value>>) -> bool {
+        let mut instances = vec![self.action_trigger(&e)];
+        instances.extend(self.notify_triggers(&e));
+        let mut decided = Vec::with_capacity(instances.len());
+        for instance in &instances {
+            decided.push(self.decide_and_prepare(instance));
+        }
+        let retry = given.and_then(|given| self.retry_of(&e, given));
+        let emissions: Vec<Emission<'_>> = instances
+            .iter()
+            .zip(&decided)
+            .map(|(instance, (enforcements, prepared))| Emission {
+                instance,
+                enforcements: enforcements.clone(),
+                executions: prepared.iter().map(|p| &p.execution).collect(),
+            })
+            .collect();
+        let follow_ups: Vec<&Execution> = retry.iter().map(|p| &p.execution).collect();
+        let written = self
+            .inner
+            .store
+            .complete_execution(&e, &emissions, &follow_ups)
+            .await;
+        drop(emissions);
+        let mut queued: Vec<Prepared> = decided.into_iter().flat_map(|(_, p)| p).collect();
+        queued.extend(retry);
+        match written {
+            Ok(true) => {
+                // Workers call this: hand the follow-ups to a task, so a
+                // worker never waits for room in its own queue.
+                self.spawn_enqueue(queued);
+                true
+            }
+            Ok(false) => {
+                self.forget_all(&queued);
+                false
+            }
+            Err(err) => {
+                self.forget_all(&queued);
+                // Record the end at least, so it does not stay `running`.
+                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its events");
+                if let Err(err) = self.inner.store.update_execution(&e).await {
+                    tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
+                }
+                false
+            }
+        }
+    }
+
+    fn forget_all(&self, prepared: &[Prepared]) {
+        for p in prepared {
+            self.inner.scheduler.forget(&p.execution.id);
+        }
+    }
+
+    fn emitted(&self, e: &Execution, trigger_type: &str, payload: Value) -> TriggerInstance {
+        let id = new_id();
+        TriggerInstance {
+            trace_tag: e.trace_tag.clone().unwrap_or_else(|| id.clone()),
+            id,
+            tenant: e.tenant.clone(),
+            trigger_type: trigger_type.to_owned(),
+            trigger_parameters: Map::new(),
+            payload,
+            occurrence_time: now_rfc3339(),
+            status: TriggerInstanceStatus::Processed,
+        }
+    }
+
+    fn action_trigger(&self, e: &Execution) -> TriggerInstance {
+        let payload = json!({
+            "execution_id": e.id.as_str(),
+            "status": e.status.as_str(),
+            "start_timestamp": e.start_timestamp,
+            "action_name": e.action.name(),
+            "action_ref": e.action.to_string(),
+            "runner_ref": "wasm",
+            "parameters": e.parameters,
+            "result": e.result,
+        });
+        self.emitted(e, ACTION_TRIGGER, payload)
+    }
+
+    /// StackStorm's `notify`: one `core.st2.generic.notifytrigger` per
+    /// route of each applicable entry, its message and data rendered with
+    /// `action_results`, `action_parameters` and `action_context`.
+    fn notify_triggers(&self, e: &Execution) -> Vec<TriggerInstance> {
+        let Ok((_, meta)) = self.inner.runner.packs().action(&e.action) else {
+            return Vec::new();
+        };
+        if meta.notify.is_empty() {
+            return Vec::new();
+        }
+        let vars = json!({
+            "action_results": e.result,
+            "action_parameters": e.parameters,
+            "action_context": e.context,
+            "execution": {"id": e.id.as_str(), "status": e.status.as_str(), "action": e.action.to_string()},
+        });
+        let kv: Arc<dyn KvLookup> = Arc::new(StoreKv {
+            store: self.inner.store.clone(),
+            tenant: e.tenant.clone(),
+        });
+        let render = |v: &Value| {
+            self.inner
+                .templates
+                .render_value_with(v, &vars, Some(kv.clone()))
+                .unwrap_or_else(|err| json!(format!("notify template error: {err}")))
+        };
+        let mut out = Vec::new();
+        for (_, spec) in meta
+            .notify
+            .applicable(e.status == ExecutionStatus::Succeeded)
+        {
+            let message = spec
+                .message
+                .as_ref()
+                .map(|m| render(&json!(m)))
+                .unwrap_or(Value::Null);
+            let data = render(&Value::Object(spec.data.clone()));
+            let routes: Vec<Option<&String>> = if spec.routes.is_empty() {
+                vec![None]
+            } else {
+                spec.routes.iter().map(Some).collect()
+            };
+            for route in routes {
+                out.push(self.emitted(
+                    e,
+                    NOTIFY_TRIGGER,
+                    json!({
+                        "execution_id": e.id.as_str(),
+                        "status": e.status.as_str(),
+                        "start_timestamp": e.start_timestamp,
+                        "end_timestamp": e.end_timestamp,
+                        "action_ref": e.action.to_string(),
+                        "runner_ref": "wasm",
+                        "channel": route,
+                        "route": route,
+                        "message": message,
+                        "data": data,
+                        "context": e.context,
+                    }),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The retry an `action.retry` policy asks for after `e` ended, if any:
+    /// a new execution with the same parameters, context
+    /// `policies.retry.{retry_count, applied_policy, retried_liveaction_id}`,
+    /// delayed by the policy's delay.
+    fn retry_of(&self, e: &Execution, given: Map<String, Value>) -> Option<Prepared> {
+        let policies = self.inner.policies.snapshot();
+        let policy = policies.retry(&e.tenant, &e.action)?;
+        let PolicyKind::Retry {
+            retry_on,
+            max_retry_count,
+            delay,
+        } = &policy.kind
+        else {
+            return None;
+        };
+        if !retry_on.covers(e.status) {
+            return None;
+        }
+        let done = e
+            .context
+            .get("policies")
+            .and_then(|p| p.get("retry"))
+            .and_then(|r| r.get("retry_count"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if done >= u64::from(*max_retry_count) {
+            return None;
+        }
+        let mut req = RunRequest::new(e.tenant.clone(), e.action.clone(), given);
+        req.trace_tag = e.trace_tag.clone();
+        req.context = e.context.clone();
+        req.context.insert(
+            "policies".into(),
+            json!({"retry": {
+                "retry_count": done + 1,
+                "applied_policy": policy.policy_ref(),
+                "retried_liveaction_id": e.id.as_str(),
+            }}),
+        );
+        req.delay = u64::try_from(delay.as_millis()).ok();
+        let origin = e.trigger_instance_id.clone().zip(e.rule_ref.clone());
+        match self.inner.runner.prepare(req, origin) {
+            Ok(p) => {
+                tracing::info!(execution_id = %e.id, retry = %p.execution.id, attempt = done + 1, "retrying per policy");
+                self.track(&p);
+                Some(p)
+            }
+            Err(err) => {
+                tracing::warn!(execution_id = %e.id, error = %err, "retry policy could not retry");
+                None
+            }
+        }
+    }
+
+    /// Pick up what a previous run left: executions `running` end
+    /// `abandoned` (retried when a retry policy covers it — a new,
+    /// visible execution, never a silent re-run), `canceling` ones end
+    /// `canceled`, and `requested`/`scheduled`/`delayed` ones are admitted
+    /// again, delays counted from when they were requested.
+    pub(crate) async fn recover(&self) -> Result<(), squall_store::Error> {
+        let left = self.inner.store.unfinished_executions()?;
+        if !left.is_empty() {
+            tracing::warn!(
+                executions = left.len(),
+                "executions left running by the previous run end abandoned"
+            );
+        }
+        for mut e in left {
+            let (status, error) = if e.status == ExecutionStatus::Canceling {
+                (
+                    ExecutionStatus::Canceled,
+                    "canceled; the server stopped before the action did",
+                )
+            } else {
+                (
+                    ExecutionStatus::Abandoned,
+                    "the server stopped while the action was running",
+                )
+            };
+            e.transition(status);
+            e.result = Some(json!({ "error": error }));
+            let given = self
+                .inner
+                .runner
+                .stored_request_parameters(&e, &Map::new())
+                .ok();
+            self.complete(e, given).await;
+        }
+        let pending = self.inner.store.pending_executions()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            executions = pending.len(),
+            "resuming executions left requested, scheduled or delayed"
+        );
+        let mut resumed = Vec::new();
+        for execution in pending {
+            match self.inner.runner.resume(execution.clone()) {
+                Ok(prepared) => {
+                    self.track(&prepared);
+                    resumed.push(prepared);
+                }
+                Err(e) => {
+                    let mut failed = execution;
+                    failed.transition(ExecutionStatus::Failed);
+                    failed.result = Some(
+                        json!({"error": format!("could not be resumed after a restart: {e}")}),
+                    );
+                    self.complete(failed, None).await;
+                }
+            }
+        }
+        self.spawn_enqueue(resumed);
+        Ok(())
+    }
+}

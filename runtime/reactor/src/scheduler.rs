@@ -1,0 +1,189 @@
+//! In-memory scheduling state: which executions this process holds (and can
+//! cancel or tail), and the concurrency gates that policies and tenant
+//! limits put in front of the workers.
+//!
+//! The durable queue is the executions table itself (`requested`,
+//! `scheduled`, `delayed` rows, read back at start); this module only
+//! decides, without a query, what may run now.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use squall_core::ExecutionId;
+use squall_core::policy::OverLimit;
+use squall_sandbox::{Cancel, LiveOutput};
+
+use crate::runner::Prepared;
+
+/// Where an execution held by this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Requested, delayed, parked at a gate or queued for a worker.
+    Waiting,
+    Running,
+    /// Canceled before it ran; whoever holds its `Prepared` drops it.
+    Canceled,
+}
+
+/// One execution held by this process: its cancel signal, its output so
+/// far, and its phase.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) cancel: Cancel,
+    pub(crate) output: LiveOutput,
+    phase: Mutex<Phase>,
+}
+
+impl Live {
+    pub(crate) fn new(output_bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            cancel: Cancel::new(),
+            output: LiveOutput::new(output_bytes),
+            phase: Mutex::new(Phase::Waiting),
+        })
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().expect("execution phase lock poisoned")
+    }
+
+    /// Waiting → running; false when it was canceled first.
+    pub(crate) fn start(&self) -> bool {
+        let mut phase = self.phase();
+        if *phase == Phase::Canceled {
+            return false;
+        }
+        *phase = Phase::Running;
+        true
+    }
+
+    pub(crate) fn is_canceled(&self) -> bool {
+        *self.phase() == Phase::Canceled
+    }
+
+    /// Ask it to stop. Returns the phase it was in: `Waiting` (now
+    /// canceled: the caller records it), `Running` (the guest is being
+    /// interrupted: the worker records the end) or `Canceled` (already).
+    pub(crate) fn request_cancel(&self) -> Phase {
+        let mut phase = self.phase();
+        let was = *phase;
+        match was {
+            Phase::Waiting => *phase = Phase::Canceled,
+            Phase::Running => self.cancel.cancel(),
+            Phase::Canceled => {}
+        }
+        was
+    }
+}
+
+/// A concurrency limit one execution is subject to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GateKey {
+    pub(crate) key: String,
+    pub(crate) threshold: usize,
+    pub(crate) over: OverLimit,
+    /// Who set it, for the record of a canceled execution.
+    pub(crate) by: String,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// Executions scheduled or running under this key.
+    held: usize,
+    /// Executions waiting for a slot, oldest first.
+    waiting: VecDeque<Prepared>,
+}
+
+/// What [`Scheduler::acquire`] decided.
+pub(crate) enum Admission {
+    /// Every gate had room; the slots are held (see `Prepared::held`).
+    Admitted(Prepared),
+    /// A gate is full and says cancel.
+    Cancel(Prepared, GateKey),
+    /// A gate is full and says delay, and the caller asked not to park.
+    Full(Prepared),
+    /// Parked at a full gate; woken by a release.
+    Parked,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    live: Mutex<HashMap<ExecutionId, Arc<Live>>>,
+    gates: Mutex<HashMap<String, Gate>>,
+}
+
+impl Scheduler {
+    pub(crate) fn track(&self, id: &ExecutionId, live: &Arc<Live>) {
+        self.live
+            .lock()
+            .expect("live map lock poisoned")
+            .insert(id.clone(), live.clone());
+    }
+
+    pub(crate) fn forget(&self, id: &ExecutionId) {
+        self.live.lock().expect("live map lock poisoned").remove(id);
+    }
+
+    pub(crate) fn live(&self, id: &ExecutionId) -> Option<Arc<Live>> {
+        self.live
+            .lock()
+            .expect("live map lock poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// Take a slot in every gate of `keys`, all or none. When one is full:
+    /// cancel if it says so, else park (`park`) or hand the execution back.
+    pub(crate) fn acquire(&self, keys: &[GateKey], mut p: Prepared, park: bool) -> Admission {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        let full = keys
+            .iter()
+            .find(|k| gates.get(&k.key).is_some_and(|g| g.held >= k.threshold));
+        if let Some(full) = full {
+            return match full.over {
+                OverLimit::Cancel => Admission::Cancel(p, full.clone()),
+                OverLimit::Delay if !park => Admission::Full(p),
+                OverLimit::Delay => {
+                    let gate = gates.entry(full.key.clone()).or_default();
+                    if p.woken {
+                        // It already waited its turn once.
+                        gate.waiting.push_front(p);
+                    } else {
+                        gate.waiting.push_back(p);
+                    }
+                    Admission::Parked
+                }
+            };
+        }
+        for k in keys {
+            gates.entry(k.key.clone()).or_default().held += 1;
+        }
+        p.held = keys.iter().map(|k| k.key.clone()).collect();
+        Admission::Admitted(p)
+    }
+
+    /// Give back the slots `held`; returns the executions woken (one per
+    /// freed gate with waiters), to be admitted again.
+    pub(crate) fn release(&self, held: &[String]) -> Vec<Prepared> {
+        let mut woken = Vec::new();
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        for key in held {
+            let Some(gate) = gates.get_mut(key) else {
+                continue;
+            };
+            gate.held = gate.held.saturating_sub(1);
+            while let Some(mut p) = gate.waiting.pop_front() {
+                if p.live.is_canceled() {
+                    continue;
+                }
+                p.woken = true;
+                woken.push(p);
+                break;
+            }
+            if gate.held == 0 && gate.waiting.is_empty() {
+                gates.remove(key);
+            }
+        }
+        woken
+    }
+}

@@ -1,0 +1,138 @@
+//! Handles on an execution while it runs: its cancel signal and its output
+//! so far. Both are cheap to clone; the reactor keeps one, the `Store` the
+//! other.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use squall_core::execution::{CapturedOutput, GuestLogLine};
+
+use crate::host::output::CappedPipe;
+
+/// Asks a running execution to stop. The guest is interrupted at its next
+/// epoch tick (computing) or at once (waiting in a host call).
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<CancelInner>);
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    canceled: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Request the stop; idempotent.
+    pub fn cancel(&self) {
+        self.0.canceled.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.0.canceled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Cancel::cancel`] was called.
+    pub async fn canceled(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_canceled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What an execution has printed and logged so far, readable while it runs.
+#[derive(Debug, Clone)]
+pub struct LiveOutput {
+    pub(crate) stdout: CappedPipe,
+    pub(crate) stderr: CappedPipe,
+    pub(crate) log: Arc<Mutex<LogBuffer>>,
+}
+
+impl LiveOutput {
+    /// Buffers keeping up to `cap` bytes of each of stdout, stderr and log.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            stdout: CappedPipe::new(cap),
+            stderr: CappedPipe::new(cap),
+            log: Arc::new(Mutex::new(LogBuffer::new(cap))),
+        }
+    }
+
+    /// A copy of everything captured so far.
+    pub fn snapshot(&self) -> CapturedOutput {
+        let (stdout, stdout_cut) = self.stdout.snapshot();
+        let (stderr, stderr_cut) = self.stderr.snapshot();
+        let log = self.log.lock().expect("log lock poisoned");
+        CapturedOutput {
+            stdout,
+            stderr,
+            log: log.lines.clone(),
+            truncated: stdout_cut || stderr_cut || log.truncated,
+        }
+    }
+
+    /// Everything captured, leaving the buffers empty.
+    pub(crate) fn take(&self) -> CapturedOutput {
+        let (stdout, stdout_cut) = self.stdout.take();
+        let (stderr, stderr_cut) = self.stderr.take();
+        let mut log = self.log.lock().expect("log lock poisoned");
+        CapturedOutput {
+            stdout,
+            stderr,
+            log: std::mem::take(&mut log.lines),
+            truncated: stdout_cut || stderr_cut || log.truncated,
+        }
+    }
+}
+
+/// Guest log lines, capped by total bytes like stdout and stderr.
+#[derive(Debug)]
+pub(crate) struct LogBuffer {
+    pub(crate) lines: Vec<GuestLogLine>,
+    pub(crate) bytes: usize,
+    pub(crate) cap: usize,
+    pub(crate) truncated: bool,
+}
+
+impl LogBuffer {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            lines: Vec::new(),
+            bytes: 0,
+            cap,
+            truncated: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cancel_wakes_a_waiter_registered_before_or_after() {
+        let cancel = Cancel::new();
+        let waiter = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { cancel.canceled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!cancel.is_canceled());
+        cancel.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+        // Already canceled: resolves at once.
+        cancel.canceled().await;
+    }
+}
