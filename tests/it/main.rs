@@ -3,6 +3,7 @@
 
 mod actions;
 mod hostile;
+mod lifecycle;
 mod sandbox;
 mod server;
 mod util;
@@ -18,6 +19,7 @@ mod guest_tests {
     pub(crate) use super::hostile::panic_text_is_reported as PANIC;
     pub(crate) use super::hostile::stack_overflow_is_reported as STACKOVERFLOW;
     pub(crate) use super::hostile::wrong_world_is_refused_before_running as WRONG_WORLD;
+    pub(crate) use super::lifecycle::output_is_readable_while_running_and_after as TALKER;
 }
 
 macro_rules! assert_test_exists {

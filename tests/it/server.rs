@@ -69,13 +69,21 @@ impl Server {
         for (file, text) in RULES {
             std::fs::write(hooks.path().join("rules").join(file), text).expect("write rule");
         }
-        let core = squall_tests::core_pack();
+        Self::start_with(
+            vec![squall_tests::core_pack(), hooks],
+            ReactorConfig::default(),
+        )
+        .await
+    }
+
+    /// A server over `packs` (kept alive with it) and a fresh store.
+    pub(crate) async fn start_with(packs: Vec<TempDir>, config: ReactorConfig) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&data.path().join("db"), &StoreConfig::default()).expect("store");
-        let packs =
-            PackSet::load(&[core.path().to_owned(), hooks.path().to_owned()]).expect("packs");
-        let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs), test_limits());
-        let reactor = Reactor::start(store, runner, &ReactorConfig::default())
+        let paths: Vec<_> = packs.iter().map(|d| d.path().to_owned()).collect();
+        let packs_set = PackSet::load(&paths).expect("packs");
+        let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits());
+        let reactor = Reactor::start(store, runner, &config)
             .await
             .expect("reactor starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -94,7 +102,7 @@ impl Server {
             http: reqwest::Client::new(),
             reactor,
             shutdown: Some(tx),
-            _dirs: vec![hooks, core, data],
+            _dirs: packs.into_iter().chain([data]).collect(),
         }
     }
 
@@ -105,6 +113,43 @@ impl Server {
             .send()
             .await
             .expect("request")
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
+    }
+
+    /// `POST /api/v1/executions`; the created execution.
+    pub(crate) async fn run(&self, action: &str, parameters: Value) -> Value {
+        self.run_with(json!({"action": action, "parameters": parameters}))
+            .await
+    }
+
+    pub(crate) async fn run_with(&self, body: Value) -> Value {
+        let r = self.post("/api/v1/executions", &body).await;
+        let status = r.status().as_u16();
+        let created: Value = r.json().await.expect("json body");
+        assert_eq!(status, 201, "{created}");
+        created
+    }
+
+    /// Poll an execution until it completes (bounded).
+    pub(crate) async fn finished(&self, id: &Value) -> Value {
+        let id = id.as_str().expect("id is a string");
+        self.wait_for(&format!("/api/v1/executions/{id}"), |e| {
+            e["status"]
+                .as_str()
+                .and_then(|s| s.parse::<squall_core::ExecutionStatus>().ok())
+                .is_some_and(|s| s.is_completed())
+        })
+        .await
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
@@ -120,7 +165,7 @@ impl Server {
 
     /// Poll `path` until `done` holds for its body (bounded).
     pub(crate) async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let (_, body) = self.get(path).await;
             if done(&body) {
                 return body;

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod executions;
 mod shapes;
 mod v1;
 

@@ -8,6 +8,9 @@ use squall_store::Trace;
 
 pub(crate) fn execution(e: &Execution) -> Value {
     let mut context = json!({"user": "squall"});
+    for (k, v) in &e.context {
+        context[k] = v.clone();
+    }
     if let Some(ti) = &e.trigger_instance_id {
         context["trigger_instance"] = json!({"id": ti});
     }
@@ -35,6 +38,7 @@ pub(crate) fn execution(e: &Execution) -> Value {
         "log": e.log,
         "context": context,
         "trace_tag": e.trace_tag,
+        "delay": e.delay,
         "output": {
             "stdout": e.output.stdout,
             "stderr": e.output.stderr,

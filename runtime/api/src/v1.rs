@@ -13,13 +13,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use squall_core::rule::Rule;
 use squall_core::trigger::WEBHOOK;
-use squall_core::{ExecutionId, PackRef, TenantId};
-use squall_store::{ExecutionFilter, Page};
+use squall_core::{PackRef, TenantId};
+use squall_store::Page;
 
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::{AppState, shapes};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -39,14 +39,13 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/v1/rules/{ref}",
             get(get_rule).put(update_rule).delete(delete_rule),
         )
-        .route("/api/v1/executions", get(list_executions))
-        .route("/api/v1/executions/{id}", get(get_execution))
         .route("/api/v1/traces", get(list_traces))
         .route("/api/v1/traces/{id}", get(get_trace))
+        .merge(crate::executions::routes())
 }
 
 /// Run a store read on tokio's blocking pool: SQLite calls block.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&squall_store::Store) -> squall_store::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -57,7 +56,7 @@ async fn read<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn tenant() -> TenantId {
+pub(crate) fn tenant() -> TenantId {
     TenantId::default_tenant()
 }
 
@@ -68,7 +67,7 @@ struct Paging {
     offset: Option<u64>,
 }
 
-fn page(limit: Option<i64>, offset: Option<u64>) -> ApiResult<Page> {
+pub(crate) fn page(limit: Option<i64>, offset: Option<u64>) -> ApiResult<Page> {
     {
         let limit = match limit {
             None => 50,
@@ -87,7 +86,7 @@ fn page(limit: Option<i64>, offset: Option<u64>) -> ApiResult<Page> {
 }
 
 /// A list body with StackStorm's `X-Total-Count` and `X-Limit` headers.
-fn listing(items: Vec<Value>, total: u64, page: Page) -> Response {
+pub(crate) fn listing(items: Vec<Value>, total: u64, page: Page) -> Response {
     let mut response = Json(items).into_response();
     let headers = response.headers_mut();
     headers.insert("X-Total-Count", HeaderValue::from(total));
@@ -95,7 +94,7 @@ fn listing(items: Vec<Value>, total: u64, page: Page) -> Response {
     response
 }
 
-fn paged<T>(all: Vec<T>, page: Page, shape: impl Fn(&T) -> Value) -> Response {
+pub(crate) fn paged<T>(all: Vec<T>, page: Page, shape: impl Fn(&T) -> Value) -> Response {
     let total = all.len() as u64;
     let items = all
         .iter()
@@ -469,59 +468,6 @@ async fn delete_rule(
 ) -> ApiResult<StatusCode> {
     state.reactor.delete_rule(&tenant(), &r).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-// --- executions ---------------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-struct ExecutionQuery {
-    action: Option<String>,
-    status: Option<String>,
-    trigger_instance: Option<String>,
-    limit: Option<i64>,
-    offset: Option<u64>,
-}
-
-async fn list_executions(
-    State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ExecutionQuery>,
-) -> ApiResult<Response> {
-    let page = page(q.limit, q.offset)?;
-    let mut filter = ExecutionFilter::for_tenant(tenant());
-    filter.action = q
-        .action
-        .map(|a| a.parse())
-        .transpose()
-        .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
-    filter.status =
-        q.status.map(|s| s.parse()).transpose().map_err(
-            |e: squall_core::execution::UnknownStatus| ApiError::BadRequest(e.to_string()),
-        )?;
-    filter.trigger_instance = q.trigger_instance;
-    filter.limit = page.limit;
-    filter.offset = page.offset;
-    let (items, total) = read(&state, move |s| s.list_executions_counted(&filter)).await?;
-    Ok(listing(
-        items.iter().map(shapes::execution).collect(),
-        total,
-        page,
-    ))
-}
-
-async fn get_execution(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let id: ExecutionId = id
-        .parse()
-        .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
-    let e = read(&state, {
-        let id = id.clone();
-        move |s| s.get_execution(&tenant(), &id)
-    })
-    .await?;
-    e.map(|e| Json(shapes::execution(&e)))
-        .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' not found")))
 }
 
 // --- traces ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
@@ -12,6 +13,8 @@ use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, TenantId};
 use squall_reactor::{PackSet, RunRequest, Runner};
 use squall_sandbox::{Limits, Sandbox, SandboxConfig};
 use squall_store::{ExecutionFilter, Store, StoreConfig};
+
+use crate::client::{self, Client};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -28,6 +31,22 @@ pub(crate) struct RunArgs {
     /// Trace tag recorded with the execution.
     #[arg(long)]
     trace_tag: Option<String>,
+    /// With --url: print the requested execution and return at once.
+    #[arg(short = 'a', long = "async")]
+    no_wait: bool,
+    /// With --url: milliseconds to wait before running.
+    #[arg(long)]
+    delay: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// Delete what ended (or was recorded) more than this many days ago.
+    #[arg(long, value_name = "N")]
+    days: f64,
+    /// Rows deleted per write.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +73,29 @@ pub(crate) enum ExecutionCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Cancel an execution (needs --url): one waiting ends canceled, a
+    /// running one is interrupted.
+    Cancel {
+        /// The execution id.
+        id: String,
+    },
+    /// Run an execution's action again with its parameters, `key=value`
+    /// overrides on top (needs --url).
+    ReRun {
+        /// The execution id.
+        id: String,
+        /// Parameter overrides as `key=value` (values parsed as JSON when
+        /// they are JSON, else taken as strings).
+        params: Vec<String>,
+    },
+    /// Print an execution's stdout, stderr and log lines; with --follow
+    /// (and --url) keep printing until it completes.
+    Tail {
+        /// The execution id.
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -142,8 +184,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub(crate) fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(data_dir: &Path, url: Option<&str>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let action: ActionRef = args.action.parse()?;
+    if let Some(url) = url {
+        let client = Client::new(url)?;
+        let e = runtime()?.block_on(client.run(
+            &args.action,
+            &args.params,
+            args.trace_tag,
+            args.delay,
+            !args.no_wait,
+        ))?;
+        return client::print(&e, args.json);
+    }
+    if args.no_wait || args.delay.is_some() {
+        bail!("--async and --delay need a server: pass --url or set SQUALL_URL");
+    }
     let packs = PackSet::load(&pack_paths(args.packs))?;
     let (_, meta) = packs.action(&action)?;
     let mut parameters = Map::new();
@@ -171,7 +227,14 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(crate) fn execution(data_dir: &Path, cmd: ExecutionCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn execution(
+    data_dir: &Path,
+    url: Option<&str>,
+    cmd: ExecutionCommand,
+) -> anyhow::Result<ExitCode> {
+    if let Some(url) = url {
+        return remote_execution(&Client::new(url)?, cmd);
+    }
     let store = open_store(data_dir)?;
     let tenant = TenantId::default_tenant();
     match cmd {
@@ -208,7 +271,93 @@ pub(crate) fn execution(data_dir: &Path, cmd: ExecutionCommand) -> anyhow::Resul
             };
             print_execution(&execution, json)?;
         }
+        ExecutionCommand::Tail { id, follow } => {
+            if follow {
+                bail!("--follow needs a server: pass --url or set SQUALL_URL");
+            }
+            let id: ExecutionId = id.parse()?;
+            let Some(e) = store.get_execution(&tenant, &id)? else {
+                bail!("execution '{id}' not found");
+            };
+            print!("{}{}", e.output.stdout, e.output.stderr);
+            for line in &e.output.log {
+                println!("[{}] {}", line.level, line.message);
+            }
+        }
+        ExecutionCommand::Cancel { .. } | ExecutionCommand::ReRun { .. } => {
+            bail!("this needs a server: pass --url or set SQUALL_URL");
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        ExecutionCommand::List {
+            action,
+            status,
+            limit,
+            json,
+        } => {
+            let list = rt.block_on(client.list(action.as_deref(), status.as_deref(), limit))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<32}  {:<24}  {:<10}  START", "ID", "ACTION", "STATUS");
+                for e in list.as_array().into_iter().flatten() {
+                    let field = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or("");
+                    println!(
+                        "{:<32}  {:<24}  {:<10}  {}",
+                        field("/id"),
+                        field("/action/ref"),
+                        field("/status"),
+                        field("/start_timestamp")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecutionCommand::Get { id, json } => {
+            let id: ExecutionId = id.parse()?;
+            client::print(&rt.block_on(client.get(id.as_str()))?, json)
+        }
+        ExecutionCommand::Cancel { id } => {
+            let id: ExecutionId = id.parse()?;
+            client::print(&rt.block_on(client.cancel(id.as_str()))?, false)
+        }
+        ExecutionCommand::ReRun { id, params } => {
+            let id: ExecutionId = id.parse()?;
+            let mut overrides = Map::new();
+            for pair in &params {
+                let Some((name, text)) = pair.split_once('=') else {
+                    bail!("parameter '{pair}' is not in key=value form");
+                };
+                let value = serde_json::from_str(text)
+                    .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()));
+                overrides.insert(name.to_owned(), value);
+            }
+            client::print(&rt.block_on(client.re_run(id.as_str(), overrides))?, false)
+        }
+        ExecutionCommand::Tail { id, follow } => {
+            let id: ExecutionId = id.parse()?;
+            rt.block_on(client.tail(id.as_str(), follow))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn purge(data_dir: &Path, args: PurgeArgs) -> anyhow::Result<ExitCode> {
+    if !(args.days.is_finite() && args.days >= 0.0) {
+        bail!("--days must be a number >= 0, got {}", args.days);
+    }
+    let store = open_store(data_dir)?;
+    let before = squall_core::time::rfc3339_ago(Duration::from_secs_f64(args.days * 86_400.0));
+    let (executions, instances, enforcements) =
+        runtime()?.block_on(store.purge(&before, args.batch))?;
+    println!(
+        "purged before {before}: {executions} executions, {instances} trigger instances, {enforcements} rule enforcements"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -252,7 +401,7 @@ fn print_execution(e: &Execution, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.trim_end()
         .lines()
         .map(|l| format!("  {l}"))

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_reactor;
+mod client;
 mod commands;
 mod rules;
 mod serve;
@@ -28,6 +29,11 @@ struct Cli {
     )]
     data_dir: PathBuf,
 
+    /// A running server to talk to (e.g. http://127.0.0.1:9101): `run` and
+    /// `execution` then go through its API instead of this process.
+    #[arg(long, global = true, env = "SQUALL_URL")]
+    url: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +45,8 @@ enum Command {
     /// Work with rules.
     #[command(subcommand)]
     Rule(rules::RuleCommand),
-    /// Run an action in this process and print its execution.
+    /// Run an action and print its execution: in this process, or on the
+    /// server given by --url / SQUALL_URL (st2's run: request, then wait).
     ///
     /// Parameters use `st2 run` syntax: `key=value`, converted to the type the
     /// action declares (JSON for arrays and objects, or comma-separated
@@ -47,9 +54,13 @@ enum Command {
     ///
     /// Example: squall run core.echo message=hello --packs packs
     Run(commands::RunArgs),
-    /// Read executions from the local store.
+    /// Read, cancel, re-run and tail executions (from the local store, or
+    /// through the server given by --url / SQUALL_URL).
     #[command(subcommand)]
     Execution(commands::ExecutionCommand),
+    /// Delete completed executions, trigger instances and rule enforcements
+    /// older than some days from the local store, in small batches.
+    Purge(commands::PurgeArgs),
     /// Work with packs.
     #[command(subcommand)]
     Pack(commands::PackCommand),
@@ -74,8 +85,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&cli.data_dir, args),
         Command::Rule(cmd) => rules::rule(cmd),
         Command::Trace(cmd) => commands::trace(&cli.data_dir, cmd),
-        Command::Run(args) => commands::run(&cli.data_dir, args),
-        Command::Execution(cmd) => commands::execution(&cli.data_dir, cmd),
+        Command::Run(args) => commands::run(&cli.data_dir, cli.url.as_deref(), args),
+        Command::Execution(cmd) => commands::execution(&cli.data_dir, cli.url.as_deref(), cmd),
+        Command::Purge(args) => commands::purge(&cli.data_dir, args),
         Command::Pack(cmd) => commands::pack(cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
     };

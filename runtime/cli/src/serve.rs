@@ -29,6 +29,19 @@ pub(crate) struct ServeArgs {
     /// Seconds to wait for work in flight at shutdown.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+    /// Executions one tenant may have scheduled or running at once; more
+    /// wait as `delayed`. Default: only --workers limits.
+    #[arg(long, value_name = "N")]
+    tenant_max_running: Option<usize>,
+    /// Largest action result stored, in MiB; a larger one ends the
+    /// execution `failed`, saying so.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    max_result_mib: usize,
+    /// Delete completed executions, trigger instances and rule enforcements
+    /// older than this many days, checked every hour (in small batches that
+    /// do not hold up the writer). Default: keep everything.
+    #[arg(long, value_name = "DAYS")]
+    purge_after_days: Option<f64>,
 }
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -43,12 +56,23 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
     tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), "starting");
-    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), Limits::default());
+    let limits = Limits {
+        result_bytes: args.max_result_mib.max(1) << 20,
+        ..Limits::default()
+    };
+    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), limits);
     let config = ReactorConfig {
         workers: args.workers.max(1),
+        tenant_max_running: args.tenant_max_running,
         ..ReactorConfig::default()
     };
-    let reactor = Reactor::start(store, runner, &config).await?;
+    let reactor = Reactor::start(store.clone(), runner, &config).await?;
+    if let Some(days) = args.purge_after_days {
+        if !(days.is_finite() && days >= 0.0) {
+            anyhow::bail!("--purge-after-days must be a number >= 0, got {days}");
+        }
+        tokio::spawn(purge_every_hour(store, days));
+    }
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = shutdown_signal()?;
@@ -68,6 +92,25 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Retention: purge what is older than `days`, now and every hour.
+async fn purge_every_hour(store: squall_store::Store, days: f64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = squall_core::time::rfc3339_ago(Duration::from_secs_f64(days * 86_400.0));
+        match store.purge(&before, 1000).await {
+            Ok((e, t, r)) => tracing::info!(
+                before,
+                executions = e,
+                trigger_instances = t,
+                enforcements = r,
+                "purged"
+            ),
+            Err(e) => tracing::error!(error = %e, "purge failed"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are registered when this is

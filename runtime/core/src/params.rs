@@ -92,6 +92,8 @@ pub enum ParamError {
 pub struct ParamSchema {
     specs: BTreeMap<String, ParamSpec>,
     validator: Arc<jsonschema::Validator>,
+    /// The block as written, for the API (`/api/v1/actions`).
+    source: Arc<Map<String, Value>>,
 }
 
 impl fmt::Debug for ParamSchema {
@@ -160,7 +162,13 @@ impl ParamSchema {
         Ok(Self {
             specs,
             validator: Arc::new(validator),
+            source: Arc::new(block.clone()),
         })
+    }
+
+    /// The `parameters` block as written.
+    pub fn source(&self) -> &Map<String, Value> {
+        &self.source
     }
 
     /// The declared parameters, by name.

@@ -24,6 +24,11 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
     )
 }
 
+/// The instant `ago` before now, formatted like [`now_rfc3339`].
+pub fn rfc3339_ago(ago: std::time::Duration) -> String {
+    format_rfc3339(OffsetDateTime::now_utc() - ago)
+}
+
 /// Parse any RFC 3339 timestamp.
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()

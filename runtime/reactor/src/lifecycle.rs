@@ -101,13 +101,19 @@ impl Reactor {
                 status: stored.status,
             });
         }
+        let at = now_rfc3339();
         let phase = match self.inner.scheduler.live(id) {
-            Some(live) => live.request_cancel(),
+            Some(live) => live.request_cancel(&at),
             None => Phase::Waiting,
         };
         match phase {
             Phase::Running => {
-                if stored.transition(ExecutionStatus::Canceling) {
+                if stored.status.can_become(ExecutionStatus::Canceling) {
+                    stored.status = ExecutionStatus::Canceling;
+                    stored.log.push(squall_core::StatusChange {
+                        status: ExecutionStatus::Canceling,
+                        timestamp: at,
+                    });
                     self.inner.store.mark_canceling(&stored).await?;
                 } else {
                     // The `running` record is still on its way to disk.

@@ -271,6 +271,15 @@ impl Runner {
         };
         execution.result = Some(result);
         execution.output = report.output;
+        if let Some(at) = prepared.live.canceling_at() {
+            // A cancel reached it while running: log when (it may still have
+            // ended on its own first).
+            execution.status = ExecutionStatus::Canceling;
+            execution.log.push(StatusChange {
+                status: ExecutionStatus::Canceling,
+                timestamp: at,
+            });
+        }
         execution.transition(status);
         tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
         Ok(true)

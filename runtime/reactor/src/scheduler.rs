@@ -32,6 +32,8 @@ pub(crate) struct Live {
     pub(crate) cancel: Cancel,
     pub(crate) output: LiveOutput,
     phase: Mutex<Phase>,
+    /// When a cancel reached it while running (RFC 3339), for its log.
+    canceling_at: Mutex<Option<String>>,
 }
 
 impl Live {
@@ -40,6 +42,7 @@ impl Live {
             cancel: Cancel::new(),
             output: LiveOutput::new(output_bytes),
             phase: Mutex::new(Phase::Waiting),
+            canceling_at: Mutex::new(None),
         })
     }
 
@@ -64,15 +67,26 @@ impl Live {
     /// Ask it to stop. Returns the phase it was in: `Waiting` (now
     /// canceled: the caller records it), `Running` (the guest is being
     /// interrupted: the worker records the end) or `Canceled` (already).
-    pub(crate) fn request_cancel(&self) -> Phase {
+    pub(crate) fn request_cancel(&self, at: &str) -> Phase {
         let mut phase = self.phase();
         let was = *phase;
         match was {
             Phase::Waiting => *phase = Phase::Canceled,
-            Phase::Running => self.cancel.cancel(),
+            Phase::Running => {
+                let mut canceling = self.canceling_at.lock().expect("lock poisoned");
+                if canceling.is_none() {
+                    *canceling = Some(at.to_owned());
+                }
+                self.cancel.cancel();
+            }
             Phase::Canceled => {}
         }
         was
+    }
+
+    /// When it was asked to stop while running, if it was.
+    pub(crate) fn canceling_at(&self) -> Option<String> {
+        self.canceling_at.lock().expect("lock poisoned").clone()
     }
 }
 

@@ -1,0 +1,220 @@
+//! The verbs that talk to a running server (`--url` / `SQUALL_URL`): run,
+//! execution get/list/cancel/tail — st2's `run` flow: request, then poll
+//! until the execution completes.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Map, Value, json};
+use squall_core::ExecutionStatus;
+use squall_core::params::ParamSchema;
+
+/// A client of one server's `/api/v1`.
+pub(crate) struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--url '{url}' must start with http:// or https://");
+        }
+        Ok(Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match body.get("faultstring").and_then(Value::as_str) {
+            Some(fault) => bail!("{fault} (HTTP {})", status.as_u16()),
+            None => bail!("the server answered HTTP {status}"),
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        Ok(self.send(self.http.get(url)).await?.json().await?)
+    }
+
+    /// `st2 run`: type the `key=value` parameters by the action's
+    /// declaration, request the execution, and (unless `wait` is false)
+    /// poll until it completes.
+    pub(crate) async fn run(
+        &self,
+        action: &str,
+        params: &[String],
+        trace_tag: Option<String>,
+        delay: Option<u64>,
+        wait: bool,
+    ) -> anyhow::Result<Value> {
+        let meta = self.get_json(&format!("/api/v1/actions/{action}")).await?;
+        let block = meta
+            .get("parameters")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let schema = ParamSchema::parse(&block)
+            .map_err(|e| anyhow::anyhow!("the server's parameters for '{action}': {e:?}"))?;
+        let mut parameters = Map::new();
+        for pair in params {
+            let Some((name, text)) = pair.split_once('=') else {
+                bail!("parameter '{pair}' is not in key=value form");
+            };
+            let value = schema
+                .coerce_cli(name, text)
+                .map_err(|e| anyhow::anyhow!("invalid parameters for '{action}': {e}"))?;
+            parameters.insert(name.to_owned(), value);
+        }
+        let body = json!({
+            "action": action,
+            "parameters": parameters,
+            "trace_tag": trace_tag,
+            "delay": delay,
+        });
+        let url = format!("{}/api/v1/executions", self.base);
+        let created: Value = self
+            .send(self.http.post(url).json(&body))
+            .await?
+            .json()
+            .await?;
+        if !wait {
+            return Ok(created);
+        }
+        let id = created["id"].as_str().unwrap_or_default().to_owned();
+        self.wait(&id).await
+    }
+
+    /// Poll an execution until it completes.
+    pub(crate) async fn wait(&self, id: &str) -> anyhow::Result<Value> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let e = self.get_json(&format!("/api/v1/executions/{id}")).await?;
+            if status_of(&e).is_some_and(ExecutionStatus::is_completed) {
+                return Ok(e);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> anyhow::Result<Value> {
+        self.get_json(&format!("/api/v1/executions/{id}")).await
+    }
+
+    pub(crate) async fn list(
+        &self,
+        action: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Value> {
+        // Validated refs and status names are URL-safe: no encoding needed.
+        if let Some(a) = action {
+            a.parse::<squall_core::ActionRef>()?;
+        }
+        if let Some(s) = status {
+            s.parse::<ExecutionStatus>()?;
+        }
+        let mut url = format!("{}/api/v1/executions?limit={limit}", self.base);
+        if let Some(a) = action {
+            url.push_str(&format!("&action={a}"));
+        }
+        if let Some(s) = status {
+            url.push_str(&format!("&status={s}"));
+        }
+        Ok(self.send(self.http.get(url)).await?.json().await?)
+    }
+
+    pub(crate) async fn cancel(&self, id: &str) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1/executions/{id}", self.base);
+        Ok(self.send(self.http.delete(url)).await?.json().await?)
+    }
+
+    pub(crate) async fn re_run(
+        &self,
+        id: &str,
+        params: Map<String, Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1/executions/{id}/re_run", self.base);
+        Ok(self
+            .send(self.http.post(url).json(&json!({ "parameters": params })))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Print an execution's output; with `follow`, keep printing what it
+    /// adds until it completes.
+    pub(crate) async fn tail(&self, id: &str, follow: bool) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/executions/{id}/output", self.base);
+        let mut printed = 0usize;
+        loop {
+            let response = self.send(self.http.get(&url)).await?;
+            let status = response
+                .headers()
+                .get("X-Execution-Status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse::<ExecutionStatus>().ok());
+            let text = response.text().await?;
+            // Output only grows while it runs; print what is new.
+            if text.len() > printed && text.is_char_boundary(printed) {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&text.as_bytes()[printed..])?;
+                out.flush()?;
+                printed = text.len();
+            }
+            if !follow || status.is_none_or(ExecutionStatus::is_completed) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn status_of(e: &Value) -> Option<ExecutionStatus> {
+    e.get("status")?.as_str()?.parse().ok()
+}
+
+/// Print an execution (the API's shape) as `st2 execution get` does.
+pub(crate) fn print(e: &Value, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(e)?);
+    } else {
+        for key in ["id", "status", "start_timestamp", "end_timestamp"] {
+            if let Some(v) = e.get(key).and_then(Value::as_str) {
+                println!("{key}: {v}");
+            }
+        }
+        if let Some(r) = e.pointer("/action/ref").and_then(Value::as_str) {
+            println!("action.ref: {r}");
+        }
+        for key in ["parameters", "result"] {
+            if let Some(v) = e.get(key).filter(|v| !v.is_null()) {
+                println!(
+                    "{key}:\n{}",
+                    crate::commands::indent(&serde_yaml::to_string(v)?)
+                );
+            }
+        }
+    }
+    Ok(match status_of(e) {
+        Some(ExecutionStatus::Succeeded) => ExitCode::SUCCESS,
+        Some(s) if s.is_completed() => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
