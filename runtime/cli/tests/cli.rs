@@ -442,3 +442,199 @@ fn serve_refuses_a_pack_with_a_broken_rule_naming_file_and_field() {
         stderr(&out)
     );
 }
+
+/// `bad.go` and `bad.spin` loop forever (until their timeout); `bad.go` and
+/// `core.fail` have retry policies.
+fn lifecycle_pack() -> tempfile::TempDir {
+    let dir = squall_tests::pack_of(
+        "bad",
+        &[("go", squall_tests::LOOP, ""), ("spin", squall_tests::LOOP, "")],
+    );
+    std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("policies/go.yaml"),
+        "name: go.retry\nresource_ref: bad.go\npolicy_type: action.retry\nparameters: {retry_on: failure, max_retry_count: 1}\n",
+    )
+    .expect("write policy");
+    std::fs::write(
+        dir.path().join("policies/fail.yaml"),
+        "name: fail.retry\nresource_ref: core.fail\npolicy_type: action.retry\nparameters: {retry_on: failure, max_retry_count: 1, delay: 2}\n",
+    )
+    .expect("write policy");
+    dir
+}
+
+fn completed(e: &serde_json::Value) -> bool {
+    e["status"]
+        .as_str()
+        .and_then(|s| s.parse::<squall_core::ExecutionStatus>().ok())
+        .is_some_and(|s| s.is_completed())
+}
+
+fn timestamp_of(e: &serde_json::Value, status: &str) -> time::OffsetDateTime {
+    let change = e["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .find(|c| c["status"] == status)
+        .unwrap_or_else(|| panic!("{status} not in {e}"));
+    squall_core::time::parse_rfc3339(change["timestamp"].as_str().expect("ts")).expect("rfc3339")
+}
+
+impl Served {
+    fn execute(&self, body: serde_json::Value) -> String {
+        let (status, _, text) = self.request("POST", "/api/v1/executions", &body.to_string());
+        assert_eq!(status, 201, "{text}");
+        let e: serde_json::Value = serde_json::from_str(&text).expect("json");
+        e["id"].as_str().expect("id").to_owned()
+    }
+
+    fn executions(&self) -> Vec<serde_json::Value> {
+        let list = self.get_json("/api/v1/executions?limit=1000");
+        list.as_array().expect("list").clone()
+    }
+
+    /// Poll until `done` holds for the list of every execution (bounded).
+    fn wait_until(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        for _ in 0..600 {
+            let all = self.executions();
+            if done(&all) {
+                return all;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("never: {what}; last: {:?}", self.executions());
+    }
+}
+
+/// Kill -9 with executions finished, delayed, retrying and running; after
+/// a restart every accepted execution reaches a final state exactly once.
+#[test]
+fn accepted_executions_survive_a_kill_without_running_twice() {
+    use serde_json::json;
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, bad) = (squall_tests::core_pack(), lifecycle_pack());
+    let packs = [core.path(), bad.path()];
+    let server = Served::start(data.path(), &packs);
+
+    let done_before: Vec<String> = (0..5)
+        .map(|_| server.execute(json!({"action": "core.noop"})))
+        .collect();
+    let before = server.wait_until("the first five succeed", |all| {
+        all.iter().filter(|e| e["status"] == "succeeded").count() == 5
+    });
+    let delayed: Vec<String> = (0..5)
+        .map(|_| server.execute(json!({"action": "core.noop", "delay": 1500})))
+        .collect();
+    let failing: Vec<String> = (0..3)
+        .map(|_| server.execute(json!({"action": "core.fail", "parameters": {"message": "flaky"}})))
+        .collect();
+    let go = server.execute(json!({"action": "bad.go", "parameters": {"timeout": 2}}));
+    let spin = server.execute(json!({"action": "bad.spin", "parameters": {"timeout": 30}}));
+    server.wait_until("failures have delayed retries and the loops run", |all| {
+        let retries = all
+            .iter()
+            .filter(|e| e["action"]["ref"] == "core.fail" && e["status"] == "delayed")
+            .count();
+        let running = all.iter().filter(|e| e["status"] == "running").count();
+        retries == 3 && running == 2
+    });
+    server.kill();
+
+    let server = Served::start(data.path(), &packs);
+    let all = server.wait_until("everything completes", |all| {
+        all.len() == 5 + 5 + 6 + 2 + 1 && all.iter().all(completed)
+    });
+    let by_id = |id: &str| {
+        all.iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing"))
+            .clone()
+    };
+    // Finished before the kill: untouched, never run again.
+    for id in &done_before {
+        let then = before.iter().find(|e| e["id"] == id.as_str()).expect("listed");
+        let now = by_id(id);
+        assert_eq!(now["log"], then["log"], "{id} ran again");
+        assert_eq!(now["status"], "succeeded");
+    }
+    // Delayed: still ran, after their delay.
+    for id in &delayed {
+        let e = by_id(id);
+        assert_eq!(e["status"], "succeeded", "{e}");
+        let waited = timestamp_of(&e, "running") - timestamp_of(&e, "requested");
+        assert!(waited.whole_milliseconds() >= 1500, "{id} ran after {waited}");
+    }
+    // Retrying: each failure's one retry happened after the restart.
+    for id in &failing {
+        let retries: Vec<_> = all
+            .iter()
+            .filter(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == id.as_str())
+            .collect();
+        assert_eq!(retries.len(), 1, "{id}");
+        assert_eq!(retries[0]["status"], "failed");
+        assert_eq!(by_id(id)["status"], "failed");
+    }
+    // Running: abandoned, and retried only where a policy says so.
+    assert_eq!(by_id(&spin)["status"], "abandoned");
+    assert_eq!(by_id(&go)["status"], "abandoned");
+    let go_retries: Vec<_> = all
+        .iter()
+        .filter(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == go.as_str())
+        .collect();
+    assert_eq!(go_retries.len(), 1);
+    assert_eq!(go_retries[0]["status"], "timeout");
+    assert!(
+        !all.iter().any(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == spin.as_str()),
+        "bad.spin has no retry policy"
+    );
+    server.terminate();
+}
+
+/// `squall run --url` requests through the API and waits; `execution
+/// cancel` and `execution tail --follow` work against the same server.
+#[test]
+fn run_cancel_and_tail_through_a_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, bad) = (squall_tests::core_pack(), lifecycle_pack());
+    let server = Served::start(data.path(), &[core.path(), bad.path()]);
+    let url = format!("http://{}", server.addr);
+    let client = tempfile::tempdir().expect("tempdir");
+    let squall = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .arg("--data-dir")
+            .arg(client.path())
+            .args(args)
+            .env("SQUALL_URL", &url)
+            .output()
+            .expect("squall runs")
+    };
+    let out = squall(&["run", "core.sleep", "seconds=0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("status: succeeded"), "{text}");
+    assert!(text.contains("slept: 0.1"), "{text}");
+
+    // Typed by the server's declaration: a string for a number is refused.
+    let out = squall(&["run", "core.sleep", "seconds=soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("seconds"), "{}", stderr(&out));
+
+    let out = squall(&["run", "--async", "bad.spin", "timeout=30"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("id line")
+        .to_owned();
+    let out = squall(&["execution", "cancel", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = squall(&["execution", "tail", "--follow", &id]);
+    assert!(out.status.success(), "tail ends when the execution does: {}", stderr(&out));
+    let out = squall(&["execution", "get", &id]);
+    assert!(stdout(&out).contains("status: canceled"), "{}", stdout(&out));
+    let out = squall(&["execution", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already ended as canceled"), "{}", stderr(&out));
+    server.terminate();
+}
