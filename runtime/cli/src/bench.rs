@@ -59,6 +59,19 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// A durable queue of core.noop executions drained (left by a previous
+    /// run, and requested while running), a large result written and read
+    /// back, and the query plans of the scheduler's queries.
+    Executions {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// Size of the large result, MiB.
+        #[arg(long, default_value_t = 10)]
+        result_mib: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
 }
 
 pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -80,6 +93,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             seconds,
             packs,
         } => crate::bench_reactor::webhooks(events, clients, rate, seconds, pack_paths(packs)),
+        BenchCommand::Executions {
+            count,
+            result_mib,
+            packs,
+        } => crate::bench_executions::executions(count, result_mib, pack_paths(packs)),
     }
 }
 

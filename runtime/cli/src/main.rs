@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_executions;
 mod bench_reactor;
 mod client;
 mod commands;

@@ -16,6 +16,13 @@ const TI_COLUMNS: &str =
     "id, tenant_id, trigger_type, trigger_parameters, payload, occurrence_time, status, trace_tag";
 const RE_COLUMNS: &str = "id, tenant_id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, enforced_at, trace_tag";
 
+const PENDING_WHERE: &str = "WHERE tenant_id IN (SELECT id FROM tenants)
+   AND status IN ('requested', 'scheduled', 'delayed') ORDER BY id";
+const UNFINISHED_WHERE: &str = "WHERE tenant_id IN (SELECT id FROM tenants)
+   AND status IN ('running', 'canceling') ORDER BY id";
+const STATUS_COUNTS_SQL: &str =
+    "SELECT status, count(*) FROM executions WHERE tenant_id = ?1 GROUP BY status";
+
 /// One trigger instance emitted by a completion, with what matching it
 /// decided.
 #[derive(Debug)]
@@ -269,11 +276,73 @@ impl Store {
     pub fn unfinished_executions(&self) -> Result<Vec<Execution>> {
         self.read(|conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions
-                 WHERE tenant_id IN (SELECT id FROM tenants)
-                   AND status IN ('running', 'canceling') ORDER BY id"
+                "SELECT {EXECUTION_COLUMNS} FROM executions {UNFINISHED_WHERE}"
             ))?;
             collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)
+        })
+    }
+
+    /// How many executions of `tenant` are in each status (through the
+    /// (tenant, status) index, without reading rows).
+    pub fn execution_status_counts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(ExecutionStatus, u64)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(STATUS_COUNTS_SQL)?;
+            let rows = stmt.query_map([tenant.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, n) = row?;
+                let status = status.parse().map_err(|e| corrupt("status", e))?;
+                out.push((status, u64::try_from(n).unwrap_or(0)));
+            }
+            Ok(out)
+        })
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the queries the scheduler and recovery run,
+    /// by name, for the benchmark report.
+    pub fn scheduler_query_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>> {
+        let queries: [(&'static str, String); 6] = [
+            (
+                "resume pending (start)",
+                format!("SELECT {EXECUTION_COLUMNS} FROM executions {PENDING_WHERE}"),
+            ),
+            (
+                "abandon running (start)",
+                format!("SELECT {EXECUTION_COLUMNS} FROM executions {UNFINISHED_WHERE}"),
+            ),
+            (
+                "record a transition",
+                "UPDATE executions SET status = 'running' WHERE tenant_id = 'default' AND id = 'x'
+                   AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')"
+                    .into(),
+            ),
+            ("status counts", STATUS_COUNTS_SQL.replace("?1", "'default'")),
+            (
+                "list by status (API)",
+                format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = 'default' AND status = 'requested' ORDER BY id DESC LIMIT 50 OFFSET 0"
+                ),
+            ),
+            (
+                "purge batch",
+                "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM executions
+                 WHERE tenant_id = 'default' AND id < 'x' AND status IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned') LIMIT 1000)"
+                    .into(),
+            ),
+        ];
+        self.read(|conn| {
+            let mut out = Vec::new();
+            for (name, sql) in queries {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+                out.push((name, rows.collect::<rusqlite::Result<Vec<_>>>()?));
+            }
+            Ok(out)
         })
     }
 
@@ -283,9 +352,7 @@ impl Store {
         self.read(|conn| {
             // Through (tenant_id, status, id), one tenant and status at a time.
             let mut stmt = conn.prepare(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions
-                 WHERE tenant_id IN (SELECT id FROM tenants)
-                   AND status IN ('requested', 'scheduled', 'delayed') ORDER BY id"
+                "SELECT {EXECUTION_COLUMNS} FROM executions {PENDING_WHERE}"
             ))?;
             collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)
         })
