@@ -105,7 +105,10 @@ async fn watch_drain(store: &Store, count: usize, since: Instant) -> anyhow::Res
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     // Never growing after the peak: nothing piles up behind anything.
     let peak_at = samples.iter().position(|s| s.1 == peak).unwrap_or(0);
-    let grew_after_peak = samples[peak_at..].windows(2).filter(|w| w[1].1 > w[0].1).count();
+    let grew_after_peak = samples[peak_at..]
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .count();
     let quarter = |q: usize| {
         let i = (samples.len() * q / 4).min(samples.len() - 1);
         format!("{:.1}s:{}", samples[i].0.as_secs_f64(), samples[i].1)
@@ -147,7 +150,8 @@ async fn drain_left_queued(count: usize, packs: &[PathBuf]) -> anyhow::Result<f6
         written.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let reactor = Reactor::start(b.store.clone(), b.runner.clone(), &ReactorConfig::default()).await?;
+    let reactor =
+        Reactor::start(b.store.clone(), b.runner.clone(), &ReactorConfig::default()).await?;
     println!(
         "    start (recovery query + admitting {count}) returned after {:.0} ms",
         ms(started.elapsed())
@@ -162,7 +166,8 @@ async fn drain_left_queued(count: usize, packs: &[PathBuf]) -> anyhow::Result<f6
 async fn drain_requested_while_running(count: usize, packs: &[PathBuf]) -> anyhow::Result<f64> {
     println!("  {count} core.noop requested by 64 concurrent callers while workers run them:");
     let b = setup(packs)?;
-    let reactor = Reactor::start(b.store.clone(), b.runner.clone(), &ReactorConfig::default()).await?;
+    let reactor =
+        Reactor::start(b.store.clone(), b.runner.clone(), &ReactorConfig::default()).await?;
     let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
     for c in 0..64 {
@@ -292,10 +297,14 @@ async fn large_result(mib: usize) -> anyhow::Result<()> {
 /// End to end: `core.echo` with a `mib` MiB message (so the guest returns a
 /// result that large) requested, run, recorded and read back.
 async fn large_result_end_to_end(mib: usize, packs: &[PathBuf]) -> anyhow::Result<()> {
-    println!("  core.echo returning {mib} MiB, requested -> run -> recorded -> read back (3 runs):");
+    println!(
+        "  core.echo returning {mib} MiB, requested -> run -> recorded -> read back (3 runs):"
+    );
     let b = setup(packs)?;
-    let mut limits = Limits::default();
-    limits.result_bytes = (mib + 1) << 20;
+    let limits = Limits {
+        result_bytes: (mib + 1) << 20,
+        ..Limits::default()
+    };
     let runner = Runner::new(
         Arc::new(open_sandbox(b._dir.path(), 16)?),
         b.store.clone(),
@@ -321,7 +330,11 @@ async fn large_result_end_to_end(mib: usize, packs: &[PathBuf]) -> anyhow::Resul
             .await??;
             if let Some(s) = stored.filter(|s| s.execution.status.is_completed()) {
                 if s.execution.status != ExecutionStatus::Succeeded {
-                    bail!("core.echo ended {}: {:?}", s.execution.status, s.result_json);
+                    bail!(
+                        "core.echo ended {}: {:?}",
+                        s.execution.status,
+                        s.result_json
+                    );
                 }
                 break s.result_json.map(|r| r.len()).unwrap_or(0);
             }

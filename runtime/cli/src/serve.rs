@@ -52,6 +52,11 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
 }
 
 async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(days) = args.purge_after_days
+        && !(days.is_finite() && days >= 0.0)
+    {
+        anyhow::bail!("--purge-after-days must be a number >= 0, got {days}");
+    }
     let packs = PackSet::load(&pack_paths(args.packs))?;
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
@@ -68,9 +73,6 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
     if let Some(days) = args.purge_after_days {
-        if !(days.is_finite() && days >= 0.0) {
-            anyhow::bail!("--purge-after-days must be a number >= 0, got {days}");
-        }
         tokio::spawn(purge_every_hour(store, days));
     }
     // Install the signal handlers before announcing the address, so a

@@ -448,7 +448,10 @@ fn serve_refuses_a_pack_with_a_broken_rule_naming_file_and_field() {
 fn lifecycle_pack() -> tempfile::TempDir {
     let dir = squall_tests::pack_of(
         "bad",
-        &[("go", squall_tests::LOOP, ""), ("spin", squall_tests::LOOP, "")],
+        &[
+            ("go", squall_tests::LOOP, ""),
+            ("spin", squall_tests::LOOP, ""),
+        ],
     );
     std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
     std::fs::write(
@@ -495,7 +498,11 @@ impl Served {
     }
 
     /// Poll until `done` holds for the list of every execution (bounded).
-    fn wait_until(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         for _ in 0..600 {
             let all = self.executions();
             if done(&all) {
@@ -553,7 +560,10 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
     };
     // Finished before the kill: untouched, never run again.
     for id in &done_before {
-        let then = before.iter().find(|e| e["id"] == id.as_str()).expect("listed");
+        let then = before
+            .iter()
+            .find(|e| e["id"] == id.as_str())
+            .expect("listed");
         let now = by_id(id);
         assert_eq!(now["log"], then["log"], "{id} ran again");
         assert_eq!(now["status"], "succeeded");
@@ -563,7 +573,10 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
         let e = by_id(id);
         assert_eq!(e["status"], "succeeded", "{e}");
         let waited = timestamp_of(&e, "running") - timestamp_of(&e, "requested");
-        assert!(waited.whole_milliseconds() >= 1500, "{id} ran after {waited}");
+        assert!(
+            waited.whole_milliseconds() >= 1500,
+            "{id} ran after {waited}"
+        );
     }
     // Retrying: each failure's one retry happened after the restart.
     for id in &failing {
@@ -585,7 +598,8 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
     assert_eq!(go_retries.len(), 1);
     assert_eq!(go_retries[0]["status"], "timeout");
     assert!(
-        !all.iter().any(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == spin.as_str()),
+        !all.iter()
+            .any(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == spin.as_str()),
         "bad.spin has no retry policy"
     );
     server.terminate();
@@ -630,11 +644,39 @@ fn run_cancel_and_tail_through_a_server() {
     let out = squall(&["execution", "cancel", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = squall(&["execution", "tail", "--follow", &id]);
-    assert!(out.status.success(), "tail ends when the execution does: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "tail ends when the execution does: {}",
+        stderr(&out)
+    );
     let out = squall(&["execution", "get", &id]);
-    assert!(stdout(&out).contains("status: canceled"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("status: canceled"),
+        "{}",
+        stdout(&out)
+    );
     let out = squall(&["execution", "cancel", &id]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("already ended as canceled"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already ended as canceled"),
+        "{}",
+        stderr(&out)
+    );
     server.terminate();
+}
+
+#[test]
+fn purge_deletes_what_is_older_than_asked() {
+    let env = Env::new();
+    assert!(env.run(&["core.noop"]).status.success());
+    let out = env.squall(&["purge", "--days", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(": 0 executions"), "{}", stdout(&out));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let out = env.squall(&["purge", "--days", "0"]);
+    assert!(stdout(&out).contains(": 1 executions"), "{}", stdout(&out));
+    assert!(!env.listed().contains("core.noop"));
+    let out = env.squall(&["purge", "--days", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--days"), "{}", stderr(&out));
 }

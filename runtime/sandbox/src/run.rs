@@ -179,7 +179,7 @@ fn parse_result(json: &str, max: usize) -> Outcome {
         return Outcome::Failed(Failure {
             kind: FailureKind::InvalidResult,
             message: format!(
-                "invalid result: {} bytes, over the limit of {} bytes",
+                "result too large: {} bytes, over the limit of {} bytes (the server's --max-result-mib)",
                 json.len(),
                 max
             ),

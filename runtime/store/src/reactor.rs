@@ -736,6 +736,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn purge_deletes_old_completed_records_in_batches_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let tenant = TenantId::default_tenant();
+        let execution = |status: ExecutionStatus| Execution {
+            id: ExecutionId::generate(),
+            tenant: tenant.clone(),
+            action: "core.noop".parse().expect("ref"),
+            status,
+            parameters: json!({}),
+            result: None,
+            output: CapturedOutput::default(),
+            start_timestamp: now_rfc3339(),
+            end_timestamp: None,
+            log: vec![],
+            trace_tag: None,
+            trigger_instance_id: None,
+            rule_ref: None,
+            context: Default::default(),
+            delay: None,
+        };
+        for _ in 0..25 {
+            store
+                .insert_execution(&execution(ExecutionStatus::Succeeded))
+                .await
+                .expect("insert");
+        }
+        let waiting = execution(ExecutionStatus::Requested);
+        store.insert_execution(&waiting).await.expect("insert");
+        let ti = instance();
+        store
+            .insert_processed_trigger_instance(&ti, vec![], &[])
+            .await
+            .expect("instance");
+
+        // Nothing is older than a day.
+        let day_ago = squall_core::time::rfc3339_ago(std::time::Duration::from_secs(86_400));
+        assert_eq!(store.purge(&day_ago, 10).await.expect("purge"), (0, 0, 0));
+        // Everything so far is older than a moment from now.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let now = now_rfc3339();
+        assert_eq!(store.purge(&now, 10).await.expect("purge"), (25, 1, 0));
+        // What has not completed stays, whatever its age.
+        assert!(
+            store
+                .get_execution(&tenant, &waiting.id)
+                .expect("get")
+                .is_some()
+        );
+        assert!(store.purge("not a time", 10).await.is_err());
+    }
+
+    #[tokio::test]
     async fn rule_changes_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
