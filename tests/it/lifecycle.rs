@@ -156,7 +156,7 @@ pub(crate) async fn cancel_stops_a_running_infinite_loop_promptly() {
 
     // A completed execution cannot be canceled; the error says why.
     let (status, body) = s.delete(&format!("/api/v1/executions/{id}")).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 409);
     assert!(
         body["faultstring"]
             .as_str()
@@ -615,5 +615,50 @@ pub(crate) async fn bad_execution_requests_are_refused_and_nothing_is_recorded()
     }
     let (_, list) = s.get("/api/v1/executions").await;
     assert_eq!(list.as_array().map(Vec::len), Some(0));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn deleting_a_policy_releases_its_waiters() {
+    let s = server(vec![policy_pack(&[], &[])], ReactorConfig::default()).await;
+    let r = s
+        .post(
+            "/api/v1/policies",
+            &json!({"name": "one", "pack": "limits", "resource_ref": "core.sleep",
+                    "policy_type": "action.concurrency", "parameters": {"threshold": 1}}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 201);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(s.run("core.sleep", json!({"seconds": 1})).await["id"].clone());
+    }
+    s.wait_for("/api/v1/executions?status=delayed", |l| {
+        l.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let r = s
+        .http
+        .delete(format!("{}/api/v1/policies/limits.one", s.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 204);
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(s.finished(id).await);
+    }
+    assert!(done.iter().all(|e| e["status"] == "succeeded"), "{done:?}");
+    // Without the policy the three waiters ran together.
+    assert_eq!(max_overlap(&done[1..]), 3);
+    let (status, body) = s.delete("/api/v1/policies/limits.one").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .expect("fault")
+            .starts_with("policy 'limits.one'"),
+        "{body}"
+    );
     s.stop().await;
 }

@@ -75,8 +75,8 @@ impl From<RuleChangeError> for ApiError {
     fn from(e: RuleChangeError) -> Self {
         match &e {
             RuleChangeError::Store(_) => Self::Internal(e.to_string()),
-            RuleChangeError::Exists(_) => Self::Conflict(e.to_string()),
-            RuleChangeError::NotFound(_) => Self::NotFound(e.to_string()),
+            RuleChangeError::Exists { .. } => Self::Conflict(e.to_string()),
+            RuleChangeError::NotFound { .. } => Self::NotFound(e.to_string()),
             _ => Self::BadRequest(e.to_string()),
         }
     }

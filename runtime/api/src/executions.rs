@@ -51,6 +51,9 @@ impl From<RunError> for ApiError {
             RunError::Pack(squall_reactor::PackError::UnknownAction { .. }) => {
                 Self::NotFound(e.to_string())
             }
+            // The server's own component is missing or broken.
+            RunError::Component { .. } => Self::Internal(e.to_string()),
+            RunError::ShuttingDown => Self::Unavailable(e.to_string()),
             other => Self::BadRequest(other.to_string()),
         }
     }
@@ -60,7 +63,7 @@ impl From<ExecutionError> for ApiError {
     fn from(e: ExecutionError) -> Self {
         match e {
             ExecutionError::NotFound(_) => Self::NotFound(e.to_string()),
-            ExecutionError::AlreadyCompleted { .. } => Self::BadRequest(e.to_string()),
+            ExecutionError::AlreadyCompleted { .. } => Self::Conflict(e.to_string()),
             ExecutionError::Run(e) => e.into(),
             ExecutionError::Store(e) => e.into(),
         }

@@ -158,25 +158,36 @@ impl Client {
             .await?)
     }
 
-    /// Print an execution's output; with `follow`, keep printing what it
-    /// adds until it completes.
+    /// Print an execution's output — stdout to stdout, stderr and log
+    /// lines to stderr; with `follow`, keep printing what each adds until
+    /// the execution completes.
     pub(crate) async fn tail(&self, id: &str, follow: bool) -> anyhow::Result<()> {
-        let url = format!("{}/api/v1/executions/{id}/output", self.base);
-        let mut printed = 0usize;
+        // Each stream only grows while it runs: one offset per stream.
+        let mut printed = [0usize; 3];
         loop {
-            let response = self.send(self.http.get(&url)).await?;
-            let status = response
-                .headers()
-                .get("X-Execution-Status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.parse::<ExecutionStatus>().ok());
-            let text = response.text().await?;
-            // Output only grows while it runs; print what is new.
-            if text.len() > printed && text.is_char_boundary(printed) {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&text.as_bytes()[printed..])?;
-                out.flush()?;
-                printed = text.len();
+            let mut status = None;
+            for (i, kind) in ["stdout", "stderr", "log"].into_iter().enumerate() {
+                let url = format!(
+                    "{}/api/v1/executions/{id}/output?output_type={kind}",
+                    self.base
+                );
+                let response = self.send(self.http.get(&url)).await?;
+                status = response
+                    .headers()
+                    .get("X-Execution-Status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse::<ExecutionStatus>().ok());
+                let bytes = response.bytes().await?;
+                if let Some(new) = bytes.get(printed[i]..).filter(|b| !b.is_empty()) {
+                    if i == 0 {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(new)?;
+                        out.flush()?;
+                    } else {
+                        std::io::stderr().lock().write_all(new)?;
+                    }
+                    printed[i] = bytes.len();
+                }
             }
             if !follow || status.is_none_or(ExecutionStatus::is_completed) {
                 return Ok(());
@@ -190,8 +201,10 @@ fn status_of(e: &Value) -> Option<ExecutionStatus> {
     e.get("status")?.as_str()?.parse().ok()
 }
 
-/// Print an execution (the API's shape) as `st2 execution get` does.
-pub(crate) fn print(e: &Value, json: bool) -> anyhow::Result<ExitCode> {
+/// Print an execution (the API's shape) as `st2 execution get` does. With
+/// `exit_by_status` (after `run`), exit 1 when it completed without
+/// succeeding.
+pub(crate) fn print(e: &Value, json: bool, exit_by_status: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(e)?);
     } else {
@@ -213,8 +226,9 @@ pub(crate) fn print(e: &Value, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(match status_of(e) {
-        Some(ExecutionStatus::Succeeded) => ExitCode::SUCCESS,
-        Some(s) if s.is_completed() => ExitCode::FAILURE,
+        Some(s) if exit_by_status && s.is_completed() && s != ExecutionStatus::Succeeded => {
+            ExitCode::FAILURE
+        }
         _ => ExitCode::SUCCESS,
     })
 }

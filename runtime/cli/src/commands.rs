@@ -195,7 +195,7 @@ pub(crate) fn run(data_dir: &Path, url: Option<&str>, args: RunArgs) -> anyhow::
             args.delay,
             !args.no_wait,
         ))?;
-        return client::print(&e, args.json);
+        return client::print(&e, args.json, true);
     }
     if args.no_wait || args.delay.is_some() {
         bail!("--async and --delay need a server: pass --url or set SQUALL_URL");
@@ -320,11 +320,11 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
         }
         ExecutionCommand::Get { id, json } => {
             let id: ExecutionId = id.parse()?;
-            client::print(&rt.block_on(client.get(id.as_str()))?, json)
+            client::print(&rt.block_on(client.get(id.as_str()))?, json, false)
         }
         ExecutionCommand::Cancel { id } => {
             let id: ExecutionId = id.parse()?;
-            client::print(&rt.block_on(client.cancel(id.as_str()))?, false)
+            client::print(&rt.block_on(client.cancel(id.as_str()))?, false, false)
         }
         ExecutionCommand::ReRun { id, params } => {
             let id: ExecutionId = id.parse()?;
@@ -337,7 +337,11 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
                     .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()));
                 overrides.insert(name.to_owned(), value);
             }
-            client::print(&rt.block_on(client.re_run(id.as_str(), overrides))?, false)
+            client::print(
+                &rt.block_on(client.re_run(id.as_str(), overrides))?,
+                false,
+                false,
+            )
         }
         ExecutionCommand::Tail { id, follow } => {
             let id: ExecutionId = id.parse()?;
@@ -347,9 +351,15 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
     }
 }
 
+/// The largest retention accepted, in days (a hundred years).
+pub(crate) const MAX_RETENTION_DAYS: f64 = 36_500.0;
+
 pub(crate) fn purge(data_dir: &Path, args: PurgeArgs) -> anyhow::Result<ExitCode> {
-    if !(args.days.is_finite() && args.days >= 0.0) {
-        bail!("--days must be a number >= 0, got {}", args.days);
+    if !(0.0..=MAX_RETENTION_DAYS).contains(&args.days) {
+        bail!(
+            "--days must be a number from 0 to {MAX_RETENTION_DAYS}, got {}",
+            args.days
+        );
     }
     let store = open_store(data_dir)?;
     let before = squall_core::time::rfc3339_ago(Duration::from_secs_f64(args.days * 86_400.0));

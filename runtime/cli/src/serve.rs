@@ -53,9 +53,12 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
 
 async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(days) = args.purge_after_days
-        && !(days.is_finite() && days >= 0.0)
+        && !(0.0..=crate::commands::MAX_RETENTION_DAYS).contains(&days)
     {
-        anyhow::bail!("--purge-after-days must be a number >= 0, got {days}");
+        anyhow::bail!(
+            "--purge-after-days must be a number from 0 to {}, got {days}",
+            crate::commands::MAX_RETENTION_DAYS
+        );
     }
     let packs = PackSet::load(&pack_paths(args.packs))?;
     let store = open_store(data_dir)?;

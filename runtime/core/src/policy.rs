@@ -14,6 +14,9 @@ pub const CONCURRENCY: &str = "action.concurrency";
 pub const CONCURRENCY_ATTR: &str = "action.concurrency.attr";
 pub const RETRY: &str = "action.retry";
 
+/// The longest retry delay: 30 days, in seconds.
+pub const MAX_RETRY_DELAY_SECS: f64 = 30.0 * 24.0 * 3600.0;
+
 /// What a concurrency policy does with an execution over its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverLimit {
@@ -256,12 +259,14 @@ impl Policy {
                     None => Duration::ZERO,
                     Some(v) => v
                         .as_f64()
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64)
+                        .filter(|s| (0.0..=MAX_RETRY_DELAY_SECS).contains(s))
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
                         .ok_or_else(|| {
                             field(
                                 "parameters.delay",
-                                format!("{v} is not a number of seconds >= 0"),
+                                format!(
+                                    "{v} is not a number of seconds from 0 to {MAX_RETRY_DELAY_SECS}"
+                                ),
                             )
                         })?,
                 };

@@ -25,8 +25,14 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// The instant `ago` before now, formatted like [`now_rfc3339`].
+/// Saturates at the Unix epoch.
 pub fn rfc3339_ago(ago: std::time::Duration) -> String {
-    format_rfc3339(OffsetDateTime::now_utc() - ago)
+    let then = time::Duration::try_from(ago)
+        .ok()
+        .and_then(|ago| OffsetDateTime::now_utc().checked_sub(ago))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .max(OffsetDateTime::UNIX_EPOCH);
+    format_rfc3339(then)
 }
 
 /// Parse any RFC 3339 timestamp.

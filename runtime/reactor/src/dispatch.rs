@@ -72,10 +72,10 @@ pub enum RuleChangeError {
     Invalid(#[from] PackError),
     #[error("{0}")]
     Trigger(String),
-    #[error("rule '{0}' already exists")]
-    Exists(String),
-    #[error("rule '{0}' not found")]
-    NotFound(String),
+    #[error("{kind} '{name}' already exists")]
+    Exists { kind: &'static str, name: String },
+    #[error("{kind} '{name}' not found")]
+    NotFound { kind: &'static str, name: String },
     #[error(transparent)]
     Store(#[from] squall_store::Error),
 }
@@ -353,8 +353,18 @@ impl Reactor {
             .all
             .contains_key(&(tenant.clone(), rule_ref.clone()));
         match (exists, replace) {
-            (true, false) => return Err(RuleChangeError::Exists(rule_ref)),
-            (false, true) => return Err(RuleChangeError::NotFound(rule_ref)),
+            (true, false) => {
+                return Err(RuleChangeError::Exists {
+                    kind: "rule",
+                    name: rule_ref,
+                });
+            }
+            (false, true) => {
+                return Err(RuleChangeError::NotFound {
+                    kind: "rule",
+                    name: rule_ref,
+                });
+            }
             _ => {}
         }
         self.inner
@@ -375,7 +385,10 @@ impl Reactor {
         let key = (tenant.clone(), rule_ref.to_owned());
         let _serial = self.inner.rule_changes.lock().await;
         if !self.rules().all.contains_key(&key) {
-            return Err(RuleChangeError::NotFound(rule_ref.to_owned()));
+            return Err(RuleChangeError::NotFound {
+                kind: "rule",
+                name: rule_ref.to_owned(),
+            });
         }
         self.inner.store.put_rule(tenant, rule_ref, None).await?;
         self.rebuild(|all| {
@@ -403,8 +416,18 @@ impl Reactor {
         let key = (tenant.clone(), policy_ref.clone());
         let exists = self.policies().all.contains_key(&key);
         match (exists, replace) {
-            (true, false) => return Err(RuleChangeError::Exists(policy_ref)),
-            (false, true) => return Err(RuleChangeError::NotFound(policy_ref)),
+            (true, false) => {
+                return Err(RuleChangeError::Exists {
+                    kind: "policy",
+                    name: policy_ref,
+                });
+            }
+            (false, true) => {
+                return Err(RuleChangeError::NotFound {
+                    kind: "policy",
+                    name: policy_ref,
+                });
+            }
             _ => {}
         }
         self.inner
@@ -414,6 +437,7 @@ impl Reactor {
         let mut all = self.policies().all.clone();
         all.insert(key, Arc::new(policy));
         self.inner.policies.replace(PolicyIndex::build(all));
+        self.readmit_waiting();
         Ok(())
     }
 
@@ -426,7 +450,10 @@ impl Reactor {
         let key = (tenant.clone(), policy_ref.to_owned());
         let _serial = self.inner.rule_changes.lock().await;
         if !self.policies().all.contains_key(&key) {
-            return Err(RuleChangeError::NotFound(policy_ref.to_owned()));
+            return Err(RuleChangeError::NotFound {
+                kind: "policy",
+                name: policy_ref.to_owned(),
+            });
         }
         self.inner
             .store
@@ -435,6 +462,7 @@ impl Reactor {
         let mut all = self.policies().all.clone();
         all.remove(&key);
         self.inner.policies.replace(PolicyIndex::build(all));
+        self.readmit_waiting();
         Ok(())
     }
 

@@ -44,16 +44,39 @@ pub enum ExecutionError {
 impl Reactor {
     /// Request an execution (`POST /api/v1/executions`, `squall run --url`):
     /// validated, recorded `requested` (or `delayed`), then scheduled.
+    ///
+    /// Returns once the record is durable and the execution is queued (or
+    /// waiting out its delay or a policy): a caller faster than the workers
+    /// waits for room in the queue, as webhooks do. The write and the
+    /// queueing run in a task of their own, so a caller that hangs up
+    /// cannot strand a recorded execution.
     pub async fn request_execution(&self, req: RunRequest) -> Result<Execution, RunError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(RunError::ShuttingDown);
+        }
         let prepared = self.inner.runner.prepare(req, None)?;
         self.track(&prepared);
-        if let Err(e) = self.inner.store.insert_execution(&prepared.execution).await {
-            self.inner.scheduler.forget(&prepared.execution.id);
-            return Err(e.into());
-        }
-        let execution = prepared.execution.clone();
-        self.spawn_enqueue(vec![prepared]);
-        Ok(execution)
+        let reactor = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = reactor
+                .inner
+                .store
+                .insert_execution(&prepared.execution)
+                .await
+            {
+                reactor.inner.scheduler.forget(&prepared.execution.id);
+                return Err(e.into());
+            }
+            let execution = prepared.execution.clone();
+            reactor.enqueue(vec![prepared]).await;
+            Ok(execution)
+        })
+        .await
+        .map_err(|e| {
+            RunError::Store(squall_store::Error::Corrupt(format!(
+                "request task failed: {e}"
+            )))
+        })?
     }
 
     /// Run an execution's action again with its parameters, `overrides` on
@@ -86,6 +109,23 @@ impl Reactor {
     /// running one is interrupted (at the guest's next epoch tick) and is
     /// returned `canceling`, ending `canceled` moments later.
     pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &ExecutionId,
+    ) -> Result<Execution, ExecutionError> {
+        // In a task of its own: once the cancel starts, a caller that hangs
+        // up must not leave it half done.
+        let (reactor, tenant, id) = (self.clone(), tenant.clone(), id.clone());
+        tokio::spawn(async move { reactor.cancel_now(&tenant, &id).await })
+            .await
+            .map_err(|e| {
+                ExecutionError::Store(squall_store::Error::Corrupt(format!(
+                    "cancel task failed: {e}"
+                )))
+            })?
+    }
+
+    async fn cancel_now(
         &self,
         tenant: &TenantId,
         id: &ExecutionId,
@@ -125,8 +165,16 @@ impl Reactor {
                 self.inner.scheduler.forget(id);
                 stored.transition(ExecutionStatus::Canceled);
                 stored.result = Some(json!({"error": "canceled before it ran"}));
-                self.complete(stored.clone(), None).await;
-                Ok(stored)
+                if self.complete(stored.clone(), None).await {
+                    Ok(stored)
+                } else {
+                    // It completed meanwhile, or the write failed: say how
+                    // the record stands now.
+                    self.inner
+                        .store
+                        .get_execution(tenant, id)?
+                        .ok_or_else(|| ExecutionError::NotFound(id.clone()))
+                }
             }
             Phase::Canceled => Ok(stored),
         }
@@ -175,9 +223,25 @@ impl Reactor {
         Box::pin(async move { reactor.admit_now(p).await })
     }
 
-    async fn admit_now(&self, mut p: Prepared) {
+    async fn admit_now(&self, p: Prepared) {
+        let woken_by = p.woken_by.clone();
+        let holds = self.try_admit(p).await;
+        // Woken by a release but did not take that slot (canceled, stopped
+        // at another gate, its policy changed): wake the next waiter, or the
+        // slot would sit idle.
+        if let Some(key) = woken_by
+            && !holds.contains(&key)
+            && let Some(next) = self.inner.scheduler.wake_if_room(&key)
+        {
+            self.spawn_enqueue(vec![next]);
+        }
+    }
+
+    /// [`Reactor::admit_now`]'s work; returns the gate keys whose slots the
+    /// execution now holds (empty unless it was queued for a worker).
+    async fn try_admit(&self, mut p: Prepared) -> Vec<String> {
         if p.live.is_canceled() {
-            return;
+            return Vec::new();
         }
         if let Some(at) = p.not_before() {
             let reactor = self.clone();
@@ -190,14 +254,14 @@ impl Reactor {
                     reactor.admit(p).await;
                 }
             });
-            return;
+            return Vec::new();
         }
         let keys = self.gate_keys(&p);
         let mut park = p.execution.status == ExecutionStatus::Delayed;
         let mut p = loop {
             match self.inner.scheduler.acquire(&keys, p, park) {
                 Admission::Admitted(p) => break p,
-                Admission::Parked => return,
+                Admission::Parked => return Vec::new(),
                 Admission::Full(mut waiting) => {
                     // Durably `delayed` before it waits, then try again: the
                     // gate may have freed meanwhile.
@@ -217,16 +281,26 @@ impl Reactor {
                         key.by, key.threshold, e.action
                     )}));
                     self.complete(canceled.execution, None).await;
-                    return;
+                    return Vec::new();
                 }
             }
         };
         p.execution.transition(ExecutionStatus::Scheduled);
+        let held = p.held.clone();
         if let Err(refused) = self.inner.jobs.send(p).await {
             let p = refused.0;
             tracing::warn!(execution_id = %p.execution.id, "execution queue closed; it stays recorded and resumes at the next start");
             self.inner.scheduler.release(&p.held);
+            return Vec::new();
         }
+        held
+    }
+
+    /// After a policy change: every execution waiting at a gate goes
+    /// through admission again, under the policies now in force.
+    pub(crate) fn readmit_waiting(&self) {
+        let waiting = self.inner.scheduler.drain_waiting();
+        self.spawn_enqueue(waiting);
     }
 
     /// The concurrency gates `p` must pass: its action's concurrency
@@ -333,8 +407,15 @@ impl Reactor {
             }
             Err(err) => {
                 self.forget_all(&queued);
-                // Record the end at least, so it does not stay `running`.
+                // Record the end at least, so it does not stay `running`;
+                // say exactly what is lost with the rest.
                 tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its events");
+                for instance in &instances {
+                    tracing::error!(execution_id = %e.id, trigger = %instance.trigger_type, "lost: trigger instance of this completion");
+                }
+                for p in &queued {
+                    tracing::error!(execution_id = %e.id, lost = %p.execution.id, action = %p.execution.action, "lost: execution requested by this completion (rule or retry)");
+                }
                 if let Err(err) = self.inner.store.update_execution(&e).await {
                     tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
                 }
@@ -502,7 +583,11 @@ impl Reactor {
     /// `canceled`, and `requested`/`scheduled`/`delayed` ones are admitted
     /// again, delays counted from when they were requested.
     pub(crate) async fn recover(&self) -> Result<(), squall_store::Error> {
+        // Both lists are read before anything is written: what completing
+        // the unfinished ones requests (retries, rule follow-ups) is queued
+        // by that completion and must not be read back as left over.
         let left = self.inner.store.unfinished_executions()?;
+        let pending = self.inner.store.pending_executions()?;
         if !left.is_empty() {
             tracing::warn!(
                 executions = left.len(),
@@ -530,7 +615,6 @@ impl Reactor {
                 .ok();
             self.complete(e, given).await;
         }
-        let pending = self.inner.store.pending_executions()?;
         if pending.is_empty() {
             return Ok(());
         }

@@ -15,6 +15,9 @@ use squall_store::Store;
 
 use crate::packs::{PackError, PackSet};
 
+/// The longest `delay` an execution may ask for: 30 days.
+pub const MAX_DELAY_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -63,6 +66,10 @@ pub enum RunError {
         "action '{0}': an execution with secret parameters cannot be resumed after a restart (secrets are not stored in clear)"
     )]
     SecretsNotStored(ActionRef),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("delay {0} ms is too long (at most {MAX_DELAY_MS} ms, 30 days)")]
+    Delay(u64),
     #[error(transparent)]
     Store(#[from] squall_store::Error),
 }
@@ -134,6 +141,9 @@ impl Runner {
         let (trigger_instance_id, rule_ref) = origin.unzip();
         let given = req.parameters;
         let delay = req.delay.filter(|d| *d > 0);
+        if let Some(d) = delay.filter(|d| *d > MAX_DELAY_MS) {
+            return Err(RunError::Delay(d));
+        }
         let mut execution = Execution {
             id: ExecutionId::generate(),
             tenant: req.tenant,
@@ -166,7 +176,7 @@ impl Runner {
             config: pack.config.clone(),
             live: Live::new(self.limits.output_bytes),
             held: Vec::new(),
-            woken: false,
+            woken_by: None,
         })
     }
 
@@ -232,7 +242,7 @@ impl Runner {
             execution.transition(ExecutionStatus::Scheduled);
         }
         execution.transition(ExecutionStatus::Running);
-        if !self.store.update_execution(execution).await? {
+        if !self.store.start_execution(execution).await? {
             return Ok(false);
         }
 
@@ -300,8 +310,8 @@ pub struct Prepared {
     pub(crate) live: Arc<Live>,
     /// The concurrency gates whose slots it holds once admitted.
     pub(crate) held: Vec<String>,
-    /// It waited at a gate and was woken by a release.
-    pub(crate) woken: bool,
+    /// The gate whose release woke it, after it waited there.
+    pub(crate) woken_by: Option<String>,
 }
 
 impl Prepared {

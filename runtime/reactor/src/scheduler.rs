@@ -104,8 +104,22 @@ pub(crate) struct GateKey {
 struct Gate {
     /// Executions scheduled or running under this key.
     held: usize,
+    /// The threshold last asked for under this key.
+    threshold: usize,
     /// Executions waiting for a slot, oldest first.
     waiting: VecDeque<Prepared>,
+}
+
+/// The oldest waiter of `gate` that was not canceled, marked woken by `key`.
+fn next_waiter(gate: &mut Gate, key: &str) -> Option<Prepared> {
+    while let Some(mut p) = gate.waiting.pop_front() {
+        if p.live.is_canceled() {
+            continue;
+        }
+        p.woken_by = Some(key.to_owned());
+        return Some(p);
+    }
+    None
 }
 
 /// What [`Scheduler::acquire`] decided.
@@ -159,7 +173,8 @@ impl Scheduler {
                 OverLimit::Delay if !park => Admission::Full(p),
                 OverLimit::Delay => {
                     let gate = gates.entry(full.key.clone()).or_default();
-                    if p.woken {
+                    gate.threshold = full.threshold;
+                    if p.woken_by.is_some() {
                         // It already waited its turn once.
                         gate.waiting.push_front(p);
                     } else {
@@ -170,10 +185,40 @@ impl Scheduler {
             };
         }
         for k in keys {
-            gates.entry(k.key.clone()).or_default().held += 1;
+            let gate = gates.entry(k.key.clone()).or_default();
+            gate.held += 1;
+            gate.threshold = k.threshold;
         }
         p.held = keys.iter().map(|k| k.key.clone()).collect();
         Admission::Admitted(p)
+    }
+
+    /// The next live waiter of `key`, if the gate has room for it. Called
+    /// when an execution woken by `key` did not take the slot (it was
+    /// canceled, or stopped at another gate), so the slot is not lost.
+    pub(crate) fn wake_if_room(&self, key: &str) -> Option<Prepared> {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        let gate = gates.get_mut(key)?;
+        if gate.held >= gate.threshold {
+            return None;
+        }
+        let woken = next_waiter(gate, key);
+        if gate.held == 0 && gate.waiting.is_empty() {
+            gates.remove(key);
+        }
+        woken
+    }
+
+    /// Every waiter of every gate, for admission again (after a policy
+    /// change: their keys or thresholds may be different now).
+    pub(crate) fn drain_waiting(&self) -> Vec<Prepared> {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        let mut out = Vec::new();
+        for gate in gates.values_mut() {
+            out.extend(gate.waiting.drain(..).filter(|p| !p.live.is_canceled()));
+        }
+        gates.retain(|_, g| g.held > 0);
+        out
     }
 
     /// Give back the slots `held`; returns the executions woken (one per
@@ -186,14 +231,7 @@ impl Scheduler {
                 continue;
             };
             gate.held = gate.held.saturating_sub(1);
-            while let Some(mut p) = gate.waiting.pop_front() {
-                if p.live.is_canceled() {
-                    continue;
-                }
-                p.woken = true;
-                woken.push(p);
-                break;
-            }
+            woken.extend(next_waiter(gate, key));
             if gate.held == 0 && gate.waiting.is_empty() {
                 gates.remove(key);
             }

@@ -79,19 +79,6 @@ impl LiveOutput {
             truncated: stdout_cut || stderr_cut || log.truncated,
         }
     }
-
-    /// Everything captured, leaving the buffers empty.
-    pub(crate) fn take(&self) -> CapturedOutput {
-        let (stdout, stdout_cut) = self.stdout.take();
-        let (stderr, stderr_cut) = self.stderr.take();
-        let mut log = self.log.lock().expect("log lock poisoned");
-        CapturedOutput {
-            stdout,
-            stderr,
-            log: std::mem::take(&mut log.lines),
-            truncated: stdout_cut || stderr_cut || log.truncated,
-        }
-    }
 }
 
 /// Guest log lines, capped by total bytes like stdout and stderr.

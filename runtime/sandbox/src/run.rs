@@ -145,9 +145,9 @@ impl Sandbox {
 
         let refused_memory = store.data().limiter.refused;
         drop(store);
-        let output = live.take();
+        // A copy: the live buffers stay readable until the record is written.
+        let output = live.snapshot();
         let outcome = match called {
-            _ if cancel.is_canceled() => Outcome::Canceled,
             Err(_elapsed) => Outcome::Timeout { after: timeout },
             Ok(Err(CallError::Canceled)) => Outcome::Canceled,
             Ok(Ok(Ok(json))) => parse_result(&json, limits.result_bytes),
@@ -156,6 +156,15 @@ impl Sandbox {
                 kind: FailureKind::Instantiation,
                 message: format!("failed to start the action: {e:#}"),
             }),
+            // The epoch callback interrupted it because of the cancel (not
+            // the deadline). A run that ended on its own keeps its outcome.
+            Ok(Err(CallError::Trap(e)))
+                if cancel.is_canceled()
+                    && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+                    && Instant::now() < deadline =>
+            {
+                Outcome::Canceled
+            }
             Ok(Err(CallError::Trap(e))) => {
                 classify_trap(&e, refused_memory, limits, &output.stderr, timeout)
             }

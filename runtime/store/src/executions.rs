@@ -60,6 +60,23 @@ impl Store {
         self.write(move |txn| update(txn, &row)).await
     }
 
+    /// Record that an execution started running — only if it is still
+    /// waiting (`requested`, `scheduled` or `delayed`), so no execution can
+    /// start twice. Returns false when it was not waiting.
+    pub async fn start_execution(&self, execution: &Execution) -> Result<bool> {
+        let row = ExecutionRow::encode(execution);
+        self.write(move |txn| {
+            let n = txn
+                .prepare_cached(
+                    "UPDATE executions SET status = ?3, status_log = ?4
+                     WHERE tenant_id = ?1 AND id = ?2 AND status IN ('requested', 'scheduled', 'delayed')",
+                )?
+                .execute(params![row.tenant, row.id, row.status, row.log])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     /// Mark a running execution `canceling` (only if it is still running).
     pub async fn mark_canceling(&self, execution: &Execution) -> Result<bool> {
         let (tenant, id) = (execution.tenant.clone(), execution.id.clone());

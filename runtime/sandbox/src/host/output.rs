@@ -52,14 +52,6 @@ impl CappedPipe {
     pub(crate) fn snapshot(&self) -> (String, bool) {
         self.with(|b| (String::from_utf8_lossy(&b.data).into_owned(), b.truncated))
     }
-
-    /// What was captured (lossy UTF-8), and whether it was cut.
-    pub(crate) fn take(&self) -> (String, bool) {
-        self.with(|b| {
-            let data = std::mem::take(&mut b.data);
-            (String::from_utf8_lossy(&data).into_owned(), b.truncated)
-        })
-    }
 }
 
 impl IsTerminal for CappedPipe {
@@ -130,6 +122,6 @@ mod tests {
         pipe.write(Bytes::from_static(b"world"))
             .expect("write past cap");
         assert_eq!(pipe.check_write().expect("still writable"), PERMIT);
-        assert_eq!(pipe.take(), ("hello wo".to_owned(), true));
+        assert_eq!(pipe.snapshot(), ("hello wo".to_owned(), true));
     }
 }
