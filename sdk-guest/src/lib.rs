@@ -39,7 +39,7 @@ extern crate self as squall_sdk;
 
 use std::fmt;
 
-pub use squall_sdk_macro::action;
+pub use squall_sdk_macro::{action, sensor};
 
 /// Generated bindings for the `action` world. Not part of the stable API.
 #[doc(hidden)]
@@ -56,6 +56,31 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "squall_sdk::bindings",
         runtime_path: "squall_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// Generated bindings for the `sensor` world, sharing the action world's
+/// interfaces. Not part of the stable API.
+#[doc(hidden)]
+#[allow(
+    unsafe_code,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations
+)]
+pub mod sensor_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "sensor",
+        pub_export_macro: true,
+        default_bindings_module: "squall_sdk::sensor_bindings",
+        runtime_path: "squall_sdk::__private::wit_bindgen::rt",
+        with: {
+            "squall:automation/types@0.1.0": crate::bindings::squall::automation::types,
+            "squall:automation/log@0.1.0": crate::bindings::squall::automation::log,
+            "squall:automation/config@0.1.0": crate::bindings::squall::automation::config,
+            "squall:automation/kv@0.1.0": crate::bindings::squall::automation::kv,
+        },
     });
 }
 
@@ -185,6 +210,7 @@ pub fn config_as<T: serde::de::DeserializeOwned>() -> Result<T> {
 
 pub mod kv;
 pub mod log;
+pub mod sensor;
 
 #[doc(hidden)]
 pub mod __private {

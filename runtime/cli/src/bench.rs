@@ -205,6 +205,7 @@ async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Res
         limits: Limits::default(),
         cancel: squall_sandbox::Cancel::new(),
         output: None,
+        dirs: Vec::new(),
     };
     match sandbox.run_action(component, inv).await.outcome {
         Outcome::Succeeded(_) => Ok(()),

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod events;
 pub mod execution;
 pub mod ids;
 pub mod kv;

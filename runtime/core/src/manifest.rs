@@ -406,6 +406,210 @@ impl ConfigSchema {
     }
 }
 
+impl ConfigSchema {
+    /// The directories the pack's guests need, from properties that say
+    /// `directory: read-only|read-write` (the value names directories) or
+    /// `file: read-only|read-write` (the value names files: their parent
+    /// directories), read from a resolved `config`. Whether they are
+    /// opened to the guests is the server's decision (`--allow-dir`).
+    pub fn directories(
+        &self,
+        config: &Map<String, Value>,
+        file: &Path,
+    ) -> Result<Vec<DirectoryGrant>, ManifestError> {
+        let mut out = Vec::new();
+        for (name, raw) in self.0.source() {
+            for (keyword, parent) in [("directory", false), ("file", true)] {
+                let Some(mode) = raw.get(keyword) else {
+                    continue;
+                };
+                let writable = match mode.as_str() {
+                    Some("read-only") => false,
+                    Some("read-write") => true,
+                    _ => {
+                        return Err(ManifestError::field(
+                            file,
+                            format!("{name}.{keyword}"),
+                            format!("{mode} is not one of read-only, read-write"),
+                        ));
+                    }
+                };
+                let values = match config.get(name) {
+                    None | Some(Value::Null) => vec![],
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    Some(other) => {
+                        return Err(ManifestError::field(
+                            file,
+                            name.clone(),
+                            format!("{other} is not a path or a list of paths"),
+                        ));
+                    }
+                };
+                for value in values {
+                    let path = PathBuf::from(&value);
+                    if !path.is_absolute() {
+                        return Err(ManifestError::field(
+                            file,
+                            name.clone(),
+                            format!("'{value}' must be an absolute path"),
+                        ));
+                    }
+                    let dir = if parent {
+                        path.parent().map(Path::to_path_buf).unwrap_or(path)
+                    } else {
+                        path
+                    };
+                    out.push(DirectoryGrant {
+                        path: dir,
+                        writable,
+                        config_key: name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A directory a pack's config asks to be opened to its guests, at the same
+/// path inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryGrant {
+    pub path: PathBuf,
+    pub writable: bool,
+    /// The config key that named it, for error messages.
+    pub config_key: String,
+}
+
+// ---------------------------------------------------------------------------
+// sensors/*.yaml
+
+/// A validated sensor metadata file (StackStorm's format).
+#[derive(Debug, Clone)]
+pub struct SensorMeta {
+    pub pack: PackRef,
+    pub class_name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// The component, relative to `sensors/` (or the pack's build output).
+    pub entry_point: PathBuf,
+    /// How often `poll` is called; `None` for a sensor that only reacts to
+    /// its triggers.
+    pub poll_interval: Option<Duration>,
+    pub trigger_types: Vec<crate::trigger::TriggerType>,
+}
+
+impl SensorMeta {
+    /// `<pack>.<class_name>`.
+    pub fn sensor_ref(&self) -> String {
+        format!("{}.{}", self.pack, self.class_name)
+    }
+
+    pub fn parse(text: &str, file: &Path, pack: &PackRef) -> Result<Self, ManifestError> {
+        let doc: Value = parse_yaml(text, file)?;
+        let field = |f: &str, m: String| ManifestError::field(file, f, m);
+        let Value::Object(doc) = doc else {
+            return Err(ManifestError {
+                file: file.to_owned(),
+                field: None,
+                message: "a sensor file is a mapping".into(),
+            });
+        };
+        let text_of = |key: &str| doc.get(key).and_then(Value::as_str).map(str::to_owned);
+        let class_name = text_of("class_name")
+            .ok_or_else(|| field("class_name", "missing (the sensor's name)".into()))?;
+        if class_name.is_empty()
+            || !class_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(field(
+                "class_name",
+                format!("'{class_name}' is not a valid name (letters, digits, '_' or '-')"),
+            ));
+        }
+        let entry = text_of("entry_point").ok_or_else(|| {
+            field(
+                "entry_point",
+                "missing (the sensor's .wasm component, relative to sensors/)".into(),
+            )
+        })?;
+        let entry_point = relative_path(&entry).map_err(|m| field("entry_point", m))?;
+        if entry_point.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            return Err(field(
+                "entry_point",
+                format!("'{entry}' must name a .wasm component"),
+            ));
+        }
+        let poll_interval = match doc.get("poll_interval") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|s| *s > 0.0 && *s <= 86_400.0)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or_else(|| {
+                        field(
+                            "poll_interval",
+                            format!("{v} is not a number of seconds from 0 to 86400"),
+                        )
+                    })?,
+            ),
+        };
+        let enabled = match doc.get("enabled") {
+            None => true,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| field("enabled", format!("{v} is not true or false")))?,
+        };
+        let mut trigger_types = Vec::new();
+        let items = match doc.get("trigger_types") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items.clone(),
+            Some(other) => {
+                return Err(field(
+                    "trigger_types",
+                    format!("{other} is not a list of trigger types"),
+                ));
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+                field(&format!("trigger_types[{i}].name"), "missing".into())
+            })?;
+            let schema = |key: &str| {
+                item.get(key)
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+            };
+            let description = item
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let tt = crate::trigger::TriggerType::new(
+                &format!("{pack}.{name}"),
+                description,
+                schema("payload_schema"),
+                schema("parameters_schema"),
+            )
+            .map_err(|m| field(&format!("trigger_types[{i}]"), m))?;
+            trigger_types.push(tt);
+        }
+        Ok(Self {
+            pack: pack.clone(),
+            class_name,
+            description: text_of("description"),
+            enabled,
+            entry_point,
+            poll_interval,
+            trigger_types,
+        })
+    }
+}
+
 /// Action metadata files of a pack, by action name, for lookups.
 pub type ActionIndex = BTreeMap<String, ActionMeta>;
 
@@ -419,6 +623,68 @@ mod tests {
         PackManifest::parse(text, Path::new("p/pack.yaml"))
             .expect_err("must fail")
             .to_string()
+    }
+
+    #[test]
+    fn sensor_files_parse_and_bad_ones_name_the_field() {
+        let pack = PackRef::new("examples").expect("valid");
+        let file = Path::new("sensors/dir.yaml");
+        let ok = SensorMeta::parse(
+            "class_name: DirectorySensor\nentry_point: directory_sensor.wasm\npoll_interval: 30\ntrigger_types:\n  - name: changed_file\n    payload_schema: {type: object, properties: {path: {type: string}}}\n",
+            file,
+            &pack,
+        )
+        .expect("valid");
+        assert_eq!(ok.sensor_ref(), "examples.DirectorySensor");
+        assert_eq!(ok.poll_interval, Some(Duration::from_secs(30)));
+        assert_eq!(ok.trigger_types[0].trigger_ref, "examples.changed_file");
+        for (text, field) in [
+            ("entry_point: a.wasm\n", "class_name"),
+            ("class_name: A\n", "entry_point"),
+            ("class_name: A\nentry_point: ../a.wasm\n", "entry_point"),
+            ("class_name: A\nentry_point: a.py\n", "entry_point"),
+            ("class_name: A\nentry_point: a.wasm\npoll_interval: -1\n", "poll_interval"),
+            ("class_name: A\nentry_point: a.wasm\ntrigger_types: [{name: t, payload_schema: {type: 12}}]\n", "trigger_types[0]"),
+            ("class_name: A\nentry_point: a.wasm\ntrigger_types: [{description: x}]\n", "trigger_types[0].name"),
+        ] {
+            let err = SensorMeta::parse(text, file, &pack).expect_err(text);
+            assert_eq!(err.field.as_deref(), Some(field), "{err}");
+            assert!(err.to_string().starts_with("sensors/dir.yaml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_schemas_declare_directories() {
+        let file = Path::new("config.schema.yaml");
+        let schema = ConfigSchema::parse(
+            "directories: {type: array, items: {type: string}, directory: read-only}\nlog: {type: string, file: read-write}\n",
+            file,
+        )
+        .expect("valid");
+        let config = schema
+            .resolve("directories: [/srv/a, /srv/b]\nlog: /var/log/out.txt\n", file)
+            .expect("valid");
+        let grants = schema.directories(&config, file).expect("valid");
+        let got: Vec<_> = grants
+            .iter()
+            .map(|g| (g.path.display().to_string(), g.writable))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/srv/a".to_owned(), false),
+                ("/srv/b".to_owned(), false),
+                ("/var/log".to_owned(), true)
+            ]
+        );
+        let relative = schema
+            .resolve("directories: [srv]\n", file)
+            .expect("valid");
+        assert!(schema.directories(&relative, file).is_err());
+        let bad = ConfigSchema::parse("d: {type: string, directory: sometimes}\n", file).expect("valid");
+        let config = bad.resolve("d: /x\n", file).expect("valid");
+        let err = bad.directories(&config, file).expect_err("bad mode");
+        assert_eq!(err.field.as_deref(), Some("d.directory"));
     }
 
     #[test]

@@ -104,9 +104,16 @@ impl fmt::Debug for ParamSchema {
     }
 }
 
-/// Keys that StackStorm adds to JSON Schema; they are stripped before the
-/// property is compiled.
-const ST2_KEYS: [&str; 4] = ["required", "secret", "immutable", "position"];
+/// Keys that StackStorm (and Squall's config schemas: `directory`, `file`)
+/// add to JSON Schema; they are stripped before the property is compiled.
+const ST2_KEYS: [&str; 6] = [
+    "required",
+    "secret",
+    "immutable",
+    "position",
+    "directory",
+    "file",
+];
 
 impl ParamSchema {
     /// An empty block: no parameters accepted.

@@ -24,6 +24,15 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
     )
 }
 
+/// The instant `after` from now, formatted like [`now_rfc3339`].
+pub fn rfc3339_in(after: std::time::Duration) -> String {
+    let then = time::Duration::try_from(after)
+        .ok()
+        .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    format_rfc3339(then)
+}
+
 /// The instant `ago` before now, formatted like [`now_rfc3339`].
 /// Saturates at the Unix epoch.
 pub fn rfc3339_ago(ago: std::time::Duration) -> String {

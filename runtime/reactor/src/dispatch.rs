@@ -25,6 +25,7 @@ use crate::policies::{PolicyIndex, PolicyRegistry, check_policy, load_policies};
 use crate::rules::{RuleIndex, RuleRegistry, check_rule, load_rules, trigger_types_of};
 use crate::runner::{Prepared, RunRequest, Runner};
 use crate::scheduler::Scheduler;
+use crate::sensors::{SensorConfig, Sensors};
 use crate::timers::{self, TimerKey, Timers};
 
 /// Settings for [`Reactor::start`].
@@ -37,6 +38,8 @@ pub struct ReactorConfig {
     /// Executions one tenant may have scheduled or running at once (more
     /// wait, `delayed`); `None`: only the workers limit.
     pub tenant_max_running: Option<usize>,
+    /// How sensors run and restart.
+    pub sensors: SensorConfig,
 }
 
 impl Default for ReactorConfig {
@@ -45,6 +48,7 @@ impl Default for ReactorConfig {
             workers: 64,
             queue: 4096,
             tenant_max_running: None,
+            sensors: SensorConfig::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub(crate) struct Inner {
     pub(crate) jobs: mpsc::Sender<Prepared>,
     pub(crate) scheduler: Scheduler,
     pub(crate) config: ReactorConfig,
+    pub(crate) sensors: Sensors,
+    pub(crate) sensor_config: SensorConfig,
     /// Executions being run by workers right now.
     pub(crate) running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
@@ -148,6 +154,17 @@ impl Reactor {
         registry.replace(RuleIndex::build(rules));
         let policies = PolicyRegistry::default();
         policies.replace(load_policies(runner.packs(), &store.policy_changes()?)?);
+        let sensors = Sensors::load(
+            runner.packs(),
+            runner.sandbox(),
+            runner.allowed_dirs(),
+            config.sensors.log_bytes,
+        )?;
+        for (tenant, sensor_ref, enabled) in store.sensor_overrides()? {
+            if let Some(entry) = sensors.get(&tenant, &sensor_ref) {
+                entry.set_enabled(enabled);
+            }
+        }
         let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
         let inner = Arc::new(Inner {
             store,
@@ -156,6 +173,8 @@ impl Reactor {
             policies,
             scheduler: Scheduler::default(),
             config: config.clone(),
+            sensors,
+            sensor_config: config.sensors.clone(),
             trigger_types,
             rule_changes: tokio::sync::Mutex::new(()),
             templates,
@@ -177,6 +196,8 @@ impl Reactor {
         reactor
             .reconcile_timers()
             .map_err(RuleChangeError::Trigger)?;
+        reactor.inner.sensors.sync(&reactor.rules());
+        reactor.start_sensors();
         Ok(reactor)
     }
 
@@ -475,6 +496,7 @@ impl Reactor {
         self.inner
             .rules
             .replace(RuleIndex::build(all.into_iter().map(|((t, _), r)| (t, r))));
+        self.inner.sensors.sync(&self.rules());
         self.reconcile_timers().map_err(RuleChangeError::Trigger)
     }
 
@@ -534,6 +556,7 @@ impl Reactor {
             .lock()
             .expect("timer lock poisoned")
             .stop();
+        self.stop_sensors();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let busy = self.inner.jobs.capacity() < self.inner.jobs.max_capacity()

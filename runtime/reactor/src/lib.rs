@@ -16,9 +16,11 @@ pub mod policies;
 pub mod rules;
 pub mod runner;
 mod scheduler;
+pub mod sensors;
 pub mod timers;
 
 pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
 pub use lifecycle::ExecutionError;
+pub use sensors::{SensorConfig, SensorState, SensorView};
 pub use packs::{LoadedPack, PackError, PackSet};
 pub use runner::{RunError, RunRequest, Runner};

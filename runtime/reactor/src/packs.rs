@@ -1,11 +1,14 @@
 //! Reading pack directories: `pack.yaml`, `actions/*.yaml`,
-//! `config.schema.yaml` and `config.yaml`.
+//! `sensors/*.yaml`, `policies/*.yaml`, `config.schema.yaml` and
+//! `config.yaml`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use squall_core::manifest::{ActionMeta, ConfigSchema, ManifestError, PackManifest};
+use squall_core::manifest::{
+    ActionMeta, ConfigSchema, DirectoryGrant, ManifestError, PackManifest, SensorMeta,
+};
 use squall_core::trigger::TriggerType;
 use squall_core::{ActionRef, PackRef};
 
@@ -37,6 +40,30 @@ pub enum PackError {
     #[error("unknown action '{action}': {hint}")]
     UnknownAction { action: ActionRef, hint: String },
     #[error(
+        "sensor '{sensor}': component '{entry_point}' not found in '{}' or '{}' (build the pack with `squall pack build {}`)",
+        searched[0].display(), searched[1].display(), pack_dir.display()
+    )]
+    MissingSensorComponent {
+        sensor: String,
+        entry_point: PathBuf,
+        searched: Box<[PathBuf; 2]>,
+        pack_dir: PathBuf,
+    },
+    #[error("{file}: {cause}")]
+    SensorComponent {
+        file: PathBuf,
+        cause: squall_sandbox::Error,
+    },
+    #[error(
+        "pack '{pack}': config '{key}' asks for directory '{}', which is not under any directory the server allows (--allow-dir)",
+        path.display()
+    )]
+    DirectoryNotAllowed {
+        pack: PackRef,
+        key: String,
+        path: PathBuf,
+    },
+    #[error(
         "action '{action}': component '{entry_point}' not found in '{}' or '{}' (build the pack with `squall pack build {}`)",
         searched[0].display(), searched[1].display(), pack_dir.display()
     )]
@@ -58,6 +85,10 @@ pub struct LoadedPack {
     pub config: Arc<str>,
     /// Trigger types declared in `sensors/*.yaml`.
     pub trigger_types: Vec<TriggerType>,
+    /// Sensors from `sensors/*.yaml`, each with its file.
+    pub sensors: Vec<(PathBuf, SensorMeta)>,
+    /// Directories the config asks to open to the pack's guests.
+    pub directories: Vec<DirectoryGrant>,
     /// Policies from `policies/*.yaml`, each with its file.
     pub policies: Vec<(PathBuf, squall_core::policy::Policy)>,
 }
@@ -83,14 +114,24 @@ impl LoadedPack {
             origins.insert(name.clone(), file);
             actions.insert(name, meta);
         }
-        let config = load_config(dir)?;
+        let (config, directories) = load_config(dir)?;
         let mut trigger_types = Vec::new();
+        let mut sensors: Vec<(PathBuf, SensorMeta)> = Vec::new();
         for file in yaml_files(&dir.join("sensors"))? {
-            trigger_types.extend(sensor_trigger_types(
-                &read(&file)?,
-                &file,
-                &manifest.pack_ref,
-            )?);
+            let meta = SensorMeta::parse(&read(&file)?, &file, &manifest.pack_ref)?;
+            if let Some((first, _)) = sensors.iter().find(|(_, s)| s.class_name == meta.class_name) {
+                return Err(PackError::Manifest(ManifestError {
+                    file: file.clone(),
+                    field: Some("class_name".into()),
+                    message: format!(
+                        "sensor '{}' is already defined in '{}'",
+                        meta.class_name,
+                        first.display()
+                    ),
+                }));
+            }
+            trigger_types.extend(meta.trigger_types.iter().cloned());
+            sensors.push((file, meta));
         }
         let mut policies = Vec::new();
         for file in yaml_files(&dir.join("policies"))? {
@@ -105,6 +146,55 @@ impl LoadedPack {
             policies,
             config: serde_json::Value::Object(config).to_string().into(),
             trigger_types,
+            sensors,
+            directories,
+        })
+    }
+
+    /// The directories this pack's guests get, if the server allows every
+    /// one its config asks for (each under a directory of `allowed`).
+    pub fn preopens(&self, allowed: &[PathBuf]) -> Result<Vec<squall_sandbox::Preopen>, PackError> {
+        self.directories
+            .iter()
+            .map(|grant| {
+                let plain = grant
+                    .path
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+                if plain && allowed.iter().any(|a| grant.path.starts_with(a)) {
+                    Ok(squall_sandbox::Preopen {
+                        path: grant.path.clone(),
+                        writable: grant.writable,
+                    })
+                } else {
+                    Err(PackError::DirectoryNotAllowed {
+                        pack: self.manifest.pack_ref.clone(),
+                        key: grant.config_key.clone(),
+                        path: grant.path.clone(),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// The `.wasm` file of a sensor: in `sensors/` as shipped, else in the
+    /// pack's build output.
+    pub fn sensor_component_path(&self, sensor: &SensorMeta) -> Result<PathBuf, PackError> {
+        let shipped = self.dir.join("sensors").join(&sensor.entry_point);
+        let built = self
+            .dir
+            .join(self.manifest.build_output())
+            .join(&sensor.entry_point);
+        for candidate in [&shipped, &built] {
+            if candidate.is_file() {
+                return Ok(candidate.clone());
+            }
+        }
+        Err(PackError::MissingSensorComponent {
+            sensor: sensor.sensor_ref(),
+            entry_point: sensor.entry_point.clone(),
+            searched: Box::new([shipped, built]),
+            pack_dir: self.dir.clone(),
         })
     }
 
@@ -130,55 +220,10 @@ impl LoadedPack {
     }
 }
 
-/// The `trigger_types` of a StackStorm sensor metadata file.
-fn sensor_trigger_types(
-    text: &str,
-    file: &Path,
-    pack: &PackRef,
-) -> Result<Vec<TriggerType>, PackError> {
-    let field = |field: String, message: String| ManifestError {
-        file: file.to_owned(),
-        field: Some(field),
-        message,
-    };
-    let doc: serde_json::Value = serde_yaml::from_str(text).map_err(|e| ManifestError {
-        file: file.to_owned(),
-        field: None,
-        message: format!("invalid YAML: {e}"),
-    })?;
-    let mut out = Vec::new();
-    let items = doc
-        .get("trigger_types")
-        .and_then(|t| t.as_array())
-        .cloned()
-        .unwrap_or_default();
-    for (i, item) in items.iter().enumerate() {
-        let name = item
-            .get("name")
-            .and_then(|n| n.as_str())
-            .ok_or_else(|| field(format!("trigger_types[{i}].name"), "missing".into()))?;
-        let schema = |key: &str| {
-            item.get(key)
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({"type": "object"}))
-        };
-        let description = item
-            .get("description")
-            .and_then(|d| d.as_str())
-            .unwrap_or_default();
-        let tt = TriggerType::new(
-            &format!("{pack}.{name}"),
-            description,
-            schema("payload_schema"),
-            schema("parameters_schema"),
-        )
-        .map_err(|m| field(format!("trigger_types[{i}]"), m))?;
-        out.push(tt);
-    }
-    Ok(out)
-}
-
-fn load_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>, PackError> {
+/// The resolved config and the directories it asks for.
+fn load_config(
+    dir: &Path,
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<DirectoryGrant>), PackError> {
     let schema_path = dir.join("config.schema.yaml");
     let config_path = dir.join("config.yaml");
     let schema = if schema_path.is_file() {
@@ -186,11 +231,13 @@ fn load_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>,
     } else {
         ConfigSchema::parse("{}", &schema_path)?
     };
-    if config_path.is_file() {
-        Ok(schema.resolve(&read(&config_path)?, &config_path)?)
+    let config = if config_path.is_file() {
+        schema.resolve(&read(&config_path)?, &config_path)?
     } else {
-        Ok(schema.defaults(&config_path)?)
-    }
+        schema.defaults(&config_path)?
+    };
+    let directories = schema.directories(&config, &config_path)?;
+    Ok((config, directories))
 }
 
 fn read(path: &Path) -> Result<String, PackError> {

@@ -81,6 +81,8 @@ pub struct Runner {
     store: Store,
     packs: Arc<PackSet>,
     limits: Limits,
+    /// Host directories packs may have opened to their guests.
+    allowed_dirs: Arc<[std::path::PathBuf]>,
 }
 
 impl Runner {
@@ -92,7 +94,27 @@ impl Runner {
             store,
             packs,
             limits,
+            allowed_dirs: Arc::new([]),
         }
+    }
+
+    /// Let packs' configs open directories under `dirs` to their guests
+    /// (`squall serve --allow-dir`). Nothing is opened otherwise.
+    pub fn with_allowed_dirs(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.allowed_dirs = dirs.into();
+        self
+    }
+
+    pub fn allowed_dirs(&self) -> &[std::path::PathBuf] {
+        &self.allowed_dirs
+    }
+
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn packs(&self) -> &PackSet {
@@ -130,6 +152,7 @@ impl Runner {
                     action: req.action.clone(),
                     cause,
                 })?;
+        let dirs = pack.preopens(&self.allowed_dirs)?;
         let component = self
             .sandbox
             .load_action(&pack.component_path(meta)?)
@@ -174,6 +197,7 @@ impl Runner {
             timeout: options.timeout,
             component,
             config: pack.config.clone(),
+            dirs,
             live: Live::new(self.limits.output_bytes),
             held: Vec::new(),
             woken_by: None,
@@ -260,6 +284,7 @@ impl Runner {
             },
             cancel: prepared.live.cancel.clone(),
             output: Some(prepared.live.output.clone()),
+            dirs: prepared.dirs.clone(),
         };
         let report = self
             .sandbox
@@ -306,6 +331,7 @@ pub struct Prepared {
     timeout: std::time::Duration,
     component: Arc<ActionComponent>,
     config: Arc<str>,
+    dirs: Vec<squall_sandbox::Preopen>,
     /// Its cancel signal, output and phase, shared with the scheduler.
     pub(crate) live: Arc<Live>,
     /// The concurrency gates whose slots it holds once admitted.

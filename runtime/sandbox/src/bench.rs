@@ -45,7 +45,9 @@ impl Sandbox {
                 tenant: squall_core::TenantId::default_tenant(),
                 config: "{}".into(),
                 kv: None,
+                kv_prefix: String::new(),
                 log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
+                events: None,
             };
             let mut store = Store::new(&self.engine.engine, state);
             store.set_epoch_deadline(u64::MAX / 2);

@@ -16,6 +16,7 @@ mod engine;
 mod host;
 mod live;
 mod run;
+mod sensor;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,29 @@ use squall_core::execution::CapturedOutput;
 
 pub use engine::Allocator;
 pub use live::{Cancel, LiveOutput};
-pub use run::{Invocation, Limits};
+pub use run::{Invocation, Limits, Preopen};
+pub use live::SensorLog;
+pub use sensor::{
+    SensorCallError, SensorComponent, SensorInstance, SensorLimits, SensorSetup, SensorTrigger,
+};
+
+/// Open `dirs` in `wasi` at their own paths; the error names the directory.
+fn preopen(
+    wasi: &mut wasmtime_wasi::WasiCtxBuilder,
+    dirs: &[Preopen],
+) -> std::result::Result<(), String> {
+    for dir in dirs {
+        let perms = if dir.writable {
+            wasmtime_wasi::FsPerms::ReadWrite
+        } else {
+            wasmtime_wasi::FsPerms::ReadOnly
+        };
+        let guest = dir.path.to_string_lossy();
+        wasi.preopened_dir(&dir.path, guest.as_ref(), perms)
+            .map_err(|e| format!("cannot open directory '{}': {e:#}", dir.path.display()))?;
+    }
+    Ok(())
+}
 
 /// Errors from loading a component.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +65,8 @@ pub enum Error {
     NotAComponent { path: PathBuf, reason: String },
     #[error("'{path}' does not implement the squall:automation/action world: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
+    #[error("'{path}' does not implement the squall:automation/sensor world: {reason}")]
+    WrongSensorWorld { path: PathBuf, reason: String },
     #[error("compile cache '{path}': {cause}")]
     Cache {
         path: PathBuf,
@@ -173,6 +198,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 pub struct Sandbox {
     engine: engine::EngineHandle,
     linker: wasmtime::component::Linker<host::HostState>,
+    sensor_linker: wasmtime::component::Linker<host::HostState>,
     cache: cache::CompileCache,
     loaded: Mutex<Loaded>,
     permits: tokio::sync::Semaphore,
@@ -191,10 +217,12 @@ impl Sandbox {
     pub fn new(config: &SandboxConfig) -> Result<Self> {
         let engine = engine::EngineHandle::new(config)?;
         let linker = host::linker(&engine.engine)?;
+        let sensor_linker = host::sensor_linker(&engine.engine)?;
         let cache = cache::CompileCache::new(&config.cache_dir, &engine.engine)?;
         Ok(Self {
             engine,
             linker,
+            sensor_linker,
             cache,
             loaded: Mutex::new(Loaded::default()),
             permits: tokio::sync::Semaphore::new(config.max_instances as usize),

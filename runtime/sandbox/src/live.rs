@@ -75,29 +75,83 @@ impl LiveOutput {
         CapturedOutput {
             stdout,
             stderr,
-            log: log.lines.clone(),
+            log: log.lines.iter().cloned().collect(),
             truncated: stdout_cut || stderr_cut || log.truncated,
         }
     }
 }
 
-/// Guest log lines, capped by total bytes like stdout and stderr.
+/// Guest log lines, capped by total bytes like stdout and stderr. An
+/// execution's buffer keeps the first lines and drops the rest; a sensor's
+/// (`ring`) keeps the most recent ones.
 #[derive(Debug)]
 pub(crate) struct LogBuffer {
-    pub(crate) lines: Vec<GuestLogLine>,
+    pub(crate) lines: std::collections::VecDeque<GuestLogLine>,
     pub(crate) bytes: usize,
     pub(crate) cap: usize,
     pub(crate) truncated: bool,
+    pub(crate) ring: bool,
 }
 
 impl LogBuffer {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
-            lines: Vec::new(),
+            lines: Default::default(),
             bytes: 0,
             cap,
             truncated: false,
+            ring: false,
         }
+    }
+
+    pub(crate) fn ring(cap: usize) -> Self {
+        Self {
+            ring: true,
+            ..Self::new(cap)
+        }
+    }
+
+    pub(crate) fn push(&mut self, level: &str, message: String) {
+        if self.ring {
+            while self.bytes + message.len() > self.cap {
+                let Some(old) = self.lines.pop_front() else {
+                    break;
+                };
+                self.bytes -= old.message.len();
+                self.truncated = true;
+            }
+        }
+        if self.bytes + message.len() > self.cap {
+            self.truncated = true;
+            return;
+        }
+        self.bytes += message.len();
+        self.lines.push_back(GuestLogLine {
+            level: level.to_owned(),
+            message,
+        });
+    }
+}
+
+/// A sensor's recent log lines (its `log` calls and its stdout/stderr, line
+/// by line), kept in a ring of `cap` bytes.
+#[derive(Debug, Clone)]
+pub struct SensorLog(pub(crate) Arc<Mutex<LogBuffer>>);
+
+impl SensorLog {
+    pub fn new(cap: usize) -> Self {
+        Self(Arc::new(Mutex::new(LogBuffer::ring(cap))))
+    }
+
+    /// The lines kept, oldest first.
+    pub fn lines(&self) -> Vec<GuestLogLine> {
+        let log = self.0.lock().expect("log lock poisoned");
+        log.lines.iter().cloned().collect()
+    }
+
+    /// Add a line from the host (e.g. why the sensor restarted).
+    pub fn host(&self, level: &str, message: String) {
+        self.0.lock().expect("log lock poisoned").push(level, message);
     }
 }
 

@@ -57,6 +57,15 @@ pub struct Invocation {
     /// Where stdout, stderr and log lines go, readable while it runs. Its
     /// caps are the caller's; `limits.output_bytes` sizes a fresh one.
     pub output: Option<LiveOutput>,
+    /// Host directories opened to the guest (at the same paths).
+    pub dirs: Vec<Preopen>,
+}
+
+/// A host directory opened to a guest at the same path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    pub path: std::path::PathBuf,
+    pub writable: bool,
 }
 
 impl Sandbox {
@@ -77,12 +86,20 @@ impl Sandbox {
             .clone()
             .unwrap_or_else(|| LiveOutput::new(limits.output_bytes));
         let cancel = inv.cancel.clone();
-        // No env, no args, no preopened directories, no sockets: WASI's
-        // defaults, made explicit by not asking for any of them.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(live.stdout.clone())
-            .stderr(live.stderr.clone())
-            .build();
+        // No env, no args, no sockets; directories only as granted.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(live.stdout.clone()).stderr(live.stderr.clone());
+        if let Err(message) = crate::preopen(&mut wasi, &inv.dirs) {
+            return RunReport {
+                outcome: Outcome::Failed(Failure {
+                    kind: FailureKind::Instantiation,
+                    message,
+                }),
+                output: live.snapshot(),
+                elapsed: started.elapsed(),
+            };
+        }
+        let wasi = wasi.build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -93,7 +110,9 @@ impl Sandbox {
             tenant: inv.tenant.clone(),
             config: inv.config.clone(),
             kv: inv.kv.clone(),
+            kv_prefix: String::new(),
             log: live.log.clone(),
+            events: None,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -102,6 +102,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, ref)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 4: sensors enabled or disabled through the API (overriding the
+    // `enabled` of their YAML).
+    r#"
+    CREATE TABLE sensors (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        enabled     INTEGER NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -550,6 +550,55 @@ impl Store {
         self.overrides(Overrides::Rules)
     }
 
+    /// Remember that a sensor was enabled or disabled through the API.
+    pub async fn put_sensor_enabled(
+        &self,
+        tenant: &TenantId,
+        sensor_ref: &str,
+        enabled: bool,
+    ) -> Result<()> {
+        let (tenant, sensor_ref) = (tenant.clone(), sensor_ref.to_owned());
+        self.write(move |txn| {
+            txn.prepare_cached(
+                "INSERT INTO sensors (tenant_id, ref, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, ref) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                tenant.as_str(),
+                sensor_ref,
+                enabled,
+                squall_core::time::now_rfc3339()
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every sensor enabled or disabled through the API: (tenant, ref, enabled).
+    pub fn sensor_overrides(&self) -> Result<Vec<(TenantId, String, bool)>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT tenant_id, ref, enabled FROM sensors ORDER BY tenant_id, ref")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (tenant, sensor_ref, enabled) = row?;
+                out.push((
+                    TenantId::new(tenant).map_err(|e| corrupt("tenant", e))?,
+                    sensor_ref,
+                    enabled,
+                ));
+            }
+            Ok(out)
+        })
+    }
+
     /// Record an API change to a policy, as [`Store::put_rule`] does.
     pub async fn put_policy(
         &self,

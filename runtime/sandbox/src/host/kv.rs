@@ -25,6 +25,7 @@ fn msg(e: KvError) -> String {
 impl Host for HostState {
     async fn get(&mut self, key: String, _decrypt: bool) -> Result<Option<String>, String> {
         check_key(&key).map_err(msg)?;
+        let key = format!("{}{key}", self.kv_prefix);
         let entry = self
             .kv_store()?
             .get(&self.tenant, &key)
@@ -44,6 +45,7 @@ impl Host for HostState {
         if encrypt {
             return Err(msg(KvError::EncryptionUnavailable));
         }
+        let key = format!("{}{key}", self.kv_prefix);
         let entry = KvEntry {
             key,
             value,
@@ -55,6 +57,7 @@ impl Host for HostState {
 
     async fn delete(&mut self, key: String) -> Result<bool, String> {
         check_key(&key).map_err(msg)?;
+        let key = format!("{}{key}", self.kv_prefix);
         self.kv_store()?
             .delete(&self.tenant, &key)
             .await
@@ -64,13 +67,14 @@ impl Host for HostState {
     async fn list(&mut self, prefix: String) -> Result<Vec<Entry>, String> {
         let entries = self
             .kv_store()?
-            .list(&self.tenant, &prefix)
+            .list(&self.tenant, &format!("{}{prefix}", self.kv_prefix))
             .await
             .map_err(msg)?;
+        let own = self.kv_prefix.len();
         Ok(entries
             .into_iter()
             .map(|e| Entry {
-                key: e.key,
+                key: e.key.get(own..).unwrap_or_default().to_owned(),
                 value: e.value,
                 expires_at: e.expires_at,
                 secret: e.secret,

@@ -1,8 +1,6 @@
 //! `squall:automation/log`: guest log lines, recorded with the execution and
 //! mirrored to the host's tracing at debug level.
 
-use squall_core::execution::GuestLogLine;
-
 use super::HostState;
 use crate::bindings::squall::automation::log::{Host, Level};
 
@@ -19,15 +17,9 @@ fn name(level: Level) -> &'static str {
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         tracing::debug!(target: "squall::guest", level = name(level), "{message}");
-        let mut buf = self.log.lock().expect("log lock poisoned");
-        if buf.bytes + message.len() > buf.cap {
-            buf.truncated = true;
-            return;
-        }
-        buf.bytes += message.len();
-        buf.lines.push(GuestLogLine {
-            level: name(level).to_owned(),
-            message,
-        });
+        self.log
+            .lock()
+            .expect("log lock poisoned")
+            .push(name(level), message);
     }
 }

@@ -4,6 +4,7 @@
 //! stdout/stderr pipes handed to WASI).
 
 mod config;
+mod events;
 mod kv;
 mod log;
 pub(crate) mod output;
@@ -28,7 +29,11 @@ pub(crate) struct HostState {
     /// The pack's config as JSON text.
     pub(crate) config: Arc<str>,
     pub(crate) kv: Option<Arc<dyn KvStore>>,
+    /// Prepended to every key the guest names (a sensor's own keys).
+    pub(crate) kv_prefix: String,
     pub(crate) log: Arc<std::sync::Mutex<crate::live::LogBuffer>>,
+    /// Where a sensor's events go; `None` for actions.
+    pub(crate) events: Option<Arc<dyn squall_core::events::EventSink>>,
 }
 
 impl WasiView for HostState {
@@ -48,6 +53,17 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     Action::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
+    Ok(linker)
+}
+
+/// The linker sensors are checked and instantiated against: the action's
+/// plus `events`.
+pub(crate) fn sensor_linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    let err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    crate::bindings::sensor::Sensor::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(err)?;
     Ok(linker)
 }
 

@@ -1,0 +1,678 @@
+//! The sensor container: one supervised, long-lived instance per enabled
+//! sensor — setup, polls on schedule, the triggers its rules use, restarts
+//! with backoff, and a state anyone can read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use squall_core::events::EventSink;
+use squall_core::execution::GuestLogLine;
+use squall_core::kv::KvStore;
+use squall_core::manifest::SensorMeta;
+use squall_core::time::rfc3339_in;
+use squall_core::TenantId;
+use squall_sandbox::{
+    Preopen, Sandbox, SensorCallError, SensorInstance, SensorLimits, SensorLog, SensorSetup,
+    SensorTrigger,
+};
+use tokio::sync::mpsc;
+
+use crate::dispatch::{DispatchError, Reactor};
+use crate::packs::{PackError, PackSet};
+use crate::rules::RuleIndex;
+
+/// How sensors are run.
+#[derive(Debug, Clone)]
+pub struct SensorConfig {
+    pub limits: SensorLimits,
+    /// First wait before restarting a sensor that failed; doubles each time.
+    pub backoff: Duration,
+    /// Longest wait between restarts.
+    pub backoff_cap: Duration,
+    /// Failures in a row (without a healthy run between them) after which a
+    /// sensor is marked `failed` and left stopped until enabled again.
+    pub max_failures: u32,
+    /// Bytes of recent log lines kept per sensor.
+    pub log_bytes: usize,
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        Self {
+            limits: SensorLimits::default(),
+            backoff: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+            max_failures: 8,
+            log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Where a sensor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorState {
+    Starting,
+    Running,
+    BackingOff,
+    Failed,
+    Disabled,
+}
+
+impl SensorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::BackingOff => "backing_off",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// A sensor as the API and CLI show it.
+#[derive(Debug, Clone)]
+pub struct SensorView {
+    pub tenant: TenantId,
+    pub meta: SensorMeta,
+    pub enabled: bool,
+    pub state: SensorState,
+    pub last_error: Option<String>,
+    pub restarts: u64,
+    pub dispatched: u64,
+    pub invalid_payloads: u64,
+    pub poll_errors: u64,
+    /// When the next start is due, while backing off.
+    pub next_start: Option<String>,
+    /// The triggers announced to it: (id, type, parameters).
+    pub triggers: Vec<(String, String, Value)>,
+    pub log: Vec<GuestLogLine>,
+}
+
+#[derive(Debug)]
+struct Status {
+    enabled: bool,
+    state: SensorState,
+    last_error: Option<String>,
+    restarts: u64,
+    next_start: Option<String>,
+}
+
+/// One sensor known to the server.
+#[derive(Debug)]
+pub(crate) struct SensorEntry {
+    tenant: TenantId,
+    meta: SensorMeta,
+    component: PathBuf,
+    config: Arc<str>,
+    dirs: Vec<Preopen>,
+    status: Mutex<Status>,
+    log: SensorLog,
+    dispatched: AtomicU64,
+    invalid_payloads: AtomicU64,
+    poll_errors: AtomicU64,
+    /// Triggers the rules want announced, by key (type + parameters).
+    desired: Mutex<BTreeMap<String, SensorTrigger>>,
+    /// Triggers announced to the running instance, by key.
+    announced: Mutex<BTreeMap<String, SensorTrigger>>,
+    /// The running supervisor's mailbox.
+    mailbox: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+}
+
+#[derive(Debug)]
+enum Command {
+    /// The desired triggers changed.
+    Sync,
+    /// Clean up and stop.
+    Stop,
+}
+
+impl SensorEntry {
+    fn view(&self) -> SensorView {
+        let status = self.status.lock().expect("sensor lock poisoned");
+        SensorView {
+            tenant: self.tenant.clone(),
+            meta: self.meta.clone(),
+            enabled: status.enabled,
+            state: status.state,
+            last_error: status.last_error.clone(),
+            restarts: status.restarts,
+            dispatched: self.dispatched.load(Ordering::Relaxed),
+            invalid_payloads: self.invalid_payloads.load(Ordering::Relaxed),
+            poll_errors: self.poll_errors.load(Ordering::Relaxed),
+            next_start: status.next_start.clone(),
+            triggers: self
+                .announced
+                .lock()
+                .expect("sensor lock poisoned")
+                .values()
+                .map(|t| {
+                    (
+                        t.id.clone(),
+                        t.trigger_type.clone(),
+                        serde_json::from_str(&t.parameters).unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+            log: self.log.lines(),
+        }
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.set(|s| s.enabled = enabled);
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().expect("sensor lock poisoned"));
+    }
+
+    fn tell(&self, command: Command) {
+        if let Some(tx) = self.mailbox.lock().expect("sensor lock poisoned").as_ref() {
+            let _ = tx.send(command);
+        }
+    }
+}
+
+/// Every sensor of the loaded packs, by (tenant, ref).
+#[derive(Debug, Default)]
+pub(crate) struct Sensors {
+    entries: BTreeMap<(TenantId, String), Arc<SensorEntry>>,
+}
+
+/// The key of a trigger: its type and canonical parameters.
+fn trigger_key(trigger_type: &str, parameters: &Map<String, Value>) -> String {
+    format!("{trigger_type}\0{}", Value::Object(parameters.clone()))
+}
+
+/// A short, stable id for a trigger: its type and a hash of its parameters.
+fn trigger_id(trigger_type: &str, parameters: &Map<String, Value>) -> String {
+    use std::hash::{Hash, Hasher};
+    // FNV-1a: stable across runs and builds, unlike std's default hasher.
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 ^= u64::from(*b);
+                self.0 = self.0.wrapping_mul(0x100000001b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf29ce484222325);
+    Value::Object(parameters.clone()).to_string().hash(&mut h);
+    format!("{trigger_type}:{:016x}", h.finish())
+}
+
+impl Sensors {
+    /// Every sensor of `packs` (default tenant), each component checked
+    /// against the `sensor` world and its directories against `allowed`.
+    /// The error names the sensor's file.
+    pub(crate) fn load(
+        packs: &PackSet,
+        sandbox: &Sandbox,
+        allowed: &[PathBuf],
+        log_bytes: usize,
+    ) -> Result<Self, PackError> {
+        let tenant = TenantId::default_tenant();
+        let mut entries = BTreeMap::new();
+        for pack in packs.packs() {
+            if pack.sensors.is_empty() {
+                continue;
+            }
+            let dirs = pack.preopens(allowed)?;
+            for (file, meta) in &pack.sensors {
+                let component = pack.sensor_component_path(meta)?;
+                sandbox
+                    .load_sensor(&component)
+                    .map_err(|cause| PackError::SensorComponent {
+                        file: file.clone(),
+                        cause,
+                    })?;
+                let entry = SensorEntry {
+                    tenant: tenant.clone(),
+                    meta: meta.clone(),
+                    component,
+                    config: pack.config.clone(),
+                    dirs: dirs.clone(),
+                    status: Mutex::new(Status {
+                        enabled: meta.enabled,
+                        state: SensorState::Disabled,
+                        last_error: None,
+                        restarts: 0,
+                        next_start: None,
+                    }),
+                    log: SensorLog::new(log_bytes),
+                    dispatched: AtomicU64::new(0),
+                    invalid_payloads: AtomicU64::new(0),
+                    poll_errors: AtomicU64::new(0),
+                    desired: Mutex::default(),
+                    announced: Mutex::default(),
+                    mailbox: Mutex::new(None),
+                };
+                entries.insert((tenant.clone(), meta.sensor_ref()), Arc::new(entry));
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    pub(crate) fn get(&self, tenant: &TenantId, sensor_ref: &str) -> Option<&Arc<SensorEntry>> {
+        self.entries.get(&(tenant.clone(), sensor_ref.to_owned()))
+    }
+
+    pub(crate) fn views(&self, tenant: &TenantId) -> Vec<SensorView> {
+        self.entries
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, e)| e.view())
+            .collect()
+    }
+
+    /// Work out, from the enabled rules, which triggers each sensor must
+    /// know about, and tell the running ones.
+    pub(crate) fn sync(&self, index: &RuleIndex) {
+        let mut by_type: HashMap<(TenantId, String), BTreeMap<String, SensorTrigger>> =
+            HashMap::new();
+        for (tenant, rule) in index.enabled() {
+            let wanted = by_type
+                .entry((tenant.clone(), rule.trigger_type.clone()))
+                .or_default();
+            wanted.insert(
+                trigger_key(&rule.trigger_type, &rule.trigger_parameters),
+                SensorTrigger {
+                    id: trigger_id(&rule.trigger_type, &rule.trigger_parameters),
+                    trigger_type: rule.trigger_type.clone(),
+                    parameters: Value::Object(rule.trigger_parameters.clone()).to_string(),
+                },
+            );
+        }
+        for ((tenant, _), entry) in &self.entries {
+            let mut desired = BTreeMap::new();
+            for tt in &entry.meta.trigger_types {
+                if let Some(wanted) = by_type.get(&(tenant.clone(), tt.trigger_ref.clone())) {
+                    desired.extend(wanted.clone());
+                }
+            }
+            let changed = {
+                let mut current = entry.desired.lock().expect("sensor lock poisoned");
+                let changed = *current != desired;
+                *current = desired;
+                changed
+            };
+            if changed {
+                entry.tell(Command::Sync);
+            }
+        }
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<SensorEntry>> {
+        self.entries.values()
+    }
+}
+
+/// The `events` a sensor's guest calls: to the reactor's dispatch.
+#[derive(Debug)]
+struct SensorSink {
+    reactor: Reactor,
+    entry: Arc<SensorEntry>,
+}
+
+#[async_trait]
+impl EventSink for SensorSink {
+    async fn dispatch(
+        &self,
+        trigger: &str,
+        payload: &str,
+        trace_tag: Option<String>,
+    ) -> Result<(), String> {
+        let entry = &self.entry;
+        let pack = entry.meta.pack.as_str();
+        let declared = entry
+            .meta
+            .trigger_types
+            .iter()
+            .find(|t| t.trigger_ref == trigger || t.trigger_ref == format!("{pack}.{trigger}"));
+        let (trigger_type, parameters) = match declared {
+            Some(t) => (t.trigger_ref.clone(), Map::new()),
+            None => {
+                let announced = entry.announced.lock().expect("sensor lock poisoned");
+                let Some(t) = announced.values().find(|t| t.id == trigger) else {
+                    let names: Vec<_> = entry
+                        .meta
+                        .trigger_types
+                        .iter()
+                        .map(|t| t.trigger_ref.as_str())
+                        .collect();
+                    return Err(format!(
+                        "unknown trigger '{trigger}': this sensor declares {} (or dispatch to the id of a trigger announced to it)",
+                        if names.is_empty() { "no trigger types".to_owned() } else { names.join(", ") }
+                    ));
+                };
+                let params = serde_json::from_str(&t.parameters).unwrap_or_default();
+                (t.trigger_type.clone(), params)
+            }
+        };
+        let payload: Value = serde_json::from_str(payload)
+            .map_err(|e| format!("payload is not JSON: {e}"))?;
+        match self
+            .reactor
+            .dispatch(&entry.tenant, &trigger_type, parameters, payload, trace_tag)
+            .await
+        {
+            Ok(_) => {
+                entry.dispatched.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(DispatchError::Invalid { message, .. }) => {
+                entry.invalid_payloads.fetch_add(1, Ordering::Relaxed);
+                let message = format!("{trigger_type} payload refused: {message}");
+                tracing::warn!(sensor = %entry.meta.sensor_ref(), %message, "sensor payload refused");
+                entry.log.host("warn", message.clone());
+                Err(message)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Reactor {
+    /// Every sensor of `tenant`, with its state.
+    pub fn sensors(&self, tenant: &TenantId) -> Vec<SensorView> {
+        self.inner.sensors.views(tenant)
+    }
+
+    /// One sensor, by `<pack>.<class_name>`.
+    pub fn sensor(&self, tenant: &TenantId, sensor_ref: &str) -> Option<SensorView> {
+        self.inner
+            .sensors
+            .get(tenant, sensor_ref)
+            .map(|e| e.view())
+    }
+
+    /// Enable or disable a sensor without a restart; remembered across
+    /// restarts. Enabling a `failed` sensor starts it afresh.
+    pub async fn set_sensor_enabled(
+        &self,
+        tenant: &TenantId,
+        sensor_ref: &str,
+        enabled: bool,
+    ) -> Result<SensorView, squall_store::Error> {
+        let Some(entry) = self.inner.sensors.get(tenant, sensor_ref).cloned() else {
+            return Err(squall_store::Error::Corrupt(format!(
+                "sensor '{sensor_ref}' not found"
+            )));
+        };
+        self.inner
+            .store
+            .put_sensor_enabled(tenant, sensor_ref, enabled)
+            .await?;
+        entry.set(|s| s.enabled = enabled);
+        if enabled {
+            let running = entry
+                .mailbox
+                .lock()
+                .expect("sensor lock poisoned")
+                .is_some();
+            if !running {
+                self.start_sensor(entry.clone());
+            }
+        } else {
+            entry.tell(Command::Stop);
+        }
+        Ok(entry.view())
+    }
+
+    /// Start every enabled sensor (at start-up).
+    pub(crate) fn start_sensors(&self) {
+        for entry in self.inner.sensors.all() {
+            let enabled = entry.status.lock().expect("sensor lock poisoned").enabled;
+            if enabled {
+                self.start_sensor(entry.clone());
+            }
+        }
+    }
+
+    /// Stop every sensor, letting each clean up (bounded by its call limit).
+    pub(crate) fn stop_sensors(&self) {
+        for entry in self.inner.sensors.all() {
+            entry.tell(Command::Stop);
+        }
+    }
+
+    fn start_sensor(&self, entry: Arc<SensorEntry>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *entry.mailbox.lock().expect("sensor lock poisoned") = Some(tx);
+        entry.set(|s| {
+            s.state = SensorState::Starting;
+            s.last_error = None;
+            s.next_start = None;
+        });
+        let reactor = self.clone();
+        tokio::spawn(async move { reactor.supervise(entry, rx).await });
+    }
+
+    /// The supervisor: start, run, and restart with backoff on failure.
+    async fn supervise(&self, entry: Arc<SensorEntry>, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let config = self.inner.sensor_config.clone();
+        let sensor_ref = entry.meta.sensor_ref();
+        let mut failures: u32 = 0;
+        loop {
+            entry.set(|s| s.state = SensorState::Starting);
+            let started = Instant::now();
+            let (ending, healthy) = match self.start_instance(&entry).await {
+                Ok(mut instance) => {
+                    entry.set(|s| s.state = SensorState::Running);
+                    self.run_instance(&entry, &mut instance, &mut rx).await
+                }
+                Err(e) => (Ending::Failed(e), false),
+            };
+            entry.announced.lock().expect("sensor lock poisoned").clear();
+            let message = match ending {
+                Ending::Stopped => {
+                    *entry.mailbox.lock().expect("sensor lock poisoned") = None;
+                    entry.set(|s| s.state = SensorState::Disabled);
+                    return;
+                }
+                Ending::Failed(message) => message,
+            };
+            if healthy || started.elapsed() >= config.backoff_cap {
+                failures = 0;
+            }
+            failures += 1;
+            tracing::warn!(sensor = %sensor_ref, failures, error = %message, "sensor failed");
+            entry.log.host("error", format!("sensor failed: {message}"));
+            if failures >= config.max_failures {
+                entry.set(|s| {
+                    s.state = SensorState::Failed;
+                    s.last_error = Some(message.clone());
+                    s.restarts += 1;
+                });
+                entry.log.host(
+                    "error",
+                    format!("{failures} failures in a row: marked failed; enable it again to retry"),
+                );
+                *entry.mailbox.lock().expect("sensor lock poisoned") = None;
+                return;
+            }
+            let wait = config
+                .backoff
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(config.backoff_cap);
+            entry.set(|s| {
+                s.state = SensorState::BackingOff;
+                s.last_error = Some(message.clone());
+                s.restarts += 1;
+                s.next_start = Some(rfc3339_in(wait));
+            });
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    command = rx.recv() => match command {
+                        Some(Command::Sync) => {}
+                        Some(Command::Stop) | None => {
+                            *entry.mailbox.lock().expect("sensor lock poisoned") = None;
+                            entry.set(|s| { s.state = SensorState::Disabled; s.next_start = None; });
+                            return;
+                        }
+                    },
+                }
+            }
+            entry.set(|s| s.next_start = None);
+        }
+    }
+
+    async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<SensorInstance, String> {
+        let sandbox = self.inner.runner.sandbox().clone();
+        let component = sandbox
+            .load_sensor(&entry.component)
+            .map_err(|e| e.to_string())?;
+        let setup = SensorSetup {
+            tenant: entry.tenant.clone(),
+            kv_prefix: format!("{}:", entry.meta.sensor_ref()),
+            config: entry.config.clone(),
+            kv: Some(Arc::new(self.inner.store.clone()) as Arc<dyn KvStore>),
+            events: Arc::new(SensorSink {
+                reactor: self.clone(),
+                entry: entry.clone(),
+            }),
+            log: entry.log.clone(),
+            limits: self.inner.sensor_config.limits,
+            dirs: entry.dirs.clone(),
+        };
+        let mut instance = sandbox
+            .start_sensor(&component, setup)
+            .await
+            .map_err(|e| e.to_string())?;
+        match instance.setup().await {
+            Ok(()) => Ok(instance),
+            Err(SensorCallError::Returned(m)) => Err(format!("setup failed: {m}")),
+            Err(SensorCallError::Died(m)) => Err(m),
+        }
+    }
+
+    /// Poll on schedule and keep the triggers in step until the instance
+    /// dies or is stopped. Returns how it ended and whether it was healthy
+    /// (a poll succeeded, or it ran a while).
+    async fn run_instance(
+        &self,
+        entry: &Arc<SensorEntry>,
+        instance: &mut SensorInstance,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> (Ending, bool) {
+        let mut healthy = false;
+        if let Err(m) = sync_triggers(entry, instance).await {
+            return (Ending::Failed(m), healthy);
+        }
+        let interval = entry.meta.poll_interval;
+        let mut next_poll = interval.map(|i| tokio::time::Instant::now() + i);
+        loop {
+            let poll_due = async {
+                match next_poll {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = poll_due => {
+                    match instance.poll().await {
+                        Ok(()) => healthy = true,
+                        Err(SensorCallError::Returned(m)) => {
+                            entry.poll_errors.fetch_add(1, Ordering::Relaxed);
+                            entry.log.host("warn", format!("poll failed: {m}"));
+                            entry.set(|s| s.last_error = Some(format!("poll failed: {m}")));
+                        }
+                        Err(SensorCallError::Died(m)) => return (Ending::Failed(m), healthy),
+                    }
+                    // The next poll is an interval after this one ended: a
+                    // slow poll does not pile up calls.
+                    next_poll = interval.map(|i| tokio::time::Instant::now() + i);
+                }
+                command = rx.recv() => match command {
+                    Some(Command::Sync) => {
+                        if let Err(m) = sync_triggers(entry, instance).await {
+                            return (Ending::Failed(m), healthy);
+                        }
+                    }
+                    Some(Command::Stop) | None => {
+                        let _ = instance.cleanup().await;
+                        return (Ending::Stopped, healthy);
+                    }
+                },
+            }
+        }
+    }
+}
+
+enum Ending {
+    Stopped,
+    Failed(String),
+}
+
+/// Announce what changed between the desired and the announced triggers.
+/// Both are keyed by type and parameters. When, for one trigger type,
+/// exactly one trigger went and one came (a rule's parameters were edited),
+/// that is an update: the trigger keeps its id and gets the new
+/// parameters. Otherwise removals go first, then additions.
+async fn sync_triggers(
+    entry: &Arc<SensorEntry>,
+    instance: &mut SensorInstance,
+) -> Result<(), String> {
+    let desired = entry.desired.lock().expect("sensor lock poisoned").clone();
+    let announced = entry.announced.lock().expect("sensor lock poisoned").clone();
+    let gone: Vec<(&String, &SensorTrigger)> = announced
+        .iter()
+        .filter(|(k, _)| !desired.contains_key(*k))
+        .collect();
+    let came: Vec<(&String, &SensorTrigger)> = desired
+        .iter()
+        .filter(|(k, _)| !announced.contains_key(*k))
+        .collect();
+    let mut updates = Vec::new();
+    for (old_key, old) in &gone {
+        let same_type = |t: &SensorTrigger| t.trigger_type == old.trigger_type;
+        let gone_of_type = gone.iter().filter(|(_, t)| same_type(t)).count();
+        let came_of_type: Vec<_> = came.iter().filter(|(_, t)| same_type(t)).collect();
+        if gone_of_type == 1 && came_of_type.len() == 1 {
+            let (new_key, new) = came_of_type[0];
+            updates.push(((*old_key).clone(), (*new_key).clone(), SensorTrigger {
+                id: old.id.clone(),
+                ..(*new).clone()
+            }));
+        }
+    }
+    let updated_old: Vec<&String> = updates.iter().map(|(o, _, _)| o).collect();
+    let updated_new: Vec<&String> = updates.iter().map(|(_, n, _)| n).collect();
+    for (key, t) in &gone {
+        if !updated_old.contains(key) {
+            instance.remove_trigger(t).await.map_err(|e| e.to_string())?;
+            entry.announced.lock().expect("sensor lock poisoned").remove(*key);
+        }
+    }
+    for (old_key, new_key, t) in &updates {
+        {
+            let mut announced = entry.announced.lock().expect("sensor lock poisoned");
+            announced.remove(old_key);
+            announced.insert(new_key.clone(), t.clone());
+        }
+        instance.update_trigger(t).await.map_err(|e| e.to_string())?;
+    }
+    for (key, t) in &came {
+        if !updated_new.contains(key) {
+            // Known before the call, so a dispatch from inside it resolves.
+            entry
+                .announced
+                .lock()
+                .expect("sensor lock poisoned")
+                .insert((*key).clone(), (*t).clone());
+            instance.add_trigger(t).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}

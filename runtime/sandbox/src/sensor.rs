@@ -1,0 +1,407 @@
+//! Sensors: one long-lived instance each, every call under a time limit.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use squall_core::events::EventSink;
+use squall_core::kv::KvStore;
+use squall_core::TenantId;
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::bindings::sensor::exports::sensor::Trigger;
+use crate::bindings::sensor::{Sensor, SensorPre};
+use crate::host::{HostState, MemoryLimiter};
+use crate::live::{LogBuffer, SensorLog};
+use crate::{Error, Preopen, Result, Sandbox, cache};
+
+/// A component checked against the `sensor` world.
+pub struct SensorComponent {
+    path: PathBuf,
+    pre: SensorPre<HostState>,
+}
+
+impl std::fmt::Debug for SensorComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorComponent")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits of one sensor instance.
+#[derive(Debug, Clone, Copy)]
+pub struct SensorLimits {
+    /// Longest a single call (`setup`, `poll`, a trigger change) may run.
+    pub call_timeout: Duration,
+    /// Linear memory the instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for SensorLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            memory_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Everything a sensor instance needs.
+#[derive(Debug, Clone)]
+pub struct SensorSetup {
+    pub tenant: TenantId,
+    /// `<pack>.<class_name>:` — the sensor's own kv keys live under it.
+    pub kv_prefix: String,
+    pub config: Arc<str>,
+    pub kv: Option<Arc<dyn KvStore>>,
+    pub events: Arc<dyn EventSink>,
+    pub log: SensorLog,
+    pub limits: SensorLimits,
+    pub dirs: Vec<Preopen>,
+}
+
+/// How a call into a sensor went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SensorCallError {
+    /// The sensor returned `err`; the instance is fine.
+    #[error("{0}")]
+    Returned(String),
+    /// The instance trapped, ran past its time limit or could not start;
+    /// it is gone and must be started again.
+    #[error("{0}")]
+    Died(String),
+}
+
+/// A running sensor instance. Calls take `&mut self`: one at a time.
+pub struct SensorInstance {
+    store: Store<HostState>,
+    bindings: Sensor,
+    deadline: Arc<Mutex<Instant>>,
+    limits: SensorLimits,
+    log: SensorLog,
+}
+
+impl std::fmt::Debug for SensorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorInstance").finish_non_exhaustive()
+    }
+}
+
+/// A trigger as announced to a sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorTrigger {
+    pub id: String,
+    pub trigger_type: String,
+    /// A JSON object, as text.
+    pub parameters: String,
+}
+
+impl Sandbox {
+    /// Load a sensor component: compile it once (or map it from the cache)
+    /// and check it against the `sensor` world.
+    pub fn load_sensor(&self, path: &Path) -> Result<Arc<SensorComponent>> {
+        let bytes = std::fs::read(path).map_err(|cause| Error::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        let digest = cache::sha256_hex(&bytes);
+        let component = self
+            .cache
+            .load_or_compile(&self.engine.engine, path, &bytes, &digest)?;
+        let wrong_world = |e: wasmtime::Error| Error::WrongSensorWorld {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .sensor_linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = SensorPre::new(instance_pre).map_err(wrong_world)?;
+        Ok(Arc::new(SensorComponent {
+            path: path.to_owned(),
+            pre,
+        }))
+    }
+
+    /// Instantiate a sensor (under its call limit). `setup` is not called.
+    pub async fn start_sensor(
+        &self,
+        component: &SensorComponent,
+        setup: SensorSetup,
+    ) -> std::result::Result<SensorInstance, SensorCallError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LinePipe::new(&setup.log, "stdout"))
+            .stderr(LinePipe::new(&setup.log, "stderr"));
+        crate::preopen(&mut wasi, &setup.dirs).map_err(SensorCallError::Died)?;
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: setup.limits.memory_bytes,
+                refused: None,
+            },
+            tenant: setup.tenant.clone(),
+            config: setup.config.clone(),
+            kv: setup.kv.clone(),
+            kv_prefix: setup.kv_prefix.clone(),
+            log: setup.log.0.clone(),
+            events: Some(setup.events.clone()),
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Arc::new(Mutex::new(Instant::now() + setup.limits.call_timeout));
+        let watch = deadline.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= *watch.lock().expect("deadline lock poisoned") {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        let limits = setup.limits;
+        let started = tokio::time::timeout(
+            limits.call_timeout,
+            component.pre.instantiate_async(&mut store),
+        )
+        .await;
+        let bindings = match started {
+            Ok(Ok(bindings)) => bindings,
+            Ok(Err(e)) => {
+                return Err(SensorCallError::Died(format!(
+                    "failed to start the sensor: {e:#}"
+                )));
+            }
+            Err(_) => {
+                return Err(SensorCallError::Died(format!(
+                    "the sensor did not start within {:.1} s",
+                    limits.call_timeout.as_secs_f64()
+                )));
+            }
+        };
+        Ok(SensorInstance {
+            store,
+            bindings,
+            deadline,
+            limits,
+            log: setup.log,
+        })
+    }
+}
+
+/// Run one call into the instance under its time limit and map how it
+/// ended. `$call` is a method of the sensor interface, `$name` how the
+/// error names it.
+macro_rules! guarded {
+    ($self:ident, $name:literal, |$guest:ident, $store:ident| $call:expr) => {{
+        $self.arm();
+        let timeout = $self.limits.call_timeout;
+        let $guest = $self.bindings.sensor();
+        let $store = &mut $self.store;
+        let outcome = tokio::time::timeout(timeout, $call).await;
+        $self.finish($name, outcome)
+    }};
+}
+
+impl SensorInstance {
+    fn arm(&mut self) {
+        *self.deadline.lock().expect("deadline lock poisoned") =
+            Instant::now() + self.limits.call_timeout;
+        self.store.set_epoch_deadline(1);
+    }
+
+    fn finish<T>(
+        &mut self,
+        name: &str,
+        outcome: std::result::Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> std::result::Result<T, SensorCallError> {
+        let limit = self.limits.call_timeout.as_secs_f64();
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Err(_) => Err(SensorCallError::Died(format!(
+                "{name} ran past its time limit of {limit:.1} s"
+            ))),
+            Ok(Err(e)) => {
+                let trap = e.downcast_ref::<Trap>().copied();
+                let message = if trap == Some(Trap::Interrupt) {
+                    format!("{name} ran past its time limit of {limit:.1} s")
+                } else if let Some(wanted) = self.store.data().limiter.refused {
+                    format!(
+                        "{name}: memory limit exceeded: the sensor tried to grow its memory to {} bytes, over its limit of {} bytes",
+                        wanted, self.limits.memory_bytes
+                    )
+                } else if trap == Some(Trap::StackOverflow) {
+                    format!("{name}: stack overflow")
+                } else if let Some(text) = crate::run::panic_message(&self.recent_stderr()) {
+                    format!("{name}: guest panicked: {text}")
+                } else {
+                    format!("{name}: guest trapped: {e:#}")
+                };
+                Err(SensorCallError::Died(message))
+            }
+        }
+    }
+
+    /// The stderr lines kept, joined: where a Rust panic's report lands.
+    fn recent_stderr(&self) -> String {
+        let mut text = String::new();
+        for line in self.log.lines().iter().filter(|l| l.level == "stderr") {
+            text.push_str(&line.message);
+            text.push('\n');
+        }
+        text
+    }
+
+    pub async fn setup(&mut self) -> std::result::Result<(), SensorCallError> {
+        guarded!(self, "setup", |guest, store| guest.call_setup(store))?
+            .map_err(SensorCallError::Returned)
+    }
+
+    pub async fn poll(&mut self) -> std::result::Result<(), SensorCallError> {
+        guarded!(self, "poll", |guest, store| guest.call_poll(store))?
+            .map_err(SensorCallError::Returned)
+    }
+
+    pub async fn add_trigger(
+        &mut self,
+        t: &SensorTrigger,
+    ) -> std::result::Result<(), SensorCallError> {
+        let t = wit_trigger(t);
+        guarded!(self, "add-trigger", |guest, store| guest
+            .call_add_trigger(store, &t))
+    }
+
+    pub async fn update_trigger(
+        &mut self,
+        t: &SensorTrigger,
+    ) -> std::result::Result<(), SensorCallError> {
+        let t = wit_trigger(t);
+        guarded!(self, "update-trigger", |guest, store| guest
+            .call_update_trigger(store, &t))
+    }
+
+    pub async fn remove_trigger(
+        &mut self,
+        t: &SensorTrigger,
+    ) -> std::result::Result<(), SensorCallError> {
+        let t = wit_trigger(t);
+        guarded!(self, "remove-trigger", |guest, store| guest
+            .call_remove_trigger(store, &t))
+    }
+
+    pub async fn cleanup(&mut self) -> std::result::Result<(), SensorCallError> {
+        guarded!(self, "cleanup", |guest, store| guest.call_cleanup(store))
+    }
+}
+
+fn wit_trigger(t: &SensorTrigger) -> Trigger {
+    Trigger {
+        id: t.id.clone(),
+        type_: t.trigger_type.clone(),
+        parameters: t.parameters.clone(),
+    }
+}
+
+/// A sensor's stdout or stderr: split into lines in its log ring.
+#[derive(Debug, Clone)]
+struct LinePipe {
+    log: Arc<Mutex<LogBuffer>>,
+    level: &'static str,
+    partial: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Longest line kept whole; longer ones are cut into pieces.
+const MAX_LINE: usize = 4096;
+
+impl LinePipe {
+    fn new(log: &SensorLog, level: &'static str) -> Self {
+        Self {
+            log: log.0.clone(),
+            level,
+            partial: Arc::default(),
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut partial = self.partial.lock().expect("pipe lock poisoned");
+        partial.extend_from_slice(bytes);
+        let mut log = self.log.lock().expect("log lock poisoned");
+        while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            log.push(self.level, text);
+        }
+        if partial.len() > MAX_LINE {
+            let line: Vec<u8> = partial.drain(..).collect();
+            log.push(self.level, String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+}
+
+impl IsTerminal for LinePipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LinePipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LinePipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LinePipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+impl AsyncWrite for LinePipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
