@@ -11,11 +11,23 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// (constant name, cargo package, artifact file name)
 fn guests(root: &Path) -> Vec<(String, String, String)> {
-    let mut out = vec![(
-        "CORE_ACTIONS".to_owned(),
-        "squall-pack-core".to_owned(),
-        "core_actions.wasm".to_owned(),
-    )];
+    let mut out = vec![
+        (
+            "CORE_ACTIONS".to_owned(),
+            "squall-pack-core".to_owned(),
+            "core_actions.wasm".to_owned(),
+        ),
+        (
+            "EXAMPLES_SENSOR".to_owned(),
+            "squall-pack-examples-sensor".to_owned(),
+            "directory_sensor.wasm".to_owned(),
+        ),
+        (
+            "EXAMPLES_ACTIONS".to_owned(),
+            "squall-pack-examples-actions".to_owned(),
+            "examples_actions.wasm".to_owned(),
+        ),
+    ];
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/guests"))
         .expect("tests/guests exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -63,6 +75,7 @@ fn main() {
         "tests/guests",
         "packs/core/src",
         "packs/core/Cargo.toml",
+        "packs/examples/crates",
         "sdk-guest",
         "wit",
     ] {

@@ -156,6 +156,12 @@ pub mod __private {
     #[allow(missing_debug_implementations)]
     pub struct Slot<S>(RefCell<Option<S>>);
 
+    impl<S: Sensor> Default for Slot<S> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<S: Sensor> Slot<S> {
         pub const fn new() -> Self {
             Self(RefCell::new(None))
@@ -231,7 +237,20 @@ macro_rules! export_sensor {
                     SLOT.with(|s| s.cleanup())
                 }
             }
+            // Interface exports are named `sensor#poll` etc., which a native
+            // linker refuses: export only when building the component (a
+            // native build, e.g. `cargo test --workspace`, only checks it).
+            #[cfg(target_arch = "wasm32")]
             $crate::sensor_bindings::export!(SquallSensor with_types_in $crate::sensor_bindings);
+            #[cfg(not(target_arch = "wasm32"))]
+            const _: [fn(); 1] = [|| {
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::setup;
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::poll;
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::add_trigger;
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::update_trigger;
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::remove_trigger;
+                let _ = <SquallSensor as $crate::sensor_bindings::exports::sensor::Guest>::cleanup;
+            }];
         };
     };
 }

@@ -5,6 +5,7 @@ mod actions;
 mod hostile;
 mod lifecycle;
 mod sandbox;
+mod sensors;
 mod server;
 mod util;
 
@@ -20,6 +21,9 @@ mod guest_tests {
     pub(crate) use super::hostile::stack_overflow_is_reported as STACKOVERFLOW;
     pub(crate) use super::hostile::wrong_world_is_refused_before_running as WRONG_WORLD;
     pub(crate) use super::lifecycle::output_is_readable_while_running_and_after as TALKER;
+    pub(crate) use super::sensors::directory_sensor_logs_created_modified_deleted as EXAMPLES_SENSOR;
+    pub(crate) use super::sensors::file_watch_drives_the_same_action as EXAMPLES_ACTIONS;
+    pub(crate) use super::sensors::sensor_kv_state_survives_a_restart as SENSOR;
 }
 
 macro_rules! assert_test_exists {

@@ -79,13 +79,29 @@ impl Server {
     /// A server over `packs` (kept alive with it) and a fresh store.
     pub(crate) async fn start_with(packs: Vec<TempDir>, config: ReactorConfig) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&data.path().join("db"), &StoreConfig::default()).expect("store");
         let paths: Vec<_> = packs.iter().map(|d| d.path().to_owned()).collect();
-        let packs_set = PackSet::load(&paths).expect("packs");
-        let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits());
+        let mut server = Self::start_in(data.path(), &paths, config, vec![])
+            .await
+            .expect("server starts");
+        server._dirs = packs.into_iter().chain([data]).collect();
+        server
+    }
+
+    /// A server over the packs at `packs` with its store in `data` (which
+    /// the caller keeps), letting packs open directories under `allowed`.
+    pub(crate) async fn start_in(
+        data: &std::path::Path,
+        packs: &[std::path::PathBuf],
+        config: ReactorConfig,
+        allowed: Vec<std::path::PathBuf>,
+    ) -> Result<Self, String> {
+        let store = Store::open(&data.join("db"), &StoreConfig::default()).expect("store");
+        let packs_set = PackSet::load(packs).map_err(|e| e.to_string())?;
+        let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits())
+            .with_allowed_dirs(allowed);
         let reactor = Reactor::start(store, runner, &config)
             .await
-            .expect("reactor starts");
+            .map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -97,13 +113,13 @@ impl Server {
         tokio::spawn(squall_api::serve(state, listener, async {
             let _ = rx.await;
         }));
-        Self {
+        Ok(Self {
             base,
             http: reqwest::Client::new(),
             reactor,
             shutdown: Some(tx),
-            _dirs: packs.into_iter().chain([data]).collect(),
-        }
+            _dirs: Vec::new(),
+        })
     }
 
     pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {

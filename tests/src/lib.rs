@@ -56,3 +56,91 @@ pub fn pack_of(name: &str, actions: &[(&str, &str, &str)]) -> TempDir {
     }
     dir
 }
+
+/// Copy every `*.yaml` of `src/sub` into `dst/sub`, applying `edit`.
+fn copy_yaml(src: &Path, dst: &Path, sub: &str, edit: &dyn Fn(String) -> String) {
+    let from = src.join(sub);
+    if !from.is_dir() {
+        return;
+    }
+    std::fs::create_dir_all(dst.join(sub)).expect("mkdir");
+    for entry in std::fs::read_dir(&from).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("read yaml");
+            std::fs::write(
+                dst.join(sub).join(path.file_name().expect("name")),
+                edit(text),
+            )
+            .expect("write yaml");
+        }
+    }
+}
+
+/// A copy of `packs/examples` with its built components and `config` as
+/// its `config.yaml`; the DirectorySensor polls every `poll_interval`
+/// seconds.
+pub fn examples_pack(config: &str, poll_interval: f64) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = workspace_root().join("packs/examples");
+    for file in ["pack.yaml", "config.schema.yaml"] {
+        std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
+    }
+    let keep = |t: String| t;
+    copy_yaml(&src, dir.path(), "actions", &keep);
+    copy_yaml(&src, dir.path(), "rules", &keep);
+    copy_yaml(&src, dir.path(), "sensors", &|t: String| {
+        t.replace(
+            "poll_interval: 30",
+            &format!("poll_interval: {poll_interval}"),
+        )
+    });
+    std::fs::copy(
+        EXAMPLES_ACTIONS,
+        dir.path().join("actions/examples_actions.wasm"),
+    )
+    .expect("copy action");
+    std::fs::copy(
+        EXAMPLES_SENSOR,
+        dir.path().join("sensors/directory_sensor.wasm"),
+    )
+    .expect("copy sensor");
+    std::fs::write(dir.path().join("config.yaml"), config).expect("write config");
+    dir
+}
+
+/// A pack `name` with the test sensor (`tests/guests/sensor`) as
+/// `<name>.TestSensor` in `mode`, polling every `poll_interval` seconds,
+/// declaring `trigger_types` (a YAML list) — plus `extra` files (path
+/// relative to the pack, content).
+pub fn sensor_pack(
+    name: &str,
+    mode: &str,
+    poll_interval: f64,
+    trigger_types: &str,
+    extra: &[(&str, &str)],
+) -> TempDir {
+    let dir = pack_of(name, &[]);
+    std::fs::create_dir(dir.path().join("sensors")).expect("mkdir");
+    std::fs::copy(SENSOR, dir.path().join("sensors/test_sensor.wasm")).expect("copy sensor");
+    std::fs::write(
+        dir.path().join("sensors/test_sensor.yaml"),
+        format!(
+            "class_name: TestSensor\nentry_point: test_sensor.wasm\npoll_interval: {poll_interval}\ntrigger_types: {trigger_types}\n"
+        ),
+    )
+    .expect("write sensor");
+    std::fs::write(
+        dir.path().join("config.schema.yaml"),
+        "mode: {type: string, required: true}\n",
+    )
+    .expect("write schema");
+    std::fs::write(dir.path().join("config.yaml"), format!("mode: {mode}\n"))
+        .expect("write config");
+    for (path, text) in extra {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write extra");
+    }
+    dir
+}

@@ -12,6 +12,7 @@
 
 mod error;
 mod executions;
+mod sensors;
 mod shapes;
 mod v1;
 

@@ -42,6 +42,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/traces", get(list_traces))
         .route("/api/v1/traces/{id}", get(get_trace))
         .merge(crate::executions::routes())
+        .merge(crate::sensors::routes())
 }
 
 /// Run a store read on tokio's blocking pool: SQLite calls block.

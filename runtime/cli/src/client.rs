@@ -113,6 +113,21 @@ impl Client {
         }
     }
 
+    /// `GET` any API path (already validated by the caller).
+    pub(crate) async fn get_path(&self, path: &str) -> anyhow::Result<Value> {
+        self.get_json(path).await
+    }
+
+    /// `PUT` a JSON body to an API path.
+    pub(crate) async fn put_path(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        Ok(self
+            .send(self.http.put(url).json(body))
+            .await?
+            .json()
+            .await?)
+    }
+
     pub(crate) async fn get(&self, id: &str) -> anyhow::Result<Value> {
         self.get_json(&format!("/api/v1/executions/{id}")).await
     }

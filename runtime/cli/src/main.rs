@@ -9,6 +9,7 @@ mod bench_reactor;
 mod client;
 mod commands;
 mod rules;
+mod sensor;
 mod serve;
 
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ enum Command {
     /// Delete completed executions, trigger instances and rule enforcements
     /// older than some days from the local store, in small batches.
     Purge(commands::PurgeArgs),
+    /// Sensors on a running server (needs --url): state, errors, logs,
+    /// enable and disable.
+    #[command(subcommand)]
+    Sensor(sensor::SensorCommand),
     /// Work with packs.
     #[command(subcommand)]
     Pack(commands::PackCommand),
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(&cli.data_dir, cli.url.as_deref(), args),
         Command::Execution(cmd) => commands::execution(&cli.data_dir, cli.url.as_deref(), cmd),
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
+        Command::Sensor(cmd) => sensor::sensor(cli.url.as_deref(), cmd),
         Command::Pack(cmd) => commands::pack(cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner};
+use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner, SensorConfig};
 use squall_sandbox::Limits;
 
 use crate::commands::{open_sandbox, open_store, pack_paths};
@@ -42,6 +42,14 @@ pub(crate) struct ServeArgs {
     /// do not hold up the writer). Default: keep everything.
     #[arg(long, value_name = "DAYS")]
     purge_after_days: Option<f64>,
+    /// A host directory under which packs' configs may open directories to
+    /// their sensors and actions (repeatable). Nothing is opened otherwise;
+    /// a pack asking for more is refused, naming the directory.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dirs: Vec<PathBuf>,
+    /// Seconds a single sensor call (setup, poll, a trigger change) may run.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    sensor_call_timeout: u64,
 }
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -62,16 +70,27 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let packs = PackSet::load(&pack_paths(args.packs))?;
     let store = open_store(data_dir)?;
-    let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
+    let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
     tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), "starting");
     let limits = Limits {
         result_bytes: args.max_result_mib.max(1) << 20,
         ..Limits::default()
     };
-    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), limits);
+    let mut allowed = Vec::new();
+    for dir in &args.allow_dirs {
+        allowed
+            .push(std::path::absolute(dir).with_context(|| {
+                format!("--allow-dir '{}' is not a usable path", dir.display())
+            })?);
+    }
+    let runner =
+        Runner::new(sandbox, store.clone(), Arc::new(packs), limits).with_allowed_dirs(allowed);
+    let mut sensors = SensorConfig::default();
+    sensors.limits.call_timeout = Duration::from_secs(args.sensor_call_timeout.max(1));
     let config = ReactorConfig {
         workers: args.workers.max(1),
         tenant_max_running: args.tenant_max_running,
+        sensors,
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;

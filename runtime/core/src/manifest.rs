@@ -577,9 +577,10 @@ impl SensorMeta {
             }
         };
         for (i, item) in items.iter().enumerate() {
-            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
-                field(&format!("trigger_types[{i}].name"), "missing".into())
-            })?;
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| field(&format!("trigger_types[{i}].name"), "missing".into()))?;
             let schema = |key: &str| {
                 item.get(key)
                     .cloned()
@@ -643,9 +644,18 @@ mod tests {
             ("class_name: A\n", "entry_point"),
             ("class_name: A\nentry_point: ../a.wasm\n", "entry_point"),
             ("class_name: A\nentry_point: a.py\n", "entry_point"),
-            ("class_name: A\nentry_point: a.wasm\npoll_interval: -1\n", "poll_interval"),
-            ("class_name: A\nentry_point: a.wasm\ntrigger_types: [{name: t, payload_schema: {type: 12}}]\n", "trigger_types[0]"),
-            ("class_name: A\nentry_point: a.wasm\ntrigger_types: [{description: x}]\n", "trigger_types[0].name"),
+            (
+                "class_name: A\nentry_point: a.wasm\npoll_interval: -1\n",
+                "poll_interval",
+            ),
+            (
+                "class_name: A\nentry_point: a.wasm\ntrigger_types: [{name: t, payload_schema: {type: 12}}]\n",
+                "trigger_types[0]",
+            ),
+            (
+                "class_name: A\nentry_point: a.wasm\ntrigger_types: [{description: x}]\n",
+                "trigger_types[0].name",
+            ),
         ] {
             let err = SensorMeta::parse(text, file, &pack).expect_err(text);
             assert_eq!(err.field.as_deref(), Some(field), "{err}");
@@ -662,7 +672,10 @@ mod tests {
         )
         .expect("valid");
         let config = schema
-            .resolve("directories: [/srv/a, /srv/b]\nlog: /var/log/out.txt\n", file)
+            .resolve(
+                "directories: [/srv/a, /srv/b]\nlog: /var/log/out.txt\n",
+                file,
+            )
             .expect("valid");
         let grants = schema.directories(&config, file).expect("valid");
         let got: Vec<_> = grants
@@ -677,11 +690,10 @@ mod tests {
                 ("/var/log".to_owned(), true)
             ]
         );
-        let relative = schema
-            .resolve("directories: [srv]\n", file)
-            .expect("valid");
+        let relative = schema.resolve("directories: [srv]\n", file).expect("valid");
         assert!(schema.directories(&relative, file).is_err());
-        let bad = ConfigSchema::parse("d: {type: string, directory: sometimes}\n", file).expect("valid");
+        let bad =
+            ConfigSchema::parse("d: {type: string, directory: sometimes}\n", file).expect("valid");
         let config = bad.resolve("d: /x\n", file).expect("valid");
         let err = bad.directories(&config, file).expect_err("bad mode");
         assert_eq!(err.field.as_deref(), Some("d.directory"));

@@ -15,6 +15,7 @@ pub const DATE_TIMER: &str = "core.st2.DateTimer";
 pub const CRON_TIMER: &str = "core.st2.CronTimer";
 pub const ACTION_TRIGGER: &str = "core.st2.generic.actiontrigger";
 pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
+pub const FILE_WATCH: &str = "core.file_watch";
 
 /// A kind of event, with the schemas of its payload and parameters.
 #[derive(Clone)]
@@ -127,6 +128,20 @@ pub fn builtin_trigger_types() -> Vec<TriggerType> {
                 "execution_id": {}, "status": {}, "start_timestamp": {}, "action_name": {},
                 "action_ref": {}, "runner_ref": {}, "parameters": {}, "result": {}}}),
             json!({"type": "object"}),
+        ),
+        (
+            FILE_WATCH,
+            "A file under `path` was created, modified or deleted (inotify; `glob` matches file names; `recursive` watches subdirectories).",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"},
+                "event": {"type": "string", "enum": ["created", "modified", "deleted"]},
+                "time": {"type": "string"}},
+                "required": ["path", "event", "time"]}),
+            json!({"type": "object", "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "glob": {"type": "string"},
+                "recursive": {"type": "boolean"}},
+                "required": ["path"], "additionalProperties": false}),
         ),
         (
             NOTIFY_TRIGGER,

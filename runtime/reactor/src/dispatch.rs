@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::engine::{Decision, decide};
+use crate::file_watch::{Watchers, watch_of};
 use crate::packs::PackError;
 use crate::policies::{PolicyIndex, PolicyRegistry, check_policy, load_policies};
 use crate::rules::{RuleIndex, RuleRegistry, check_rule, load_rules, trigger_types_of};
@@ -108,6 +109,7 @@ pub(crate) struct Inner {
     /// Executions being run by workers right now.
     pub(crate) running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
+    watchers: Mutex<Watchers>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
 }
@@ -148,7 +150,7 @@ impl Reactor {
         let trigger_types = trigger_types_of(runner.packs());
         let changes = store.rule_changes()?;
         let rules = load_rules(runner.packs(), &changes, &templates, |rule| {
-            check_rule(&trigger_types, runner.packs(), rule)
+            check_rule(&trigger_types, runner.packs(), runner.allowed_dirs(), rule)
         })?;
         let registry = RuleRegistry::default();
         registry.replace(RuleIndex::build(rules));
@@ -181,6 +183,7 @@ impl Reactor {
             jobs: jobs_tx,
             running: 0.into(),
             timers: Mutex::new(Timers::default()),
+            watchers: Mutex::new(Watchers::default()),
             tasks: Mutex::new(JoinSet::new()),
             closed: false.into(),
         });
@@ -365,8 +368,13 @@ impl Reactor {
         rule: Rule,
         replace: bool,
     ) -> Result<(), RuleChangeError> {
-        check_rule(&self.inner.trigger_types, self.inner.runner.packs(), &rule)
-            .map_err(RuleChangeError::Trigger)?;
+        check_rule(
+            &self.inner.trigger_types,
+            self.inner.runner.packs(),
+            self.inner.runner.allowed_dirs(),
+            &rule,
+        )
+        .map_err(RuleChangeError::Trigger)?;
         let rule_ref = rule.rule_ref();
         let _serial = self.inner.rule_changes.lock().await;
         let exists = self
@@ -500,9 +508,23 @@ impl Reactor {
         self.reconcile_timers().map_err(RuleChangeError::Trigger)
     }
 
-    /// One timer task per distinct timer trigger among enabled rules.
+    /// One timer task per distinct timer trigger among enabled rules, and
+    /// one file watcher per distinct `core.file_watch` trigger.
     fn reconcile_timers(&self) -> Result<(), String> {
         let index = self.rules();
+        let mut watches = Vec::new();
+        for (tenant, rule) in index.enabled() {
+            if rule.trigger_type == squall_core::trigger::FILE_WATCH {
+                let watch = watch_of(&rule.trigger_parameters, self.inner.runner.allowed_dirs())
+                    .map_err(|e| format!("rule '{}': {e}", rule.rule_ref()))?;
+                watches.push((tenant.clone(), rule.trigger_parameters.clone(), watch));
+            }
+        }
+        self.inner
+            .watchers
+            .lock()
+            .expect("watcher lock poisoned")
+            .reconcile(watches, self);
         let mut wanted = HashMap::new();
         for (tenant, rule) in index.enabled() {
             if !timers::is_timer(&rule.trigger_type) {
@@ -557,6 +579,11 @@ impl Reactor {
             .expect("timer lock poisoned")
             .stop();
         self.stop_sensors();
+        self.inner
+            .watchers
+            .lock()
+            .expect("watcher lock poisoned")
+            .stop();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let busy = self.inner.jobs.capacity() < self.inner.jobs.max_capacity()

@@ -10,6 +10,7 @@
 
 pub mod dispatch;
 pub mod engine;
+mod file_watch;
 mod lifecycle;
 pub mod packs;
 pub mod policies;
@@ -21,6 +22,6 @@ pub mod timers;
 
 pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
 pub use lifecycle::ExecutionError;
-pub use sensors::{SensorConfig, SensorState, SensorView};
 pub use packs::{LoadedPack, PackError, PackSet};
 pub use runner::{RunError, RunRequest, Runner};
+pub use sensors::{SensorConfig, SensorState, SensorView};

@@ -119,7 +119,10 @@ impl LoadedPack {
         let mut sensors: Vec<(PathBuf, SensorMeta)> = Vec::new();
         for file in yaml_files(&dir.join("sensors"))? {
             let meta = SensorMeta::parse(&read(&file)?, &file, &manifest.pack_ref)?;
-            if let Some((first, _)) = sensors.iter().find(|(_, s)| s.class_name == meta.class_name) {
+            if let Some((first, _)) = sensors
+                .iter()
+                .find(|(_, s)| s.class_name == meta.class_name)
+            {
                 return Err(PackError::Manifest(ManifestError {
                     file: file.clone(),
                     field: Some("class_name".into()),
@@ -223,7 +226,13 @@ impl LoadedPack {
 /// The resolved config and the directories it asks for.
 fn load_config(
     dir: &Path,
-) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<DirectoryGrant>), PackError> {
+) -> Result<
+    (
+        serde_json::Map<String, serde_json::Value>,
+        Vec<DirectoryGrant>,
+    ),
+    PackError,
+> {
     let schema_path = dir.join("config.schema.yaml");
     let config_path = dir.join("config.yaml");
     let schema = if schema_path.is_file() {

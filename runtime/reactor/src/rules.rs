@@ -152,6 +152,7 @@ pub fn trigger_types_of(packs: &PackSet) -> HashMap<String, TriggerType> {
 pub fn check_rule(
     types: &HashMap<String, TriggerType>,
     packs: &PackSet,
+    allowed_dirs: &[std::path::PathBuf],
     rule: &Rule,
 ) -> Result<(), String> {
     packs.action(&rule.action).map_err(|e| e.to_string())?;
@@ -159,6 +160,9 @@ pub fn check_rule(
         .get(&rule.trigger_type)
         .ok_or_else(|| format!("unknown trigger type '{}'", rule.trigger_type))?;
     tt.validate_parameters(&serde_json::Value::Object(rule.trigger_parameters.clone()))?;
+    if rule.trigger_type == squall_core::trigger::FILE_WATCH {
+        crate::file_watch::watch_of(&rule.trigger_parameters, allowed_dirs)?;
+    }
     if crate::timers::is_timer(&rule.trigger_type) {
         crate::timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
             .map_err(|e| format!("trigger.parameters: {e}"))?;

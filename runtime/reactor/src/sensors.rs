@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use squall_core::TenantId;
 use squall_core::events::EventSink;
 use squall_core::execution::GuestLogLine;
 use squall_core::kv::KvStore;
 use squall_core::manifest::SensorMeta;
 use squall_core::time::rfc3339_in;
-use squall_core::TenantId;
 use squall_sandbox::{
     Preopen, Sandbox, SensorCallError, SensorInstance, SensorLimits, SensorLog, SensorSetup,
     SensorTrigger,
@@ -351,15 +351,19 @@ impl EventSink for SensorSink {
                         .collect();
                     return Err(format!(
                         "unknown trigger '{trigger}': this sensor declares {} (or dispatch to the id of a trigger announced to it)",
-                        if names.is_empty() { "no trigger types".to_owned() } else { names.join(", ") }
+                        if names.is_empty() {
+                            "no trigger types".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
                     ));
                 };
                 let params = serde_json::from_str(&t.parameters).unwrap_or_default();
                 (t.trigger_type.clone(), params)
             }
         };
-        let payload: Value = serde_json::from_str(payload)
-            .map_err(|e| format!("payload is not JSON: {e}"))?;
+        let payload: Value =
+            serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
         match self
             .reactor
             .dispatch(&entry.tenant, &trigger_type, parameters, payload, trace_tag)
@@ -389,10 +393,7 @@ impl Reactor {
 
     /// One sensor, by `<pack>.<class_name>`.
     pub fn sensor(&self, tenant: &TenantId, sensor_ref: &str) -> Option<SensorView> {
-        self.inner
-            .sensors
-            .get(tenant, sensor_ref)
-            .map(|e| e.view())
+        self.inner.sensors.get(tenant, sensor_ref).map(|e| e.view())
     }
 
     /// Enable or disable a sensor without a restart; remembered across
@@ -472,7 +473,11 @@ impl Reactor {
                 }
                 Err(e) => (Ending::Failed(e), false),
             };
-            entry.announced.lock().expect("sensor lock poisoned").clear();
+            entry
+                .announced
+                .lock()
+                .expect("sensor lock poisoned")
+                .clear();
             let message = match ending {
                 Ending::Stopped => {
                     *entry.mailbox.lock().expect("sensor lock poisoned") = None;
@@ -495,7 +500,9 @@ impl Reactor {
                 });
                 entry.log.host(
                     "error",
-                    format!("{failures} failures in a row: marked failed; enable it again to retry"),
+                    format!(
+                        "{failures} failures in a row: marked failed; enable it again to retry"
+                    ),
                 );
                 *entry.mailbox.lock().expect("sensor lock poisoned") = None;
                 return;
@@ -625,7 +632,11 @@ async fn sync_triggers(
     instance: &mut SensorInstance,
 ) -> Result<(), String> {
     let desired = entry.desired.lock().expect("sensor lock poisoned").clone();
-    let announced = entry.announced.lock().expect("sensor lock poisoned").clone();
+    let announced = entry
+        .announced
+        .lock()
+        .expect("sensor lock poisoned")
+        .clone();
     let gone: Vec<(&String, &SensorTrigger)> = announced
         .iter()
         .filter(|(k, _)| !desired.contains_key(*k))
@@ -641,18 +652,29 @@ async fn sync_triggers(
         let came_of_type: Vec<_> = came.iter().filter(|(_, t)| same_type(t)).collect();
         if gone_of_type == 1 && came_of_type.len() == 1 {
             let (new_key, new) = came_of_type[0];
-            updates.push(((*old_key).clone(), (*new_key).clone(), SensorTrigger {
-                id: old.id.clone(),
-                ..(*new).clone()
-            }));
+            updates.push((
+                (*old_key).clone(),
+                (*new_key).clone(),
+                SensorTrigger {
+                    id: old.id.clone(),
+                    ..(*new).clone()
+                },
+            ));
         }
     }
     let updated_old: Vec<&String> = updates.iter().map(|(o, _, _)| o).collect();
     let updated_new: Vec<&String> = updates.iter().map(|(_, n, _)| n).collect();
     for (key, t) in &gone {
         if !updated_old.contains(key) {
-            instance.remove_trigger(t).await.map_err(|e| e.to_string())?;
-            entry.announced.lock().expect("sensor lock poisoned").remove(*key);
+            entry
+                .announced
+                .lock()
+                .expect("sensor lock poisoned")
+                .remove(*key);
+            instance
+                .remove_trigger(t)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     for (old_key, new_key, t) in &updates {
@@ -661,7 +683,10 @@ async fn sync_triggers(
             announced.remove(old_key);
             announced.insert(new_key.clone(), t.clone());
         }
-        instance.update_trigger(t).await.map_err(|e| e.to_string())?;
+        instance
+            .update_trigger(t)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     for (key, t) in &came {
         if !updated_new.contains(key) {

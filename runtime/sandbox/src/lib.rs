@@ -26,9 +26,9 @@ use std::time::Duration;
 use squall_core::execution::CapturedOutput;
 
 pub use engine::Allocator;
+pub use live::SensorLog;
 pub use live::{Cancel, LiveOutput};
 pub use run::{Invocation, Limits, Preopen};
-pub use live::SensorLog;
 pub use sensor::{
     SensorCallError, SensorComponent, SensorInstance, SensorLimits, SensorSetup, SensorTrigger,
 };

@@ -151,7 +151,10 @@ impl SensorLog {
 
     /// Add a line from the host (e.g. why the sensor restarted).
     pub fn host(&self, level: &str, message: String) {
-        self.0.lock().expect("log lock poisoned").push(level, message);
+        self.0
+            .lock()
+            .expect("log lock poisoned")
+            .push(level, message);
     }
 }
 

@@ -8,15 +8,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use squall_core::TenantId;
 use squall_core::events::EventSink;
 use squall_core::kv::KvStore;
-use squall_core::TenantId;
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::sensor::exports::sensor::Trigger;
 use crate::bindings::sensor::{Sensor, SensorPre};

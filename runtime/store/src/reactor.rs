@@ -577,8 +577,8 @@ impl Store {
     /// Every sensor enabled or disabled through the API: (tenant, ref, enabled).
     pub fn sensor_overrides(&self) -> Result<Vec<(TenantId, String, bool)>> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT tenant_id, ref, enabled FROM sensors ORDER BY tenant_id, ref")?;
+            let mut stmt = conn
+                .prepare("SELECT tenant_id, ref, enabled FROM sensors ORDER BY tenant_id, ref")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
