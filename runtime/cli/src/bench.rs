@@ -72,6 +72,22 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// Many polling sensors on one server (CPU, memory) and one tight
+    /// sensor's dispatch rate. The component is the test sensor
+    /// (`tests/guests/sensor`), built by `cargo test -p squall-tests --no-run`
+    /// into target/wasm-guests/wasm32-wasip2/release/guest_sensor.wasm.
+    Sensors {
+        #[arg(
+            long,
+            default_value = "target/wasm-guests/wasm32-wasip2/release/guest_sensor.wasm"
+        )]
+        component: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Seconds of each measurement window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -98,6 +114,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             result_mib,
             packs,
         } => crate::bench_executions::executions(count, result_mib, pack_paths(packs)),
+        BenchCommand::Sensors {
+            component,
+            count,
+            seconds,
+        } => crate::bench_sensors::sensors(component, count, seconds),
     }
 }
 

@@ -149,8 +149,9 @@ pub(crate) enum PackCommand {
     /// The command runs in the pack directory with CARGO_TARGET_DIR set to
     /// the pack's `target/`, so the `.wasm` files land in `build.output`.
     Build {
-        /// The pack directory.
-        dir: PathBuf,
+        /// The pack directories, built in order.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
     },
 }
 
@@ -421,38 +422,51 @@ pub(crate) fn indent(text: &str) -> String {
 
 pub(crate) fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PackCommand::Build { dir } => {
-            let manifest_path = dir.join("pack.yaml");
-            let text = std::fs::read_to_string(&manifest_path)
-                .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
-            let manifest = PackManifest::parse(&text, &manifest_path)?;
-            let Some(build) = &manifest.build else {
-                bail!(
-                    "{}: no `build` section: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
-                    manifest_path.display()
-                );
-            };
-            eprintln!("building pack '{}': {}", manifest.pack_ref, build.command);
-            let target_dir = std::path::absolute(dir.join("target"))?;
-            let status = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&build.command)
-                .current_dir(&dir)
-                .env("CARGO_TARGET_DIR", &target_dir)
-                .status()
-                .with_context(|| format!("failed to start `{}`", build.command))?;
-            if !status.success() {
-                bail!("build of pack '{}' failed ({status})", manifest.pack_ref);
-            }
-            // Confirm every entry point now resolves, and say where.
-            let packs = PackSet::load(std::slice::from_ref(&dir))?;
-            for pack in packs.packs() {
-                for meta in pack.actions.values() {
-                    let path = pack.component_path(meta)?;
-                    println!("{}: {}", meta.action_ref, path.display());
-                }
+        PackCommand::Build { dirs } => {
+            for dir in dirs {
+                build_pack(&dir)?;
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Build one pack with its `build.command`, then say where each action's
+/// and sensor's component is.
+fn build_pack(dir: &Path) -> anyhow::Result<()> {
+    let manifest_path = dir.join("pack.yaml");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
+    let manifest = PackManifest::parse(&text, &manifest_path)?;
+    let Some(build) = &manifest.build else {
+        bail!(
+            "{}: no `build` section: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
+            manifest_path.display()
+        );
+    };
+    eprintln!("building pack '{}': {}", manifest.pack_ref, build.command);
+    let target_dir = std::path::absolute(dir.join("target"))?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&build.command)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .with_context(|| format!("failed to start `{}`", build.command))?;
+    if !status.success() {
+        bail!("build of pack '{}' failed ({status})", manifest.pack_ref);
+    }
+    // Confirm every entry point now resolves, and say where.
+    let packs = PackSet::load(&[dir.to_owned()])?;
+    for pack in packs.packs() {
+        for meta in pack.actions.values() {
+            let path = pack.component_path(meta)?;
+            println!("{}: {}", meta.action_ref, path.display());
+        }
+        for (_, sensor) in &pack.sensors {
+            let path = pack.sensor_component_path(sensor)?;
+            println!("{}: {}", sensor.sensor_ref(), path.display());
+        }
+    }
+    Ok(())
 }

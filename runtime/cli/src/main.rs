@@ -6,6 +6,7 @@
 mod bench;
 mod bench_executions;
 mod bench_reactor;
+mod bench_sensors;
 mod client;
 mod commands;
 mod rules;

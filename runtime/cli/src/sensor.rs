@@ -77,8 +77,8 @@ pub(crate) fn sensor(url: Option<&str>, cmd: SensorCommand) -> anyhow::Result<Ex
                     "{:<36}  {:<12}  {:>8}  {:>10}  {}",
                     s["ref"].as_str().unwrap_or_default(),
                     s["state"].as_str().unwrap_or_default(),
-                    s["restart_count"],
-                    s["dispatched"],
+                    s["restart_count"].to_string(),
+                    s["dispatched"].to_string(),
                     s["last_error"].as_str().unwrap_or("-")
                 );
             }

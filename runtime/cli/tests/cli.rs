@@ -680,3 +680,56 @@ fn purge_deletes_what_is_older_than_asked() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--days"), "{}", stderr(&out));
 }
+
+/// `squall sensor get` shows a failing sensor's panic message; `sensor
+/// logs` its recent lines; `sensor disable` stops it.
+#[test]
+fn sensor_commands_show_state_errors_and_logs() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let flaky = squall_tests::sensor_pack("flaky", "panic", 0.1, "[]", &[]);
+    let server = Served::start(data.path(), &[flaky.path()]);
+    let url = format!("http://{}", server.addr);
+    let squall = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(args)
+            .env("SQUALL_URL", &url)
+            .output()
+            .expect("squall runs")
+    };
+    let mut shown = String::new();
+    for _ in 0..200 {
+        let out = squall(&["sensor", "get", "flaky.TestSensor"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        shown = stdout(&out);
+        if shown.contains("last_error: ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        shown.contains("last_error: poll: guest panicked: sensor broke on purpose"),
+        "{shown}"
+    );
+    let logs = stdout(&squall(&["sensor", "logs", "flaky.TestSensor"]));
+    assert!(logs.contains("[info] setup in mode panic"), "{logs}");
+    assert!(logs.contains("sensor broke on purpose"), "{logs}");
+    let listed = stdout(&squall(&["sensor", "list"]));
+    assert!(listed.contains("flaky.TestSensor"), "{listed}");
+    let out = squall(&["sensor", "disable", "flaky.TestSensor"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = squall(&["sensor", "get", "no/such"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a sensor ref"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["sensor", "list"])
+        .env_remove("SQUALL_URL")
+        .output()
+        .expect("squall runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--url"), "{}", stderr(&out));
+    server.terminate();
+}

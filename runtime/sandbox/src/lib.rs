@@ -201,6 +201,8 @@ pub struct Sandbox {
     sensor_linker: wasmtime::component::Linker<host::HostState>,
     cache: cache::CompileCache,
     loaded: Mutex<Loaded>,
+    /// Sensor components by sha256.
+    sensors: Mutex<HashMap<String, Arc<SensorComponent>>>,
     permits: tokio::sync::Semaphore,
 }
 
@@ -225,6 +227,7 @@ impl Sandbox {
             sensor_linker,
             cache,
             loaded: Mutex::new(Loaded::default()),
+            sensors: Mutex::default(),
             permits: tokio::sync::Semaphore::new(config.max_instances as usize),
         })
     }

@@ -109,12 +109,18 @@ pub struct SensorTrigger {
 impl Sandbox {
     /// Load a sensor component: compile it once (or map it from the cache)
     /// and check it against the `sensor` world.
+    /// Components are shared: a thousand sensors built from one `.wasm`
+    /// map its code once.
     pub fn load_sensor(&self, path: &Path) -> Result<Arc<SensorComponent>> {
         let bytes = std::fs::read(path).map_err(|cause| Error::Read {
             path: path.to_owned(),
             cause,
         })?;
         let digest = cache::sha256_hex(&bytes);
+        let mut loaded = self.sensors.lock().expect("sensor map lock poisoned");
+        if let Some(known) = loaded.get(&digest) {
+            return Ok(known.clone());
+        }
         let component = self
             .cache
             .load_or_compile(&self.engine.engine, path, &bytes, &digest)?;
@@ -127,10 +133,12 @@ impl Sandbox {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = SensorPre::new(instance_pre).map_err(wrong_world)?;
-        Ok(Arc::new(SensorComponent {
+        let component = Arc::new(SensorComponent {
             path: path.to_owned(),
             pre,
-        }))
+        });
+        loaded.insert(digest, component.clone());
+        Ok(component)
     }
 
     /// Instantiate a sensor (under its call limit). `setup` is not called.

@@ -1,8 +1,9 @@
 //! One test sensor, its behaviour chosen by the pack config's `mode`:
 //! `counter` (a kv counter that survives restarts, dispatched each poll),
 //! `panic` (panics in poll), `loop` (never returns from poll), `params`
-//! (logs the triggers announced to it and dispatches to each), and
-//! `bad-payload` (dispatches a payload its schema refuses).
+//! (logs the triggers announced to it and dispatches to each),
+//! `bad-payload` (dispatches a payload its schema refuses), and `burst`
+//! (dispatches the config's `burst` events per poll, for benchmarks).
 use std::collections::BTreeMap;
 
 use serde_json::json;
@@ -43,6 +44,14 @@ impl Sensor for TestSensor {
             "params" => {
                 for (id, params) in &self.triggers {
                     sensor::dispatch(id, &json!({ "seen": params }))?;
+                }
+                Ok(())
+            }
+            "burst" => {
+                let n = squall_sdk::config()["burst"].as_u64().unwrap_or(100);
+                for _ in 0..n {
+                    self.count += 1;
+                    sensor::dispatch("counted", &json!({ "count": self.count }))?;
                 }
                 Ok(())
             }
