@@ -48,7 +48,8 @@ pub(crate) struct ServeArgs {
     #[arg(long = "allow-dir", value_name = "DIR")]
     allow_dirs: Vec<PathBuf>,
     /// Seconds a single sensor call (setup, poll, a trigger change) may run.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     sensor_call_timeout: u64,
 }
 

@@ -156,6 +156,11 @@ impl Reactor {
         registry.replace(RuleIndex::build(rules));
         let policies = PolicyRegistry::default();
         policies.replace(load_policies(runner.packs(), &store.policy_changes()?)?);
+        // Every pack's directory grants are checked now, not at its first
+        // execution.
+        for pack in runner.packs().packs() {
+            pack.preopens(runner.allowed_dirs())?;
+        }
         let sensors = Sensors::load(
             runner.packs(),
             runner.sandbox(),
@@ -578,7 +583,7 @@ impl Reactor {
             .lock()
             .expect("timer lock poisoned")
             .stop();
-        self.stop_sensors();
+        self.stop_sensors().await;
         self.inner
             .watchers
             .lock()

@@ -12,6 +12,9 @@ use squall_core::trigger::FILE_WATCH;
 
 use crate::dispatch::Reactor;
 
+/// Changes waiting to be dispatched, per watch.
+const QUEUE: usize = 4096;
+
 /// A watch as a rule's trigger parameters describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Watch {
@@ -43,6 +46,15 @@ pub(crate) fn watch_of(
     if !allowed.iter().any(|a| path.starts_with(a)) {
         return Err(format!(
             "trigger.parameters.path: '{}' is not under any directory the server allows (--allow-dir)",
+            path.display()
+        ));
+    }
+    // Checked again with symlinks resolved: a link must not lead outside.
+    let path = std::fs::canonicalize(&path)
+        .map_err(|e| format!("trigger.parameters.path: '{}': {e}", path.display()))?;
+    if !allowed.iter().any(|a| path.starts_with(a)) {
+        return Err(format!(
+            "trigger.parameters.path: resolves to '{}', which is not under any directory the server allows (--allow-dir)",
             path.display()
         ));
     }
@@ -116,17 +128,26 @@ fn start(
     watch: Watch,
 ) -> Result<notify::RecommendedWatcher, String> {
     use notify::Watcher as _;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(PathBuf, &'static str)>();
+    // Bounded: a storm of changes drops events (counted in the log) rather
+    // than growing memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(PathBuf, &'static str)>(QUEUE);
     let filter = watch.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let dropped = std::sync::atomic::AtomicU64::new(0);
+    let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         for (path, kind) in changes(&event) {
-            if matches(&filter, &path) {
-                let _ = tx.send((path, kind));
+            if matches(&filter, &path) && tx.try_send((path, kind)).is_err() {
+                let n = dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, path = %filter.path.display(), "file watch queue full; changes dropped");
+                }
             }
         }
-    })
-    .map_err(|e| format!("'{}': {e}", watch.path.display()))?;
+    };
+    // Symlinks inside the watched tree are not followed out of it.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = notify::RecommendedWatcher::new(handler, config)
+        .map_err(|e| format!("'{}': {e}", watch.path.display()))?;
     let mode = if watch.recursive {
         notify::RecursiveMode::Recursive
     } else {
@@ -195,20 +216,29 @@ mod tests {
 
     #[test]
     fn parameters_are_checked_against_the_allowed_directories() {
-        let allowed = vec![PathBuf::from("/srv")];
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(root.path()).expect("canonical");
+        let inside = root.join("in");
+        std::fs::create_dir(&inside).expect("mkdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).expect("symlink");
+        let allowed = vec![root.clone()];
         let params = |v: Value| v.as_object().cloned().unwrap_or_default();
         let w = watch_of(
-            &params(json!({"path": "/srv/in", "glob": "*.csv"})),
+            &params(json!({"path": inside.display().to_string(), "glob": "*.csv"})),
             &allowed,
         )
         .expect("allowed");
-        assert!(matches(&w, Path::new("/srv/in/a.csv")));
-        assert!(!matches(&w, Path::new("/srv/in/a.txt")));
+        assert!(matches(&w, &inside.join("a.csv")));
+        assert!(!matches(&w, &inside.join("a.txt")));
+        let under = |p: &str| format!("{}/{p}", root.display());
         for (p, needle) in [
             (json!({"path": "/etc"}), "--allow-dir"),
             (json!({"path": "srv/in"}), "absolute"),
-            (json!({"path": "/srv/../etc"}), "'..'"),
-            (json!({"path": "/srv/in", "glob": "[z-a"}), "glob"),
+            (json!({"path": under("../etc")}), "'..'"),
+            (json!({"path": under("in"), "glob": "[z-a"}), "glob"),
+            (json!({"path": under("link")}), "resolves to"),
+            (json!({"path": under("missing")}), "No such file"),
         ] {
             let err = watch_of(&params(p.clone()), &allowed).expect_err("refused");
             assert!(err.contains(needle), "{p}: {err}");

@@ -155,18 +155,22 @@ impl LoadedPack {
     }
 
     /// The directories this pack's guests get, if the server allows every
-    /// one its config asks for (each under a directory of `allowed`).
+    /// one its config asks for (each under a directory of `allowed`, which
+    /// are canonical). Symlinks are resolved first, and the resolved
+    /// directory is what is checked and opened, so a link cannot lead a
+    /// guest outside the allowed directories.
     pub fn preopens(&self, allowed: &[PathBuf]) -> Result<Vec<squall_sandbox::Preopen>, PackError> {
         self.directories
             .iter()
             .map(|grant| {
-                let plain = grant
-                    .path
-                    .components()
-                    .all(|c| !matches!(c, std::path::Component::ParentDir));
-                if plain && allowed.iter().any(|a| grant.path.starts_with(a)) {
-                    Ok(squall_sandbox::Preopen {
+                let resolved =
+                    std::fs::canonicalize(&grant.path).map_err(|cause| PackError::Io {
                         path: grant.path.clone(),
+                        cause,
+                    })?;
+                if allowed.iter().any(|a| resolved.starts_with(a)) {
+                    Ok(squall_sandbox::Preopen {
+                        path: resolved,
                         writable: grant.writable,
                     })
                 } else {

@@ -100,8 +100,13 @@ impl Runner {
 
     /// Let packs' configs open directories under `dirs` to their guests
     /// (`squall serve --allow-dir`). Nothing is opened otherwise.
+    /// Each is compared by its canonical path (symlinks resolved).
     pub fn with_allowed_dirs(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
-        self.allowed_dirs = dirs.into();
+        self.allowed_dirs = dirs
+            .into_iter()
+            .map(|d| std::fs::canonicalize(&d).unwrap_or(d))
+            .collect::<Vec<_>>()
+            .into();
         self
     }
 

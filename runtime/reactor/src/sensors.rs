@@ -17,8 +17,8 @@ use squall_core::kv::KvStore;
 use squall_core::manifest::SensorMeta;
 use squall_core::time::rfc3339_in;
 use squall_sandbox::{
-    Preopen, Sandbox, SensorCallError, SensorInstance, SensorLimits, SensorLog, SensorSetup,
-    SensorTrigger,
+    Preopen, Sandbox, SensorCallError, SensorComponent, SensorInstance, SensorLimits, SensorLog,
+    SensorSetup, SensorTrigger,
 };
 use tokio::sync::mpsc;
 
@@ -108,7 +108,9 @@ struct Status {
 pub(crate) struct SensorEntry {
     tenant: TenantId,
     meta: SensorMeta,
-    component: PathBuf,
+    /// Loaded and checked once, when the pack was loaded: a file changed on
+    /// disk later does not change a running server's sensor.
+    component: Arc<SensorComponent>,
     config: Arc<str>,
     dirs: Vec<Preopen>,
     status: Mutex<Status>,
@@ -120,16 +122,20 @@ pub(crate) struct SensorEntry {
     desired: Mutex<BTreeMap<String, SensorTrigger>>,
     /// Triggers announced to the running instance, by key.
     announced: Mutex<BTreeMap<String, SensorTrigger>>,
-    /// The running supervisor's mailbox.
+    /// The running supervisor's mailbox; `Some` while a supervisor runs.
     mailbox: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// Numbers the triggers announced, so an id is never given twice.
+    next_trigger: AtomicU64,
 }
 
 #[derive(Debug)]
 enum Command {
     /// The desired triggers changed.
     Sync,
-    /// Clean up and stop.
+    /// Clean up and stop (unless enabled again meanwhile).
     Stop,
+    /// Enabled again: a supervisor about to give up starts over instead.
+    Enable,
 }
 
 impl SensorEntry {
@@ -182,32 +188,13 @@ impl SensorEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Sensors {
     entries: BTreeMap<(TenantId, String), Arc<SensorEntry>>,
+    /// The supervisors, awaited at shutdown so every sensor cleans up.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The key of a trigger: its type and canonical parameters.
 fn trigger_key(trigger_type: &str, parameters: &Map<String, Value>) -> String {
     format!("{trigger_type}\0{}", Value::Object(parameters.clone()))
-}
-
-/// A short, stable id for a trigger: its type and a hash of its parameters.
-fn trigger_id(trigger_type: &str, parameters: &Map<String, Value>) -> String {
-    use std::hash::{Hash, Hasher};
-    // FNV-1a: stable across runs and builds, unlike std's default hasher.
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 ^= u64::from(*b);
-                self.0 = self.0.wrapping_mul(0x100000001b3);
-            }
-        }
-    }
-    let mut h = Fnv(0xcbf29ce484222325);
-    Value::Object(parameters.clone()).to_string().hash(&mut h);
-    format!("{trigger_type}:{:016x}", h.finish())
 }
 
 impl Sensors {
@@ -228,13 +215,14 @@ impl Sensors {
             }
             let dirs = pack.preopens(allowed)?;
             for (file, meta) in &pack.sensors {
-                let component = pack.sensor_component_path(meta)?;
-                sandbox
-                    .load_sensor(&component)
-                    .map_err(|cause| PackError::SensorComponent {
-                        file: file.clone(),
-                        cause,
-                    })?;
+                let path = pack.sensor_component_path(meta)?;
+                let component =
+                    sandbox
+                        .load_sensor(&path)
+                        .map_err(|cause| PackError::SensorComponent {
+                            file: file.clone(),
+                            cause,
+                        })?;
                 let entry = SensorEntry {
                     tenant: tenant.clone(),
                     meta: meta.clone(),
@@ -255,11 +243,15 @@ impl Sensors {
                     desired: Mutex::default(),
                     announced: Mutex::default(),
                     mailbox: Mutex::new(None),
+                    next_trigger: AtomicU64::new(1),
                 };
                 entries.insert((tenant.clone(), meta.sensor_ref()), Arc::new(entry));
             }
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            tasks: Mutex::default(),
+        })
     }
 
     pub(crate) fn get(&self, tenant: &TenantId, sensor_ref: &str) -> Option<&Arc<SensorEntry>> {
@@ -286,7 +278,8 @@ impl Sensors {
             wanted.insert(
                 trigger_key(&rule.trigger_type, &rule.trigger_parameters),
                 SensorTrigger {
-                    id: trigger_id(&rule.trigger_type, &rule.trigger_parameters),
+                    // Given when announced (see `sync_triggers`).
+                    id: String::new(),
                     trigger_type: rule.trigger_type.clone(),
                     parameters: Value::Object(rule.trigger_parameters.clone()).to_string(),
                 },
@@ -415,14 +408,10 @@ impl Reactor {
             .await?;
         entry.set(|s| s.enabled = enabled);
         if enabled {
-            let running = entry
-                .mailbox
-                .lock()
-                .expect("sensor lock poisoned")
-                .is_some();
-            if !running {
-                self.start_sensor(entry.clone());
-            }
+            // Starts one unless a supervisor runs; one that is stopping or
+            // giving up starts over when it sees `Enable`.
+            entry.tell(Command::Enable);
+            self.start_sensor(entry.clone());
         } else {
             entry.tell(Command::Stop);
         }
@@ -439,23 +428,62 @@ impl Reactor {
         }
     }
 
-    /// Stop every sensor, letting each clean up (bounded by its call limit).
-    pub(crate) fn stop_sensors(&self) {
+    /// Stop every sensor and wait (bounded by the call limit) for each to
+    /// clean up. Called at shutdown, with the reactor already closed.
+    pub(crate) async fn stop_sensors(&self) {
         for entry in self.inner.sensors.all() {
             entry.tell(Command::Stop);
         }
+        let tasks =
+            std::mem::take(&mut *self.inner.sensors.tasks.lock().expect("task lock poisoned"));
+        let grace = self.inner.sensor_config.limits.call_timeout + Duration::from_secs(1);
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("some sensors did not finish cleaning up in time");
+        }
     }
 
+    /// Start a supervisor for `entry` unless one runs.
     fn start_sensor(&self, entry: Arc<SensorEntry>) {
+        let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
+        if mailbox.is_some() {
+            return;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        *entry.mailbox.lock().expect("sensor lock poisoned") = Some(tx);
+        *mailbox = Some(tx);
+        drop(mailbox);
         entry.set(|s| {
             s.state = SensorState::Starting;
             s.last_error = None;
             s.next_start = None;
         });
         let reactor = self.clone();
-        tokio::spawn(async move { reactor.supervise(entry, rx).await });
+        let task = tokio::spawn(async move { reactor.supervise(entry, rx).await });
+        let mut tasks = self.inner.sensors.tasks.lock().expect("task lock poisoned");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Whether a supervisor told to stop really stops: not if the sensor
+    /// was enabled again meanwhile (and the server is not shutting down).
+    /// When it stops, its mailbox is cleared under the same lock, so a new
+    /// enable starts a new supervisor.
+    fn stop_now(&self, entry: &SensorEntry) -> bool {
+        let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
+        let enabled = entry.status.lock().expect("sensor lock poisoned").enabled;
+        if enabled && !self.inner.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        *mailbox = None;
+        entry.set(|s| {
+            s.state = SensorState::Disabled;
+            s.next_start = None;
+        });
+        true
     }
 
     /// The supervisor: start, run, and restart with backoff on failure.
@@ -479,10 +507,10 @@ impl Reactor {
                 .expect("sensor lock poisoned")
                 .clear();
             let message = match ending {
+                Ending::Stopped if self.stop_now(&entry) => return,
                 Ending::Stopped => {
-                    *entry.mailbox.lock().expect("sensor lock poisoned") = None;
-                    entry.set(|s| s.state = SensorState::Disabled);
-                    return;
+                    failures = 0;
+                    continue;
                 }
                 Ending::Failed(message) => message,
             };
@@ -496,7 +524,6 @@ impl Reactor {
                 entry.set(|s| {
                     s.state = SensorState::Failed;
                     s.last_error = Some(message.clone());
-                    s.restarts += 1;
                 });
                 entry.log.host(
                     "error",
@@ -504,7 +531,18 @@ impl Reactor {
                         "{failures} failures in a row: marked failed; enable it again to retry"
                     ),
                 );
-                *entry.mailbox.lock().expect("sensor lock poisoned") = None;
+                let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
+                // Enabled again while it was failing: start over.
+                let mut again = false;
+                while let Ok(command) = rx.try_recv() {
+                    again |= matches!(command, Command::Enable);
+                }
+                if again && !self.inner.closed.load(Ordering::Acquire) {
+                    drop(mailbox);
+                    failures = 0;
+                    continue;
+                }
+                *mailbox = None;
                 return;
             }
             let wait = config
@@ -522,11 +560,11 @@ impl Reactor {
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => break,
                     command = rx.recv() => match command {
-                        Some(Command::Sync) => {}
+                        Some(Command::Sync | Command::Enable) => {}
                         Some(Command::Stop) | None => {
-                            *entry.mailbox.lock().expect("sensor lock poisoned") = None;
-                            entry.set(|s| { s.state = SensorState::Disabled; s.next_start = None; });
-                            return;
+                            if self.stop_now(&entry) {
+                                return;
+                            }
                         }
                     },
                 }
@@ -537,9 +575,7 @@ impl Reactor {
 
     async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<SensorInstance, String> {
         let sandbox = self.inner.runner.sandbox().clone();
-        let component = sandbox
-            .load_sensor(&entry.component)
-            .map_err(|e| e.to_string())?;
+        let component = entry.component.clone();
         let setup = SensorSetup {
             tenant: entry.tenant.clone(),
             kv_prefix: format!("{}:", entry.meta.sensor_ref()),
@@ -607,6 +643,7 @@ impl Reactor {
                             return (Ending::Failed(m), healthy);
                         }
                     }
+                    Some(Command::Enable) => {}
                     Some(Command::Stop) | None => {
                         let _ = instance.cleanup().await;
                         return (Ending::Stopped, healthy);
@@ -690,13 +727,21 @@ async fn sync_triggers(
     }
     for (key, t) in &came {
         if !updated_new.contains(key) {
+            let t = SensorTrigger {
+                id: format!(
+                    "{}#{}",
+                    t.trigger_type,
+                    entry.next_trigger.fetch_add(1, Ordering::Relaxed)
+                ),
+                ..(*t).clone()
+            };
             // Known before the call, so a dispatch from inside it resolves.
             entry
                 .announced
                 .lock()
                 .expect("sensor lock poisoned")
-                .insert((*key).clone(), (*t).clone());
-            instance.add_trigger(t).await.map_err(|e| e.to_string())?;
+                .insert((*key).clone(), t.clone());
+            instance.add_trigger(&t).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

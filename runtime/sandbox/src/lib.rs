@@ -203,7 +203,9 @@ pub struct Sandbox {
     loaded: Mutex<Loaded>,
     /// Sensor components by sha256.
     sensors: Mutex<HashMap<String, Arc<SensorComponent>>>,
-    permits: tokio::sync::Semaphore,
+    /// One per instance that may exist: executions hold one per run,
+    /// sensors one for their instance's life.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -228,7 +230,7 @@ impl Sandbox {
             cache,
             loaded: Mutex::new(Loaded::default()),
             sensors: Mutex::default(),
-            permits: tokio::sync::Semaphore::new(config.max_instances as usize),
+            permits: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
         })
     }
 

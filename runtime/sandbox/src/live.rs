@@ -91,6 +91,8 @@ pub(crate) struct LogBuffer {
     pub(crate) cap: usize,
     pub(crate) truncated: bool,
     pub(crate) ring: bool,
+    /// The sequence number of `lines[0]` (lines ever pushed before it).
+    first_seq: u64,
 }
 
 impl LogBuffer {
@@ -101,6 +103,7 @@ impl LogBuffer {
             cap,
             truncated: false,
             ring: false,
+            first_seq: 0,
         }
     }
 
@@ -111,13 +114,25 @@ impl LogBuffer {
         }
     }
 
-    pub(crate) fn push(&mut self, level: &str, message: String) {
+    pub(crate) fn push(&mut self, level: &str, mut message: String) {
         if self.ring {
+            // One huge line must not wipe the history: cut it to a quarter
+            // of the ring first.
+            let most = self.cap / 4;
+            if message.len() > most {
+                let mut end = most;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+                message.push_str(" [cut]");
+            }
             while self.bytes + message.len() > self.cap {
                 let Some(old) = self.lines.pop_front() else {
                     break;
                 };
                 self.bytes -= old.message.len();
+                self.first_seq += 1;
                 self.truncated = true;
             }
         }
@@ -147,6 +162,19 @@ impl SensorLog {
     pub fn lines(&self) -> Vec<GuestLogLine> {
         let log = self.0.lock().expect("log lock poisoned");
         log.lines.iter().cloned().collect()
+    }
+
+    /// The sequence number the next line will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        let log = self.0.lock().expect("log lock poisoned");
+        log.first_seq + log.lines.len() as u64
+    }
+
+    /// The lines kept whose sequence number is `seq` or later.
+    pub(crate) fn lines_since(&self, seq: u64) -> Vec<GuestLogLine> {
+        let log = self.0.lock().expect("log lock poisoned");
+        let skip = usize::try_from(seq.saturating_sub(log.first_seq)).unwrap_or(usize::MAX);
+        log.lines.iter().skip(skip).cloned().collect()
     }
 
     /// Add a line from the host (e.g. why the sensor restarted).

@@ -84,6 +84,10 @@ pub enum SensorCallError {
 
 /// A running sensor instance. Calls take `&mut self`: one at a time.
 pub struct SensorInstance {
+    /// Its slot among the instances the engine allows, held for life.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Log lines before this sequence number predate the current call.
+    call_started_at: u64,
     store: Store<HostState>,
     bindings: Sensor,
     deadline: Arc<Mutex<Instant>>,
@@ -147,6 +151,11 @@ impl Sandbox {
         component: &SensorComponent,
         setup: SensorSetup,
     ) -> std::result::Result<SensorInstance, SensorCallError> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            SensorCallError::Died(
+                "no instance slot is free (the server's instance limit is reached)".into(),
+            )
+        })?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LinePipe::new(&setup.log, "stdout"))
             .stderr(LinePipe::new(&setup.log, "stderr"));
@@ -201,6 +210,8 @@ impl Sandbox {
             }
         };
         Ok(SensorInstance {
+            _permit: permit,
+            call_started_at: 0,
             store,
             bindings,
             deadline,
@@ -229,6 +240,7 @@ impl SensorInstance {
         *self.deadline.lock().expect("deadline lock poisoned") =
             Instant::now() + self.limits.call_timeout;
         self.store.set_epoch_deadline(1);
+        self.call_started_at = self.log.next_seq();
     }
 
     fn finish<T>(
@@ -263,10 +275,16 @@ impl SensorInstance {
         }
     }
 
-    /// The stderr lines kept, joined: where a Rust panic's report lands.
+    /// The stderr lines of the current call, joined: where a Rust panic's
+    /// report lands.
     fn recent_stderr(&self) -> String {
         let mut text = String::new();
-        for line in self.log.lines().iter().filter(|l| l.level == "stderr") {
+        for line in self
+            .log
+            .lines_since(self.call_started_at)
+            .iter()
+            .filter(|l| l.level == "stderr")
+        {
             text.push_str(&line.message);
             text.push('\n');
         }
@@ -352,9 +370,9 @@ impl LinePipe {
             let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
             log.push(self.level, text);
         }
-        if partial.len() > MAX_LINE {
-            let line: Vec<u8> = partial.drain(..).collect();
-            log.push(self.level, String::from_utf8_lossy(&line).into_owned());
+        while partial.len() > MAX_LINE {
+            let piece: Vec<u8> = partial.drain(..MAX_LINE).collect();
+            log.push(self.level, String::from_utf8_lossy(&piece).into_owned());
         }
     }
 }

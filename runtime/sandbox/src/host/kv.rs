@@ -26,6 +26,8 @@ impl Host for HostState {
     async fn get(&mut self, key: String, _decrypt: bool) -> Result<Option<String>, String> {
         check_key(&key).map_err(msg)?;
         let key = format!("{}{key}", self.kv_prefix);
+        // The sensor's prefix counts toward the key's length limit.
+        check_key(&key).map_err(msg)?;
         let entry = self
             .kv_store()?
             .get(&self.tenant, &key)
@@ -41,11 +43,13 @@ impl Host for HostState {
         ttl_seconds: Option<u32>,
         encrypt: bool,
     ) -> Result<(), String> {
-        check_key(&key).map_err(msg)?;
         if encrypt {
             return Err(msg(KvError::EncryptionUnavailable));
         }
+        check_key(&key).map_err(msg)?;
         let key = format!("{}{key}", self.kv_prefix);
+        // The sensor's prefix counts toward the key's length limit.
+        check_key(&key).map_err(msg)?;
         let entry = KvEntry {
             key,
             value,
@@ -58,6 +62,8 @@ impl Host for HostState {
     async fn delete(&mut self, key: String) -> Result<bool, String> {
         check_key(&key).map_err(msg)?;
         let key = format!("{}{key}", self.kv_prefix);
+        // The sensor's prefix counts toward the key's length limit.
+        check_key(&key).map_err(msg)?;
         self.kv_store()?
             .delete(&self.tenant, &key)
             .await
