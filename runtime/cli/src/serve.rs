@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner, SensorConfig};
+use squall_core::template::Templates;
+use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner, SensorConfig, vet_packs};
 use squall_sandbox::Limits;
 
 use crate::commands::{open_sandbox, open_store, pack_paths};
@@ -69,21 +70,27 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             crate::commands::MAX_RETENTION_DAYS
         );
     }
-    let packs = PackSet::load(&pack_paths(args.packs))?;
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
-    tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), "starting");
+    let mut allowed = Vec::new();
+    for dir in &args.allow_dirs {
+        allowed.push(std::fs::canonicalize(dir).with_context(|| {
+            format!("--allow-dir '{}' is not a usable directory", dir.display())
+        })?);
+    }
+    // A broken pack is refused, loudly, and the server runs on the others.
+    let (packs, mut refused) = PackSet::load_each(&pack_paths(args.packs));
+    let (packs, more) = vet_packs(packs, &sandbox, &allowed, &Templates::new());
+    refused.extend(more);
+    for r in &refused {
+        eprintln!("error: pack '{}' refused: {}", r.dir.display(), r.error);
+        tracing::error!(pack = %r.dir.display(), error = %r.error, "pack refused");
+    }
+    tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), refused = refused.len(), "starting");
     let limits = Limits {
         result_bytes: args.max_result_mib.max(1) << 20,
         ..Limits::default()
     };
-    let mut allowed = Vec::new();
-    for dir in &args.allow_dirs {
-        allowed
-            .push(std::path::absolute(dir).with_context(|| {
-                format!("--allow-dir '{}' is not a usable path", dir.display())
-            })?);
-    }
     let runner =
         Runner::new(sandbox, store.clone(), Arc::new(packs), limits).with_allowed_dirs(allowed);
     let mut sensors = SensorConfig::default();

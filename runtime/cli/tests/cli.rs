@@ -203,9 +203,11 @@ impl Served {
         for p in packs {
             cmd.arg("--packs").arg(p);
         }
+        // stderr goes to a file beside the data, for tests that read it.
+        let errors = std::fs::File::create(data.join("serve.stderr")).expect("stderr file");
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(errors)
             .spawn()
             .expect("squall serve starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -397,50 +399,74 @@ fn rule_test_reports_match_failed_criterion_and_rendered_parameters() {
     );
 }
 
-/// Run `squall serve` on these packs and wait for it to exit (it should
-/// refuse to start).
-fn serve_until_exit(data: &Path, packs: &[&Path]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"]);
-    for p in packs {
-        cmd.arg("--packs").arg(p);
-    }
-    cmd.output().expect("squall runs")
-}
-
+/// A broken pack is refused with a line naming its file and field, all of
+/// it; the server runs on with the others.
 #[test]
-fn serve_refuses_a_pack_with_a_broken_rule_naming_file_and_field() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let (core, hooks) = (squall_tests::core_pack(), hooks_pack());
+fn a_broken_pack_is_refused_and_the_server_runs_on() {
+    let core = squall_tests::core_pack();
+    let hooks = hooks_pack();
     let rule = hooks.path().join("rules/crash.yaml");
-    std::fs::write(&rule, "name: crash\ntrigger: {type: core.st2.webhook}\ncriteria:\n  trigger.x: {type: likeish, pattern: 1}\naction: {ref: core.echo}\n").expect("write");
-    let out = serve_until_exit(data.path(), &[core.path(), hooks.path()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        stderr(&out).trim_end(),
-        format!(
-            "error: {}: field 'criteria.trigger.x.type': unknown operator 'likeish'",
-            rule.display()
-        )
-    );
+    for (text, expected) in [
+        (
+            "name: crash\ntrigger: {type: core.st2.webhook}\ncriteria:\n  trigger.x: {type: likeish, pattern: 1}\naction: {ref: core.echo}\n",
+            format!(
+                "{}: field 'criteria.trigger.x.type': unknown operator 'likeish'",
+                rule.display()
+            ),
+        ),
+        (
+            "name: crash\ntrigger: {type: core.st2.webhook}\naction: {ref: core.nope}\n",
+            format!(
+                "{}: field 'action.ref': unknown action 'core.nope'",
+                rule.display()
+            ),
+        ),
+    ] {
+        std::fs::write(&rule, text).expect("write");
+        let data = tempfile::tempdir().expect("tempdir");
+        let server = Served::start(data.path(), &[core.path(), hooks.path()]);
+        let errors = std::fs::read_to_string(data.path().join("serve.stderr")).expect("stderr");
+        assert!(
+            errors.contains(&format!(
+                "error: pack '{}' refused: {expected}",
+                hooks.path().display()
+            )),
+            "{errors}"
+        );
+        // The other pack works; nothing of the refused one is there.
+        let (status, _, body) = server.request(
+            "POST",
+            "/api/v1/executions",
+            r#"{"action": "core.echo", "parameters": {"message": "still here"}}"#,
+        );
+        assert_eq!(status, 201, "{body}");
+        let rules = server.get_json("/api/v1/rules");
+        assert_eq!(rules, serde_json::json!([]));
+        server.terminate();
+    }
 
-    std::fs::write(
-        &rule,
-        "name: crash\ntrigger: {type: core.st2.webhook}\naction: {ref: core.nope}\n",
+    // A sensor component of the wrong world refuses its pack the same way.
+    let wrong = squall_tests::sensor_pack("wrong", "counter", 1.0, "[]", &[]);
+    std::fs::copy(
+        squall_tests::CORE_ACTIONS,
+        wrong.path().join("sensors/test_sensor.wasm"),
     )
-    .expect("write");
-    let out = serve_until_exit(data.path(), &[core.path(), hooks.path()]);
-    assert_eq!(out.status.code(), Some(2));
+    .expect("copy");
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Served::start(data.path(), &[core.path(), wrong.path()]);
+    let errors = std::fs::read_to_string(data.path().join("serve.stderr")).expect("stderr");
     assert!(
-        stderr(&out).starts_with(&format!(
-            "error: {}: field 'action.ref': unknown action 'core.nope'",
-            rule.display()
-        )),
-        "{}",
-        stderr(&out)
+        errors.contains(&format!(
+            "{}: '",
+            wrong.path().join("sensors/test_sensor.yaml").display()
+        )) && errors.contains("does not implement the squall:automation/sensor world"),
+        "{errors}"
     );
+    assert_eq!(
+        server.get_json("/api/v1/sensortypes"),
+        serde_json::json!([])
+    );
+    server.terminate();
 }
 
 /// `bad.go` and `bad.spin` loop forever (until their timeout); `bad.go` and

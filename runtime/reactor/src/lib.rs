@@ -19,9 +19,11 @@ pub mod runner;
 mod scheduler;
 pub mod sensors;
 pub mod timers;
+pub mod vet;
 
 pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
 pub use lifecycle::ExecutionError;
-pub use packs::{LoadedPack, PackError, PackSet};
+pub use packs::{LoadedPack, PackError, PackSet, Refusal};
 pub use runner::{RunError, RunRequest, Runner};
 pub use sensors::{SensorConfig, SensorState, SensorView};
+pub use vet::vet_packs;

@@ -292,6 +292,13 @@ pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     Ok(files)
 }
 
+/// A pack that was not accepted, and why.
+#[derive(Debug)]
+pub struct Refusal {
+    pub dir: PathBuf,
+    pub error: PackError,
+}
+
 /// Every pack Squall knows about, by ref.
 #[derive(Debug, Default)]
 pub struct PackSet {
@@ -319,6 +326,46 @@ impl PackSet {
             }
         }
         Ok(set)
+    }
+
+    /// [`PackSet::load`], each pack on its own: a pack that cannot be read
+    /// or validated is refused (with why) and the others are kept. A server
+    /// with many packs keeps running when one of them is broken.
+    pub fn load_each(paths: &[PathBuf]) -> (Self, Vec<Refusal>) {
+        let mut set = Self::default();
+        let mut refused = Vec::new();
+        let mut dirs = Vec::new();
+        for path in paths {
+            if path.join("pack.yaml").is_file() {
+                dirs.push(path.clone());
+                continue;
+            }
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.join("pack.yaml").is_file())
+                        .collect();
+                    found.sort();
+                    dirs.extend(found);
+                }
+                Err(_) => refused.push(Refusal {
+                    dir: path.clone(),
+                    error: PackError::NotAPack(path.clone()),
+                }),
+            }
+        }
+        for dir in dirs {
+            if let Err(error) = LoadedPack::load(&dir).and_then(|p| set.add(p)) {
+                refused.push(Refusal { dir, error });
+            }
+        }
+        (set, refused)
+    }
+
+    /// Take a pack out of the set.
+    pub fn remove(&mut self, pack: &PackRef) -> Option<LoadedPack> {
+        self.packs.remove(pack)
     }
 
     fn add(&mut self, pack: LoadedPack) -> Result<(), PackError> {

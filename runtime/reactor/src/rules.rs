@@ -170,6 +170,42 @@ pub fn check_rule(
     Ok(())
 }
 
+/// One pack's `rules/*.yaml`, each with its file: parsed, of this pack,
+/// naming an action that exists in `packs`. The error names the file.
+pub fn pack_rules(
+    pack: &crate::packs::LoadedPack,
+    packs: &PackSet,
+    templates: &Templates,
+) -> Result<Vec<(std::path::PathBuf, Rule)>, PackError> {
+    let mut out = Vec::new();
+    for file in crate::packs::yaml_files(&pack.dir.join("rules"))? {
+        let text = std::fs::read_to_string(&file).map_err(|cause| PackError::Io {
+            path: file.clone(),
+            cause,
+        })?;
+        let rule = Rule::parse(&text, &file, &pack.manifest.pack_ref, templates)?;
+        if rule.pack != pack.manifest.pack_ref {
+            return Err(PackError::Manifest(ManifestError {
+                file,
+                field: Some("pack".into()),
+                message: format!(
+                    "'{}' does not match the pack's ref '{}'",
+                    rule.pack, pack.manifest.pack_ref
+                ),
+            }));
+        }
+        if let Err(e) = packs.action(&rule.action) {
+            return Err(PackError::Manifest(ManifestError {
+                file,
+                field: Some("action.ref".into()),
+                message: e.to_string(),
+            }));
+        }
+        out.push((file, rule));
+    }
+    Ok(out)
+}
+
 /// Read every pack's `rules/*.yaml` (default tenant), then apply the API's
 /// changes: a stored document replaces the pack's, a deletion removes it.
 /// `check` (see [`check_rule`]) runs on every rule; its error names the file.
@@ -189,29 +225,7 @@ pub fn load_rules(
     let mut rules: BTreeMap<(TenantId, String), Arc<Rule>> = BTreeMap::new();
     let tenant = TenantId::default_tenant();
     for pack in packs.packs() {
-        for file in crate::packs::yaml_files(&pack.dir.join("rules"))? {
-            let text = std::fs::read_to_string(&file).map_err(|cause| PackError::Io {
-                path: file.clone(),
-                cause,
-            })?;
-            let rule = Rule::parse(&text, &file, &pack.manifest.pack_ref, templates)?;
-            if rule.pack != pack.manifest.pack_ref {
-                return Err(PackError::Manifest(ManifestError {
-                    file,
-                    field: Some("pack".into()),
-                    message: format!(
-                        "'{}' does not match the pack's ref '{}'",
-                        rule.pack, pack.manifest.pack_ref
-                    ),
-                }));
-            }
-            if let Err(e) = packs.action(&rule.action) {
-                return Err(PackError::Manifest(ManifestError {
-                    file,
-                    field: Some("action.ref".into()),
-                    message: e.to_string(),
-                }));
-            }
+        for (_, rule) in pack_rules(pack, packs, templates)? {
             rules.insert((tenant.clone(), rule.rule_ref()), Arc::new(rule));
         }
     }
