@@ -208,6 +208,7 @@ pub fn config_as<T: serde::de::DeserializeOwned>() -> Result<T> {
         .map_err(|e| Error::failed(format!("the pack's config does not fit: {e}")))
 }
 
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod sensor;

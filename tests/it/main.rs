@@ -2,6 +2,7 @@
 //! tests/build.rs, a real store in a temp dir, the runner end to end.
 
 mod actions;
+mod egress;
 mod hostile;
 mod lifecycle;
 mod sandbox;

@@ -1,5 +1,5 @@
 //! The `core` pack: one component implementing `core.echo`, `core.noop`,
-//! `core.sleep` and `core.fail`.
+//! `core.sleep`, `core.fail` and `core.http`.
 
 use std::time::Duration;
 
@@ -44,7 +44,63 @@ fn fail(_: &Context, p: FailParams) -> Result<Value> {
     Err(Error::failed(p.message))
 }
 
+#[derive(Deserialize)]
+struct HttpParams {
+    url: String,
+    #[serde(default = "get")]
+    method: String,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+    body: Option<String>,
+    #[serde(default)]
+    params: serde_json::Map<String, Value>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+fn get() -> String {
+    "GET".to_owned()
+}
+
+/// StackStorm's core.http: `{status_code, headers, body, parsed}`, the body
+/// decoded when it is JSON.
+fn http(_: &Context, p: HttpParams) -> Result<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let query: Vec<(String, String)> = p.params.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+    let mut request = squall_sdk::http::request(&p.method, &p.url)
+        .query(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (name, value) in &p.headers {
+        request = request.header(name, &text(value));
+    }
+    if let Some(user) = &p.username {
+        request = request.basic_auth(user, p.password.as_deref().unwrap_or_default());
+    }
+    if let Some(body) = p.body {
+        request = request.body(body);
+    }
+    let response = request.send()?;
+    let (body, parsed) = match serde_json::from_slice::<Value>(&response.body) {
+        Ok(json) if !response.body.is_empty() => (json, true),
+        _ => (Value::String(response.text()), false),
+    };
+    let headers: serde_json::Map<String, Value> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+        .collect();
+    Ok(json!({
+        "status_code": response.status,
+        "headers": headers,
+        "body": body,
+        "parsed": parsed,
+    }))
+}
+
 squall_sdk::export_actions! {
+    "http" => http,
     "echo" => echo,
     "noop" => noop,
     "sleep" => sleep,

@@ -227,6 +227,7 @@ async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Res
         cancel: squall_sandbox::Cancel::new(),
         output: None,
         dirs: Vec::new(),
+        egress: squall_sandbox::Egress::default(),
     };
     match sandbox.run_action(component, inv).await.outcome {
         Outcome::Succeeded(_) => Ok(()),

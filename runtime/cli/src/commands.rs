@@ -37,6 +37,47 @@ pub(crate) struct RunArgs {
     /// With --url: milliseconds to wait before running.
     #[arg(long)]
     delay: Option<u64>,
+    #[command(flatten)]
+    egress: EgressArgs,
+}
+
+/// Outbound HTTP settings (`serve` and in-process `run`).
+#[derive(Debug, Args)]
+pub(crate) struct EgressArgs {
+    /// Let guests reach loopback, private (RFC 1918), link-local and
+    /// unique-local addresses — for tests and on-premise services. Off by
+    /// default: an allowed name that resolves there is refused.
+    #[arg(long)]
+    allow_private_network: bool,
+    /// Let `*` in a pack's allowed_hosts mean any host.
+    #[arg(long)]
+    allow_any_host: bool,
+    /// Seconds to connect to an HTTP server.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    http_connect_timeout: u64,
+    /// Seconds from sending an HTTP request to the end of its response.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_timeout: u64,
+    /// Largest HTTP response a guest may receive, in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    http_max_response_mib: u64,
+}
+
+impl EgressArgs {
+    pub(crate) fn egress(&self) -> squall_sandbox::Egress {
+        squall_sandbox::Egress {
+            allow_private: self.allow_private_network,
+            allow_any_host: self.allow_any_host,
+            connect_timeout: Duration::from_secs(self.http_connect_timeout),
+            total_timeout: Duration::from_secs(self.http_timeout),
+            max_response_bytes: usize::try_from(self.http_max_response_mib << 20)
+                .unwrap_or(usize::MAX),
+            ..squall_sandbox::Egress::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -216,7 +257,8 @@ pub(crate) fn run(data_dir: &Path, url: Option<&str>, args: RunArgs) -> anyhow::
     }
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 16)?);
-    let runner = Runner::new(sandbox, store, Arc::new(packs), Limits::default());
+    let runner = Runner::new(sandbox, store, Arc::new(packs), Limits::default())
+        .with_egress(args.egress.egress());
     let mut req = RunRequest::new(TenantId::default_tenant(), action, parameters);
     req.trace_tag = args.trace_tag;
     let execution = runtime()?.block_on(runner.run(req))?;

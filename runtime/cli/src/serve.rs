@@ -48,6 +48,8 @@ pub(crate) struct ServeArgs {
     /// a pack asking for more is refused, naming the directory.
     #[arg(long = "allow-dir", value_name = "DIR")]
     allow_dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    egress: crate::commands::EgressArgs,
     /// Seconds a single sensor call (setup, poll, a trigger change) may run.
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -91,8 +93,9 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         result_bytes: args.max_result_mib.max(1) << 20,
         ..Limits::default()
     };
-    let runner =
-        Runner::new(sandbox, store.clone(), Arc::new(packs), limits).with_allowed_dirs(allowed);
+    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), limits)
+        .with_allowed_dirs(allowed)
+        .with_egress(args.egress.egress());
     let mut sensors = SensorConfig::default();
     sensors.limits.call_timeout = Duration::from_secs(args.sensor_call_timeout.max(1));
     let config = ReactorConfig {

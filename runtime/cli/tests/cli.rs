@@ -100,7 +100,7 @@ fn bad_requests_give_one_clear_line_and_run_nothing() {
         ),
         (
             &["core.nope"],
-            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: echo, fail, noop, sleep)",
+            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: echo, fail, http, noop, sleep)",
         ),
         (
             &["core.echo", "colour=red"],
@@ -758,4 +758,69 @@ fn sensor_commands_show_state_errors_and_logs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--url"), "{}", stderr(&out));
     server.terminate();
+}
+
+/// A one-thread HTTP server on 127.0.0.1 answering every request with a
+/// small JSON body.
+fn tiny_http_server() -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = r#"{"pong": true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn run_core_http_works_when_allowed_and_is_refused_when_not() {
+    let port = tiny_http_server();
+    let env = Env::new();
+    let manifest = env.pack.path().join("pack.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "allowed_hosts: [\"*\"]",
+            &format!("allowed_hosts: [\"http://127.0.0.1:{port}\"]"),
+        ),
+    )
+    .expect("write");
+    let url = format!("url=http://127.0.0.1:{port}/x");
+    let out = env.run(&["core.http", &url, "--allow-private-network"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("status_code: 200"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("pong: true"), "{}", stdout(&out));
+
+    // Loopback without the switch: refused, saying why.
+    let out = env.run(&["core.http", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("a loopback address"),
+        "{}",
+        stdout(&out)
+    );
+    // A port the pack does not list: refused by allowed_hosts.
+    let other = format!("url=http://127.0.0.1:{}/x", port.wrapping_add(1));
+    let out = env.run(&["core.http", &other, "--allow-private-network"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("denied by allowed_hosts"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod egress;
 pub mod events;
 pub mod execution;
 pub mod ids;

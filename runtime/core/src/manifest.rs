@@ -84,6 +84,8 @@ struct RawPack {
     #[serde(default)]
     keywords: Vec<String>,
     build: Option<RawBuild>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +115,8 @@ pub struct PackManifest {
     pub email: Option<String>,
     pub keywords: Vec<String>,
     pub build: Option<BuildSpec>,
+    /// Where the pack's guests may send HTTP requests.
+    pub allowed_hosts: Vec<crate::egress::HostPattern>,
 }
 
 impl PackManifest {
@@ -161,6 +165,15 @@ impl PackManifest {
                 })
             })
             .transpose()?;
+        let allowed_hosts = raw
+            .allowed_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                crate::egress::HostPattern::parse(h)
+                    .map_err(|m| ManifestError::field(file, format!("allowed_hosts[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             pack_ref,
             name: raw.name,
@@ -170,6 +183,7 @@ impl PackManifest {
             email: raw.email,
             keywords: raw.keywords,
             build,
+            allowed_hosts,
         })
     }
 

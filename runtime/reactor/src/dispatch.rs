@@ -161,12 +161,7 @@ impl Reactor {
         for pack in runner.packs().packs() {
             pack.preopens(runner.allowed_dirs())?;
         }
-        let sensors = Sensors::load(
-            runner.packs(),
-            runner.sandbox(),
-            runner.allowed_dirs(),
-            config.sensors.log_bytes,
-        )?;
+        let sensors = Sensors::load(runner.packs(), &runner, config.sensors.log_bytes)?;
         for (tenant, sensor_ref, enabled) in store.sensor_overrides()? {
             if let Some(entry) = sensors.get(&tenant, &sensor_ref) {
                 entry.set_enabled(enabled);

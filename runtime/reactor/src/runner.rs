@@ -83,6 +83,8 @@ pub struct Runner {
     limits: Limits,
     /// Host directories packs may have opened to their guests.
     allowed_dirs: Arc<[std::path::PathBuf]>,
+    /// The server's outbound HTTP settings; each pack adds its hosts.
+    egress: squall_sandbox::Egress,
 }
 
 impl Runner {
@@ -95,6 +97,23 @@ impl Runner {
             packs,
             limits,
             allowed_dirs: Arc::new([]),
+            egress: squall_sandbox::Egress::default(),
+        }
+    }
+
+    /// The server's outbound HTTP settings (private networks, `*`,
+    /// timeouts, response size); packs' `allowed_hosts` fill in the rest.
+    pub fn with_egress(mut self, egress: squall_sandbox::Egress) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// The outbound HTTP policy of `pack`'s guests.
+    pub fn egress_for(&self, pack: &crate::packs::LoadedPack) -> squall_sandbox::Egress {
+        squall_sandbox::Egress {
+            pack: pack.manifest.pack_ref.to_string(),
+            allowed_hosts: pack.manifest.allowed_hosts.clone().into(),
+            ..self.egress.clone()
         }
     }
 
@@ -203,6 +222,7 @@ impl Runner {
             component,
             config: pack.config.clone(),
             dirs,
+            egress: self.egress_for(pack),
             live: Live::new(self.limits.output_bytes),
             held: Vec::new(),
             woken_by: None,
@@ -290,6 +310,7 @@ impl Runner {
             cancel: prepared.live.cancel.clone(),
             output: Some(prepared.live.output.clone()),
             dirs: prepared.dirs.clone(),
+            egress: prepared.egress.clone(),
         };
         let report = self
             .sandbox
@@ -337,6 +358,7 @@ pub struct Prepared {
     component: Arc<ActionComponent>,
     config: Arc<str>,
     dirs: Vec<squall_sandbox::Preopen>,
+    egress: squall_sandbox::Egress,
     /// Its cancel signal, output and phase, shared with the scheduler.
     pub(crate) live: Arc<Live>,
     /// The concurrency gates whose slots it holds once admitted.

@@ -113,6 +113,7 @@ pub(crate) struct SensorEntry {
     component: Arc<SensorComponent>,
     config: Arc<str>,
     dirs: Vec<Preopen>,
+    egress: squall_sandbox::Egress,
     status: Mutex<Status>,
     log: SensorLog,
     dispatched: AtomicU64,
@@ -203,10 +204,10 @@ impl Sensors {
     /// The error names the sensor's file.
     pub(crate) fn load(
         packs: &PackSet,
-        sandbox: &Sandbox,
-        allowed: &[PathBuf],
+        runner: &crate::Runner,
         log_bytes: usize,
     ) -> Result<Self, PackError> {
+        let (sandbox, allowed): (&Sandbox, &[PathBuf]) = (runner.sandbox(), runner.allowed_dirs());
         let tenant = TenantId::default_tenant();
         let mut entries = BTreeMap::new();
         for pack in packs.packs() {
@@ -229,6 +230,7 @@ impl Sensors {
                     component,
                     config: pack.config.clone(),
                     dirs: dirs.clone(),
+                    egress: runner.egress_for(pack),
                     status: Mutex::new(Status {
                         enabled: meta.enabled,
                         state: SensorState::Disabled,
@@ -588,6 +590,7 @@ impl Reactor {
             log: entry.log.clone(),
             limits: self.inner.sensor_config.limits,
             dirs: entry.dirs.clone(),
+            egress: entry.egress.clone(),
         };
         let mut instance = sandbox
             .start_sensor(&component, setup)

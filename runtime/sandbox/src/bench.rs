@@ -48,6 +48,11 @@ impl Sandbox {
                 kv_prefix: String::new(),
                 log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
                 events: None,
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                egress: crate::host::egress::EgressHooks {
+                    policy: crate::Egress::default(),
+                    log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
+                },
             };
             let mut store = Store::new(&self.engine.engine, state);
             store.set_epoch_deadline(u64::MAX / 2);

@@ -26,6 +26,7 @@ use std::time::Duration;
 use squall_core::execution::CapturedOutput;
 
 pub use engine::Allocator;
+pub use host::egress::Egress;
 pub use live::SensorLog;
 pub use live::{Cancel, LiveOutput};
 pub use run::{Invocation, Limits, Preopen};

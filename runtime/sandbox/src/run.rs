@@ -59,6 +59,8 @@ pub struct Invocation {
     pub output: Option<LiveOutput>,
     /// Host directories opened to the guest (at the same paths).
     pub dirs: Vec<Preopen>,
+    /// Where the guest may send HTTP requests.
+    pub egress: crate::Egress,
 }
 
 /// A host directory opened to a guest at the same path.
@@ -113,6 +115,11 @@ impl Sandbox {
             kv_prefix: String::new(),
             log: live.log.clone(),
             events: None,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            egress: crate::host::egress::EgressHooks {
+                policy: inv.egress.clone(),
+                log: live.log.clone(),
+            },
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);

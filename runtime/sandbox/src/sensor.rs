@@ -68,6 +68,8 @@ pub struct SensorSetup {
     pub log: SensorLog,
     pub limits: SensorLimits,
     pub dirs: Vec<Preopen>,
+    /// Where the sensor may send HTTP requests.
+    pub egress: crate::Egress,
 }
 
 /// How a call into a sensor went wrong.
@@ -173,6 +175,11 @@ impl Sandbox {
             kv_prefix: setup.kv_prefix.clone(),
             log: setup.log.0.clone(),
             events: Some(setup.events.clone()),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            egress: crate::host::egress::EgressHooks {
+                policy: setup.egress.clone(),
+                log: setup.log.0.clone(),
+            },
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);

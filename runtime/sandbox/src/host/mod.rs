@@ -4,6 +4,7 @@
 //! stdout/stderr pipes handed to WASI).
 
 mod config;
+pub(crate) mod egress;
 mod events;
 mod kv;
 mod log;
@@ -34,6 +35,19 @@ pub(crate) struct HostState {
     pub(crate) log: Arc<std::sync::Mutex<crate::live::LogBuffer>>,
     /// Where a sensor's events go; `None` for actions.
     pub(crate) events: Option<Arc<dyn squall_core::events::EventSink>>,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    /// The pack's outbound HTTP rules.
+    pub(crate) egress: egress::EgressHooks,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -52,6 +66,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     let err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
     Action::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s).map_err(err)?;
     Ok(linker)
 }
@@ -62,6 +77,7 @@ pub(crate) fn sensor_linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     let err = |e: wasmtime::Error| Error::Engine(format!("{e:#}"));
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
     crate::bindings::sensor::Sensor::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
         .map_err(err)?;
     Ok(linker)

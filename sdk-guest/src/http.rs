@@ -1,0 +1,344 @@
+//! A small blocking HTTP client for actions and sensors, over `wasi:http`.
+//!
+//! Requests reach only the hosts the pack lists in `allowed_hosts`
+//! (`pack.yaml`), and never private or metadata addresses unless the server
+//! allows them; a refused request is an [`Error`] whose message says which
+//! rule refused it.
+//!
+//! ```no_run
+//! use squall_sdk::http;
+//!
+//! let health: serde_json::Value = http::get("https://api.example.com/health")?.json()?;
+//!
+//! let created = http::post("https://api.example.com/items")
+//!     .basic_auth("bot", "s3cret")
+//!     .header("X-Request-Id", "42")
+//!     .timeout(std::time::Duration::from_secs(5))
+//!     .json(&serde_json::json!({ "name": "thing" }))?
+//!     .send()?;
+//! if !created.is_success() {
+//!     return Err(squall_sdk::Error::failed(format!("HTTP {}", created.status)));
+//! }
+//! # Ok::<(), squall_sdk::Error>(())
+//! ```
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use wasip2::io::streams::StreamError;
+
+use crate::{Error, Result};
+
+/// A response, read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Header names in lowercase, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::failed(format!(
+                "HTTP {}: the response is not the JSON expected: {e}",
+                self.status
+            ))
+        })
+    }
+}
+
+/// A request being built; [`RequestBuilder::send`] sends it.
+#[derive(Debug, Clone)]
+#[must_use = "a request does nothing until sent"]
+pub struct RequestBuilder {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+/// `GET url`, sent at once.
+pub fn get(url: &str) -> Result<Response> {
+    request("GET", url).send()
+}
+
+/// `POST url` with `body` as JSON, sent at once.
+pub fn post_json(url: &str, body: &impl Serialize) -> Result<Response> {
+    request("POST", url).json(body)?.send()
+}
+
+/// A `POST` to build.
+pub fn post(url: &str) -> RequestBuilder {
+    request("POST", url)
+}
+
+/// A request with any method (`GET`, `PUT`, `DELETE`, ...).
+pub fn request(method: &str, url: &str) -> RequestBuilder {
+    RequestBuilder {
+        method: method.to_ascii_uppercase(),
+        url: url.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        timeout: None,
+    }
+}
+
+impl RequestBuilder {
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `Authorization: Basic ...`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        let token = base64(format!("{user}:{password}").as_bytes());
+        self.header("Authorization", &format!("Basic {token}"))
+    }
+
+    /// A JSON body, with its `Content-Type`.
+    pub fn json(mut self, body: &impl Serialize) -> Result<Self> {
+        self.body = serde_json::to_vec(body)
+            .map_err(|e| Error::failed(format!("the body is not serializable: {e}")))?;
+        Ok(self.header("Content-Type", "application/json"))
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Query parameters, added to the URL (percent-encoded).
+    pub fn query<'a>(mut self, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        for (k, v) in params {
+            let sep = if self.url.contains('?') { '&' } else { '?' };
+            self.url = format!("{}{sep}{}={}", self.url, encode(k), encode(v));
+        }
+        self
+    }
+
+    /// Connect and first-byte timeout (the server's limits still apply).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Send it and read the whole response.
+    pub fn send(self) -> Result<Response> {
+        let (scheme, authority, path) = split_url(&self.url)?;
+        let mut fields = Vec::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            fields.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        }
+        let headers = Fields::from_list(&fields)
+            .map_err(|e| Error::failed(format!("invalid request headers: {e:?}")))?;
+        let request = OutgoingRequest::new(headers);
+        let method = match self.method.as_str() {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_owned()),
+        };
+        let invalid =
+            |what: &str| Error::invalid_input(format!("invalid {what} in '{}'", self.url));
+        request
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
+        request
+            .set_scheme(Some(&if scheme == "https" {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            }))
+            .map_err(|()| invalid("scheme"))?;
+        request
+            .set_authority(Some(authority))
+            .map_err(|()| invalid("host"))?;
+        request
+            .set_path_with_query(Some(&path))
+            .map_err(|()| invalid("path"))?;
+        let options = RequestOptions::new();
+        if let Some(t) = self.timeout {
+            let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+            let _ = options.set_connect_timeout(Some(ns));
+            let _ = options.set_first_byte_timeout(Some(ns));
+        }
+        let outgoing = request.body().map_err(|()| invalid("body"))?;
+        let pending = outgoing_handler::handle(request, Some(options)).map_err(|e| failed(&e))?;
+        {
+            let stream = outgoing.write().map_err(|()| invalid("body"))?;
+            for chunk in self.body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| Error::failed(format!("sending the body failed: {e:?}")))?;
+            }
+        }
+        OutgoingBody::finish(outgoing, None).map_err(|e| failed(&e))?;
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(e))) => return Err(failed(&e)),
+            Some(Err(())) | None => return Err(Error::failed("no HTTP response")),
+        };
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let incoming = response
+            .consume()
+            .map_err(|()| Error::failed("the response body is unreadable"))?;
+        let mut body = Vec::new();
+        {
+            let stream = incoming
+                .stream()
+                .map_err(|()| Error::failed("the response body is unreadable"))?;
+            loop {
+                match stream.blocking_read(64 << 10) {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(StreamError::Closed) => break,
+                    Err(StreamError::LastOperationFailed(e)) => {
+                        return Err(Error::failed(format!(
+                            "reading the response failed: {}",
+                            e.to_debug_string()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// An HTTP error as a message a person can act on.
+fn failed(e: &ErrorCode) -> Error {
+    match e {
+        ErrorCode::InternalError(Some(message)) => Error::failed(message),
+        ErrorCode::ConnectionRefused => Error::failed("connection refused"),
+        ErrorCode::ConnectionTimeout => Error::failed("connection timed out"),
+        ErrorCode::ConnectionReadTimeout => Error::failed("the response did not come in time"),
+        ErrorCode::DnsTimeout => Error::failed("name resolution timed out"),
+        other => Error::failed(format!("HTTP request failed: {other:?}")),
+    }
+}
+
+/// (scheme, authority, path-with-query) of an absolute http(s) URL.
+fn split_url(url: &str) -> Result<(&str, &str, String)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::invalid_input(format!("'{url}' is not an absolute http(s) URL")))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(Error::invalid_input(format!(
+            "'{url}': scheme '{scheme}' is not http or https"
+        )));
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    if authority.is_empty() {
+        return Err(Error::invalid_input(format!("'{url}' has no host")));
+    }
+    Ok((scheme, authority, path))
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_and_encode() {
+        assert_eq!(
+            split_url("http://127.0.0.1:9200/_search?q=1").ok(),
+            Some(("http", "127.0.0.1:9200", "/_search?q=1".to_owned()))
+        );
+        assert_eq!(
+            split_url("https://x.example").ok(),
+            Some(("https", "x.example", "/".to_owned()))
+        );
+        assert_eq!(
+            split_url("https://x.example?a=b").ok(),
+            Some(("https", "x.example", "/?a=b".to_owned()))
+        );
+        assert!(split_url("x.example/a").is_err());
+        assert!(split_url("ftp://x/a").is_err());
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+    }
+}

@@ -1,0 +1,242 @@
+//! Outbound HTTP from guests: core.http against a local server, and every
+//! way a request is refused — not in allowed_hosts, resolving to loopback
+//! or cloud metadata, too large, never answered — each with a clear
+//! message, the host unaffected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use squall_core::{ExecutionStatus, TenantId};
+use squall_reactor::{PackSet, RunRequest, Runner};
+use squall_sandbox::Egress;
+use squall_store::{Store, StoreConfig};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{error_of, sandbox, test_limits};
+
+/// A tiny HTTP/1.1 server on 127.0.0.1: `/ok` answers JSON echoing the
+/// request line and headers, `/big` answers 10 KiB, `/never` never answers.
+pub(crate) async fn local_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 << 10];
+                let mut n = 0;
+                let head = loop {
+                    let Ok(read) = socket.read(&mut buf[n..]).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    n += read;
+                    if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+                        break String::from_utf8_lossy(&buf[..end]).into_owned();
+                    }
+                };
+                let request_line = head.lines().next().unwrap_or_default().to_owned();
+                let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                let body = if path.starts_with("/never") {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                } else if path.starts_with("/big") {
+                    "x".repeat(10 << 10)
+                } else {
+                    let headers: Vec<&str> = head.lines().skip(1).collect();
+                    json!({"request": request_line, "headers": headers}).to_string()
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A copy of the core pack whose guests may reach `allowed_hosts`.
+pub(crate) fn core_pack_allowing(allowed_hosts: &[String]) -> TempDir {
+    let pack = squall_tests::core_pack();
+    let manifest = pack.path().join("pack.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    let text = text.replace(
+        "allowed_hosts: [\"*\"]",
+        &format!("allowed_hosts: {}", json!(allowed_hosts)),
+    );
+    std::fs::write(&manifest, text).expect("write");
+    pack
+}
+
+struct Harness {
+    runner: Runner,
+    _dirs: Vec<TempDir>,
+}
+
+fn harness(allowed_hosts: &[String], egress: Egress) -> Harness {
+    let pack = core_pack_allowing(allowed_hosts);
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&data.path().join("db"), &StoreConfig::default()).expect("store");
+    let packs = PackSet::load(&[pack.path().to_owned()]).expect("packs");
+    let runner = Runner::new(sandbox(), store, Arc::new(packs), test_limits()).with_egress(egress);
+    Harness {
+        runner,
+        _dirs: vec![pack, data],
+    }
+}
+
+async fn http(h: &Harness, params: Value) -> squall_core::Execution {
+    let Value::Object(parameters) = params else {
+        panic!("object")
+    };
+    h.runner
+        .run(RunRequest::new(
+            TenantId::default_tenant(),
+            "core.http".parse().expect("ref"),
+            parameters,
+        ))
+        .await
+        .expect("runs")
+}
+
+fn quick() -> Egress {
+    Egress {
+        allow_private: true,
+        connect_timeout: Duration::from_secs(2),
+        total_timeout: Duration::from_secs(1),
+        max_response_bytes: 4096,
+        ..Egress::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn core_http_reaches_an_allowed_local_server() {
+    let port = local_server().await;
+    let h = harness(&[format!("http://127.0.0.1:{port}")], quick());
+    let e = http(
+        &h,
+        json!({"url": format!("http://127.0.0.1:{port}/ok"), "method": "POST",
+               "headers": {"X-Test": "yes"}, "params": {"q": "a b"}, "body": "{}",
+               "username": "bot", "password": "s3cret"}),
+    )
+    .await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
+    let r = e.result.expect("result");
+    assert_eq!(r["status_code"], 200);
+    assert_eq!(r["parsed"], true);
+    assert_eq!(r["body"]["request"], "POST /ok?q=a%20b HTTP/1.1");
+    let headers = r["body"]["headers"].to_string().to_ascii_lowercase();
+    assert!(headers.contains("x-test: yes"), "{headers}");
+    assert!(
+        headers.contains("authorization: basic ym90onmzy3jlda=="),
+        "{headers}"
+    );
+    // The secret parameter is masked in the record.
+    assert_eq!(e.parameters["password"], "********");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn refused_requests_fail_clearly_and_the_host_goes_on() {
+    let port = local_server().await;
+    let allowed = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        "http://169.254.169.254".to_owned(),
+    ];
+    // Not in allowed_hosts (another port on the same host).
+    let h = harness(&allowed, quick());
+    let e = http(
+        &h,
+        json!({"url": format!("http://127.0.0.1:{}/ok", port + 1)}),
+    )
+    .await;
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    let error = error_of(&e);
+    assert!(
+        error.contains("denied by allowed_hosts") && error.contains("core"),
+        "{error}"
+    );
+    assert!(
+        e.output
+            .log
+            .iter()
+            .any(|l| l.message.contains("not in pack 'core''s allowed_hosts")),
+        "logged on the execution: {:?}",
+        e.output.log
+    );
+
+    // Allowed names that resolve to loopback or the metadata address, with
+    // private networks not allowed.
+    let strict = harness(
+        &allowed,
+        Egress {
+            allow_private: false,
+            ..quick()
+        },
+    );
+    let e = http(
+        &strict,
+        json!({"url": format!("http://localhost:{port}/ok")}),
+    )
+    .await;
+    let error = error_of(&e);
+    assert!(error.contains("a loopback address"), "{error}");
+    let e = http(
+        &strict,
+        json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+    )
+    .await;
+    let error = error_of(&e);
+    assert!(
+        error.contains("169.254.169.254") && error.contains("link-local"),
+        "{error}"
+    );
+
+    // A response over the size limit.
+    let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/big")})).await;
+    let error = error_of(&e);
+    assert!(error.contains("over the limit of 4096 bytes"), "{error}");
+
+    // A server that never answers.
+    let started = std::time::Instant::now();
+    let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/never")})).await;
+    let error = error_of(&e);
+    assert!(error.contains("did not come in time"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // And the host goes on.
+    let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/ok")})).await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn star_means_any_host_only_when_the_server_says_so() {
+    let port = local_server().await;
+    let h = harness(&["*".to_owned()], quick());
+    let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/ok")})).await;
+    let error = error_of(&e);
+    assert!(error.contains("denied by allowed_hosts"), "{error}");
+    let h = harness(
+        &["*".to_owned()],
+        Egress {
+            allow_any_host: true,
+            ..quick()
+        },
+    );
+    let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/ok")})).await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
+}
