@@ -662,3 +662,70 @@ pub(crate) async fn deleting_a_policy_releases_its_waiters() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn throttled_matches_are_suppressed_and_recorded() {
+    let rule = "name: page\npack: limits\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\nthrottle: {seconds: 60, key: '{{ trigger.body.host }}'}\n";
+    let s = server(
+        vec![policy_pack(&[], &[("page.yaml", rule)])],
+        ReactorConfig::default(),
+    )
+    .await;
+    let mut instances = Vec::new();
+    for host in ["a", "a", "b"] {
+        let r = s
+            .post("/api/v1/webhooks/alerts", &json!({"host": host}))
+            .await;
+        assert_eq!(r.status().as_u16(), 202);
+        instances.push(
+            r.headers()["St2-Trigger-Instance-Id"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        );
+    }
+    let mut enforcements = Vec::new();
+    for id in &instances {
+        let (_, list) = s
+            .get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"))
+            .await;
+        enforcements.push(list[0].clone());
+    }
+    let first = enforcements[0].clone();
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let second = enforcements[1].clone();
+    assert_eq!(second["status"], "failed", "{second}");
+    let reason = second["failure_reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("suppressed by throttle: at most one enforcement per 60 s for key 'a'"),
+        "{reason}"
+    );
+    assert!(second["execution_id"].is_null());
+    let third = enforcements[2].clone();
+    assert_eq!(
+        third["status"], "succeeded",
+        "another key has its own window: {third}"
+    );
+    s.wait_for("/api/v1/executions?action=core.noop", |l| {
+        l.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    // A bad throttle is refused naming the field.
+    let r = s
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "x", "pack": "limits", "trigger": {"type": "core.st2.webhook"},
+                    "action": {"ref": "core.noop"}, "throttle": {"seconds": 0}}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .expect("fault")
+            .contains("throttle.seconds"),
+        "{body}"
+    );
+    s.stop().await;
+}

@@ -88,6 +88,15 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Many core.http executions at once, each waiting 1 s on a local
+    /// server's response: time, memory and threads.
+    Http {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
 }
 
 pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -119,6 +128,7 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             count,
             seconds,
         } => crate::bench_sensors::sensors(component, count, seconds),
+        BenchCommand::Http { count, packs } => crate::bench_http::http(count, pack_paths(packs)),
     }
 }
 

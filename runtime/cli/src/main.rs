@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_executions;
+mod bench_http;
 mod bench_reactor;
 mod bench_sensors;
 mod client;

@@ -55,8 +55,28 @@ pub struct Rule {
     pub action_parameters: Map<String, Value>,
     /// The document as given (JSON), for the API.
     pub source: Value,
+    /// At most one enforcement per key per window (Squall's addition).
+    pub throttle: Option<Throttle>,
     /// `{ref, name, pack}`: what templates see as `rule`.
     view: Value,
+}
+
+/// A rule's `throttle`: after an enforcement, matches with the same key are
+/// suppressed — recorded as enforcements with the reason — until `window`
+/// has passed (Automaton Engine's `backoff_seconds`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throttle {
+    pub window: std::time::Duration,
+    /// A template over the trigger (e.g. `{{ trigger.host }}`); one window
+    /// per distinct rendering. `None`: one window for the rule.
+    pub key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    seconds: f64,
+    key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +92,7 @@ struct RawRule {
     #[serde(default)]
     criteria: Map<String, Value>,
     action: RawAction,
+    throttle: Option<RawThrottle>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +297,26 @@ impl Rule {
                 .check_value(value)
                 .map_err(|e| field(&format!("action.parameters.{name}"), e.to_string()))?;
         }
+        let throttle = match raw.throttle {
+            None => None,
+            Some(t) => {
+                if !(t.seconds > 0.0 && t.seconds <= 30.0 * 86_400.0) {
+                    return Err(field(
+                        "throttle.seconds",
+                        format!("{} is not a number of seconds from 0 to 2592000", t.seconds),
+                    ));
+                }
+                if let Some(key) = &t.key {
+                    templates
+                        .check(key)
+                        .map_err(|e| field("throttle.key", e.to_string()))?;
+                }
+                Some(Throttle {
+                    window: std::time::Duration::from_secs_f64(t.seconds),
+                    key: t.key,
+                })
+            }
+        };
         Ok(Self {
             name: raw.name.clone(),
             description: raw.description,
@@ -289,7 +330,28 @@ impl Rule {
             view: serde_json::json!({"ref": format!("{}.{}", pack, raw.name), "name": raw.name, "pack": pack.as_str()}),
             pack,
             source,
+            throttle,
         })
+    }
+
+    /// The throttle key of a match, rendered with `ctx` (`""` for a
+    /// throttle without a key); `None` when the rule has no throttle.
+    pub fn throttle_key(
+        &self,
+        templates: &Templates,
+        ctx: &RenderContext<'_>,
+    ) -> Result<Option<String>, TemplateError> {
+        let Some(t) = &self.throttle else {
+            return Ok(None);
+        };
+        let Some(key) = &t.key else {
+            return Ok(Some(String::new()));
+        };
+        let rendered = templates.render_value(&Value::String(key.clone()), ctx)?;
+        Ok(Some(match rendered {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }))
     }
 
     /// `<pack>.<name>`.

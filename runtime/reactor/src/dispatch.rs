@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
     watchers: Mutex<Watchers>,
+    /// When each (tenant, rule, throttle key) was last enforced.
+    throttles: Mutex<HashMap<(TenantId, String, String), std::time::Instant>>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
 }
@@ -184,6 +186,7 @@ impl Reactor {
             running: 0.into(),
             timers: Mutex::new(Timers::default()),
             watchers: Mutex::new(Watchers::default()),
+            throttles: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             closed: false.into(),
         });
@@ -328,7 +331,16 @@ impl Reactor {
         let mut prepared = Vec::new();
         for decision in decisions {
             let (rule, outcome) = match decision {
-                Decision::Enforce { rule, parameters } => {
+                Decision::Enforce {
+                    rule,
+                    throttle_key: Some(key),
+                    ..
+                } if let Some(reason) = self.throttled(instance, &rule, &key) => {
+                    (rule, Err(reason))
+                }
+                Decision::Enforce {
+                    rule, parameters, ..
+                } => {
                     let mut req =
                         RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
                     req.trace_tag = Some(instance.trace_tag.clone());
@@ -493,6 +505,37 @@ impl Reactor {
         self.inner.policies.replace(PolicyIndex::build(all));
         self.readmit_waiting();
         Ok(())
+    }
+
+    /// Whether a match of `rule` with throttle key `key` is suppressed: the
+    /// reason when it is, else `None` (and the window starts now).
+    fn throttled(&self, instance: &TriggerInstance, rule: &Rule, key: &str) -> Option<String> {
+        let window = rule.throttle.as_ref()?.window;
+        let now = std::time::Instant::now();
+        let mut last = self.inner.throttles.lock().expect("throttle lock poisoned");
+        let slot = (instance.tenant.clone(), rule.rule_ref(), key.to_owned());
+        if let Some(at) = last.get(&slot)
+            && now.duration_since(*at) < window
+        {
+            return Some(format!(
+                "suppressed by throttle: at most one enforcement per {} s{}; the last was {:.1} s ago",
+                window.as_secs_f64(),
+                if key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for key '{key}'")
+                },
+                now.duration_since(*at).as_secs_f64()
+            ));
+        }
+        if last.len() > 100_000 {
+            // Keep the map to windows still open.
+            last.retain(|_, at| {
+                now.duration_since(*at) < std::time::Duration::from_secs(30 * 86_400)
+            });
+        }
+        last.insert(slot, now);
+        None
     }
 
     fn rebuild(

@@ -18,6 +18,8 @@ pub enum Decision {
     Enforce {
         rule: Arc<Rule>,
         parameters: Map<String, Value>,
+        /// The rendered throttle key, when the rule has a throttle.
+        throttle_key: Option<String>,
     },
     /// Matched or tried to, but could not produce an execution.
     Fail { rule: Arc<Rule>, reason: String },
@@ -53,14 +55,23 @@ pub fn decide(
                 if rule.kind == RuleKind::Standard {
                     standard_matched = true;
                 }
-                match rule.render_parameters(templates, &ctx) {
-                    Ok(parameters) => decisions.push(Decision::Enforce {
+                let rendered = rule
+                    .render_parameters(templates, &ctx)
+                    .map_err(|e| format!("failed to render action parameters: {e}"))
+                    .and_then(|parameters| {
+                        rule.throttle_key(templates, &ctx)
+                            .map(|key| (parameters, key))
+                            .map_err(|e| format!("failed to render the throttle key: {e}"))
+                    });
+                match rendered {
+                    Ok((parameters, throttle_key)) => decisions.push(Decision::Enforce {
                         rule: rule.clone(),
                         parameters,
+                        throttle_key,
                     }),
-                    Err(e) => decisions.push(Decision::Fail {
+                    Err(reason) => decisions.push(Decision::Fail {
                         rule: rule.clone(),
-                        reason: format!("failed to render action parameters: {e}"),
+                        reason,
                     }),
                 }
             }
