@@ -122,7 +122,7 @@ pub(crate) async fn probe_sees_context_config_log_and_kv() {
     assert!(
         r["encrypt_error"]
             .as_str()
-            .is_some_and(|m| m.contains("not supported")),
+            .is_some_and(|m| m.contains("no datastore key for secrets")),
         "{r}"
     );
     assert_eq!(

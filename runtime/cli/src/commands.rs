@@ -80,6 +80,27 @@ impl EgressArgs {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Store a value in the datastore (`st2kv.system`), encrypted with
+    /// --encrypt under the server's key.
+    Set {
+        name: String,
+        value: String,
+        #[arg(long)]
+        encrypt: bool,
+        /// Seconds until it expires.
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+    /// Print a value; a secret needs --decrypt.
+    Get {
+        name: String,
+        #[arg(long)]
+        decrypt: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct PurgeArgs {
     /// Delete what ended (or was recorded) more than this many days ago.
@@ -199,10 +220,38 @@ pub(crate) enum PackCommand {
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
-    Ok(Store::open(
-        &data_dir.join("squall.db"),
-        &StoreConfig::default(),
-    )?)
+    let store = Store::open(&data_dir.join("squall.db"), &StoreConfig::default())?;
+    Ok(store.with_secret_key(secret_key(data_dir)?))
+}
+
+/// The datastore key: `SQUALL_SECRET_KEY` (64 hex digits), else
+/// `<data dir>/secret.key`, created (mode 0600) on first use.
+fn secret_key(data_dir: &Path) -> anyhow::Result<squall_store::SecretKey> {
+    let decode = |hex_text: &str, from: &str| -> anyhow::Result<squall_store::SecretKey> {
+        let bytes: [u8; 32] = hex::decode(hex_text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("{from} must hold 64 hex digits (a 256-bit key)"))?;
+        Ok(squall_store::SecretKey::from_bytes(&bytes))
+    };
+    if let Ok(text) = std::env::var("SQUALL_SECRET_KEY") {
+        return decode(&text, "SQUALL_SECRET_KEY");
+    }
+    let path = data_dir.join("secret.key");
+    if !path.exists() {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("failed to create '{}'", path.display()))?;
+        writeln!(file, "{}", hex::encode(squall_store::SecretKey::generate()))?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read '{}'", path.display()))?;
+    decode(&text, &path.display().to_string())
 }
 
 pub(crate) fn open_sandbox(data_dir: &Path, max_instances: u32) -> anyhow::Result<Sandbox> {
@@ -396,6 +445,41 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
 
 /// The largest retention accepted, in days (a hundred years).
 pub(crate) const MAX_RETENTION_DAYS: f64 = 36_500.0;
+
+pub(crate) fn key(data_dir: &Path, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    use squall_core::kv::{KvEntry, KvStore, check_key};
+    let store = open_store(data_dir)?;
+    let tenant = TenantId::default_tenant();
+    let rt = runtime()?;
+    match cmd {
+        KeyCommand::Set {
+            name,
+            value,
+            encrypt,
+            ttl,
+        } => {
+            check_key(&name)?;
+            let entry = KvEntry {
+                key: name,
+                value,
+                expires_at: ttl.map(|t| squall_core::time::unix_now() + u64::from(t)),
+                secret: encrypt,
+            };
+            rt.block_on(store.set(&tenant, entry))?;
+        }
+        KeyCommand::Get { name, decrypt } => {
+            let Some(entry) = rt.block_on(store.get(&tenant, &name))? else {
+                bail!("key '{name}' not found");
+            };
+            if entry.secret && !decrypt {
+                println!("********");
+            } else {
+                println!("{}", entry.value);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 pub(crate) fn purge(data_dir: &Path, args: PurgeArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=MAX_RETENTION_DAYS).contains(&args.days) {

@@ -62,6 +62,9 @@ enum Command {
     /// through the server given by --url / SQUALL_URL).
     #[command(subcommand)]
     Execution(commands::ExecutionCommand),
+    /// The datastore of the local server data (st2kv.system), with secrets.
+    #[command(subcommand)]
+    Key(commands::KeyCommand),
     /// Delete completed executions, trigger instances and rule enforcements
     /// older than some days from the local store, in small batches.
     Purge(commands::PurgeArgs),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(&cli.data_dir, cli.url.as_deref(), args),
         Command::Execution(cmd) => commands::execution(&cli.data_dir, cli.url.as_deref(), cmd),
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
+        Command::Key(cmd) => commands::key(&cli.data_dir, cmd),
         Command::Sensor(cmd) => sensor::sensor(cli.url.as_deref(), cmd),
         Command::Pack(cmd) => commands::pack(cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),

@@ -22,7 +22,9 @@ pub struct KvEntry {
 pub enum KvError {
     #[error("invalid key '{key}': {reason}")]
     InvalidKey { key: String, reason: &'static str },
-    #[error("encrypted values are not supported by this server")]
+    #[error(
+        "this server has no datastore key for secrets (give SQUALL_SECRET_KEY, or let `squall serve` create one in its data directory)"
+    )]
     EncryptionUnavailable,
     #[error("datastore unavailable: {0}")]
     Backend(String),

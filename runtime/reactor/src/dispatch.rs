@@ -130,7 +130,9 @@ impl KvLookup for StoreKv {
             return None;
         }
         match self.store.kv_get_blocking(&self.tenant, key) {
-            Ok(entry) => entry.map(|e| e.value),
+            // Secrets never flow into rule templates (and from there into
+            // execution records).
+            Ok(entry) => entry.filter(|e| !e.secret).map(|e| e.value),
             Err(e) => {
                 tracing::warn!(error = %e, key, "st2kv lookup failed");
                 None

@@ -32,7 +32,7 @@ impl Store {
 }
 
 fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEntry>, KvError> {
-    store
+    let entry = store
         .read(move |conn| {
             let row = conn
                 .query_row(
@@ -51,7 +51,24 @@ fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEn
                 .optional()?;
             Ok(row)
         })
-        .map_err(backend)
+        .map_err(backend)?;
+    entry.map(|e| store.reveal(e)).transpose()
+}
+
+impl Store {
+    /// Decrypt a secret entry's value (plain entries pass through).
+    fn reveal(&self, mut entry: KvEntry) -> Result<KvEntry, KvError> {
+        if entry.secret {
+            let key = self
+                .secret_key
+                .as_ref()
+                .ok_or(KvError::EncryptionUnavailable)?;
+            entry.value = key
+                .open(&entry.value)
+                .map_err(|e| KvError::Backend(format!("secret '{}': {e}", entry.key)))?;
+        }
+        Ok(entry)
+    }
 }
 
 #[async_trait]
@@ -63,8 +80,15 @@ impl KvStore for Store {
             .map_err(|e| KvError::Backend(e.to_string()))?
     }
 
-    async fn set(&self, tenant: &TenantId, entry: KvEntry) -> Result<(), KvError> {
+    async fn set(&self, tenant: &TenantId, mut entry: KvEntry) -> Result<(), KvError> {
         let tenant = tenant.clone();
+        if entry.secret {
+            let key = self
+                .secret_key
+                .as_ref()
+                .ok_or(KvError::EncryptionUnavailable)?;
+            entry.value = key.seal(&entry.value);
+        }
         self.write(move |txn| {
             txn.prepare_cached("INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value,
@@ -113,7 +137,10 @@ impl KvStore for Store {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
-        .map_err(backend)
+        .map_err(backend)?
+        .into_iter()
+        .map(|e| self.reveal(e))
+        .collect()
     }
 }
 
@@ -176,5 +203,42 @@ mod tests {
         assert!(store.delete(&t, "a:1").await.expect("delete"));
         assert!(!store.delete(&t, "a:1").await.expect("delete again"));
         assert!(!store.delete(&t, "a:old").await.expect("expired delete"));
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_at_rest_and_need_the_key() {
+        use squall_core::kv::{KvEntry, KvStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let key = crate::SecretKey::from_bytes(&crate::SecretKey::generate());
+        let store = Store::open(&path, &crate::StoreConfig::default())
+            .expect("open")
+            .with_secret_key(key);
+        let t = squall_core::TenantId::default_tenant();
+        let entry = KvEntry {
+            key: "es_password".into(),
+            value: "hunter2-plain".into(),
+            expires_at: None,
+            secret: true,
+        };
+        store.set(&t, entry).await.expect("set");
+        let got = store
+            .get(&t, "es_password")
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!((got.value.as_str(), got.secret), ("hunter2-plain", true));
+        let listed = store.list(&t, "es_").await.expect("list");
+        assert_eq!(listed[0].value, "hunter2-plain");
+        drop(store);
+        // Not in the database file in clear.
+        let bytes = std::fs::read(&path).expect("read db");
+        let wal = std::fs::read(dir.path().join("db-wal")).unwrap_or_default();
+        let needle = b"hunter2-plain";
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        assert!(!wal.windows(needle.len()).any(|w| w == needle));
+        // Without the key: refused, not returned sealed.
+        let keyless = Store::open(&path, &crate::StoreConfig::default()).expect("open");
+        assert!(keyless.get(&t, "es_password").await.is_err());
     }
 }

@@ -14,6 +14,7 @@ mod executions;
 mod kv;
 mod migrate;
 mod reactor;
+mod secrets;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use executions::{ExecutionFilter, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, Page, Trace};
+pub use secrets::SecretKey;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ impl Default for StoreConfig {
 pub struct Store {
     writer: writer::Writer,
     readers: Arc<ReadPool>,
+    /// Encrypts secret datastore values; without it they are refused.
+    secret_key: Option<SecretKey>,
 }
 
 #[derive(Debug)]
@@ -96,6 +100,7 @@ impl Store {
         migrate::migrate(&mut conn, path)?;
         let writer = writer::Writer::spawn(conn);
         Ok(Self {
+            secret_key: None,
             writer,
             readers: Arc::new(ReadPool {
                 path: path.to_owned(),
@@ -103,6 +108,12 @@ impl Store {
                 max_idle: config.readers.max(1),
             }),
         })
+    }
+
+    /// Encrypt secret datastore values with `key` from now on.
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
     }
 
     /// Run `f` on a read-only connection from the pool. Blocking: call it

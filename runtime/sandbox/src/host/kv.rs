@@ -1,8 +1,9 @@
 //! `squall:automation/kv`: the tenant's datastore.
 //!
-//! Errors reach the guest as `err(string)`, never as traps. Encryption
-//! arrives with the datastore's secrets support; until then a request to
-//! encrypt is refused rather than silently stored in clear text.
+//! Errors reach the guest as `err(string)`, never as traps. `encrypt`
+//! stores the value encrypted under the server's key (refused, never
+//! stored in clear, on a server without one); reading a secret needs
+//! `decrypt`, and listings mask secrets.
 
 use squall_core::kv::{KvEntry, KvError, check_key};
 use squall_core::time::unix_now;
@@ -23,7 +24,7 @@ fn msg(e: KvError) -> String {
 }
 
 impl Host for HostState {
-    async fn get(&mut self, key: String, _decrypt: bool) -> Result<Option<String>, String> {
+    async fn get(&mut self, key: String, decrypt: bool) -> Result<Option<String>, String> {
         check_key(&key).map_err(msg)?;
         let key = format!("{}{key}", self.kv_prefix);
         // The sensor's prefix counts toward the key's length limit.
@@ -33,7 +34,13 @@ impl Host for HostState {
             .get(&self.tenant, &key)
             .await
             .map_err(msg)?;
-        Ok(entry.map(|e| e.value))
+        match entry {
+            Some(e) if e.secret && !decrypt => Err(format!(
+                "'{}' is a secret: read it with decrypt",
+                key.get(self.kv_prefix.len()..).unwrap_or(&key)
+            )),
+            other => Ok(other.map(|e| e.value)),
+        }
     }
 
     async fn set(
@@ -43,9 +50,6 @@ impl Host for HostState {
         ttl_seconds: Option<u32>,
         encrypt: bool,
     ) -> Result<(), String> {
-        if encrypt {
-            return Err(msg(KvError::EncryptionUnavailable));
-        }
         check_key(&key).map_err(msg)?;
         let key = format!("{}{key}", self.kv_prefix);
         // The sensor's prefix counts toward the key's length limit.
@@ -54,7 +58,7 @@ impl Host for HostState {
             key,
             value,
             expires_at: ttl_seconds.map(|ttl| unix_now() + u64::from(ttl)),
-            secret: false,
+            secret: encrypt,
         };
         self.kv_store()?.set(&self.tenant, entry).await.map_err(msg)
     }
@@ -81,7 +85,12 @@ impl Host for HostState {
             .into_iter()
             .map(|e| Entry {
                 key: e.key.get(own..).unwrap_or_default().to_owned(),
-                value: e.value,
+                // A listing never shows a secret; `get` with decrypt does.
+                value: if e.secret {
+                    "********".to_owned()
+                } else {
+                    e.value
+                },
                 expires_at: e.expires_at,
                 secret: e.secret,
             })
