@@ -27,6 +27,16 @@ fn guests(root: &Path) -> Vec<(String, String, String)> {
             "squall-pack-examples-actions".to_owned(),
             "examples_actions.wasm".to_owned(),
         ),
+        (
+            "AUTOMATON_SENSOR".to_owned(),
+            "squall-pack-automaton-sensor".to_owned(),
+            "query_sensor.wasm".to_owned(),
+        ),
+        (
+            "AUTOMATON_ACTIONS".to_owned(),
+            "squall-pack-automaton-actions".to_owned(),
+            "automaton_actions.wasm".to_owned(),
+        ),
     ];
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/guests"))
         .expect("tests/guests exists")
@@ -76,6 +86,7 @@ fn main() {
         "packs/core/src",
         "packs/core/Cargo.toml",
         "packs/examples/crates",
+        "packs/automaton/crates",
         "sdk-guest",
         "wit",
     ] {

@@ -156,9 +156,17 @@ impl RequestBuilder {
     /// Send it and read the whole response.
     pub fn send(self) -> Result<Response> {
         let (scheme, authority, path) = split_url(&self.url)?;
-        let mut fields = Vec::with_capacity(self.headers.len());
+        let mut fields = Vec::with_capacity(self.headers.len() + 1);
         for (name, value) in &self.headers {
             fields.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        }
+        if !self.body.is_empty() {
+            // A known length rather than a chunked body: every server
+            // understands it.
+            fields.push((
+                "content-length".to_owned(),
+                self.body.len().to_string().into_bytes(),
+            ));
         }
         let headers = Fields::from_list(&fields)
             .map_err(|e| Error::failed(format!("invalid request headers: {e:?}")))?;

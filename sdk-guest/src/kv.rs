@@ -33,6 +33,18 @@ pub fn get(key: &str) -> Result<Option<String>> {
     wit::get(key, false).map_err(Error::Failed)
 }
 
+/// The value of a secret `key`, decrypted. In a sensor, `system:<key>`
+/// reads the tenant's shared key (e.g. a password an operator stored with
+/// `squall key set NAME VALUE --encrypt`).
+pub fn get_secret(key: &str) -> Result<Option<String>> {
+    wit::get(key, true).map_err(Error::Failed)
+}
+
+/// Store `value` under `key`, encrypted under the server's key.
+pub fn set_secret(key: &str, value: &str) -> Result<()> {
+    wit::set(key, value, None, true).map_err(Error::Failed)
+}
+
 /// Store `value` under `key`.
 pub fn set(key: &str, value: &str) -> Result<()> {
     wit::set(key, value, None, false).map_err(Error::Failed)

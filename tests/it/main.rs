@@ -2,6 +2,7 @@
 //! tests/build.rs, a real store in a temp dir, the runner end to end.
 
 mod actions;
+mod automaton;
 mod egress;
 mod hostile;
 mod lifecycle;
@@ -15,6 +16,8 @@ mod util;
 mod guest_tests {
     pub(crate) use super::actions::core_actions_all_behave as CORE_ACTIONS;
     pub(crate) use super::actions::probe_sees_context_config_log_and_kv as PROBE;
+    pub(crate) use super::automaton::query_hits_notify_then_launch_and_repeats_are_throttled as AUTOMATON_SENSOR;
+    pub(crate) use super::automaton::query_hits_notify_then_launch_and_repeats_are_throttled as AUTOMATON_ACTIONS;
     pub(crate) use super::hostile::flood_is_truncated_not_fatal as FLOOD;
     pub(crate) use super::hostile::infinite_loop_times_out as LOOP;
     pub(crate) use super::hostile::memory_bomb_hits_the_limit as MEMBOMB;

@@ -54,6 +54,11 @@ action: {ref: core.noop}
     ),
 ];
 
+/// The datastore key of every test server (secrets need one).
+pub(crate) fn test_secret_key() -> squall_store::SecretKey {
+    squall_store::SecretKey::from_bytes(&[7; 32])
+}
+
 pub(crate) struct Server {
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
@@ -95,10 +100,31 @@ impl Server {
         config: ReactorConfig,
         allowed: Vec<std::path::PathBuf>,
     ) -> Result<Self, String> {
-        let store = Store::open(&data.join("db"), &StoreConfig::default()).expect("store");
+        Self::start_egress(
+            data,
+            packs,
+            config,
+            allowed,
+            squall_sandbox::Egress::default(),
+        )
+        .await
+    }
+
+    /// [`Server::start_in`] with outbound HTTP settings.
+    pub(crate) async fn start_egress(
+        data: &std::path::Path,
+        packs: &[std::path::PathBuf],
+        config: ReactorConfig,
+        allowed: Vec<std::path::PathBuf>,
+        egress: squall_sandbox::Egress,
+    ) -> Result<Self, String> {
+        let store = Store::open(&data.join("db"), &StoreConfig::default())
+            .expect("store")
+            .with_secret_key(test_secret_key());
         let packs_set = PackSet::load(packs).map_err(|e| e.to_string())?;
         let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits())
-            .with_allowed_dirs(allowed);
+            .with_allowed_dirs(allowed)
+            .with_egress(egress);
         let reactor = Reactor::start(store, runner, &config)
             .await
             .map_err(|e| e.to_string())?;

@@ -144,3 +144,26 @@ pub fn sensor_pack(
     }
     dir
 }
+
+/// A copy of `packs/<name>`'s metadata (pack.yaml, config.schema.yaml,
+/// actions, sensors, rules, policies) with `components` (path inside the
+/// pack, built file) copied in.
+pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = workspace_root().join("packs").join(name);
+    for file in ["pack.yaml", "config.schema.yaml"] {
+        if src.join(file).is_file() {
+            std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
+        }
+    }
+    let keep = |t: String| t;
+    for sub in ["actions", "sensors", "rules", "policies"] {
+        copy_yaml(&src, dir.path(), sub, &keep);
+    }
+    for (to, from) in components {
+        let to = dir.path().join(to);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, to).expect("copy component");
+    }
+    dir
+}

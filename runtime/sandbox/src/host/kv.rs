@@ -19,6 +19,9 @@ impl HostState {
     }
 }
 
+/// The prefix that reaches the tenant's shared keys from a sensor.
+const SYSTEM: &str = "system:";
+
 fn msg(e: KvError) -> String {
     e.to_string()
 }
@@ -26,7 +29,12 @@ fn msg(e: KvError) -> String {
 impl Host for HostState {
     async fn get(&mut self, key: String, decrypt: bool) -> Result<Option<String>, String> {
         check_key(&key).map_err(msg)?;
-        let key = format!("{}{key}", self.kv_prefix);
+        // `system:` reads the tenant's shared keys (StackStorm's
+        // `local=False`), e.g. a password an operator stored encrypted.
+        let key = match key.strip_prefix(SYSTEM) {
+            Some(shared) => shared.to_owned(),
+            None => format!("{}{key}", self.kv_prefix),
+        };
         // The sensor's prefix counts toward the key's length limit.
         check_key(&key).map_err(msg)?;
         let entry = self

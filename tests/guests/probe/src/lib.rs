@@ -19,7 +19,11 @@ fn run(ctx: &Context, p: Params) -> Result<Value> {
     let refused = kv::set("", "x").err().map(|e| e.to_string());
     let encrypt = match squall_sdk::bindings::squall::automation::kv::set("secret", "x", None, true)
     {
-        Ok(()) => return Err(Error::failed("encryption must be refused without a server key")),
+        Ok(()) => {
+            return Err(Error::failed(
+                "encryption must be refused without a server key",
+            ));
+        }
         Err(e) => e,
     };
     Ok(json!({
