@@ -171,9 +171,9 @@ query_response_mapping:
             ("automaton.es_password", "es_pass", true),
             ("automaton.awx_password", "awx_pass", true),
             (
-                "automaton_rocketchat_webhook",
+                "automaton.rocketchat_webhook",
                 &*format!("{base}/hooks/abc"),
-                false,
+                true,
             ),
             ("automaton_awx_url", &*base, false),
         ] {

@@ -218,6 +218,29 @@ pub(crate) async fn refused_requests_fail_clearly_and_the_host_goes_on() {
         started.elapsed()
     );
 
+    // Credentials in a URL are refused; logs never carry a query.
+    let e = http(
+        &h,
+        json!({"url": format!("http://bot:pw@127.0.0.1:{port}/ok")}),
+    )
+    .await;
+    assert!(
+        error_of(&e).contains("credentials in the URL"),
+        "{}",
+        error_of(&e)
+    );
+    let e = http(
+        &h,
+        json!({"url": format!("http://127.0.0.1:{}/x?token=s3cret", port + 1)}),
+    )
+    .await;
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    let logged = format!("{:?}", e.output.log);
+    assert!(
+        logged.contains("/x") && !logged.contains("s3cret"),
+        "{logged}"
+    );
+
     // And the host goes on.
     let e = http(&h, json!({"url": format!("http://127.0.0.1:{port}/ok")})).await;
     assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);

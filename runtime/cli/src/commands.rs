@@ -239,15 +239,41 @@ fn secret_key(data_dir: &Path) -> anyhow::Result<squall_store::SecretKey> {
     }
     let path = data_dir.join("secret.key");
     if !path.exists() {
+        // Written whole to a private temporary file, then linked into place:
+        // a concurrent start finds either no key or a complete one.
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
+        let tmp = data_dir.join(format!("secret.key.{}.tmp", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("failed to create '{}'", path.display()))?;
+            .open(&tmp)
+            .with_context(|| format!("failed to create '{}'", tmp.display()))?;
         writeln!(file, "{}", hex::encode(squall_store::SecretKey::generate()))?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e).with_context(|| format!("failed to create '{}'", path.display()));
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+    }
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "'{}' can be read by others (mode {:o}); make it private: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
     }
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("failed to read '{}'", path.display()))?;

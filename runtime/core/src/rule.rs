@@ -348,9 +348,29 @@ impl Rule {
             return Ok(Some(String::new()));
         };
         let rendered = templates.render_value(&Value::String(key.clone()), ctx)?;
-        Ok(Some(match rendered {
+        let key_text = match rendered {
+            Value::Null => {
+                return Err(TemplateError {
+                    template: key.clone(),
+                    message: "the throttle key renders to nothing (is the field in the payload?)"
+                        .into(),
+                });
+            }
             Value::String(s) => s,
             other => other.to_string(),
+        };
+        // Long keys are kept short: a prefix and a hash of the whole.
+        Ok(Some(if key_text.len() > 256 {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key_text.hash(&mut h);
+            format!(
+                "{}…#{:016x}",
+                &key_text[..key_text.floor_char_boundary(200)],
+                h.finish()
+            )
+        } else {
+            key_text
         }))
     }
 

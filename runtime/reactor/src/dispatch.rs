@@ -110,10 +110,18 @@ pub(crate) struct Inner {
     pub(crate) running: std::sync::atomic::AtomicUsize,
     timers: Mutex<Timers>,
     watchers: Mutex<Watchers>,
-    /// When each (tenant, rule, throttle key) was last enforced.
-    throttles: Mutex<HashMap<(TenantId, String, String), std::time::Instant>>,
+    /// Open throttle windows.
+    throttles: Mutex<Throttles>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
+}
+
+/// Rules' open throttle windows: (tenant, rule, key) -> (started, until).
+#[derive(Debug, Default)]
+pub(crate) struct Throttles {
+    open: HashMap<(TenantId, String, String), (std::time::Instant, std::time::Instant)>,
+    /// Windows opened so far; closed ones are swept every 4,096.
+    starts: u64,
 }
 
 /// `st2kv.system.*` for templates, read from the store.
@@ -341,7 +349,9 @@ impl Reactor {
                     (rule, Err(reason))
                 }
                 Decision::Enforce {
-                    rule, parameters, ..
+                    rule,
+                    parameters,
+                    throttle_key,
                 } => {
                     let mut req =
                         RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
@@ -352,6 +362,10 @@ impl Reactor {
                         .runner
                         .prepare(req, origin)
                         .map_err(|e| e.to_string());
+                    // The window starts only when an execution is requested.
+                    if let (Ok(_), Some(key)) = (&outcome, &throttle_key) {
+                        self.start_throttle(instance, &rule, key);
+                    }
                     (rule, outcome)
                 }
                 Decision::Fail { rule, reason } => (rule, Err(reason)),
@@ -509,17 +523,18 @@ impl Reactor {
         Ok(())
     }
 
-    /// Whether a match of `rule` with throttle key `key` is suppressed: the
-    /// reason when it is, else `None` (and the window starts now).
+    /// Whether a match of `rule` with throttle key `key` is suppressed:
+    /// the reason when it is.
     fn throttled(&self, instance: &TriggerInstance, rule: &Rule, key: &str) -> Option<String> {
         let window = rule.throttle.as_ref()?.window;
         let now = std::time::Instant::now();
-        let mut last = self.inner.throttles.lock().expect("throttle lock poisoned");
-        let slot = (instance.tenant.clone(), rule.rule_ref(), key.to_owned());
-        if let Some(at) = last.get(&slot)
-            && now.duration_since(*at) < window
-        {
-            return Some(format!(
+        let throttles = self.inner.throttles.lock().expect("throttle lock poisoned");
+        let (started, until) =
+            throttles
+                .open
+                .get(&(instance.tenant.clone(), rule.rule_ref(), key.to_owned()))?;
+        (now < *until).then(|| {
+            format!(
                 "suppressed by throttle: at most one enforcement per {} s{}; the last was {:.1} s ago",
                 window.as_secs_f64(),
                 if key.is_empty() {
@@ -527,17 +542,25 @@ impl Reactor {
                 } else {
                     format!(" for key '{key}'")
                 },
-                now.duration_since(*at).as_secs_f64()
-            ));
+                now.duration_since(*started).as_secs_f64()
+            )
+        })
+    }
+
+    /// Open `rule`'s window for `key` (an execution was requested).
+    fn start_throttle(&self, instance: &TriggerInstance, rule: &Rule, key: &str) {
+        let Some(t) = &rule.throttle else { return };
+        let now = std::time::Instant::now();
+        let mut throttles = self.inner.throttles.lock().expect("throttle lock poisoned");
+        throttles.starts += 1;
+        // Now and then, forget the windows that have closed.
+        if throttles.starts.is_multiple_of(4096) {
+            throttles.open.retain(|_, (_, until)| *until > now);
         }
-        if last.len() > 100_000 {
-            // Keep the map to windows still open.
-            last.retain(|_, at| {
-                now.duration_since(*at) < std::time::Duration::from_secs(30 * 86_400)
-            });
-        }
-        last.insert(slot, now);
-        None
+        throttles.open.insert(
+            (instance.tenant.clone(), rule.rule_ref(), key.to_owned()),
+            (now, now + t.window),
+        );
     }
 
     fn rebuild(

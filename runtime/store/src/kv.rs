@@ -32,6 +32,7 @@ impl Store {
 }
 
 fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEntry>, KvError> {
+    let owner = tenant.clone();
     let entry = store
         .read(move |conn| {
             let row = conn
@@ -52,19 +53,24 @@ fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEn
             Ok(row)
         })
         .map_err(backend)?;
-    entry.map(|e| store.reveal(e)).transpose()
+    entry.map(|e| store.reveal(&owner, e)).transpose()
+}
+
+/// What a secret is bound to: its tenant and key.
+fn context(tenant: &TenantId, key: &str) -> String {
+    format!("{}\0{key}", tenant.as_str())
 }
 
 impl Store {
     /// Decrypt a secret entry's value (plain entries pass through).
-    fn reveal(&self, mut entry: KvEntry) -> Result<KvEntry, KvError> {
+    fn reveal(&self, tenant: &TenantId, mut entry: KvEntry) -> Result<KvEntry, KvError> {
         if entry.secret {
             let key = self
                 .secret_key
                 .as_ref()
                 .ok_or(KvError::EncryptionUnavailable)?;
             entry.value = key
-                .open(&entry.value)
+                .open(&entry.value, &context(tenant, &entry.key))
                 .map_err(|e| KvError::Backend(format!("secret '{}': {e}", entry.key)))?;
         }
         Ok(entry)
@@ -87,7 +93,7 @@ impl KvStore for Store {
                 .secret_key
                 .as_ref()
                 .ok_or(KvError::EncryptionUnavailable)?;
-            entry.value = key.seal(&entry.value);
+            entry.value = key.seal(&entry.value, &context(&tenant, &entry.key));
         }
         self.write(move |txn| {
             txn.prepare_cached("INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -137,10 +143,19 @@ impl KvStore for Store {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
-        .map_err(backend)?
-        .into_iter()
-        .map(|e| self.reveal(e))
-        .collect()
+        .map_err(backend)
+        .map(|entries| {
+            // A listing never decrypts: secrets are masked here.
+            entries
+                .into_iter()
+                .map(|mut e| {
+                    if e.secret {
+                        e.value = "********".into();
+                    }
+                    e
+                })
+                .collect()
+        })
     }
 }
 
@@ -229,7 +244,7 @@ mod tests {
             .expect("there");
         assert_eq!((got.value.as_str(), got.secret), ("hunter2-plain", true));
         let listed = store.list(&t, "es_").await.expect("list");
-        assert_eq!(listed[0].value, "hunter2-plain");
+        assert_eq!(listed[0].value, "********");
         drop(store);
         // Not in the database file in clear.
         let bytes = std::fs::read(&path).expect("read db");

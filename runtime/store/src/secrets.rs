@@ -2,7 +2,7 @@
 //! key, a fresh random nonce per value, stored as `v1:<base64(nonce ‖
 //! ciphertext)>`. The key never enters the database.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -17,7 +17,7 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
-const PREFIX: &str = "v1:";
+const PREFIX: &str = "v2:";
 
 impl SecretKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
@@ -29,28 +29,37 @@ impl SecretKey {
         Aes256Gcm::generate_key(OsRng).into()
     }
 
-    pub(crate) fn seal(&self, plaintext: &str) -> String {
+    /// Seal `plaintext`, bound to `context` (tenant and key): the sealed
+    /// text opens only under the same context.
+    pub(crate) fn seal(&self, plaintext: &str, context: &str) -> String {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let payload = Payload {
+            msg: plaintext.as_bytes(),
+            aad: context.as_bytes(),
+        };
         let sealed = self
             .0
-            .encrypt(&nonce, plaintext.as_bytes())
+            .encrypt(&nonce, payload)
             .expect("AES-GCM encryption of an in-memory value does not fail");
         let mut out = nonce.to_vec();
         out.extend(sealed);
         format!("{PREFIX}{}", STANDARD.encode(out))
     }
 
-    pub(crate) fn open(&self, stored: &str) -> Result<String, String> {
+    pub(crate) fn open(&self, stored: &str, context: &str) -> Result<String, String> {
         let raw = stored
             .strip_prefix(PREFIX)
             .and_then(|b| STANDARD.decode(b).ok())
             .filter(|r| r.len() > 12)
             .ok_or("not an encrypted value")?;
         let (nonce, sealed) = raw.split_at(12);
-        let plain = self
-            .0
-            .decrypt(Nonce::from_slice(nonce), sealed)
-            .map_err(|_| "cannot decrypt (was it written under another key?)")?;
+        let payload = Payload {
+            msg: sealed,
+            aad: context.as_bytes(),
+        };
+        let plain = self.0.decrypt(Nonce::from_slice(nonce), payload).map_err(
+            |_| "cannot decrypt (written under another key, or copied from another key or tenant)",
+        )?;
         String::from_utf8(plain).map_err(|_| "the decrypted value is not UTF-8".to_owned())
     }
 }
@@ -62,13 +71,21 @@ mod tests {
     #[test]
     fn values_round_trip_and_other_keys_cannot_read_them() {
         let key = SecretKey::from_bytes(&SecretKey::generate());
-        let sealed = key.seal("es_pass");
-        assert!(sealed.starts_with("v1:"));
+        let sealed = key.seal("es_pass", "default\0a");
+        assert!(sealed.starts_with("v2:"));
         assert!(!sealed.contains("es_pass"));
-        assert_ne!(sealed, key.seal("es_pass"), "a fresh nonce each time");
-        assert_eq!(key.open(&sealed).as_deref(), Ok("es_pass"));
+        assert_ne!(
+            sealed,
+            key.seal("es_pass", "default\0a"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(key.open(&sealed, "default\0a").as_deref(), Ok("es_pass"));
+        assert!(
+            key.open(&sealed, "other\0a").is_err(),
+            "bound to tenant and key"
+        );
         let other = SecretKey::from_bytes(&SecretKey::generate());
-        assert!(other.open(&sealed).is_err());
-        assert!(key.open("plain").is_err());
+        assert!(other.open(&sealed, "default\0a").is_err());
+        assert!(key.open("plain", "default\0a").is_err());
     }
 }

@@ -83,7 +83,14 @@ impl WasiHttpHooks for EgressHooks {
         let policy = self.policy.clone();
         let log = self.log.clone();
         Box::new(async move {
-            let target = request.uri().to_string();
+            // Never the query or userinfo: they may carry tokens.
+            let uri = request.uri();
+            let target = format!(
+                "{}://{}{}",
+                uri.scheme_str().unwrap_or("https"),
+                uri.host().unwrap_or_default(),
+                uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + uri.path();
             let method = request.method().clone();
             match send(&policy, request, options).await {
                 Ok(sent) => {
@@ -128,6 +135,15 @@ async fn send(
     Refused,
 > {
     let uri = request.uri().clone();
+    // The whole request, from resolving the name to the last byte.
+    let total = policy.total_timeout;
+    let deadline = tokio::time::Instant::now() + total;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(refused(
+            "denied: credentials in the URL (user:password@host) are refused; use basic auth"
+                .into(),
+        ));
+    }
     let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
     let host = uri
         .host()
@@ -164,8 +180,8 @@ async fn send(
     }
 
     // Resolve here; connect only to an address that passed the check.
-    let lookup = tokio::time::timeout(
-        policy.connect_timeout,
+    let lookup = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + policy.connect_timeout),
         tokio::net::lookup_host((host.as_str(), port)),
     )
     .await
@@ -221,8 +237,6 @@ async fn send(
             message: format!("cannot connect to {addr}: {e}"),
             error: HttpError::ConnectionRefused,
         })?;
-    let total = policy.total_timeout;
-    let deadline = tokio::time::Instant::now() + total;
     let timed_out = move || Refused {
         message: format!("no complete response within {total:?}"),
         error: HttpError::ConnectionReadTimeout,
@@ -260,13 +274,17 @@ async fn send(
     .await
     .map_err(|_| timed_out())?
     .map_err(|e| refused(format!("HTTP handshake failed: {e}")))?;
-    let driver = tokio::spawn(conn);
+    // The connection is driven until the deadline at most.
+    let driver = tokio::spawn(tokio::time::timeout_at(deadline, conn));
 
     *request.uri_mut() = http::Uri::builder()
         .path_and_query(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
         .build()
         .map_err(|e| refused(format!("invalid path: {e}")))?;
-    let response = tokio::time::timeout_at(deadline, sender.send_request(request))
+    let first_byte = options
+        .and_then(|o| o.first_byte_timeout)
+        .map_or(deadline, |t| deadline.min(tokio::time::Instant::now() + t));
+    let response = tokio::time::timeout_at(first_byte, sender.send_request(request))
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| Refused {
@@ -296,8 +314,9 @@ async fn send(
     });
     let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async move {
         match driver.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HttpError::InternalError(Some(e.to_string()))),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(HttpError::InternalError(Some(e.to_string()))),
+            Ok(Err(_elapsed)) => Err(HttpError::ConnectionReadTimeout),
             Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
         }
     });

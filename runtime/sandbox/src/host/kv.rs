@@ -59,6 +59,9 @@ impl Host for HostState {
         encrypt: bool,
     ) -> Result<(), String> {
         check_key(&key).map_err(msg)?;
+        if key.starts_with(SYSTEM) {
+            return Err(format!("'{key}': `system:` keys can be read, not changed"));
+        }
         let key = format!("{}{key}", self.kv_prefix);
         // The sensor's prefix counts toward the key's length limit.
         check_key(&key).map_err(msg)?;
@@ -73,6 +76,9 @@ impl Host for HostState {
 
     async fn delete(&mut self, key: String) -> Result<bool, String> {
         check_key(&key).map_err(msg)?;
+        if key.starts_with(SYSTEM) {
+            return Err(format!("'{key}': `system:` keys can be read, not changed"));
+        }
         let key = format!("{}{key}", self.kv_prefix);
         // The sensor's prefix counts toward the key's length limit.
         check_key(&key).map_err(msg)?;

@@ -11,13 +11,20 @@ use squall_sdk::{Context, Error, Result, http, kv};
 
 #[derive(Deserialize)]
 struct Webhook {
-    webhook_url: String,
+    webhook_key: String,
     message: String,
     rocketchat_timeout: u64,
 }
 
 fn rocketchat_webhook(_: &Context, p: Webhook) -> Result<Value> {
-    let response = http::post(&p.webhook_url)
+    // The URL carries the webhook's token: a secret, never a parameter.
+    let url = kv::get_secret(&p.webhook_key)?.ok_or_else(|| {
+        Error::failed(format!(
+            "no webhook URL stored under '{}' (squall key set {} URL --encrypt)",
+            p.webhook_key, p.webhook_key
+        ))
+    })?;
+    let response = http::post(&url)
         .timeout(Duration::from_secs(p.rocketchat_timeout))
         .json(&json!({ "text": p.message }))?
         .send()?;

@@ -85,7 +85,7 @@ impl Sensor for QuerySensor {
     }
 
     fn poll(&mut self) -> Result<()> {
-        let interval = Duration::from_secs_f64(self.config.query_interval.max(0.1));
+        let interval = Duration::from_secs_f64(self.config.query_interval.clamp(0.1, 86_400.0));
         if self.last.is_some_and(|at| at.elapsed() < interval) {
             return Ok(());
         }
