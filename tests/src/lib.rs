@@ -57,8 +57,8 @@ pub fn pack_of(name: &str, actions: &[(&str, &str, &str)]) -> TempDir {
     dir
 }
 
-/// Copy every `*.yaml` of `src/sub` into `dst/sub`, applying `edit`.
-fn copy_yaml(src: &Path, dst: &Path, sub: &str, edit: &dyn Fn(String) -> String) {
+/// Copy every `*.yaml` of `src/sub` into `dst/sub`.
+fn copy_yaml(src: &Path, dst: &Path, sub: &str) {
     let from = src.join(sub);
     if !from.is_dir() {
         return;
@@ -67,12 +67,8 @@ fn copy_yaml(src: &Path, dst: &Path, sub: &str, edit: &dyn Fn(String) -> String)
     for entry in std::fs::read_dir(&from).expect("read dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&path).expect("read yaml");
-            std::fs::write(
-                dst.join(sub).join(path.file_name().expect("name")),
-                edit(text),
-            )
-            .expect("write yaml");
+            std::fs::copy(&path, dst.join(sub).join(path.file_name().expect("name")))
+                .expect("copy yaml");
         }
     }
 }
@@ -81,30 +77,23 @@ fn copy_yaml(src: &Path, dst: &Path, sub: &str, edit: &dyn Fn(String) -> String)
 /// its `config.yaml`; the DirectorySensor polls every `poll_interval`
 /// seconds.
 pub fn examples_pack(config: &str, poll_interval: f64) -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = workspace_root().join("packs/examples");
-    for file in ["pack.yaml", "config.schema.yaml"] {
-        std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
-    }
-    let keep = |t: String| t;
-    copy_yaml(&src, dir.path(), "actions", &keep);
-    copy_yaml(&src, dir.path(), "rules", &keep);
-    copy_yaml(&src, dir.path(), "sensors", &|t: String| {
-        t.replace(
+    let dir = pack_copy(
+        "examples",
+        &[
+            ("actions/examples_actions.wasm", EXAMPLES_ACTIONS),
+            ("sensors/directory_sensor.wasm", EXAMPLES_SENSOR),
+        ],
+    );
+    let sensor = dir.path().join("sensors/directory_sensor.yaml");
+    let text = std::fs::read_to_string(&sensor).expect("read sensor");
+    std::fs::write(
+        &sensor,
+        text.replace(
             "poll_interval: 30",
             &format!("poll_interval: {poll_interval}"),
-        )
-    });
-    std::fs::copy(
-        EXAMPLES_ACTIONS,
-        dir.path().join("actions/examples_actions.wasm"),
+        ),
     )
-    .expect("copy action");
-    std::fs::copy(
-        EXAMPLES_SENSOR,
-        dir.path().join("sensors/directory_sensor.wasm"),
-    )
-    .expect("copy sensor");
+    .expect("write sensor");
     std::fs::write(dir.path().join("config.yaml"), config).expect("write config");
     dir
 }
@@ -156,9 +145,8 @@ pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
             std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
         }
     }
-    let keep = |t: String| t;
     for sub in ["actions", "sensors", "rules", "policies"] {
-        copy_yaml(&src, dir.path(), sub, &keep);
+        copy_yaml(&src, dir.path(), sub);
     }
     for (to, from) in components {
         let to = dir.path().join(to);

@@ -293,6 +293,18 @@ fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Res
     (0..runs).map(|_| run()).collect()
 }
 
+/// A numeric field of `/proc/self/status` (e.g. `VmRSS:` in kB,
+/// `Threads:`); 0 when absent.
+pub(crate) fn proc_status(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn median(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();

@@ -13,7 +13,7 @@ use squall_sandbox::{Egress, Limits};
 use squall_store::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::bench::runtime;
+use crate::bench::{proc_status, runtime};
 use crate::commands::open_sandbox;
 
 /// A server that answers every request after `wait`.
@@ -44,16 +44,7 @@ async fn slow_server(wait: Duration) -> anyhow::Result<u16> {
 
 /// (resident bytes, threads) of this process.
 fn usage() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:") * 1024, field("Threads:"))
+    (proc_status("VmRSS:") * 1024, proc_status("Threads:"))
 }
 
 pub(crate) fn http(count: usize, packs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -12,7 +12,7 @@ use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner};
 use squall_sandbox::Limits;
 use squall_store::{Store, StoreConfig};
 
-use crate::bench::runtime;
+use crate::bench::{proc_status, runtime};
 use crate::commands::open_sandbox;
 
 const COUNTED: &str = "[{name: counted, payload_schema: {type: object, properties: {count: {type: integer}}, required: [count]}}]";
@@ -66,13 +66,7 @@ fn usage() -> anyhow::Result<(f64, u64)> {
             .get(12)
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(0.0);
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let rss_kb = proc_status("VmRSS:");
     // USER_HZ is 100 on Linux.
     Ok((ticks / 100.0, rss_kb * 1024))
 }

@@ -47,7 +47,8 @@ impl Client {
         }
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+    /// `GET` an API path (already validated by the caller) as JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         Ok(self.send(self.http.get(url)).await?.json().await?)
     }
@@ -111,11 +112,6 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-    }
-
-    /// `GET` any API path (already validated by the caller).
-    pub(crate) async fn get_path(&self, path: &str) -> anyhow::Result<Value> {
-        self.get_json(path).await
     }
 
     /// `PUT` a JSON body to an API path.

@@ -370,16 +370,14 @@ pub(crate) fn execution(
             if json {
                 println!("{}", serde_json::to_string_pretty(&executions)?);
             } else {
-                println!("{:<32}  {:<24}  {:<10}  START", "ID", "ACTION", "STATUS");
-                for e in &executions {
-                    println!(
-                        "{:<32}  {:<24}  {:<10}  {}",
-                        e.id.as_str(),
+                print_execution_rows(executions.iter().map(|e| {
+                    [
+                        e.id.as_str().to_owned(),
                         e.action.to_string(),
-                        e.status.as_str(),
-                        e.start_timestamp
-                    );
-                }
+                        e.status.as_str().to_owned(),
+                        e.start_timestamp.clone(),
+                    ]
+                }));
             }
         }
         ExecutionCommand::Get { id, json } => {
@@ -409,6 +407,14 @@ pub(crate) fn execution(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `squall execution list`'s table: id, action, status, start.
+fn print_execution_rows(rows: impl Iterator<Item = [String; 4]>) {
+    println!("{:<32}  {:<24}  {:<10}  START", "ID", "ACTION", "STATUS");
+    for [id, action, status, start] in rows {
+        println!("{id:<32}  {action:<24}  {status:<10}  {start}");
+    }
+}
+
 fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match cmd {
@@ -422,17 +428,14 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<32}  {:<24}  {:<10}  START", "ID", "ACTION", "STATUS");
-                for e in list.as_array().into_iter().flatten() {
-                    let field = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or("");
-                    println!(
-                        "{:<32}  {:<24}  {:<10}  {}",
-                        field("/id"),
-                        field("/action/ref"),
-                        field("/status"),
-                        field("/start_timestamp")
-                    );
-                }
+                print_execution_rows(list.as_array().into_iter().flatten().map(|e| {
+                    ["/id", "/action/ref", "/status", "/start_timestamp"].map(|p| {
+                        e.pointer(p)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
+                }));
             }
             Ok(ExitCode::SUCCESS)
         }

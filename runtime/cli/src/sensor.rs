@@ -63,7 +63,7 @@ pub(crate) fn sensor(url: Option<&str>, cmd: SensorCommand) -> anyhow::Result<Ex
     let rt = crate::bench::runtime(1)?;
     match cmd {
         SensorCommand::List { json } => {
-            let list = rt.block_on(client.get_path("/api/v1/sensortypes?limit=1000"))?;
+            let list = rt.block_on(client.get_json("/api/v1/sensortypes?limit=1000"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
@@ -85,7 +85,7 @@ pub(crate) fn sensor(url: Option<&str>, cmd: SensorCommand) -> anyhow::Result<Ex
         }
         SensorCommand::Get { sensor, json } => {
             let s = rt
-                .block_on(client.get_path(&format!("/api/v1/sensortypes/{}", checked(&sensor)?)))?;
+                .block_on(client.get_json(&format!("/api/v1/sensortypes/{}", checked(&sensor)?)))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -94,7 +94,7 @@ pub(crate) fn sensor(url: Option<&str>, cmd: SensorCommand) -> anyhow::Result<Ex
         }
         SensorCommand::Logs { sensor } => {
             let s = rt
-                .block_on(client.get_path(&format!("/api/v1/sensortypes/{}", checked(&sensor)?)))?;
+                .block_on(client.get_json(&format!("/api/v1/sensortypes/{}", checked(&sensor)?)))?;
             for line in s["log"].as_array().into_iter().flatten() {
                 println!(
                     "[{}] {}",

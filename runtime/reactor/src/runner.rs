@@ -273,9 +273,6 @@ impl Runner {
     /// Run an execution whose `requested` record exists, and record the end.
     #[tracing::instrument(skip_all, fields(execution_id = %prepared.execution.id, action = %prepared.execution.action))]
     pub async fn execute(&self, mut prepared: Prepared) -> Result<Execution, RunError> {
-        if prepared.execution.status == ExecutionStatus::Delayed {
-            prepared.execution.transition(ExecutionStatus::Requested);
-        }
         self.run_to_end(&mut prepared).await?;
         self.store.update_execution(&prepared.execution).await?;
         Ok(prepared.execution)

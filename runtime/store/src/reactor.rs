@@ -358,15 +358,6 @@ impl Store {
         })
     }
 
-    /// Executions still `requested`, oldest first, all tenants.
-    pub fn requested_executions(&self) -> Result<Vec<Execution>> {
-        Ok(self
-            .pending_executions()?
-            .into_iter()
-            .filter(|e| e.status == ExecutionStatus::Requested)
-            .collect())
-    }
-
     /// Delete, in batches of `batch` rows per write, completed executions
     /// and the trigger instances and enforcements recorded before `before`
     /// (RFC 3339). Each batch is its own short write, so the writer serves
@@ -752,7 +743,7 @@ mod tests {
             .insert_processed_trigger_instance(&ti, vec![enforcement], &[&execution])
             .await;
         assert!(again.is_err());
-        assert_eq!(store.requested_executions().expect("list").len(), 1);
+        assert_eq!(store.pending_executions().expect("list").len(), 1);
 
         let trace = store.trace(&ti.tenant, "trace-1").expect("trace");
         assert_eq!(trace.trigger_instances.len(), 1);

@@ -99,12 +99,8 @@ impl Host for HostState {
             .into_iter()
             .map(|e| Entry {
                 key: e.key.get(own..).unwrap_or_default().to_owned(),
-                // A listing never shows a secret; `get` with decrypt does.
-                value: if e.secret {
-                    "********".to_owned()
-                } else {
-                    e.value
-                },
+                // The store masks secrets in listings.
+                value: e.value,
                 expires_at: e.expires_at,
                 secret: e.secret,
             })
