@@ -59,9 +59,21 @@ pub(crate) fn test_secret_key() -> squall_store::SecretKey {
     squall_store::SecretKey::from_bytes(&[7; 32])
 }
 
+/// An HTTP client that sends `key` with every request.
+pub(crate) fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("St2-Api-Key", key.parse().expect("header value"));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 pub(crate) struct Server {
     pub(crate) base: String,
+    /// Sends the admin key of the default tenant.
     pub(crate) http: reqwest::Client,
+    pub(crate) key: String,
     reactor: Reactor,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dirs: Vec<TempDir>,
@@ -121,6 +133,14 @@ impl Server {
         let store = Store::open(&data.join("db"), &StoreConfig::default())
             .expect("store")
             .with_secret_key(test_secret_key());
+        let (_, key) = store
+            .create_api_key(
+                &squall_core::TenantId::default_tenant(),
+                "tester",
+                squall_core::auth::Role::Admin,
+            )
+            .await
+            .expect("api key");
         let packs_set = PackSet::load(packs).map_err(|e| e.to_string())?;
         let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits())
             .with_allowed_dirs(allowed)
@@ -133,15 +153,14 @@ impl Server {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = squall_api::AppState {
-            reactor: reactor.clone(),
-        };
+        let state = squall_api::AppState::new(reactor.clone());
         tokio::spawn(squall_api::serve(state, listener, async {
             let _ = rx.await;
         }));
         Ok(Self {
             base,
-            http: reqwest::Client::new(),
+            http: client_with_key(&key),
+            key,
             reactor,
             shutdown: Some(tx),
             _dirs: Vec::new(),

@@ -12,6 +12,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -25,6 +29,8 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -57,6 +63,17 @@ impl IntoResponse for ApiError {
 impl From<squall_store::Error> for ApiError {
     fn from(e: squall_store::Error) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+impl From<squall_store::AccountError> for ApiError {
+    fn from(e: squall_store::AccountError) -> Self {
+        use squall_store::AccountError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::UnknownTenant(_) => Self::NotFound(e.to_string()),
+            E::Exists { .. } | E::OtherTenant { .. } => Self::Conflict(e.to_string()),
+        }
     }
 }
 

@@ -17,8 +17,9 @@ use squall_core::{ActionRef, ExecutionId, PackRef};
 use squall_reactor::{ExecutionError, RunError, RunRequest};
 use squall_store::{ExecutionFilter, StoredExecution};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
-use crate::v1::{ApiResult, listing, page, paged, read, tenant};
+use crate::v1::{ApiResult, listing, page, paged, read};
 use crate::{AppState, shapes};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -103,10 +104,11 @@ struct ExecutionQuery {
 
 async fn list_executions(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ExecutionQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let mut filter = ExecutionFilter::for_tenant(tenant());
+    let mut filter = ExecutionFilter::for_tenant(caller.tenant());
     filter.action = q
         .action
         .map(|a| a.parse())
@@ -133,12 +135,13 @@ async fn list_executions(
 
 async fn get_execution(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = execution_id(&id)?;
     let stored = read(&state, {
         let id = id.clone();
-        move |s| s.get_execution_stored(&tenant(), &id)
+        move |s| s.get_execution_stored(&caller.tenant(), &id)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' not found")))?;
@@ -160,6 +163,7 @@ struct NewExecution {
 
 async fn create_execution(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<NewExecution>,
 ) -> ApiResult<Response> {
     let action: ActionRef = body
@@ -168,7 +172,7 @@ async fn create_execution(
         .map_err(|e: squall_core::ids::IdError| {
             ApiError::BadRequest(format!("field 'action': {e}"))
         })?;
-    let mut req = RunRequest::new(tenant(), action, body.parameters);
+    let mut req = RunRequest::new(caller.tenant(), action, body.parameters);
     req.delay = body.delay;
     req.context = body.context;
     req.trace_tag = body.trace_tag.filter(|t| !t.is_empty());
@@ -178,10 +182,11 @@ async fn create_execution(
 
 async fn cancel_execution(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = execution_id(&id)?;
-    let execution = state.reactor.cancel(&tenant(), &id).await?;
+    let execution = state.reactor.cancel(&caller.tenant(), &id).await?;
     Ok(Json(shapes::execution(&execution)))
 }
 
@@ -196,6 +201,7 @@ struct ReRun {
 
 async fn re_run(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReRun>,
 ) -> ApiResult<Response> {
@@ -208,7 +214,7 @@ async fn re_run(
     }
     let execution = state
         .reactor
-        .re_run(&tenant(), &id, body.parameters, body.delay)
+        .re_run(&caller.tenant(), &id, body.parameters, body.delay)
         .await?;
     Ok((StatusCode::CREATED, Json(shapes::execution(&execution))).into_response())
 }
@@ -222,6 +228,7 @@ struct OutputQuery {
 /// lines) or `all` (the three in that order). Live while it runs.
 async fn output(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<OutputQuery>,
 ) -> ApiResult<Response> {
@@ -234,7 +241,7 @@ async fn output(
     }
     let stored = read(&state, {
         let id = id.clone();
-        move |s| s.get_execution_stored(&tenant(), &id)
+        move |s| s.get_execution_stored(&caller.tenant(), &id)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("execution '{id}' not found")))?;
@@ -360,6 +367,7 @@ fn policy_shape(p: &Policy) -> Value {
 
 async fn list_policies(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<PolicyQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
@@ -368,7 +376,7 @@ async fn list_policies(
         .all
         .iter()
         .filter(|((t, _), p)| {
-            *t == tenant()
+            *t == caller.tenant()
                 && q.pack.as_deref().is_none_or(|x| p.pack.as_str() == x)
                 && q.resource_ref
                     .as_deref()
@@ -384,13 +392,14 @@ async fn list_policies(
 
 async fn get_policy(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<Json<Value>> {
     state
         .reactor
         .policies()
         .all
-        .get(&(tenant(), r.clone()))
+        .get(&(caller.tenant(), r.clone()))
         .map(|p| Json(policy_shape(p)))
         .ok_or_else(|| ApiError::NotFound(format!("policy '{r}' not found")))
 }
@@ -409,16 +418,21 @@ fn parse_policy(body: Value) -> ApiResult<Policy> {
 
 async fn create_policy(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let policy = parse_policy(body)?;
     let shape = policy_shape(&policy);
-    state.reactor.put_policy(&tenant(), policy, false).await?;
+    state
+        .reactor
+        .put_policy(&caller.tenant(), policy, false)
+        .await?;
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
 async fn update_policy(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
@@ -430,15 +444,19 @@ async fn update_policy(
         )));
     }
     let shape = policy_shape(&policy);
-    state.reactor.put_policy(&tenant(), policy, true).await?;
+    state
+        .reactor
+        .put_policy(&caller.tenant(), policy, true)
+        .await?;
     Ok(Json(shape))
 }
 
 async fn delete_policy(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.reactor.delete_policy(&tenant(), &r).await?;
+    state.reactor.delete_policy(&caller.tenant(), &r).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,14 +4,17 @@
 //!
 //! The API sees the engine only through `squall_reactor::Reactor` and the
 //! database only through `squall_store::Store`; it never names a wasmtime
-//! type. Authentication and tenants arrive with their own issue: until
-//! then every request acts for the default tenant, and the server listens on
-//! loopback by default.
+//! type. Every request but `/health`, `/auth/v1/tokens` and some webhooks
+//! carries an API key or token ([`auth`]); it names the tenant the request
+//! acts in and the role that bounds what it may do.
 
 #![forbid(unsafe_code)]
 
+mod accounts;
+mod auth;
 mod error;
 mod executions;
+mod keys;
 mod sensors;
 mod shapes;
 mod v1;
@@ -29,11 +32,25 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub reactor: Reactor,
+    pub(crate) auth: std::sync::Arc<auth::AuthCache>,
+}
+
+impl AppState {
+    pub fn new(reactor: Reactor) -> Self {
+        Self {
+            reactor,
+            auth: Default::default(),
+        }
+    }
 }
 
 /// The whole HTTP surface, for `serve` and for tests (`oneshot`).
 pub fn router(state: AppState) -> Router {
     v1::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use squall_reactor::SensorView;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
-use crate::v1::{ApiResult, page, paged, tenant};
+use crate::v1::{ApiResult, page, paged};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -60,12 +61,13 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
     let sensors: Vec<_> = state
         .reactor
-        .sensors(&tenant())
+        .sensors(&caller.tenant())
         .into_iter()
         .filter(|s| {
             q.pack.as_deref().is_none_or(|p| s.meta.pack.as_str() == p)
@@ -75,15 +77,19 @@ async fn list(
     Ok(paged(sensors, page, |s| shape(s, false)))
 }
 
-fn find(state: &AppState, r: &str) -> ApiResult<SensorView> {
+fn find(state: &AppState, caller: &Caller, r: &str) -> ApiResult<SensorView> {
     state
         .reactor
-        .sensor(&tenant(), r)
+        .sensor(&caller.tenant(), r)
         .ok_or_else(|| ApiError::NotFound(format!("sensor type '{r}' not found")))
 }
 
-async fn get_one(State(state): State<AppState>, Path(r): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(shape(&find(&state, &r)?, true)))
+async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(shape(&find(&state, &caller, &r)?, true)))
 }
 
 /// StackStorm's clients send the whole object back; only `enabled` changes.
@@ -94,13 +100,14 @@ struct Update {
 
 async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
     ApiJson(body): ApiJson<Update>,
 ) -> ApiResult<Json<Value>> {
-    find(&state, &r)?;
+    find(&state, &caller, &r)?;
     let view = state
         .reactor
-        .set_sensor_enabled(&tenant(), &r, body.enabled)
+        .set_sensor_enabled(&caller.tenant(), &r, body.enabled)
         .await?;
     Ok(Json(shape(&view, true)))
 }

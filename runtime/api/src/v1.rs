@@ -16,6 +16,7 @@ use squall_core::trigger::WEBHOOK;
 use squall_core::{PackRef, TenantId};
 use squall_store::Page;
 
+use crate::auth::{Caller, MaybeCaller};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::{AppState, shapes};
 
@@ -24,6 +25,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/auth/v1/tokens", post(crate::auth::create_token))
         .route("/api/v1/webhooks", get(list_webhooks))
         .route("/api/v1/webhooks/{*url}", post(webhook))
         .route("/api/v1/triggertypes", get(list_trigger_types))
@@ -43,6 +45,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/traces/{id}", get(get_trace))
         .merge(crate::executions::routes())
         .merge(crate::sensors::routes())
+        .merge(crate::accounts::routes())
+        .merge(crate::keys::routes())
 }
 
 /// Run a store read on tokio's blocking pool: SQLite calls block.
@@ -55,10 +59,6 @@ pub(crate) async fn read<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
         .map_err(ApiError::from)
-}
-
-pub(crate) fn tenant() -> TenantId {
-    TenantId::default_tenant()
 }
 
 /// StackStorm's paging: `limit` (default 50, at most 1000), `offset`.
@@ -108,24 +108,102 @@ pub(crate) fn paged<T>(all: Vec<T>, page: Page, shape: impl Fn(&T) -> Value) -> 
 
 // --- webhooks --------------------------------------------------------------
 
+/// An anonymous call is accepted when a rule on this webhook is `public`
+/// or its body carries a valid `hmac` signature; 401 otherwise, saying
+/// nothing about which rules exist.
+async fn anonymous_webhook_allowed(
+    state: &AppState,
+    tenant: &TenantId,
+    url: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<()> {
+    let refused = || {
+        ApiError::Unauthorized(format!(
+            "webhook '{url}' needs an API key or token, or a valid signature"
+        ))
+    };
+    if url == "st2" {
+        return Err(refused());
+    }
+    let mut params = Map::new();
+    params.insert("url".into(), Value::String(url.to_owned()));
+    let mut signed = Vec::new();
+    for rule in state.reactor.rules().candidates(tenant, WEBHOOK, &params) {
+        if rule.trigger_parameters.get("public") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        if let Some(hmac) = rule.trigger_parameters.get("hmac") {
+            let header = hmac.get("header").and_then(Value::as_str);
+            let key = hmac.get("secret_key").and_then(Value::as_str);
+            if let (Some(h), Some(k)) = (header, key) {
+                signed.push((h.to_owned(), k.to_owned()));
+            }
+        }
+    }
+    for (header, key) in signed {
+        let Some(given) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let secret = {
+            let (store, tenant, key) = (state.reactor.store().clone(), tenant.clone(), key.clone());
+            tokio::task::spawn_blocking(move || store.kv_get_blocking(&tenant, &key))
+                .await
+                .map_err(|e| ApiError::Internal(format!("kv task failed: {e}")))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        };
+        let Some(secret) = secret else {
+            tracing::warn!(
+                webhook = url,
+                key,
+                "webhook hmac secret_key is not in the datastore"
+            );
+            continue;
+        };
+        if crate::auth::signature_matches(secret.value.as_bytes(), body, given) {
+            return Ok(());
+        }
+    }
+    Err(refused())
+}
+
 /// Headers StackStorm strips before a webhook payload is dispatched.
 const SECRET_HEADERS: [&str; 4] = ["x-auth-token", "st2-api-key", "cookie", "authorization"];
 
+#[derive(Debug, Deserialize)]
+struct WebhookQuery {
+    /// The tenant of an anonymous call (a key's calls use the key's).
+    tenant: Option<String>,
+}
+
 async fn webhook(
     State(state): State<AppState>,
+    MaybeCaller(caller): MaybeCaller,
     Path(url): Path<String>,
+    ApiQuery(q): ApiQuery<WebhookQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Bytes,
 ) -> ApiResult<Response> {
-    let body: Value = serde_json::from_slice(&body)
+    // StackStorm ignores leading and trailing slashes in webhook URLs.
+    let url = url.trim_matches('/').to_owned();
+    let tenant = match &caller {
+        Some(p) => p.tenant.clone(),
+        None => {
+            let tenant = match q.tenant {
+                Some(t) => TenantId::new(t).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                None => TenantId::default_tenant(),
+            };
+            anonymous_webhook_allowed(&state, &tenant, &url, &headers, &raw).await?;
+            tenant
+        }
+    };
+    let body: Value = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::BadRequest(format!("webhook body must be JSON: {e}")))?;
     let trace_tag = headers
         .get("st2-trace-tag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let reactor = &state.reactor;
-    // StackStorm ignores leading and trailing slashes in webhook URLs.
-    let url = url.trim_matches('/').to_owned();
     let instance = if url == "st2" {
         // StackStorm's generic hook: {"trigger": "<type ref>", "payload": {...}}.
         let trigger = body.get("trigger").and_then(Value::as_str).ok_or_else(|| {
@@ -141,14 +219,14 @@ async fn webhook(
                 .map(str::to_owned)
         });
         reactor
-            .dispatch(&tenant(), trigger, Map::new(), payload, tag)
+            .dispatch(&tenant, trigger, Map::new(), payload, tag)
             .await?
     } else {
         let mut params = Map::new();
         params.insert("url".into(), Value::String(url.clone()));
         if reactor
             .rules()
-            .candidates(&tenant(), WEBHOOK, &params)
+            .candidates(&tenant, WEBHOOK, &params)
             .is_empty()
         {
             return Err(ApiError::NotFound(format!(
@@ -179,7 +257,7 @@ async fn webhook(
             .collect();
         let payload = json!({"headers": header_map, "headers_lower": headers_lower, "body": body});
         reactor
-            .dispatch(&tenant(), WEBHOOK, params, payload, trace_tag)
+            .dispatch(&tenant, WEBHOOK, params, payload, trace_tag)
             .await?
     };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
@@ -194,12 +272,12 @@ async fn webhook(
 }
 
 /// Webhook URLs that enabled rules listen on.
-fn webhook_urls(state: &AppState) -> BTreeSet<String> {
+fn webhook_urls(state: &AppState, tenant: &TenantId) -> BTreeSet<String> {
     state
         .reactor
         .rules()
         .enabled()
-        .filter(|(t, r)| **t == tenant() && r.trigger_type == WEBHOOK)
+        .filter(|(t, r)| *t == tenant && r.trigger_type == WEBHOOK)
         .filter_map(|(_, r)| {
             r.trigger_parameters
                 .get("url")
@@ -209,8 +287,8 @@ fn webhook_urls(state: &AppState) -> BTreeSet<String> {
         .collect()
 }
 
-async fn list_webhooks(State(state): State<AppState>) -> Json<Value> {
-    let hooks: Vec<Value> = webhook_urls(&state)
+async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    let hooks: Vec<Value> = webhook_urls(&state, &caller.tenant())
         .into_iter()
         .map(|url| json!({"type": WEBHOOK, "parameters": {"url": url}}))
         .collect();
@@ -246,12 +324,13 @@ async fn get_trigger_type(
 /// Triggers are trigger types with parameters, as rules use them.
 async fn list_triggers(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Response> {
     let rules = state.reactor.rules();
     let mut seen = BTreeSet::new();
     for ((t, _), rule) in &rules.all {
-        if *t != tenant() {
+        if *t != caller.tenant() {
             continue;
         }
         let params = Value::Object(rule.trigger_parameters.clone());
@@ -278,11 +357,12 @@ struct InstanceQuery {
 
 async fn list_trigger_instances(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<InstanceQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
     let (items, total) = read(&state, move |s| {
-        s.list_trigger_instances(&tenant(), q.trigger.as_deref(), page)
+        s.list_trigger_instances(&caller.tenant(), q.trigger.as_deref(), page)
     })
     .await?;
     Ok(listing(
@@ -294,11 +374,12 @@ async fn list_trigger_instances(
 
 async fn get_trigger_instance(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let ti = read(&state, {
         let id = id.clone();
-        move |s| s.get_trigger_instance(&tenant(), &id)
+        move |s| s.get_trigger_instance(&caller.tenant(), &id)
     })
     .await?;
     ti.map(|ti| Json(shapes::trigger_instance(&ti)))
@@ -306,10 +387,14 @@ async fn get_trigger_instance(
 }
 
 /// Dispatch a copy of a trigger instance (StackStorm's re_emit).
-async fn re_emit(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn re_emit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let found = read(&state, {
         let id = id.clone();
-        move |s| s.get_trigger_instance(&tenant(), &id)
+        move |s| s.get_trigger_instance(&caller.tenant(), &id)
     })
     .await?;
     let Some(ti) = found else {
@@ -342,12 +427,13 @@ struct EnforcementQuery {
 
 async fn list_enforcements(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<EnforcementQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
     let (items, total) = read(&state, move |s| {
         s.list_enforcements(
-            &tenant(),
+            &caller.tenant(),
             q.rule_ref.as_deref(),
             q.trigger_instance.as_deref(),
             page,
@@ -363,11 +449,12 @@ async fn list_enforcements(
 
 async fn get_enforcement(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let re = read(&state, {
         let id = id.clone();
-        move |s| s.get_enforcement(&tenant(), &id)
+        move |s| s.get_enforcement(&caller.tenant(), &id)
     })
     .await?;
     re.map(|re| Json(shapes::enforcement(&re)))
@@ -386,6 +473,7 @@ struct RuleQuery {
 
 async fn list_rules(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<RuleQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
@@ -394,7 +482,7 @@ async fn list_rules(
         .all
         .iter()
         .filter(|((t, _), r)| {
-            *t == tenant()
+            *t == caller.tenant()
                 && q.pack.as_deref().is_none_or(|p| r.pack.as_str() == p)
                 && q.enabled.is_none_or(|e| r.enabled == e)
         })
@@ -403,18 +491,22 @@ async fn list_rules(
     Ok(paged(rules, page, |r| shapes::rule(r)))
 }
 
-fn find_rule(state: &AppState, r: &str) -> ApiResult<std::sync::Arc<Rule>> {
+fn find_rule(state: &AppState, tenant: TenantId, r: &str) -> ApiResult<std::sync::Arc<Rule>> {
     state
         .reactor
         .rules()
         .all
-        .get(&(tenant(), r.to_owned()))
+        .get(&(tenant, r.to_owned()))
         .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("rule '{r}' not found")))
 }
 
-async fn get_rule(State(state): State<AppState>, Path(r): Path<String>) -> ApiResult<Json<Value>> {
-    let rule = find_rule(&state, &r)?;
+async fn get_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let rule = find_rule(&state, caller.tenant(), &r)?;
     Ok(Json(shapes::rule(&rule)))
 }
 
@@ -438,16 +530,21 @@ fn parse_rule(state: &AppState, body: Value) -> ApiResult<Rule> {
 
 async fn create_rule(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let rule = parse_rule(&state, body)?;
     let shape = shapes::rule(&rule);
-    state.reactor.put_rule(&tenant(), rule, false).await?;
+    state
+        .reactor
+        .put_rule(&caller.tenant(), rule, false)
+        .await?;
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
 async fn update_rule(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
@@ -459,15 +556,16 @@ async fn update_rule(
         )));
     }
     let shape = shapes::rule(&rule);
-    state.reactor.put_rule(&tenant(), rule, true).await?;
+    state.reactor.put_rule(&caller.tenant(), rule, true).await?;
     Ok(Json(shape))
 }
 
 async fn delete_rule(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.reactor.delete_rule(&tenant(), &r).await?;
+    state.reactor.delete_rule(&caller.tenant(), &r).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -480,6 +578,7 @@ struct TraceQuery {
 
 async fn list_traces(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<TraceQuery>,
 ) -> ApiResult<Json<Value>> {
     let Some(tag) = q.trace_tag else {
@@ -489,7 +588,7 @@ async fn list_traces(
     };
     let trace = read(&state, {
         let tag = tag.clone();
-        move |s| s.trace(&tenant(), &tag)
+        move |s| s.trace(&caller.tenant(), &tag)
     })
     .await?;
     if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
@@ -500,11 +599,12 @@ async fn list_traces(
 
 async fn get_trace(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let trace = read(&state, {
         let id = id.clone();
-        move |s| s.trace(&tenant(), &id)
+        move |s| s.trace(&caller.tenant(), &id)
     })
     .await?;
     if trace.trigger_instances.is_empty() && trace.executions.is_empty() {

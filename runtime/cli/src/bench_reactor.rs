@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Map, json};
+use squall_core::auth::Role;
 use squall_core::rule::Rule;
 use squall_core::template::Templates;
 use squall_core::time::{now_rfc3339, parse_rfc3339};
@@ -151,14 +152,19 @@ async fn webhooks_async(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1/webhooks/bench", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = squall_api::AppState {
-        reactor: reactor.clone(),
-    };
+    let state = squall_api::AppState::new(reactor.clone());
     tokio::spawn(squall_api::serve(state, listener, async {
         let _ = stop_rx.await;
     }));
+    // Every request is authenticated, as in production.
+    let (_, key) = store
+        .create_api_key(&TenantId::default_tenant(), "bench", Role::Operator)
+        .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("St2-Api-Key", key.parse()?);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
+        .default_headers(headers)
         .build()?;
 
     println!("squall bench webhooks");

@@ -11,24 +11,73 @@ use serde_json::{Map, Value, json};
 use squall_core::ExecutionStatus;
 use squall_core::params::ParamSchema;
 
+/// Where a running server is and how to prove who we are to it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Remote {
+    pub(crate) url: Option<String>,
+    pub(crate) api_key: Option<String>,
+}
+
+impl Remote {
+    /// A client when a server was named (--url / SQUALL_URL).
+    pub(crate) fn client(&self) -> anyhow::Result<Option<Client>> {
+        self.url
+            .as_deref()
+            .map(|url| Client::new(url, self.api_key.as_deref()))
+            .transpose()
+    }
+
+    /// A client, or an error saying `what` needs a server.
+    pub(crate) fn require(&self, what: &str) -> anyhow::Result<Client> {
+        self.client()?
+            .ok_or_else(|| anyhow::anyhow!("{what} needs a server: pass --url or set SQUALL_URL"))
+    }
+}
+
 /// A client of one server's `/api/v1`.
+#[derive(Debug)]
 pub(crate) struct Client {
     base: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--url '{url}' must start with http:// or https://");
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(key)
+                .map_err(|_| anyhow::anyhow!("--api-key holds characters a header cannot"))?;
+            value.set_sensitive(true);
+            headers.insert("St2-Api-Key", value);
         }
         Ok(Self {
             base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                .default_headers(headers)
                 .build()?,
         })
+    }
+
+    /// `DELETE` an API path.
+    pub(crate) async fn delete_path(&self, path: &str) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.delete(url)).await?;
+        Ok(())
+    }
+
+    /// `POST` a JSON body to an API path.
+    pub(crate) async fn post_path(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        Ok(self
+            .send(self.http.post(url).json(body))
+            .await?
+            .json()
+            .await?)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {

@@ -14,7 +14,7 @@ use squall_reactor::{PackSet, RunRequest, Runner};
 use squall_sandbox::{Limits, Sandbox, SandboxConfig};
 use squall_store::{ExecutionFilter, Store, StoreConfig};
 
-use crate::client::{self, Client};
+use crate::client::{self, Client, Remote};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -294,17 +294,16 @@ pub(crate) fn pack_paths(given: Vec<PathBuf>) -> Vec<PathBuf> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
-pub(crate) fn run(data_dir: &Path, url: Option<&str>, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Result<ExitCode> {
     let action: ActionRef = args.action.parse()?;
-    if let Some(url) = url {
-        let client = Client::new(url)?;
+    if let Some(client) = remote.client()? {
         let e = runtime()?.block_on(client.run(
             &args.action,
             &args.params,
@@ -347,11 +346,11 @@ pub(crate) fn run(data_dir: &Path, url: Option<&str>, args: RunArgs) -> anyhow::
 
 pub(crate) fn execution(
     data_dir: &Path,
-    url: Option<&str>,
+    remote: &Remote,
     cmd: ExecutionCommand,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(url) = url {
-        return remote_execution(&Client::new(url)?, cmd);
+    if let Some(client) = remote.client()? {
+        return remote_execution(&client, cmd);
     }
     let store = open_store(data_dir)?;
     let tenant = TenantId::default_tenant();

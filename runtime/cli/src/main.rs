@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod bench;
 mod bench_executions;
 mod bench_http;
@@ -37,6 +38,10 @@ struct Cli {
     /// `execution` then go through its API instead of this process.
     #[arg(long, global = true, env = "SQUALL_URL")]
     url: Option<String>,
+
+    /// The API key to send to the server given by --url (St2-Api-Key).
+    #[arg(long, global = true, env = "SQUALL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -78,6 +83,15 @@ enum Command {
     /// Read traces: a trigger instance, its enforcements and executions.
     #[command(subcommand)]
     Trace(commands::TraceCommand),
+    /// Tenants: create and list (admin).
+    #[command(subcommand)]
+    Tenant(accounts::TenantCommand),
+    /// API keys: create (shown once), list, delete.
+    #[command(subcommand)]
+    Apikey(accounts::ApikeyCommand),
+    /// Users with passwords, for tokens (POST /auth/v1/tokens).
+    #[command(subcommand)]
+    User(accounts::UserCommand),
     /// Print performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -92,16 +106,23 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let remote = client::Remote {
+        url: cli.url.clone(),
+        api_key: cli.api_key.clone(),
+    };
     let outcome = match cli.command {
         Command::Serve(args) => serve::serve(&cli.data_dir, args),
         Command::Rule(cmd) => rules::rule(cmd),
         Command::Trace(cmd) => commands::trace(&cli.data_dir, cmd),
-        Command::Run(args) => commands::run(&cli.data_dir, cli.url.as_deref(), args),
-        Command::Execution(cmd) => commands::execution(&cli.data_dir, cli.url.as_deref(), cmd),
+        Command::Run(args) => commands::run(&cli.data_dir, &remote, args),
+        Command::Execution(cmd) => commands::execution(&cli.data_dir, &remote, cmd),
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
         Command::Key(cmd) => commands::key(&cli.data_dir, cmd),
-        Command::Sensor(cmd) => sensor::sensor(cli.url.as_deref(), cmd),
+        Command::Sensor(cmd) => sensor::sensor(&remote, cmd),
         Command::Pack(cmd) => commands::pack(cmd),
+        Command::Tenant(cmd) => accounts::tenant(&cli.data_dir, &remote, cmd),
+        Command::Apikey(cmd) => accounts::apikey(&cli.data_dir, &remote, cmd),
+        Command::User(cmd) => accounts::user(&cli.data_dir, cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
     };
     match outcome {

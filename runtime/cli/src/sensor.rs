@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use crate::client::Remote;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SensorCommand {
@@ -55,11 +55,8 @@ fn checked(sensor: &str) -> anyhow::Result<&str> {
     Ok(sensor)
 }
 
-pub(crate) fn sensor(url: Option<&str>, cmd: SensorCommand) -> anyhow::Result<ExitCode> {
-    let Some(url) = url else {
-        bail!("sensors run in the server: pass --url or set SQUALL_URL");
-    };
-    let client = Client::new(url)?;
+pub(crate) fn sensor(remote: &Remote, cmd: SensorCommand) -> anyhow::Result<ExitCode> {
+    let client = remote.require("squall sensor")?;
     let rt = crate::bench::runtime(1)?;
     match cmd {
         SensorCommand::List { json } => {

@@ -118,9 +118,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
     std::io::stdout().flush()?;
-    let state = squall_api::AppState {
-        reactor: reactor.clone(),
-    };
+    let state = squall_api::AppState::new(reactor.clone());
     squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor

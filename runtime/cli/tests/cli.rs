@@ -191,11 +191,27 @@ fn pack_build_reports_where_the_components_are() {
 struct Served {
     child: std::process::Child,
     addr: String,
+    /// An admin API key, made with `squall apikey create` as a user would.
+    key: String,
+}
+
+/// `squall apikey create --role admin` in `data`: the key it prints.
+fn admin_key(data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["apikey", "create", "--role", "admin"])
+        .output()
+        .expect("squall runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = String::from_utf8(out.stdout).expect("utf-8");
+    key.trim().to_owned()
 }
 
 impl Served {
     fn start(data: &Path, packs: &[&Path]) -> Self {
         use std::io::BufRead as _;
+        let key = admin_key(data);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
         cmd.arg("--data-dir")
             .arg(data)
@@ -220,7 +236,7 @@ impl Served {
             .strip_prefix("squall: listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
-        Self { child, addr }
+        Self { child, addr, key }
     }
 
     /// One HTTP/1.1 request; returns (status, headers, body).
@@ -229,8 +245,9 @@ impl Served {
         let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect");
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nSt2-Api-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
+            self.key,
             body.len()
         )
         .expect("write request");
@@ -646,6 +663,7 @@ fn run_cancel_and_tail_through_a_server() {
             .arg(client.path())
             .args(args)
             .env("SQUALL_URL", &url)
+            .env("SQUALL_API_KEY", &server.key)
             .output()
             .expect("squall runs")
     };
@@ -719,6 +737,7 @@ fn sensor_commands_show_state_errors_and_logs() {
         Command::new(env!("CARGO_BIN_EXE_squall"))
             .args(args)
             .env("SQUALL_URL", &url)
+            .env("SQUALL_API_KEY", &server.key)
             .output()
             .expect("squall runs")
     };

@@ -49,6 +49,16 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// A Unix time in seconds, formatted like [`now_rfc3339`]. Saturates at
+/// the largest time `time` can hold.
+pub fn rfc3339_of_unix(secs: u64) -> String {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
+    format_rfc3339(t)
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)

@@ -93,7 +93,13 @@ pub fn builtin_trigger_types() -> Vec<TriggerType> {
             WEBHOOK,
             "Trigger type for registering webhooks that can consume arbitrary payload.",
             json!({"type": "object", "properties": {"headers": {"type": "object"}, "body": {"anyOf": [{"type": "object"}, {"type": "array"}]}}}),
-            json!({"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"], "additionalProperties": false}),
+            json!({"type": "object", "properties": {
+                "url": {"type": "string"},
+                "public": {"type": "boolean", "description": "Anyone may call this webhook, without an API key."},
+                "hmac": {"type": "object", "description": "Callers without an API key may call it when the body is signed: HMAC-SHA256 of the raw body under the secret in the datastore key `secret_key`, hex in header `header` (optionally prefixed `sha256=`).",
+                    "properties": {"header": {"type": "string", "minLength": 1}, "secret_key": {"type": "string", "minLength": 1}},
+                    "required": ["header", "secret_key"], "additionalProperties": false}},
+                "required": ["url"], "additionalProperties": false}),
         ),
         (
             INTERVAL_TIMER,

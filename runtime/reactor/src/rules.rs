@@ -36,6 +36,20 @@ fn standard_first(rules: &mut [Arc<Rule>]) {
     rules.sort_by_key(|r| (r.kind == RuleKind::Backstop, r.rule_ref()));
 }
 
+/// What an instance's parameters must equal for a rule to see it: all of
+/// them, except for webhooks, where only `url` names the trigger (`public`
+/// and `hmac` say who may call it).
+fn match_key(
+    trigger_type: &str,
+    parameters: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    if trigger_type == squall_core::trigger::WEBHOOK {
+        let url = parameters.get("url").cloned().unwrap_or_default();
+        return serde_json::json!({ "url": url }).to_string();
+    }
+    serde_json::Value::Object(parameters.clone()).to_string()
+}
+
 impl RuleIndex {
     pub fn build(rules: impl IntoIterator<Item = (TenantId, Arc<Rule>)>) -> Self {
         let mut all = BTreeMap::new();
@@ -48,8 +62,7 @@ impl RuleIndex {
                 if rule.trigger_parameters.is_empty() {
                     bucket.any.push(rule.clone());
                 } else {
-                    let key =
-                        serde_json::Value::Object(rule.trigger_parameters.clone()).to_string();
+                    let key = match_key(&rule.trigger_type, &rule.trigger_parameters);
                     bucket
                         .by_parameters
                         .entry(key)
@@ -87,7 +100,7 @@ impl RuleIndex {
         let exact: &[Arc<Rule>] = if parameters.is_empty() || bucket.by_parameters.is_empty() {
             &[]
         } else {
-            let key = serde_json::Value::Object(parameters.clone()).to_string();
+            let key = match_key(trigger_type, parameters);
             bucket
                 .by_parameters
                 .get(&key)

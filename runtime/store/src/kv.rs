@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use squall_core::TenantId;
-use squall_core::kv::{KvEntry, KvError, KvStore};
+use squall_core::kv::{KvEntry, KvError, KvScope, KvStore};
 use squall_core::time::unix_now;
 
 use crate::{Error, Store};
@@ -124,38 +124,58 @@ impl KvStore for Store {
     }
 
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<KvEntry>, KvError> {
-        let (tenant, prefix) = (tenant.clone(), prefix.to_owned());
-        self.read_async(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT key, value, expires_at, secret FROM kv
-                 WHERE tenant_id = ?1 AND substr(key, 1, length(?2)) = ?2
-                   AND (expires_at IS NULL OR expires_at > ?3)
-                 ORDER BY key",
-            )?;
-            let rows = stmt.query_map(params![tenant.as_str(), prefix, now()], |r| {
-                Ok(KvEntry {
-                    key: r.get(0)?,
-                    value: r.get(1)?,
-                    expires_at: expiry(r.get(2)?),
-                    secret: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-        .map_err(backend)
-        .map(|entries| {
-            // A listing never decrypts: secrets are masked here.
-            entries
-                .into_iter()
-                .map(|mut e| {
-                    if e.secret {
-                        e.value = "********".into();
-                    }
-                    e
-                })
-                .collect()
-        })
+        // A listing for guests and templates never decrypts, and holds
+        // the tenant's keys only (not its users').
+        let mut entries = self.kv_list(tenant, prefix, false).await?;
+        entries.retain(|e| KvScope::of_storage_key(&e.key).0 == KvScope::System);
+        Ok(entries)
+    }
+}
+
+impl Store {
+    /// Live entries whose key starts with `prefix`, in key order; secret
+    /// values decrypted with `decrypt`, masked as `********` without.
+    pub async fn kv_list(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        decrypt: bool,
+    ) -> Result<Vec<KvEntry>, KvError> {
+        let (owner, prefix) = (tenant.clone(), prefix.to_owned());
+        let tenant = tenant.clone();
+        let entries = self
+            .read_async(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, value, expires_at, secret FROM kv
+                     WHERE tenant_id = ?1 AND substr(key, 1, length(?2)) = ?2
+                       AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY key",
+                )?;
+                let rows = stmt.query_map(params![tenant.as_str(), prefix, now()], |r| {
+                    Ok(KvEntry {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                        expires_at: expiry(r.get(2)?),
+                        secret: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .map_err(backend)?;
+        entries
+            .into_iter()
+            .map(|mut e| {
+                if !e.secret {
+                    Ok(e)
+                } else if decrypt {
+                    self.reveal(&owner, e)
+                } else {
+                    e.value = "********".into();
+                    Ok(e)
+                }
+            })
+            .collect()
     }
 }
 

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod executions;
 mod kv;
 mod migrate;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use auth::{AccountError, ApiKeyInfo, TenantInfo};
 pub use executions::{ExecutionFilter, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, Page, Trace};

@@ -113,6 +113,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, ref)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 5: accounts: users (one name server-wide), API keys and tokens (only
+    // their hashes); the executions list filtered by action and status.
+    r#"
+    CREATE TABLE users (
+        name           TEXT PRIMARY KEY,
+        tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+        role           TEXT NOT NULL,
+        password_hash  TEXT,
+        created_at     TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        user        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        key_hash    TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        enabled     INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);
+
+    CREATE TABLE tokens (
+        token_hash  TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        user        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE INDEX executions_by_action_status ON executions (tenant_id, action_ref, status, id DESC);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,226 @@
+//! `/api/v1/tenants` (admin) and `/api/v1/apikeys`.
+//!
+//! An operator manages the keys of its own tenant, up to its own role; an
+//! admin also those of any tenant (`tenant` in the body or query).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use squall_core::TenantId;
+use squall_core::auth::{Principal, Role, check_user_name};
+use squall_store::ApiKeyInfo;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::v1::{ApiResult, page, paged, read};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tenants", get(list_tenants).post(create_tenant))
+        .route("/api/v1/apikeys", get(list_keys).post(create_key))
+        .route(
+            "/api/v1/apikeys/{id}",
+            get(get_key).put(update_key).delete(delete_key),
+        )
+}
+
+fn tenant_id(raw: &str) -> ApiResult<TenantId> {
+    TenantId::new(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_tenants(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<Paging>,
+) -> ApiResult<Response> {
+    let tenants = read(&state, |s| s.tenants()).await?;
+    Ok(paged(
+        tenants,
+        page(q.limit, q.offset)?,
+        |t| json!({"id": t.id, "name": t.id, "created_at": t.created_at}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewTenant>,
+) -> ApiResult<Response> {
+    let tenant = tenant_id(&body.name)?;
+    state.reactor.store().create_tenant(&tenant).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": tenant, "name": tenant})),
+    )
+        .into_response())
+}
+
+/// The tenant a key request is about: the caller's, or (admin only) the
+/// one it names.
+fn target_tenant(caller: &Principal, named: Option<&str>) -> ApiResult<TenantId> {
+    match named {
+        None => Ok(caller.tenant.clone()),
+        Some(t) if t == caller.tenant.as_str() => Ok(caller.tenant.clone()),
+        Some(t) if caller.role == Role::Admin => tenant_id(t),
+        // Another tenant's keys do not exist for this caller.
+        Some(t) => Err(ApiError::NotFound(format!("tenant '{t}' not found"))),
+    }
+}
+
+fn key_shape(k: &ApiKeyInfo) -> Value {
+    json!({
+        "id": k.id,
+        "uid": format!("api_key:{}", k.id),
+        "user": k.user,
+        "key_hash": "********",
+        "enabled": k.enabled,
+        "created_at": k.created_at,
+        "metadata": {"tenant": k.tenant, "role": k.role},
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    tenant: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(q): ApiQuery<KeyQuery>,
+) -> ApiResult<Response> {
+    let tenant = target_tenant(&caller, q.tenant.as_deref())?;
+    let keys = read(&state, move |s| s.api_keys(&tenant)).await?;
+    Ok(paged(keys, page(q.limit, q.offset)?, key_shape))
+}
+
+async fn find_key(state: &AppState, tenant: TenantId, id: &str) -> ApiResult<ApiKeyInfo> {
+    let wanted = id.to_owned();
+    read(state, move |s| s.api_keys(&tenant))
+        .await?
+        .into_iter()
+        .find(|k| k.id == wanted)
+        .ok_or_else(|| ApiError::NotFound(format!("API key '{id}' not found")))
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<KeyQuery>,
+) -> ApiResult<Json<Value>> {
+    let tenant = target_tenant(&caller, q.tenant.as_deref())?;
+    Ok(Json(key_shape(&find_key(&state, tenant, &id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewKey {
+    user: Option<String>,
+    role: Option<Role>,
+    tenant: Option<String>,
+    /// StackStorm's clients send these; Squall keeps role and tenant here.
+    metadata: Option<Value>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(body): ApiJson<NewKey>,
+) -> ApiResult<Response> {
+    let meta = |field: &str| {
+        body.metadata
+            .as_ref()
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let named = body.tenant.clone().or_else(|| meta("tenant"));
+    let tenant = target_tenant(&caller, named.as_deref())?;
+    let role = match (body.role, meta("role")) {
+        (Some(r), _) => r,
+        (None, Some(r)) => r
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("metadata.role: {e}")))?,
+        (None, None) => Role::Viewer.max(caller.role.min(Role::Operator)),
+    };
+    if role > caller.role {
+        return Err(ApiError::Forbidden(format!(
+            "a {} cannot create a key with the {role} role",
+            caller.role
+        )));
+    }
+    let user = body.user.unwrap_or_else(|| caller.user.clone());
+    check_user_name(&user).map_err(ApiError::BadRequest)?;
+    let (id, key) = state
+        .reactor
+        .store()
+        .create_api_key(&tenant, &user, role)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id,
+            "key": key,
+            "user": user,
+            "enabled": true,
+            "metadata": {"tenant": tenant, "role": role},
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyUpdate {
+    enabled: bool,
+    tenant: Option<String>,
+}
+
+async fn update_key(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<KeyUpdate>,
+) -> ApiResult<Json<Value>> {
+    let tenant = target_tenant(&caller, body.tenant.as_deref())?;
+    if !state
+        .reactor
+        .store()
+        .set_api_key_enabled(&tenant, &id, body.enabled)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!("API key '{id}' not found")));
+    }
+    state.auth.clear();
+    Ok(Json(key_shape(&find_key(&state, tenant, &id).await?)))
+}
+
+async fn delete_key(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<KeyQuery>,
+) -> ApiResult<StatusCode> {
+    let tenant = target_tenant(&caller, q.tenant.as_deref())?;
+    if !state.reactor.store().delete_api_key(&tenant, &id).await? {
+        return Err(ApiError::NotFound(format!("API key '{id}' not found")));
+    }
+    state.auth.clear();
+    Ok(StatusCode::NO_CONTENT)
+}
