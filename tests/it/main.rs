@@ -9,6 +9,7 @@ mod lifecycle;
 mod sandbox;
 mod sensors;
 mod server;
+mod st2client;
 mod util;
 
 /// The test that covers each guest. A guest added to tests/guests without a

@@ -175,6 +175,9 @@ async fn create_execution(
     let mut req = RunRequest::new(caller.tenant(), action, body.parameters);
     req.delay = body.delay;
     req.context = body.context;
+    // Who asked is the caller, whatever the body says.
+    req.context
+        .insert("user".into(), Value::String(caller.0.user.clone()));
     req.trace_tag = body.trace_tag.filter(|t| !t.is_empty());
     let execution = state.reactor.request_execution(req).await?;
     Ok((StatusCode::CREATED, Json(shapes::execution(&execution))).into_response())
@@ -305,10 +308,11 @@ struct ActionQuery {
 
 async fn list_actions(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let packs = state.reactor.runner().packs();
+    let packs = state.reactor.runner().packs(&caller.tenant());
     let actions: Vec<_> = packs
         .packs()
         .filter(|p| {
@@ -323,15 +327,14 @@ async fn list_actions(
 
 async fn get_action(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let action: ActionRef = r
         .parse()
         .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
-    let (_, meta) = state
-        .reactor
-        .runner()
-        .packs()
+    let packs = state.reactor.runner().packs(&caller.tenant());
+    let (_, meta) = packs
         .action(&action)
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
     Ok(Json(action_shape(meta)))

@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod executions;
 mod keys;
+mod packs;
 mod sensors;
 mod shapes;
 mod v1;
@@ -64,7 +65,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "squall API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // StackStorm's clients ask for `/api/v1/keys/` as often as for
+    // `/api/v1/keys`: trim the slash before routing.
+    let app = tower::Layer::layer(
+        &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+        router(state),
+    );
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

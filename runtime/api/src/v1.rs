@@ -47,6 +47,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::sensors::routes())
         .merge(crate::accounts::routes())
         .merge(crate::keys::routes())
+        .merge(crate::packs::routes())
 }
 
 /// Run a store read on tokio's blocking pool: SQLite calls block.

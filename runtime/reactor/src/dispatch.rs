@@ -159,21 +159,22 @@ impl Reactor {
         config: &ReactorConfig,
     ) -> Result<Self, RuleChangeError> {
         let templates = Templates::new();
-        let trigger_types = trigger_types_of(runner.packs());
+        let packs = runner.packs(&TenantId::default_tenant());
+        let trigger_types = trigger_types_of(&packs);
         let changes = store.rule_changes()?;
-        let rules = load_rules(runner.packs(), &changes, &templates, |rule| {
-            check_rule(&trigger_types, runner.packs(), runner.allowed_dirs(), rule)
+        let rules = load_rules(&packs, &changes, &templates, |rule| {
+            check_rule(&trigger_types, &packs, runner.allowed_dirs(), rule)
         })?;
         let registry = RuleRegistry::default();
         registry.replace(RuleIndex::build(rules));
         let policies = PolicyRegistry::default();
-        policies.replace(load_policies(runner.packs(), &store.policy_changes()?)?);
+        policies.replace(load_policies(&packs, &store.policy_changes()?)?);
         // Every pack's directory grants are checked now, not at its first
         // execution.
-        for pack in runner.packs().packs() {
+        for pack in packs.packs() {
             pack.preopens(runner.allowed_dirs())?;
         }
-        let sensors = Sensors::load(runner.packs(), &runner, config.sensors.log_bytes)?;
+        let sensors = Sensors::load(&packs, &runner, config.sensors.log_bytes)?;
         for (tenant, sensor_ref, enabled) in store.sensor_overrides()? {
             if let Some(entry) = sensors.get(&tenant, &sensor_ref) {
                 entry.set_enabled(enabled);
@@ -398,7 +399,7 @@ impl Reactor {
     ) -> Result<(), RuleChangeError> {
         check_rule(
             &self.inner.trigger_types,
-            self.inner.runner.packs(),
+            &self.inner.runner.packs(tenant),
             self.inner.runner.allowed_dirs(),
             &rule,
         )
@@ -467,7 +468,8 @@ impl Reactor {
         policy: Policy,
         replace: bool,
     ) -> Result<(), RuleChangeError> {
-        check_policy(self.inner.runner.packs(), &policy).map_err(RuleChangeError::Trigger)?;
+        check_policy(&self.inner.runner.packs(tenant), &policy)
+            .map_err(RuleChangeError::Trigger)?;
         let policy_ref = policy.policy_ref();
         let _serial = self.inner.rule_changes.lock().await;
         let key = (tenant.clone(), policy_ref.clone());

@@ -462,7 +462,8 @@ impl Reactor {
     /// route of each applicable entry, its message and data rendered with
     /// `action_results`, `action_parameters` and `action_context`.
     fn notify_triggers(&self, e: &Execution) -> Vec<TriggerInstance> {
-        let Ok((_, meta)) = self.inner.runner.packs().action(&e.action) else {
+        let set = self.inner.runner.packs(&e.tenant);
+        let Ok((_, meta)) = set.action(&e.action) else {
             return Vec::new();
         };
         if meta.notify.is_empty() {

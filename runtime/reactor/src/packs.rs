@@ -10,7 +10,7 @@ use squall_core::manifest::{
     ActionMeta, ConfigSchema, DirectoryGrant, ManifestError, PackManifest, SensorMeta,
 };
 use squall_core::trigger::TriggerType;
-use squall_core::{ActionRef, PackRef};
+use squall_core::{ActionRef, PackRef, TenantId};
 
 /// Why packs could not be loaded or an action not found.
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +299,50 @@ pub struct Refusal {
     pub error: PackError,
 }
 
-/// Every pack Squall knows about, by ref.
+/// Every tenant's packs. A tenant's set is replaced whole when a pack is
+/// installed or removed; whoever holds the old set (an execution being
+/// prepared, a listing) keeps a consistent view of it.
+#[derive(Debug, Default)]
+pub struct PackRegistry {
+    sets: std::sync::RwLock<std::collections::HashMap<TenantId, Arc<PackSet>>>,
+}
+
+impl PackRegistry {
+    /// A registry where `tenant` has `set`.
+    pub fn with(tenant: TenantId, set: Arc<PackSet>) -> Self {
+        let registry = Self::default();
+        registry.replace(tenant, set);
+        registry
+    }
+
+    /// `tenant`'s packs (an empty set when it has none).
+    pub fn of(&self, tenant: &TenantId) -> Arc<PackSet> {
+        self.sets
+            .read()
+            .expect("pack registry lock")
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Make `set` `tenant`'s packs from now on.
+    pub fn replace(&self, tenant: TenantId, set: Arc<PackSet>) {
+        self.sets
+            .write()
+            .expect("pack registry lock")
+            .insert(tenant, set);
+    }
+
+    /// Every tenant with packs, and its set.
+    pub fn all(&self) -> Vec<(TenantId, Arc<PackSet>)> {
+        let sets = self.sets.read().expect("pack registry lock");
+        let mut all: Vec<_> = sets.iter().map(|(t, s)| (t.clone(), s.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// Every pack of one tenant, by ref.
 #[derive(Debug, Default)]
 pub struct PackSet {
     packs: BTreeMap<PackRef, LoadedPack>,

@@ -13,7 +13,7 @@ use squall_sandbox::{ActionComponent, Invocation, Limits, Outcome, Sandbox};
 use crate::scheduler::Live;
 use squall_store::Store;
 
-use crate::packs::{PackError, PackSet};
+use crate::packs::{PackError, PackRegistry, PackSet};
 
 /// The longest `delay` an execution may ask for: 30 days.
 pub const MAX_DELAY_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -79,7 +79,7 @@ pub enum RunError {
 pub struct Runner {
     sandbox: Arc<Sandbox>,
     store: Store,
-    packs: Arc<PackSet>,
+    packs: Arc<PackRegistry>,
     limits: Limits,
     /// Host directories packs may have opened to their guests.
     allowed_dirs: Arc<[std::path::PathBuf]>,
@@ -89,12 +89,13 @@ pub struct Runner {
 
 impl Runner {
     /// `limits` are the defaults for every execution; an execution's
-    /// `timeout` parameter overrides the timeout.
+    /// `timeout` parameter overrides the timeout. `packs` are the default
+    /// tenant's; others install theirs through [`Runner::registry`].
     pub fn new(sandbox: Arc<Sandbox>, store: Store, packs: Arc<PackSet>, limits: Limits) -> Self {
         Self {
             sandbox,
             store,
-            packs,
+            packs: Arc::new(PackRegistry::with(TenantId::default_tenant(), packs)),
             limits,
             allowed_dirs: Arc::new([]),
             egress: squall_sandbox::Egress::default(),
@@ -141,7 +142,13 @@ impl Runner {
         &self.store
     }
 
-    pub fn packs(&self) -> &PackSet {
+    /// `tenant`'s packs as they are now.
+    pub fn packs(&self, tenant: &TenantId) -> Arc<PackSet> {
+        self.packs.of(tenant)
+    }
+
+    /// Every tenant's packs.
+    pub fn registry(&self) -> &Arc<PackRegistry> {
         &self.packs
     }
 
@@ -166,7 +173,8 @@ impl Runner {
         req: RunRequest,
         origin: Option<(String, String)>,
     ) -> Result<Prepared, RunError> {
-        let (pack, meta) = self.packs.action(&req.action)?;
+        let set = self.packs.of(&req.tenant);
+        let (pack, meta) = set.action(&req.action)?;
         if !meta.enabled {
             return Err(RunError::Disabled(req.action));
         }
@@ -250,7 +258,8 @@ impl Runner {
         execution: &Execution,
         overrides: &Map<String, Value>,
     ) -> Result<Map<String, Value>, RunError> {
-        let (_, meta) = self.packs.action(&execution.action)?;
+        let set = self.packs.of(&execution.tenant);
+        let (_, meta) = set.action(&execution.action)?;
         let mut given = execution
             .parameters
             .as_object()

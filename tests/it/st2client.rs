@@ -1,0 +1,263 @@
+//! The official StackStorm CLI (st2client 3.9 from PyPI) against a Squall
+//! server: the commands StackStorm users type every day must work.
+//!
+//! The client is installed once into a virtualenv under the cargo target
+//! directory. Without Python 3 the test is skipped, saying so; with Python
+//! but no way to install st2client it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::server::Server;
+
+const ST2CLIENT: &str = "st2client==3.9.0";
+
+/// The `st2` executable, installed on first use; `None` without Python 3.
+fn st2() -> Option<PathBuf> {
+    if let Some(given) = std::env::var_os("SQUALL_TEST_ST2") {
+        return Some(PathBuf::from(given));
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("st2client-3.9.0");
+    let st2 = venv.join("bin/st2");
+    // Written last: a half-made venv (an interrupted install) is redone.
+    let complete = venv.join("squall-installed");
+    if complete.is_file() {
+        return Some(st2);
+    }
+    let python = Command::new("python3").arg("--version").output();
+    if !python.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED: the st2client test needs python3 (with venv and pip) to install {ST2CLIENT}"
+        );
+        return None;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        made.success(),
+        "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    );
+    let pip = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            ST2CLIENT,
+        ])
+        .status()
+        .expect("pip runs");
+    assert!(pip.success(), "pip install {ST2CLIENT} failed");
+    std::fs::write(&complete, ST2CLIENT).expect("mark the venv complete");
+    Some(st2)
+}
+
+struct St2 {
+    exe: PathBuf,
+    base: String,
+    key: String,
+    home: tempfile::TempDir,
+}
+
+struct Ran {
+    code: i32,
+    out: String,
+}
+
+impl St2 {
+    async fn run(&self, args: &[&str]) -> Ran {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("ST2_BASE_URL", &self.base)
+            .env("ST2_API_URL", format!("{}/api/v1", self.base))
+            .env("ST2_AUTH_URL", format!("{}/auth/v1", self.base))
+            .env("ST2_STREAM_URL", format!("{}/stream/v1", self.base))
+            .env("ST2_API_KEY", &self.key)
+            .env("NO_PROXY", "127.0.0.1")
+            .env("TERM", "dumb")
+            .env("COLUMNS", "200");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("join")
+            .expect("st2 runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            out: text,
+        }
+    }
+
+    /// Run, expect exit 0, return the output.
+    async fn ok(&self, args: &[&str]) -> String {
+        let ran = self.run(args).await;
+        assert_eq!(ran.code, 0, "st2 {}:\n{}", args.join(" "), ran.out);
+        ran.out
+    }
+
+    /// Run with `-j`, expect exit 0, parse the JSON.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("-j");
+        let out = self.ok(&all).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("st2 {}: {e}\n{out}", all.join(" ")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_st2_cli_works_against_squall() {
+    let Some(exe) = st2() else {
+        return;
+    };
+    let s = Server::start().await;
+    let st2 = St2 {
+        exe,
+        base: s.base.clone(),
+        key: s.key.clone(),
+        home: tempfile::tempdir().expect("tempdir"),
+    };
+
+    // action list / get
+    let actions = st2.json(&["action", "list"]).await;
+    let refs: Vec<&str> = actions
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["ref"].as_str())
+        .collect();
+    assert!(
+        refs.contains(&"core.echo") && refs.contains(&"core.noop"),
+        "{refs:?}"
+    );
+    let echo = st2.json(&["action", "get", "core.echo"]).await;
+    assert_eq!(echo["runner_type"], "wasm");
+    assert_eq!(echo["parameters"]["message"]["type"], "string");
+    let missing = st2.run(&["action", "get", "core.nope"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(missing.out.contains("not found"), "{}", missing.out);
+
+    // run: request, poll, print; exit 1 only for failed
+    let out = st2
+        .ok(&["run", "core.echo", "message=hello from st2"])
+        .await;
+    assert!(out.contains("status: succeeded"), "{out}");
+    assert!(out.contains("message: hello from st2"), "{out}");
+    let failed = st2.run(&["run", "core.fail", "message=on purpose"]).await;
+    assert_eq!(failed.code, 1, "{}", failed.out);
+    assert!(failed.out.contains("status: failed"), "{}", failed.out);
+
+    // execution list / get
+    let executions = st2.json(&["execution", "list"]).await;
+    let list = executions.as_array().expect("list");
+    assert_eq!(list.len(), 2, "{executions}");
+    let echo_run = list
+        .iter()
+        .find(|e| e["action"]["ref"] == "core.echo")
+        .expect("the echo execution");
+    let id = echo_run["id"].as_str().expect("id");
+    let got = st2.json(&["execution", "get", id]).await;
+    assert_eq!(got["status"], "succeeded");
+    assert_eq!(got["result"]["message"], "hello from st2");
+    assert_eq!(got["context"]["user"], "tester");
+
+    // keys: set, secret, list, get, decrypt, delete
+    st2.ok(&["key", "set", "region", "eu-west-1"]).await;
+    st2.ok(&["key", "set", "--encrypt", "db_password", "hunter2"])
+        .await;
+    let keys = st2.json(&["key", "list"]).await;
+    let by_name = |n: &str| {
+        keys.as_array()
+            .expect("list")
+            .iter()
+            .find(|k| k["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("key {n} listed: {keys}"))
+    };
+    assert_eq!(by_name("region")["value"], "eu-west-1");
+    assert_eq!(by_name("db_password")["secret"], true);
+    assert!(!keys.to_string().contains("hunter2"), "{keys}");
+    let region = st2.json(&["key", "get", "region"]).await;
+    assert_eq!(region["value"], "eu-west-1");
+    let masked = st2.json(&["key", "get", "db_password"]).await;
+    assert_ne!(masked["value"], "hunter2");
+    let clear = st2.json(&["key", "get", "--decrypt", "db_password"]).await;
+    assert_eq!(clear["value"], "hunter2");
+    st2.ok(&["key", "delete", "region"]).await;
+    let gone = st2.run(&["key", "get", "region"]).await;
+    assert_ne!(gone.code, 0, "{}", gone.out);
+    let (status, _) = s.get("/api/v1/keys/region").await;
+    assert_eq!(status, 404);
+
+    // rules: list, get, disable, enable — and the change takes effect
+    let rules = st2.json(&["rule", "list"]).await;
+    assert!(
+        rules
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r["ref"] == "hooks.echo_critical"),
+        "{rules}"
+    );
+    let rule = st2.json(&["rule", "get", "hooks.echo_critical"]).await;
+    assert_eq!(rule["enabled"], true);
+    assert_eq!(rule["trigger"]["type"], "core.st2.webhook");
+    st2.ok(&["rule", "disable", "hooks.echo_critical"]).await;
+    let (_, rule) = s.get("/api/v1/rules/hooks.echo_critical").await;
+    assert_eq!(rule["enabled"], false);
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "critical", "host": "db1"}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    st2.ok(&["rule", "enable", "hooks.echo_critical"]).await;
+    let (_, rule) = s.get("/api/v1/rules/hooks.echo_critical").await;
+    assert_eq!(rule["enabled"], true);
+
+    // trigger list (trigger types)
+    let triggers = st2.json(&["trigger", "list"]).await;
+    assert!(
+        triggers
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|t| t["ref"] == "core.st2.webhook"),
+        "{triggers}"
+    );
+
+    // pack list / get
+    let packs = st2.json(&["pack", "list"]).await;
+    let names: Vec<&str> = packs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["ref"].as_str())
+        .collect();
+    assert_eq!(names, ["core", "hooks"]);
+    let core = st2.json(&["pack", "get", "core"]).await;
+    assert_eq!(core["name"], "core");
+
+    // A wrong key is refused by the server and reported by the client.
+    let bad = St2 {
+        key: "sq_not_a_key".into(),
+        exe: st2.exe.clone(),
+        base: st2.base.clone(),
+        home: tempfile::tempdir().expect("tempdir"),
+    };
+    let refused = bad.run(&["action", "list"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.out.contains("401"), "{}", refused.out);
+    s.stop().await;
+}
