@@ -118,6 +118,22 @@ pub(crate) async fn wrong_world_is_refused_before_running() {
 }
 
 #[tokio::test]
+async fn a_component_that_traps_while_instantiated_fails_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = dir.path().join("trap_start.wasm");
+    std::fs::write(&wasm, squall_tests::trap_at_instantiation_component()).expect("write");
+    let h = with(wasm.to_str().expect("utf-8"));
+    let e = h.run_ok("bad.go", json!({})).await;
+    assert_eq!(e.status, ExecutionStatus::Failed, "{:?}", e.result);
+    assert!(
+        error_of(&e).starts_with("failed to start the action"),
+        "{}",
+        error_of(&e)
+    );
+    host_still_works(&h).await;
+}
+
+#[tokio::test]
 async fn many_hostile_executions_at_once_leave_the_host_healthy() {
     let h = std::sync::Arc::new(Harness::new(vec![
         squall_tests::pack_of(

@@ -155,3 +155,42 @@ pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
     }
     dir
 }
+
+/// A component of the `action` world that traps while it is being
+/// instantiated: its core module's start function runs `unreachable`, so
+/// `run` can never be called. (Rust guests run their constructors lazily,
+/// on the first call, so this one is written by hand.)
+pub fn trap_at_instantiation_component() -> Vec<u8> {
+    wat::parse_str(
+        r#"
+(component
+  (type $ctx (record
+    (field "execution-id" string)
+    (field "tenant" string)
+    (field "pack" string)
+    (field "action" string)
+    (field "api-url" (option string))
+    (field "auth-token" (option string))
+    (field "trace-tag" (option string))))
+  (export $ctx-e "context" (type $ctx))
+  (type $err (variant
+    (case "invalid-input" string)
+    (case "failed" string)
+    (case "retryable" string)))
+  (export $err-e "action-error" (type $err))
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) unreachable)
+    (func (export "run") (param i32) (result i32) unreachable)
+    (func $start unreachable)
+    (start $start))
+  (core instance $i (instantiate $m))
+  (func $run (param "ctx" $ctx-e) (param "parameters" string)
+    (result (result string (error $err-e)))
+    (canon lift (core func $i "run") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (export "run" (func $run)))
+"#,
+    )
+    .expect("the fixture is valid WAT")
+}

@@ -214,7 +214,7 @@ pub(crate) fn signature_matches(secret: &[u8], body: &[u8], given: &str) -> bool
     use hmac::{Hmac, Mac};
     let hex = given.trim();
     let hex = hex.strip_prefix("sha256=").unwrap_or(hex);
-    let Some(bytes) = decode_hex(hex) else {
+    let Ok(bytes) = hex::decode(hex) else {
         return false;
     };
     let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
@@ -222,16 +222,6 @@ pub(crate) fn signature_matches(secret: &[u8], body: &[u8], given: &str) -> bool
     };
     mac.update(body);
     mac.verify_slice(&bytes).is_ok()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]

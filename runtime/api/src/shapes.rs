@@ -85,6 +85,9 @@ pub(crate) fn rule(r: &Rule) -> Value {
     body["name"] = json!(r.name);
     body["enabled"] = json!(r.enabled);
     body["type"] = json!({"ref": r.kind.as_str(), "parameters": {}});
+    if let Some(reason) = &r.disabled_reason {
+        body["disabled_reason"] = json!(reason);
+    }
     body
 }
 

@@ -300,10 +300,11 @@ async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Va
 
 async fn list_trigger_types(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Response> {
     Ok(paged(
-        state.reactor.trigger_types(),
+        state.reactor.trigger_types(&caller.tenant()),
         page(paging.limit, paging.offset)?,
         shapes::trigger_type,
     ))
@@ -311,11 +312,12 @@ async fn list_trigger_types(
 
 async fn get_trigger_type(
     State(state): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<Json<Value>> {
     state
         .reactor
-        .trigger_types()
+        .trigger_types(&caller.tenant())
         .iter()
         .find(|t| t.trigger_ref == r)
         .map(|t| Json(shapes::trigger_type(t)))

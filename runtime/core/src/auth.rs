@@ -92,7 +92,7 @@ mod tests {
         assert!(Role::Admin.can_write() && Role::Operator.can_write());
         assert!(!Role::Viewer.can_write());
         assert_eq!(
-            "root".parse::<Role>().unwrap_err().to_string(),
+            "root".parse::<Role>().expect_err("unknown").to_string(),
             "unknown role 'root': use viewer, operator or admin"
         );
     }

@@ -110,14 +110,13 @@ impl KvScope {
 
     /// The scope and name of a stored key.
     pub fn of_storage_key(key: &str) -> (Self, &str) {
-        if let Some(rest) = key.strip_prefix(USER_MARK) {
-            if let Some((user, name)) = rest
-                .strip_prefix("user")
-                .and_then(|r| r.strip_prefix(USER_MARK))
-                .and_then(|r| r.split_once(USER_MARK))
-            {
-                return (Self::User(user.to_owned()), name);
-            }
+        if let Some((user, name)) = key
+            .strip_prefix(USER_MARK)
+            .and_then(|r| r.strip_prefix("user"))
+            .and_then(|r| r.strip_prefix(USER_MARK))
+            .and_then(|r| r.split_once(USER_MARK))
+        {
+            return (Self::User(user.to_owned()), name);
         }
         (Self::System, key)
     }

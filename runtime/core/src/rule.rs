@@ -57,6 +57,10 @@ pub struct Rule {
     pub source: Value,
     /// At most one enforcement per key per window (Squall's addition).
     pub throttle: Option<Throttle>,
+    /// Why Squall disabled the rule (e.g. its action's pack was removed);
+    /// shown by the API. `None` for rules enabled or disabled by their
+    /// document.
+    pub disabled_reason: Option<String>,
     /// `{ref, name, pack}`: what templates see as `rule`.
     view: Value,
 }
@@ -136,6 +140,15 @@ pub struct EvaluationError {
 }
 
 impl Rule {
+    /// This rule, disabled by Squall for `reason`.
+    pub fn disabled_because(&self, reason: String) -> Self {
+        Self {
+            enabled: false,
+            disabled_reason: Some(reason),
+            ..self.clone()
+        }
+    }
+
     /// Parse a rule from YAML (or JSON). `default_pack` is used when the
     /// document has no `pack` (StackStorm's default is `default`).
     pub fn parse(
@@ -331,6 +344,7 @@ impl Rule {
             pack,
             source,
             throttle,
+            disabled_reason: None,
         })
     }
 

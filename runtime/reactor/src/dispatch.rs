@@ -97,7 +97,10 @@ pub(crate) struct Inner {
     pub(crate) runner: Runner,
     rules: RuleRegistry,
     pub(crate) policies: PolicyRegistry,
-    trigger_types: HashMap<String, TriggerType>,
+    /// Each tenant's trigger types: the built-ins and its packs'.
+    trigger_types: std::sync::RwLock<HashMap<TenantId, Arc<TriggerTypes>>>,
+    /// The built-in trigger types alone, for tenants without packs.
+    builtin_types: Arc<TriggerTypes>,
     /// Serializes rule and policy changes: check, persist, rebuild.
     rule_changes: tokio::sync::Mutex<()>,
     pub(crate) templates: Templates,
@@ -114,6 +117,56 @@ pub(crate) struct Inner {
     throttles: Mutex<Throttles>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
+}
+
+/// Trigger types by ref.
+pub(crate) type TriggerTypes = HashMap<String, TriggerType>;
+
+/// Everything a tenant's packs bring, loaded and checked, not yet live.
+struct TenantLoad {
+    types: Arc<TriggerTypes>,
+    rules: Vec<Arc<Rule>>,
+    policies: std::collections::BTreeMap<(TenantId, String), Arc<Policy>>,
+    sensors: Vec<Arc<crate::sensors::SensorEntry>>,
+}
+
+/// Load and check what `packs` bring to `tenant`: trigger types, rules
+/// (with the API's changes), policies, and the sensors of the packs for
+/// which `wanted` holds.
+fn load_tenant(
+    runner: &Runner,
+    store: &Store,
+    templates: &Templates,
+    log_bytes: usize,
+    tenant: &TenantId,
+    packs: &crate::packs::PackSet,
+    wanted: impl Fn(&squall_core::PackRef) -> bool,
+) -> Result<TenantLoad, RuleChangeError> {
+    let types = trigger_types_of(packs);
+    let rules = load_rules(tenant, packs, &store.rule_changes()?, templates, |rule| {
+        check_rule(&types, packs, runner.allowed_dirs(), rule)
+    })?;
+    let policies = load_policies(tenant, packs, &store.policy_changes()?)?;
+    // Every pack's directory grants are checked now, not at its first
+    // execution.
+    for pack in packs.packs() {
+        pack.preopens(runner.allowed_dirs())?;
+    }
+    let sensors = Sensors::entries_of(tenant, packs, wanted, runner, log_bytes)?;
+    for (t, sensor_ref, enabled) in store.sensor_overrides()? {
+        if &t != tenant {
+            continue;
+        }
+        if let Some(entry) = sensors.iter().find(|e| e.meta.sensor_ref() == sensor_ref) {
+            entry.set_enabled(enabled);
+        }
+    }
+    Ok(TenantLoad {
+        types: Arc::new(types),
+        rules,
+        policies,
+        sensors,
+    })
 }
 
 /// Rules' open throttle windows: (tenant, rule, key) -> (started, until).
@@ -159,38 +212,41 @@ impl Reactor {
         config: &ReactorConfig,
     ) -> Result<Self, RuleChangeError> {
         let templates = Templates::new();
-        let packs = runner.packs(&TenantId::default_tenant());
-        let trigger_types = trigger_types_of(&packs);
-        let changes = store.rule_changes()?;
-        let rules = load_rules(&packs, &changes, &templates, |rule| {
-            check_rule(&trigger_types, &packs, runner.allowed_dirs(), rule)
-        })?;
+        let mut rules = Vec::new();
+        let mut policies = std::collections::BTreeMap::new();
+        let mut trigger_types = HashMap::new();
+        let sensors = Sensors::default();
+        for (tenant, packs) in runner.registry().all() {
+            let load = load_tenant(
+                &runner,
+                &store,
+                &templates,
+                config.sensors.log_bytes,
+                &tenant,
+                &packs,
+                |_| true,
+            )?;
+            rules.extend(load.rules.into_iter().map(|r| (tenant.clone(), r)));
+            policies.extend(load.policies);
+            sensors.insert(load.sensors);
+            trigger_types.insert(tenant, load.types);
+        }
         let registry = RuleRegistry::default();
         registry.replace(RuleIndex::build(rules));
-        let policies = PolicyRegistry::default();
-        policies.replace(load_policies(&packs, &store.policy_changes()?)?);
-        // Every pack's directory grants are checked now, not at its first
-        // execution.
-        for pack in packs.packs() {
-            pack.preopens(runner.allowed_dirs())?;
-        }
-        let sensors = Sensors::load(&packs, &runner, config.sensors.log_bytes)?;
-        for (tenant, sensor_ref, enabled) in store.sensor_overrides()? {
-            if let Some(entry) = sensors.get(&tenant, &sensor_ref) {
-                entry.set_enabled(enabled);
-            }
-        }
+        let policy_registry = PolicyRegistry::default();
+        policy_registry.replace(PolicyIndex::build(policies));
         let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
         let inner = Arc::new(Inner {
             store,
             runner,
             rules: registry,
-            policies,
+            policies: policy_registry,
             scheduler: Scheduler::default(),
             config: config.clone(),
             sensors,
             sensor_config: config.sensors.clone(),
-            trigger_types,
+            trigger_types: std::sync::RwLock::new(trigger_types),
+            builtin_types: Arc::new(trigger_types_of(&crate::packs::PackSet::default())),
             rule_changes: tokio::sync::Mutex::new(()),
             templates,
             jobs: jobs_tx,
@@ -243,11 +299,89 @@ impl Reactor {
         self.inner.rules.snapshot()
     }
 
-    /// Every trigger type, by ref.
-    pub fn trigger_types(&self) -> Vec<TriggerType> {
-        let mut types: Vec<_> = self.inner.trigger_types.values().cloned().collect();
+    /// `tenant`'s trigger types, by ref.
+    pub(crate) fn types_of(&self, tenant: &TenantId) -> Arc<TriggerTypes> {
+        self.inner
+            .trigger_types
+            .read()
+            .expect("trigger type lock poisoned")
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(|| self.inner.builtin_types.clone())
+    }
+
+    /// `tenant`'s trigger types (the built-ins and its packs'), by ref.
+    pub fn trigger_types(&self, tenant: &TenantId) -> Vec<TriggerType> {
+        let mut types: Vec<_> = self.types_of(tenant).values().cloned().collect();
         types.sort_by(|a, b| a.trigger_ref.cmp(&b.trigger_ref));
         types
+    }
+
+    /// Make `packs` `tenant`'s packs, atomically: trigger types, rules,
+    /// policies and the sensors of the packs in `changed` are loaded and
+    /// checked first (an error changes nothing), then swapped in together.
+    /// Executions already prepared keep the components and config they were
+    /// prepared with. Sensors of packs in `changed` restart; others run on.
+    pub async fn activate_packs(
+        &self,
+        tenant: &TenantId,
+        packs: Arc<crate::packs::PackSet>,
+        changed: &[squall_core::PackRef],
+    ) -> Result<(), RuleChangeError> {
+        let _serial = self.inner.rule_changes.lock().await;
+        let load = {
+            let (reactor, tenant, packs, changed) = (
+                self.clone(),
+                tenant.clone(),
+                packs.clone(),
+                changed.to_vec(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let inner = &reactor.inner;
+                load_tenant(
+                    &inner.runner,
+                    &inner.store,
+                    &inner.templates,
+                    inner.sensor_config.log_bytes,
+                    &tenant,
+                    &packs,
+                    |p| changed.contains(p),
+                )
+            })
+            .await
+            .map_err(|e| {
+                RuleChangeError::Store(squall_store::Error::Corrupt(format!(
+                    "pack activation task failed: {e}"
+                )))
+            })??
+        };
+        self.inner.runner.registry().replace(tenant.clone(), packs);
+        self.inner
+            .trigger_types
+            .write()
+            .expect("trigger type lock poisoned")
+            .insert(tenant.clone(), load.types);
+        let mut policies = self.policies().all.clone();
+        policies.retain(|(t, _), _| t != tenant);
+        policies.extend(load.policies);
+        self.inner.policies.replace(PolicyIndex::build(policies));
+        let stopped = self.inner.sensors.remove(tenant, |p| changed.contains(p));
+        self.stop_entries(&stopped);
+        let started = load.sensors.clone();
+        self.inner.sensors.insert(load.sensors);
+        let new_rules = load.rules;
+        self.rebuild(|all| {
+            all.retain(|(t, _), _| t != tenant);
+            for rule in new_rules {
+                all.insert((tenant.clone(), rule.rule_ref()), rule);
+            }
+        })?;
+        for entry in started {
+            self.start_if_enabled(entry);
+        }
+        // Waiters on gates of policies that went away must not wait forever.
+        self.readmit_waiting();
+        Ok(())
     }
 
     /// Accept one event: validate it, match it, and persist the trigger
@@ -266,9 +400,8 @@ impl Reactor {
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(DispatchError::ShuttingDown);
         }
-        let tt = self
-            .inner
-            .trigger_types
+        let types = self.types_of(tenant);
+        let tt = types
             .get(trigger_type)
             .ok_or_else(|| DispatchError::UnknownTriggerType(trigger_type.to_owned()))?;
         tt.validate_payload(&payload)
@@ -398,7 +531,7 @@ impl Reactor {
         replace: bool,
     ) -> Result<(), RuleChangeError> {
         check_rule(
-            &self.inner.trigger_types,
+            &self.types_of(tenant),
             &self.inner.runner.packs(tenant),
             self.inner.runner.allowed_dirs(),
             &rule,

@@ -78,11 +78,14 @@ pub fn check_policy(packs: &PackSet, policy: &Policy) -> Result<(), String> {
         .map_err(|e| format!("resource_ref: {e}"))
 }
 
-/// Every pack's `policies/*.yaml` (default tenant), then the API's changes.
+/// `tenant`'s policies: every pack's `policies/*.yaml`, then the API's
+/// changes. A policy from the API whose action is gone is dropped, with a
+/// log line.
 pub fn load_policies(
+    tenant: &TenantId,
     packs: &PackSet,
     changes: &[(TenantId, String, Option<String>)],
-) -> Result<PolicyIndex, PackError> {
+) -> Result<BTreeMap<(TenantId, String), Arc<Policy>>, PackError> {
     let invalid = |file: &Path, field: &str, message: String| {
         PackError::Manifest(ManifestError {
             file: file.to_owned(),
@@ -91,7 +94,6 @@ pub fn load_policies(
         })
     };
     let mut all: BTreeMap<(TenantId, String), Arc<Policy>> = BTreeMap::new();
-    let tenant = TenantId::default_tenant();
     for pack in packs.packs() {
         for (file, policy) in &pack.policies {
             if policy.pack != pack.manifest.pack_ref {
@@ -111,7 +113,7 @@ pub fn load_policies(
             );
         }
     }
-    for (tenant, policy_ref, body) in changes {
+    for (_, policy_ref, body) in changes.iter().filter(|(t, _, _)| t == tenant) {
         let key = (tenant.clone(), policy_ref.clone());
         match body {
             None => {
@@ -120,12 +122,19 @@ pub fn load_policies(
             Some(body) => {
                 let origin = format!("<api policy {policy_ref}>");
                 let default_pack = PackRef::new("default").expect("valid ref");
-                let policy = Policy::parse(body, Path::new(&origin), &default_pack)?;
-                check_policy(packs, &policy)
-                    .map_err(|m| invalid(Path::new(&origin), "resource_ref", m))?;
-                all.insert(key, Arc::new(policy));
+                let checked = Policy::parse(body, Path::new(&origin), &default_pack)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| check_policy(packs, &p).map(|()| p));
+                match checked {
+                    Ok(policy) => {
+                        all.insert(key, Arc::new(policy));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%tenant, policy = %policy_ref, error = %e, "stored policy no longer applies; not loaded");
+                    }
+                }
             }
         }
     }
-    Ok(PolicyIndex::build(all))
+    Ok(all)
 }

@@ -219,43 +219,54 @@ pub fn pack_rules(
     Ok(out)
 }
 
-/// Read every pack's `rules/*.yaml` (default tenant), then apply the API's
-/// changes: a stored document replaces the pack's, a deletion removes it.
-/// `check` (see [`check_rule`]) runs on every rule; its error names the file.
+/// `tenant`'s rules: every pack's `rules/*.yaml`, then the API's changes
+/// (a stored document replaces the pack's, a deletion removes it).
+/// A pack rule that fails `check` (see [`check_rule`]) is an error naming
+/// its file; a rule from the API that no longer passes (its action's pack
+/// was removed) is kept, disabled, with the reason.
 pub fn load_rules(
+    tenant: &TenantId,
     packs: &PackSet,
     changes: &[(TenantId, String, Option<String>)],
     templates: &Templates,
     check: impl Fn(&Rule) -> Result<(), String>,
-) -> Result<Vec<(TenantId, Arc<Rule>)>, PackError> {
-    let invalid = |file: &Path, message: String| {
-        PackError::Manifest(ManifestError {
-            file: file.to_owned(),
-            field: None,
-            message,
-        })
-    };
-    let mut rules: BTreeMap<(TenantId, String), Arc<Rule>> = BTreeMap::new();
-    let tenant = TenantId::default_tenant();
+) -> Result<Vec<Arc<Rule>>, PackError> {
+    let mut rules: BTreeMap<String, Arc<Rule>> = BTreeMap::new();
     for pack in packs.packs() {
-        for (_, rule) in pack_rules(pack, packs, templates)? {
-            rules.insert((tenant.clone(), rule.rule_ref()), Arc::new(rule));
+        for (file, rule) in pack_rules(pack, packs, templates)? {
+            check(&rule).map_err(|message| {
+                PackError::Manifest(ManifestError {
+                    file,
+                    field: None,
+                    message,
+                })
+            })?;
+            rules.insert(rule.rule_ref(), Arc::new(rule));
         }
     }
-    for (tenant, rule_ref, body) in changes {
-        let key = (tenant.clone(), rule_ref.clone());
+    for (_, rule_ref, body) in changes.iter().filter(|(t, _, _)| t == tenant) {
         match body {
             None => {
-                rules.remove(&key);
+                rules.remove(rule_ref);
             }
             Some(body) => {
                 let origin = format!("<api rule {rule_ref}>");
                 let default_pack = PackRef::new("default").expect("valid ref");
-                let rule = Rule::parse(body, Path::new(&origin), &default_pack, templates)?;
-                check(&rule).map_err(|m| invalid(Path::new(&origin), m))?;
-                rules.insert(key, Arc::new(rule));
+                let rule = match Rule::parse(body, Path::new(&origin), &default_pack, templates) {
+                    Ok(rule) => rule,
+                    Err(e) => {
+                        tracing::error!(%tenant, rule = %rule_ref, error = %e, "stored rule no longer parses; skipped");
+                        continue;
+                    }
+                };
+                let rule = match check(&rule) {
+                    Ok(()) => rule,
+                    Err(reason) if rule.enabled => rule.disabled_because(reason),
+                    Err(_) => rule,
+                };
+                rules.insert(rule_ref.clone(), Arc::new(rule));
             }
         }
     }
-    Ok(rules.into_iter().map(|((t, _), r)| (t, r)).collect())
+    Ok(rules.into_values().collect())
 }

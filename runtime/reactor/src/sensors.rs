@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use squall_core::TenantId;
 use squall_core::events::EventSink;
 use squall_core::execution::GuestLogLine;
 use squall_core::kv::KvStore;
 use squall_core::manifest::SensorMeta;
 use squall_core::time::rfc3339_in;
+use squall_core::{PackRef, TenantId};
 use squall_sandbox::{
     Preopen, Sandbox, SensorCallError, SensorComponent, SensorInstance, SensorLimits, SensorLog,
     SensorSetup, SensorTrigger,
@@ -107,7 +107,7 @@ struct Status {
 #[derive(Debug)]
 pub(crate) struct SensorEntry {
     tenant: TenantId,
-    meta: SensorMeta,
+    pub(crate) meta: SensorMeta,
     /// Loaded and checked once, when the pack was loaded: a file changed on
     /// disk later does not change a running server's sensor.
     component: Arc<SensorComponent>,
@@ -185,10 +185,11 @@ impl SensorEntry {
     }
 }
 
-/// Every sensor of the loaded packs, by (tenant, ref).
+/// Every sensor of the loaded packs, by (tenant, ref); entries come and go
+/// as packs are installed and removed.
 #[derive(Debug, Default)]
 pub(crate) struct Sensors {
-    entries: BTreeMap<(TenantId, String), Arc<SensorEntry>>,
+    entries: Mutex<BTreeMap<(TenantId, String), Arc<SensorEntry>>>,
     /// The supervisors, awaited at shutdown so every sensor cleans up.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -199,19 +200,21 @@ fn trigger_key(trigger_type: &str, parameters: &Map<String, Value>) -> String {
 }
 
 impl Sensors {
-    /// Every sensor of `packs` (default tenant), each component checked
-    /// against the `sensor` world and its directories against `allowed`.
-    /// The error names the sensor's file.
-    pub(crate) fn load(
+    /// The sensors of `tenant`'s packs for which `wanted` holds, each
+    /// component checked against the `sensor` world and its directories
+    /// against the allowed ones. Not yet added nor started. The error names
+    /// the sensor's file.
+    pub(crate) fn entries_of(
+        tenant: &TenantId,
         packs: &PackSet,
+        wanted: impl Fn(&PackRef) -> bool,
         runner: &crate::Runner,
         log_bytes: usize,
-    ) -> Result<Self, PackError> {
+    ) -> Result<Vec<Arc<SensorEntry>>, PackError> {
         let (sandbox, allowed): (&Sandbox, &[PathBuf]) = (runner.sandbox(), runner.allowed_dirs());
-        let tenant = TenantId::default_tenant();
-        let mut entries = BTreeMap::new();
+        let mut entries = Vec::new();
         for pack in packs.packs() {
-            if pack.sensors.is_empty() {
+            if pack.sensors.is_empty() || !wanted(&pack.manifest.pack_ref) {
                 continue;
             }
             let dirs = pack.preopens(allowed)?;
@@ -247,21 +250,47 @@ impl Sensors {
                     mailbox: Mutex::new(None),
                     next_trigger: AtomicU64::new(1),
                 };
-                entries.insert((tenant.clone(), meta.sensor_ref()), Arc::new(entry));
+                entries.push(Arc::new(entry));
             }
         }
-        Ok(Self {
-            entries,
-            tasks: Mutex::default(),
-        })
+        Ok(entries)
     }
 
-    pub(crate) fn get(&self, tenant: &TenantId, sensor_ref: &str) -> Option<&Arc<SensorEntry>> {
-        self.entries.get(&(tenant.clone(), sensor_ref.to_owned()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(TenantId, String), Arc<SensorEntry>>> {
+        self.entries.lock().expect("sensor table lock poisoned")
+    }
+
+    /// Add entries (made by [`Sensors::entries_of`]).
+    pub(crate) fn insert(&self, entries: Vec<Arc<SensorEntry>>) {
+        let mut all = self.lock();
+        for e in entries {
+            all.insert((e.tenant.clone(), e.meta.sensor_ref()), e);
+        }
+    }
+
+    /// Take out `tenant`'s sensors of the packs for which `gone` holds.
+    pub(crate) fn remove(
+        &self,
+        tenant: &TenantId,
+        gone: impl Fn(&PackRef) -> bool,
+    ) -> Vec<Arc<SensorEntry>> {
+        let mut all = self.lock();
+        let keys: Vec<_> = all
+            .iter()
+            .filter(|((t, _), e)| t == tenant && gone(&e.meta.pack))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| all.remove(k)).collect()
+    }
+
+    pub(crate) fn get(&self, tenant: &TenantId, sensor_ref: &str) -> Option<Arc<SensorEntry>> {
+        self.lock()
+            .get(&(tenant.clone(), sensor_ref.to_owned()))
+            .cloned()
     }
 
     pub(crate) fn views(&self, tenant: &TenantId) -> Vec<SensorView> {
-        self.entries
+        self.lock()
             .iter()
             .filter(|((t, _), _)| t == tenant)
             .map(|(_, e)| e.view())
@@ -287,7 +316,7 @@ impl Sensors {
                 },
             );
         }
-        for ((tenant, _), entry) in &self.entries {
+        for ((tenant, _), entry) in self.lock().iter() {
             let mut desired = BTreeMap::new();
             for tt in &entry.meta.trigger_types {
                 if let Some(wanted) = by_type.get(&(tenant.clone(), tt.trigger_ref.clone())) {
@@ -306,8 +335,8 @@ impl Sensors {
         }
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<SensorEntry>> {
-        self.entries.values()
+    pub(crate) fn all(&self) -> Vec<Arc<SensorEntry>> {
+        self.lock().values().cloned().collect()
     }
 }
 
@@ -399,7 +428,7 @@ impl Reactor {
         sensor_ref: &str,
         enabled: bool,
     ) -> Result<SensorView, squall_store::Error> {
-        let Some(entry) = self.inner.sensors.get(tenant, sensor_ref).cloned() else {
+        let Some(entry) = self.inner.sensors.get(tenant, sensor_ref) else {
             return Err(squall_store::Error::Corrupt(format!(
                 "sensor '{sensor_ref}' not found"
             )));
@@ -423,10 +452,22 @@ impl Reactor {
     /// Start every enabled sensor (at start-up).
     pub(crate) fn start_sensors(&self) {
         for entry in self.inner.sensors.all() {
-            let enabled = entry.status.lock().expect("sensor lock poisoned").enabled;
-            if enabled {
-                self.start_sensor(entry.clone());
-            }
+            self.start_if_enabled(entry);
+        }
+    }
+
+    pub(crate) fn start_if_enabled(&self, entry: Arc<SensorEntry>) {
+        let enabled = entry.status.lock().expect("sensor lock poisoned").enabled;
+        if enabled {
+            self.start_sensor(entry);
+        }
+    }
+
+    /// Stop `entries` (taken out of the table); their supervisors clean up
+    /// in the background.
+    pub(crate) fn stop_entries(&self, entries: &[Arc<SensorEntry>]) {
+        for entry in entries {
+            entry.tell(Command::Stop);
         }
     }
 
