@@ -20,6 +20,10 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -33,6 +37,8 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +79,22 @@ impl From<squall_store::AccountError> for ApiError {
             E::Store(e) => e.into(),
             E::UnknownTenant(_) => Self::NotFound(e.to_string()),
             E::Exists { .. } | E::OtherTenant { .. } => Self::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<squall_reactor::InstallError> for ApiError {
+    fn from(e: squall_reactor::InstallError) -> Self {
+        use squall_reactor::InstallError as E;
+        match &e {
+            E::TooLarge { .. } | E::TooManyEntries { .. } => Self::PayloadTooLarge(e.to_string()),
+            E::Fixed(_) => Self::Conflict(e.to_string()),
+            E::NotInstalled(_) => Self::NotFound(e.to_string()),
+            E::Quota { .. } => Self::TooManyRequests(e.to_string()),
+            E::NoPackDir => Self::Unavailable(e.to_string()),
+            E::Io { .. } => Self::Internal(e.to_string()),
+            E::Activation(RuleChangeError::Store(_)) => Self::Internal(e.to_string()),
+            _ => Self::BadRequest(e.to_string()),
         }
     }
 }

@@ -34,13 +34,22 @@ pub use error::ApiError;
 pub struct AppState {
     pub reactor: Reactor,
     pub(crate) auth: std::sync::Arc<auth::AuthCache>,
+    /// Largest pack upload accepted, in bytes.
+    pub upload_limit: usize,
+    /// What an uploaded archive may unpack to.
+    pub archive_limits: squall_reactor::ArchiveLimits,
 }
 
 impl AppState {
+    /// Default upload limit: 64 MiB.
+    pub const DEFAULT_UPLOAD_LIMIT: usize = 64 << 20;
+
     pub fn new(reactor: Reactor) -> Self {
         Self {
             reactor,
             auth: Default::default(),
+            upload_limit: Self::DEFAULT_UPLOAD_LIMIT,
+            archive_limits: squall_reactor::ArchiveLimits::default(),
         }
     }
 }

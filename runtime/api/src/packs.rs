@@ -1,8 +1,9 @@
 //! `/api/v1/packs` and `/api/v1/runnertypes`.
 
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::get;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +17,8 @@ use crate::v1::{ApiResult, page, paged};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/packs", get(list_packs))
-        .route("/api/v1/packs/{ref}", get(get_pack))
+        .route("/api/v1/packs/upload", post(upload))
+        .route("/api/v1/packs/{ref}", get(get_pack).delete(uninstall))
         .route("/api/v1/runnertypes", get(list_runners))
         .route("/api/v1/runnertypes/{name}", get(get_runner))
 }
@@ -36,6 +38,7 @@ pub(crate) fn pack_shape(p: &LoadedPack) -> Value {
         "dependencies": [],
         "system": {},
         "actions": p.actions.len(),
+        "installed_version": p.installed,
         "sensors": p.sensors.len(),
     })
 }
@@ -66,6 +69,59 @@ async fn get_pack(
         .find(|p| p.manifest.pack_ref.as_str() == r)
         .map(|p| Json(pack_shape(p)))
         .ok_or_else(|| ApiError::NotFound(format!("pack '{r}' not found")))
+}
+
+/// `POST /api/v1/packs/upload`: the body is a `.tar.gz` of a pack directory
+/// with its built components; installed for the caller's tenant as a new
+/// version.
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> ApiResult<Response> {
+    let limit = state.upload_limit;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the upload is larger than this server accepts ({} MiB)",
+            limit >> 20
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())?;
+    let staging = state.reactor.pack_store()?.staging()?;
+    let root = {
+        let (into, limits) = (staging.path().to_owned(), state.archive_limits);
+        tokio::task::spawn_blocking(move || squall_reactor::install::unpack(&body, &into, limits))
+            .await
+            .map_err(|e| ApiError::Internal(format!("unpack task failed: {e}")))??
+    };
+    let installed = state.reactor.install_pack(&caller.tenant(), &root).await?;
+    let mut shape = pack_shape(&installed.pack);
+    shape["replaced_version"] = json!(installed.replaced);
+    Ok((StatusCode::CREATED, Json(shape)).into_response())
+}
+
+/// `DELETE /api/v1/packs/{ref}`: uninstall a pack installed through the API.
+async fn uninstall(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<StatusCode> {
+    let pack = squall_core::PackRef::new(r).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .reactor
+        .uninstall_pack(&caller.tenant(), &pack)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Squall's one runner: a WebAssembly component of the `action` world.

@@ -63,6 +63,17 @@ impl Client {
         })
     }
 
+    /// `POST /api/v1/packs/upload` with a `.tar.gz`.
+    pub(crate) async fn upload_pack(&self, archive: Vec<u8>) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1/packs/upload", self.base);
+        let req = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/gzip")
+            .body(archive);
+        Ok(self.send(req).await?.json().await?)
+    }
+
     /// `DELETE` an API path.
     pub(crate) async fn delete_path(&self, path: &str) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);

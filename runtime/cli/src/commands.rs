@@ -215,6 +215,30 @@ pub(crate) enum PackCommand {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Install a pack on the server given by --url, for the API key's
+    /// tenant: a built pack directory (its metadata and components are
+    /// archived) or a .tar.gz of one. Replaces the installed version, if
+    /// any; executions already running finish on the old one.
+    Install {
+        path: PathBuf,
+        /// Print the installed pack as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Uninstall a pack installed through the API. Rules made through the
+    /// API that use its actions stay, disabled, saying why.
+    Remove { pack: String },
+    /// List the packs of the API key's tenant.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one pack.
+    Get {
+        pack: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
@@ -574,15 +598,65 @@ pub(crate) fn indent(text: &str) -> String {
         .join("\n")
 }
 
-pub(crate) fn pack(cmd: PackCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode> {
+    let columns = [
+        "ref",
+        "version",
+        "installed_version",
+        "actions",
+        "description",
+    ];
     match cmd {
         PackCommand::Build { dirs } => {
             for dir in dirs {
                 build_pack(&dir)?;
             }
-            Ok(ExitCode::SUCCESS)
+        }
+        PackCommand::Install { path, json } => {
+            let client = remote.require("squall pack install")?;
+            let archive = if path.is_dir() {
+                squall_reactor::install::archive_pack(&path)?
+            } else {
+                std::fs::read(&path)
+                    .with_context(|| format!("failed to read '{}'", path.display()))?
+            };
+            let pack = runtime()?.block_on(client.upload_pack(archive))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pack)?);
+            } else {
+                println!(
+                    "installed pack {} {} (version {}, {} actions)",
+                    pack["ref"].as_str().unwrap_or_default(),
+                    pack["version"].as_str().unwrap_or_default(),
+                    pack["installed_version"].as_str().unwrap_or_default(),
+                    pack["actions"]
+                );
+            }
+        }
+        PackCommand::Remove { pack } => {
+            let pack = squall_core::PackRef::new(pack)?;
+            let client = remote.require("squall pack remove")?;
+            runtime()?.block_on(client.delete_path(&format!("/api/v1/packs/{pack}")))?;
+            println!("removed pack {pack}");
+        }
+        PackCommand::List { json } => {
+            let client = remote.require("squall pack list")?;
+            let list = runtime()?.block_on(client.get_json("/api/v1/packs?limit=1000"))?;
+            let rows = list.as_array().cloned().unwrap_or_default();
+            crate::accounts::print_rows(&rows, &columns, json)?;
+        }
+        PackCommand::Get { pack, json } => {
+            let pack = squall_core::PackRef::new(pack)?;
+            let client = remote.require("squall pack get")?;
+            let one = runtime()?.block_on(client.get_json(&format!("/api/v1/packs/{pack}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&one)?);
+            } else {
+                crate::accounts::print_rows(&[one], &columns, false)?;
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Build one pack with its `build.command`, then say where each action's

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
         Command::Key(cmd) => commands::key(&cli.data_dir, cmd),
         Command::Sensor(cmd) => sensor::sensor(&remote, cmd),
-        Command::Pack(cmd) => commands::pack(cmd),
+        Command::Pack(cmd) => commands::pack(&remote, cmd),
         Command::Tenant(cmd) => accounts::tenant(&cli.data_dir, &remote, cmd),
         Command::Apikey(cmd) => accounts::apikey(&cli.data_dir, &remote, cmd),
         Command::User(cmd) => accounts::user(&cli.data_dir, cmd),

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use squall_core::TenantId;
 use squall_core::template::Templates;
-use squall_reactor::{PackSet, Reactor, ReactorConfig, Runner, SensorConfig, vet_packs};
+use squall_reactor::{PackSet, PackStore, Reactor, ReactorConfig, Runner, SensorConfig, vet_packs};
 use squall_sandbox::Limits;
 
 use crate::commands::{open_sandbox, open_store, pack_paths};
@@ -50,6 +51,9 @@ pub(crate) struct ServeArgs {
     allow_dirs: Vec<PathBuf>,
     #[command(flatten)]
     egress: crate::commands::EgressArgs,
+    /// Largest pack upload accepted (POST /api/v1/packs/upload), in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    max_upload_mib: usize,
     /// Seconds a single sensor call (setup, poll, a trigger change) may run.
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -81,14 +85,45 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?);
     }
     // A broken pack is refused, loudly, and the server runs on the others.
-    let (packs, mut refused) = PackSet::load_each(&pack_paths(args.packs));
-    let (packs, more) = vet_packs(packs, &sandbox, &allowed, &Templates::new());
+    let (mut packs, mut refused) = PackSet::load_each(&pack_paths(args.packs));
+    // Packs installed through the API, by tenant; the default tenant's
+    // join those of --packs (which they cannot replace).
+    let pack_store = PackStore::open(&data_dir.join("packs"))?;
+    let (installed, bad) = pack_store.load_all();
+    refused.extend(bad);
+    let mut tenants = Vec::new();
+    for (tenant, list) in installed {
+        let mut set = if tenant == TenantId::default_tenant() {
+            std::mem::take(&mut packs)
+        } else {
+            PackSet::default()
+        };
+        for pack in list {
+            let dir = pack.dir.clone();
+            if let Err(error) = set.add(pack) {
+                refused.push(squall_reactor::Refusal { dir, error });
+            }
+        }
+        if tenant == TenantId::default_tenant() {
+            packs = set;
+        } else {
+            tenants.push((tenant, set));
+        }
+    }
+    let templates = Templates::new();
+    let (packs, more) = vet_packs(packs, &sandbox, &allowed, &templates);
     refused.extend(more);
+    let mut others = Vec::new();
+    for (tenant, set) in tenants {
+        let (set, more) = vet_packs(set, &sandbox, &allowed, &templates);
+        refused.extend(more);
+        others.push((tenant, set));
+    }
     for r in &refused {
         eprintln!("error: pack '{}' refused: {}", r.dir.display(), r.error);
         tracing::error!(pack = %r.dir.display(), error = %r.error, "pack refused");
     }
-    tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), refused = refused.len(), "starting");
+    tracing::info!(allocator = ?sandbox.allocator(), packs = packs.packs().count(), tenants_with_packs = others.len() + 1, refused = refused.len(), "starting");
     let limits = Limits {
         result_bytes: args.max_result_mib.max(1) << 20,
         ..Limits::default()
@@ -96,12 +131,16 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), limits)
         .with_allowed_dirs(allowed)
         .with_egress(args.egress.egress());
+    for (tenant, set) in others {
+        runner.registry().replace(tenant, Arc::new(set));
+    }
     let mut sensors = SensorConfig::default();
     sensors.limits.call_timeout = Duration::from_secs(args.sensor_call_timeout.max(1));
     let config = ReactorConfig {
         workers: args.workers.max(1),
         tenant_max_running: args.tenant_max_running,
         sensors,
+        pack_store: Some(pack_store),
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
@@ -118,7 +157,8 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
     std::io::stdout().flush()?;
-    let state = squall_api::AppState::new(reactor.clone());
+    let mut state = squall_api::AppState::new(reactor.clone());
+    state.upload_limit = args.max_upload_mib.max(1) << 20;
     squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor

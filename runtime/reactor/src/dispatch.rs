@@ -41,6 +41,24 @@ pub struct ReactorConfig {
     pub tenant_max_running: Option<usize>,
     /// How sensors run and restart.
     pub sensors: SensorConfig,
+    /// Where packs installed through the API are kept; `None`: installs
+    /// are refused.
+    pub pack_store: Option<crate::install::PackStore>,
+    /// What one tenant may use.
+    pub quotas: Quotas,
+}
+
+/// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
+/// that would (HTTP 429) and never affects other tenants. Executions
+/// running at once are bounded by [`ReactorConfig::tenant_max_running`].
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    /// Bytes of a tenant's installed packs together.
+    pub pack_bytes: Option<u64>,
+    /// Executions a tenant may request per minute.
+    pub executions_per_minute: Option<u32>,
+    /// Bytes of a tenant's datastore keys and values together.
+    pub kv_bytes: Option<u64>,
 }
 
 impl Default for ReactorConfig {
@@ -50,6 +68,8 @@ impl Default for ReactorConfig {
             queue: 4096,
             tenant_max_running: None,
             sensors: SensorConfig::default(),
+            pack_store: None,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -103,6 +123,8 @@ pub(crate) struct Inner {
     builtin_types: Arc<TriggerTypes>,
     /// Serializes rule and policy changes: check, persist, rebuild.
     rule_changes: tokio::sync::Mutex<()>,
+    /// Serializes pack installs and removals.
+    pub(crate) installs: tokio::sync::Mutex<()>,
     pub(crate) templates: Templates,
     pub(crate) jobs: mpsc::Sender<Prepared>,
     pub(crate) scheduler: Scheduler,
@@ -248,6 +270,7 @@ impl Reactor {
             trigger_types: std::sync::RwLock::new(trigger_types),
             builtin_types: Arc::new(trigger_types_of(&crate::packs::PackSet::default())),
             rule_changes: tokio::sync::Mutex::new(()),
+            installs: tokio::sync::Mutex::new(()),
             templates,
             jobs: jobs_tx,
             running: 0.into(),

@@ -11,6 +11,7 @@
 pub mod dispatch;
 pub mod engine;
 mod file_watch;
+pub mod install;
 mod lifecycle;
 pub mod packs;
 pub mod policies;
@@ -21,9 +22,10 @@ pub mod sensors;
 pub mod timers;
 pub mod vet;
 
-pub use dispatch::{DispatchError, Reactor, ReactorConfig, RuleChangeError};
+pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
+pub use install::{ArchiveLimits, InstallError, Installed, PackStore};
 pub use lifecycle::ExecutionError;
-pub use packs::{LoadedPack, PackError, PackSet, Refusal};
+pub use packs::{LoadedPack, PackError, PackRegistry, PackSet, Refusal};
 pub use runner::{RunError, RunRequest, Runner};
 pub use sensors::{SensorConfig, SensorState, SensorView};
 pub use vet::vet_packs;

@@ -50,6 +50,11 @@ pub enum PackError {
         pack_dir: PathBuf,
     },
     #[error("{file}: {cause}")]
+    ActionComponent {
+        file: PathBuf,
+        cause: squall_sandbox::Error,
+    },
+    #[error("{file}: {cause}")]
     SensorComponent {
         file: PathBuf,
         cause: squall_sandbox::Error,
@@ -91,6 +96,10 @@ pub struct LoadedPack {
     pub directories: Vec<DirectoryGrant>,
     /// Policies from `policies/*.yaml`, each with its file.
     pub policies: Vec<(PathBuf, squall_core::policy::Policy)>,
+    /// Set for a pack installed through the API (its version id); `None`
+    /// for a pack the server loads from `--packs`, which the API cannot
+    /// replace or remove.
+    pub installed: Option<String>,
 }
 
 impl LoadedPack {
@@ -149,6 +158,7 @@ impl LoadedPack {
             policies,
             config: serde_json::Value::Object(config).to_string().into(),
             trigger_types,
+            installed: None,
             sensors,
             directories,
         })
@@ -342,10 +352,11 @@ impl PackRegistry {
     }
 }
 
-/// Every pack of one tenant, by ref.
-#[derive(Debug, Default)]
+/// Every pack of one tenant, by ref. Packs are shared between the sets
+/// that hold them: a new set after an install is cheap.
+#[derive(Debug, Default, Clone)]
 pub struct PackSet {
-    packs: BTreeMap<PackRef, LoadedPack>,
+    packs: BTreeMap<PackRef, Arc<LoadedPack>>,
 }
 
 impl PackSet {
@@ -407,11 +418,22 @@ impl PackSet {
     }
 
     /// Take a pack out of the set.
-    pub fn remove(&mut self, pack: &PackRef) -> Option<LoadedPack> {
+    pub fn remove(&mut self, pack: &PackRef) -> Option<Arc<LoadedPack>> {
         self.packs.remove(pack)
     }
 
-    fn add(&mut self, pack: LoadedPack) -> Result<(), PackError> {
+    /// Put `pack` in the set, in place of any pack of the same ref.
+    pub fn put(&mut self, pack: Arc<LoadedPack>) {
+        self.packs.insert(pack.manifest.pack_ref.clone(), pack);
+    }
+
+    /// The pack `pack`, if the set has it.
+    pub fn get(&self, pack: &PackRef) -> Option<&Arc<LoadedPack>> {
+        self.packs.get(pack)
+    }
+
+    /// Add a pack; refused when the set has one of the same ref.
+    pub fn add(&mut self, pack: LoadedPack) -> Result<(), PackError> {
         if let Some(first) = self.packs.get(&pack.manifest.pack_ref) {
             return Err(PackError::Duplicate {
                 pack: pack.manifest.pack_ref.clone(),
@@ -419,12 +441,13 @@ impl PackSet {
                 second: pack.dir,
             });
         }
-        self.packs.insert(pack.manifest.pack_ref.clone(), pack);
+        self.packs
+            .insert(pack.manifest.pack_ref.clone(), Arc::new(pack));
         Ok(())
     }
 
     pub fn packs(&self) -> impl Iterator<Item = &LoadedPack> {
-        self.packs.values()
+        self.packs.values().map(|p| &**p)
     }
 
     /// The pack and metadata of `action`, or an error that says what exists.

@@ -160,6 +160,11 @@ impl Runner {
         self.execute(prepared).await
     }
 
+    /// The default limits of every execution.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Bytes of stdout, stderr and log kept per execution.
     pub fn output_bytes(&self) -> usize {
         self.limits.output_bytes

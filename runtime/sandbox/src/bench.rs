@@ -4,12 +4,9 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::WasiCtx;
 
 use crate::bindings::squall::automation::types::Context;
-use crate::host::{HostState, MemoryLimiter};
-use crate::live::LogBuffer;
+use crate::host::HostState;
 use crate::{ActionComponent, Sandbox};
 
 impl Sandbox {
@@ -35,25 +32,7 @@ impl Sandbox {
         let mut times = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
-            let state = HostState {
-                wasi: WasiCtx::builder().build(),
-                table: ResourceTable::new(),
-                limiter: MemoryLimiter {
-                    limit: usize::MAX,
-                    refused: None,
-                },
-                tenant: squall_core::TenantId::default_tenant(),
-                config: "{}".into(),
-                kv: None,
-                kv_prefix: String::new(),
-                log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
-                events: None,
-                http: wasmtime_wasi_http::WasiHttpCtx::new(),
-                egress: crate::host::egress::EgressHooks {
-                    policy: crate::Egress::default(),
-                    log: std::sync::Arc::new(std::sync::Mutex::new(LogBuffer::new(0))),
-                },
-            };
+            let state = HostState::bare(usize::MAX);
             let mut store = Store::new(&self.engine.engine, state);
             store.set_epoch_deadline(u64::MAX / 2);
             let instance = component

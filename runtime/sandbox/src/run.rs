@@ -71,6 +71,37 @@ pub struct Preopen {
 }
 
 impl Sandbox {
+    /// Instantiate `component` once in a fresh instance with nothing
+    /// granted, and drop it: a component that traps while it starts, loops
+    /// there or needs more memory than `limits` allow fails here, before
+    /// it is installed, with the reason.
+    pub async fn check_instantiation(
+        &self,
+        component: &ActionComponent,
+        limits: Limits,
+    ) -> std::result::Result<(), String> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the instance semaphore is never closed");
+        let timeout = limits.timeout.max(self.engine.tick);
+        let mut store = Store::new(&self.engine.engine, HostState::bare(limits.memory_bytes));
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (timeout.as_millis() / self.engine.tick.as_millis().max(1)).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let started = tokio::time::timeout(timeout, component.pre.instantiate_async(&mut store));
+        match started.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!(
+                "instantiation did not finish within {:.1} s",
+                timeout.as_secs_f64()
+            )),
+        }
+    }
+
     /// Run one execution of `component` in a fresh instance.
     #[tracing::instrument(skip_all, fields(execution_id = %inv.execution_id, action = %inv.action))]
     pub async fn run_action(&self, component: &ActionComponent, inv: Invocation) -> RunReport {

@@ -40,6 +40,33 @@ pub(crate) struct HostState {
     pub(crate) egress: egress::EgressHooks,
 }
 
+impl HostState {
+    /// A state with nothing granted: no kv, no events, no output kept, an
+    /// empty config, memory up to `memory_limit` bytes.
+    pub(crate) fn bare(memory_limit: usize) -> Self {
+        let log = Arc::new(std::sync::Mutex::new(crate::live::LogBuffer::new(0)));
+        Self {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: memory_limit,
+                refused: None,
+            },
+            tenant: TenantId::default_tenant(),
+            config: "{}".into(),
+            kv: None,
+            kv_prefix: String::new(),
+            log: log.clone(),
+            events: None,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            egress: egress::EgressHooks {
+                policy: crate::Egress::default(),
+                log,
+            },
+        }
+    }
+}
+
 impl wasmtime_wasi_http::WasiHttpView for HostState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
         wasmtime_wasi_http::WasiHttpCtxView {

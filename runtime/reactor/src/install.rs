@@ -1,0 +1,620 @@
+//! Installing a tenant's packs through the API: an archive is unpacked
+//! (paths, entry kinds, sizes checked), the pack is read and validated,
+//! every component is compiled, checked against its world and instantiated
+//! once, and only then is the pack written in place as a new version and
+//! activated with the tenant's other packs in one swap. Executions already
+//! prepared finish on the version they started with.
+//!
+//! On disk, under the server's pack directory:
+//! `<tenant>/<pack>/<version>/` (the pack's files) and
+//! `<tenant>/<pack>/current` (the version in force). A version directory
+//! without `current` naming it is a leftover and is removed at start.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use squall_core::{PackRef, TenantId};
+
+use crate::dispatch::{Reactor, RuleChangeError};
+use crate::packs::{LoadedPack, PackError, Refusal};
+
+/// What an uploaded archive may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveLimits {
+    /// Bytes of all files together, unpacked.
+    pub max_unpacked_bytes: u64,
+    /// Files and directories.
+    pub max_entries: usize,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        Self {
+            max_unpacked_bytes: 512 << 20,
+            max_entries: 20_000,
+        }
+    }
+}
+
+/// Why a pack was not installed. Nothing of it is in force, or on disk,
+/// when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("the upload is not a .tar.gz archive of a pack: {0}")]
+    Archive(String),
+    #[error(
+        "archive entry '{0}' is refused: every path must stay inside the pack (no absolute paths, no '..')"
+    )]
+    UnsafePath(String),
+    #[error("archive entry '{path}' is a {kind}; only files and directories are accepted")]
+    UnsupportedEntry { path: String, kind: String },
+    #[error("the archive unpacks to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the archive holds more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    #[error("the archive holds no pack.yaml (at its top, or in its one top-level directory)")]
+    NoPack,
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error("pack '{0}' is loaded from the server's --packs; the API cannot replace or remove it")]
+    Fixed(PackRef),
+    #[error("pack '{0}' is not installed")]
+    NotInstalled(PackRef),
+    #[error("{file}: the component does not start: {message}")]
+    Instantiation { file: PathBuf, message: String },
+    #[error("{0}")]
+    Activation(#[from] RuleChangeError),
+    #[error("{quota}: {message}")]
+    Quota {
+        quota: &'static str,
+        message: String,
+    },
+    #[error("this server keeps no installed packs (it was started without a pack directory)")]
+    NoPackDir,
+    #[error("{path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
+    move |cause| InstallError::Io {
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+/// A path inside the archive, made safe: relative, no `..`, no root.
+fn safe_relative(path: &Path) -> Result<PathBuf, InstallError> {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(InstallError::UnsafePath(path.display().to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Unpack a `.tar.gz` into `into` (an empty directory); returns the pack's
+/// directory (`into`, or its one top-level directory).
+pub fn unpack(archive: &[u8], into: &Path, limits: ArchiveLimits) -> Result<PathBuf, InstallError> {
+    let bad = |e: std::io::Error| InstallError::Archive(e.to_string());
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut total: u64 = 0;
+    let mut count = 0usize;
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        count += 1;
+        if count > limits.max_entries {
+            return Err(InstallError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let rel = safe_relative(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = into.join(&rel);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target).map_err(io(&target))?;
+        } else if kind.is_file() {
+            let size = entry.header().size().map_err(bad)?;
+            total = total.saturating_add(size);
+            if total > limits.max_unpacked_bytes {
+                return Err(InstallError::TooLarge {
+                    limit: limits.max_unpacked_bytes,
+                });
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let mut file = std::fs::File::create(&target).map_err(io(&target))?;
+            // Never more than the header declared, whatever follows.
+            std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(bad)?;
+        } else {
+            return Err(InstallError::UnsupportedEntry {
+                path: raw.display().to_string(),
+                kind: format!("{kind:?}").to_lowercase(),
+            });
+        }
+    }
+    if into.join("pack.yaml").is_file() {
+        return Ok(into.to_owned());
+    }
+    let mut tops = std::fs::read_dir(into)
+        .map_err(io(into))?
+        .filter_map(|e| e.ok().map(|e| e.path()));
+    match (tops.next(), tops.next()) {
+        (Some(only), None) if only.join("pack.yaml").is_file() => Ok(only),
+        _ => Err(InstallError::NoPack),
+    }
+}
+
+/// Pack the pack in `dir` as an upload: its metadata files (not its
+/// sources or build tree) plus each built component where an upload ships
+/// it (`actions/<entry_point>`, `sensors/<entry_point>`).
+pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
+    let pack = LoadedPack::load(dir)?;
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let skip = ["target", "src", "crates", "Cargo.toml", "Cargo.lock"];
+    let mut stack = vec![PathBuf::new()];
+    let mut added = std::collections::BTreeSet::new();
+    while let Some(rel) = stack.pop() {
+        let here = dir.join(&rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&here)
+            .map_err(io(&here))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let name_str = name.to_string_lossy();
+            if name_str.starts_with('.')
+                || (rel.as_os_str().is_empty() && skip.contains(&&*name_str))
+            {
+                continue;
+            }
+            let path = rel.join(&name);
+            let kind = entry.file_type().map_err(io(&entry.path()))?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                builder
+                    .append_path_with_name(entry.path(), &path)
+                    .map_err(io(&entry.path()))?;
+                added.insert(path);
+            }
+        }
+    }
+    let mut components: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for meta in pack.actions.values() {
+        components.push((
+            pack.component_path(meta)?,
+            Path::new("actions").join(&meta.entry_point),
+        ));
+    }
+    for (_, meta) in &pack.sensors {
+        components.push((
+            pack.sensor_component_path(meta)?,
+            Path::new("sensors").join(&meta.entry_point),
+        ));
+    }
+    for (from, to) in components {
+        if added.insert(to.clone()) {
+            builder
+                .append_path_with_name(&from, &to)
+                .map_err(io(&from))?;
+        }
+    }
+    let gz = builder.into_inner().map_err(io(dir))?;
+    gz.finish().map_err(io(dir))
+}
+
+/// Where installed packs live: `<root>/<tenant>/<pack>/<version>/`.
+#[derive(Debug, Clone)]
+pub struct PackStore {
+    root: PathBuf,
+}
+
+impl PackStore {
+    /// The pack directory `root` (created), with leftovers of interrupted
+    /// uploads removed.
+    pub fn open(root: &Path) -> Result<Self, InstallError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let staging = root.join(".staging");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// A fresh, empty directory to unpack an upload into; removed when
+    /// dropped unless its pack was installed (moved away).
+    pub fn staging(&self) -> Result<tempfile::TempDir, InstallError> {
+        let staging = self.root.join(".staging");
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        tempfile::tempdir_in(&staging).map_err(io(&staging))
+    }
+
+    fn pack_dir(&self, tenant: &TenantId, pack: &PackRef) -> PathBuf {
+        self.root.join(tenant.as_str()).join(pack.as_str())
+    }
+
+    /// Every installed pack, by tenant, each read from its current version.
+    /// A pack that no longer loads is refused (and stays on disk).
+    pub fn load_all(&self) -> (BTreeMap<TenantId, Vec<LoadedPack>>, Vec<Refusal>) {
+        let mut out: BTreeMap<TenantId, Vec<LoadedPack>> = BTreeMap::new();
+        let mut refused = Vec::new();
+        for tenant_dir in sorted_dirs(&self.root) {
+            let Some(tenant) = file_name(&tenant_dir).and_then(|n| TenantId::new(n).ok()) else {
+                continue;
+            };
+            for pack_dir in sorted_dirs(&tenant_dir) {
+                let Some(version) = std::fs::read_to_string(pack_dir.join("current"))
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+                else {
+                    continue;
+                };
+                remove_other_versions(&pack_dir, &version);
+                let dir = pack_dir.join(&version);
+                match LoadedPack::load(&dir) {
+                    Ok(mut pack) => {
+                        pack.installed = Some(version);
+                        out.entry(tenant.clone()).or_default().push(pack);
+                    }
+                    Err(error) => refused.push(Refusal { dir, error }),
+                }
+            }
+        }
+        (out, refused)
+    }
+
+    /// Bytes of every installed pack of `tenant`, current versions only.
+    pub fn tenant_bytes(&self, tenant: &TenantId) -> u64 {
+        let root = self.root.join(tenant.as_str());
+        sorted_dirs(&root)
+            .iter()
+            .filter_map(|p| {
+                let v = std::fs::read_to_string(p.join("current")).ok()?;
+                Some(dir_bytes(&p.join(v.trim())))
+            })
+            .sum()
+    }
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
+fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && !file_name(p).is_some_and(|n| n.starts_with('.')))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Remove a pack's version directories other than `keep` (leftovers of an
+/// interrupted install or of the version an install replaced).
+fn remove_other_versions(pack_dir: &Path, keep: &str) {
+    for dir in sorted_dirs(pack_dir) {
+        if file_name(&dir) != Some(keep)
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove an old pack version");
+        }
+    }
+}
+
+/// Bytes of the files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Write `text` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, text: &str) -> Result<(), InstallError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub pack: Arc<LoadedPack>,
+    /// The version it replaced, if any.
+    pub replaced: Option<String>,
+}
+
+impl Reactor {
+    /// Install the pack unpacked in `unpacked` for `tenant` as a new
+    /// version, replacing the one in force: read and validated, every
+    /// action component compiled, checked against the `action` world and
+    /// instantiated once, every sensor component checked against the
+    /// `sensor` world, its rules and policies checked against the tenant's
+    /// packs; then written in place and activated in one swap. Any error
+    /// leaves the tenant's packs as they were.
+    pub async fn install_pack(
+        &self,
+        tenant: &TenantId,
+        unpacked: &Path,
+    ) -> Result<Installed, InstallError> {
+        let store = self.pack_store()?.clone();
+        let _serial = self.inner.installs.lock().await;
+        let probe = LoadedPack::load(unpacked)?;
+        let pack_ref = probe.manifest.pack_ref.clone();
+        let current = self.runner().packs(tenant);
+        let replaced = match current.get(&pack_ref) {
+            Some(p) if p.installed.is_none() => return Err(InstallError::Fixed(pack_ref)),
+            Some(p) => p.installed.clone(),
+            None => None,
+        };
+        self.check_pack_quota(&store, tenant, &pack_ref, unpacked)?;
+        self.check_components(&probe).await?;
+        // In place: `<tenant>/<pack>/<version>/`, not yet current.
+        let version = squall_core::trigger::new_id();
+        let pack_dir = store.pack_dir(tenant, &pack_ref);
+        std::fs::create_dir_all(&pack_dir).map_err(io(&pack_dir))?;
+        let version_dir = pack_dir.join(&version);
+        std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
+        let activated = async {
+            let mut pack = LoadedPack::load(&version_dir)?;
+            pack.installed = Some(version.clone());
+            let pack = Arc::new(pack);
+            let mut set = (*current).clone();
+            set.put(pack.clone());
+            self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(&pack_ref))
+                .await?;
+            Ok::<_, InstallError>(pack)
+        }
+        .await;
+        let pack = match activated {
+            Ok(pack) => pack,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&version_dir);
+                return Err(e);
+            }
+        };
+        // From here the new version is in force; make it the one loaded at
+        // the next start, then drop the old files (prepared executions hold
+        // their compiled component and config, not the files).
+        write_atomically(&pack_dir.join("current"), &version)?;
+        remove_other_versions(&pack_dir, &version);
+        tracing::info!(%tenant, pack = %pack_ref, %version, actions = pack.actions.len(), "pack installed");
+        Ok(Installed { pack, replaced })
+    }
+
+    /// Remove an installed pack of `tenant`. Rules from the API that name
+    /// its actions stay, disabled, with the reason.
+    pub async fn uninstall_pack(
+        &self,
+        tenant: &TenantId,
+        pack_ref: &PackRef,
+    ) -> Result<(), InstallError> {
+        let store = self.pack_store()?.clone();
+        let _serial = self.inner.installs.lock().await;
+        let current = self.runner().packs(tenant);
+        match current.get(pack_ref) {
+            None => return Err(InstallError::NotInstalled(pack_ref.clone())),
+            Some(p) if p.installed.is_none() => return Err(InstallError::Fixed(pack_ref.clone())),
+            Some(_) => {}
+        }
+        let mut set = (*current).clone();
+        set.remove(pack_ref);
+        self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(pack_ref))
+            .await?;
+        let pack_dir = store.pack_dir(tenant, pack_ref);
+        let current_file = pack_dir.join("current");
+        std::fs::remove_file(&current_file).map_err(io(&current_file))?;
+        if let Err(e) = std::fs::remove_dir_all(&pack_dir) {
+            tracing::warn!(dir = %pack_dir.display(), error = %e, "could not remove an uninstalled pack's files");
+        }
+        tracing::info!(%tenant, pack = %pack_ref, "pack uninstalled");
+        Ok(())
+    }
+
+    /// Where this server keeps installed packs, if it does.
+    pub fn pack_store(&self) -> Result<&PackStore, InstallError> {
+        self.inner
+            .config
+            .pack_store
+            .as_ref()
+            .ok_or(InstallError::NoPackDir)
+    }
+
+    /// The tenant's packs, with this one in place of its old version, must
+    /// fit the tenant's quota.
+    fn check_pack_quota(
+        &self,
+        store: &PackStore,
+        tenant: &TenantId,
+        pack_ref: &PackRef,
+        unpacked: &Path,
+    ) -> Result<(), InstallError> {
+        let Some(limit) = self.inner.config.quotas.pack_bytes else {
+            return Ok(());
+        };
+        let others = store.tenant_bytes(tenant)
+            - std::fs::read_to_string(store.pack_dir(tenant, pack_ref).join("current"))
+                .map(|v| dir_bytes(&store.pack_dir(tenant, pack_ref).join(v.trim())))
+                .unwrap_or(0);
+        let new = dir_bytes(unpacked);
+        if others + new > limit {
+            return Err(InstallError::Quota {
+                quota: "packs total size",
+                message: format!(
+                    "tenant '{tenant}' would have {} bytes of packs; its limit is {limit}",
+                    others + new
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compile, world-check and instantiate every distinct action
+    /// component once; world-check every sensor component.
+    async fn check_components(&self, pack: &LoadedPack) -> Result<(), InstallError> {
+        let sandbox = self.runner().sandbox().clone();
+        let mut seen = std::collections::BTreeSet::new();
+        for meta in pack.actions.values() {
+            let path = pack.component_path(meta)?;
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let component = {
+                let (sandbox, at) = (sandbox.clone(), path.clone());
+                tokio::task::spawn_blocking(move || sandbox.load_action(&at))
+                    .await
+                    .map_err(|e| InstallError::Archive(format!("compile task failed: {e}")))?
+                    .map_err(|cause| PackError::ActionComponent {
+                        file: path.clone(),
+                        cause,
+                    })?
+            };
+            sandbox
+                .check_instantiation(&component, self.runner().limits())
+                .await
+                .map_err(|message| InstallError::Instantiation {
+                    file: path.clone(),
+                    message,
+                })?;
+        }
+        for (file, meta) in &pack.sensors {
+            let path = pack.sensor_component_path(meta)?;
+            let sandbox = sandbox.clone();
+            tokio::task::spawn_blocking(move || sandbox.load_sensor(&path))
+                .await
+                .map_err(|e| InstallError::Archive(format!("compile task failed: {e}")))?
+                .map_err(|cause| PackError::SensorComponent {
+                    file: file.clone(),
+                    cause,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            // Written raw: the builder's own path check would refuse `..`.
+            let name = header.as_old_mut().name.as_mut();
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *data).expect("append");
+        }
+        builder
+            .into_inner()
+            .expect("finish")
+            .finish()
+            .expect("gzip")
+    }
+
+    #[test]
+    fn a_pack_unpacks_at_the_top_or_in_one_directory() {
+        let into = tempfile::tempdir().expect("tempdir");
+        let root = unpack(
+            &archive(&[("p/pack.yaml", b"name: p\n"), ("p/actions/a.yaml", b"x")]),
+            into.path(),
+            ArchiveLimits::default(),
+        )
+        .expect("unpacks");
+        assert_eq!(root, into.path().join("p"));
+        assert!(root.join("actions/a.yaml").is_file());
+    }
+
+    #[test]
+    fn traversal_links_sizes_and_non_packs_are_refused() {
+        let refused = |bytes: Vec<u8>, limits: ArchiveLimits| {
+            let into = tempfile::tempdir().expect("tempdir");
+            let e = unpack(&bytes, into.path(), limits).expect_err("refused");
+            // Nothing escaped the directory.
+            assert!(!into.path().parent().expect("parent").join("evil").exists());
+            e.to_string()
+        };
+        let e = refused(
+            archive(&[("pack.yaml", b"x"), ("../evil", b"x")]),
+            ArchiveLimits::default(),
+        );
+        assert!(e.contains("'../evil' is refused"), "{e}");
+        let e = refused(archive(&[("/etc/evil", b"x")]), ArchiveLimits::default());
+        assert!(e.contains("is refused"), "{e}");
+        let e = refused(
+            archive(&[("pack.yaml", &[0u8; 2048])]),
+            ArchiveLimits {
+                max_unpacked_bytes: 1024,
+                max_entries: 10,
+            },
+        );
+        assert!(e.contains("more than 1024 bytes"), "{e}");
+        let e = refused(archive(&[("readme", b"x")]), ArchiveLimits::default());
+        assert!(e.contains("no pack.yaml"), "{e}");
+        let e = refused(b"not gzip at all".to_vec(), ArchiveLimits::default());
+        assert!(e.contains("not a .tar.gz"), "{e}");
+
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, "pack.yaml", "/etc/passwd")
+            .expect("append");
+        let bytes = builder
+            .into_inner()
+            .expect("finish")
+            .finish()
+            .expect("gzip");
+        let e = refused(bytes, ArchiveLimits::default());
+        assert!(e.contains("is a symlink"), "{e}");
+    }
+}
