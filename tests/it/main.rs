@@ -6,6 +6,7 @@ mod automaton;
 mod egress;
 mod hostile;
 mod lifecycle;
+mod packs;
 mod sandbox;
 mod sensors;
 mod server;
@@ -26,6 +27,7 @@ mod guest_tests {
     pub(crate) use super::hostile::stack_overflow_is_reported as STACKOVERFLOW;
     pub(crate) use super::hostile::wrong_world_is_refused_before_running as WRONG_WORLD;
     pub(crate) use super::lifecycle::output_is_readable_while_running_and_after as TALKER;
+    pub(crate) use super::packs::an_execution_started_on_v1_finishes_on_v1_while_v2_is_installed as VERSIONED;
     pub(crate) use super::sensors::directory_sensor_logs_created_modified_deleted as EXAMPLES_SENSOR;
     pub(crate) use super::sensors::file_watch_drives_the_same_action as EXAMPLES_ACTIONS;
     pub(crate) use super::sensors::sensor_kv_state_survives_a_restart as SENSOR;

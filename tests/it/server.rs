@@ -130,6 +130,12 @@ impl Server {
         allowed: Vec<std::path::PathBuf>,
         egress: squall_sandbox::Egress,
     ) -> Result<Self, String> {
+        let mut config = config;
+        if config.pack_store.is_none() {
+            config.pack_store = Some(
+                squall_reactor::PackStore::open(&data.join("packs")).map_err(|e| e.to_string())?,
+            );
+        }
         let store = Store::open(&data.join("db"), &StoreConfig::default())
             .expect("store")
             .with_secret_key(test_secret_key());
@@ -239,11 +245,104 @@ impl Server {
         );
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        self.reactor.store()
+    }
+
+    /// A new tenant `name` (made by the admin key) and a key of `role` in
+    /// it.
+    pub(crate) async fn tenant_with_key(&self, name: &str, role: &str) -> String {
+        let r = self.post("/api/v1/tenants", &json!({"name": name})).await;
+        assert!(
+            r.status().as_u16() == 201 || r.status().as_u16() == 409,
+            "create tenant: {}",
+            r.status()
+        );
+        self.key_in(name, role).await
+    }
+
+    /// A new key of `role` in tenant `name` (made by the admin key).
+    pub(crate) async fn key_in(&self, name: &str, role: &str) -> String {
+        let r = self
+            .post(
+                "/api/v1/apikeys",
+                &json!({"tenant": name, "user": format!("{role}-of-{name}"), "role": role}),
+            )
+            .await;
+        assert_eq!(r.status().as_u16(), 201);
+        let body: Value = r.json().await.expect("json");
+        body["key"].as_str().expect("key").to_owned()
+    }
+
+    /// The same server, seen with another key.
+    pub(crate) fn as_key(&self, key: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: client_with_key(key),
+        }
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         self.reactor.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Requests to a server with one key.
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Client {
+    /// Any request; (status, body as JSON or as a string).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// `POST /api/v1/packs/upload` with `archive`.
+    pub(crate) async fn upload(&self, archive: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/packs/upload", self.base))
+            .header("Content-Type", "application/gzip")
+            .body(archive)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json body"))
     }
 }
 

@@ -1,0 +1,336 @@
+//! Pack upload over HTTP: what is accepted, what is refused (and that a
+//! refusal leaves nothing behind), and hot swap: an execution started on
+//! one version finishes on it while the next is installed.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use squall_reactor::install::archive_pack;
+
+use crate::server::{Client, Server};
+
+/// The `versioned` guest as `swap.go`, its config saying `version`.
+fn swap_pack(version: &str) -> tempfile::TempDir {
+    let dir = squall_tests::pack_of(
+        "swap",
+        &[(
+            "go",
+            squall_tests::VERSIONED,
+            "parameters:\n  seconds: {type: number, default: 0}\n",
+        )],
+    );
+    std::fs::write(
+        dir.path().join("config.schema.yaml"),
+        "version: {type: string, required: true}\n",
+    )
+    .expect("write schema");
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("version: {version}\n"),
+    )
+    .expect("write config");
+    dir
+}
+
+/// Installed packs of a tenant, by ref.
+async fn pack_refs(c: &Client) -> Vec<String> {
+    let (status, list) = c.get("/api/v1/packs").await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["ref"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What is on disk for a tenant, besides upload staging.
+fn files_of(data: &Path, tenant: &str) -> Vec<String> {
+    let root = data.join("packs").join(tenant);
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(&root).expect("under").display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A .tar.gz with one entry written raw (no path checks of the builder).
+fn raw_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar_builder();
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let name = header.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        builder.append(&header, *data).expect("append");
+    }
+    builder
+        .into_inner()
+        .expect("finish")
+        .finish()
+        .expect("gzip")
+}
+
+fn tar_builder() -> tar::Builder<flate2::write::GzEncoder<Vec<u8>>> {
+    tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_install_or_are_refused_whole() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let s = Server::start_in(
+        data.path(),
+        &[core.path().to_owned()],
+        Default::default(),
+        vec![],
+    )
+    .await
+    .expect("server");
+    let acme = s.as_key(&s.tenant_with_key("acme", "operator").await);
+
+    // A valid pack: installed for acme only, and it runs.
+    let (status, body) = acme
+        .upload(archive_pack(swap_pack("v1").path()).expect("archive"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["ref"], "swap");
+    assert_eq!(pack_refs(&acme).await, ["swap"]);
+    let (status, e) = acme
+        .post("/api/v1/executions", &json!({"action": "swap.go"}))
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let done = s.as_key(&s.key_in("acme", "viewer").await);
+    let e = wait_done(&done, e["id"].as_str().expect("id")).await;
+    assert_eq!(e["result"]["version"], "v1", "{e}");
+    let (status, _) = s.get("/api/v1/actions/swap.go").await;
+    assert_eq!(status, 404, "the default tenant does not see acme's pack");
+    let installed_files = files_of(data.path(), "acme");
+    assert!(installed_files.iter().any(|f| f.ends_with("current")));
+
+    // Each refusal names the problem and leaves nothing behind.
+    let refused = |status: u16, body: &Value, needle: &str| {
+        assert_eq!(status, 400, "{body}");
+        let fault = body["faultstring"].as_str().unwrap_or_default();
+        assert!(fault.contains(needle), "{fault}");
+    };
+    let (status, body) = acme
+        .upload(raw_archive(&[
+            ("pack.yaml", b"name: evil\n"),
+            ("../../escaped", b"x"),
+        ]))
+        .await;
+    refused(status, &body, "'../../escaped' is refused");
+    assert!(!data.path().join("packs/escaped").exists());
+    assert!(!data.path().join("escaped").exists());
+
+    let wrong = squall_tests::pack_of("wrong", &[("go", squall_tests::WRONG_WORLD, "")]);
+    let (status, body) = acme
+        .upload(archive_pack(wrong.path()).expect("archive"))
+        .await;
+    refused(
+        status,
+        &body,
+        "does not implement the squall:automation/action world",
+    );
+
+    let trap_dir = tempfile::tempdir().expect("tempdir");
+    let trap_wasm = trap_dir.path().join("trap.wasm");
+    std::fs::write(&trap_wasm, squall_tests::trap_at_instantiation_component()).expect("write");
+    let trap = squall_tests::pack_of("trap", &[("go", trap_wasm.to_str().expect("utf-8"), "")]);
+    let (status, body) = acme
+        .upload(archive_pack(trap.path()).expect("archive"))
+        .await;
+    refused(status, &body, "the component does not start");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("trap.wasm")
+            || body["faultstring"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("go.wasm"),
+        "{body}"
+    );
+
+    let (status, body) = acme.upload(b"definitely not gzip".to_vec()).await;
+    refused(status, &body, "not a .tar.gz");
+
+    let (status, body) = acme
+        .upload(raw_archive(&[("pack.yaml", b"name: Not A Ref\n")]))
+        .await;
+    refused(status, &body, "pack.yaml");
+
+    // A 1 GB body is refused without being read.
+    let (status, fault, sent) = huge_upload(&s.base, &s.key_in("acme", "operator").await);
+    assert_eq!(status, 413, "{fault}");
+    assert!(fault.contains("larger than this server accepts"), "{fault}");
+    assert!(sent < 512 << 20, "the server read {sent} bytes");
+
+    // After all that: acme still has exactly its one pack, same files.
+    assert_eq!(pack_refs(&acme).await, ["swap"]);
+    assert_eq!(files_of(data.path(), "acme"), installed_files);
+    // A viewer cannot install.
+    let (status, _) = done
+        .upload(archive_pack(swap_pack("v9").path()).expect("archive"))
+        .await;
+    assert_eq!(status, 403);
+    // The default tenant cannot replace a pack of its --packs.
+    let (status, body) = s
+        .as_key(&s.key)
+        .upload(archive_pack(core.path()).expect("archive"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    s.stop().await;
+}
+
+/// POST 1 GiB (declared) of zeros on a raw connection, while reading the
+/// answer: (status, body, bytes written before the server stopped us).
+fn huge_upload(base: &str, key: &str) -> (u16, String, u64) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let total: u64 = 1 << 30;
+    write!(
+        conn,
+        "POST /api/v1/packs/upload HTTP/1.1\r\nHost: {addr}\r\nSt2-Api-Key: {key}\r\nContent-Type: application/gzip\r\nContent-Length: {total}\r\n\r\n"
+    )
+    .expect("write head");
+    let mut writer = conn.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < total {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        sent
+    });
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the head and a little body have arrived.
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&response).contains("faultstring") {
+            break;
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    let sent = sending.join().expect("writer");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text, sent)
+}
+
+async fn wait_done(c: &Client, id: &str) -> Value {
+    for _ in 0..400 {
+        let (_, e) = c.get(&format!("/api/v1/executions/{id}")).await;
+        if matches!(
+            e["status"].as_str(),
+            Some("succeeded" | "failed" | "timeout" | "canceled" | "abandoned")
+        ) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("execution {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn an_execution_started_on_v1_finishes_on_v1_while_v2_is_installed() {
+    let s = Server::start().await;
+    let acme = s.as_key(&s.tenant_with_key("acme", "operator").await);
+    let (status, v1) = acme
+        .upload(archive_pack(swap_pack("v1").path()).expect("archive"))
+        .await;
+    assert_eq!(status, 201, "{v1}");
+
+    // An API rule on swap.go, to see what an uninstall does to it.
+    let (status, body) = acme
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "on_hook", "pack": "ops", "enabled": true, "trigger": {"type": "core.st2.webhook", "parameters": {"url": "swap"}}, "action": {"ref": "swap.go"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (_, slow) = acme
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "swap.go", "parameters": {"seconds": 1.5}}),
+        )
+        .await;
+    let slow_id = slow["id"].as_str().expect("id").to_owned();
+    for _ in 0..200 {
+        let (_, e) = acme.get(&format!("/api/v1/executions/{slow_id}")).await;
+        if e["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, v2) = acme
+        .upload(archive_pack(swap_pack("v2").path()).expect("archive"))
+        .await;
+    assert_eq!(status, 201, "{v2}");
+    assert_eq!(v2["replaced_version"], v1["installed_version"]);
+    let (_, running) = acme.get(&format!("/api/v1/executions/{slow_id}")).await;
+    assert_eq!(
+        running["status"], "running",
+        "v2 was installed while v1 ran"
+    );
+
+    let (_, fresh) = acme
+        .post("/api/v1/executions", &json!({"action": "swap.go"}))
+        .await;
+    let fresh = wait_done(&acme, fresh["id"].as_str().expect("id")).await;
+    assert_eq!(fresh["result"]["version"], "v2", "{fresh}");
+    let slow = wait_done(&acme, &slow_id).await;
+    assert_eq!(slow["status"], "succeeded", "{slow}");
+    assert_eq!(slow["result"]["version"], "v1", "{slow}");
+
+    // Uninstall: the pack goes, the rule stays, disabled, saying why.
+    let (status, _) = acme.delete("/api/v1/packs/swap").await;
+    assert_eq!(status, 204);
+    assert!(pack_refs(&acme).await.is_empty());
+    let (_, rule) = acme.get("/api/v1/rules/ops.on_hook").await;
+    assert_eq!(rule["enabled"], false, "{rule}");
+    assert!(
+        rule["disabled_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("swap"),
+        "{rule}"
+    );
+    let (status, _) = acme
+        .post("/api/v1/executions", &json!({"action": "swap.go"}))
+        .await;
+    assert_eq!(status, 404);
+    s.stop().await;
+}
