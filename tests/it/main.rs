@@ -11,6 +11,7 @@ mod sandbox;
 mod sensors;
 mod server;
 mod st2client;
+mod tenants;
 mod util;
 
 /// The test that covers each guest. A guest added to tests/guests without a

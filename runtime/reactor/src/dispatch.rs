@@ -553,15 +553,10 @@ impl Reactor {
         rule: Rule,
         replace: bool,
     ) -> Result<(), RuleChangeError> {
-        check_rule(
-            &self.types_of(tenant),
-            &self.inner.runner.packs(tenant),
-            self.inner.runner.allowed_dirs(),
-            &rule,
-        )
-        .map_err(RuleChangeError::Trigger)?;
         let rule_ref = rule.rule_ref();
         let _serial = self.inner.rule_changes.lock().await;
+        // Existence first: a rule of another tenant is not found, whatever
+        // the body says.
         let exists = self
             .rules()
             .all
@@ -581,6 +576,13 @@ impl Reactor {
             }
             _ => {}
         }
+        check_rule(
+            &self.types_of(tenant),
+            &self.inner.runner.packs(tenant),
+            self.inner.runner.allowed_dirs(),
+            &rule,
+        )
+        .map_err(RuleChangeError::Trigger)?;
         self.inner
             .store
             .put_rule(tenant, &rule_ref, Some(rule.source.to_string()))
