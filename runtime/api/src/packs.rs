@@ -94,9 +94,11 @@ async fn upload(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let started = std::time::Instant::now();
     let body = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| too_large())?;
+    let received = started.elapsed();
     let staging = state.reactor.pack_store()?.staging()?;
     let root = {
         let (into, limits) = (staging.path().to_owned(), state.archive_limits);
@@ -104,7 +106,14 @@ async fn upload(
             .await
             .map_err(|e| ApiError::Internal(format!("unpack task failed: {e}")))??
     };
+    let unpacked = started.elapsed();
     let installed = state.reactor.install_pack(&caller.tenant(), &root).await?;
+    tracing::debug!(
+        received_ms = received.as_millis() as u64,
+        unpacked_ms = (unpacked - received).as_millis() as u64,
+        installed_ms = (started.elapsed() - unpacked).as_millis() as u64,
+        "upload phases"
+    );
     let mut shape = pack_shape(&installed.pack);
     shape["replaced_version"] = json!(installed.replaced);
     Ok((StatusCode::CREATED, Json(shape)).into_response())

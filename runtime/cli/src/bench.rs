@@ -88,6 +88,26 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Installing a pack of thousands of actions over HTTP (StackStorm's aws
+    /// pack has 3,581), and listing executions filtered by action and status
+    /// from a table of a million.
+    Api {
+        /// Actions in the generated pack.
+        #[arg(long, default_value_t = 3581)]
+        actions: usize,
+        /// Installs measured (each after the first replaces the previous).
+        #[arg(long, default_value_t = 3)]
+        installs: usize,
+        /// Executions in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// List requests measured.
+        #[arg(long, default_value_t = 400)]
+        queries: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
     /// Many core.http executions at once, each waiting 1 s on a local
     /// server's response: time, memory and threads.
     Http {
@@ -106,6 +126,13 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             process_runs,
             packs,
         } => bench_sandbox(data_dir, iterations, process_runs, packs),
+        BenchCommand::Api {
+            actions,
+            installs,
+            rows,
+            queries,
+            packs,
+        } => crate::bench_api::api(actions, installs, rows, queries, pack_paths(packs)),
         BenchCommand::Rules {
             rules,
             instances,

@@ -377,8 +377,12 @@ impl Reactor {
     ) -> Result<Installed, InstallError> {
         let store = self.pack_store()?.clone();
         let _serial = self.inner.installs.lock().await;
-        let probe = LoadedPack::load(unpacked)?;
-        let pack_ref = probe.manifest.pack_ref.clone();
+        let started = std::time::Instant::now();
+        let manifest_path = unpacked.join("pack.yaml");
+        let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
+        let manifest = squall_core::manifest::PackManifest::parse(&text, &manifest_path)
+            .map_err(PackError::from)?;
+        let pack_ref = manifest.pack_ref.clone();
         let current = self.runner().packs(tenant);
         let replaced = match current.get(&pack_ref) {
             Some(p) if p.installed.is_none() => return Err(InstallError::Fixed(pack_ref)),
@@ -386,21 +390,35 @@ impl Reactor {
             None => None,
         };
         self.check_pack_quota(&store, tenant, &pack_ref, unpacked)?;
-        self.check_components(&probe).await?;
-        // In place: `<tenant>/<pack>/<version>/`, not yet current.
+        // In place as `<tenant>/<pack>/<version>/`, not yet current: read,
+        // checked and activated from there, or removed.
         let version = squall_core::trigger::new_id();
         let pack_dir = store.pack_dir(tenant, &pack_ref);
         std::fs::create_dir_all(&pack_dir).map_err(io(&pack_dir))?;
         let version_dir = pack_dir.join(&version);
         std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
         let activated = async {
-            let mut pack = LoadedPack::load(&version_dir)?;
+            let mut pack = {
+                let dir = version_dir.clone();
+                tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
+                    .await
+                    .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))??
+            };
+            let loaded = started.elapsed();
+            self.check_components(&pack).await?;
+            let checked = started.elapsed();
             pack.installed = Some(version.clone());
             let pack = Arc::new(pack);
             let mut set = (*current).clone();
             set.put(pack.clone());
             self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(&pack_ref))
                 .await?;
+            tracing::debug!(
+                loaded_ms = loaded.as_millis() as u64,
+                components_ms = (checked - loaded).as_millis() as u64,
+                activated_ms = (started.elapsed() - checked).as_millis() as u64,
+                "install phases"
+            );
             Ok::<_, InstallError>(pack)
         }
         .await;
@@ -416,7 +434,7 @@ impl Reactor {
         // their compiled component and config, not the files).
         write_atomically(&pack_dir.join("current"), &version)?;
         remove_other_versions(&pack_dir, &version);
-        tracing::info!(%tenant, pack = %pack_ref, %version, actions = pack.actions.len(), "pack installed");
+        tracing::info!(%tenant, pack = %pack_ref, %version, actions = pack.actions.len(), took_ms = started.elapsed().as_millis() as u64, "pack installed");
         Ok(Installed { pack, replaced })
     }
 

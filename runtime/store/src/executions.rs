@@ -52,6 +52,18 @@ impl Store {
         self.write(move |txn| insert(txn, &row)).await
     }
 
+    /// Insert many new execution records in one write.
+    pub async fn insert_executions(&self, executions: &[Execution]) -> Result<()> {
+        let rows: Vec<ExecutionRow> = executions.iter().map(ExecutionRow::encode).collect();
+        self.write(move |txn| {
+            for row in &rows {
+                insert(txn, row)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Write an execution's mutable fields: status, result, output, log,
     /// end, context. An execution already in a completed status is never
     /// changed again: such a write is skipped and `false` returned.
