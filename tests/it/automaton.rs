@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use squall_core::TenantId;
 use squall_core::kv::{KvEntry, KvStore};
-use squall_reactor::ReactorConfig;
 use squall_sandbox::Egress;
 use squall_store::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -190,12 +189,13 @@ query_response_mapping:
         allow_private: true,
         ..Egress::default()
     };
-    let s = Server::start_egress(
+    let s = Server::start_setup(
         data.path(),
         &[core.path().to_owned(), pack.path().to_owned()],
-        ReactorConfig::default(),
-        vec![],
-        egress,
+        crate::server::Setup {
+            egress,
+            ..Default::default()
+        },
     )
     .await
     .expect("server starts");

@@ -69,6 +69,18 @@ pub(crate) fn client_with_key(key: &str) -> reqwest::Client {
         .expect("client")
 }
 
+/// How a test server is set up beyond its packs.
+#[derive(Default)]
+pub(crate) struct Setup {
+    pub(crate) config: ReactorConfig,
+    /// Directories packs may open.
+    pub(crate) allowed: Vec<std::path::PathBuf>,
+    /// Outbound HTTP settings.
+    pub(crate) egress: squall_sandbox::Egress,
+    /// Bytes each tenant's datastore may hold.
+    pub(crate) kv_quota: Option<u64>,
+}
+
 pub(crate) struct Server {
     pub(crate) base: String,
     /// Sends the admin key of the default tenant.
@@ -112,25 +124,30 @@ impl Server {
         config: ReactorConfig,
         allowed: Vec<std::path::PathBuf>,
     ) -> Result<Self, String> {
-        Self::start_egress(
+        Self::start_setup(
             data,
             packs,
-            config,
-            allowed,
-            squall_sandbox::Egress::default(),
+            Setup {
+                config,
+                allowed,
+                ..Setup::default()
+            },
         )
         .await
     }
 
-    /// [`Server::start_in`] with outbound HTTP settings.
-    pub(crate) async fn start_egress(
+    /// [`Server::start_in`] with everything settable.
+    pub(crate) async fn start_setup(
         data: &std::path::Path,
         packs: &[std::path::PathBuf],
-        config: ReactorConfig,
-        allowed: Vec<std::path::PathBuf>,
-        egress: squall_sandbox::Egress,
+        setup: Setup,
     ) -> Result<Self, String> {
-        let mut config = config;
+        let Setup {
+            mut config,
+            allowed,
+            egress,
+            kv_quota,
+        } = setup;
         if config.pack_store.is_none() {
             config.pack_store = Some(
                 squall_reactor::PackStore::open(&data.join("packs")).map_err(|e| e.to_string())?,
@@ -138,7 +155,8 @@ impl Server {
         }
         let store = Store::open(&data.join("db"), &StoreConfig::default())
             .expect("store")
-            .with_secret_key(test_secret_key());
+            .with_secret_key(test_secret_key())
+            .with_kv_quota(kv_quota);
         let (_, key) = store
             .create_api_key(
                 &squall_core::TenantId::default_tenant(),

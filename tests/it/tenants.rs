@@ -540,3 +540,129 @@ fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
         .finalize();
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_one_tenant_and_leave_the_others_alone() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let hooks = squall_tests::pack_of("hooks", &[]);
+    std::fs::create_dir(hooks.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        hooks.path().join("rules/each.yaml"),
+        "name: each\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: each}}\naction: {ref: core.noop}\n",
+    )
+    .expect("write");
+    let config = squall_reactor::ReactorConfig {
+        quotas: squall_reactor::Quotas {
+            executions_per_minute: Some(3),
+            pack_bytes: Some(1 << 20),
+        },
+        ..Default::default()
+    };
+    let s = Server::start_setup(
+        data.path(),
+        &[core.path().to_owned(), hooks.path().to_owned()],
+        crate::server::Setup {
+            config,
+            kv_quota: Some(2048),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("server");
+    let acme = s.as_key(&s.tenant_with_key("acme", "operator").await);
+
+    // Executions per minute: the fourth request is refused with 429.
+    let (status, body) = acme
+        .upload(squall_reactor::install::archive_pack(core.path()).expect("archive"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..3 {
+        let (status, body) = acme
+            .post("/api/v1/executions", &json!({"action": "core.noop"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = acme
+        .post("/api/v1/executions", &json!({"action": "core.noop"}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 executions per minute"),
+        "{body}"
+    );
+    // The default tenant's own budget is untouched: a rule's executions
+    // run until its budget, then the enforcement fails saying why.
+    for _ in 0..4 {
+        let r = s.post("/api/v1/webhooks/each", &json!({})).await;
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let enforcements = s
+        .wait_for("/api/v1/ruleenforcements?rule_ref=hooks.each", |b| {
+            b.as_array().is_some_and(|a| a.len() == 4)
+        })
+        .await;
+    let failed: Vec<&Value> = enforcements
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{enforcements}");
+    assert!(
+        failed[0]["failure_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("quota exceeded"),
+        "{enforcements}"
+    );
+
+    // Datastore bytes: acme's writes stop at its limit; the default
+    // tenant still writes.
+    let (status, _) = acme
+        .put("/api/v1/keys/big", &json!({"value": "x".repeat(1500)}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = acme
+        .put("/api/v1/keys/more", &json!({"value": "y".repeat(600)}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit is 2048"),
+        "{body}"
+    );
+    // Replacing a key counts its new size, not both.
+    let (status, _) = acme
+        .put("/api/v1/keys/big", &json!({"value": "z".repeat(1900)}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .as_key(&s.key)
+        .put("/api/v1/keys/fine", &json!({"value": "x".repeat(1500)}))
+        .await;
+    assert_eq!(status, 200);
+
+    // Packs total size: a pack that would pass 1 MiB is refused whole.
+    let big = squall_tests::pack_of("big", &[("go", squall_tests::VERSIONED, "")]);
+    std::fs::write(big.path().join("padding.bin"), vec![7u8; 1 << 20]).expect("write");
+    let (status, body) = acme
+        .upload(squall_reactor::install::archive_pack(big.path()).expect("archive"))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("packs total size"),
+        "{body}"
+    );
+    let (_, packs) = acme.get("/api/v1/packs").await;
+    assert_eq!(packs.as_array().map(Vec::len), Some(1), "{packs}");
+    s.stop().await;
+}

@@ -55,6 +55,7 @@ impl From<RunError> for ApiError {
             // The server's own component is missing or broken.
             RunError::Component { .. } => Self::Internal(e.to_string()),
             RunError::ShuttingDown => Self::Unavailable(e.to_string()),
+            RunError::Quota(_) => Self::TooManyRequests(e.to_string()),
             other => Self::BadRequest(other.to_string()),
         }
     }

@@ -36,6 +36,7 @@ impl From<KvError> for ApiError {
         match e {
             KvError::InvalidKey { .. } => Self::BadRequest(e.to_string()),
             KvError::EncryptionUnavailable => Self::Unavailable(e.to_string()),
+            KvError::Quota { .. } => Self::TooManyRequests(e.to_string()),
             KvError::Backend(_) => Self::Internal(e.to_string()),
         }
     }

@@ -51,6 +51,18 @@ pub(crate) struct ServeArgs {
     allow_dirs: Vec<PathBuf>,
     #[command(flatten)]
     egress: crate::commands::EgressArgs,
+    /// Per tenant: MiB of installed packs together; an install beyond it
+    /// is refused (HTTP 429). Default: no limit.
+    #[arg(long, value_name = "MIB")]
+    tenant_max_pack_mib: Option<u64>,
+    /// Per tenant: executions requested per minute (API and rules); more
+    /// are refused (HTTP 429, or a failed rule enforcement saying so).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    tenant_executions_per_minute: Option<u32>,
+    /// Per tenant: MiB of datastore keys and values; a write beyond it is
+    /// refused (HTTP 429, or an error to the guest).
+    #[arg(long, value_name = "MIB")]
+    tenant_max_kv_mib: Option<u64>,
     /// Largest pack upload accepted (POST /api/v1/packs/upload), in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     max_upload_mib: usize,
@@ -76,7 +88,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             crate::commands::MAX_RETENTION_DAYS
         );
     }
-    let store = open_store(data_dir)?;
+    let store = open_store(data_dir)?.with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
     let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
     let mut allowed = Vec::new();
     for dir in &args.allow_dirs {
@@ -141,6 +153,10 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         tenant_max_running: args.tenant_max_running,
         sensors,
         pack_store: Some(pack_store),
+        quotas: squall_reactor::Quotas {
+            pack_bytes: args.tenant_max_pack_mib.map(|m| m << 20),
+            executions_per_minute: args.tenant_executions_per_minute,
+        },
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;

@@ -26,6 +26,10 @@ pub enum KvError {
         "this server has no datastore key for secrets (give SQUALL_SECRET_KEY, or let `squall serve` create one in its data directory)"
     )]
     EncryptionUnavailable,
+    #[error(
+        "quota exceeded: the tenant's datastore would hold {would} bytes; its limit is {limit}"
+    )]
+    Quota { would: u64, limit: u64 },
     #[error("datastore unavailable: {0}")]
     Backend(String),
 }

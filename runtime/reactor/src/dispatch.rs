@@ -24,7 +24,7 @@ use crate::file_watch::{Watchers, watch_of};
 use crate::packs::PackError;
 use crate::policies::{PolicyIndex, PolicyRegistry, check_policy, load_policies};
 use crate::rules::{RuleIndex, RuleRegistry, check_rule, load_rules, trigger_types_of};
-use crate::runner::{Prepared, RunRequest, Runner};
+use crate::runner::{Prepared, RunError, RunRequest, Runner};
 use crate::scheduler::Scheduler;
 use crate::sensors::{SensorConfig, Sensors};
 use crate::timers::{self, TimerKey, Timers};
@@ -49,16 +49,16 @@ pub struct ReactorConfig {
 }
 
 /// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
-/// that would (HTTP 429) and never affects other tenants. Executions
-/// running at once are bounded by [`ReactorConfig::tenant_max_running`].
+/// that would (HTTP 429, or a failed enforcement for a rule) and never
+/// affects other tenants. Executions running at once are bounded by
+/// [`ReactorConfig::tenant_max_running`] (more wait, `delayed`); datastore
+/// bytes by the store (`Store::with_kv_quota`).
 #[derive(Debug, Clone, Default)]
 pub struct Quotas {
     /// Bytes of a tenant's installed packs together.
     pub pack_bytes: Option<u64>,
     /// Executions a tenant may request per minute.
     pub executions_per_minute: Option<u32>,
-    /// Bytes of a tenant's datastore keys and values together.
-    pub kv_bytes: Option<u64>,
 }
 
 impl Default for ReactorConfig {
@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     rule_changes: tokio::sync::Mutex<()>,
     /// Serializes pack installs and removals.
     pub(crate) installs: tokio::sync::Mutex<()>,
+    /// Executions requested per tenant, against `quotas.executions_per_minute`.
+    rates: crate::quota::RateLimits,
     pub(crate) templates: Templates,
     pub(crate) jobs: mpsc::Sender<Prepared>,
     pub(crate) scheduler: Scheduler,
@@ -271,6 +273,7 @@ impl Reactor {
             builtin_types: Arc::new(trigger_types_of(&crate::packs::PackSet::default())),
             rule_changes: tokio::sync::Mutex::new(()),
             installs: tokio::sync::Mutex::new(()),
+            rates: Default::default(),
             templates,
             jobs: jobs_tx,
             running: 0.into(),
@@ -320,6 +323,14 @@ impl Reactor {
     /// The current rules.
     pub fn rules(&self) -> Arc<RuleIndex> {
         self.inner.rules.snapshot()
+    }
+
+    /// One execution of `tenant`'s per-minute quota, if it has one.
+    pub(crate) fn take_execution_quota(&self, tenant: &TenantId) -> Result<(), RunError> {
+        match self.inner.config.quotas.executions_per_minute {
+            Some(n) => self.inner.rates.take(tenant, n).map_err(RunError::Quota),
+            None => Ok(()),
+        }
     }
 
     /// `tenant`'s trigger types, by ref.
@@ -515,9 +526,8 @@ impl Reactor {
                     req.trace_tag = Some(instance.trace_tag.clone());
                     let origin = Some((instance.id.clone(), rule.rule_ref()));
                     let outcome = self
-                        .inner
-                        .runner
-                        .prepare(req, origin)
+                        .take_execution_quota(&instance.tenant)
+                        .and_then(|()| self.inner.runner.prepare(req, origin))
                         .map_err(|e| e.to_string());
                     // The window starts only when an execution is requested.
                     if let (Ok(_), Some(key)) = (&outcome, &throttle_key) {

@@ -15,6 +15,7 @@ pub mod install;
 mod lifecycle;
 pub mod packs;
 pub mod policies;
+mod quota;
 pub mod rules;
 pub mod runner;
 mod scheduler;

@@ -54,6 +54,7 @@ impl Reactor {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
+        self.take_execution_quota(&req.tenant)?;
         let prepared = self.inner.runner.prepare(req, None)?;
         self.track(&prepared);
         let reactor = self.clone();

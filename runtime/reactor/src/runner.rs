@@ -68,6 +68,8 @@ pub enum RunError {
     SecretsNotStored(ActionRef),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Quota(String),
     #[error("delay {0} ms is too long (at most {MAX_DELAY_MS} ms, 30 days)")]
     Delay(u64),
     #[error(transparent)]

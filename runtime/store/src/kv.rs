@@ -95,7 +95,22 @@ impl KvStore for Store {
                 .ok_or(KvError::EncryptionUnavailable)?;
             entry.value = key.seal(&entry.value, &context(&tenant, &entry.key));
         }
+        let quota = self.kv_quota;
         self.write(move |txn| {
+            if let Some(limit) = quota {
+                // Live entries other than the one replaced, plus this one.
+                let others: i64 = txn
+                    .prepare_cached(
+                        "SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))), 0) FROM kv
+                         WHERE tenant_id = ?1 AND key != ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                    )?
+                    .query_row(params![tenant.as_str(), entry.key, now()], |r| r.get(0))?;
+                let would = u64::try_from(others).unwrap_or(0)
+                    + (entry.key.len() + entry.value.len()) as u64;
+                if would > limit {
+                    return Ok(Err(KvError::Quota { would, limit }));
+                }
+            }
             txn.prepare_cached("INSERT INTO kv (tenant_id, key, value, expires_at, secret) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value,
                      expires_at = excluded.expires_at, secret = excluded.secret")?.execute(params![
@@ -105,10 +120,10 @@ impl KvStore for Store {
                     entry.expires_at.and_then(|t| i64::try_from(t).ok()),
                     entry.secret,
                 ],)?;
-            Ok(())
+            Ok(Ok(()))
         })
         .await
-        .map_err(backend)
+        .map_err(backend)?
     }
 
     async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool, KvError> {

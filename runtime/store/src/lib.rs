@@ -80,6 +80,8 @@ pub struct Store {
     readers: Arc<ReadPool>,
     /// Encrypts secret datastore values; without it they are refused.
     secret_key: Option<SecretKey>,
+    /// Bytes of keys and values one tenant's datastore may hold.
+    kv_quota: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -103,6 +105,7 @@ impl Store {
         let writer = writer::Writer::spawn(conn);
         Ok(Self {
             secret_key: None,
+            kv_quota: None,
             writer,
             readers: Arc::new(ReadPool {
                 path: path.to_owned(),
@@ -115,6 +118,13 @@ impl Store {
     /// Encrypt secret datastore values with `key` from now on.
     pub fn with_secret_key(mut self, key: SecretKey) -> Self {
         self.secret_key = Some(key);
+        self
+    }
+
+    /// Limit each tenant's datastore to `bytes` of keys and values (stored
+    /// sizes: secrets count encrypted).
+    pub fn with_kv_quota(mut self, bytes: Option<u64>) -> Self {
+        self.kv_quota = bytes;
         self
     }
 
