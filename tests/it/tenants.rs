@@ -666,3 +666,84 @@ async fn quotas_refuse_one_tenant_and_leave_the_others_alone() {
     assert_eq!(packs.as_array().map(Vec::len), Some(1), "{packs}");
     s.stop().await;
 }
+
+/// Read an SSE response until `done` holds for what arrived, or `limit`.
+async fn read_events(
+    r: &mut reqwest::Response,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, r.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_and_metrics() {
+    let s = Server::start().await;
+    let b_key = s.tenant_with_key("b", "viewer").await;
+    let open = |key: &str| {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/stream/v1/stream?events=st2.execution__create,st2.execution__update",
+                s.base
+            ))
+            .header("St2-Api-Key", key)
+            .send()
+    };
+    let mut mine = open(&s.key).await.expect("stream");
+    assert_eq!(mine.status(), 200);
+    let mut theirs = open(&b_key).await.expect("stream");
+    let e = s.run("core.echo", json!({"message": "streamed"})).await;
+    let id = e["id"].as_str().expect("id").to_owned();
+    let seen = read_events(&mut mine, Duration::from_secs(10), |t| {
+        t.contains("st2.execution__create") && t.contains("\"status\":\"succeeded\"")
+    })
+    .await;
+    assert!(seen.contains(&format!("\"id\":\"{id}\"")), "{seen}");
+    assert!(seen.contains("event: st2.execution__create"), "{seen}");
+    assert!(seen.contains("event: st2.execution__update"), "{seen}");
+    assert!(seen.contains("\"status\":\"running\""), "{seen}");
+    let leaked = read_events(&mut theirs, Duration::from_millis(300), |t| !t.is_empty()).await;
+    assert!(
+        !leaked.contains(&id),
+        "tenant b saw a's execution: {leaked}"
+    );
+
+    let (status, _) = s.as_key(&b_key).get("/metrics").await;
+    assert_eq!(status, 403);
+    let r = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("text");
+    for needle in [
+        "squall_executions_completed_total{status=\"succeeded\"}",
+        "squall_executions_requested_total",
+        "squall_trigger_instances_total",
+        "squall_queue_depth",
+        "squall_executions_running",
+        "squall_sandbox_instantiation_seconds_count",
+        "squall_store_batch_size_count",
+        "squall_store_commit_seconds_count",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let completed: f64 = text
+        .lines()
+        .find(|l| l.starts_with("squall_executions_completed_total{status=\"succeeded\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!(completed >= 1.0, "{text}");
+    s.stop().await;
+}

@@ -190,10 +190,10 @@ pub(crate) async fn authenticate(
 /// What a role may do, decided by method and path.
 fn allowed(p: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if path == "/api/v1/tenants" || path.starts_with("/api/v1/tenants/") {
+    if path == "/api/v1/tenants" || path.starts_with("/api/v1/tenants/") || path == "/metrics" {
         if p.role != Role::Admin {
             return Err(ApiError::Forbidden(format!(
-                "managing tenants needs the admin role; '{}' is {}",
+                "{path} is for the admin role; '{}' is {}",
                 p.user, p.role
             )));
         }

@@ -18,6 +18,7 @@ mod keys;
 mod packs;
 mod sensors;
 mod shapes;
+mod stream;
 mod v1;
 
 use std::future::Future;

@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::accounts::routes())
         .merge(crate::keys::routes())
         .merge(crate::packs::routes())
+        .merge(crate::stream::routes())
 }
 
 /// Run a store read on tokio's blocking pool: SQLite calls block.

@@ -13,6 +13,7 @@ pub mod execution;
 pub mod ids;
 pub mod kv;
 pub mod manifest;
+pub mod metrics;
 pub mod operators;
 pub mod params;
 pub mod policy;

@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) installs: tokio::sync::Mutex<()>,
     /// Executions requested per tenant, against `quotas.executions_per_minute`.
     rates: crate::quota::RateLimits,
+    /// Execution events, for `/stream/v1/stream`.
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::lifecycle::ExecutionEvent>,
     pub(crate) templates: Templates,
     pub(crate) jobs: mpsc::Sender<Prepared>,
     pub(crate) scheduler: Scheduler,
@@ -274,6 +276,7 @@ impl Reactor {
             rule_changes: tokio::sync::Mutex::new(()),
             installs: tokio::sync::Mutex::new(()),
             rates: Default::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
             templates,
             jobs: jobs_tx,
             running: 0.into(),
@@ -488,6 +491,9 @@ impl Reactor {
                 self.inner.scheduler.forget(&p.execution.id);
             }
             return Err(e.into());
+        }
+        for p in &prepared {
+            self.publish(crate::lifecycle::ExecutionEventKind::Create, &p.execution);
         }
         self.enqueue(prepared).await;
         Ok(instance)

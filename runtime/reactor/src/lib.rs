@@ -25,7 +25,7 @@ pub mod vet;
 
 pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
 pub use install::{ArchiveLimits, InstallError, Installed, PackStore};
-pub use lifecycle::ExecutionError;
+pub use lifecycle::{ExecutionError, ExecutionEvent, ExecutionEventKind};
 pub use packs::{LoadedPack, PackError, PackRegistry, PackSet, Refusal};
 pub use runner::{RunError, RunRequest, Runner};
 pub use sensors::{SensorConfig, SensorState, SensorView};

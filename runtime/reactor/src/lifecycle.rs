@@ -41,7 +41,59 @@ pub enum ExecutionError {
     Store(#[from] squall_store::Error),
 }
 
+/// What happened to an execution, for the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionEventKind {
+    /// Recorded (StackStorm's `st2.execution__create`).
+    Create,
+    /// Its status changed (`st2.execution__update`).
+    Update,
+}
+
+impl ExecutionEventKind {
+    /// StackStorm's event name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "st2.execution__create",
+            Self::Update => "st2.execution__update",
+        }
+    }
+}
+
+/// One execution event: what happened and the execution as it is now.
+#[derive(Debug, Clone)]
+pub struct ExecutionEvent {
+    pub kind: ExecutionEventKind,
+    pub execution: Arc<Execution>,
+}
+
 impl Reactor {
+    /// Execution events from now on (a slow reader misses some, and is
+    /// told how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ExecutionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tell subscribers, if there are any (nothing is copied otherwise).
+    pub(crate) fn publish(&self, kind: ExecutionEventKind, e: &Execution) {
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self.inner.events.send(ExecutionEvent {
+                kind,
+                execution: Arc::new(e.clone()),
+            });
+        }
+    }
+
+    /// Executions running now.
+    pub fn running_now(&self) -> usize {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Executions queued for a worker now.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.jobs.max_capacity() - self.inner.jobs.capacity()
+    }
+
     /// Request an execution (`POST /api/v1/executions`, `squall run --url`):
     /// validated, recorded `requested` (or `delayed`), then scheduled.
     ///
@@ -69,6 +121,7 @@ impl Reactor {
                 return Err(e.into());
             }
             let execution = prepared.execution.clone();
+            reactor.publish(ExecutionEventKind::Create, &execution);
             reactor.enqueue(vec![prepared]).await;
             Ok(execution)
         })
@@ -156,6 +209,7 @@ impl Reactor {
                         timestamp: at,
                     });
                     self.inner.store.mark_canceling(&stored).await?;
+                    self.publish(ExecutionEventKind::Update, &stored);
                 } else {
                     // The `running` record is still on its way to disk.
                     stored.status = ExecutionStatus::Canceling;
@@ -346,7 +400,11 @@ impl Reactor {
             };
             if job.live.start() {
                 self.inner.running.fetch_add(1, Ordering::AcqRel);
-                match self.inner.runner.run_to_end(&mut job).await {
+                let running = self
+                    .inner
+                    .runner
+                    .run_to_end_with(&mut job, |e| self.publish(ExecutionEventKind::Update, e));
+                match running.await {
                     Ok(true) => {
                         let given = std::mem::take(&mut job.given);
                         self.complete(job.execution.clone(), Some(given)).await;
@@ -397,6 +455,10 @@ impl Reactor {
         queued.extend(retry);
         match written {
             Ok(true) => {
+                self.publish(ExecutionEventKind::Update, &e);
+                for p in &queued {
+                    self.publish(ExecutionEventKind::Create, &p.execution);
+                }
                 // Workers call this: hand the follow-ups to a task, so a
                 // worker never waits for room in its own queue.
                 self.spawn_enqueue(queued);

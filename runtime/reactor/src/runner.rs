@@ -299,6 +299,16 @@ impl Runner {
     /// together with what its completion causes. Returns false, running
     /// nothing, when the record had completed meanwhile (canceled).
     pub async fn run_to_end(&self, prepared: &mut Prepared) -> Result<bool, RunError> {
+        self.run_to_end_with(prepared, |_| {}).await
+    }
+
+    /// [`Runner::run_to_end`], calling `on_running` once `running` is
+    /// recorded.
+    pub async fn run_to_end_with(
+        &self,
+        prepared: &mut Prepared,
+        on_running: impl FnOnce(&Execution),
+    ) -> Result<bool, RunError> {
         let execution = &mut prepared.execution;
         if execution.status != ExecutionStatus::Scheduled {
             execution.transition(ExecutionStatus::Scheduled);
@@ -307,6 +317,7 @@ impl Runner {
         if !self.store.start_execution(execution).await? {
             return Ok(false);
         }
+        on_running(execution);
 
         let invocation = Invocation {
             execution_id: execution.id.clone(),

@@ -182,11 +182,15 @@ impl Sandbox {
         let params = serde_json::Value::Object(inv.parameters).to_string();
 
         let call = async {
+            let instantiating = Instant::now();
             let instance = component
                 .pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(CallError::Instantiate)?;
+            squall_core::metrics::metrics()
+                .sandbox_instantiation_seconds
+                .observe(instantiating.elapsed().as_secs_f64());
             instance
                 .call_run(&mut store, &ctx, &params)
                 .await

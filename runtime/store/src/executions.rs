@@ -2,6 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 use squall_core::execution::CapturedOutput;
+use squall_core::metrics::metrics;
 use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
 
 use crate::{Error, Result, Store};
@@ -49,19 +50,24 @@ impl Store {
     /// Insert a new execution record.
     pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
         let row = ExecutionRow::encode(execution);
-        self.write(move |txn| insert(txn, &row)).await
+        self.write(move |txn| insert(txn, &row)).await?;
+        metrics().executions_requested.inc();
+        Ok(())
     }
 
     /// Insert many new execution records in one write.
     pub async fn insert_executions(&self, executions: &[Execution]) -> Result<()> {
         let rows: Vec<ExecutionRow> = executions.iter().map(ExecutionRow::encode).collect();
+        let n = rows.len() as u64;
         self.write(move |txn| {
             for row in &rows {
                 insert(txn, row)?;
             }
             Ok(())
         })
-        .await
+        .await?;
+        metrics().executions_requested.inc_by(n);
+        Ok(())
     }
 
     /// Write an execution's mutable fields: status, result, output, log,
@@ -69,7 +75,11 @@ impl Store {
     /// changed again: such a write is skipped and `false` returned.
     pub async fn update_execution(&self, execution: &Execution) -> Result<bool> {
         let row = ExecutionRow::encode(execution);
-        self.write(move |txn| update(txn, &row)).await
+        let written = self.write(move |txn| update(txn, &row)).await?;
+        if written && execution.status.is_completed() {
+            metrics().completed(execution.status.as_str());
+        }
+        Ok(written)
     }
 
     /// Record that an execution started running — only if it is still

@@ -1,6 +1,7 @@
 //! Trigger instances, rule enforcements, rule overrides and traces.
 
 use rusqlite::{OptionalExtension, Row, params};
+use squall_core::metrics::metrics;
 use squall_core::trigger::{
     EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
 };
@@ -220,11 +221,16 @@ impl Store {
         let ti = InstanceRow::encode(ti);
         let executions: Vec<ExecutionRow> =
             executions.iter().map(|e| ExecutionRow::encode(e)).collect();
+        let requested = executions.len() as u64;
         self.write(move |txn| {
             insert_instance(txn, &ti)?;
             insert_outcome(txn, &enforcements, &executions)
         })
-        .await
+        .await?;
+        let m = metrics();
+        m.trigger_instances.inc();
+        m.executions_requested.inc_by(requested);
+        Ok(())
     }
 
     /// Record an execution's final state together with the trigger
@@ -255,20 +261,34 @@ impl Store {
             .collect();
         let follow_ups: Vec<ExecutionRow> =
             follow_ups.iter().map(|e| ExecutionRow::encode(e)).collect();
-        self.write(move |txn| {
-            if !crate::executions::update(txn, &finished)? {
-                return Ok(false);
+        let instances = emitted.len() as u64;
+        let requested =
+            (emitted.iter().map(|(_, _, e)| e.len()).sum::<usize>() + follow_ups.len()) as u64;
+        let status = execution.status;
+        let written = self
+            .write(move |txn| {
+                if !crate::executions::update(txn, &finished)? {
+                    return Ok(false);
+                }
+                for (instance, enforcements, executions) in &emitted {
+                    insert_instance(txn, instance)?;
+                    insert_outcome(txn, enforcements, executions)?;
+                }
+                for e in &follow_ups {
+                    insert_execution(txn, e)?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if written {
+            let m = metrics();
+            if status.is_completed() {
+                m.completed(status.as_str());
             }
-            for (instance, enforcements, executions) in &emitted {
-                insert_instance(txn, instance)?;
-                insert_outcome(txn, enforcements, executions)?;
-            }
-            for e in &follow_ups {
-                insert_execution(txn, e)?;
-            }
-            Ok(true)
-        })
-        .await
+            m.trigger_instances.inc_by(instances);
+            m.executions_requested.inc_by(requested);
+        }
+        Ok(written)
     }
 
     /// Executions a process that died left `running` or `canceling`, all

@@ -87,6 +87,8 @@ fn run(mut conn: Connection, rx: Receiver<Job>) {
 }
 
 fn apply_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let m = squall_core::metrics::metrics();
+    m.store_batch_size.observe(batch.len() as f64);
     let txn = match conn.transaction() {
         Ok(txn) => txn,
         Err(e) => {
@@ -100,7 +102,11 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
         }
     };
     let replies: Vec<Reply> = batch.drain(..).map(|job| job(&txn)).collect();
-    match txn.commit() {
+    let committing = std::time::Instant::now();
+    let committed = txn.commit();
+    m.store_commit_seconds
+        .observe(committing.elapsed().as_secs_f64());
+    match committed {
         Ok(()) => replies.into_iter().for_each(|reply| reply(Ok(()))),
         Err(e) => {
             let err = Error::Sqlite(e);
