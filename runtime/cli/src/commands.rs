@@ -82,8 +82,7 @@ impl EgressArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyCommand {
-    /// Store a value in the datastore (`st2kv.system`), encrypted with
-    /// --encrypt under the server's key.
+    /// Store a value, encrypted with --encrypt under the server's key.
     Set {
         name: String,
         value: String,
@@ -92,12 +91,33 @@ pub(crate) enum KeyCommand {
         /// Seconds until it expires.
         #[arg(long)]
         ttl: Option<u32>,
+        /// st2kv.system (the tenant's) or st2kv.user (the key's user's).
+        #[arg(long, default_value = "st2kv.system")]
+        scope: String,
     },
     /// Print a value; a secret needs --decrypt.
     Get {
         name: String,
         #[arg(long)]
         decrypt: bool,
+        #[arg(long, default_value = "st2kv.system")]
+        scope: String,
+    },
+    /// List keys (values of secrets masked unless --decrypt).
+    List {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key.
+    Delete {
+        name: String,
+        #[arg(long, default_value = "st2kv.system")]
+        scope: String,
     },
 }
 
@@ -170,8 +190,41 @@ pub(crate) enum TraceCommand {
     },
 }
 
-pub(crate) fn trace(data_dir: &Path, cmd: TraceCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn trace(
+    data_dir: &Path,
+    remote: &Remote,
+    cmd: TraceCommand,
+) -> anyhow::Result<ExitCode> {
     let TraceCommand::Get { tag } = cmd;
+    if let Some(client) = remote.client()? {
+        let t = runtime()?
+            .block_on(client.get_json(&format!("/api/v1/traces/{}", url_component(&tag))))?;
+        println!("trace: {tag}");
+        let list = |key: &str| t[key].as_array().cloned().unwrap_or_default();
+        for ti in list("trigger_instances") {
+            println!(
+                "  trigger instance {}  {}",
+                ti["object_id"].as_str().unwrap_or_default(),
+                ti["ref"].as_str().unwrap_or_default()
+            );
+        }
+        for re in list("rules") {
+            println!(
+                "  rule {}  -> execution {}",
+                re["ref"].as_str().unwrap_or_default(),
+                re["execution_id"].as_str().unwrap_or("(none)")
+            );
+        }
+        for e in list("action_executions") {
+            println!(
+                "  execution {}  {}  {}",
+                e["object_id"].as_str().unwrap_or_default(),
+                e["ref"].as_str().unwrap_or_default(),
+                e["status"].as_str().unwrap_or_default()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(data_dir)?;
     let trace = store.trace(&TenantId::default_tenant(), &tag)?;
     if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
@@ -498,18 +551,85 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
 /// The largest retention accepted, in days (a hundred years).
 pub(crate) const MAX_RETENTION_DAYS: f64 = 36_500.0;
 
-pub(crate) fn key(data_dir: &Path, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
-    use squall_core::kv::{KvEntry, KvStore, check_key};
+/// The datastore: through the server with --url (the API key's tenant and
+/// user), else in the local data directory (the default tenant).
+pub(crate) fn key(data_dir: &Path, remote: &Remote, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    use squall_core::kv::{KvEntry, KvScope, KvStore, check_key};
+    let rt = runtime()?;
+    if let Some(client) = remote.client()? {
+        let path = |name: &str| -> anyhow::Result<String> {
+            check_key(name)?;
+            Ok(format!("/api/v1/keys/{}", url_component(name)))
+        };
+        match cmd {
+            KeyCommand::Set {
+                name,
+                value,
+                encrypt,
+                ttl,
+                scope,
+            } => {
+                let body = serde_json::json!({"name": name, "value": value, "secret": encrypt, "ttl": ttl, "scope": scope});
+                rt.block_on(client.put_path(&path(&name)?, &body))?;
+            }
+            KeyCommand::Get {
+                name,
+                decrypt,
+                scope,
+            } => {
+                let got = rt.block_on(client.get_json(&format!(
+                    "{}?decrypt={decrypt}&scope={}",
+                    path(&name)?,
+                    url_component(&scope)
+                )))?;
+                println!("{}", got["value"].as_str().unwrap_or_default());
+            }
+            KeyCommand::List {
+                prefix,
+                decrypt,
+                json,
+            } => {
+                let list = rt.block_on(client.get_json(&format!(
+                    "/api/v1/keys?limit=1000&decrypt={decrypt}&prefix={}",
+                    url_component(&prefix)
+                )))?;
+                let rows = list.as_array().cloned().unwrap_or_default();
+                crate::accounts::print_rows(
+                    &rows,
+                    &["name", "value", "secret", "scope", "expire_timestamp"],
+                    json,
+                )?;
+            }
+            KeyCommand::Delete { name, scope } => {
+                rt.block_on(client.delete_path(&format!(
+                    "{}?scope={}",
+                    path(&name)?,
+                    url_component(&scope)
+                )))?;
+                println!("deleted key {name}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(data_dir)?;
     let tenant = TenantId::default_tenant();
-    let rt = runtime()?;
+    let system_only = |scope: &str| -> anyhow::Result<()> {
+        match KvScope::parse(scope, "") {
+            Ok(KvScope::System) => Ok(()),
+            _ => bail!(
+                "scope '{scope}': the local datastore has st2kv.system only (use --url for user keys)"
+            ),
+        }
+    };
     match cmd {
         KeyCommand::Set {
             name,
             value,
             encrypt,
             ttl,
+            scope,
         } => {
+            system_only(&scope)?;
             check_key(&name)?;
             let entry = KvEntry {
                 key: name,
@@ -519,7 +639,12 @@ pub(crate) fn key(data_dir: &Path, cmd: KeyCommand) -> anyhow::Result<ExitCode> 
             };
             rt.block_on(store.set(&tenant, entry))?;
         }
-        KeyCommand::Get { name, decrypt } => {
+        KeyCommand::Get {
+            name,
+            decrypt,
+            scope,
+        } => {
+            system_only(&scope)?;
             let Some(entry) = rt.block_on(store.get(&tenant, &name))? else {
                 bail!("key '{name}' not found");
             };
@@ -529,8 +654,38 @@ pub(crate) fn key(data_dir: &Path, cmd: KeyCommand) -> anyhow::Result<ExitCode> 
                 println!("{}", entry.value);
             }
         }
+        KeyCommand::List {
+            prefix,
+            decrypt,
+            json,
+        } => {
+            let entries = rt.block_on(store.kv_list(&tenant, &prefix, decrypt))?;
+            let rows: Vec<serde_json::Value> = entries
+                .into_iter()
+                .filter(|e| KvScope::of_storage_key(&e.key).0 == KvScope::System)
+                .map(|e| serde_json::json!({"name": e.key, "value": e.value, "secret": e.secret, "scope": KvScope::SYSTEM}))
+                .collect();
+            crate::accounts::print_rows(&rows, &["name", "value", "secret", "scope"], json)?;
+        }
+        KeyCommand::Delete { name, scope } => {
+            system_only(&scope)?;
+            if !rt.block_on(store.delete(&tenant, &name))? {
+                bail!("key '{name}' not found");
+            }
+            println!("deleted key {name}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encode a query or path component (RFC 3986 unreserved kept).
+pub(crate) fn url_component(s: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 pub(crate) fn purge(data_dir: &Path, args: PurgeArgs) -> anyhow::Result<ExitCode> {

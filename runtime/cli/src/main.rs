@@ -12,6 +12,7 @@ mod bench_reactor;
 mod bench_sensors;
 mod client;
 mod commands;
+mod remote;
 mod rules;
 mod sensor;
 mod serve;
@@ -52,9 +53,19 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API, webhooks, timers, rules and workers.
     Serve(serve::ServeArgs),
-    /// Work with rules.
+    /// Rules: test one offline; list, get, create, enable, disable and
+    /// delete on a server (--url).
     #[command(subcommand)]
     Rule(rules::RuleCommand),
+    /// Actions on a server (--url): list, get.
+    #[command(subcommand)]
+    Action(remote::ActionCommand),
+    /// Trigger types on a server (--url): list, get.
+    #[command(subcommand)]
+    Trigger(remote::TriggerCommand),
+    /// Trigger instances on a server (--url): list, get, re-emit.
+    #[command(subcommand, name = "trigger-instance")]
+    TriggerInstance(remote::TriggerInstanceCommand),
     /// Run an action and print its execution: in this process, or on the
     /// server given by --url / SQUALL_URL (st2's run: request, then wait).
     ///
@@ -68,7 +79,8 @@ enum Command {
     /// through the server given by --url / SQUALL_URL).
     #[command(subcommand)]
     Execution(commands::ExecutionCommand),
-    /// The datastore of the local server data (st2kv.system), with secrets.
+    /// The datastore, with secrets: through the server with --url, else in
+    /// the local data directory.
     #[command(subcommand)]
     Key(commands::KeyCommand),
     /// Delete completed executions, trigger instances and rule enforcements
@@ -113,12 +125,15 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve(args) => serve::serve(&cli.data_dir, args),
-        Command::Rule(cmd) => rules::rule(cmd),
-        Command::Trace(cmd) => commands::trace(&cli.data_dir, cmd),
+        Command::Rule(cmd) => rules::rule(&remote, cmd),
+        Command::Action(cmd) => remote::action(&remote, cmd),
+        Command::Trigger(cmd) => remote::trigger(&remote, cmd),
+        Command::TriggerInstance(cmd) => remote::trigger_instance(&remote, cmd),
+        Command::Trace(cmd) => commands::trace(&cli.data_dir, &remote, cmd),
         Command::Run(args) => commands::run(&cli.data_dir, &remote, args),
         Command::Execution(cmd) => commands::execution(&cli.data_dir, &remote, cmd),
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
-        Command::Key(cmd) => commands::key(&cli.data_dir, cmd),
+        Command::Key(cmd) => commands::key(&cli.data_dir, &remote, cmd),
         Command::Sensor(cmd) => sensor::sensor(&remote, cmd),
         Command::Pack(cmd) => commands::pack(&remote, cmd),
         Command::Tenant(cmd) => accounts::tenant(&cli.data_dir, &remote, cmd),

@@ -16,6 +16,8 @@ pub(crate) enum RuleCommand {
     /// whether it matches, which criterion failed, and the rendered action
     /// parameters. Exit 0 on match, 1 on no match.
     Test(TestArgs),
+    #[command(flatten)]
+    Remote(crate::remote::RemoteRuleCommand),
 }
 
 #[derive(Debug, Args)]
@@ -28,8 +30,11 @@ pub(crate) struct TestArgs {
     trigger_instance: PathBuf,
 }
 
-pub(crate) fn rule(cmd: RuleCommand) -> anyhow::Result<ExitCode> {
-    let RuleCommand::Test(args) = cmd;
+pub(crate) fn rule(remote: &crate::client::Remote, cmd: RuleCommand) -> anyhow::Result<ExitCode> {
+    let args = match cmd {
+        RuleCommand::Test(args) => args,
+        RuleCommand::Remote(cmd) => return crate::remote::remote_rule(remote, cmd),
+    };
     let templates = Templates::new();
     let text = std::fs::read_to_string(&args.rule)
         .with_context(|| format!("failed to read '{}'", args.rule.display()))?;

@@ -843,3 +843,99 @@ fn run_core_http_works_when_allowed_and_is_refused_when_not() {
         stdout(&out)
     );
 }
+
+/// The client verbs that mirror st2's, against a served process: actions,
+/// rules, keys, triggers, trigger instances, traces, tenants, API keys and
+/// packs, as tables and as JSON.
+#[test]
+fn client_verbs_mirror_st2_against_a_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, hooks) = (squall_tests::core_pack(), hooks_pack());
+    let server = Served::start(data.path(), &[core.path(), hooks.path()]);
+    let url = format!("http://{}", server.addr);
+    let client = tempfile::tempdir().expect("tempdir");
+    let with_key = |key: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+            .arg("--data-dir")
+            .arg(client.path())
+            .args(args)
+            .env("SQUALL_URL", &url)
+            .env("SQUALL_API_KEY", key)
+            .output()
+            .expect("squall runs");
+        assert!(
+            out.status.success(),
+            "squall {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    let squall = |args: &[&str]| with_key(&server.key, args);
+
+    assert!(squall(&["action", "list"]).contains("core.echo"));
+    let echo: serde_json::Value =
+        serde_json::from_str(&squall(&["action", "get", "core.echo", "--json"])).expect("json");
+    assert_eq!(echo["runner_type"], "wasm");
+
+    assert!(squall(&["rule", "list"]).contains("hooks.crash"));
+    squall(&["rule", "disable", "hooks.crash"]);
+    assert!(squall(&["rule", "get", "hooks.crash"]).contains("false"));
+    squall(&["rule", "enable", "hooks.crash"]);
+    let rule: serde_json::Value =
+        serde_json::from_str(&squall(&["rule", "get", "hooks.crash", "--json"])).expect("json");
+    assert_eq!(rule["enabled"], true);
+
+    squall(&["key", "set", "region", "eu-west-1"]);
+    assert_eq!(squall(&["key", "get", "region"]).trim(), "eu-west-1");
+    squall(&["key", "set", "token", "s3cret", "--encrypt"]);
+    let listed = squall(&["key", "list"]);
+    assert!(
+        listed.contains("region") && !listed.contains("s3cret"),
+        "{listed}"
+    );
+    assert_eq!(
+        squall(&["key", "get", "token", "--decrypt"]).trim(),
+        "s3cret"
+    );
+    squall(&["key", "delete", "region"]);
+    assert!(!squall(&["key", "list", "--json"]).contains("region"));
+
+    assert!(squall(&["trigger", "list"]).contains("core.st2.webhook"));
+    let (status, head, _) = server.request("POST", "/api/v1/webhooks/crash", "{\"n\": 7}");
+    assert_eq!(status, 202);
+    let tag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("st2-trace-tag: "))
+        .expect("trace tag header")
+        .trim()
+        .to_owned();
+    let instances: serde_json::Value = serde_json::from_str(&squall(&[
+        "trigger-instance",
+        "list",
+        "--trigger",
+        "core.st2.webhook",
+        "--json",
+    ]))
+    .expect("json");
+    let id = instances[0]["id"].as_str().expect("id").to_owned();
+    assert!(squall(&["trigger-instance", "get", &id]).contains("core.st2.webhook"));
+    assert!(squall(&["trigger-instance", "re-emit", &id]).contains("re-emitted as"));
+    let trace = squall(&["trace", "get", &tag]);
+    assert!(trace.contains("rule hooks.crash"), "{trace}");
+
+    squall(&["tenant", "create", "acme"]);
+    assert!(squall(&["tenant", "list"]).contains("acme"));
+    let acme = squall(&["apikey", "create", "--tenant", "acme", "--role", "operator"]);
+    let acme = acme.trim();
+    let installed = with_key(
+        acme,
+        &["pack", "install", core.path().to_str().expect("utf-8")],
+    );
+    assert!(installed.contains("installed pack core"), "{installed}");
+    assert!(with_key(acme, &["pack", "list"]).contains("core"));
+    assert!(with_key(acme, &["apikey", "list", "--tenant", "acme"]).contains("operator"));
+    // acme sees its own pack, not the default tenant's rules.
+    assert!(!with_key(acme, &["rule", "list"]).contains("hooks.crash"));
+    server.terminate();
+}
