@@ -718,6 +718,12 @@ async fn the_event_stream_and_metrics() {
 
     let (status, _) = s.as_key(&b_key).get("/metrics").await;
     assert_eq!(status, 403);
+    let (status, doc) = s.as_key(&b_key).get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["paths"]["/api/v1/packs/upload"]["post"].is_object(),
+        "{doc}"
+    );
     let r = s
         .http
         .get(format!("{}/metrics", s.base))

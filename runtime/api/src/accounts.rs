@@ -34,12 +34,18 @@ fn tenant_id(raw: &str) -> ApiResult<TenantId> {
 }
 
 #[derive(Debug, Deserialize)]
-struct Paging {
+pub(crate) struct Paging {
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_tenants(
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_tenants(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<Paging>,
 ) -> ApiResult<Response> {
@@ -53,11 +59,17 @@ async fn list_tenants(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewTenant {
+pub(crate) struct NewTenant {
     name: String,
 }
 
-async fn create_tenant(
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn create_tenant(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> ApiResult<Response> {
@@ -95,13 +107,19 @@ fn key_shape(k: &ApiKeyInfo) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct KeyQuery {
+pub(crate) struct KeyQuery {
     tenant: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_keys(
+#[utoipa::path(
+    get,
+    path = "/api/v1/apikeys",
+    tag = "apikeys",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_keys(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<KeyQuery>,
@@ -120,7 +138,14 @@ async fn find_key(state: &AppState, tenant: TenantId, id: &str) -> ApiResult<Api
         .ok_or_else(|| ApiError::NotFound(format!("API key '{id}' not found")))
 }
 
-async fn get_key(
+#[utoipa::path(
+    get,
+    path = "/api/v1/apikeys/{id}",
+    tag = "apikeys",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
@@ -131,7 +156,7 @@ async fn get_key(
 }
 
 #[derive(Debug, Deserialize)]
-struct NewKey {
+pub(crate) struct NewKey {
     user: Option<String>,
     role: Option<Role>,
     tenant: Option<String>,
@@ -139,7 +164,13 @@ struct NewKey {
     metadata: Option<Value>,
 }
 
-async fn create_key(
+#[utoipa::path(
+    post,
+    path = "/api/v1/apikeys",
+    tag = "apikeys",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn create_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiJson(body): ApiJson<NewKey>,
@@ -187,12 +218,19 @@ async fn create_key(
 }
 
 #[derive(Debug, Deserialize)]
-struct KeyUpdate {
+pub(crate) struct KeyUpdate {
     enabled: bool,
     tenant: Option<String>,
 }
 
-async fn update_key(
+#[utoipa::path(
+    put,
+    path = "/api/v1/apikeys/{id}",
+    tag = "apikeys",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn update_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
@@ -211,7 +249,14 @@ async fn update_key(
     Ok(Json(key_shape(&find_key(&state, tenant, &id).await?)))
 }
 
-async fn delete_key(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/apikeys/{id}",
+    tag = "apikeys",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::openapi::Faults)
+)]
+pub(crate) async fn delete_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,

@@ -233,6 +233,12 @@ pub(crate) struct TokenRequest {
 const MAX_TOKEN_TTL: u64 = 24 * 3600;
 
 /// `POST /auth/v1/tokens`: Basic auth in, `{user, token, expiry}` out.
+#[utoipa::path(
+    post,
+    path = "/auth/v1/tokens",
+    tag = "auth",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -95,7 +95,7 @@ fn json_text(status: StatusCode, body: String) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct ExecutionQuery {
+pub(crate) struct ExecutionQuery {
     action: Option<String>,
     status: Option<String>,
     trigger_instance: Option<String>,
@@ -103,7 +103,13 @@ struct ExecutionQuery {
     offset: Option<u64>,
 }
 
-async fn list_executions(
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions",
+    tag = "executions",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_executions(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ExecutionQuery>,
@@ -134,7 +140,14 @@ async fn list_executions(
     Ok(response)
 }
 
-async fn get_execution(
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_execution(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -152,7 +165,7 @@ async fn get_execution(
 /// StackStorm's LiveAction body (fields it sends that Squall does not use
 /// are accepted and ignored).
 #[derive(Debug, Deserialize)]
-struct NewExecution {
+pub(crate) struct NewExecution {
     action: String,
     #[serde(default)]
     parameters: Map<String, Value>,
@@ -162,7 +175,13 @@ struct NewExecution {
     trace_tag: Option<String>,
 }
 
-async fn create_execution(
+#[utoipa::path(
+    post,
+    path = "/api/v1/executions",
+    tag = "executions",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn create_execution(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NewExecution>,
@@ -184,7 +203,14 @@ async fn create_execution(
     Ok((StatusCode::CREATED, Json(shapes::execution(&execution))).into_response())
 }
 
-async fn cancel_execution(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/executions/{id}",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn cancel_execution(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -195,7 +221,7 @@ async fn cancel_execution(
 }
 
 #[derive(Debug, Deserialize)]
-struct ReRun {
+pub(crate) struct ReRun {
     #[serde(default)]
     parameters: Map<String, Value>,
     delay: Option<u64>,
@@ -203,7 +229,14 @@ struct ReRun {
     tasks: Vec<String>,
 }
 
-async fn re_run(
+#[utoipa::path(
+    post,
+    path = "/api/v1/executions/{id}/re_run",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn re_run(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -224,13 +257,20 @@ async fn re_run(
 }
 
 #[derive(Debug, Deserialize)]
-struct OutputQuery {
+pub(crate) struct OutputQuery {
     output_type: Option<String>,
 }
 
 /// The execution's output as text: `stdout`, `stderr`, `log` (guest log
 /// lines) or `all` (the three in that order). Live while it runs.
-async fn output(
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}/output",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn output(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -301,13 +341,19 @@ fn action_shape(meta: &squall_core::manifest::ActionMeta) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct ActionQuery {
+pub(crate) struct ActionQuery {
     pack: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_actions(
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions",
+    tag = "actions",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_actions(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ActionQuery>,
@@ -326,7 +372,14 @@ async fn list_actions(
     Ok(paged(actions, page, |a| action_shape(a)))
 }
 
-async fn get_action(
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/{ref}",
+    tag = "actions",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_action(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -344,7 +397,7 @@ async fn get_action(
 // --- policies -------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-struct PolicyQuery {
+pub(crate) struct PolicyQuery {
     pack: Option<String>,
     resource_ref: Option<String>,
     policy_type: Option<String>,
@@ -369,7 +422,13 @@ fn policy_shape(p: &Policy) -> Value {
     body
 }
 
-async fn list_policies(
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies",
+    tag = "policies",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_policies(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<PolicyQuery>,
@@ -394,7 +453,14 @@ async fn list_policies(
     Ok(paged(policies, page, |p| policy_shape(p)))
 }
 
-async fn get_policy(
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/{ref}",
+    tag = "policies",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_policy(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -420,7 +486,13 @@ fn parse_policy(body: Value) -> ApiResult<Policy> {
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-async fn create_policy(
+#[utoipa::path(
+    post,
+    path = "/api/v1/policies",
+    tag = "policies",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn create_policy(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
@@ -434,7 +506,14 @@ async fn create_policy(
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
-async fn update_policy(
+#[utoipa::path(
+    put,
+    path = "/api/v1/policies/{ref}",
+    tag = "policies",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn update_policy(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -455,7 +534,14 @@ async fn update_policy(
     Ok(Json(shape))
 }
 
-async fn delete_policy(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/{ref}",
+    tag = "policies",
+    params(("ref" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::openapi::Faults)
+)]
+pub(crate) async fn delete_policy(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -464,7 +550,13 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_policy_types() -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/policytypes",
+    tag = "policytypes",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_policy_types() -> Response {
     let types = policy_types();
     let total = types.len() as u64;
     listing(
@@ -477,7 +569,14 @@ async fn list_policy_types() -> Response {
     )
 }
 
-async fn get_policy_type(Path(r): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/policytypes/{ref}",
+    tag = "policytypes",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_policy_type(Path(r): Path<String>) -> ApiResult<Json<Value>> {
     policy_types()
         .into_iter()
         .find(|t| t["ref"] == r.as_str())

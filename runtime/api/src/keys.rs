@@ -93,7 +93,7 @@ fn shape(e: &KvEntry, revealed: bool) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     prefix: Option<String>,
     scope: Option<String>,
     user: Option<String>,
@@ -121,7 +121,13 @@ impl<'de> Deserialize<'de> for Flag {
     }
 }
 
-async fn list_keys(
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    tag = "keys",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_keys(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -153,14 +159,21 @@ async fn list_keys(
 }
 
 #[derive(Debug, Deserialize)]
-struct OneQuery {
+pub(crate) struct OneQuery {
     scope: Option<String>,
     user: Option<String>,
     #[serde(default)]
     decrypt: Flag,
 }
 
-async fn get_key(
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys/{name}",
+    tag = "keys",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
@@ -184,7 +197,7 @@ async fn get_key(
 }
 
 #[derive(Debug, Deserialize)]
-struct PutBody {
+pub(crate) struct PutBody {
     name: Option<String>,
     value: Value,
     scope: Option<String>,
@@ -196,7 +209,14 @@ struct PutBody {
     ttl: Option<u64>,
 }
 
-async fn put_key(
+#[utoipa::path(
+    put,
+    path = "/api/v1/keys/{name}",
+    tag = "keys",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn put_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,
@@ -242,7 +262,14 @@ async fn put_key(
     Ok(Json(shape(&shown, false)))
 }
 
-async fn delete_key(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{name}",
+    tag = "keys",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::openapi::Faults)
+)]
+pub(crate) async fn delete_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(name): Path<String>,

@@ -15,6 +15,7 @@ mod auth;
 mod error;
 mod executions;
 mod keys;
+mod openapi;
 mod packs;
 mod sensors;
 mod shapes;

@@ -44,12 +44,18 @@ pub(crate) fn pack_shape(p: &LoadedPack) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct Paging {
+pub(crate) struct Paging {
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_packs(
+#[utoipa::path(
+    get,
+    path = "/api/v1/packs",
+    tag = "packs",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_packs(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<Paging>,
@@ -59,7 +65,14 @@ async fn list_packs(
     Ok(paged(packs, page(q.limit, q.offset)?, |p| pack_shape(p)))
 }
 
-async fn get_pack(
+#[utoipa::path(
+    get,
+    path = "/api/v1/packs/{ref}",
+    tag = "packs",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_pack(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -74,7 +87,13 @@ async fn get_pack(
 /// `POST /api/v1/packs/upload`: the body is a `.tar.gz` of a pack directory
 /// with its built components; installed for the caller's tenant as a new
 /// version.
-async fn upload(
+#[utoipa::path(
+    post,
+    path = "/api/v1/packs/upload",
+    tag = "packs",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     req: Request,
@@ -120,7 +139,14 @@ async fn upload(
 }
 
 /// `DELETE /api/v1/packs/{ref}`: uninstall a pack installed through the API.
-async fn uninstall(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/packs/{ref}",
+    tag = "packs",
+    params(("ref" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::openapi::Faults)
+)]
+pub(crate) async fn uninstall(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -153,17 +179,30 @@ fn wasm_runner() -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct RunnerQuery {
+pub(crate) struct RunnerQuery {
     name: Option<String>,
 }
 
-async fn list_runners(ApiQuery(q): ApiQuery<RunnerQuery>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/runnertypes",
+    tag = "runnertypes",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_runners(ApiQuery(q): ApiQuery<RunnerQuery>) -> Json<Value> {
     let runner = wasm_runner();
     let matches = q.name.as_deref().is_none_or(|n| n == "wasm");
     Json(if matches { json!([runner]) } else { json!([]) })
 }
 
-async fn get_runner(Path(name): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/runnertypes/{name}",
+    tag = "runnertypes",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_runner(Path(name): Path<String>) -> ApiResult<Json<Value>> {
     if name == "wasm" {
         Ok(Json(wasm_runner()))
     } else {

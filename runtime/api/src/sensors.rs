@@ -52,14 +52,20 @@ fn shape(s: &SensorView, with_log: bool) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     pack: Option<String>,
     enabled: Option<bool>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sensortypes",
+    tag = "sensortypes",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -84,7 +90,14 @@ fn find(state: &AppState, caller: &Caller, r: &str) -> ApiResult<SensorView> {
         .ok_or_else(|| ApiError::NotFound(format!("sensor type '{r}' not found")))
 }
 
-async fn get_one(
+#[utoipa::path(
+    get,
+    path = "/api/v1/sensortypes/{ref}",
+    tag = "sensortypes",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -94,11 +107,18 @@ async fn get_one(
 
 /// StackStorm's clients send the whole object back; only `enabled` changes.
 #[derive(Debug, Deserialize)]
-struct Update {
+pub(crate) struct Update {
     enabled: bool,
 }
 
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/api/v1/sensortypes/{ref}",
+    tag = "sensortypes",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,

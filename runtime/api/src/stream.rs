@@ -28,7 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
-struct StreamQuery {
+pub(crate) struct StreamQuery {
     /// Comma-separated event names; all when absent.
     events: Option<String>,
 }
@@ -36,7 +36,13 @@ struct StreamQuery {
 /// The caller's tenant's execution events as they happen:
 /// `st2.execution__create` and `st2.execution__update`, each with the
 /// execution in the API's shape.
-async fn stream(
+#[utoipa::path(
+    get,
+    path = "/stream/v1/stream",
+    tag = "stream",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<StreamQuery>,
@@ -68,7 +74,13 @@ async fn stream(
 }
 
 /// Prometheus' text format; the live gauges are read now.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = squall_core::metrics::metrics();
     m.executions_running
         .set(i64::try_from(state.reactor.running_now()).unwrap_or(i64::MAX));

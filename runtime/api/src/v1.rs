@@ -24,7 +24,8 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
+        .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/auth/v1/tokens", post(crate::auth::create_token))
         .route("/api/v1/webhooks", get(list_webhooks))
         .route("/api/v1/webhooks/{*url}", post(webhook))
@@ -51,6 +52,17 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::stream::routes())
 }
 
+/// Whether the server answers (no authentication needed).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "server",
+    responses((status = 200, description = "OK"))
+)]
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
 /// Run a store read on tokio's blocking pool: SQLite calls block.
 pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
@@ -65,7 +77,7 @@ pub(crate) async fn read<T: Send + 'static>(
 
 /// StackStorm's paging: `limit` (default 50, at most 1000), `offset`.
 #[derive(Debug, Deserialize)]
-struct Paging {
+pub(crate) struct Paging {
     limit: Option<i64>,
     offset: Option<u64>,
 }
@@ -173,12 +185,19 @@ async fn anonymous_webhook_allowed(
 const SECRET_HEADERS: [&str; 4] = ["x-auth-token", "st2-api-key", "cookie", "authorization"];
 
 #[derive(Debug, Deserialize)]
-struct WebhookQuery {
+pub(crate) struct WebhookQuery {
     /// The tenant of an anonymous call (a key's calls use the key's).
     tenant: Option<String>,
 }
 
-async fn webhook(
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{url}",
+    tag = "webhooks",
+    params(("url" = String, Path)),
+    responses((status = 202, description = "Accepted: the trigger instance is durable (St2-Trigger-Instance-Id, St2-Trace-Tag headers)"), crate::openapi::Faults)
+)]
+pub(crate) async fn webhook(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     Path(url): Path<String>,
@@ -289,7 +308,13 @@ fn webhook_urls(state: &AppState, tenant: &TenantId) -> BTreeSet<String> {
         .collect()
 }
 
-async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let hooks: Vec<Value> = webhook_urls(&state, &caller.tenant())
         .into_iter()
         .map(|url| json!({"type": WEBHOOK, "parameters": {"url": url}}))
@@ -299,7 +324,13 @@ async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Va
 
 // --- trigger types, triggers, instances ----------------------------------
 
-async fn list_trigger_types(
+#[utoipa::path(
+    get,
+    path = "/api/v1/triggertypes",
+    tag = "triggertypes",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_trigger_types(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(paging): ApiQuery<Paging>,
@@ -311,7 +342,14 @@ async fn list_trigger_types(
     ))
 }
 
-async fn get_trigger_type(
+#[utoipa::path(
+    get,
+    path = "/api/v1/triggertypes/{ref}",
+    tag = "triggertypes",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_trigger_type(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -326,7 +364,13 @@ async fn get_trigger_type(
 }
 
 /// Triggers are trigger types with parameters, as rules use them.
-async fn list_triggers(
+#[utoipa::path(
+    get,
+    path = "/api/v1/triggers",
+    tag = "triggers",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_triggers(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(paging): ApiQuery<Paging>,
@@ -353,13 +397,19 @@ async fn list_triggers(
 }
 
 #[derive(Debug, Deserialize)]
-struct InstanceQuery {
+pub(crate) struct InstanceQuery {
     trigger: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_trigger_instances(
+#[utoipa::path(
+    get,
+    path = "/api/v1/triggerinstances",
+    tag = "triggerinstances",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_trigger_instances(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<InstanceQuery>,
@@ -376,7 +426,14 @@ async fn list_trigger_instances(
     ))
 }
 
-async fn get_trigger_instance(
+#[utoipa::path(
+    get,
+    path = "/api/v1/triggerinstances/{id}",
+    tag = "triggerinstances",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_trigger_instance(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -391,7 +448,14 @@ async fn get_trigger_instance(
 }
 
 /// Dispatch a copy of a trigger instance (StackStorm's re_emit).
-async fn re_emit(
+#[utoipa::path(
+    post,
+    path = "/api/v1/triggerinstances/{id}/re_emit",
+    tag = "triggerinstances",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn re_emit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -422,14 +486,20 @@ async fn re_emit(
 // --- enforcements ----------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-struct EnforcementQuery {
+pub(crate) struct EnforcementQuery {
     rule_ref: Option<String>,
     trigger_instance: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_enforcements(
+#[utoipa::path(
+    get,
+    path = "/api/v1/ruleenforcements",
+    tag = "ruleenforcements",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_enforcements(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<EnforcementQuery>,
@@ -451,7 +521,14 @@ async fn list_enforcements(
     ))
 }
 
-async fn get_enforcement(
+#[utoipa::path(
+    get,
+    path = "/api/v1/ruleenforcements/{id}",
+    tag = "ruleenforcements",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_enforcement(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -468,14 +545,20 @@ async fn get_enforcement(
 // --- rules -------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-struct RuleQuery {
+pub(crate) struct RuleQuery {
     pack: Option<String>,
     enabled: Option<bool>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
 
-async fn list_rules(
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules",
+    tag = "rules",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_rules(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RuleQuery>,
@@ -505,7 +588,14 @@ fn find_rule(state: &AppState, tenant: TenantId, r: &str) -> ApiResult<std::sync
         .ok_or_else(|| ApiError::NotFound(format!("rule '{r}' not found")))
 }
 
-async fn get_rule(
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules/{ref}",
+    tag = "rules",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_rule(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -532,7 +622,13 @@ fn parse_rule(state: &AppState, body: Value) -> ApiResult<Rule> {
     .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-async fn create_rule(
+#[utoipa::path(
+    post,
+    path = "/api/v1/rules",
+    tag = "rules",
+    responses((status = 201, description = "Created"), crate::openapi::Faults)
+)]
+pub(crate) async fn create_rule(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
@@ -546,7 +642,14 @@ async fn create_rule(
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
-async fn update_rule(
+#[utoipa::path(
+    put,
+    path = "/api/v1/rules/{ref}",
+    tag = "rules",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn update_rule(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -564,7 +667,14 @@ async fn update_rule(
     Ok(Json(shape))
 }
 
-async fn delete_rule(
+#[utoipa::path(
+    delete,
+    path = "/api/v1/rules/{ref}",
+    tag = "rules",
+    params(("ref" = String, Path)),
+    responses((status = 204, description = "Deleted"), crate::openapi::Faults)
+)]
+pub(crate) async fn delete_rule(
     State(state): State<AppState>,
     caller: Caller,
     Path(r): Path<String>,
@@ -576,11 +686,17 @@ async fn delete_rule(
 // --- traces ---------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
-struct TraceQuery {
+pub(crate) struct TraceQuery {
     trace_tag: Option<String>,
 }
 
-async fn list_traces(
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces",
+    tag = "traces",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn list_traces(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<TraceQuery>,
@@ -601,7 +717,14 @@ async fn list_traces(
     Ok(Json(json!([shapes::trace(&tag, &trace)])))
 }
 
-async fn get_trace(
+#[utoipa::path(
+    get,
+    path = "/api/v1/traces/{id}",
+    tag = "traces",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn get_trace(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
