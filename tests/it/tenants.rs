@@ -94,6 +94,17 @@ async fn populate(s: &Server) -> Objects {
 async fn tenant_b_sees_nothing_of_tenant_a() {
     let s = Server::start().await;
     let a = populate(&s).await;
+    // What B must not see, A does.
+    let (status, params) = s.get("/api/v1/actions/views/parameters/core.echo").await;
+    assert_eq!(status, 200);
+    assert!(
+        params["parameters"]["message"].is_object() && params["parameters"]["timeout"].is_object(),
+        "{params}"
+    );
+    let (status, _) = s.get("/api/v1/webhooks/alerts").await;
+    assert_eq!(status, 200);
+    let (_, types) = s.get("/api/v1/ruletypes").await;
+    assert_eq!(types.as_array().map(Vec::len), Some(2));
     let b = s.as_key(&s.tenant_with_key("b", "operator").await);
     // Words of A that must not appear in anything B gets back.
     let leaks = [
@@ -136,6 +147,9 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
         "/api/v1/rules/hooks.echo_critical".into(),
         "/api/v1/policies/hooks.a_policy".into(),
         "/api/v1/actions/core.echo".into(),
+        "/api/v1/actions/views/overview/core.echo".into(),
+        "/api/v1/actions/views/parameters/core.echo".into(),
+        "/api/v1/webhooks/alerts".into(),
         "/api/v1/packs/core".into(),
         "/api/v1/packs/hooks".into(),
         "/api/v1/keys/a_plain".into(),
@@ -155,6 +169,7 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
         "/api/v1/rules",
         "/api/v1/policies",
         "/api/v1/actions",
+        "/api/v1/actions/views/overview",
         "/api/v1/packs",
         "/api/v1/keys",
         "/api/v1/keys?scope=st2kv.system&decrypt=true",

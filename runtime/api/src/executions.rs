@@ -41,6 +41,12 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/api/v1/actions", get(list_actions))
         .route("/api/v1/actions/{ref}", get(get_action))
+        .route("/api/v1/actions/views/overview", get(list_overview))
+        .route("/api/v1/actions/views/overview/{ref}", get(get_overview))
+        .route(
+            "/api/v1/actions/views/parameters/{ref}",
+            get(get_parameters),
+        )
         .route("/api/v1/policytypes", get(list_policy_types))
         .route("/api/v1/policytypes/{ref}", get(get_policy_type))
 }
@@ -384,6 +390,16 @@ pub(crate) async fn get_action(
     caller: Caller,
     Path(r): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    one_action(&state, &caller, &r, action_shape).map(Json)
+}
+
+/// `f` of the caller's action `r`, or 404.
+fn one_action(
+    state: &AppState,
+    caller: &Caller,
+    r: &str,
+    f: impl Fn(&squall_core::manifest::ActionMeta) -> Value,
+) -> ApiResult<Value> {
     let action: ActionRef = r
         .parse()
         .map_err(|e: squall_core::ids::IdError| ApiError::BadRequest(e.to_string()))?;
@@ -391,7 +407,89 @@ pub(crate) async fn get_action(
     let (_, meta) = packs
         .action(&action)
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
-    Ok(Json(action_shape(meta)))
+    Ok(f(meta))
+}
+
+/// The action's parameters with the runner's beneath them (an action's
+/// own declaration of a runner parameter wins), as StackStorm merges them.
+fn merged_parameters(meta: &squall_core::manifest::ActionMeta) -> Value {
+    let mut all = crate::packs::wasm_runner()["runner_parameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    all.extend(meta.parameters.source().clone());
+    Value::Object(all)
+}
+
+/// StackStorm's overview: the action with its runner's parameters merged in.
+fn overview_shape(meta: &squall_core::manifest::ActionMeta) -> Value {
+    let mut shape = action_shape(meta);
+    shape["parameters"] = merged_parameters(meta);
+    shape
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/views/overview",
+    tag = "actions",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// Every action of the caller's tenant, runner parameters included.
+pub(crate) async fn list_overview(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ActionQuery>,
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let packs = state.reactor.runner().packs(&caller.tenant());
+    let actions: Vec<_> = packs
+        .packs()
+        .filter(|p| {
+            q.pack
+                .as_deref()
+                .is_none_or(|x| p.manifest.pack_ref.as_str() == x)
+        })
+        .flat_map(|p| p.actions.values())
+        .collect();
+    Ok(paged(actions, page, |a| overview_shape(a)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/views/overview/{ref}",
+    tag = "actions",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// One action, runner parameters included.
+pub(crate) async fn get_overview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<Json<Value>> {
+    one_action(&state, &caller, &r, overview_shape).map(Json)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/views/parameters/{ref}",
+    tag = "actions",
+    params(("ref" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// `{"parameters": ...}`: the action's and its runner's parameters, merged.
+pub(crate) async fn get_parameters(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<Json<Value>> {
+    one_action(
+        &state,
+        &caller,
+        &r,
+        |meta| serde_json::json!({ "parameters": merged_parameters(meta) }),
+    )
+    .map(Json)
 }
 
 // --- policies -------------------------------------------------------------------

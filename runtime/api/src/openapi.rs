@@ -26,6 +26,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::executions::delete_policy,
         crate::executions::list_actions,
         crate::executions::get_action,
+        crate::executions::list_overview,
+        crate::executions::get_overview,
+        crate::executions::get_parameters,
         crate::executions::list_policy_types,
         crate::executions::get_policy_type,
         crate::keys::list_keys,
@@ -54,6 +57,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::auth::create_token,
         crate::v1::list_webhooks,
         crate::v1::webhook,
+        crate::v1::get_webhook,
+        crate::v1::list_rule_types,
+        crate::v1::get_rule_type,
         crate::v1::list_trigger_types,
         crate::v1::get_trigger_type,
         crate::v1::list_triggers,
@@ -141,7 +147,7 @@ mod tests {
                     .count()
             })
             .sum();
-        assert_eq!(operations, 56, "one operation per route");
+        assert_eq!(operations, 62, "one operation per route");
         let upload = doc
             .paths
             .paths

@@ -160,7 +160,7 @@ pub(crate) async fn uninstall(
 }
 
 /// Squall's one runner: a WebAssembly component of the `action` world.
-fn wasm_runner() -> Value {
+pub(crate) fn wasm_runner() -> Value {
     json!({
         "id": "wasm",
         "uid": "runner_type:wasm",

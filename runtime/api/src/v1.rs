@@ -28,7 +28,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(crate::openapi::document))
         .route("/auth/v1/tokens", post(crate::auth::create_token))
         .route("/api/v1/webhooks", get(list_webhooks))
-        .route("/api/v1/webhooks/{*url}", post(webhook))
+        .route("/api/v1/webhooks/{*url}", post(webhook).get(get_webhook))
+        .route("/api/v1/ruletypes", get(list_rule_types))
+        .route("/api/v1/ruletypes/{id}", get(get_rule_type))
         .route("/api/v1/triggertypes", get(list_trigger_types))
         .route("/api/v1/triggertypes/{ref}", get(get_trigger_type))
         .route("/api/v1/triggers", get(list_triggers))
@@ -320,6 +322,69 @@ pub(crate) async fn list_webhooks(State(state): State<AppState>, caller: Caller)
         .map(|url| json!({"type": WEBHOOK, "parameters": {"url": url}}))
         .collect();
     Json(Value::Array(hooks))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{url}",
+    tag = "webhooks",
+    params(("url" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// One webhook URL that an enabled rule of the caller's tenant listens on.
+pub(crate) async fn get_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(url): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let url = url.trim_matches('/').to_owned();
+    if webhook_urls(&state, &caller.tenant()).contains(&url) {
+        Ok(Json(json!({"type": WEBHOOK, "parameters": {"url": url}})))
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no enabled rule listens on webhook '{url}'"
+        )))
+    }
+}
+
+// --- rule types ------------------------------------------------------------
+
+fn rule_types() -> Value {
+    json!([
+        {"id": "standard", "name": "standard", "enabled": true, "parameters": {},
+         "description": "Standard rule: runs its action when the trigger matches its criteria."},
+        {"id": "backstop", "name": "backstop", "enabled": true, "parameters": {},
+         "description": "Backstop rule: runs its action only when no standard rule matched the trigger instance."},
+    ])
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/ruletypes",
+    tag = "ruletypes",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// StackStorm's two rule types: `standard` and `backstop`.
+pub(crate) async fn list_rule_types() -> Json<Value> {
+    Json(rule_types())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/ruletypes/{id}",
+    tag = "ruletypes",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+/// One rule type.
+pub(crate) async fn get_rule_type(Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    rule_types()
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["id"] == id.as_str()).cloned())
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("rule type '{id}' not found (standard or backstop)"))
+        })
 }
 
 // --- trigger types, triggers, instances ----------------------------------
