@@ -161,7 +161,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
     if let Some(days) = args.purge_after_days {
-        tokio::spawn(purge_every_hour(store, days));
+        tokio::spawn(purge_every_hour(store.clone(), days));
     }
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
@@ -172,6 +172,12 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
+    if !store.any_api_key()? {
+        eprintln!(
+            "squall: no API keys yet; every request needs one. Make the first with: squall --data-dir {} apikey create --role admin",
+            data_dir.display()
+        );
+    }
     std::io::stdout().flush()?;
     let mut state = squall_api::AppState::new(reactor.clone());
     state.upload_limit = args.max_upload_mib.max(1) << 20;

@@ -250,6 +250,11 @@ impl Store {
         })
     }
 
+    /// Whether any API key exists (a fresh server has none).
+    pub fn any_api_key(&self) -> Result<bool> {
+        self.read(|conn| Ok(conn.prepare("SELECT 1 FROM api_keys LIMIT 1")?.exists([])?))
+    }
+
     /// The API keys of `tenant`, oldest first.
     pub fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>> {
         let tenant = tenant.clone();
