@@ -342,9 +342,40 @@ async fn roles_bound_what_a_key_may_do() {
         Some(1),
         "no tenant was made: {tenants}"
     );
-    // An operator makes keys in its tenant up to its own role.
-    let (status, made) = operator
+    // An operator makes keys for itself in its tenant, up to its own
+    // role; not for another user, and it cannot touch an admin's key.
+    let (status, _) = operator
         .post("/api/v1/apikeys", &json!({"user": "ci", "role": "viewer"}))
+        .await;
+    assert_eq!(status, 403);
+    let (_, keys) = operator.get("/api/v1/apikeys").await;
+    let admin_key = keys
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|k| k["metadata"]["role"] == "admin")
+        .expect("the admin's key is listed")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _) = operator
+        .put(
+            &format!("/api/v1/apikeys/{admin_key}"),
+            &json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = operator
+        .delete(&format!("/api/v1/apikeys/{admin_key}"))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        s.get("/api/v1/rules").await.0,
+        200,
+        "the admin's key still works"
+    );
+    let (status, made) = operator
+        .post("/api/v1/apikeys", &json!({"role": "viewer"}))
         .await;
     assert_eq!(status, 201, "{made}");
     let ci = s.as_key(made["key"].as_str().expect("key"));
@@ -438,6 +469,17 @@ async fn tokens_from_passwords_and_public_or_signed_webhooks() {
         "name: signed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: signed, hmac: {header: X-Hub-Signature-256, secret_key: hook_secret}}}\naction: {ref: core.noop}\n",
     )
     .expect("write");
+    // One URL, two rules: the call fires both, so both must accept it.
+    std::fs::write(
+        hooks.path().join("rules/mixed_open.yaml"),
+        "name: mixed_open\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: mixed, public: true}}\naction: {ref: core.noop}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        hooks.path().join("rules/mixed_closed.yaml"),
+        "name: mixed_closed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: mixed}}\naction: {ref: core.noop}\n",
+    )
+    .expect("write");
     std::fs::write(
         hooks.path().join("rules/closed.yaml"),
         "name: closed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: closed}}\naction: {ref: core.noop}\n",
@@ -456,10 +498,10 @@ async fn tokens_from_passwords_and_public_or_signed_webhooks() {
         req.send()
     };
     assert_eq!(post("open", "{}", None).await.expect("send").status(), 202);
-    assert_eq!(
-        post("closed", "{}", None).await.expect("send").status(),
-        401
-    );
+    for refused in ["closed", "mixed", "nobody-listens", "signed"] {
+        let status = post(refused, "{}", None).await.expect("send").status();
+        assert_eq!(status, 401, "anonymous POST to {refused}");
+    }
     assert_eq!(
         post("signed", "{}", None).await.expect("send").status(),
         401
@@ -766,5 +808,21 @@ async fn the_event_stream_and_metrics() {
         .and_then(|v| v.parse().ok())
         .expect("a value");
     assert!(completed >= 1.0, "{text}");
+    // A stream lives as long as its key: disabled, the stream ends.
+    let (_, keys) = s.get("/api/v1/apikeys?tenant=b").await;
+    let b_id = keys[0]["id"].as_str().expect("id").to_owned();
+    let (status, _) = s
+        .as_key(&s.key)
+        .put(
+            &format!("/api/v1/apikeys/{b_id}"),
+            &json!({"enabled": false, "tenant": "b"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = theirs.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a disabled key must end");
     s.stop().await;
 }

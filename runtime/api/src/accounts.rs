@@ -199,6 +199,14 @@ pub(crate) async fn create_key(
     }
     let user = body.user.unwrap_or_else(|| caller.user.clone());
     check_user_name(&user).map_err(ApiError::BadRequest)?;
+    // A key speaks for its user (executions' `context.user`, st2kv.user
+    // keys): only an admin may make one for someone else.
+    if user != caller.user && caller.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "only an admin may make a key for another user; '{}' may make keys for itself",
+            caller.user
+        )));
+    }
     let (id, key) = state
         .reactor
         .store()
@@ -237,16 +245,27 @@ pub(crate) async fn update_key(
     ApiJson(body): ApiJson<KeyUpdate>,
 ) -> ApiResult<Json<Value>> {
     let tenant = target_tenant(&caller, body.tenant.as_deref())?;
-    if !state
+    let key = find_key(&state, tenant.clone(), &id).await?;
+    may_manage(&caller, &key)?;
+    state
         .reactor
         .store()
         .set_api_key_enabled(&tenant, &id, body.enabled)
-        .await?
-    {
-        return Err(ApiError::NotFound(format!("API key '{id}' not found")));
-    }
+        .await?;
     state.auth.clear();
     Ok(Json(key_shape(&find_key(&state, tenant, &id).await?)))
+}
+
+/// A key may be changed or deleted only by a caller whose role is at
+/// least the key's (an operator cannot revive or remove an admin's key).
+fn may_manage(caller: &Principal, key: &ApiKeyInfo) -> ApiResult<()> {
+    if key.role > caller.role {
+        return Err(ApiError::Forbidden(format!(
+            "a {} cannot change a key with the {} role",
+            caller.role, key.role
+        )));
+    }
+    Ok(())
 }
 
 #[utoipa::path(
@@ -263,6 +282,8 @@ pub(crate) async fn delete_key(
     ApiQuery(q): ApiQuery<KeyQuery>,
 ) -> ApiResult<StatusCode> {
     let tenant = target_tenant(&caller, q.tenant.as_deref())?;
+    let key = find_key(&state, tenant.clone(), &id).await?;
+    may_manage(&caller, &key)?;
     if !state.reactor.store().delete_api_key(&tenant, &id).await? {
         return Err(ApiError::NotFound(format!("API key '{id}' not found")));
     }

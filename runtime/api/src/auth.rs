@@ -31,10 +31,23 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Entries kept before the cache starts over.
 const CACHE_CAP: usize = 10_000;
 
-/// Credentials resolved recently: credential -> (principal, when).
+/// The longest credential looked at; Squall's keys and tokens are about 50
+/// characters.
+const MAX_CREDENTIAL: usize = 256;
+
+/// Credentials resolved recently: SHA-256 of the credential -> (principal,
+/// when).
 #[derive(Debug, Default)]
 pub(crate) struct AuthCache {
-    entries: Mutex<HashMap<String, (Option<Principal>, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Resolved>>,
+}
+
+/// Who a credential was found to be (nobody: `None`), and when.
+type Resolved = (Option<Principal>, Instant);
+
+fn cache_key(credential: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(credential.as_bytes()).into()
 }
 
 impl AuthCache {
@@ -46,7 +59,7 @@ impl AuthCache {
     fn get(&self, credential: &str) -> Option<Option<Principal>> {
         let entries = self.entries.lock().expect("auth cache lock");
         entries
-            .get(credential)
+            .get(&cache_key(credential))
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
             .map(|(p, _)| p.clone())
     }
@@ -56,7 +69,7 @@ impl AuthCache {
         if entries.len() >= CACHE_CAP {
             entries.clear();
         }
-        entries.insert(credential.to_owned(), (principal, Instant::now()));
+        entries.insert(cache_key(credential), (principal, Instant::now()));
     }
 }
 
@@ -102,7 +115,7 @@ fn unauthenticated() -> ApiError {
 }
 
 /// The credential a request carries, if any.
-fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+pub(crate) fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -127,7 +140,13 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     })
 }
 
-async fn resolve(state: &AppState, credential: String) -> Result<Option<Principal>, ApiError> {
+pub(crate) async fn resolve(
+    state: &AppState,
+    credential: String,
+) -> Result<Option<Principal>, ApiError> {
+    if credential.len() > MAX_CREDENTIAL {
+        return Ok(None);
+    }
     if let Some(hit) = state.auth.get(&credential) {
         return Ok(hit);
     }
@@ -268,6 +287,13 @@ pub(crate) async fn create_token(
     }
     let store = state.reactor.store().clone();
     let (user, password) = basic;
+    // Argon2 is slow on purpose: a few checks at a time, the rest wait.
+    let _permit = state
+        .password_checks
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
     let principal = tokio::task::spawn_blocking(move || store.check_password(&user, &password))
         .await
         .map_err(|e| ApiError::Internal(format!("auth task failed: {e}")))??

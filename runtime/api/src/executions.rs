@@ -257,7 +257,7 @@ pub(crate) async fn re_run(
     }
     let execution = state
         .reactor
-        .re_run(&caller.tenant(), &id, body.parameters, body.delay)
+        .re_run(&caller.0, &id, body.parameters, body.delay)
         .await?;
     Ok((StatusCode::CREATED, Json(shapes::execution(&execution))).into_response())
 }

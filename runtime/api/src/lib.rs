@@ -40,6 +40,10 @@ pub struct AppState {
     pub upload_limit: usize,
     /// What an uploaded archive may unpack to.
     pub archive_limits: squall_reactor::ArchiveLimits,
+    /// Uploads unpacked at once.
+    pub(crate) uploads: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Password checks (Argon2, slow on purpose) at once.
+    pub(crate) password_checks: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -52,6 +56,8 @@ impl AppState {
             auth: Default::default(),
             upload_limit: Self::DEFAULT_UPLOAD_LIMIT,
             archive_limits: squall_reactor::ArchiveLimits::default(),
+            uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
 }

@@ -98,6 +98,13 @@ pub(crate) async fn upload(
     caller: Caller,
     req: Request,
 ) -> ApiResult<Response> {
+    // A few uploads at a time: each may unpack hundreds of MiB.
+    let permit = state
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
     let limit = state.upload_limit;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
@@ -118,19 +125,25 @@ pub(crate) async fn upload(
         .await
         .map_err(|_| too_large())?;
     let received = started.elapsed();
-    let staging = state.reactor.pack_store()?.staging()?;
-    let root = {
-        let (into, limits) = (staging.path().to_owned(), state.archive_limits);
-        tokio::task::spawn_blocking(move || squall_reactor::install::unpack(&body, &into, limits))
-            .await
-            .map_err(|e| ApiError::Internal(format!("unpack task failed: {e}")))??
-    };
-    let unpacked = started.elapsed();
-    let installed = state.reactor.install_pack(&caller.tenant(), &root).await?;
+    // Unpacked and installed in a task of its own: a client that hangs up
+    // does not leave half an install behind.
+    let (reactor, limits, tenant) = (state.reactor.clone(), state.archive_limits, caller.tenant());
+    let installed = tokio::spawn(async move {
+        let _permit = permit;
+        let staging = reactor.pack_store()?.staging()?;
+        let into = staging.path().to_owned();
+        let root = tokio::task::spawn_blocking(move || {
+            squall_reactor::install::unpack(&body, &into, limits)
+        })
+        .await
+        .map_err(|e| squall_reactor::InstallError::Archive(format!("unpack task failed: {e}")))??;
+        reactor.install_pack(&tenant, &root).await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("install task failed: {e}")))??;
     tracing::debug!(
         received_ms = received.as_millis() as u64,
-        unpacked_ms = (unpacked - received).as_millis() as u64,
-        installed_ms = (started.elapsed() - unpacked).as_millis() as u64,
+        unpacked_and_installed_ms = (started.elapsed() - received).as_millis() as u64,
         "upload phases"
     );
     let mut shape = pack_shape(&installed.pack);

@@ -33,7 +33,8 @@ pub(crate) struct StreamQuery {
     events: Option<String>,
 }
 
-/// The caller's tenant's execution events as they happen:
+/// The caller's tenant's execution events as they happen (until its key
+/// or token is no longer valid):
 /// `st2.execution__create` and `st2.execution__update`, each with the
 /// execution in the API's shape.
 #[utoipa::path(
@@ -46,7 +47,24 @@ pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
 ) -> impl IntoResponse {
+    // The stream lives as long as its credential: checked again every few
+    // seconds, it ends once the key is disabled or the token expires.
+    let credential = crate::auth::credential(&headers, uri.query()).unwrap_or_default();
+    let revoked = {
+        let state = state.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match crate::auth::resolve(&state, credential.clone()).await {
+                    Ok(Some(_)) => {}
+                    _ => return,
+                }
+            }
+        }
+    };
     let wanted: Option<Vec<String>> = q
         .events
         .map(|e| e.split(',').map(|s| s.trim().to_owned()).collect());
@@ -70,7 +88,11 @@ pub(crate) async fn stream(
                 .data(format!("{{\"missed\": {n}}}")))),
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(futures_util::StreamExt::take_until(
+        events,
+        Box::pin(revoked),
+    ))
+    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// Prometheus' text format; the live gauges are read now.

@@ -124,9 +124,10 @@ pub(crate) fn paged<T>(all: Vec<T>, page: Page, shape: impl Fn(&T) -> Value) -> 
 
 // --- webhooks --------------------------------------------------------------
 
-/// An anonymous call is accepted when a rule on this webhook is `public`
-/// or its body carries a valid `hmac` signature; 401 otherwise, saying
-/// nothing about which rules exist.
+/// An anonymous call is accepted when *every* enabled rule on this webhook
+/// accepts it — each is `public`, or its `hmac` signature matches the body
+/// — since the call fires them all. 401 otherwise, saying nothing about
+/// which rules exist.
 async fn anonymous_webhook_allowed(
     state: &AppState,
     tenant: &TenantId,
@@ -144,43 +145,54 @@ async fn anonymous_webhook_allowed(
     }
     let mut params = Map::new();
     params.insert("url".into(), Value::String(url.to_owned()));
-    let mut signed = Vec::new();
-    for rule in state.reactor.rules().candidates(tenant, WEBHOOK, &params) {
-        if rule.trigger_parameters.get("public") == Some(&Value::Bool(true)) {
-            return Ok(());
-        }
-        if let Some(hmac) = rule.trigger_parameters.get("hmac") {
-            let header = hmac.get("header").and_then(Value::as_str);
-            let key = hmac.get("secret_key").and_then(Value::as_str);
-            if let (Some(h), Some(k)) = (header, key) {
-                signed.push((h.to_owned(), k.to_owned()));
-            }
-        }
+    let index = state.reactor.rules();
+    let rules = index.candidates(tenant, WEBHOOK, &params);
+    if rules.is_empty() {
+        return Err(refused());
     }
-    for (header, key) in signed {
-        let Some(given) = headers.get(header.as_str()).and_then(|v| v.to_str().ok()) else {
+    for rule in rules {
+        if rule.trigger_parameters.get("public") == Some(&Value::Bool(true)) {
             continue;
+        }
+        let hmac = rule.trigger_parameters.get("hmac");
+        let header = hmac.and_then(|h| h.get("header")).and_then(Value::as_str);
+        let key = hmac
+            .and_then(|h| h.get("secret_key"))
+            .and_then(Value::as_str);
+        let (Some(header), Some(key)) = (header, key) else {
+            return Err(refused());
         };
+        let Some(given) = headers.get(header).and_then(|v| v.to_str().ok()) else {
+            return Err(refused());
+        };
+        // A key name a request could not name (user-scoped keys) is none.
+        if squall_core::kv::check_key(key).is_err() {
+            return Err(refused());
+        }
         let secret = {
-            let (store, tenant, key) = (state.reactor.store().clone(), tenant.clone(), key.clone());
+            let (store, tenant, key) = (
+                state.reactor.store().clone(),
+                tenant.clone(),
+                key.to_owned(),
+            );
             tokio::task::spawn_blocking(move || store.kv_get_blocking(&tenant, &key))
                 .await
                 .map_err(|e| ApiError::Internal(format!("kv task failed: {e}")))?
                 .map_err(|e| ApiError::Internal(e.to_string()))?
         };
-        let Some(secret) = secret else {
+        let Some(secret) = secret.filter(|s| !s.value.is_empty()) else {
             tracing::warn!(
                 webhook = url,
                 key,
-                "webhook hmac secret_key is not in the datastore"
+                "webhook hmac secret_key is missing or empty in the datastore"
             );
-            continue;
+            return Err(refused());
         };
-        if crate::auth::signature_matches(secret.value.as_bytes(), body, given) {
-            return Ok(());
+        if !crate::auth::signature_matches(secret.value.as_bytes(), body, given) {
+            return Err(refused());
         }
     }
-    Err(refused())
+    Ok(())
 }
 
 /// Headers StackStorm strips before a webhook payload is dispatched.

@@ -170,13 +170,13 @@ fn load_tenant(
 ) -> Result<TenantLoad, RuleChangeError> {
     let types = trigger_types_of(packs);
     let rules = load_rules(tenant, packs, &store.rule_changes()?, templates, |rule| {
-        check_rule(&types, packs, runner.allowed_dirs(), rule)
+        check_rule(&types, packs, &runner.allowed_dirs_for(tenant), rule)
     })?;
     let policies = load_policies(tenant, packs, &store.policy_changes()?)?;
     // Every pack's directory grants are checked now, not at its first
     // execution.
     for pack in packs.packs() {
-        pack.preopens(runner.allowed_dirs())?;
+        pack.preopens(&runner.allowed_dirs_for(tenant))?;
     }
     let sensors = Sensors::entries_of(tenant, packs, wanted, runner, log_bytes)?;
     for (t, sensor_ref, enabled) in store.sensor_overrides()? {
@@ -212,8 +212,10 @@ pub(crate) struct StoreKv {
 
 impl KvLookup for StoreKv {
     fn get(&self, scope: &str, key: &str) -> Option<String> {
-        if scope != "system" {
-            // User scopes arrive with users and API keys.
+        // `st2kv.system` only: rules have no user, and a name no request
+        // could use (a user's key, under its control-character prefix) is
+        // no key at all.
+        if scope != "system" || squall_core::kv::check_key(key).is_err() {
             return None;
         }
         match self.store.kv_get_blocking(&self.tenant, key) {
@@ -295,9 +297,7 @@ impl Reactor {
         // Recover before the timers start, so nothing they request is
         // mistaken for work left by the previous run.
         reactor.recover().await?;
-        reactor
-            .reconcile_timers()
-            .map_err(RuleChangeError::Trigger)?;
+        reactor.reconcile_timers();
         reactor.inner.sensors.sync(&reactor.rules());
         reactor.start_sensors();
         Ok(reactor)
@@ -595,7 +595,7 @@ impl Reactor {
         check_rule(
             &self.types_of(tenant),
             &self.inner.runner.packs(tenant),
-            self.inner.runner.allowed_dirs(),
+            &self.inner.runner.allowed_dirs_for(tenant),
             &rule,
         )
         .map_err(RuleChangeError::Trigger)?;
@@ -749,19 +749,32 @@ impl Reactor {
             .rules
             .replace(RuleIndex::build(all.into_iter().map(|((t, _), r)| (t, r))));
         self.inner.sensors.sync(&self.rules());
-        self.reconcile_timers().map_err(RuleChangeError::Trigger)
+        self.reconcile_timers();
+        Ok(())
     }
 
     /// One timer task per distinct timer trigger among enabled rules, and
     /// one file watcher per distinct `core.file_watch` trigger.
-    fn reconcile_timers(&self) -> Result<(), String> {
+    ///
+    /// Every rule was checked when it was made; what fails now (a watched
+    /// directory deleted since) is logged and skipped, so one tenant's
+    /// vanished directory never blocks another tenant's change.
+    fn reconcile_timers(&self) {
         let index = self.rules();
         let mut watches = Vec::new();
         for (tenant, rule) in index.enabled() {
             if rule.trigger_type == squall_core::trigger::FILE_WATCH {
-                let watch = watch_of(&rule.trigger_parameters, self.inner.runner.allowed_dirs())
-                    .map_err(|e| format!("rule '{}': {e}", rule.rule_ref()))?;
-                watches.push((tenant.clone(), rule.trigger_parameters.clone(), watch));
+                match watch_of(
+                    &rule.trigger_parameters,
+                    &self.inner.runner.allowed_dirs_for(tenant),
+                ) {
+                    Ok(watch) => {
+                        watches.push((tenant.clone(), rule.trigger_parameters.clone(), watch))
+                    }
+                    Err(e) => {
+                        tracing::error!(%tenant, rule = %rule.rule_ref(), error = %e, "file watch not started")
+                    }
+                }
             }
         }
         self.inner
@@ -774,8 +787,13 @@ impl Reactor {
             if !timers::is_timer(&rule.trigger_type) {
                 continue;
             }
-            let schedule = timers::schedule(&rule.trigger_type, &rule.trigger_parameters)
-                .map_err(|e| format!("rule '{}': trigger.parameters: {e}", rule.rule_ref()))?;
+            let schedule = match timers::schedule(&rule.trigger_type, &rule.trigger_parameters) {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    tracing::error!(%tenant, rule = %rule.rule_ref(), error = %e, "timer not started");
+                    continue;
+                }
+            };
             let key: TimerKey = (
                 tenant.clone(),
                 rule.trigger_type.clone(),
@@ -807,7 +825,6 @@ impl Reactor {
                 }
             })
         });
-        Ok(())
     }
 
     /// Stop accepting events and timers, then wait (up to `grace`) for

@@ -105,8 +105,28 @@ fn safe_relative(path: &Path) -> Result<PathBuf, InstallError> {
 /// Unpack a `.tar.gz` into `into` (an empty directory); returns the pack's
 /// directory (`into`, or its one top-level directory).
 pub fn unpack(archive: &[u8], into: &Path, limits: ArchiveLimits) -> Result<PathBuf, InstallError> {
-    let bad = |e: std::io::Error| InstallError::Archive(e.to_string());
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let too_large = InstallError::TooLarge {
+        limit: limits.max_unpacked_bytes,
+    };
+    // Everything decompressed counts, headers and the long names or PAX
+    // records the tar reader buffers whole, not only the files written.
+    let budget = limits
+        .max_unpacked_bytes
+        .saturating_add(limits.max_entries as u64 * 2048);
+    let bad = |e: std::io::Error| {
+        if e.get_ref().is_some_and(|inner| inner.is::<OverBudget>()) {
+            InstallError::TooLarge {
+                limit: limits.max_unpacked_bytes,
+            }
+        } else {
+            InstallError::Archive(e.to_string())
+        }
+    };
+    let capped = Capped {
+        inner: flate2::read::GzDecoder::new(archive),
+        left: budget,
+    };
+    let mut tar = tar::Archive::new(capped);
     let mut total: u64 = 0;
     let mut count = 0usize;
     for entry in tar.entries().map_err(bad)? {
@@ -133,9 +153,7 @@ pub fn unpack(archive: &[u8], into: &Path, limits: ArchiveLimits) -> Result<Path
             let size = entry.header().size().map_err(bad)?;
             total = total.saturating_add(size);
             if total > limits.max_unpacked_bytes {
-                return Err(InstallError::TooLarge {
-                    limit: limits.max_unpacked_bytes,
-                });
+                return Err(too_large);
             }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -225,6 +243,43 @@ pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
     gz.finish().map_err(io(dir))
 }
 
+/// The decompressed stream ran past its budget.
+#[derive(Debug)]
+struct OverBudget;
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the archive decompresses to more than allowed")
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// A reader that fails (with [`OverBudget`]) once it has given `left` bytes.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // One byte more would be over: is there one?
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(OverBudget)),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Where installed packs live: `<root>/<tenant>/<pack>/<version>/`.
 #[derive(Debug, Clone)]
 pub struct PackStore {
@@ -271,6 +326,11 @@ impl PackStore {
                     .ok()
                     .map(|v| v.trim().to_owned())
                 else {
+                    // Never installed (an install interrupted before it
+                    // was in force): nothing of it is kept.
+                    if let Err(e) = std::fs::remove_dir_all(&pack_dir) {
+                        tracing::warn!(dir = %pack_dir.display(), error = %e, "could not remove an unfinished install");
+                    }
                     continue;
                 };
                 remove_other_versions(&pack_dir, &version);
@@ -426,6 +486,7 @@ impl Reactor {
             Ok(pack) => pack,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&version_dir);
+                self.runner().sandbox().forget_under(&version_dir);
                 return Err(e);
             }
         };
@@ -434,6 +495,9 @@ impl Reactor {
         // their compiled component and config, not the files).
         write_atomically(&pack_dir.join("current"), &version)?;
         remove_other_versions(&pack_dir, &version);
+        if let Some(old) = &replaced {
+            self.runner().sandbox().forget_under(&pack_dir.join(old));
+        }
         tracing::info!(%tenant, pack = %pack_ref, %version, actions = pack.actions.len(), took_ms = started.elapsed().as_millis() as u64, "pack installed");
         Ok(Installed { pack, replaced })
     }
@@ -463,6 +527,7 @@ impl Reactor {
         if let Err(e) = std::fs::remove_dir_all(&pack_dir) {
             tracing::warn!(dir = %pack_dir.display(), error = %e, "could not remove an uninstalled pack's files");
         }
+        self.runner().sandbox().forget_under(&pack_dir);
         tracing::info!(%tenant, pack = %pack_ref, "pack uninstalled");
         Ok(())
     }
@@ -488,17 +553,18 @@ impl Reactor {
         let Some(limit) = self.inner.config.quotas.pack_bytes else {
             return Ok(());
         };
-        let others = store.tenant_bytes(tenant)
-            - std::fs::read_to_string(store.pack_dir(tenant, pack_ref).join("current"))
-                .map(|v| dir_bytes(&store.pack_dir(tenant, pack_ref).join(v.trim())))
-                .unwrap_or(0);
-        let new = dir_bytes(unpacked);
-        if others + new > limit {
+        let replaced = std::fs::read_to_string(store.pack_dir(tenant, pack_ref).join("current"))
+            .map(|v| dir_bytes(&store.pack_dir(tenant, pack_ref).join(v.trim())))
+            .unwrap_or(0);
+        let would = store
+            .tenant_bytes(tenant)
+            .saturating_sub(replaced)
+            .saturating_add(dir_bytes(unpacked));
+        if would > limit {
             return Err(InstallError::Quota {
                 quota: "packs total size",
                 message: format!(
-                    "tenant '{tenant}' would have {} bytes of packs; its limit is {limit}",
-                    others + new
+                    "tenant '{tenant}' would have {would} bytes of packs; its limit is {limit}"
                 ),
             });
         }
@@ -586,6 +652,35 @@ mod tests {
         .expect("unpacks");
         assert_eq!(root, into.path().join("p"));
         assert!(root.join("actions/a.yaml").is_file());
+    }
+
+    #[test]
+    fn a_long_name_bomb_is_stopped_at_the_budget() {
+        // A GNU long-name record the tar reader would buffer whole: 16 MiB
+        // of zeros, a few KiB compressed.
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let bomb = vec![0u8; 16 << 20];
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(bomb.len() as u64);
+        header.set_cksum();
+        builder.append(&header, &bomb[..]).expect("append");
+        let bytes = builder
+            .into_inner()
+            .expect("finish")
+            .finish()
+            .expect("gzip");
+        assert!(bytes.len() < 1 << 20, "the bomb is small: {}", bytes.len());
+        let into = tempfile::tempdir().expect("tempdir");
+        let limits = ArchiveLimits {
+            max_unpacked_bytes: 1 << 20,
+            max_entries: 10,
+        };
+        let e = unpack(&bytes, into.path(), limits).expect_err("refused");
+        assert!(matches!(e, InstallError::TooLarge { .. }), "{e}");
     }
 
     #[test]

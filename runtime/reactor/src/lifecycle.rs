@@ -138,11 +138,12 @@ impl Reactor {
     /// original under `re-run`.
     pub async fn re_run(
         &self,
-        tenant: &TenantId,
+        caller: &squall_core::auth::Principal,
         id: &ExecutionId,
         overrides: Map<String, Value>,
         delay: Option<u64>,
     ) -> Result<Execution, ExecutionError> {
+        let tenant = &caller.tenant;
         let original = self
             .inner
             .store
@@ -155,6 +156,7 @@ impl Reactor {
         let mut req = RunRequest::new(tenant.clone(), original.action.clone(), given);
         req.context
             .insert("re-run".into(), json!({"ref": original.id.as_str()}));
+        req.context.insert("user".into(), json!(caller.user));
         req.delay = delay;
         Ok(self.request_execution(req).await?)
     }

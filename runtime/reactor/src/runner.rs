@@ -136,6 +136,25 @@ impl Runner {
         &self.allowed_dirs
     }
 
+    /// The directories `tenant`'s packs may open: every `--allow-dir` for
+    /// the default tenant (the server's own), `<allow-dir>/<tenant>` for
+    /// the others, so tenants never share a directory.
+    pub fn allowed_dirs_for(
+        &self,
+        tenant: &TenantId,
+    ) -> std::borrow::Cow<'_, [std::path::PathBuf]> {
+        if *tenant == TenantId::default_tenant() {
+            std::borrow::Cow::Borrowed(&self.allowed_dirs)
+        } else {
+            std::borrow::Cow::Owned(
+                self.allowed_dirs
+                    .iter()
+                    .map(|d| d.join(tenant.as_str()))
+                    .collect(),
+            )
+        }
+    }
+
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.sandbox
     }
@@ -191,7 +210,7 @@ impl Runner {
                     action: req.action.clone(),
                     cause,
                 })?;
-        let dirs = pack.preopens(&self.allowed_dirs)?;
+        let dirs = pack.preopens(&self.allowed_dirs_for(&req.tenant))?;
         let component = self
             .sandbox
             .load_action(&pack.component_path(meta)?)

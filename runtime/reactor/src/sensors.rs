@@ -3,7 +3,6 @@
 //! with backoff, and a state anyone can read.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -211,13 +210,14 @@ impl Sensors {
         runner: &crate::Runner,
         log_bytes: usize,
     ) -> Result<Vec<Arc<SensorEntry>>, PackError> {
-        let (sandbox, allowed): (&Sandbox, &[PathBuf]) = (runner.sandbox(), runner.allowed_dirs());
+        let sandbox: &Sandbox = runner.sandbox();
+        let allowed = runner.allowed_dirs_for(tenant);
         let mut entries = Vec::new();
         for pack in packs.packs() {
             if pack.sensors.is_empty() || !wanted(&pack.manifest.pack_ref) {
                 continue;
             }
-            let dirs = pack.preopens(allowed)?;
+            let dirs = pack.preopens(&allowed)?;
             for (file, meta) in &pack.sensors {
                 let path = pack.sensor_component_path(meta)?;
                 let component =

@@ -290,6 +290,21 @@ impl Sandbox {
         })
     }
 
+    /// Forget components loaded from files under `dir` (a pack version
+    /// removed), and any compiled component nothing else holds any more.
+    /// What a prepared execution or a running sensor holds stays alive
+    /// with it.
+    pub fn forget_under(&self, dir: &Path) {
+        let mut memo = self.loaded();
+        memo.by_path.retain(|path, _| !path.starts_with(dir));
+        memo.by_digest.retain(|_, c| Arc::strong_count(c) > 1);
+        drop(memo);
+        self.sensors
+            .lock()
+            .expect("sensor map lock poisoned")
+            .retain(|_, c| Arc::strong_count(c) > 1);
+    }
+
     fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
         self.loaded.lock().expect("component map lock poisoned")
     }

@@ -62,6 +62,15 @@ fn digest(secret: &str) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Verified against when the user has no password, so every check costs
+/// the same.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Argon2::default()
+        .hash_password(b"no such user", &SaltString::generate(&mut OsRng))
+        .expect("hashing a constant does not fail")
+        .to_string()
+});
+
 fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
@@ -119,7 +128,8 @@ impl Store {
     }
 
     /// Create `user` in `tenant` with `role`, or change the role and
-    /// password of an existing user of the same tenant.
+    /// password of an existing user of the same tenant (its tokens are
+    /// revoked).
     pub async fn put_user(
         &self,
         tenant: &TenantId,
@@ -161,6 +171,12 @@ impl Store {
                      password_hash = coalesce(excluded.password_hash, users.password_hash)",
                 params![user, tenant.as_str(), role.as_str(), hash, now_rfc3339()],
             )?;
+            // Tokens carry the role they were made with: a changed user
+            // logs in again.
+            txn.execute(
+                "DELETE FROM tokens WHERE tenant_id = ?1 AND user = ?2",
+                params![tenant.as_str(), user],
+            )?;
             Ok(Ok(()))
         })
         .await?
@@ -187,6 +203,12 @@ impl Store {
                 .optional()?)
         })?;
         let Some((tenant, role, Some(hash), user)) = row else {
+            // The same work as for a real user: the answer's timing does
+            // not tell which names exist.
+            let _ = Argon2::default().verify_password(
+                password.as_bytes(),
+                &PasswordHash::new(&DUMMY_HASH).expect("the dummy hash parses"),
+            );
             return Ok(None);
         };
         let parsed = PasswordHash::new(&hash)

@@ -98,6 +98,12 @@ impl KvStore for Store {
         let quota = self.kv_quota;
         self.write(move |txn| {
             if let Some(limit) = quota {
+                // Expired rows go first: they would otherwise pile up
+                // uncounted (a quota beaten with short TTLs).
+                txn.prepare_cached(
+                    "DELETE FROM kv WHERE tenant_id = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
+                )?
+                .execute(params![tenant.as_str(), now()])?;
                 // Live entries other than the one replaced, plus this one.
                 let others: i64 = txn
                     .prepare_cached(
