@@ -22,6 +22,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the server allocates and frees many
+/// small JSON values and rows from many threads, where glibc spent a fifth
+/// of all CPU (free, consolidation, arena locks); see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Event-driven automation in the model of StackStorm, with every action a
 /// WebAssembly component.
 #[derive(Debug, Parser)]

@@ -67,6 +67,11 @@ fn build(config: &SandboxConfig, pooling: bool) -> Result<Engine> {
             .max_core_instances_per_component(50)
             .table_elements(100_000)
             .linear_memory_keep_resident(2 << 20)
+            // Tables too: a table page freed with madvise comes back as a
+            // copy-on-write fault on its first write, and each such fault
+            // flushed the TLB of every core (the largest remaining source
+            // of IPIs in `squall bench webhooks`).
+            .table_keep_resident(256 << 10)
             // Freeing a slot's pages with madvise sends a TLB-shootdown IPI
             // to every core running the process; batching the decommits
             // sends one per batch instead of one per instance.
