@@ -364,6 +364,17 @@ pub(crate) async fn list_actions(
     caller: Caller,
     ApiQuery(q): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
+    list_of_actions(&state, &caller, &q, action_shape)
+}
+
+/// The caller's actions (of `q.pack`, if given), one page, each as `shape`
+/// makes it.
+fn list_of_actions(
+    state: &AppState,
+    caller: &Caller,
+    q: &ActionQuery,
+    shape: impl Fn(&squall_core::manifest::ActionMeta) -> Value,
+) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
     let packs = state.reactor.runner().packs(&caller.tenant());
     let actions: Vec<_> = packs
@@ -375,7 +386,7 @@ pub(crate) async fn list_actions(
         })
         .flat_map(|p| p.actions.values())
         .collect();
-    Ok(paged(actions, page, |a| action_shape(a)))
+    Ok(paged(actions, page, |a| shape(a)))
 }
 
 #[utoipa::path(
@@ -440,18 +451,7 @@ pub(crate) async fn list_overview(
     caller: Caller,
     ApiQuery(q): ApiQuery<ActionQuery>,
 ) -> ApiResult<Response> {
-    let page = page(q.limit, q.offset)?;
-    let packs = state.reactor.runner().packs(&caller.tenant());
-    let actions: Vec<_> = packs
-        .packs()
-        .filter(|p| {
-            q.pack
-                .as_deref()
-                .is_none_or(|x| p.manifest.pack_ref.as_str() == x)
-        })
-        .flat_map(|p| p.actions.values())
-        .collect();
-    Ok(paged(actions, page, |a| overview_shape(a)))
+    list_of_actions(&state, &caller, &q, overview_shape)
 }
 
 #[utoipa::path(
