@@ -93,11 +93,7 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start() -> Self {
-        let hooks = squall_tests::pack_of("hooks", &[]);
-        std::fs::create_dir(hooks.path().join("rules")).expect("mkdir rules");
-        for (file, text) in RULES {
-            std::fs::write(hooks.path().join("rules").join(file), text).expect("write rule");
-        }
+        let hooks = squall_tests::rules_pack("hooks", RULES);
         Self::start_with(
             vec![squall_tests::core_pack(), hooks],
             ReactorConfig::default(),

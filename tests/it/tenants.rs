@@ -457,34 +457,23 @@ async fn secrets_are_masked_decrypted_by_operators_and_sealed_at_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_passwords_and_public_or_signed_webhooks() {
-    let hooks = squall_tests::pack_of("hooks", &[]);
-    std::fs::create_dir(hooks.path().join("rules")).expect("mkdir");
-    std::fs::write(
-        hooks.path().join("rules/open.yaml"),
-        "name: open\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: open, public: true}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
-    std::fs::write(
-        hooks.path().join("rules/signed.yaml"),
-        "name: signed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: signed, hmac: {header: X-Hub-Signature-256, secret_key: hook_secret}}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
-    // One URL, two rules: the call fires both, so both must accept it.
-    std::fs::write(
-        hooks.path().join("rules/mixed_open.yaml"),
-        "name: mixed_open\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: mixed, public: true}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
-    std::fs::write(
-        hooks.path().join("rules/mixed_closed.yaml"),
-        "name: mixed_closed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: mixed}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
-    std::fs::write(
-        hooks.path().join("rules/closed.yaml"),
-        "name: closed\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: closed}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
+    // `mixed`: one URL, two rules; the call fires both, so both must accept it.
+    let rules = [
+        ("open", "url: open, public: true"),
+        (
+            "signed",
+            "url: signed, hmac: {header: X-Hub-Signature-256, secret_key: hook_secret}",
+        ),
+        ("mixed_open", "url: mixed, public: true"),
+        ("mixed_closed", "url: mixed"),
+        ("closed", "url: closed"),
+    ]
+    .map(|(name, parameters)| (format!("{name}.yaml"), webhook_rule(name, parameters)));
+    let files: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    let hooks = squall_tests::rules_pack("hooks", &files);
     let s = Server::start_with(vec![squall_tests::core_pack(), hooks], Default::default()).await;
     let anonymous = reqwest::Client::new();
     let post = |url: &str, body: &'static str, sig: Option<String>| {
@@ -581,6 +570,13 @@ async fn tokens_from_passwords_and_public_or_signed_webhooks() {
     s.stop().await;
 }
 
+/// A `hooks` rule on the webhook with `parameters` that runs core.noop.
+fn webhook_rule(name: &str, parameters: &str) -> String {
+    format!(
+        "name: {name}\npack: hooks\nenabled: true\ntrigger: {{type: core.st2.webhook, parameters: {{{parameters}}}}}\naction: {{ref: core.noop}}\n"
+    )
+}
+
 /// HMAC-SHA256 as a webhook sender computes it (RFC 2104, by hand).
 fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -602,13 +598,10 @@ fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
 async fn quotas_refuse_one_tenant_and_leave_the_others_alone() {
     let data = tempfile::tempdir().expect("tempdir");
     let core = squall_tests::core_pack();
-    let hooks = squall_tests::pack_of("hooks", &[]);
-    std::fs::create_dir(hooks.path().join("rules")).expect("mkdir");
-    std::fs::write(
-        hooks.path().join("rules/each.yaml"),
-        "name: each\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: each}}\naction: {ref: core.noop}\n",
-    )
-    .expect("write");
+    let hooks = squall_tests::rules_pack(
+        "hooks",
+        &[("each.yaml", &webhook_rule("each", "url: each"))],
+    );
     let config = squall_reactor::ReactorConfig {
         quotas: squall_reactor::Quotas {
             executions_per_minute: Some(3),

@@ -194,3 +194,15 @@ pub fn trap_at_instantiation_component() -> Vec<u8> {
     )
     .expect("the fixture is valid WAT")
 }
+
+/// A pack `name` without actions whose `rules/` holds `rules`: `(file,
+/// YAML)`.
+pub fn rules_pack(name: &str, rules: &[(&str, &str)]) -> TempDir {
+    let dir = pack_of(name, &[]);
+    let at = dir.path().join("rules");
+    std::fs::create_dir(&at).expect("mkdir rules");
+    for (file, text) in rules {
+        std::fs::write(at.join(file), text).expect("write rule");
+    }
+    dir
+}

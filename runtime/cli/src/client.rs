@@ -303,3 +303,41 @@ pub(crate) fn print(e: &Value, json: bool, exit_by_status: bool) -> anyhow::Resu
         _ => ExitCode::SUCCESS,
     })
 }
+
+/// A plain table of `columns` (nested values as JSON), or the rows as JSON.
+pub(crate) fn print_rows(rows: &[Value], columns: &[&str], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let cell = |row: &Value, c: &str| match &row[c] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
+    for row in rows {
+        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+    Ok(())
+}

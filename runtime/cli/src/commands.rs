@@ -594,7 +594,7 @@ pub(crate) fn key(data_dir: &Path, remote: &Remote, cmd: KeyCommand) -> anyhow::
                     url_component(&prefix)
                 )))?;
                 let rows = list.as_array().cloned().unwrap_or_default();
-                crate::accounts::print_rows(
+                crate::client::print_rows(
                     &rows,
                     &["name", "value", "secret", "scope", "expire_timestamp"],
                     json,
@@ -665,7 +665,7 @@ pub(crate) fn key(data_dir: &Path, remote: &Remote, cmd: KeyCommand) -> anyhow::
                 .filter(|e| KvScope::of_storage_key(&e.key).0 == KvScope::System)
                 .map(|e| serde_json::json!({"name": e.key, "value": e.value, "secret": e.secret, "scope": KvScope::SYSTEM}))
                 .collect();
-            crate::accounts::print_rows(&rows, &["name", "value", "secret", "scope"], json)?;
+            crate::client::print_rows(&rows, &["name", "value", "secret", "scope"], json)?;
         }
         KeyCommand::Delete { name, scope } => {
             system_only(&scope)?;
@@ -798,7 +798,7 @@ pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode
             let client = remote.require("squall pack list")?;
             let list = runtime()?.block_on(client.get_json("/api/v1/packs?limit=1000"))?;
             let rows = list.as_array().cloned().unwrap_or_default();
-            crate::accounts::print_rows(&rows, &columns, json)?;
+            crate::client::print_rows(&rows, &columns, json)?;
         }
         PackCommand::Get { pack, json } => {
             let pack = squall_core::PackRef::new(pack)?;
@@ -807,7 +807,7 @@ pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode
             if json {
                 println!("{}", serde_json::to_string_pretty(&one)?);
             } else {
-                crate::accounts::print_rows(&[one], &columns, false)?;
+                crate::client::print_rows(&[one], &columns, false)?;
             }
         }
     }

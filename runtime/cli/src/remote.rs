@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::accounts::print_rows;
+use crate::client::print_rows;
 use crate::client::{Client, Remote};
 use crate::commands::runtime;
 

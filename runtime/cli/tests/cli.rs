@@ -294,14 +294,13 @@ impl Drop for Served {
 }
 
 fn hooks_pack() -> tempfile::TempDir {
-    let dir = squall_tests::pack_of("hooks", &[]);
-    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
-    std::fs::write(
-        dir.path().join("rules/crash.yaml"),
-        "name: crash\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: crash}}\naction: {ref: core.echo, parameters: {message: 'event {{ trigger.body.n }}'}}\n",
+    squall_tests::rules_pack(
+        "hooks",
+        &[(
+            "crash.yaml",
+            "name: crash\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: crash}}\naction: {ref: core.echo, parameters: {message: 'event {{ trigger.body.n }}'}}\n",
+        )],
     )
-    .expect("write rule");
-    dir
 }
 
 /// Kill -9 right after a burst of 2xx webhook responses; after two restarts
