@@ -295,9 +295,13 @@ pub(crate) enum PackCommand {
 }
 
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    open_store_with(data_dir, &StoreConfig::default())
+}
+
+pub(crate) fn open_store_with(data_dir: &Path, config: &StoreConfig) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
-    let store = Store::open(&data_dir.join("squall.db"), &StoreConfig::default())?;
+    let store = Store::open(&data_dir.join("squall.db"), config)?;
     Ok(store.with_secret_key(secret_key(data_dir)?))
 }
 

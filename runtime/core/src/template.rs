@@ -49,6 +49,16 @@ impl Default for Templates {
     }
 }
 
+/// Whether any string inside `value` is a template.
+fn has_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => is_template(s),
+        Value::Array(items) => items.iter().any(has_template),
+        Value::Object(map) => map.values().any(has_template),
+        _ => false,
+    }
+}
+
 /// True when `s` contains template syntax.
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
@@ -164,6 +174,11 @@ impl Templates {
         value: &Value,
         ctx: &RenderContext<'_>,
     ) -> Result<Value, TemplateError> {
+        // Building the context converts the whole trigger payload; most
+        // values (plain parameters, criteria patterns) need none of it.
+        if !has_template(value) {
+            return Ok(value.clone());
+        }
         let jinja_ctx = minijinja::context! {
             trigger => JinjaValue::from(Serde(ctx.trigger)),
             rule => JinjaValue::from(Serde(ctx.rule)),

@@ -100,6 +100,10 @@ pub struct LoadedPack {
     /// for a pack the server loads from `--packs`, which the API cannot
     /// replace or remove.
     pub installed: Option<String>,
+    /// Where each action's component was found, so that preparing an
+    /// execution does not look on disk every time (the file itself is
+    /// watched by the sandbox's memo).
+    found: std::sync::Mutex<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 impl LoadedPack {
@@ -161,6 +165,7 @@ impl LoadedPack {
             installed: None,
             sensors,
             directories,
+            found: Default::default(),
         })
     }
 
@@ -218,6 +223,16 @@ impl LoadedPack {
     /// The `.wasm` file of `action`: in `actions/` as shipped in an upload,
     /// else in the pack's build output.
     pub fn component_path(&self, action: &ActionMeta) -> Result<PathBuf, PackError> {
+        let mut found = self.found.lock().expect("component paths lock poisoned");
+        if let Some(path) = found.get(&action.entry_point) {
+            return Ok(path.clone());
+        }
+        let path = self.find_component(action)?;
+        found.insert(action.entry_point.clone(), path.clone());
+        Ok(path)
+    }
+
+    fn find_component(&self, action: &ActionMeta) -> Result<PathBuf, PackError> {
         let shipped = self.dir.join("actions").join(&action.entry_point);
         let built = self
             .dir

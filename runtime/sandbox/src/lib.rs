@@ -184,9 +184,22 @@ impl ActionComponent {
 #[derive(Default)]
 struct Loaded {
     by_digest: HashMap<String, Arc<ActionComponent>>,
-    /// A file whose length and mtime are unchanged is not read again.
-    by_path: HashMap<PathBuf, (FileStamp, Arc<ActionComponent>)>,
+    /// A file whose length and mtime are unchanged is not read again; its
+    /// stamp is taken again at most once per [`RESTAMP_AFTER`].
+    by_path: HashMap<PathBuf, Seen>,
 }
+
+struct Seen {
+    stamp: FileStamp,
+    at: std::time::Instant,
+    component: Arc<ActionComponent>,
+}
+
+/// How long a component file is trusted unchanged before it is looked at
+/// again: a rebuilt component (`squall pack build` beside a running server)
+/// is picked up within this time, and executions in between cost no system
+/// call.
+const RESTAMP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 type FileStamp = (u64, Option<std::time::SystemTime>);
 
@@ -243,12 +256,18 @@ impl Sandbox {
     /// Load an action component: compile it once (or map it from the cache),
     /// check it against the `action` world, and keep its `InstancePre`.
     pub fn load_action(&self, path: &Path) -> Result<Arc<ActionComponent>> {
+        if let Some(seen) = self.loaded().by_path.get(path)
+            && seen.at.elapsed() < RESTAMP_AFTER
+        {
+            return Ok(seen.component.clone());
+        }
         let stamp = stamp(path);
         if let Some(stamp) = stamp
-            && let Some((seen, loaded)) = self.loaded().by_path.get(path)
-            && *seen == stamp
+            && let Some(seen) = self.loaded().by_path.get_mut(path)
+            && seen.stamp == stamp
         {
-            return Ok(loaded.clone());
+            seen.at = std::time::Instant::now();
+            return Ok(seen.component.clone());
         }
         let bytes = std::fs::read(path).map_err(|cause| Error::Read {
             path: path.to_owned(),
@@ -263,8 +282,14 @@ impl Sandbox {
         let mut memo = self.loaded();
         memo.by_digest.insert(loaded.digest.clone(), loaded.clone());
         if let Some(stamp) = stamp {
-            memo.by_path
-                .insert(path.to_owned(), (stamp, loaded.clone()));
+            memo.by_path.insert(
+                path.to_owned(),
+                Seen {
+                    stamp,
+                    at: std::time::Instant::now(),
+                    component: loaded.clone(),
+                },
+            );
         }
         Ok(loaded)
     }

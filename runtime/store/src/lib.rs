@@ -62,6 +62,11 @@ pub struct StoreConfig {
     pub synchronous_full: bool,
     /// Read-only connections kept open.
     pub readers: usize,
+    /// Shortest time between two commits of the writer: a write arriving
+    /// sooner after a commit waits out the rest of it, to be committed with
+    /// whatever else arrives meanwhile. Zero commits as soon as the writer
+    /// is free.
+    pub commit_interval: std::time::Duration,
 }
 
 impl Default for StoreConfig {
@@ -69,6 +74,7 @@ impl Default for StoreConfig {
         Self {
             synchronous_full: false,
             readers: 4,
+            commit_interval: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -102,7 +108,7 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, config.synchronous_full).map_err(open_err)?;
         migrate::migrate(&mut conn, path)?;
-        let writer = writer::Writer::spawn(conn);
+        let writer = writer::Writer::spawn(conn, config.commit_interval);
         Ok(Self {
             secret_key: None,
             kv_quota: None,

@@ -145,6 +145,21 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX executions_by_action_status ON executions (tenant_id, action_ref, status, id DESC);
     "#,
+    // 6: most records' trace tag is the id of the trigger instance they came
+    // from (the default when an event carries no St2-Trace-Tag); those are
+    // found through that instance's id, so the trace indexes hold only the
+    // others. Three fewer index entries per event.
+    r#"
+    DROP INDEX trigger_instances_by_trace;
+    CREATE INDEX trigger_instances_by_trace ON trigger_instances (tenant_id, trace_tag)
+        WHERE trace_tag != id;
+    DROP INDEX enforcements_by_trace;
+    CREATE INDEX enforcements_by_trace ON rule_enforcements (tenant_id, trace_tag)
+        WHERE trace_tag != trigger_instance_id;
+    DROP INDEX executions_by_trace;
+    CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag)
+        WHERE trace_tag IS NOT trigger_instance_id;
+    "#,
 ];
 
 /// The schema version this build writes.

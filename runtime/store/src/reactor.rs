@@ -125,6 +125,31 @@ fn re_from_row(row: &Row<'_>) -> Result<RuleEnforcement> {
     })
 }
 
+/// The trace lookups of trigger instances, enforcements and executions
+/// (`?1` tenant, `?2` tag); each arm is served by an index.
+fn trace_queries() -> [String; 3] {
+    [
+        format!(
+            "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND id = ?2 AND trace_tag = ?2
+             UNION ALL
+             SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag != id
+             ORDER BY id"
+        ),
+        format!(
+            "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trigger_instance_id = ?2 AND trace_tag = ?2
+             UNION ALL
+             SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag != trigger_instance_id
+             ORDER BY id"
+        ),
+        format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trigger_instance_id = ?2 AND trace_tag = ?2
+             UNION ALL
+             SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag IS NOT trigger_instance_id
+             ORDER BY id"
+        ),
+    ]
+}
+
 fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for row in rows {
@@ -530,12 +555,15 @@ impl Store {
         })
     }
 
-    /// Everything recorded under `trace_tag`, oldest first.
+    /// Everything recorded under `trace_tag`, oldest first. Records whose
+    /// tag is their trigger instance's id are found by that id, the others
+    /// through the (partial) trace indexes; see migration 6.
     pub fn trace(&self, tenant: &TenantId, trace_tag: &str) -> Result<Trace> {
         self.read(|conn| {
-            let mut ti = conn.prepare_cached(&format!("SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
-            let mut re = conn.prepare_cached(&format!("SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
-            let mut ex = conn.prepare_cached(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trace_tag = ?2 ORDER BY id"))?;
+            let [ti, re, ex] = trace_queries();
+            let mut ti = conn.prepare_cached(&ti)?;
+            let mut re = conn.prepare_cached(&re)?;
+            let mut ex = conn.prepare_cached(&ex)?;
             let args = params![tenant.as_str(), trace_tag];
             Ok(Trace {
                 trigger_instances: collect(ti.query_map(args, |row| Ok(ti_from_row(row)))?)?,
@@ -718,11 +746,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_instance_and_its_outcome_are_one_write_and_trace_together() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let ti = instance();
+    /// A requested execution and its enforcement, as a rule on `ti` makes.
+    fn outcome(ti: &TriggerInstance) -> (Execution, RuleEnforcement) {
         let execution = Execution {
             id: ExecutionId::generate(),
             tenant: ti.tenant.clone(),
@@ -754,6 +779,15 @@ mod tests {
             enforced_at: now_rfc3339(),
             trace_tag: ti.trace_tag.clone(),
         };
+        (execution, enforcement)
+    }
+
+    #[tokio::test]
+    async fn an_instance_and_its_outcome_are_one_write_and_trace_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let ti = instance();
+        let (execution, enforcement) = outcome(&ti);
         store
             .insert_processed_trigger_instance(&ti, vec![enforcement.clone()], &[&execution])
             .await
@@ -793,6 +827,78 @@ mod tests {
             .list_trigger_instances(&ti.tenant, Some("core.st2.webhook"), next)
             .expect("list");
         assert!(items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_trace_under_its_instance_id_is_found_through_the_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        // No St2-Trace-Tag: the instance's id is the tag, and its records
+        // are not in the trace indexes.
+        let mut ti = instance();
+        ti.trace_tag = ti.id.clone();
+        let (execution, enforcement) = outcome(&ti);
+        store
+            .insert_processed_trigger_instance(&ti, vec![enforcement], &[&execution])
+            .await
+            .expect("record");
+        // What the execution's completion emits carries the same tag under
+        // an id of its own: in the index.
+        let mut emitted = instance();
+        emitted.trace_tag = ti.id.clone();
+        let (follow_up, follow_up_enforcement) = outcome(&emitted);
+        store
+            .insert_processed_trigger_instance(&emitted, vec![follow_up_enforcement], &[&follow_up])
+            .await
+            .expect("record");
+        // Another event, and another tenant's records, stay out.
+        let other = instance();
+        store
+            .insert_processed_trigger_instance(&other, Vec::new(), &[])
+            .await
+            .expect("record");
+
+        let trace = store.trace(&ti.tenant, &ti.id).expect("trace");
+        assert_eq!(
+            trace
+                .trigger_instances
+                .iter()
+                .map(|t| t.id.clone())
+                .collect::<Vec<_>>(),
+            [ti.id.clone(), emitted.id.clone()]
+        );
+        assert_eq!(
+            trace
+                .executions
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>(),
+            [execution.id.clone(), follow_up.id.clone()]
+        );
+        assert_eq!(trace.rule_enforcements.len(), 2);
+        let elsewhere = TenantId::new("elsewhere").expect("tenant");
+        let none = store.trace(&elsewhere, &ti.id).expect("trace");
+        assert!(none.trigger_instances.is_empty() && none.executions.is_empty());
+
+        // Every arm of the three lookups is served by an index.
+        let plans = store
+            .read(|conn| {
+                let mut out = Vec::new();
+                for sql in trace_queries() {
+                    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows =
+                        stmt.query_map(params!["default", "t"], |r| r.get::<_, String>(3))?;
+                    out.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+                }
+                Ok(out)
+            })
+            .expect("plans");
+        assert_eq!(
+            plans.iter().filter(|p| p.starts_with("SEARCH")).count(),
+            6,
+            "{plans:?}"
+        );
+        assert!(!plans.iter().any(|p| p.starts_with("SCAN")), "{plans:?}");
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The single writer: one thread, one connection, batched commits.
 
+use std::time::{Duration, Instant};
+
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::oneshot;
@@ -19,11 +21,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(conn: Connection) -> Self {
+    pub(crate) fn spawn(conn: Connection, commit_interval: Duration) -> Self {
         let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
         std::thread::Builder::new()
             .name("squall-store-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, commit_interval))
             .expect("failed to spawn the store writer thread");
         Self { jobs }
     }
@@ -69,18 +71,31 @@ fn apply_in_savepoint<R>(
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Job>) {
+fn run(mut conn: Connection, rx: Receiver<Job>, commit_interval: Duration) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut last_commit: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         // Group commit: everything that queued up while the previous batch
-        // was committing goes into this one.
+        // was committing goes into this one. Under load, commits are also
+        // paced to one per `commit_interval`: a job that arrives right after
+        // a commit waits out the rest of the interval, so the pages every
+        // batch touches (the right edges of the id-ordered indexes, the WAL
+        // index) are written once for many jobs instead of once for a few.
+        // A job arriving after a quiet spell is committed at once.
         batch.push(first);
+        if let Some(last) = last_commit {
+            let since = last.elapsed();
+            if since < commit_interval {
+                std::thread::sleep(commit_interval - since);
+            }
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        last_commit = Some(Instant::now());
         apply_batch(&mut conn, &mut batch);
     }
     tracing::debug!("store writer stopped");
