@@ -18,6 +18,9 @@ fn a_component_is_checked_once_and_reloaded_when_its_file_changes() {
     );
 
     std::fs::copy(squall_tests::PROBE, &path).expect("replace");
+    // The file is looked at again once its stamp is older than
+    // RESTAMP_AFTER, not on every execution.
+    std::thread::sleep(squall_sandbox::RESTAMP_AFTER + std::time::Duration::from_millis(100));
     let changed = sandbox.load_action(&path).expect("loads");
     assert_ne!(
         changed.digest(),

@@ -25,8 +25,10 @@ pub(crate) struct ServeArgs {
     /// (repeatable). Default: ./packs
     #[arg(long = "packs", value_name = "DIR")]
     packs: Vec<PathBuf>,
-    /// Executions running at once.
-    #[arg(long, default_value_t = 64)]
+    /// Executions running at once. A worker also waits for its
+    /// execution's start and end to be committed, so this is well above
+    /// the number of cores.
+    #[arg(long, default_value_t = 256)]
     workers: usize,
     /// Seconds to wait for work in flight at shutdown.
     #[arg(long, default_value_t = 10)]

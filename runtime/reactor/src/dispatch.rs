@@ -32,7 +32,9 @@ use crate::timers::{self, TimerKey, Timers};
 /// Settings for [`Reactor::start`].
 #[derive(Debug, Clone)]
 pub struct ReactorConfig {
-    /// Executions running at once.
+    /// Executions running at once. A worker also waits for the commits
+    /// recording its execution's start and end, so there are many more
+    /// workers than cores.
     pub workers: usize,
     /// Executions waiting for a worker before dispatch waits too.
     pub queue: usize,
@@ -64,7 +66,7 @@ pub struct Quotas {
 impl Default for ReactorConfig {
     fn default() -> Self {
         Self {
-            workers: 64,
+            workers: 256,
             queue: 4096,
             tenant_max_running: None,
             sensors: SensorConfig::default(),

@@ -199,7 +199,7 @@ struct Seen {
 /// again: a rebuilt component (`squall pack build` beside a running server)
 /// is picked up within this time, and executions in between cost no system
 /// call.
-const RESTAMP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+pub const RESTAMP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 type FileStamp = (u64, Option<std::time::SystemTime>);
 

@@ -277,10 +277,12 @@ pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
 
 /// Insert inside an open transaction (shared with trigger processing).
 pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
-    txn.prepare_cached(&format!(
-        "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-    ))?
-    .execute(params![
+    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        )
+    });
+    txn.prepare_cached(&INSERT)?.execute(params![
         e.id,
         e.tenant,
         e.action,

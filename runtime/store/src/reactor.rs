@@ -1,5 +1,7 @@
 //! Trigger instances, rule enforcements, rule overrides and traces.
 
+use std::sync::LazyLock;
+
 use rusqlite::{OptionalExtension, Row, params};
 use squall_core::metrics::metrics;
 use squall_core::trigger::{
@@ -186,11 +188,18 @@ impl InstanceRow {
     }
 }
 
+// Statements run for every event, built once.
+static INSERT_INSTANCE: LazyLock<String> = LazyLock::new(|| {
+    format!("INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+});
+static INSERT_ENFORCEMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rule_enforcements ({RE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    )
+});
+
 fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &InstanceRow) -> Result<()> {
-    txn.prepare_cached(&format!(
-        "INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-    ))?
-    .execute(params![
+    txn.prepare_cached(&INSERT_INSTANCE)?.execute(params![
         ti.id,
         ti.tenant,
         ti.trigger_type,
@@ -211,9 +220,7 @@ fn insert_outcome(
     for e in executions {
         insert_execution(txn, e)?;
     }
-    let mut stmt = txn.prepare_cached(&format!(
-        "INSERT INTO rule_enforcements ({RE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?;
+    let mut stmt = txn.prepare_cached(&INSERT_ENFORCEMENT)?;
     for re in enforcements {
         stmt.execute(params![
             re.id,
