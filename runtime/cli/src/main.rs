@@ -25,6 +25,8 @@ use clap::{Parser, Subcommand};
 /// mimalloc instead of glibc's malloc: the server allocates and frees many
 /// small JSON values and rows from many threads, where glibc spent a fifth
 /// of all CPU (free, consolidation, arena locks); see docs/benchmarks.md.
+/// On Linux it is built with `override`, so the C code linked in (SQLite)
+/// allocates through it too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

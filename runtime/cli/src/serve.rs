@@ -27,7 +27,8 @@ pub(crate) struct ServeArgs {
     packs: Vec<PathBuf>,
     /// Executions running at once. A worker also waits for its
     /// execution's start and end to be committed, so this is well above
-    /// the number of cores.
+    /// the number of cores; each running guest may use up to its memory
+    /// limit.
     #[arg(long, default_value_t = 256)]
     workers: usize,
     /// Seconds to wait for work in flight at shutdown.

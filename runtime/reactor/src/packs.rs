@@ -100,10 +100,11 @@ pub struct LoadedPack {
     /// for a pack the server loads from `--packs`, which the API cannot
     /// replace or remove.
     pub installed: Option<String>,
-    /// Where each action's component was found, so that preparing an
-    /// execution does not look on disk every time (the file itself is
-    /// watched by the sandbox's memo).
-    found: std::sync::Mutex<std::collections::HashMap<PathBuf, PathBuf>>,
+    /// Where each action's component was found and when, so that
+    /// preparing an execution looks on disk at most once per
+    /// [`squall_sandbox::RESTAMP_AFTER`] (a component removed from one
+    /// place or shipped in another is found again within that time).
+    found: std::sync::Mutex<std::collections::HashMap<PathBuf, (PathBuf, std::time::Instant)>>,
 }
 
 impl LoadedPack {
@@ -224,11 +225,16 @@ impl LoadedPack {
     /// else in the pack's build output.
     pub fn component_path(&self, action: &ActionMeta) -> Result<PathBuf, PackError> {
         let mut found = self.found.lock().expect("component paths lock poisoned");
-        if let Some(path) = found.get(&action.entry_point) {
+        if let Some((path, at)) = found.get(&action.entry_point)
+            && at.elapsed() < squall_sandbox::RESTAMP_AFTER
+        {
             return Ok(path.clone());
         }
         let path = self.find_component(action)?;
-        found.insert(action.entry_point.clone(), path.clone());
+        found.insert(
+            action.entry_point.clone(),
+            (path.clone(), std::time::Instant::now()),
+        );
         Ok(path)
     }
 

@@ -858,6 +858,12 @@ mod tests {
             .insert_processed_trigger_instance(&emitted, vec![follow_up_enforcement], &[&follow_up])
             .await
             .expect("record");
+        // An execution requested through the API under that tag: no
+        // trigger instance of its own, in the index.
+        let (mut requested, _) = outcome(&ti);
+        requested.id = ExecutionId::generate();
+        requested.trigger_instance_id = None;
+        store.insert_execution(&requested).await.expect("record");
         // Another event, and another tenant's records, stay out.
         let other = instance();
         store
@@ -880,7 +886,11 @@ mod tests {
                 .iter()
                 .map(|e| e.id.clone())
                 .collect::<Vec<_>>(),
-            [execution.id.clone(), follow_up.id.clone()]
+            [
+                execution.id.clone(),
+                follow_up.id.clone(),
+                requested.id.clone()
+            ]
         );
         assert_eq!(trace.rule_enforcements.len(), 2);
         let elsewhere = TenantId::new("elsewhere").expect("tenant");

@@ -82,10 +82,11 @@ fn run(mut conn: Connection, rx: Receiver<Job>, commit_interval: Duration) {
         // batch touches (the right edges of the id-ordered indexes, the WAL
         // index) are written once for many jobs instead of once for a few.
         // A job arriving after a quiet spell is committed at once.
+        // (Never while a full batch is already waiting.)
         batch.push(first);
         if let Some(last) = last_commit {
             let since = last.elapsed();
-            if since < commit_interval {
+            if since < commit_interval && rx.len() + 1 < MAX_BATCH {
                 std::thread::sleep(commit_interval - since);
             }
         }
