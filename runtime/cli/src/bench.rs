@@ -332,6 +332,24 @@ pub(crate) fn proc_status(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// An HTTP client carrying a new operator key of the default tenant, as
+/// every request to the server is authenticated in production.
+pub(crate) async fn operator_client(
+    store: &squall_store::Store,
+    builder: reqwest::ClientBuilder,
+) -> anyhow::Result<reqwest::Client> {
+    let (_, key) = store
+        .create_api_key(
+            &squall_core::TenantId::default_tenant(),
+            "bench",
+            squall_core::auth::Role::Operator,
+        )
+        .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("St2-Api-Key", key.parse()?);
+    Ok(builder.default_headers(headers).build()?)
+}
+
 pub(crate) fn median(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use squall_core::auth::Role;
 use squall_core::execution::CapturedOutput;
 use squall_core::{Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
 use squall_reactor::{PackSet, PackStore, Reactor, ReactorConfig, Runner};
@@ -78,14 +77,7 @@ impl BenchServer {
         let mut state = squall_api::AppState::new(reactor.clone());
         state.upload_limit = 256 << 20;
         tokio::spawn(squall_api::serve(state, listener, std::future::pending()));
-        let (_, key) = store
-            .create_api_key(&TenantId::default_tenant(), "bench", Role::Operator)
-            .await?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("St2-Api-Key", key.parse()?);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
+        let http = crate::bench::operator_client(&store, reqwest::Client::builder()).await?;
         Ok(Self {
             dir,
             store,

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Map, json};
-use squall_core::auth::Role;
 use squall_core::rule::Rule;
 use squall_core::template::Templates;
 use squall_core::time::{now_rfc3339, parse_rfc3339};
@@ -156,16 +155,11 @@ async fn webhooks_async(
     tokio::spawn(squall_api::serve(state, listener, async {
         let _ = stop_rx.await;
     }));
-    // Every request is authenticated, as in production.
-    let (_, key) = store
-        .create_api_key(&TenantId::default_tenant(), "bench", Role::Operator)
-        .await?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("St2-Api-Key", key.parse()?);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .default_headers(headers)
-        .build()?;
+    let http = crate::bench::operator_client(
+        &store,
+        reqwest::Client::builder().pool_max_idle_per_host(clients),
+    )
+    .await?;
 
     println!("squall bench webhooks");
     println!(

@@ -128,29 +128,34 @@ fn re_from_row(row: &Row<'_>) -> Result<RuleEnforcement> {
 }
 
 /// The trace lookups of trigger instances, enforcements and executions
-/// (`?1` tenant, `?2` tag); each arm is served by an index.
-fn trace_queries() -> [String; 3] {
+/// (`?1` tenant, `?2` tag): records traced by their own trigger instance
+/// through its id, the others through the partial trace index, whose
+/// condition `not_own` repeats (migration 6).
+static TRACE_QUERIES: LazyLock<[String; 3]> = LazyLock::new(|| {
+    let query = |columns: &str, table: &str, instance: &str, not_own: &str| {
+        format!(
+            "SELECT {columns} FROM {table} WHERE tenant_id = ?1 AND {instance} = ?2 AND trace_tag = ?2
+             UNION ALL
+             SELECT {columns} FROM {table} WHERE tenant_id = ?1 AND trace_tag = ?2 AND {not_own}
+             ORDER BY id"
+        )
+    };
     [
-        format!(
-            "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND id = ?2 AND trace_tag = ?2
-             UNION ALL
-             SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag != id
-             ORDER BY id"
+        query(TI_COLUMNS, "trigger_instances", "id", "trace_tag != id"),
+        query(
+            RE_COLUMNS,
+            "rule_enforcements",
+            "trigger_instance_id",
+            "trace_tag != trigger_instance_id",
         ),
-        format!(
-            "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trigger_instance_id = ?2 AND trace_tag = ?2
-             UNION ALL
-             SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag != trigger_instance_id
-             ORDER BY id"
-        ),
-        format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trigger_instance_id = ?2 AND trace_tag = ?2
-             UNION ALL
-             SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant_id = ?1 AND trace_tag = ?2 AND trace_tag IS NOT trigger_instance_id
-             ORDER BY id"
+        query(
+            EXECUTION_COLUMNS,
+            "executions",
+            "trigger_instance_id",
+            "trace_tag IS NOT trigger_instance_id",
         ),
     ]
-}
+});
 
 fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
     let mut out = Vec::new();
@@ -567,10 +572,10 @@ impl Store {
     /// through the (partial) trace indexes; see migration 6.
     pub fn trace(&self, tenant: &TenantId, trace_tag: &str) -> Result<Trace> {
         self.read(|conn| {
-            let [ti, re, ex] = trace_queries();
-            let mut ti = conn.prepare_cached(&ti)?;
-            let mut re = conn.prepare_cached(&re)?;
-            let mut ex = conn.prepare_cached(&ex)?;
+            let [ti, re, ex] = &*TRACE_QUERIES;
+            let mut ti = conn.prepare_cached(ti)?;
+            let mut re = conn.prepare_cached(re)?;
+            let mut ex = conn.prepare_cached(ex)?;
             let args = params![tenant.as_str(), trace_tag];
             Ok(Trace {
                 trigger_instances: collect(ti.query_map(args, |row| Ok(ti_from_row(row)))?)?,
@@ -901,7 +906,7 @@ mod tests {
         let plans = store
             .read(|conn| {
                 let mut out = Vec::new();
-                for sql in trace_queries() {
+                for sql in TRACE_QUERIES.iter() {
                     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
                     let rows =
                         stmt.query_map(params!["default", "t"], |r| r.get::<_, String>(3))?;
