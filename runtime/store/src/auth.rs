@@ -149,7 +149,7 @@ impl Store {
         let (tenant, user) = (tenant.clone(), user.to_owned());
         self.write(move |txn| {
             if !tenant_exists(txn, &tenant)? {
-                return Ok(Err(AccountError::UnknownTenant(tenant)));
+                return Ok(Err(AccountError::UnknownTenant(tenant.clone())));
             }
             let owner: Option<String> = txn
                 .query_row(
@@ -160,7 +160,7 @@ impl Store {
                 .optional()?;
             if let Some(owner) = owner.filter(|o| o != tenant.as_str()) {
                 return Ok(Err(AccountError::OtherTenant {
-                    user,
+                    user: user.clone(),
                     tenant: tenant_of(owner)?,
                 }));
             }
@@ -233,7 +233,7 @@ impl Store {
         let (tenant, user, out_id) = (tenant.clone(), user.to_owned(), id.clone());
         self.write(move |txn| {
             if !tenant_exists(txn, &tenant)? {
-                return Ok(Err(AccountError::UnknownTenant(tenant)));
+                return Ok(Err(AccountError::UnknownTenant(tenant.clone())));
             }
             txn.execute(
                 "INSERT INTO api_keys (id, tenant_id, user, role, key_hash, created_at, enabled)

@@ -158,7 +158,7 @@ impl Store {
     /// commits.
     pub async fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+        f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         self.writer
             .submit(f)?
@@ -169,7 +169,7 @@ impl Store {
     /// [`Store::write`] for callers outside an async runtime.
     pub fn write_blocking<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+        f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         self.writer
             .submit(f)?

@@ -1,4 +1,11 @@
 //! The single writer: one thread, one connection, batched commits.
+//!
+//! A batch is first applied without savepoints: that is the common case and
+//! the cheap one (a savepoint copies every page a job touches into its
+//! sub-journal). When a job fails, the whole transaction is rolled back and
+//! the batch applied again with a savepoint around each job, so the failure
+//! undoes only its own changes. Jobs are therefore `Fn`: they may run twice,
+//! and only the outcome of the run that is committed is reported.
 
 use std::time::{Duration, Instant};
 
@@ -11,18 +18,53 @@ use crate::{Error, Result};
 /// Most jobs applied in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// What a job hands back: the caller's answer, to deliver after commit.
-type Reply = Box<dyn FnOnce(std::result::Result<(), &Error>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>) -> Reply + Send>;
+/// One caller's write: applied (perhaps twice, see the module docs), then
+/// answered after the commit.
+trait Job: Send {
+    /// Run the write in `txn`; `false` when it failed. A failed write may
+    /// have left changes behind: the caller rolls them back.
+    fn apply(&mut self, txn: &Transaction<'_>) -> bool;
+    /// Tell the caller how its write ended, given how the commit went.
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &Error>);
+}
+
+struct Write<F, R> {
+    f: F,
+    outcome: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Job for Write<F, R>
+where
+    F: Fn(&Transaction<'_>) -> Result<R> + Send,
+    R: Send,
+{
+    fn apply(&mut self, txn: &Transaction<'_>) -> bool {
+        let outcome = (self.f)(txn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &Error>) {
+        let answer = match (commit, self.outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            (Ok(()), None) => Err(Error::Corrupt("a write was never applied".into())),
+            (Err(e), _) => Err(Error::Corrupt(format!("commit failed: {e}"))),
+        };
+        // The caller may have gone away; the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    jobs: Sender<Job>,
+    jobs: Sender<Box<dyn Job>>,
 }
 
 impl Writer {
     pub(crate) fn spawn(conn: Connection, commit_interval: Duration) -> Self {
-        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        let (jobs, rx) = crossbeam_channel::unbounded::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("squall-store-writer".into())
             .spawn(move || run(conn, rx, commit_interval))
@@ -32,47 +74,40 @@ impl Writer {
 
     pub(crate) fn submit<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<R> + Send + 'static,
+        f: impl Fn(&Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R>>> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let outcome = apply_in_savepoint(txn, f);
-            Box::new(move |commit| {
-                let answer = match commit {
-                    Ok(()) => outcome,
-                    Err(e) => Err(Error::Corrupt(format!("commit failed: {e}"))),
-                };
-                // The caller may have gone away; the write stands regardless.
-                let _ = tx.send(answer);
-            })
-        });
-        self.jobs.send(job).map_err(|_| Error::WriterGone)?;
+        let (reply, rx) = oneshot::channel();
+        let job = Write {
+            f,
+            outcome: None,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| Error::WriterGone)?;
         Ok(rx)
+    }
+}
+
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
     }
 }
 
 /// Run one job inside a savepoint so its failure rolls back only its own
 /// changes.
-fn apply_in_savepoint<R>(
-    txn: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> Result<R>,
-) -> Result<R> {
+fn apply_in_savepoint(txn: &Transaction<'_>, job: &mut dyn Job) -> Result<()> {
     txn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(txn) {
-        Ok(r) => {
-            txn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(r)
-        }
-        Err(e) => {
-            txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-            txn.prepare_cached("RELEASE job")?.execute([])?;
-            Err(e)
-        }
+    if !job.apply(txn) {
+        txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
     }
+    txn.prepare_cached("RELEASE job")?.execute([])?;
+    Ok(())
 }
 
-fn run(mut conn: Connection, rx: Receiver<Job>, commit_interval: Duration) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn run(mut conn: Connection, rx: Receiver<Box<dyn Job>>, commit_interval: Duration) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut last_commit: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         // Group commit: everything that queued up while the previous batch
@@ -102,40 +137,147 @@ fn run(mut conn: Connection, rx: Receiver<Job>, commit_interval: Duration) {
     tracing::debug!("store writer stopped");
 }
 
-fn apply_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+fn apply_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) {
     let m = squall_core::metrics::metrics();
     m.store_batch_size.observe(batch.len() as f64);
-    let txn = match conn.transaction() {
-        Ok(txn) => txn,
-        Err(e) => {
-            let err = Error::Sqlite(e);
-            tracing::error!(error = %err, "store writer could not begin a transaction");
-            for job in batch.drain(..) {
-                // Jobs never ran; answer each with the failure.
-                fail_unrun(job, &err);
-            }
-            return;
-        }
-    };
-    let replies: Vec<Reply> = batch.drain(..).map(|job| job(&txn)).collect();
-    let committing = std::time::Instant::now();
-    let committed = txn.commit();
-    m.store_commit_seconds
-        .observe(committing.elapsed().as_secs_f64());
-    match committed {
-        Ok(()) => replies.into_iter().for_each(|reply| reply(Ok(()))),
-        Err(e) => {
-            let err = Error::Sqlite(e);
-            tracing::error!(error = %err, "store writer commit failed");
-            replies.into_iter().for_each(|reply| reply(Err(&err)));
-        }
+    let committed = apply_and_commit(conn, batch);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "store writer could not commit a batch");
+    }
+    for job in batch.drain(..) {
+        job.answer(committed.as_ref().map(|_| ()));
     }
 }
 
-fn fail_unrun(job: Job, err: &Error) {
-    // A job can only report through its reply, which needs a transaction to
-    // produce. Dropping it drops the caller's sender, which the caller sees
-    // as `WriterGone`.
-    drop(job);
-    tracing::warn!(error = %err, "dropped a write that could not start");
+/// Apply every job of `batch` in one transaction and commit it.
+fn apply_and_commit(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    // The fast path, without savepoints.
+    let txn = conn.transaction()?;
+    if batch.iter_mut().all(|job| job.apply(&txn)) {
+        return commit(txn);
+    }
+    // A job failed: roll everything back (dropping a `Transaction` does) and
+    // apply the batch again, each job in its own savepoint.
+    drop(txn);
+    tracing::debug!(
+        jobs = batch.len(),
+        "a write failed; applying its batch again with savepoints"
+    );
+    let txn = conn.transaction()?;
+    for job in batch.iter_mut() {
+        apply_in_savepoint(&txn, job.as_mut())?;
+    }
+    commit(txn)
+}
+
+fn commit(txn: Transaction<'_>) -> Result<()> {
+    let committing = Instant::now();
+    let committed = txn.commit();
+    squall_core::metrics::metrics()
+        .store_commit_seconds
+        .observe(committing.elapsed().as_secs_f64());
+    Ok(committed?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join("db")).expect("open");
+        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
+            .expect("create");
+        (dir, Writer::spawn(conn, Duration::ZERO))
+    }
+
+    /// Hold the writer busy until the returned sender is dropped, so that
+    /// what is submitted meanwhile lands in one batch.
+    fn hold(writer: &Writer) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<Result<()>>) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Mutex::new(wait);
+        let held = writer
+            .submit(move |_| {
+                let _ = wait.lock().expect("lock").recv();
+                Ok(())
+            })
+            .expect("submit");
+        (release, held)
+    }
+
+    fn insert(writer: &Writer, v: i64, runs: &Arc<AtomicUsize>) -> oneshot::Receiver<Result<()>> {
+        let runs = Arc::clone(runs);
+        writer
+            .submit(move |txn| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                txn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                Ok(())
+            })
+            .expect("submit")
+    }
+
+    fn count(writer: &Writer) -> oneshot::Receiver<Result<i64>> {
+        writer
+            .submit(|txn| Ok(txn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .expect("submit")
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_failures_runs_each_job_once() {
+        let (_dir, writer) = writer();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, held) = hold(&writer);
+        let inserts: Vec<_> = (0..10).map(|v| insert(&writer, v, &runs)).collect();
+        let counted = count(&writer);
+        drop(release);
+        held.await.expect("answer").expect("held");
+        for i in inserts {
+            i.await.expect("answer").expect("insert");
+        }
+        assert_eq!(counted.await.expect("answer").expect("count"), 10);
+        assert_eq!(runs.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_is_undone_alone_and_its_neighbours_see_the_batch_without_it() {
+        let (_dir, writer) = writer();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, held) = hold(&writer);
+        let before = insert(&writer, 1, &runs);
+        // Writes a row, then fails: the row must not survive.
+        let failing = writer
+            .submit(|txn| {
+                txn.execute("INSERT INTO t (v) VALUES (2)", [])?;
+                Err::<(), _>(Error::Corrupt("this write fails on purpose".into()))
+            })
+            .expect("submit");
+        let after = insert(&writer, 3, &runs);
+        let counted = count(&writer);
+        drop(release);
+        held.await.expect("answer").expect("held");
+        before.await.expect("answer").expect("insert before");
+        let err = failing.await.expect("answer").expect_err("must fail");
+        assert!(err.to_string().contains("fails on purpose"), "{err}");
+        after.await.expect("answer").expect("insert after");
+        // Counted after the failed write was rolled back: the rows of the
+        // jobs before and after it, not its own.
+        assert_eq!(counted.await.expect("answer").expect("count"), 2);
+        // The batch was applied twice: optimistically up to the failure
+        // (the insert before it), then whole with savepoints.
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        let rows: Vec<i64> = writer
+            .submit(|txn| {
+                let mut stmt = txn.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .expect("submit")
+            .await
+            .expect("answer")
+            .expect("rows");
+        assert_eq!(rows, [1, 3]);
+    }
 }
