@@ -2,9 +2,9 @@
 //! database connection.
 //!
 //! One thread owns the write connection ([`writer`]): callers send closures,
-//! the thread applies whatever has arrived together in one transaction (one
-//! savepoint per closure, so one failing write does not undo its neighbours)
-//! and answers each caller after the commit. Reads use a small pool of
+//! the thread applies whatever has arrived together in one transaction and
+//! answers each caller after the commit. A failing write does not undo its
+//! neighbours: its batch is applied again with a savepoint per closure. Reads use a small pool of
 //! read-only connections ([`Store::read`]). The schema is an append-only list
 //! of migrations tracked by `PRAGMA user_version` ([`migrate`]).
 
@@ -155,7 +155,9 @@ impl Store {
     }
 
     /// Apply `f` inside the writer's next batch; resolves after the batch
-    /// commits.
+    /// commits. `f` may run more than once (when a neighbour in its batch
+    /// fails, the batch is rolled back and applied again): it must only
+    /// touch the transaction, and the answer is that of its committed run.
     pub async fn write<R: Send + 'static>(
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
@@ -213,9 +215,9 @@ fn configure(conn: &Connection, synchronous_full: bool) -> rusqlite::Result<()> 
         if synchronous_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // The writer wraps every job in a savepoint; SQLite keeps a savepoint's
-    // sub-journal in a temp file unless told otherwise, and writing it was
-    // the writer's largest cost. Keep it in memory.
+    // When a batch is applied again after a failed job, every job runs in a
+    // savepoint; SQLite keeps a savepoint's sub-journal in a temp file unless
+    // told otherwise. Keep it in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
