@@ -113,69 +113,47 @@ pub(crate) fn webhooks(
     seconds: u64,
     packs: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let rt = runtime(2)?;
-    rt.block_on(webhooks_async(
-        events,
-        clients.max(1),
-        rate.max(1),
-        seconds,
-        packs,
-    ))
-}
-
-async fn webhooks_async(
-    events: usize,
-    clients: usize,
-    rate: usize,
-    seconds: u64,
-    packs: Vec<PathBuf>,
-) -> anyhow::Result<ExitCode> {
+    let clients = clients.max(1);
+    let rate = rate.max(1);
+    // The server gets the runtime `squall serve` would build on this
+    // machine; the load generator a thread of its own, as a client in
+    // another process would.
+    let server_threads = crate::serve::default_runtime_threads();
+    let server = runtime(server_threads)?;
+    let client = runtime(1)?;
     let dir = tempfile::tempdir()?;
-    let hooks = dir.path().join("benchhooks");
-    std::fs::create_dir_all(hooks.join("rules"))?;
-    std::fs::write(
-        hooks.join("pack.yaml"),
-        "name: benchhooks\nversion: 1.0.0\ndescription: bench\nauthor: bench\n",
-    )?;
-    std::fs::write(
-        hooks.join("rules/noop.yaml"),
-        "name: noop\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: bench}}\ncriteria: {trigger.body.n: {type: exists}}\naction: {ref: core.noop}\n",
-    )?;
-    let mut all_packs = packs;
-    all_packs.push(hooks);
-    let set = PackSet::load(&all_packs)?;
-    let store = Store::open(&dir.path().join("squall.db"), &StoreConfig::default())?;
-    let sandbox = Arc::new(open_sandbox(dir.path(), 1000)?);
-    let runner = Runner::new(sandbox, store.clone(), Arc::new(set), Limits::default());
-    let reactor = Reactor::start(store.clone(), runner, &ReactorConfig::default()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/api/v1/webhooks/bench", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = squall_api::AppState::new(reactor.clone());
-    tokio::spawn(squall_api::serve(state, listener, async {
-        let _ = stop_rx.await;
-    }));
-    let http = crate::bench::operator_client(
+    let bench = server.block_on(start_server(dir.path(), packs))?;
+    let Bench {
+        reactor,
+        store,
+        base,
+        stop,
+    } = bench;
+    let http = client.block_on(crate::bench::operator_client(
         &store,
         reqwest::Client::builder().pool_max_idle_per_host(clients),
-    )
-    .await?;
+    ))?;
 
     println!("squall bench webhooks");
     println!(
-        "  webhook -> rule -> core.noop -> execution record, all durable; server and load generator share the machine"
+        "  webhook -> rule -> core.noop -> execution record, all durable; server ({server_threads} runtime thread(s) and the store's writer) and load generator (1 thread) share the machine"
     );
 
     // Warm-up: compile cache, connections.
-    send_many(&http, &base, 500, clients).await?;
-    wait_for_succeeded(&store, 500).await?;
+    client.block_on(async {
+        send_many(&http, &base, 500, clients).await?;
+        wait_for_succeeded(&store, 500).await
+    })?;
 
     // Throughput: as fast as the clients can send; done when every execution is recorded.
     let before = count_succeeded(&store)?;
     let start = Instant::now();
-    let latencies = send_many(&http, &base, events, clients).await?;
-    let accepted = start.elapsed();
-    wait_for_succeeded(&store, before + events).await?;
+    let (latencies, accepted) = client.block_on(async {
+        let latencies = send_many(&http, &base, events, clients).await?;
+        let accepted = start.elapsed();
+        wait_for_succeeded(&store, before + events).await?;
+        anyhow::Ok((latencies, accepted))
+    })?;
     let done = start.elapsed();
     println!();
     println!("throughput: {events} events, {clients} concurrent clients");
@@ -197,33 +175,35 @@ async fn webhooks_async(
     // to tell the reactor's and store's share from the HTTP layer's.
     let before = count_succeeded(&store)?;
     let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let per = events.div_ceil(clients);
-    for c in 0..clients {
-        let reactor = reactor.clone();
-        let count = per.min(events.saturating_sub(c * per));
-        tasks.spawn(async move {
-            let mut params = Map::new();
-            params.insert("url".into(), json!("bench"));
-            for i in 0..count {
-                let payload = json!({"headers": {}, "body": {"n": i}});
-                reactor
-                    .dispatch(
-                        &TenantId::default_tenant(),
-                        "core.st2.webhook",
-                        params.clone(),
-                        payload,
-                        None,
-                    )
-                    .await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    wait_for_succeeded(&store, before + events).await?;
+    server.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        let per = events.div_ceil(clients);
+        for c in 0..clients {
+            let reactor = reactor.clone();
+            let count = per.min(events.saturating_sub(c * per));
+            tasks.spawn(async move {
+                let mut params = Map::new();
+                params.insert("url".into(), json!("bench"));
+                for i in 0..count {
+                    let payload = json!({"headers": {}, "body": {"n": i}});
+                    reactor
+                        .dispatch(
+                            &TenantId::default_tenant(),
+                            "core.st2.webhook",
+                            params.clone(),
+                            payload,
+                            None,
+                        )
+                        .await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        wait_for_succeeded(&store, before + events).await
+    })?;
     println!();
     println!(
         "same pipeline without HTTP: {events} events dispatched in-process by {clients} tasks"
@@ -237,8 +217,11 @@ async fn webhooks_async(
     let before = count_succeeded(&store)?;
     let total = rate * seconds as usize;
     let first_id = squall_core::ExecutionId::generate();
-    let http_latencies = paced(&http, &base, rate, total).await?;
-    wait_for_succeeded(&store, before + total).await?;
+    let http_latencies = client.block_on(async {
+        let latencies = paced(&http, &base, rate, total).await?;
+        wait_for_succeeded(&store, before + total).await?;
+        anyhow::Ok(latencies)
+    })?;
     let end_to_end = end_to_end_latencies(&store, &first_id)?;
     println!();
     println!("latency at {rate} events/s offered for {seconds} s ({total} events)");
@@ -255,9 +238,51 @@ async fn webhooks_async(
             end_to_end.len()
         );
     }
-    let _ = stop_tx.send(());
-    reactor.shutdown(Duration::from_secs(5)).await;
+    let _ = stop.send(());
+    server.block_on(reactor.shutdown(Duration::from_secs(5)));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server side of `bench webhooks`, running on its own runtime.
+struct Bench {
+    reactor: Reactor,
+    store: Store,
+    /// The bench webhook's URL.
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_server(dir: &Path, packs: Vec<PathBuf>) -> anyhow::Result<Bench> {
+    let hooks = dir.join("benchhooks");
+    std::fs::create_dir_all(hooks.join("rules"))?;
+    std::fs::write(
+        hooks.join("pack.yaml"),
+        "name: benchhooks\nversion: 1.0.0\ndescription: bench\nauthor: bench\n",
+    )?;
+    std::fs::write(
+        hooks.join("rules/noop.yaml"),
+        "name: noop\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: bench}}\ncriteria: {trigger.body.n: {type: exists}}\naction: {ref: core.noop}\n",
+    )?;
+    let mut all_packs = packs;
+    all_packs.push(hooks);
+    let set = PackSet::load(&all_packs)?;
+    let store = Store::open(&dir.join("squall.db"), &StoreConfig::default())?;
+    let sandbox = Arc::new(open_sandbox(dir, 1000)?);
+    let runner = Runner::new(sandbox, store.clone(), Arc::new(set), Limits::default());
+    let reactor = Reactor::start(store.clone(), runner, &ReactorConfig::default()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/api/v1/webhooks/bench", listener.local_addr()?);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = squall_api::AppState::new(reactor.clone());
+    tokio::spawn(squall_api::serve(state, listener, async {
+        let _ = stop_rx.await;
+    }));
+    Ok(Bench {
+        reactor,
+        store,
+        base,
+        stop,
+    })
 }
 
 async fn send_many(

@@ -80,10 +80,32 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     commit_interval_us: u64,
+    /// Threads running the HTTP API, the reactor and the guests. Default:
+    /// the machine's cores less one, which is left to the store's writer
+    /// thread (at least 1).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    runtime_threads: Option<u16>,
+}
+
+/// Threads for tokio when `--runtime-threads` is not given: every core but
+/// one, which the store's writer keeps busy under load. On two cores, two
+/// runtime threads measured 12-18% fewer events per second than one: they
+/// and the writer contend for both cores, and tasks moving between them
+/// free memory across threads (docs/benchmarks.md).
+pub(crate) fn default_runtime_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let threads = args
+        .runtime_threads
+        .map_or_else(default_runtime_threads, usize::from);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()?;
     rt.block_on(run(data_dir, args))
