@@ -162,10 +162,14 @@ impl Store {
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.writer
+        let (answer, f) = self
+            .writer
             .submit(f)?
             .await
-            .map_err(|_| Error::WriterGone)?
+            .map_err(|_| Error::WriterGone)?;
+        // Dropped here, on the thread that allocated what it holds.
+        drop(f);
+        answer
     }
 
     /// [`Store::write`] for callers outside an async runtime.
@@ -173,10 +177,13 @@ impl Store {
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.writer
+        let (answer, f) = self
+            .writer
             .submit(f)?
             .blocking_recv()
-            .map_err(|_| Error::WriterGone)?
+            .map_err(|_| Error::WriterGone)?;
+        drop(f);
+        answer
     }
 }
 

@@ -28,10 +28,16 @@ trait Job: Send {
     fn answer(self: Box<Self>, commit: std::result::Result<(), &Error>);
 }
 
+/// What the caller gets back: its answer, and its closure, to be dropped on
+/// the caller's thread. The closure holds the rows the caller encoded; freed
+/// here they would be freed across threads, which the allocator handles on
+/// a slow path (see `Store::write`).
+pub(crate) type Answer<R, F> = (Result<R>, F);
+
 struct Write<F, R> {
     f: F,
     outcome: Option<Result<R>>,
-    reply: oneshot::Sender<Result<R>>,
+    reply: oneshot::Sender<Answer<R, F>>,
 }
 
 impl<F, R> Job for Write<F, R>
@@ -47,13 +53,14 @@ where
     }
 
     fn answer(self: Box<Self>, commit: std::result::Result<(), &Error>) {
-        let answer = match (commit, self.outcome) {
+        let Write { f, outcome, reply } = *self;
+        let answer = match (commit, outcome) {
             (Ok(()), Some(outcome)) => outcome,
             (Ok(()), None) => Err(Error::Corrupt("a write was never applied".into())),
             (Err(e), _) => Err(Error::Corrupt(format!("commit failed: {e}"))),
         };
         // The caller may have gone away; the write stands regardless.
-        let _ = self.reply.send(answer);
+        let _ = reply.send((answer, f));
     }
 }
 
@@ -72,10 +79,11 @@ impl Writer {
         Self { jobs }
     }
 
-    pub(crate) fn submit<R: Send + 'static>(
-        &self,
-        f: impl Fn(&Transaction<'_>) -> Result<R> + Send + 'static,
-    ) -> Result<oneshot::Receiver<Result<R>>> {
+    pub(crate) fn submit<R, F>(&self, f: F) -> Result<oneshot::Receiver<Answer<R, F>>>
+    where
+        R: Send + 'static,
+        F: Fn(&Transaction<'_>) -> Result<R> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Write {
             f,
@@ -196,7 +204,12 @@ mod tests {
 
     /// Hold the writer busy until the returned sender is dropped, so that
     /// what is submitted meanwhile lands in one batch.
-    fn hold(writer: &Writer) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<Result<()>>) {
+    fn hold(
+        writer: &Writer,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        impl Future<Output = Result<()>>,
+    ) {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let wait = std::sync::Mutex::new(wait);
         let held = writer
@@ -205,24 +218,37 @@ mod tests {
                 Ok(())
             })
             .expect("submit");
-        (release, held)
+        (release, answer(held))
     }
 
-    fn insert(writer: &Writer, v: i64, runs: &Arc<AtomicUsize>) -> oneshot::Receiver<Result<()>> {
+    fn insert(
+        writer: &Writer,
+        v: i64,
+        runs: &Arc<AtomicUsize>,
+    ) -> impl Future<Output = Result<()>> {
         let runs = Arc::clone(runs);
-        writer
-            .submit(move |txn| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                txn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
-                Ok(())
-            })
-            .expect("submit")
+        answer(
+            writer
+                .submit(move |txn| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    txn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                    Ok(())
+                })
+                .expect("submit"),
+        )
     }
 
-    fn count(writer: &Writer) -> oneshot::Receiver<Result<i64>> {
-        writer
-            .submit(|txn| Ok(txn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-            .expect("submit")
+    fn count(writer: &Writer) -> impl Future<Output = Result<i64>> {
+        answer(
+            writer
+                .submit(|txn| Ok(txn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+                .expect("submit"),
+        )
+    }
+
+    /// A submitted write's answer (its closure dropped).
+    async fn answer<R, F>(rx: oneshot::Receiver<Answer<R, F>>) -> Result<R> {
+        rx.await.expect("answer").0
     }
 
     #[tokio::test]
@@ -233,11 +259,11 @@ mod tests {
         let inserts: Vec<_> = (0..10).map(|v| insert(&writer, v, &runs)).collect();
         let counted = count(&writer);
         drop(release);
-        held.await.expect("answer").expect("held");
+        held.await.expect("held");
         for i in inserts {
-            i.await.expect("answer").expect("insert");
+            i.await.expect("insert");
         }
-        assert_eq!(counted.await.expect("answer").expect("count"), 10);
+        assert_eq!(counted.await.expect("count"), 10);
         assert_eq!(runs.load(Ordering::SeqCst), 10);
     }
 
@@ -248,36 +274,39 @@ mod tests {
         let (release, held) = hold(&writer);
         let before = insert(&writer, 1, &runs);
         // Writes a row, then fails: the row must not survive.
-        let failing = writer
-            .submit(|txn| {
-                txn.execute("INSERT INTO t (v) VALUES (2)", [])?;
-                Err::<(), _>(Error::Corrupt("this write fails on purpose".into()))
-            })
-            .expect("submit");
+        let failing = answer(
+            writer
+                .submit(|txn| {
+                    txn.execute("INSERT INTO t (v) VALUES (2)", [])?;
+                    Err::<(), _>(Error::Corrupt("this write fails on purpose".into()))
+                })
+                .expect("submit"),
+        );
         let after = insert(&writer, 3, &runs);
         let counted = count(&writer);
         drop(release);
-        held.await.expect("answer").expect("held");
-        before.await.expect("answer").expect("insert before");
-        let err = failing.await.expect("answer").expect_err("must fail");
+        held.await.expect("held");
+        before.await.expect("insert before");
+        let err = failing.await.expect_err("must fail");
         assert!(err.to_string().contains("fails on purpose"), "{err}");
-        after.await.expect("answer").expect("insert after");
+        after.await.expect("insert after");
         // Counted after the failed write was rolled back: the rows of the
         // jobs before and after it, not its own.
-        assert_eq!(counted.await.expect("answer").expect("count"), 2);
+        assert_eq!(counted.await.expect("count"), 2);
         // The batch was applied twice: optimistically up to the failure
         // (the insert before it), then whole with savepoints.
         assert_eq!(runs.load(Ordering::SeqCst), 3);
-        let rows: Vec<i64> = writer
-            .submit(|txn| {
-                let mut stmt = txn.prepare("SELECT v FROM t ORDER BY v")?;
-                let rows = stmt.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
-            })
-            .expect("submit")
-            .await
-            .expect("answer")
-            .expect("rows");
+        let rows: Vec<i64> = answer(
+            writer
+                .submit(|txn| {
+                    let mut stmt = txn.prepare("SELECT v FROM t ORDER BY v")?;
+                    let rows = stmt.query_map([], |r| r.get(0))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
+                })
+                .expect("submit"),
+        )
+        .await
+        .expect("rows");
         assert_eq!(rows, [1, 3]);
     }
 }
