@@ -47,3 +47,49 @@ fn a_core_module_is_not_a_component() {
         "{err}"
     );
 }
+
+/// The install-time check of a component that loops while it starts is cut
+/// off at the time limit, and yields meanwhile: on a runtime of one thread
+/// (`serve`'s default on two cores) other tasks keep running.
+#[tokio::test(flavor = "current_thread")]
+async fn a_component_looping_at_instantiation_is_stopped_without_starving_the_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("loop_start.wasm");
+    std::fs::write(&path, squall_tests::loop_at_instantiation_component()).expect("write");
+    let sandbox = sandbox();
+    let component = sandbox.load_action(&path).expect("loads");
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let limits = squall_sandbox::Limits {
+        timeout: std::time::Duration::from_secs(1),
+        ..squall_sandbox::Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let err = sandbox
+        .check_instantiation(&component, limits)
+        .await
+        .expect_err("a looping start is refused");
+    let took = started.elapsed();
+    ticker.abort();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "stopped at the limit, took {took:?}"
+    );
+    assert!(
+        err.contains("interrupt") || err.contains("did not finish within 1.0 s"),
+        "{err}"
+    );
+    let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ticked >= 5,
+        "the runtime's other tasks ran while it looped ({ticked} ticks of 50 ms in {took:?})"
+    );
+}

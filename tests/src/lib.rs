@@ -161,7 +161,19 @@ pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
 /// `run` can never be called. (Rust guests run their constructors lazily,
 /// on the first call, so this one is written by hand.)
 pub fn trap_at_instantiation_component() -> Vec<u8> {
-    wat::parse_str(
+    action_with_start("unreachable")
+}
+
+/// Like [`trap_at_instantiation_component`], but its start function loops
+/// forever.
+pub fn loop_at_instantiation_component() -> Vec<u8> {
+    action_with_start("(loop $forever (br $forever))")
+}
+
+/// An `action`-world component whose core module's start function is
+/// `start_body`.
+fn action_with_start(start_body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
         r#"
 (component
   (type $ctx (record
@@ -182,7 +194,7 @@ pub fn trap_at_instantiation_component() -> Vec<u8> {
     (memory (export "memory") 1)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) unreachable)
     (func (export "run") (param i32) (result i32) unreachable)
-    (func $start unreachable)
+    (func $start {start_body})
     (start $start))
   (core instance $i (instantiate $m))
   (func $run (param "ctx" $ctx-e) (param "parameters" string)
@@ -190,8 +202,8 @@ pub fn trap_at_instantiation_component() -> Vec<u8> {
     (canon lift (core func $i "run") (memory (core memory $i "memory"))
       (realloc (core func $i "realloc"))))
   (export "run" (func $run)))
-"#,
-    )
+"#
+    ))
     .expect("the fixture is valid WAT")
 }
 

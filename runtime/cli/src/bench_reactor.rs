@@ -118,10 +118,11 @@ pub(crate) fn webhooks(
     // The server gets the runtime `squall serve` would build on this
     // machine; the load generator a thread of its own, as a client in
     // another process would.
+    // Declared first, dropped last: after the runtimes and the store.
+    let dir = tempfile::tempdir()?;
     let server_threads = crate::serve::default_runtime_threads();
     let server = runtime(server_threads)?;
     let client = runtime(1)?;
-    let dir = tempfile::tempdir()?;
     let bench = server.block_on(start_server(dir.path(), packs))?;
     let Bench {
         reactor,
@@ -136,7 +137,7 @@ pub(crate) fn webhooks(
 
     println!("squall bench webhooks");
     println!(
-        "  webhook -> rule -> core.noop -> execution record, all durable; server ({server_threads} runtime thread(s) and the store's writer) and load generator (1 thread) share the machine"
+        "  webhook -> rule -> core.noop -> execution record, all durable; server ({server_threads} runtime thread(s) and the store's writer) and load generator (1 runtime thread) share the machine"
     );
 
     // Warm-up: compile cache, connections.

@@ -81,18 +81,19 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     commit_interval_us: u64,
     /// Threads running the HTTP API, the reactor and the guests. Default:
-    /// the machine's cores less one, which is left to the store's writer
-    /// thread (at least 1).
-    #[arg(long, value_name = "N",
+    /// the machine's cores less one (at least 1), leaving a core to the
+    /// store's writer thread.
+    #[arg(long, value_name = "N", env = "SQUALL_RUNTIME_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     runtime_threads: Option<u16>,
 }
 
 /// Threads for tokio when `--runtime-threads` is not given: every core but
-/// one, which the store's writer keeps busy under load. On two cores, two
-/// runtime threads measured 12-18% fewer events per second than one: they
+/// one, which the store's writer keeps busy under load. On two cores, one
+/// runtime thread measured 1.12-1.18x the events per second of two: two
 /// and the writer contend for both cores, and tasks moving between them
-/// free memory across threads (docs/benchmarks.md).
+/// free memory across threads (docs/benchmarks.md). Blocking work (reads
+/// for the API, password hashing) runs on tokio's blocking pool besides.
 pub(crate) fn default_runtime_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().saturating_sub(1))

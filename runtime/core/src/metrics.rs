@@ -36,6 +36,9 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     /// Seconds per store commit.
     pub store_commit_seconds: Histogram,
+    /// Store batches applied a second time because one of their writes
+    /// failed.
+    pub store_batches_reapplied: Counter,
     registry: Registry,
 }
 
@@ -56,6 +59,7 @@ impl Metrics {
         let sandbox_instantiation_seconds = Histogram::new(exponential_buckets(5e-6, 2.0, 16));
         let store_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let store_commit_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 18));
+        let store_batches_reapplied = Counter::default();
         let mut registry = Registry::with_prefix("squall");
         registry.register(
             "executions_requested",
@@ -97,6 +101,11 @@ impl Metrics {
             "Seconds per store commit",
             store_commit_seconds.clone(),
         );
+        registry.register(
+            "store_batches_reapplied",
+            "Store batches applied again, a savepoint per write, because one write failed",
+            store_batches_reapplied.clone(),
+        );
         Self {
             executions_requested,
             executions_completed,
@@ -106,6 +115,7 @@ impl Metrics {
             sandbox_instantiation_seconds,
             store_batch_size,
             store_commit_seconds,
+            store_batches_reapplied,
             registry,
         }
     }

@@ -70,6 +70,29 @@ pub struct Preopen {
     pub writable: bool,
 }
 
+/// The epoch callback of guest code: at every tick, interrupt the guest
+/// once `deadline` has passed or `cancel` fired, otherwise yield through
+/// tokio, so a busy guest cannot starve the runtime's other tasks (a plain
+/// `Yield` may be rescheduled at once from the LIFO slot).
+fn yield_until(
+    deadline: Instant,
+    cancel: Option<Cancel>,
+) -> impl FnMut(wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline>
++ Send
++ Sync
++ 'static {
+    move |_| {
+        if Instant::now() >= deadline || cancel.as_ref().is_some_and(|c| c.is_canceled()) {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    }
+}
+
 impl Sandbox {
     /// Instantiate `component` once in a fresh instance with nothing
     /// granted, and drop it: a component that traps while it starts, loops
@@ -88,9 +111,8 @@ impl Sandbox {
         let timeout = limits.timeout.max(self.engine.tick);
         let mut store = Store::new(&self.engine.engine, HostState::bare(limits.memory_bytes));
         store.limiter(|s| &mut s.limiter);
-        let ticks = (timeout.as_millis() / self.engine.tick.as_millis().max(1)).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(yield_until(Instant::now() + timeout, None));
         let started = tokio::time::timeout(timeout, component.pre.instantiate_async(&mut store));
         match started.await {
             Ok(Ok(_)) => Ok(()),
@@ -156,19 +178,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         let deadline = started + timeout;
         store.set_epoch_deadline(1);
-        let stop = cancel.clone();
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline || stop.is_canceled() {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Yield through tokio so a busy guest cannot starve the runtime
-                // (a plain `Yield` may be rescheduled at once from the LIFO slot).
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+        store.epoch_deadline_callback(yield_until(deadline, Some(cancel.clone())));
 
         let ctx = Context {
             execution_id: inv.execution_id.to_string(),

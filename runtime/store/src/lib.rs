@@ -51,6 +51,10 @@ pub enum Error {
     Corrupt(String),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// The transaction holding a write could not be written (begun,
+    /// applied or committed); the write did not happen.
+    #[error("the write could not be committed: {0}")]
+    Batch(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -56,8 +56,8 @@ where
         let Write { f, outcome, reply } = *self;
         let answer = match (commit, outcome) {
             (Ok(()), Some(outcome)) => outcome,
-            (Ok(()), None) => Err(Error::Corrupt("a write was never applied".into())),
-            (Err(e), _) => Err(Error::Corrupt(format!("commit failed: {e}"))),
+            (Ok(()), None) => Err(Error::Batch("the write was never applied".into())),
+            (Err(e), _) => Err(Error::Batch(e.to_string())),
         };
         // The caller may have gone away; the write stands regardless.
         let _ = reply.send((answer, f));
@@ -159,17 +159,25 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) {
 
 /// Apply every job of `batch` in one transaction and commit it.
 fn apply_and_commit(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    // A transaction a failed commit or rollback left open would make every
+    // later BEGIN fail: end it first.
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
     // The fast path, without savepoints.
     let txn = conn.transaction()?;
     if batch.iter_mut().all(|job| job.apply(&txn)) {
         return commit(txn);
     }
-    // A job failed: roll everything back (dropping a `Transaction` does) and
-    // apply the batch again, each job in its own savepoint.
-    drop(txn);
-    tracing::debug!(
+    // A job failed: roll everything back and apply the batch again, each
+    // job in its own savepoint.
+    txn.rollback()?;
+    squall_core::metrics::metrics()
+        .store_batches_reapplied
+        .inc();
+    tracing::warn!(
         jobs = batch.len(),
-        "a write failed; applying its batch again with savepoints"
+        "a write failed; applying its batch again with a savepoint per write"
     );
     let txn = conn.transaction()?;
     for job in batch.iter_mut() {
@@ -203,7 +211,8 @@ mod tests {
     }
 
     /// Hold the writer busy until the returned sender is dropped, so that
-    /// what is submitted meanwhile lands in one batch.
+    /// what is submitted meanwhile lands in one batch. Returns once the
+    /// writer is held.
     fn hold(
         writer: &Writer,
     ) -> (
@@ -211,13 +220,16 @@ mod tests {
         impl Future<Output = Result<()>>,
     ) {
         let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
         let wait = std::sync::Mutex::new(wait);
         let held = writer
             .submit(move |_| {
+                let _ = started.send(());
                 let _ = wait.lock().expect("lock").recv();
                 Ok(())
             })
             .expect("submit");
+        is_started.recv().expect("the writer runs the held write");
         (release, answer(held))
     }
 
