@@ -178,6 +178,27 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         result_bytes: args.max_result_mib.max(1) << 20,
         ..Limits::default()
     };
+    // Every action's component, loaded (and on a cold cache compiled) now on
+    // the blocking pool, rather than by its first execution on a runtime
+    // thread, which would hold up everything else that thread serves.
+    let components: Vec<PathBuf> = std::iter::once(&packs)
+        .chain(others.iter().map(|(_, set)| set))
+        .flat_map(|set| set.packs())
+        .flat_map(|pack| {
+            pack.actions
+                .values()
+                .filter_map(|meta| pack.component_path(meta).ok())
+        })
+        .collect();
+    let warming = Arc::clone(&sandbox);
+    tokio::task::spawn_blocking(move || {
+        for path in components {
+            // A component that does not load fails its executions, saying why.
+            if let Err(e) = warming.load_action(&path) {
+                tracing::debug!(path = %path.display(), error = %e, "action component not loaded ahead");
+            }
+        }
+    });
     let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), limits)
         .with_allowed_dirs(allowed)
         .with_egress(args.egress.egress());

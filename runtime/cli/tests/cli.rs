@@ -938,3 +938,36 @@ fn client_verbs_mirror_st2_against_a_server() {
     assert!(!with_key(acme, &["rule", "list"]).contains("hooks.crash"));
     server.terminate();
 }
+
+/// `squall serve` compiles every action's component in the background as
+/// it starts (into the compile cache beside the data), so no execution has
+/// to, on a runtime thread that also serves the API.
+#[test]
+fn serve_loads_action_components_before_their_first_execution() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let cache = data.path().join("cache");
+    let compiled = || {
+        std::fs::read_dir(&cache)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let server = Served::start(data.path(), &[core.path()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while compiled() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        compiled(),
+        1,
+        "the core pack's component compiled without any request"
+    );
+    let executions = server.get_json("/api/v1/executions");
+    assert_eq!(executions, serde_json::json!([]), "nothing ran");
+    server.terminate();
+}
