@@ -123,13 +123,12 @@ pub(crate) fn webhooks(
     let server_threads = crate::serve::default_runtime_threads();
     let server = runtime(server_threads)?;
     let client = runtime(1)?;
-    let bench = server.block_on(start_server(dir.path(), packs))?;
     let Bench {
         reactor,
         store,
         base,
         stop,
-    } = bench;
+    } = server.block_on(start_server(dir.path(), packs))?;
     let http = client.block_on(crate::bench::operator_client(
         &store,
         reqwest::Client::builder().pool_max_idle_per_host(clients),

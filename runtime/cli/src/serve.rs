@@ -181,7 +181,8 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every action's component, loaded (and on a cold cache compiled) now on
     // the blocking pool, rather than by its first execution on a runtime
     // thread, which would hold up everything else that thread serves.
-    let components: Vec<PathBuf> = std::iter::once(&packs)
+    // (A set: a pack's actions usually share one component.)
+    let components: std::collections::BTreeSet<PathBuf> = std::iter::once(&packs)
         .chain(others.iter().map(|(_, set)| set))
         .flat_map(|set| set.packs())
         .flat_map(|pack| {
