@@ -28,9 +28,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
 };
-use wasip2::io::streams::StreamError;
+use wasip2::io::poll::poll;
+use wasip2::io::streams::{OutputStream, StreamError};
 
 use crate::{Error, Result};
 
@@ -207,20 +209,30 @@ impl RequestBuilder {
         }
         let outgoing = request.body().map_err(|()| invalid("body"))?;
         let pending = outgoing_handler::handle(request, Some(options)).map_err(|e| failed(&e))?;
-        {
+        // The server may answer before it has read the whole body (a 401, a
+        // 413, a redirect): then its answer is the result, not the failed
+        // write.
+        let sent = {
             let stream = outgoing.write().map_err(|()| invalid("body"))?;
-            for chunk in self.body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| Error::failed(format!("sending the body failed: {e:?}")))?;
+            let sent = send_body(&stream, &self.body, &pending);
+            drop(stream);
+            sent
+        };
+        let sent = match sent {
+            Ok(()) => OutgoingBody::finish(outgoing, None).map_err(|e| failed(&e)),
+            Err(e) => {
+                drop(outgoing);
+                Err(e)
             }
-        }
-        OutgoingBody::finish(outgoing, None).map_err(|e| failed(&e))?;
+        };
         pending.subscribe().block();
-        let response = match pending.get() {
-            Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(e))) => return Err(failed(&e)),
-            Some(Err(())) | None => return Err(Error::failed("no HTTP response")),
+        // A response, else why there is none (the host's refusal, a
+        // timeout), else why the body could not be sent.
+        let response = match (pending.get(), sent) {
+            (Some(Ok(Ok(response))), _) => response,
+            (Some(Ok(Err(e))), _) => return Err(failed(&e)),
+            (_, Err(e)) => return Err(e),
+            (Some(Err(())) | None, Ok(())) => return Err(Error::failed("no HTTP response")),
         };
         let status = response.status();
         let headers = response
@@ -256,6 +268,43 @@ impl RequestBuilder {
             body,
         })
     }
+}
+
+/// Write `body` to `stream`, stopping early if the response comes first.
+/// A failed write is an error, but the caller still waits for the
+/// response: a server that answered and closed the connection has its
+/// answer taken.
+fn send_body(stream: &OutputStream, body: &[u8], pending: &FutureIncomingResponse) -> Result<()> {
+    let answered = pending.subscribe();
+    let writable = stream.subscribe();
+    let broken = |e: StreamError| match e {
+        StreamError::LastOperationFailed(e) => {
+            Error::failed(format!("sending the body failed: {}", e.to_debug_string()))
+        }
+        StreamError::Closed => Error::failed("sending the body failed: the server closed it"),
+    };
+    // Wait until the stream takes more (`Some(n)`) or the answer is in.
+    let room = || -> Result<Option<u64>> {
+        loop {
+            match stream.check_write().map_err(broken)? {
+                0 if answered.ready() => return Ok(None),
+                0 => {
+                    poll(&[&writable, &answered]);
+                }
+                n => return Ok(Some(n)),
+            }
+        }
+    };
+    let mut rest = body;
+    while !rest.is_empty() {
+        let Some(n) = room()? else { return Ok(()) };
+        let take = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        stream.write(&rest[..take]).map_err(broken)?;
+        rest = &rest[take..];
+    }
+    stream.flush().map_err(broken)?;
+    // The flush is over when the stream takes writes again.
+    room().map(drop)
 }
 
 /// An HTTP error as a message a person can act on.

@@ -16,8 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::{error_of, sandbox, test_limits};
 
-/// A tiny HTTP/1.1 server on 127.0.0.1: `/ok` answers JSON echoing the
-/// request line and headers, `/big` answers 10 KiB, `/never` never answers.
+/// A tiny HTTP/1.1 server on 127.0.0.1: `/ok` reads the request's body and
+/// answers JSON echoing the request line and headers, `/big` answers 10
+/// KiB, `/deny` answers 401 at once without reading the body (then closes
+/// its side, still not reading), `/never` never answers.
 pub(crate) async fn local_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -31,7 +33,7 @@ pub(crate) async fn local_server() -> u16 {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 << 10];
                 let mut n = 0;
-                let head = loop {
+                let (head, mut body_read) = loop {
                     let Ok(read) = socket.read(&mut buf[n..]).await else {
                         return;
                     };
@@ -40,25 +42,51 @@ pub(crate) async fn local_server() -> u16 {
                     }
                     n += read;
                     if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-                        break String::from_utf8_lossy(&buf[..end]).into_owned();
+                        break (
+                            String::from_utf8_lossy(&buf[..end]).into_owned(),
+                            n - end - 4,
+                        );
                     }
                 };
                 let request_line = head.lines().next().unwrap_or_default().to_owned();
                 let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                let body = if path.starts_with("/never") {
+                let (status, body) = if path.starts_with("/never") {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     return;
+                } else if path.starts_with("/deny") {
+                    ("401 Unauthorized", "no".to_owned())
                 } else if path.starts_with("/big") {
-                    "x".repeat(10 << 10)
+                    ("200 OK", "x".repeat(10 << 10))
                 } else {
+                    let length: usize = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while body_read < length {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => body_read += read,
+                        }
+                    }
                     let headers: Vec<&str> = head.lines().skip(1).collect();
-                    json!({"request": request_line, "headers": headers}).to_string()
+                    let answer =
+                        json!({"request": request_line, "headers": headers, "body_bytes": length});
+                    ("200 OK", answer.to_string())
                 };
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
+                if status.starts_with("401") {
+                    // Closing a socket with unread bytes resets the
+                    // connection; a server that does not read the body
+                    // ends its side and lets the client hang up.
+                    let _ = socket.shutdown().await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
             });
         }
     });
@@ -144,6 +172,29 @@ pub(crate) async fn core_http_reaches_an_allowed_local_server() {
     );
     // The secret parameter is masked in the record.
     assert_eq!(e.parameters["password"], "********");
+    assert_eq!(r["body"]["body_bytes"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn an_answer_before_the_whole_body_is_sent_is_the_result() {
+    let port = local_server().await;
+    let h = harness(&[format!("http://127.0.0.1:{port}")], quick());
+    let body = "x".repeat(1 << 20);
+    let e = http(
+        &h,
+        json!({"url": format!("http://127.0.0.1:{port}/deny"), "method": "POST", "body": body}),
+    )
+    .await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
+    assert_eq!(e.result.expect("result")["status_code"], 401);
+    // The same server takes a whole 1 MiB body where it reads it.
+    let e = http(
+        &h,
+        json!({"url": format!("http://127.0.0.1:{port}/ok"), "method": "POST", "body": body}),
+    )
+    .await;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
+    assert_eq!(e.result.expect("result")["body"]["body_bytes"], 1 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,3 +113,28 @@ pub(crate) fn running_time(e: &Execution) -> Duration {
     let took = at(e.status) - at(ExecutionStatus::Running);
     Duration::try_from(took).expect("ends after it starts")
 }
+
+/// How long a test waits for something before calling it a hang. A
+/// deadline catches hangs, it measures nothing: this is many times what
+/// any step takes on a quiet machine, so a busy one passes too.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Check `check` every 25 ms until it gives a value, for up to
+/// [`PATIENCE`]; past that, panic saying what was awaited and what was
+/// last seen (`check`'s `Err`).
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {PATIENCE:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}

@@ -37,6 +37,11 @@ pub(crate) struct RunArgs {
     /// With --url: milliseconds to wait before running.
     #[arg(long)]
     delay: Option<u64>,
+    /// Build the action's pack first (its `build.command`, as `squall pack
+    /// build` does). Without it, a pack whose sources are newer than the
+    /// component gets a warning.
+    #[arg(long, conflicts_with_all = ["no_wait", "delay"])]
+    build: bool,
     #[command(flatten)]
     egress: EgressArgs,
 }
@@ -397,8 +402,22 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
     if args.no_wait || args.delay.is_some() {
         bail!("--async and --delay need a server: pass --url or set SQUALL_URL");
     }
-    let packs = PackSet::load(&pack_paths(args.packs))?;
-    let (_, meta) = packs.action(&action)?;
+    let paths = pack_paths(args.packs);
+    let mut packs = load_for_run(&paths, &action, true)?;
+    if args.build {
+        let dir = packs.action(&action)?.0.dir.clone();
+        build_pack(&dir)?;
+        packs = load_for_run(&paths, &action, false)?;
+    }
+    let (pack, meta) = packs.action(&action)?;
+    if let Some((source, component)) = stale_sources(pack, meta) {
+        eprintln!(
+            "warning: {} is newer than {}: the action runs the old build (`squall pack build {}`, or `squall run --build`)",
+            source.display(),
+            component.display(),
+            pack.dir.display()
+        );
+    }
     let mut parameters = Map::new();
     for pair in &args.params {
         let Some((name, text)) = pair.split_once('=') else {
@@ -423,6 +442,84 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The packs at `paths` for running `action`: a broken pack is skipped
+/// with a line saying why (`report`), unless it is the action's own.
+fn load_for_run(paths: &[PathBuf], action: &ActionRef, report: bool) -> anyhow::Result<PackSet> {
+    let (packs, refused) = PackSet::load_each(paths);
+    if let Some(own) = refused
+        .iter()
+        .find(|r| refused_pack_ref(&r.dir).as_deref() == Some(action.pack().as_str()))
+    {
+        bail!("{}", own.error);
+    }
+    if report {
+        for r in &refused {
+            eprintln!("warning: pack '{}' skipped: {}", r.dir.display(), r.error);
+        }
+    }
+    Ok(packs)
+}
+
+/// The ref a refused pack's `pack.yaml` claims (`ref`, else `name`), as
+/// far as it can be read; else its directory's name.
+fn refused_pack_ref(dir: &Path) -> Option<String> {
+    let claimed = std::fs::read_to_string(dir.join("pack.yaml"))
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .and_then(|yaml| {
+            ["ref", "name"]
+                .iter()
+                .find_map(|k| yaml.get(k).and_then(|v| v.as_str()).map(str::to_owned))
+        });
+    claimed.or_else(|| Some(dir.file_name()?.to_string_lossy().into_owned()))
+}
+
+/// When `pack` is built from sources and one of them changed after the
+/// component of `action` was built: (the newest source, the component).
+/// Sources are the pack's files but its metadata (`*.yaml`), components,
+/// docs, and what is under `target/`, the build output or hidden
+/// directories.
+fn stale_sources(
+    pack: &squall_reactor::LoadedPack,
+    action: &squall_core::manifest::ActionMeta,
+) -> Option<(PathBuf, PathBuf)> {
+    pack.manifest.build.as_ref()?;
+    let component = pack.component_path(action).ok()?;
+    let built = std::fs::metadata(&component).ok()?.modified().ok()?;
+    let output = pack.dir.join(pack.manifest.build_output());
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut stack = vec![pack.dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !name.starts_with('.') && name != "target" && path != output {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let skipped = ["yaml", "yml", "wasm", "cwasm", "md"]
+                .iter()
+                .any(|ext| path.extension().is_some_and(|e| e == *ext));
+            if skipped || !kind.is_file() {
+                continue;
+            }
+            if let Ok(at) = entry.metadata().and_then(|m| m.modified())
+                && at > built
+                && newest.as_ref().is_none_or(|(n, _)| at > *n)
+            {
+                newest = Some((at, path));
+            }
+        }
+    }
+    newest.map(|(_, source)| (source, component))
 }
 
 pub(crate) fn execution(

@@ -17,6 +17,13 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// The labels of a sensor's metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SensorLabel {
+    pub tenant: String,
+    pub sensor: String,
+}
+
 /// Every metric Squall keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -39,6 +46,9 @@ pub struct Metrics {
     /// Store batches applied a second time because one of their writes
     /// failed.
     pub store_batches_reapplied: Counter,
+    /// Sensor instances alive now, by tenant and sensor: from the moment
+    /// one is instantiated until it is dropped. Never above 1.
+    pub sensor_instances: Family<SensorLabel, Gauge>,
     registry: Registry,
 }
 
@@ -60,6 +70,7 @@ impl Metrics {
         let store_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let store_commit_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 18));
         let store_batches_reapplied = Counter::default();
+        let sensor_instances = Family::<SensorLabel, Gauge>::default();
         let mut registry = Registry::with_prefix("squall");
         registry.register(
             "executions_requested",
@@ -106,6 +117,11 @@ impl Metrics {
             "Store batches applied again, a savepoint per write, because one write failed",
             store_batches_reapplied.clone(),
         );
+        registry.register(
+            "sensor_instances",
+            "Sensor instances alive now, by tenant and sensor",
+            sensor_instances.clone(),
+        );
         Self {
             executions_requested,
             executions_completed,
@@ -116,6 +132,7 @@ impl Metrics {
             store_batch_size,
             store_commit_seconds,
             store_batches_reapplied,
+            sensor_instances,
             registry,
         }
     }

@@ -3,7 +3,7 @@
 //! with backoff, and a state anyone can read.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use squall_core::events::EventSink;
 use squall_core::execution::GuestLogLine;
 use squall_core::kv::KvStore;
 use squall_core::manifest::SensorMeta;
+use squall_core::metrics::{SensorLabel, metrics};
 use squall_core::time::rfc3339_in;
 use squall_core::{PackRef, TenantId};
 use squall_sandbox::{
@@ -126,6 +127,9 @@ pub(crate) struct SensorEntry {
     mailbox: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     /// Numbers the triggers announced, so an id is never given twice.
     next_trigger: AtomicU64,
+    /// Taken out of the table (its pack was replaced or removed): its
+    /// supervisor stops for good, whatever `enabled` says.
+    retired: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -189,8 +193,13 @@ impl SensorEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Sensors {
     entries: Mutex<BTreeMap<(TenantId, String), Arc<SensorEntry>>>,
-    /// The supervisors, awaited at shutdown so every sensor cleans up.
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The supervisors with their entries (retired ones too, while they
+    /// clean up), stopped and awaited at shutdown.
+    tasks: Mutex<Vec<(Arc<SensorEntry>, tokio::task::JoinHandle<()>)>>,
+    /// One per (tenant, sensor ref), outliving the entries: held by the
+    /// supervisor whose instance is alive, so a replaced pack's instance has
+    /// cleaned up and gone before its successor starts.
+    slots: Mutex<HashMap<(TenantId, String), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The key of a trigger: its type and canonical parameters.
@@ -249,6 +258,7 @@ impl Sensors {
                     announced: Mutex::default(),
                     mailbox: Mutex::new(None),
                     next_trigger: AtomicU64::new(1),
+                    retired: AtomicBool::new(false),
                 };
                 entries.push(Arc::new(entry));
             }
@@ -337,6 +347,40 @@ impl Sensors {
 
     pub(crate) fn all(&self) -> Vec<Arc<SensorEntry>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// The slot of `entry`'s (tenant, sensor ref).
+    fn slot(&self, entry: &SensorEntry) -> Arc<tokio::sync::Mutex<()>> {
+        self.slots
+            .lock()
+            .expect("sensor slot lock poisoned")
+            .entry((entry.tenant.clone(), entry.meta.sensor_ref()))
+            .or_default()
+            .clone()
+    }
+}
+
+/// A live sensor instance, counted in `squall_sensor_instances` from its
+/// instantiation until it is dropped.
+struct Live {
+    instance: SensorInstance,
+    label: SensorLabel,
+}
+
+impl Live {
+    fn new(instance: SensorInstance, entry: &SensorEntry) -> Self {
+        let label = SensorLabel {
+            tenant: entry.tenant.to_string(),
+            sensor: entry.meta.sensor_ref(),
+        };
+        metrics().sensor_instances.get_or_create(&label).inc();
+        Self { instance, label }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        metrics().sensor_instances.get_or_create(&self.label).dec();
     }
 }
 
@@ -463,25 +507,29 @@ impl Reactor {
         }
     }
 
-    /// Stop `entries` (taken out of the table); their supervisors clean up
-    /// in the background.
+    /// Stop `entries` (taken out of the table) for good; their supervisors
+    /// clean up in the background, and a successor's instance starts only
+    /// once theirs is gone.
     pub(crate) fn stop_entries(&self, entries: &[Arc<SensorEntry>]) {
         for entry in entries {
+            entry.retired.store(true, Ordering::Release);
             entry.tell(Command::Stop);
         }
     }
 
-    /// Stop every sensor and wait (bounded by the call limit) for each to
-    /// clean up. Called at shutdown, with the reactor already closed.
+    /// Stop every sensor and wait for each to clean up: a call in progress
+    /// gets [`STOP_GRACE`], then `cleanup` its own limit. Called at
+    /// shutdown, with the reactor already closed.
     pub(crate) async fn stop_sensors(&self) {
-        for entry in self.inner.sensors.all() {
-            entry.tell(Command::Stop);
-        }
         let tasks =
             std::mem::take(&mut *self.inner.sensors.tasks.lock().expect("task lock poisoned"));
-        let grace = self.inner.sensor_config.limits.call_timeout + Duration::from_secs(1);
+        for (entry, _) in &tasks {
+            entry.tell(Command::Stop);
+        }
+        let grace =
+            STOP_GRACE + self.inner.sensor_config.limits.call_timeout + Duration::from_secs(1);
         let all = async {
-            for task in tasks {
+            for (_, task) in tasks {
                 let _ = task.await;
             }
         };
@@ -505,20 +553,21 @@ impl Reactor {
             s.next_start = None;
         });
         let reactor = self.clone();
-        let task = tokio::spawn(async move { reactor.supervise(entry, rx).await });
+        let supervised = entry.clone();
+        let task = tokio::spawn(async move { reactor.supervise(supervised, rx).await });
         let mut tasks = self.inner.sensors.tasks.lock().expect("task lock poisoned");
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        tasks.retain(|(_, t)| !t.is_finished());
+        tasks.push((entry, task));
     }
 
     /// Whether a supervisor told to stop really stops: not if the sensor
-    /// was enabled again meanwhile (and the server is not shutting down).
-    /// When it stops, its mailbox is cleared under the same lock, so a new
-    /// enable starts a new supervisor.
+    /// was enabled again meanwhile (unless it was retired or the server is
+    /// shutting down). When it stops, its mailbox is cleared under the same
+    /// lock, so a new enable starts a new supervisor.
     fn stop_now(&self, entry: &SensorEntry) -> bool {
         let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
         let enabled = entry.status.lock().expect("sensor lock poisoned").enabled;
-        if enabled && !self.inner.closed.load(Ordering::Acquire) {
+        if enabled && !self.must_stop(entry) {
             return false;
         }
         *mailbox = None;
@@ -533,17 +582,36 @@ impl Reactor {
     async fn supervise(&self, entry: Arc<SensorEntry>, mut rx: mpsc::UnboundedReceiver<Command>) {
         let config = self.inner.sensor_config.clone();
         let sensor_ref = entry.meta.sensor_ref();
+        let slot = self.inner.sensors.slot(&entry);
         let mut failures: u32 = 0;
         loop {
             entry.set(|s| s.state = SensorState::Starting);
+            // The instance of a replaced version of this sensor may still
+            // be cleaning up: wait for it, still listening for a stop.
+            let held = loop {
+                tokio::select! {
+                    held = slot.clone().lock_owned() => break held,
+                    command = rx.recv() => match command {
+                        Some(Command::Sync | Command::Enable) => {}
+                        Some(Command::Stop) | None => {
+                            if self.stop_now(&entry) {
+                                return;
+                            }
+                        }
+                    },
+                }
+            };
             let started = Instant::now();
             let (ending, healthy) = match self.start_instance(&entry).await {
-                Ok(mut instance) => {
+                Ok(mut live) => {
                     entry.set(|s| s.state = SensorState::Running);
-                    self.run_instance(&entry, &mut instance, &mut rx).await
+                    let run = self.run_instance(&entry, &mut live.instance, &mut rx).await;
+                    drop(live);
+                    run
                 }
                 Err(e) => (Ending::Failed(e), false),
             };
+            drop(held);
             entry
                 .announced
                 .lock()
@@ -580,7 +648,7 @@ impl Reactor {
                 while let Ok(command) = rx.try_recv() {
                     again |= matches!(command, Command::Enable);
                 }
-                if again && !self.inner.closed.load(Ordering::Acquire) {
+                if again && !self.must_stop(&entry) {
                     drop(mailbox);
                     failures = 0;
                     continue;
@@ -616,7 +684,12 @@ impl Reactor {
         }
     }
 
-    async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<SensorInstance, String> {
+    /// Whether `entry`'s supervisor must stop whatever `enabled` says.
+    fn must_stop(&self, entry: &SensorEntry) -> bool {
+        entry.retired.load(Ordering::Acquire) || self.inner.closed.load(Ordering::Acquire)
+    }
+
+    async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<Live, String> {
         let sandbox = self.inner.runner.sandbox().clone();
         let component = entry.component.clone();
         let setup = SensorSetup {
@@ -633,12 +706,15 @@ impl Reactor {
             dirs: entry.dirs.clone(),
             egress: entry.egress.clone(),
         };
-        let mut instance = sandbox
-            .start_sensor(&component, setup)
-            .await
-            .map_err(|e| e.to_string())?;
-        match instance.setup().await {
-            Ok(()) => Ok(instance),
+        let mut live = Live::new(
+            sandbox
+                .start_sensor(&component, setup)
+                .await
+                .map_err(|e| e.to_string())?,
+            entry,
+        );
+        match live.instance.setup().await {
+            Ok(()) => Ok(live),
             Err(SensorCallError::Returned(m)) => Err(format!("setup failed: {m}")),
             Err(SensorCallError::Died(m)) => Err(m),
         }
@@ -668,7 +744,23 @@ impl Reactor {
             };
             tokio::select! {
                 () = poll_due => {
-                    match instance.poll().await {
+                    let (polled, stopping, synced) = poll_listening(instance, rx).await;
+                    if stopping {
+                        return match polled {
+                            Err(SensorCallError::Died(m)) => {
+                                entry.log.host(
+                                    "warn",
+                                    format!("stopped during a poll, without cleanup: {m}"),
+                                );
+                                (Ending::Stopped, healthy)
+                            }
+                            _ => {
+                                let _ = instance.cleanup().await;
+                                (Ending::Stopped, healthy)
+                            }
+                        };
+                    }
+                    match polled {
                         Ok(()) => healthy = true,
                         Err(SensorCallError::Returned(m)) => {
                             entry.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -676,6 +768,9 @@ impl Reactor {
                             entry.set(|s| s.last_error = Some(format!("poll failed: {m}")));
                         }
                         Err(SensorCallError::Died(m)) => return (Ending::Failed(m), healthy),
+                    }
+                    if synced && let Err(m) = sync_triggers(entry, instance).await {
+                        return (Ending::Failed(m), healthy);
                     }
                     // The next poll is an interval after this one ended: a
                     // slow poll does not pile up calls.
@@ -696,6 +791,36 @@ impl Reactor {
             }
         }
     }
+}
+
+/// How long a call in progress may go on once its sensor is told to stop.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Poll `instance` while still reading `rx`: a stop during the poll cuts it
+/// to [`STOP_GRACE`]. Returns the poll's outcome, whether a stop came and
+/// whether the triggers changed meanwhile.
+async fn poll_listening(
+    instance: &mut SensorInstance,
+    rx: &mut mpsc::UnboundedReceiver<Command>,
+) -> (Result<(), SensorCallError>, bool, bool) {
+    let interrupt = instance.interrupt();
+    let poll = instance.poll();
+    tokio::pin!(poll);
+    let (mut stopping, mut synced) = (false, false);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut poll => break outcome,
+            command = rx.recv(), if !stopping => match command {
+                Some(Command::Sync) => synced = true,
+                Some(Command::Enable) => {}
+                Some(Command::Stop) | None => {
+                    stopping = true;
+                    interrupt.cut_to(STOP_GRACE);
+                }
+            },
+        }
+    };
+    (outcome, stopping, synced)
 }
 
 enum Ending {

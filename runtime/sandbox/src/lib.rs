@@ -31,7 +31,8 @@ pub use live::SensorLog;
 pub use live::{Cancel, LiveOutput};
 pub use run::{Invocation, Limits, Preopen};
 pub use sensor::{
-    SensorCallError, SensorComponent, SensorInstance, SensorLimits, SensorSetup, SensorTrigger,
+    SensorCallError, SensorComponent, SensorInstance, SensorInterrupt, SensorLimits, SensorSetup,
+    SensorTrigger,
 };
 
 /// Open `dirs` in `wasi` at their own paths; the error names the directory.

@@ -242,7 +242,25 @@ macro_rules! guarded {
     }};
 }
 
+/// Cuts short the call a [`SensorInstance`] is making, from outside it.
+#[derive(Debug, Clone)]
+pub struct SensorInterrupt(Arc<Mutex<Instant>>);
+
+impl SensorInterrupt {
+    /// Let the call in progress (if any) run at most `within` more: past
+    /// that, it traps at the next epoch tick and the instance is gone.
+    pub fn cut_to(&self, within: Duration) {
+        let mut deadline = self.0.lock().expect("deadline lock poisoned");
+        *deadline = (*deadline).min(Instant::now() + within);
+    }
+}
+
 impl SensorInstance {
+    /// A handle that can cut short the instance's current call.
+    pub fn interrupt(&self) -> SensorInterrupt {
+        SensorInterrupt(self.deadline.clone())
+    }
+
     fn arm(&mut self) {
         *self.deadline.lock().expect("deadline lock poisoned") =
             Instant::now() + self.limits.call_timeout;

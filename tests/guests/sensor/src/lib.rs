@@ -2,8 +2,11 @@
 //! `counter` (a kv counter that survives restarts, dispatched each poll),
 //! `panic` (panics in poll), `loop` (never returns from poll), `params`
 //! (logs the triggers announced to it and dispatches to each),
-//! `bad-payload` (dispatches a payload its schema refuses), and `burst`
-//! (dispatches the config's `burst` events per poll, for benchmarks).
+//! `bad-payload` (dispatches a payload its schema refuses), `burst`
+//! (dispatches the config's `burst` events per poll, for benchmarks) and
+//! `tagged` (dispatches `{count, tag, instance}` each poll: the config's
+//! `tag` and a number drawn at setup, so each instance's events are told
+//! apart).
 use std::collections::BTreeMap;
 
 use serde_json::json;
@@ -13,6 +16,8 @@ use squall_sdk::{Result, kv, log};
 struct TestSensor {
     mode: String,
     count: u64,
+    /// Drawn at setup: tells this instance's events from another's.
+    instance: u64,
     triggers: BTreeMap<String, serde_json::Value>,
 }
 
@@ -25,9 +30,17 @@ impl Sensor for TestSensor {
             .to_owned();
         let count = kv::get("count")?.and_then(|v| v.parse().ok()).unwrap_or(0);
         log::info!("setup in mode {mode} at count {count}");
+        let instance = {
+            use std::hash::{BuildHasher, Hasher};
+            // Seeded from wasi:random.
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
         Ok(TestSensor {
             mode,
             count,
+            instance,
             triggers: BTreeMap::new(),
         })
     }
@@ -36,6 +49,7 @@ impl Sensor for TestSensor {
         match self.mode.as_str() {
             "panic" => panic!("sensor broke on purpose"),
             "loop" => {
+                log::info!("looping");
                 let mut n: u64 = 0;
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
@@ -54,6 +68,14 @@ impl Sensor for TestSensor {
                     sensor::dispatch("counted", &json!({ "count": self.count }))?;
                 }
                 Ok(())
+            }
+            "tagged" => {
+                self.count += 1;
+                let tag = squall_sdk::config()["tag"].clone();
+                sensor::dispatch(
+                    "counted",
+                    &json!({ "count": self.count, "tag": tag, "instance": self.instance.to_string() }),
+                )
             }
             "bad-payload" => {
                 if let Err(e) = sensor::dispatch("counted", &json!({ "count": "not a number" })) {
