@@ -334,3 +334,144 @@ pub(crate) async fn an_execution_started_on_v1_finishes_on_v1_while_v2_is_instal
     assert_eq!(status, 404);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_paths_inside_the_archive_never_the_servers() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let s = Server::start_in(
+        data.path(),
+        &[core.path().to_owned()],
+        Default::default(),
+        vec![],
+    )
+    .await
+    .expect("server");
+    let acme = s.as_key(&s.tenant_with_key("acme", "operator").await);
+    // The server's directories, as given and resolved.
+    let server_dirs = [
+        data.path().display().to_string(),
+        std::fs::canonicalize(data.path())
+            .expect("canonical")
+            .display()
+            .to_string(),
+        ".staging".to_owned(),
+    ];
+    const PACK: &str = "name: broken\nversion: 1.0.0\ndescription: d\nauthor: a\n";
+    let core_wasm = std::fs::read(squall_tests::CORE_ACTIONS).expect("core component");
+    let wrong_world = std::fs::read(squall_tests::WRONG_WORLD).expect("wrong-world component");
+    let trap = squall_tests::trap_at_instantiation_component();
+    let action = "name: go\nrunner_type: wasm\nentry_point: go.wasm\n".as_bytes();
+    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+        (
+            "no version",
+            vec![("pack.yaml", b"name: broken\ndescription: d\nauthor: a\n")],
+            "pack.yaml: field 'version': is required",
+        ),
+        (
+            "not YAML",
+            vec![("pack.yaml", b"name: [broken\n")],
+            "pack.yaml: invalid YAML",
+        ),
+        (
+            "a component not shipped",
+            vec![("pack.yaml", PACK.as_bytes()), ("actions/go.yaml", action)],
+            "component 'go.wasm' is not in the archive: an uploaded pack ships each built component beside its metadata, as 'actions/go.wasm'",
+        ),
+        (
+            "a sensor's component not shipped",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                (
+                    "sensors/s.yaml",
+                    b"class_name: S\nentry_point: s.wasm\npoll_interval: 1\n",
+                ),
+            ],
+            "as 'sensors/s.wasm'",
+        ),
+        (
+            "a bad parameter type",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                (
+                    "actions/go.yaml",
+                    b"name: go\nrunner_type: wasm\nentry_point: go.wasm\nparameters: {n: {type: nope}}\n",
+                ),
+                ("actions/go.wasm", &core_wasm),
+            ],
+            "actions/go.yaml",
+        ),
+        (
+            "a component of the wrong world",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                ("actions/go.yaml", action),
+                ("actions/go.wasm", &wrong_world),
+            ],
+            "actions/go.wasm",
+        ),
+        (
+            "a component that traps as it starts",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                ("actions/go.yaml", action),
+                ("actions/go.wasm", &trap),
+            ],
+            "the component does not start",
+        ),
+        (
+            "a rule for an unknown action",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                (
+                    "rules/r.yaml",
+                    b"name: r\ntrigger: {type: core.st2.webhook, parameters: {url: x}}\naction: {ref: broken.nope}\n",
+                ),
+            ],
+            "rules/r.yaml",
+        ),
+        (
+            "a config its schema refuses",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                ("config.schema.yaml", b"url: {type: string, required: true}\n"),
+            ],
+            "config.yaml",
+        ),
+        (
+            "a policy of an unknown type",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                (
+                    "policies/p.yaml",
+                    b"name: p\nresource_ref: core.echo\npolicy_type: action.nope\nparameters: {}\n",
+                ),
+            ],
+            "policies/p.yaml",
+        ),
+        (
+            "a directory the server does not allow",
+            vec![
+                ("pack.yaml", PACK.as_bytes()),
+                (
+                    "config.schema.yaml",
+                    b"dirs: {type: array, items: {type: string}, directory: read-only}\n",
+                ),
+                ("config.yaml", b"dirs: [/etc]\n"),
+            ],
+            "'/etc'",
+        ),
+    ];
+    for (what, entries, needle) in cases {
+        let (status, body) = acme.upload(raw_archive(&entries)).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        let fault = body["faultstring"].as_str().unwrap_or_default();
+        println!("{what}: {fault}");
+        assert!(fault.contains(needle), "{what}: {fault}");
+        for dir in &server_dirs {
+            assert!(!fault.contains(dir.as_str()), "{what} names {dir}: {fault}");
+        }
+    }
+    assert!(pack_refs(&acme).await.is_empty());
+    s.stop().await;
+}

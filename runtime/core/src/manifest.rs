@@ -65,8 +65,26 @@ impl ManifestError {
     }
 }
 
+/// Read `text` as YAML (an error here is a syntax error), then as a `T` (an
+/// error here names what is missing or mistyped: `missing field` becomes
+/// that field's error).
 fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, ManifestError> {
-    serde_yaml::from_str(text).map_err(|e| ManifestError::yaml(file, &e))
+    serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| ManifestError::yaml(file, &e))?;
+    // Read again from the text, for errors with a line and column.
+    serde_yaml::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        match message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+        {
+            Some((field, _)) => ManifestError::field(file, field, "is required"),
+            None => ManifestError {
+                file: file.to_owned(),
+                field: None,
+                message,
+            },
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -731,9 +749,13 @@ mod tests {
             "p/pack.yaml: field 'name': 'My Pack' is not a valid pack ref (use lowercase letters, digits and '_')"
         );
         let missing = pack_err("name: core\ndescription: d\nauthor: a\n");
+        assert_eq!(missing, "p/pack.yaml: field 'version': is required");
+        let mistyped = pack_err("name: core\nversion: 1.0.0\ndescription: [d]\nauthor: a\n");
         assert!(
-            missing.starts_with("p/pack.yaml: invalid YAML: missing field `version`"),
-            "{missing}"
+            mistyped.starts_with(
+                "p/pack.yaml: description: invalid type: sequence, expected a string at line 3"
+            ),
+            "{mistyped}"
         );
         let syntax = pack_err("name: [core\n");
         assert!(syntax.starts_with("p/pack.yaml: invalid YAML:"), "{syntax}");

@@ -78,6 +78,60 @@ pub enum InstallError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// A component an uploaded pack's metadata names is not in its archive.
+    #[error(
+        "{what}: component '{entry_point}' is not in the archive: an uploaded pack ships each built component beside its metadata, as '{expected}' (`squall pack build` builds it, `squall pack install` then ships it)"
+    )]
+    NotShipped {
+        what: String,
+        entry_point: String,
+        expected: String,
+    },
+    /// A refusal as the uploading tenant reads it: paths inside its archive.
+    #[error("{0}")]
+    InArchive(String),
+}
+
+impl InstallError {
+    /// This refusal as the tenant who uploaded the pack should read it:
+    /// paths relative to its archive (`roots` are where the server unpacked
+    /// it), advice it can follow. Errors the API reports as the server's
+    /// own (I/O, store) stay as they are: their text is logged, not shown.
+    fn in_archive(self, roots: &[&Path]) -> Self {
+        use PackError as P;
+        match self {
+            Self::Io { .. } | Self::Activation(RuleChangeError::Store(_)) => self,
+            Self::Pack(P::MissingComponent {
+                action,
+                entry_point,
+                ..
+            }) => Self::NotShipped {
+                what: format!("action '{action}'"),
+                expected: format!("actions/{}", entry_point.display()),
+                entry_point: entry_point.display().to_string(),
+            },
+            Self::Pack(P::MissingSensorComponent {
+                sensor,
+                entry_point,
+                ..
+            }) => Self::NotShipped {
+                what: format!("sensor '{sensor}'"),
+                expected: format!("sensors/{}", entry_point.display()),
+                entry_point: entry_point.display().to_string(),
+            },
+            other => {
+                let mut text = other.to_string();
+                for root in roots {
+                    let canonical = std::fs::canonicalize(root).ok();
+                    for form in std::iter::once(*root).chain(canonical.as_deref()) {
+                        let form = form.display().to_string();
+                        text = text.replace(&format!("{form}/"), "").replace(&form, ".");
+                    }
+                }
+                Self::InArchive(text)
+            }
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
@@ -436,6 +490,27 @@ impl Reactor {
         unpacked: &Path,
     ) -> Result<Installed, InstallError> {
         let store = self.pack_store()?.clone();
+        let mut version_dir = None;
+        self.install_unpacked(&store, tenant, unpacked, &mut version_dir)
+            .await
+            .map_err(|e| {
+                let tenant_dir = store.root.join(tenant.as_str());
+                let mut roots = vec![unpacked];
+                roots.extend(version_dir.as_deref());
+                roots.push(&tenant_dir);
+                e.in_archive(&roots)
+            })
+    }
+
+    /// [`Reactor::install_pack`]; says in `version_dir` where the new
+    /// version went, once it is known.
+    async fn install_unpacked(
+        &self,
+        store: &PackStore,
+        tenant: &TenantId,
+        unpacked: &Path,
+        version_dir_out: &mut Option<PathBuf>,
+    ) -> Result<Installed, InstallError> {
         let _serial = self.inner.installs.lock().await;
         let started = std::time::Instant::now();
         let manifest_path = unpacked.join("pack.yaml");
@@ -449,13 +524,14 @@ impl Reactor {
             Some(p) => p.installed.clone(),
             None => None,
         };
-        self.check_pack_quota(&store, tenant, &pack_ref, unpacked)?;
+        self.check_pack_quota(store, tenant, &pack_ref, unpacked)?;
         // In place as `<tenant>/<pack>/<version>/`, not yet current: read,
         // checked and activated from there, or removed.
         let version = squall_core::trigger::new_id();
         let pack_dir = store.pack_dir(tenant, &pack_ref);
         std::fs::create_dir_all(&pack_dir).map_err(io(&pack_dir))?;
         let version_dir = pack_dir.join(&version);
+        *version_dir_out = Some(version_dir.clone());
         std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
         let activated = async {
             let mut pack = {
