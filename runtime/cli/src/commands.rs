@@ -406,7 +406,7 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
     let mut packs = load_for_run(&paths, &action, true)?;
     if args.build {
         let dir = packs.action(&action)?.0.dir.clone();
-        build_pack(&dir)?;
+        run_build(&dir)?;
         packs = load_for_run(&paths, &action, false)?;
     }
     let (pack, meta) = packs.action(&action)?;
@@ -448,10 +448,13 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
 /// with a line saying why (`report`), unless it is the action's own.
 fn load_for_run(paths: &[PathBuf], action: &ActionRef, report: bool) -> anyhow::Result<PackSet> {
     let (packs, refused) = PackSet::load_each(paths);
-    if let Some(own) = refused
-        .iter()
-        .find(|r| refused_pack_ref(&r.dir).as_deref() == Some(action.pack().as_str()))
-    {
+    // The action's own pack, or one that may be it (its ref unreadable
+    // while the action's pack is nowhere else).
+    let missing = packs.get(action.pack()).is_none();
+    if let Some(own) = refused.iter().find(|r| match refused_pack_ref(&r.dir) {
+        Some(name) => name == action.pack().as_str(),
+        None => missing,
+    }) {
         bail!("{}", own.error);
     }
     if report {
@@ -462,18 +465,14 @@ fn load_for_run(paths: &[PathBuf], action: &ActionRef, report: bool) -> anyhow::
     Ok(packs)
 }
 
-/// The ref a refused pack's `pack.yaml` claims (`ref`, else `name`), as
-/// far as it can be read; else its directory's name.
+/// The ref a refused pack's `pack.yaml` claims (`ref`, else `name`), if it
+/// can be read.
 fn refused_pack_ref(dir: &Path) -> Option<String> {
-    let claimed = std::fs::read_to_string(dir.join("pack.yaml"))
-        .ok()
-        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
-        .and_then(|yaml| {
-            ["ref", "name"]
-                .iter()
-                .find_map(|k| yaml.get(k).and_then(|v| v.as_str()).map(str::to_owned))
-        });
-    claimed.or_else(|| Some(dir.file_name()?.to_string_lossy().into_owned()))
+    let text = std::fs::read_to_string(dir.join("pack.yaml")).ok()?;
+    let yaml = serde_yaml::from_str::<serde_yaml::Value>(&text).ok()?;
+    ["ref", "name"]
+        .iter()
+        .find_map(|k| yaml.get(k).and_then(|v| v.as_str()).map(str::to_owned))
 }
 
 /// When `pack` is built from sources and one of them changed after the
@@ -918,6 +917,24 @@ pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode
 /// Build one pack with its `build.command`, then say where each action's
 /// and sensor's component is.
 fn build_pack(dir: &Path) -> anyhow::Result<()> {
+    run_build(dir)?;
+    // Confirm every entry point now resolves, and say where.
+    let packs = PackSet::load(&[dir.to_owned()])?;
+    for pack in packs.packs() {
+        for meta in pack.actions.values() {
+            let path = pack.component_path(meta)?;
+            println!("{}: {}", meta.action_ref, path.display());
+        }
+        for (_, sensor) in &pack.sensors {
+            let path = pack.sensor_component_path(sensor)?;
+            println!("{}: {}", sensor.sensor_ref(), path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Run the `build.command` of the pack in `dir`, saying so on stderr.
+fn run_build(dir: &Path) -> anyhow::Result<()> {
     let manifest_path = dir.join("pack.yaml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
@@ -939,18 +956,6 @@ fn build_pack(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to start `{}`", build.command))?;
     if !status.success() {
         bail!("build of pack '{}' failed ({status})", manifest.pack_ref);
-    }
-    // Confirm every entry point now resolves, and say where.
-    let packs = PackSet::load(&[dir.to_owned()])?;
-    for pack in packs.packs() {
-        for meta in pack.actions.values() {
-            let path = pack.component_path(meta)?;
-            println!("{}: {}", meta.action_ref, path.display());
-        }
-        for (_, sensor) in &pack.sensors {
-            let path = pack.sensor_component_path(sensor)?;
-            println!("{}: {}", sensor.sensor_ref(), path.display());
-        }
     }
     Ok(())
 }

@@ -2,6 +2,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+/// How long a test waits for an event before calling it a hang: many times
+/// what a step takes on a quiet machine, so a busy one passes too.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 struct Env {
     data: tempfile::TempDir,
@@ -144,6 +149,123 @@ fn malformed_pack_yaml_names_file_and_field() {
         "{err}"
     );
     assert_eq!(env.listed().lines().count(), 1, "nothing ran");
+}
+
+/// A directory of packs: the core pack and a pack named `name` whose
+/// `pack.yaml` is `manifest`.
+fn packs_beside(name: &str, manifest: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let to = root.path().join("core");
+    std::fs::create_dir_all(to.join("actions")).expect("mkdir");
+    std::fs::copy(core.path().join("pack.yaml"), to.join("pack.yaml")).expect("copy");
+    for entry in std::fs::read_dir(core.path().join("actions")).expect("read") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(
+            &path,
+            to.join("actions").join(path.file_name().expect("name")),
+        )
+        .expect("copy");
+    }
+    std::fs::create_dir(root.path().join(name)).expect("mkdir");
+    std::fs::write(root.path().join(name).join("pack.yaml"), manifest).expect("write");
+    root
+}
+
+#[test]
+fn run_skips_broken_packs_it_does_not_need() {
+    let env = Env::new();
+    // A pack that needs a config it does not have, beside core.
+    let packs = packs_beside(
+        "needy",
+        "name: needy\nversion: 1.0.0\ndescription: d\nauthor: a\n",
+    );
+    let needy = packs.path().join("needy");
+    std::fs::write(
+        needy.join("config.schema.yaml"),
+        "url: {type: string, required: true}\n",
+    )
+    .expect("write");
+    let dir = packs.path().to_str().expect("utf-8");
+    let out = env.squall(&["run", "core.echo", "message=hi", "--packs", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("status: succeeded"),
+        "{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line per skipped pack: {err}");
+    assert!(
+        err.starts_with(&format!("warning: pack '{}' skipped: ", needy.display()))
+            && err.contains("config.yaml")
+            && err.contains("'url'"),
+        "{err}"
+    );
+
+    // The action's own pack broken: refused, naming file and field.
+    let out = env.squall(&["run", "needy.go", "--packs", dir]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains("config.yaml") && err.contains("'url'"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn run_warns_when_sources_are_newer_than_the_component_and_builds_on_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: tiny\nversion: 1.0.0\ndescription: d\nauthor: a\nbuild:\n  command: mkdir -p out && cp src/component.wasm out/tiny.wasm\n  output: out\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(pack.join("actions")).expect("mkdir");
+    std::fs::create_dir_all(pack.join("src")).expect("mkdir");
+    std::fs::create_dir_all(pack.join("out")).expect("mkdir");
+    std::fs::write(
+        pack.join("actions/echo.yaml"),
+        "name: echo\nrunner_type: wasm\nentry_point: tiny.wasm\nparameters: {message: {type: string, required: true}}\n",
+    )
+    .expect("write");
+    std::fs::copy(squall_tests::CORE_ACTIONS, pack.join("src/component.wasm")).expect("copy");
+    std::fs::copy(squall_tests::CORE_ACTIONS, pack.join("out/tiny.wasm")).expect("copy");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(pack.join("out/tiny.wasm"))
+        .expect("open")
+        .set_modified(old)
+        .expect("touch");
+    std::fs::write(pack.join("src/lib.rs"), "// edited\n").expect("write");
+    let env = Env::new();
+    let dir = pack.to_str().expect("utf-8");
+    let out = env.squall(&["run", "tiny.echo", "message=hi", "--packs", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "warning: {} is newer than {}",
+            pack.join("src/lib.rs").display(),
+            pack.join("out/tiny.wasm").display()
+        )) && err.contains("squall run --build"),
+        "{err}"
+    );
+
+    let out = env.squall(&["run", "--build", "tiny.echo", "message=hi", "--packs", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("building pack 'tiny'"), "{err}");
+    assert!(!err.contains("is newer than"), "{err}");
+    assert!(
+        stdout(&out).contains("status: succeeded"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -539,13 +661,16 @@ impl Served {
         list.as_array().expect("list").clone()
     }
 
-    /// Poll until `done` holds for the list of every execution (bounded).
+    /// Poll until `done` holds for the list of every execution, for up to
+    /// [`PATIENCE`]: a deadline that catches a hang, far above what any
+    /// step takes.
     fn wait_until(
         &self,
         what: &str,
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
-        for _ in 0..600 {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
             let all = self.executions();
             if done(&all) {
                 return all;
@@ -573,24 +698,53 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
         all.iter().filter(|e| e["status"] == "succeeded").count() == 5
     });
     let delayed: Vec<String> = (0..5)
-        .map(|_| server.execute(json!({"action": "core.noop", "delay": 1500})))
+        // Long enough to be still delayed at the kill, even on a busy
+        // machine.
+        .map(|_| server.execute(json!({"action": "core.noop", "delay": 15000})))
         .collect();
     let failing: Vec<String> = (0..3)
         .map(|_| server.execute(json!({"action": "core.fail", "parameters": {"message": "flaky"}})))
         .collect();
-    let go = server.execute(json!({"action": "bad.go", "parameters": {"timeout": 2}}));
-    let spin = server.execute(json!({"action": "bad.spin", "parameters": {"timeout": 30}}));
-    server.wait_until("failures have delayed retries and the loops run", |all| {
+    // The loops run until the kill: their timeouts are far away.
+    let go = server.execute(json!({"action": "bad.go", "parameters": {"timeout": 600}}));
+    let spin = server.execute(json!({"action": "bad.spin", "parameters": {"timeout": 600}}));
+    // Lasting states only: each failure's retry recorded (delayed, or
+    // already run), both loops running, the delayed ones still delayed.
+    server.wait_until("failures have their retries and the loops run", |all| {
         let retries = all
             .iter()
-            .filter(|e| e["action"]["ref"] == "core.fail" && e["status"] == "delayed")
+            .filter(|e| e["context"]["policies"]["retry"].is_object())
             .count();
-        let running = all.iter().filter(|e| e["status"] == "running").count();
-        retries == 3 && running == 2
+        let running = all
+            .iter()
+            .filter(|e| {
+                (e["id"] == go.as_str() || e["id"] == spin.as_str()) && e["status"] == "running"
+            })
+            .count();
+        let waiting = all
+            .iter()
+            .filter(|e| delayed.iter().any(|d| e["id"] == d.as_str()) && e["status"] == "delayed")
+            .count();
+        retries == 3 && running == 2 && waiting == delayed.len()
     });
     server.kill();
 
     let server = Served::start(data.path(), &packs);
+    // bad.go's retry (it was abandoned) loops like it; cancel it.
+    let go_retry = |all: &[serde_json::Value]| {
+        all.iter()
+            .find(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == go.as_str())
+            .cloned()
+    };
+    let all = server.wait_until("bad.go's retry runs", |all| {
+        go_retry(all).is_some_and(|e| e["status"] == "running")
+    });
+    let retry_id = go_retry(&all).expect("retry")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _, body) = server.request("DELETE", &format!("/api/v1/executions/{retry_id}"), "");
+    assert_eq!(status, 200, "{body}");
     let all = server.wait_until("everything completes", |all| {
         all.len() == 5 + 5 + 6 + 2 + 1 && all.iter().all(completed)
     });
@@ -616,7 +770,7 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
         assert_eq!(e["status"], "succeeded", "{e}");
         let waited = timestamp_of(&e, "running") - timestamp_of(&e, "requested");
         assert!(
-            waited.whole_milliseconds() >= 1500,
+            waited.whole_milliseconds() >= 15000,
             "{id} ran after {waited}"
         );
     }
@@ -638,7 +792,7 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
         .filter(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == go.as_str())
         .collect();
     assert_eq!(go_retries.len(), 1);
-    assert_eq!(go_retries[0]["status"], "timeout");
+    assert_eq!(go_retries[0]["status"], "canceled");
     assert!(
         !all.iter()
             .any(|e| e["context"]["policies"]["retry"]["retried_liveaction_id"] == spin.as_str()),
