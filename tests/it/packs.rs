@@ -362,7 +362,9 @@ async fn refusals_name_paths_inside_the_archive_never_the_servers() {
     let wrong_world = std::fs::read(squall_tests::WRONG_WORLD).expect("wrong-world component");
     let trap = squall_tests::trap_at_instantiation_component();
     let action = "name: go\nrunner_type: wasm\nentry_point: go.wasm\n".as_bytes();
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+    // (what is wrong, the archive's entries, what the answer must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no version",
             vec![("pack.yaml", b"name: broken\ndescription: d\nauthor: a\n")],

@@ -12,51 +12,8 @@ use serde_json::{Value, json};
 
 use crate::server::Server;
 
-const ST2CLIENT: &str = "st2client==3.9.0";
-
-/// The `st2` executable, installed on first use; `None` without Python 3.
 fn st2() -> Option<PathBuf> {
-    if let Some(given) = std::env::var_os("SQUALL_TEST_ST2") {
-        return Some(PathBuf::from(given));
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("st2client-3.9.0");
-    let st2 = venv.join("bin/st2");
-    // Written last: a half-made venv (an interrupted install) is redone.
-    let complete = venv.join("squall-installed");
-    if complete.is_file() {
-        return Some(st2);
-    }
-    let python = Command::new("python3").arg("--version").output();
-    if !python.is_ok_and(|o| o.status.success()) {
-        let why =
-            format!("the st2client test needs python3 (with venv and pip) to install {ST2CLIENT}");
-        // CI has Python (.ci/run installs it): there, its absence is a failure.
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("SKIPPED: {why}");
-        return None;
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 runs");
-    assert!(
-        made.success(),
-        "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-    );
-    let pip = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            ST2CLIENT,
-        ])
-        .status()
-        .expect("pip runs");
-    assert!(pip.success(), "pip install {ST2CLIENT} failed");
-    std::fs::write(&complete, ST2CLIENT).expect("mark the venv complete");
-    Some(st2)
+    squall_tests::st2client(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 struct St2 {

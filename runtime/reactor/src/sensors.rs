@@ -199,8 +199,11 @@ pub(crate) struct Sensors {
     /// One per (tenant, sensor ref), outliving the entries: held by the
     /// supervisor whose instance is alive, so a replaced pack's instance has
     /// cleaned up and gone before its successor starts.
-    slots: Mutex<HashMap<(TenantId, String), Arc<tokio::sync::Mutex<()>>>>,
+    slots: Mutex<HashMap<(TenantId, String), Slot>>,
 }
+
+/// Held by the supervisor whose instance of a sensor is alive.
+type Slot = Arc<tokio::sync::Mutex<()>>;
 
 /// The key of a trigger: its type and canonical parameters.
 fn trigger_key(trigger_type: &str, parameters: &Map<String, Value>) -> String {
@@ -350,7 +353,7 @@ impl Sensors {
     }
 
     /// The slot of `entry`'s (tenant, sensor ref).
-    fn slot(&self, entry: &SensorEntry) -> Arc<tokio::sync::Mutex<()>> {
+    fn slot(&self, entry: &SensorEntry) -> Slot {
         self.slots
             .lock()
             .expect("sensor slot lock poisoned")
