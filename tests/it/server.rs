@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use crate::util::{sandbox, test_limits};
 
 /// A pack with rules on the webhook `alerts`, next to the core pack.
-const RULES: &[(&str, &str)] = &[
+pub(crate) const RULES: &[(&str, &str)] = &[
     (
         "echo_critical.yaml",
         r#"

@@ -65,6 +65,14 @@ impl St2 {
         ran.out
     }
 
+    /// Run in table mode (how a person runs it: items are read as st2's
+    /// models, `id` first), expect exit 0 and no error.
+    async fn table(&self, args: &[&str]) -> String {
+        let out = self.ok(args).await;
+        assert!(!out.contains("ERROR"), "st2 {}:\n{out}", args.join(" "));
+        out
+    }
+
     /// Run with `-j`, expect exit 0, parse the JSON.
     async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -79,7 +87,21 @@ async fn the_official_st2_cli_works_against_squall() {
     let Some(exe) = st2() else {
         return;
     };
-    let s = Server::start().await;
+    let s = Server::start_with(
+        vec![
+            squall_tests::core_pack(),
+            squall_tests::rules_pack("hooks", crate::server::RULES),
+            squall_tests::sensor_pack(
+                "ticker",
+                "counter",
+                3600.0,
+                "[{name: counted, payload_schema: {type: object}}]",
+                &[],
+            ),
+        ],
+        Default::default(),
+    )
+    .await;
     let st2 = St2 {
         exe,
         base: s.base.clone(),
@@ -204,9 +226,78 @@ async fn the_official_st2_cli_works_against_squall() {
         .iter()
         .filter_map(|p| p["ref"].as_str())
         .collect();
-    assert_eq!(names, ["core", "hooks"]);
+    assert_eq!(names, ["core", "hooks", "ticker"]);
     let core = st2.json(&["pack", "get", "core"]).await;
     assert_eq!(core["name"], "core");
+
+    // Every other resource st2 lists and gets, in table mode.
+    let out = st2.table(&["policy-type", "list"]).await;
+    assert!(out.contains("action.retry"), "{out}");
+    let out = st2.table(&["policy-type", "get", "action.retry"]).await;
+    assert!(out.contains("retry"), "{out}");
+    let out = st2.table(&["runner", "list"]).await;
+    assert!(out.contains("wasm"), "{out}");
+    st2.table(&["runner", "get", "wasm"]).await;
+    let out = st2.table(&["sensor", "list"]).await;
+    assert!(out.contains("ticker.TestSensor"), "{out}");
+    let out = st2.table(&["sensor", "get", "ticker.TestSensor"]).await;
+    assert!(out.contains("ticker.counted"), "{out}");
+    st2.table(&["trigger", "list"]).await;
+    let out = st2.table(&["trigger", "get", "core.st2.webhook"]).await;
+    assert!(out.contains("core.st2.webhook"), "{out}");
+    let out = st2.table(&["webhook", "list"]).await;
+    assert!(out.contains("alerts"), "{out}");
+    st2.table(&["webhook", "list", "-a", "id", "url"]).await;
+    st2.table(&["webhook", "get", "alerts"]).await;
+    let out = st2.table(&["trace", "list"]).await;
+    let traces = st2.json(&["trace", "list"]).await;
+    let trace = traces.as_array().expect("list").first().expect("a trace")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(out.contains(&trace), "{out}");
+    let out = st2.table(&["trace", "get", &trace]).await;
+    assert!(out.contains(&trace), "{out}");
+    let enforcements = st2.json(&["rule-enforcement", "list"]).await;
+    let enforcement = &enforcements.as_array().expect("list")[0];
+    let id = enforcement["id"].as_str().expect("id");
+    let out = st2.table(&["rule-enforcement", "list"]).await;
+    assert!(out.contains(id), "{out}");
+    st2.table(&["rule-enforcement", "get", id]).await;
+    let keys = st2.json(&["apikey", "list"]).await;
+    let key_id = keys.as_array().expect("list")[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let out = st2.table(&["apikey", "list"]).await;
+    assert!(out.contains(&key_id), "{out}");
+    st2.table(&["apikey", "get", &key_id]).await;
+    // And their filters filter.
+    for filtered in [
+        &["trigger", "list", "-p", "nope"][..],
+        &["apikey", "list", "-u", "nobody"],
+    ] {
+        let out = st2.ok(filtered).await;
+        assert!(out.contains("No matching items found"), "{out}");
+    }
+    if let Some(execution) = enforcement["execution_id"].as_str() {
+        let by_execution = st2
+            .json(&["rule-enforcement", "list", "--execution", execution])
+            .await;
+        assert_eq!(
+            by_execution.as_array().map(Vec::len),
+            Some(1),
+            "{by_execution}"
+        );
+        // One trace found: st2 shows it whole.
+        let traced = st2.json(&["trace", "list", "-e", execution]).await;
+        assert!(
+            traced["action_executions"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["object_id"] == execution)),
+            "{traced}"
+        );
+    }
 
     // A wrong key is refused by the server and reported by the client.
     let bad = St2 {

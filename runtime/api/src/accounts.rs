@@ -109,6 +109,8 @@ fn key_shape(k: &ApiKeyInfo) -> Value {
 #[derive(Debug, Deserialize)]
 pub(crate) struct KeyQuery {
     tenant: Option<String>,
+    /// Only this user's keys.
+    user: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
@@ -125,7 +127,10 @@ pub(crate) async fn list_keys(
     ApiQuery(q): ApiQuery<KeyQuery>,
 ) -> ApiResult<Response> {
     let tenant = target_tenant(&caller, q.tenant.as_deref())?;
-    let keys = read(&state, move |s| s.api_keys(&tenant)).await?;
+    let mut keys = read(&state, move |s| s.api_keys(&tenant)).await?;
+    if let Some(user) = &q.user {
+        keys.retain(|k| k.user == *user);
+    }
     Ok(paged(keys, page(q.limit, q.offset)?, key_shape))
 }
 

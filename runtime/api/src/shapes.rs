@@ -117,6 +117,7 @@ pub(crate) fn trace(tag: &str, t: &Trace) -> Value {
         .or_else(|| t.executions.first().map(|e| e.start_timestamp.clone()));
     json!({
         "id": tag,
+        "uid": format!("trace:{tag}"),
         "trace_tag": tag,
         "start_timestamp": start,
         "trigger_instances": t.trigger_instances.iter().map(|ti| json!({

@@ -77,21 +77,18 @@ pub(crate) async fn read<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// StackStorm's paging: `limit` (default 50, at most 1000), `offset`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paging {
-    limit: Option<i64>,
-    offset: Option<u64>,
-}
-
+/// StackStorm's paging: `limit` (default 50, at most 1000; -1 for 1000),
+/// `offset`.
 pub(crate) fn page(limit: Option<i64>, offset: Option<u64>) -> ApiResult<Page> {
     {
         let limit = match limit {
             None => 50,
             Some(n) if (1..=1000).contains(&n) => n as usize,
+            // st2's `-n -1`: all there is, as far as one page goes.
+            Some(-1) => 1000,
             Some(n) => {
                 return Err(ApiError::BadRequest(format!(
-                    "limit must be between 1 and 1000, got {n}"
+                    "limit must be between 1 and 1000 (or -1 for 1000), got {n}"
                 )));
             }
         };
@@ -331,7 +328,7 @@ fn webhook_urls(state: &AppState, tenant: &TenantId) -> BTreeSet<String> {
 pub(crate) async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let hooks: Vec<Value> = webhook_urls(&state, &caller.tenant())
         .into_iter()
-        .map(|url| json!({"type": WEBHOOK, "parameters": {"url": url}}))
+        .map(|url| webhook_shape(&url))
         .collect();
     Json(Value::Array(hooks))
 }
@@ -351,12 +348,22 @@ pub(crate) async fn get_webhook(
 ) -> ApiResult<Json<Value>> {
     let url = url.trim_matches('/').to_owned();
     if webhook_urls(&state, &caller.tenant()).contains(&url) {
-        Ok(Json(json!({"type": WEBHOOK, "parameters": {"url": url}})))
+        Ok(Json(webhook_shape(&url)))
     } else {
         Err(ApiError::NotFound(format!(
             "no enabled rule listens on webhook '{url}'"
         )))
     }
+}
+
+/// A webhook as st2's `/webhooks` shows it: the trigger its rules open,
+/// identified by its URL.
+fn webhook_shape(url: &str) -> Value {
+    json!({
+        "id": url, "uid": format!("trigger:core:webhook:{url}"), "name": url, "pack": "core",
+        "type": WEBHOOK, "parameters": {"url": url},
+        "description": format!("POST /api/v1/webhooks/{url}"),
+    })
 }
 
 // --- rule types ------------------------------------------------------------
@@ -401,6 +408,16 @@ pub(crate) async fn get_rule_type(Path(id): Path<String>) -> ApiResult<Json<Valu
 
 // --- trigger types, triggers, instances ----------------------------------
 
+/// `/triggertypes` and `/triggers`: paging, and st2's filters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TriggerQuery {
+    pack: Option<String>,
+    #[serde(rename = "type")]
+    trigger_type: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/triggertypes",
@@ -410,13 +427,17 @@ pub(crate) async fn get_rule_type(Path(id): Path<String>) -> ApiResult<Json<Valu
 pub(crate) async fn list_trigger_types(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(q): ApiQuery<TriggerQuery>,
 ) -> ApiResult<Response> {
-    Ok(paged(
-        state.reactor.trigger_types(&caller.tenant()),
-        page(paging.limit, paging.offset)?,
-        shapes::trigger_type,
-    ))
+    let mut types = state.reactor.trigger_types(&caller.tenant());
+    if let Some(pack) = &q.pack {
+        types.retain(|t| {
+            t.trigger_ref
+                .split_once('.')
+                .is_some_and(|(p, _)| p == pack)
+        });
+    }
+    Ok(paged(types, page(q.limit, q.offset)?, shapes::trigger_type))
 }
 
 #[utoipa::path(
@@ -450,27 +471,29 @@ pub(crate) async fn get_trigger_type(
 pub(crate) async fn list_triggers(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(q): ApiQuery<TriggerQuery>,
 ) -> ApiResult<Response> {
     let rules = state.reactor.rules();
     let mut seen = BTreeSet::new();
     for ((t, _), rule) in &rules.all {
-        if *t != caller.tenant() {
+        let pack = rule.trigger_type.split_once('.').map(|(p, _)| p);
+        if *t != caller.tenant()
+            || q.trigger_type
+                .as_ref()
+                .is_some_and(|w| *w != rule.trigger_type)
+            || q.pack.as_deref().is_some_and(|w| Some(w) != pack)
+        {
             continue;
         }
         let params = Value::Object(rule.trigger_parameters.clone());
         seen.insert((rule.trigger_type.clone(), params.to_string()));
     }
     let triggers: Vec<(String, String)> = seen.into_iter().collect();
-    Ok(paged(
-        triggers,
-        page(paging.limit, paging.offset)?,
-        |(t, p)| {
-            let params: Value = serde_json::from_str(p).unwrap_or_else(|_| json!({}));
-            let (pack, name) = t.split_once('.').unwrap_or(("", t));
-            json!({"id": format!("{t}:{p}"), "ref": t, "pack": pack, "name": name, "type": t, "parameters": params})
-        },
-    ))
+    Ok(paged(triggers, page(q.limit, q.offset)?, |(t, p)| {
+        let params: Value = serde_json::from_str(p).unwrap_or_else(|_| json!({}));
+        let (pack, name) = t.split_once('.').unwrap_or(("", t));
+        json!({"id": format!("{t}:{p}"), "ref": t, "pack": pack, "name": name, "type": t, "parameters": params})
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -566,8 +589,26 @@ pub(crate) async fn re_emit(
 pub(crate) struct EnforcementQuery {
     rule_ref: Option<String>,
     trigger_instance: Option<String>,
+    execution: Option<String>,
+    enforced_at_gt: Option<String>,
+    enforced_at_lt: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
+}
+
+/// A timestamp filter as the store compares it: RFC 3339, normalized.
+fn timestamp_filter(name: &str, value: Option<String>) -> ApiResult<Option<String>> {
+    value
+        .map(|v| {
+            squall_core::time::parse_rfc3339(&v)
+                .map(squall_core::time::format_rfc3339)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{name}: '{v}' is not an RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"
+                    ))
+                })
+        })
+        .transpose()
 }
 
 #[utoipa::path(
@@ -582,13 +623,15 @@ pub(crate) async fn list_enforcements(
     ApiQuery(q): ApiQuery<EnforcementQuery>,
 ) -> ApiResult<Response> {
     let page = page(q.limit, q.offset)?;
+    let filter = squall_store::EnforcementFilter {
+        rule_ref: q.rule_ref,
+        trigger_instance: q.trigger_instance,
+        execution: q.execution,
+        enforced_after: timestamp_filter("enforced_at_gt", q.enforced_at_gt)?,
+        enforced_before: timestamp_filter("enforced_at_lt", q.enforced_at_lt)?,
+    };
     let (items, total) = read(&state, move |s| {
-        s.list_enforcements(
-            &caller.tenant(),
-            q.rule_ref.as_deref(),
-            q.trigger_instance.as_deref(),
-            page,
-        )
+        s.list_enforcements(&caller.tenant(), &filter, page)
     })
     .await?;
     Ok(listing(
@@ -765,6 +808,12 @@ pub(crate) async fn delete_rule(
 #[derive(Debug, Deserialize)]
 pub(crate) struct TraceQuery {
     trace_tag: Option<String>,
+    execution: Option<String>,
+    rule: Option<String>,
+    trigger_instance: Option<String>,
+    sort_asc: Option<String>,
+    limit: Option<i64>,
+    offset: Option<u64>,
 }
 
 #[utoipa::path(
@@ -777,21 +826,38 @@ pub(crate) async fn list_traces(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<TraceQuery>,
-) -> ApiResult<Json<Value>> {
-    let Some(tag) = q.trace_tag else {
-        return Err(ApiError::BadRequest(
-            "give ?trace_tag=... to find a trace".into(),
-        ));
-    };
-    let trace = read(&state, {
-        let tag = tag.clone();
-        move |s| s.trace(&caller.tenant(), &tag)
+) -> ApiResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let tenant = caller.tenant();
+    let oldest_first = q
+        .sort_asc
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let (traces, total) = read(&state, move |s| {
+        let (tags, total) = match q.trace_tag {
+            Some(tag) => (vec![tag], None),
+            None => {
+                let filter = squall_store::TraceFilter {
+                    execution: q.execution,
+                    rule_ref: q.rule,
+                    trigger_instance: q.trigger_instance,
+                };
+                let (tags, total) = s.trace_tags(&tenant, &filter, oldest_first, page)?;
+                (tags, Some(total))
+            }
+        };
+        let mut traces = Vec::new();
+        for tag in tags {
+            let trace = s.trace(&tenant, &tag)?;
+            if !(trace.trigger_instances.is_empty() && trace.executions.is_empty()) {
+                traces.push(shapes::trace(&tag, &trace));
+            }
+        }
+        let total = total.unwrap_or(traces.len() as u64);
+        Ok((traces, total))
     })
     .await?;
-    if trace.trigger_instances.is_empty() && trace.executions.is_empty() {
-        return Ok(Json(json!([])));
-    }
-    Ok(Json(json!([shapes::trace(&tag, &trace)])))
+    Ok(listing(traces, total, page))
 }
 
 #[utoipa::path(

@@ -329,7 +329,7 @@ fn check_known(
 
 /// StackStorm's policy types, as `/api/v1/policytypes` lists them.
 pub fn policy_types() -> Vec<Value> {
-    vec![
+    let mut types = vec![
         json!({
             "resource_type": "action", "name": "concurrency", "ref": CONCURRENCY,
             "enabled": true, "module": "squall",
@@ -359,7 +359,14 @@ pub fn policy_types() -> Vec<Value> {
                 "delay": {"type": "number", "default": 0, "minimum": 0, "description": "Seconds to wait before retrying."},
             },
         }),
-    ]
+    ];
+    // StackStorm's ids are database ids; the ref identifies a type here.
+    for t in &mut types {
+        let (r, name) = (t["ref"].clone(), t["name"].clone());
+        t["id"] = r;
+        t["uid"] = format!("policy_type:action:{}", name.as_str().unwrap_or_default()).into();
+    }
+    types
 }
 
 #[cfg(test)]

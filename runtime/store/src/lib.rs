@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use auth::{AccountError, ApiKeyInfo, TenantInfo};
 pub use executions::{ExecutionFilter, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
-pub use reactor::{Emission, Page, Trace};
+pub use reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
 pub use secrets::SecretKey;
 
 /// Errors from the store.

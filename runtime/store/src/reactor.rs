@@ -52,6 +52,25 @@ pub struct Trace {
     pub executions: Vec<Execution>,
 }
 
+/// Which rule enforcements to list; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct EnforcementFilter {
+    pub rule_ref: Option<String>,
+    pub trigger_instance: Option<String>,
+    pub execution: Option<String>,
+    /// RFC 3339 timestamps, as the store writes them.
+    pub enforced_after: Option<String>,
+    pub enforced_before: Option<String>,
+}
+
+/// Which traces to list: those holding the record given, if any.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    pub execution: Option<String>,
+    pub rule_ref: Option<String>,
+    pub trigger_instance: Option<String>,
+}
+
 /// A page of a list.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -70,12 +89,18 @@ impl Page {
 
 /// `tenant_id = ? AND col = ? ...` for the filters that are set, so SQLite
 /// can pick the index that serves them.
+/// `tenant_id = ?` and each filter given: `column` is compared for
+/// equality, or with the operator it ends with (`"enforced_at >"`).
 fn where_clause(tenant: &TenantId, filters: &[(&str, Option<&str>)]) -> (String, Vec<String>) {
     let mut sql = String::from("tenant_id = ?");
     let mut args = vec![tenant.as_str().to_owned()];
     for (column, value) in filters {
         if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = ?"));
+            if column.ends_with(['<', '>']) {
+                sql.push_str(&format!(" AND {column} ?"));
+            } else {
+                sql.push_str(&format!(" AND {column} = ?"));
+            }
             args.push((*value).to_owned());
         }
     }
@@ -502,15 +527,17 @@ impl Store {
     pub fn list_enforcements(
         &self,
         tenant: &TenantId,
-        rule_ref: Option<&str>,
-        trigger_instance: Option<&str>,
+        filter: &EnforcementFilter,
         page: Page,
     ) -> Result<(Vec<RuleEnforcement>, u64)> {
         let (filter, args) = where_clause(
             tenant,
             &[
-                ("rule_ref", rule_ref),
-                ("trigger_instance_id", trigger_instance),
+                ("rule_ref", filter.rule_ref.as_deref()),
+                ("trigger_instance_id", filter.trigger_instance.as_deref()),
+                ("execution_id", filter.execution.as_deref()),
+                ("enforced_at >", filter.enforced_after.as_deref()),
+                ("enforced_at <", filter.enforced_before.as_deref()),
             ],
         );
         self.list_page(
@@ -582,6 +609,65 @@ impl Store {
                 rule_enforcements: collect(re.query_map(args, |row| Ok(re_from_row(row)))?)?,
                 executions: collect(ex.query_map(args, |row| Ok(execution_from_row(row)))?)?,
             })
+        })
+    }
+
+    /// The tags of `tenant`'s traces, by when each began (its first trigger
+    /// instance or execution), newest first unless `oldest_first`, with
+    /// how many there are. Every record of the tenant is read: for a few
+    /// traces, filter by one of their records.
+    pub fn trace_tags(
+        &self,
+        tenant: &TenantId,
+        filter: &TraceFilter,
+        oldest_first: bool,
+        page: Page,
+    ) -> Result<(Vec<String>, u64)> {
+        let mut having = String::new();
+        let mut args: Vec<rusqlite::types::Value> = vec![tenant.as_str().to_owned().into()];
+        for (value, lookup) in [
+            (
+                &filter.execution,
+                "SELECT trace_tag FROM executions WHERE tenant_id = ?1 AND id = ?",
+            ),
+            (
+                &filter.trigger_instance,
+                "SELECT trace_tag FROM trigger_instances WHERE tenant_id = ?1 AND id = ?",
+            ),
+            (
+                &filter.rule_ref,
+                "SELECT trace_tag FROM rule_enforcements WHERE tenant_id = ?1 AND rule_ref = ?",
+            ),
+        ] {
+            if let Some(value) = value {
+                having.push_str(&format!(" AND tag IN ({lookup})"));
+                args.push(value.clone().into());
+            }
+        }
+        let roots = format!(
+            "WITH roots(tag, at) AS (
+                 SELECT trace_tag, occurrence_time FROM trigger_instances WHERE tenant_id = ?1
+                 UNION ALL
+                 SELECT trace_tag, start_timestamp FROM executions
+                     WHERE tenant_id = ?1 AND trace_tag IS NOT NULL)
+             SELECT tag, MIN(at) AS began FROM roots WHERE 1 = 1{having} GROUP BY tag"
+        );
+        let order = if oldest_first { "ASC" } else { "DESC" };
+        let (limit, offset) = page.sql();
+        self.read(|conn| {
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT COUNT(*) FROM ({roots})"))?
+                .query_row(rusqlite::params_from_iter(&args), |r| r.get(0))?;
+            let mut paged = args.clone();
+            paged.push(limit.into());
+            paged.push(offset.into());
+            let mut stmt = conn.prepare_cached(&format!(
+                "{roots} ORDER BY began {order}, tag {order} LIMIT ? OFFSET ?"
+            ))?;
+            let tags = stmt
+                .query_map(rusqlite::params_from_iter(&paged), |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok((tags, total as u64))
         })
     }
 
@@ -824,7 +910,14 @@ mod tests {
             offset: 0,
         };
         let (items, total) = store
-            .list_enforcements(&ti.tenant, Some("examples.r"), None, page)
+            .list_enforcements(
+                &ti.tenant,
+                &EnforcementFilter {
+                    rule_ref: Some("examples.r".into()),
+                    ..EnforcementFilter::default()
+                },
+                page,
+            )
             .expect("list");
         assert_eq!((items.len(), total), (1, 1));
         let (items, total) = store
