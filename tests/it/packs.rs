@@ -4,7 +4,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use squall_reactor::install::archive_pack;
@@ -18,7 +17,7 @@ fn swap_pack(version: &str) -> tempfile::TempDir {
         &[(
             "go",
             squall_tests::VERSIONED,
-            "parameters:\n  seconds: {type: number, default: 0}\n",
+            "parameters:\n  seconds: {type: number, default: 0}\n  hold: {type: string}\n",
         )],
     );
     std::fs::write(
@@ -117,7 +116,7 @@ async fn uploads_install_or_are_refused_whole() {
         .await;
     assert_eq!(status, 201, "{e}");
     let done = s.as_key(&s.key_in("acme", "viewer").await);
-    let e = wait_done(&done, e["id"].as_str().expect("id")).await;
+    let e = done.finished(e["id"].as_str().expect("id")).await;
     assert_eq!(e["result"]["version"], "v1", "{e}");
     let (status, _) = s.get("/api/v1/actions/swap.go").await;
     assert_eq!(status, 404, "the default tenant does not see acme's pack");
@@ -206,7 +205,7 @@ async fn uploads_install_or_are_refused_whole() {
 fn huge_upload(base: &str, key: &str) -> (u16, String, u64) {
     let addr = base.trim_start_matches("http://").to_owned();
     let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
+    conn.set_read_timeout(Some(crate::util::PATIENCE))
         .expect("timeout");
     let total: u64 = 1 << 30;
     write!(
@@ -249,20 +248,6 @@ fn huge_upload(base: &str, key: &str) -> (u16, String, u64) {
     (status, text, sent)
 }
 
-async fn wait_done(c: &Client, id: &str) -> Value {
-    for _ in 0..400 {
-        let (_, e) = c.get(&format!("/api/v1/executions/{id}")).await;
-        if matches!(
-            e["status"].as_str(),
-            Some("succeeded" | "failed" | "timeout" | "canceled" | "abandoned")
-        ) {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("execution {id} did not finish");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn an_execution_started_on_v1_finishes_on_v1_while_v2_is_installed() {
     let s = Server::start().await;
@@ -281,20 +266,15 @@ pub(crate) async fn an_execution_started_on_v1_finishes_on_v1_while_v2_is_instal
         .await;
     assert_eq!(status, 201, "{body}");
 
+    // Runs on v1 until the key `release` is set.
     let (_, slow) = acme
         .post(
             "/api/v1/executions",
-            &json!({"action": "swap.go", "parameters": {"seconds": 1.5}}),
+            &json!({"action": "swap.go", "parameters": {"hold": "release", "timeout": 600}}),
         )
         .await;
     let slow_id = slow["id"].as_str().expect("id").to_owned();
-    for _ in 0..200 {
-        let (_, e) = acme.get(&format!("/api/v1/executions/{slow_id}")).await;
-        if e["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    acme.running(&slow_id).await;
     let (status, v2) = acme
         .upload(archive_pack(swap_pack("v2").path()).expect("archive"))
         .await;
@@ -309,9 +289,16 @@ pub(crate) async fn an_execution_started_on_v1_finishes_on_v1_while_v2_is_instal
     let (_, fresh) = acme
         .post("/api/v1/executions", &json!({"action": "swap.go"}))
         .await;
-    let fresh = wait_done(&acme, fresh["id"].as_str().expect("id")).await;
+    let fresh = acme.finished(fresh["id"].as_str().expect("id")).await;
     assert_eq!(fresh["result"]["version"], "v2", "{fresh}");
-    let slow = wait_done(&acme, &slow_id).await;
+    let (status, body) = acme
+        .put(
+            "/api/v1/keys/release",
+            &json!({"name": "release", "value": "now"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let slow = acme.finished(&slow_id).await;
     assert_eq!(slow["status"], "succeeded", "{slow}");
     assert_eq!(slow["result"]["version"], "v1", "{slow}");
 

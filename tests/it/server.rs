@@ -244,19 +244,18 @@ impl Server {
         (status, r.json().await.expect("json body"))
     }
 
-    /// Poll `path` until `done` holds for its body (bounded).
+    /// Poll `path` until `done` holds for its body (bounded by
+    /// [`crate::util::PATIENCE`]).
     pub(crate) async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..600 {
+        crate::util::eventually(&format!("{path} reaching the expected state"), || async {
             let (_, body) = self.get(path).await;
             if done(&body) {
-                return body;
+                Ok(body)
+            } else {
+                Err(body.to_string())
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "{path} never reached the expected state; last: {}",
-            self.get(path).await.1
-        );
+        })
+        .await
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -343,6 +342,34 @@ impl Client {
 
     pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Poll an execution until it completes (bounded).
+    pub(crate) async fn finished(&self, id: &str) -> Value {
+        crate::util::eventually(&format!("execution {id} completing"), || async {
+            let (_, e) = self.get(&format!("/api/v1/executions/{id}")).await;
+            match e["status"]
+                .as_str()
+                .map(str::parse::<squall_core::ExecutionStatus>)
+            {
+                Some(Ok(s)) if s.is_completed() => Ok(e),
+                _ => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// Poll an execution until it is `running` (bounded).
+    pub(crate) async fn running(&self, id: &str) -> Value {
+        crate::util::eventually(&format!("execution {id} running"), || async {
+            let (_, e) = self.get(&format!("/api/v1/executions/{id}")).await;
+            if e["status"] == "running" {
+                Ok(e)
+            } else {
+                Err(e.to_string())
+            }
+        })
+        .await
     }
 
     /// `POST /api/v1/packs/upload` with `archive`.

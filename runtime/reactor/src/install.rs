@@ -100,7 +100,18 @@ impl InstallError {
     fn in_archive(self, roots: &[&Path]) -> Self {
         use PackError as P;
         match self {
-            Self::Io { .. } | Self::Activation(RuleChangeError::Store(_)) => self,
+            // Errors that name no path of the archive, or that the API
+            // answers with a status of their own.
+            Self::Io { .. }
+            | Self::Activation(RuleChangeError::Store(_))
+            | Self::Fixed(_)
+            | Self::NotInstalled(_)
+            | Self::Quota { .. }
+            | Self::TooLarge { .. }
+            | Self::TooManyEntries { .. }
+            | Self::NoPackDir
+            | Self::NotShipped { .. }
+            | Self::InArchive(_) => self,
             Self::Pack(P::MissingComponent {
                 action,
                 entry_point,

@@ -287,9 +287,18 @@ async fn send(
     let response = tokio::time::timeout_at(first_byte, sender.send_request(request))
         .await
         .map_err(|_| timed_out())?
-        .map_err(|e| Refused {
-            message: format!("the request failed: {e}"),
-            error: HttpError::HttpProtocolError,
+        .map_err(|e| {
+            // The driver, stopped at the same deadline, may end the
+            // connection before this wait's own timer fires: that is the
+            // deadline too, not the server's doing.
+            if tokio::time::Instant::now() >= first_byte {
+                timed_out()
+            } else {
+                Refused {
+                    message: format!("the request failed: {e}"),
+                    error: HttpError::HttpProtocolError,
+                }
+            }
         })?;
     let limit = policy.max_response_bytes;
     if let Some(len) = response
