@@ -43,20 +43,36 @@ async fn start(data: &Path, packs: &[&TempDir], allowed: Vec<PathBuf>) -> Server
         .expect("server starts")
 }
 
-/// Wait (bounded) until `path` holds a line containing `needle`.
-fn wait_for_line(path: &Path, needle: &str, within: Duration) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.contains(needle))) {
-            return started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "no line with {needle:?} in {} within {within:?}; it holds: {:?}",
-        path.display(),
-        std::fs::read_to_string(path).unwrap_or_default()
-    );
+/// Wait (bounded by [`crate::util::PATIENCE`]) until `path` holds a line
+/// containing `needle`.
+async fn wait_for_line(path: &Path, needle: &str) {
+    eventually(
+        &format!("a line with {needle:?} in {}", path.display()),
+        || async {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().any(|l| l.contains(needle)) {
+                Ok(())
+            } else {
+                Err(format!("{text:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Put a file with `text` at `path` in one step (written beside, then
+/// renamed), its modification time `ahead` in the future: a poll sees it
+/// whole or not at all.
+fn put_file(path: &Path, staging: &Path, text: &str, ahead: Duration) {
+    let staged = staging.join(path.file_name().expect("a file name"));
+    std::fs::write(&staged, text).expect("write");
+    std::fs::File::options()
+        .append(true)
+        .open(&staged)
+        .expect("open")
+        .set_modified(std::time::SystemTime::now() + ahead)
+        .expect("touch");
+    std::fs::rename(&staged, path).expect("rename");
 }
 
 async fn sensor(s: &Server, r: &str) -> Value {
@@ -123,23 +139,14 @@ pub(crate) async fn directory_sensor_logs_created_modified_deleted() {
     .await;
 
     let file = watched.join("hoge");
-    // Seen at the next poll at the latest; the action's run and write fit
-    // in the second interval.
-    let within = Duration::from_secs_f64(2.0 * poll);
-    std::fs::write(&file, "first").expect("create");
-    let took = wait_for_line(&log, &format!("(created) {}", file.display()), within);
-    eprintln!("created seen after {took:?}");
-    std::thread::sleep(Duration::from_millis(50));
-    std::fs::write(&file, "second, longer").expect("modify");
-    let f = std::fs::File::options()
-        .append(true)
-        .open(&file)
-        .expect("open");
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
-        .expect("touch");
-    wait_for_line(&log, &format!("(modified) {}", file.display()), within);
+    let staging = root.path().join("staging");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    put_file(&file, &staging, "first", Duration::ZERO);
+    wait_for_line(&log, &format!("(created) {}", file.display())).await;
+    put_file(&file, &staging, "second, longer", Duration::from_secs(5));
+    wait_for_line(&log, &format!("(modified) {}", file.display())).await;
     std::fs::remove_file(&file).expect("delete");
-    wait_for_line(&log, &format!("(deleted) {}", file.display()), within);
+    wait_for_line(&log, &format!("(deleted) {}", file.display())).await;
 
     let text = std::fs::read_to_string(&log).expect("log");
     let first = text.lines().next().expect("a line");
@@ -176,17 +183,19 @@ pub(crate) async fn file_watch_drives_the_same_action() {
     });
     let r = s.post("/api/v1/rules", &rule).await;
     assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
-    let within = Duration::from_secs(5);
     let file = watched.join("note.txt");
     std::fs::write(&file, "first").expect("create");
-    wait_for_line(&log, &format!("(created) {}", file.display()), within);
+    wait_for_line(&log, &format!("(created) {}", file.display())).await;
     std::fs::write(&file, "second").expect("modify");
-    wait_for_line(&log, &format!("(modified) {}", file.display()), within);
+    wait_for_line(&log, &format!("(modified) {}", file.display())).await;
     std::fs::remove_file(&file).expect("delete");
-    wait_for_line(&log, &format!("(deleted) {}", file.display()), within);
-    // The glob keeps other files out.
+    wait_for_line(&log, &format!("(deleted) {}", file.display())).await;
+    // The glob keeps other files out: a file it matches, made after one it
+    // does not, is seen; the other never is.
     std::fs::write(watched.join("ignored.bin"), "x").expect("create");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = watched.join("after.txt");
+    std::fs::write(&after, "x").expect("create");
+    wait_for_line(&log, &format!("(created) {}", after.display())).await;
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!text.contains("ignored.bin"), "{text}");
 
@@ -228,11 +237,6 @@ pub(crate) async fn a_panicking_sensor_restarts_with_backoff_and_others_keep_wor
     let data = tempfile::tempdir().expect("tempdir");
     let s = start(data.path(), &[&core, &flaky, &steady], vec![]).await;
 
-    let backing_off = wait_sensor(&s, "flaky.TestSensor", "backed off", |b| {
-        b["state"] == "backing_off"
-    })
-    .await;
-    assert!(backing_off["next_start_at"].is_string(), "{backing_off}");
     let failed = wait_sensor(&s, "flaky.TestSensor", "was marked failed", |b| {
         b["state"] == "failed"
     })
@@ -275,6 +279,28 @@ pub(crate) async fn a_panicking_sensor_restarts_with_backoff_and_others_keep_wor
         b["restart_count"].as_u64().is_some_and(|n| n > 2)
     })
     .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_failed_sensor_shows_when_it_starts_again() {
+    let flaky = squall_tests::sensor_pack("waiting", "panic", 0.1, "[]", &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut patient = config();
+    // Long enough to be seen backing off, on any machine.
+    patient.sensors.backoff = Duration::from_secs(600);
+    patient.sensors.backoff_cap = Duration::from_secs(600);
+    let s = Server::start_in(data.path(), &[flaky.path().to_owned()], patient, vec![])
+        .await
+        .expect("server starts");
+    let body = wait_sensor(&s, "waiting.TestSensor", "backed off", |b| {
+        b["state"] == "backing_off"
+    })
+    .await;
+    assert!(body["next_start_at"].is_string(), "{body}");
+    assert_eq!(body["restart_count"], 1, "{body}");
+    let error = body["last_error"].as_str().expect("last_error");
+    assert!(error.contains("sensor broke on purpose"), "{error}");
     s.stop().await;
 }
 
@@ -428,29 +454,33 @@ pub(crate) async fn refused_payloads_are_counted_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn sensors_are_disabled_and_enabled_without_a_restart() {
-    let counter = squall_tests::sensor_pack("counter", "counter", 0.1, COUNTED, &[]);
+    let counter = squall_tests::sensor_pack("toggled", "counter", 0.1, COUNTED, &[]);
     let data = tempfile::tempdir().expect("tempdir");
     let s = start(data.path(), &[&counter], vec![]).await;
-    wait_sensor(&s, "counter.TestSensor", "dispatched", |b| {
+    wait_sensor(&s, "toggled.TestSensor", "dispatched", |b| {
         b["dispatched"].as_u64().is_some_and(|n| n >= 2)
     })
     .await;
     let put = |enabled: bool| {
         s.http
-            .put(format!("{}/api/v1/sensortypes/counter.TestSensor", s.base))
+            .put(format!("{}/api/v1/sensortypes/toggled.TestSensor", s.base))
             .json(&json!({ "enabled": enabled }))
             .send()
     };
     assert_eq!(put(false).await.expect("request").status().as_u16(), 200);
-    let stopped = wait_sensor(&s, "counter.TestSensor", "stopped", |b| {
+    let stopped = wait_sensor(&s, "toggled.TestSensor", "stopped", |b| {
         b["state"] == "disabled"
     })
     .await;
     let n = stopped["dispatched"].as_u64().expect("count");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(sensor(&s, "counter.TestSensor").await["dispatched"], n);
+    // `disabled` is set once the instance is gone: nothing dispatches after.
+    assert_eq!(
+        live_instances(&s.http, &s.base, "default", "toggled.TestSensor").await,
+        0
+    );
+    assert_eq!(sensor(&s, "toggled.TestSensor").await["dispatched"], n);
     assert_eq!(put(true).await.expect("request").status().as_u16(), 200);
-    wait_sensor(&s, "counter.TestSensor", "dispatched again", |b| {
+    wait_sensor(&s, "toggled.TestSensor", "dispatched again", |b| {
         b["dispatched"].as_u64().is_some_and(|m| m > n)
     })
     .await;
