@@ -4,7 +4,6 @@
 //! hit within the throttle window is suppressed and recorded.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use squall_core::TenantId;
@@ -140,7 +139,7 @@ pub(crate) async fn query_hits_notify_then_launch_and_repeats_are_throttled() {
         pack.path().join("config.yaml"),
         format!(
             r#"elasticsearch_url: {base}
-elasticsearch_timeout: 10
+elasticsearch_timeout: 20
 elasticsearch_username: es_user
 query_name: my_automaton_query
 query_interval: 1
@@ -201,12 +200,17 @@ query_response_mapping:
     .expect("server starts");
 
     // The whole chain: query -> hit -> Rocket.Chat -> AWX.
-    for _ in 0..400 {
-        if !requests_to(&seen, "POST /api/v2/job_templates/1/launch/").is_empty() {
-            break;
+    crate::util::eventually("the AWX launch", || async {
+        if requests_to(&seen, "POST /api/v2/job_templates/1/launch/").is_empty() {
+            Err(format!(
+                "{} requests seen",
+                seen.lock().expect("lock").len()
+            ))
+        } else {
+            Ok(())
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await;
     let (_, es_headers, es_body) = requests_to(&seen, "POST /_search")[0].clone();
     // es_user:es_pass, read decrypted from the datastore.
     assert!(

@@ -566,7 +566,6 @@ async fn tokens_from_passwords_and_public_or_signed_webhooks() {
         .await
         .expect("send");
     assert_eq!(r.status(), 403, "ana is a viewer");
-    tokio::time::sleep(Duration::from_millis(10)).await;
     s.stop().await;
 }
 
@@ -752,7 +751,7 @@ async fn the_event_stream_and_metrics() {
     let mut theirs = open(&b_key).await.expect("stream");
     let e = s.run("core.echo", json!({"message": "streamed"})).await;
     let id = e["id"].as_str().expect("id").to_owned();
-    let seen = read_events(&mut mine, Duration::from_secs(10), |t| {
+    let seen = read_events(&mut mine, crate::util::PATIENCE, |t| {
         t.contains("st2.execution__create") && t.contains("\"status\":\"succeeded\"")
     })
     .await;
@@ -812,7 +811,7 @@ async fn the_event_stream_and_metrics() {
         )
         .await;
     assert_eq!(status, 200);
-    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+    let ended = tokio::time::timeout(crate::util::PATIENCE, async {
         while let Ok(Some(_)) = theirs.chunk().await {}
     })
     .await;

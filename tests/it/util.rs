@@ -117,7 +117,7 @@ pub(crate) fn running_time(e: &Execution) -> Duration {
 /// How long a test waits for something before calling it a hang. A
 /// deadline catches hangs, it measures nothing: this is many times what
 /// any step takes on a quiet machine, so a busy one passes too.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Check `check` every 25 ms until it gives a value, for up to
 /// [`PATIENCE`]; past that, panic saying what was awaited and what was

@@ -8,6 +8,21 @@ use std::time::Duration;
 /// what a step takes on a quiet machine, so a busy one passes too.
 const PATIENCE: Duration = Duration::from_secs(120);
 
+/// Call `check` every 25 ms until it gives a value, for up to [`PATIENCE`];
+/// past that, panic saying what was awaited and what was last seen.
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {PATIENCE:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(25)),
+        }
+    }
+}
+
 struct Env {
     data: tempfile::TempDir,
     pack: tempfile::TempDir,
@@ -349,10 +364,16 @@ impl Served {
             .spawn()
             .expect("squall serve starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("squall serve did not listen within {PATIENCE:?}")
+        });
         let addr = line
             .trim()
             .strip_prefix("squall: listening on http://")
@@ -365,6 +386,9 @@ impl Served {
     fn request(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nSt2-Api-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -398,7 +422,12 @@ impl Served {
             .status()
             .expect("kill runs");
         assert!(sent.success());
-        let status = self.child.wait().expect("reap");
+        let status = wait_until("squall serve exiting after SIGTERM", || {
+            match self.child.try_wait().expect("wait") {
+                Some(status) => Ok(status),
+                None => Err("still running".into()),
+            }
+        });
         assert!(status.success(), "graceful shutdown exits 0: {status}");
     }
 
@@ -455,19 +484,19 @@ fn accepted_webhooks_survive_a_kill_and_are_processed_exactly_once() {
     Served::start(data.path(), &packs).terminate();
     let server = Served::start(data.path(), &packs);
     for id in &accepted {
-        let mut executions = serde_json::Value::Null;
-        for _ in 0..400 {
-            executions = server.get_json(&format!("/api/v1/executions?trigger_instance={id}"));
+        let executions = wait_until(&format!("instance {id}'s execution ending"), || {
+            let executions = server.get_json(&format!("/api/v1/executions?trigger_instance={id}"));
             // An execution that was running when the first server was
             // killed ends `abandoned`; every other one runs to the end.
             let done = executions.as_array().is_some_and(|a| {
                 a.len() == 1 && (a[0]["status"] == "succeeded" || a[0]["status"] == "abandoned")
             });
             if done {
-                break;
+                Ok(executions)
+            } else {
+                Err(executions.to_string())
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
+        });
         assert_eq!(
             executions.as_array().map(Vec::len),
             Some(1),
@@ -831,7 +860,7 @@ fn run_cancel_and_tail_through_a_server() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("seconds"), "{}", stderr(&out));
 
-    let out = squall(&["run", "--async", "bad.spin", "timeout=30"]);
+    let out = squall(&["run", "--async", "bad.spin", "timeout=600"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out)
         .lines()
@@ -894,16 +923,16 @@ fn sensor_commands_show_state_errors_and_logs() {
             .output()
             .expect("squall runs")
     };
-    let mut shown = String::new();
-    for _ in 0..200 {
+    let shown = wait_until("the sensor's last error shown", || {
         let out = squall(&["sensor", "get", "flaky.TestSensor"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        shown = stdout(&out);
+        let shown = stdout(&out);
         if shown.contains("last_error: ") {
-            break;
+            Ok(shown)
+        } else {
+            Err(shown)
         }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    });
     assert!(
         shown.contains("last_error: poll: guest panicked: sensor broke on purpose"),
         "{shown}"
@@ -1112,10 +1141,10 @@ fn serve_loads_action_components_before_their_first_execution() {
             .unwrap_or(0)
     };
     let server = Served::start(data.path(), &[core.path()]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while compiled() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("a component compiled", || match compiled() {
+        0 => Err("none".into()),
+        _ => Ok(()),
+    });
     assert_eq!(
         compiled(),
         1,

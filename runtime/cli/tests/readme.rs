@@ -125,6 +125,9 @@ const STEPS: &[Step] = &[
     (
         "squall execution tail --follow 01a2...             # stdout, stderr, log lines, live",
         |t, c| {
+            // Running, so that the cancel finds it running.
+            let get = format!("squall execution get {}", t.async_id);
+            t.ok_eventually(&get, "status: running");
             let tail = t.spawn(c, Stdio::null());
             t.tail = Some(tail);
         },

@@ -200,7 +200,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!cancel.is_canceled());
         cancel.cancel();
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        tokio::time::timeout(std::time::Duration::from_secs(60), waiter)
             .await
             .expect("woken")
             .expect("task");
