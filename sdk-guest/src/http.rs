@@ -218,12 +218,15 @@ impl RequestBuilder {
             drop(stream);
             sent
         };
-        let sent = match sent {
-            Ok(()) => OutgoingBody::finish(outgoing, None).map_err(|e| failed(&e)),
-            Err(e) => {
-                drop(outgoing);
-                Err(e)
-            }
+        // A body cut short by an early answer is left open (not finished,
+        // which would abort the connection) until the answer is read.
+        let (sent, unfinished) = match sent {
+            Ok(Sent::All) => (
+                OutgoingBody::finish(outgoing, None).map_err(|e| failed(&e)),
+                None,
+            ),
+            Ok(Sent::Answered) => (Ok(()), Some(outgoing)),
+            Err(e) => (Err(e), Some(outgoing)),
         };
         pending.subscribe().block();
         // A response, else why there is none (the host's refusal, a
@@ -262,6 +265,7 @@ impl RequestBuilder {
                 }
             }
         }
+        drop(unfinished);
         Ok(Response {
             status,
             headers,
@@ -270,11 +274,18 @@ impl RequestBuilder {
     }
 }
 
+/// How much of a request body went out.
+enum Sent {
+    All,
+    /// The response came first; the rest was not written.
+    Answered,
+}
+
 /// Write `body` to `stream`, stopping early if the response comes first.
 /// A failed write is an error, but the caller still waits for the
 /// response: a server that answered and closed the connection has its
 /// answer taken.
-fn send_body(stream: &OutputStream, body: &[u8], pending: &FutureIncomingResponse) -> Result<()> {
+fn send_body(stream: &OutputStream, body: &[u8], pending: &FutureIncomingResponse) -> Result<Sent> {
     let answered = pending.subscribe();
     let writable = stream.subscribe();
     let broken = |e: StreamError| match e {
@@ -297,14 +308,19 @@ fn send_body(stream: &OutputStream, body: &[u8], pending: &FutureIncomingRespons
     };
     let mut rest = body;
     while !rest.is_empty() {
-        let Some(n) = room()? else { return Ok(()) };
+        let Some(n) = room()? else {
+            return Ok(Sent::Answered);
+        };
         let take = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
         stream.write(&rest[..take]).map_err(broken)?;
         rest = &rest[take..];
     }
     stream.flush().map_err(broken)?;
     // The flush is over when the stream takes writes again.
-    room().map(drop)
+    Ok(match room()? {
+        Some(_) => Sent::All,
+        None => Sent::Answered,
+    })
 }
 
 /// An HTTP error as a message a person can act on.

@@ -19,7 +19,7 @@ use crate::util::{error_of, sandbox, test_limits};
 /// A tiny HTTP/1.1 server on 127.0.0.1: `/ok` reads the request's body and
 /// answers JSON echoing the request line and headers, `/big` answers 10
 /// KiB, `/deny` answers 401 at once without reading the body (then closes
-/// its side, still not reading), `/never` never answers.
+/// its side, still not reading; 64 KiB of `n`), `/never` never answers.
 pub(crate) async fn local_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -54,7 +54,9 @@ pub(crate) async fn local_server() -> u16 {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     return;
                 } else if path.starts_with("/deny") {
-                    ("401 Unauthorized", "no".to_owned())
+                    // More than one read's worth, so the client reads it
+                    // while its request body is still open.
+                    ("401 Unauthorized", "n".repeat(64 << 10))
                 } else if path.starts_with("/big") {
                     ("200 OK", "x".repeat(10 << 10))
                 } else {
@@ -179,7 +181,11 @@ pub(crate) async fn core_http_reaches_an_allowed_local_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn an_answer_before_the_whole_body_is_sent_is_the_result() {
     let port = local_server().await;
-    let h = harness(&[format!("http://127.0.0.1:{port}")], quick());
+    let roomy = Egress {
+        max_response_bytes: 1 << 20,
+        ..quick()
+    };
+    let h = harness(&[format!("http://127.0.0.1:{port}")], roomy);
     let body = "x".repeat(1 << 20);
     let e = http(
         &h,
@@ -187,7 +193,13 @@ pub(crate) async fn an_answer_before_the_whole_body_is_sent_is_the_result() {
     )
     .await;
     assert_eq!(e.status, ExecutionStatus::Succeeded, "{:?}", e.result);
-    assert_eq!(e.result.expect("result")["status_code"], 401);
+    let r = e.result.expect("result");
+    assert_eq!(r["status_code"], 401);
+    assert_eq!(
+        r["body"].as_str().map(str::len),
+        Some(64 << 10),
+        "the whole answer"
+    );
     // The same server takes a whole 1 MiB body where it reads it.
     let e = http(
         &h,

@@ -756,22 +756,25 @@ pub(crate) async fn a_replaced_disabled_or_removed_pack_leaves_no_sensor_running
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn shutdown_cuts_a_poll_short_instead_of_waiting_out_its_limit() {
-    let stuck = squall_tests::sensor_pack("stuck", "loop", 0.1, "[]", &[]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut slow = config();
-    // Far longer than the test waits for the shutdown.
-    slow.sensors.limits.call_timeout = Duration::from_secs(600);
-    let s = Server::start_in(data.path(), &[stuck.path().to_owned()], slow, vec![])
-        .await
-        .expect("server starts");
-    wait_sensor(&s, "stuck.TestSensor", "started polling", |b| {
-        log_text(b).contains("looping")
-    })
-    .await;
-    let started = Instant::now();
-    tokio::time::timeout(crate::util::PATIENCE, s.stop())
-        .await
-        .expect("the shutdown ends well before the poll's own limit");
-    // Printed for the record: the stop's grace (1 s) and a little.
-    println!("shutdown took {:?}", started.elapsed());
+    // A poll running wasm, and one waiting in a host call (a sleep).
+    for (mode, line) in [("loop", "looping"), ("nap", "napping")] {
+        let stuck = squall_tests::sensor_pack("stuck", mode, 0.1, "[]", &[]);
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut slow = config();
+        // Far longer than the test waits for the shutdown.
+        slow.sensors.limits.call_timeout = Duration::from_secs(600);
+        let s = Server::start_in(data.path(), &[stuck.path().to_owned()], slow, vec![])
+            .await
+            .expect("server starts");
+        wait_sensor(&s, "stuck.TestSensor", "started polling", |b| {
+            log_text(b).contains(line)
+        })
+        .await;
+        let started = Instant::now();
+        tokio::time::timeout(crate::util::PATIENCE, s.stop())
+            .await
+            .expect("the shutdown ends well before the poll's own limit");
+        // Printed for the record: the stop's grace (1 s) and a little.
+        println!("{mode}: shutdown took {:?}", started.elapsed());
+    }
 }

@@ -390,6 +390,11 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Result<ExitCode> {
     let action: ActionRef = args.action.parse()?;
     if let Some(client) = remote.client()? {
+        if args.build {
+            bail!(
+                "--build builds a local pack; a server runs the packs it has (install a new build with `squall pack install`)"
+            );
+        }
         let e = runtime()?.block_on(client.run(
             &args.action,
             &args.params,
@@ -410,7 +415,9 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
         packs = load_for_run(&paths, &action, false)?;
     }
     let (pack, meta) = packs.action(&action)?;
-    if let Some((source, component)) = stale_sources(pack, meta) {
+    // (Not after --build: a build that had nothing to do leaves the
+    // component's time as it was.)
+    if let Some((source, component)) = stale_sources(pack, meta).filter(|_| !args.build) {
         eprintln!(
             "warning: {} is newer than {}: the action runs the old build (`squall pack build {}`, or `squall run --build`)",
             source.display(),
@@ -451,11 +458,13 @@ fn load_for_run(paths: &[PathBuf], action: &ActionRef, report: bool) -> anyhow::
     // The action's own pack, or one that may be it (its ref unreadable
     // while the action's pack is nowhere else).
     let missing = packs.get(action.pack()).is_none();
-    if let Some(own) = refused.iter().find(|r| match refused_pack_ref(&r.dir) {
-        Some(name) => name == action.pack().as_str(),
-        None => missing,
-    }) {
-        bail!("{}", own.error);
+    let claims: Vec<Option<String>> = refused.iter().map(|r| refused_pack_ref(&r.dir)).collect();
+    let own = claims
+        .iter()
+        .position(|c| c.as_deref() == Some(action.pack().as_str()))
+        .or_else(|| claims.iter().position(|c| c.is_none() && missing));
+    if let Some(own) = own {
+        bail!("{}", refused[own].error);
     }
     if report {
         for r in &refused {
@@ -952,6 +961,9 @@ fn run_build(dir: &Path) -> anyhow::Result<()> {
         .arg(&build.command)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", &target_dir)
+        // What the build prints is for the person, not for a `--json`
+        // reader of stdout.
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("failed to start `{}`", build.command))?;
     if !status.success() {

@@ -97,7 +97,7 @@ impl InstallError {
     /// paths relative to its archive (`roots` are where the server unpacked
     /// it), advice it can follow. Errors the API reports as the server's
     /// own (I/O, store) stay as they are: their text is logged, not shown.
-    fn in_archive(self, roots: &[&Path]) -> Self {
+    fn in_archive(self, roots: &[String]) -> Self {
         use PackError as P;
         match self {
             // Errors that name no path of the archive, or that the API
@@ -121,6 +121,10 @@ impl InstallError {
                 expected: format!("actions/{}", entry_point.display()),
                 entry_point: entry_point.display().to_string(),
             },
+            // The compile cache is the server's own business.
+            Self::Pack(
+                P::ActionComponent { ref cause, .. } | P::SensorComponent { ref cause, .. },
+            ) if matches!(cause, squall_sandbox::Error::Cache { .. }) => self,
             Self::Pack(P::MissingSensorComponent {
                 sensor,
                 entry_point,
@@ -133,11 +137,9 @@ impl InstallError {
             other => {
                 let mut text = other.to_string();
                 for root in roots {
-                    let canonical = std::fs::canonicalize(root).ok();
-                    for form in std::iter::once(*root).chain(canonical.as_deref()) {
-                        let form = form.display().to_string();
-                        text = text.replace(&format!("{form}/"), "").replace(&form, ".");
-                    }
+                    text = text
+                        .replace(&format!("{root}/"), "")
+                        .replace(&format!("'{root}'"), "'.'");
                 }
                 Self::InArchive(text)
             }
@@ -479,6 +481,17 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), InstallError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// `dir` as given and, if it resolves elsewhere, as resolved.
+fn dir_forms(dir: &Path) -> Vec<String> {
+    let mut forms = vec![dir.display().to_string()];
+    if let Ok(resolved) = std::fs::canonicalize(dir)
+        && resolved != dir
+    {
+        forms.push(resolved.display().to_string());
+    }
+    forms
+}
+
 /// What an install did.
 #[derive(Debug, Clone)]
 pub struct Installed {
@@ -501,26 +514,26 @@ impl Reactor {
         unpacked: &Path,
     ) -> Result<Installed, InstallError> {
         let store = self.pack_store()?.clone();
-        let mut version_dir = None;
-        self.install_unpacked(&store, tenant, unpacked, &mut version_dir)
-            .await
-            .map_err(|e| {
-                let tenant_dir = store.root.join(tenant.as_str());
-                let mut roots = vec![unpacked];
-                roots.extend(version_dir.as_deref());
-                roots.push(&tenant_dir);
-                e.in_archive(&roots)
-            })
+        // The server's directories an error may name, as given and resolved
+        // (taken while they exist: a refused version's is removed).
+        let mut roots = dir_forms(unpacked);
+        let installed = self
+            .install_unpacked(&store, tenant, unpacked, &mut roots)
+            .await;
+        installed.map_err(|e| {
+            roots.extend(dir_forms(&store.root.join(tenant.as_str())));
+            e.in_archive(&roots)
+        })
     }
 
-    /// [`Reactor::install_pack`]; says in `version_dir` where the new
-    /// version went, once it is known.
+    /// [`Reactor::install_pack`]; adds the new version's directory to
+    /// `roots` once it exists.
     async fn install_unpacked(
         &self,
         store: &PackStore,
         tenant: &TenantId,
         unpacked: &Path,
-        version_dir_out: &mut Option<PathBuf>,
+        roots: &mut Vec<String>,
     ) -> Result<Installed, InstallError> {
         let _serial = self.inner.installs.lock().await;
         let started = std::time::Instant::now();
@@ -542,8 +555,8 @@ impl Reactor {
         let pack_dir = store.pack_dir(tenant, &pack_ref);
         std::fs::create_dir_all(&pack_dir).map_err(io(&pack_dir))?;
         let version_dir = pack_dir.join(&version);
-        *version_dir_out = Some(version_dir.clone());
         std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
+        roots.splice(0..0, dir_forms(&version_dir));
         let activated = async {
             let mut pack = {
                 let dir = version_dir.clone();

@@ -544,7 +544,9 @@ impl Reactor {
     /// Start a supervisor for `entry` unless one runs.
     fn start_sensor(&self, entry: Arc<SensorEntry>) {
         let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
-        if mailbox.is_some() {
+        // A retired entry (its pack replaced or removed meanwhile) or a
+        // server shutting down starts nothing: no one would stop it.
+        if mailbox.is_some() || self.must_stop(&entry) {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -590,10 +592,13 @@ impl Reactor {
         loop {
             entry.set(|s| s.state = SensorState::Starting);
             // The instance of a replaced version of this sensor may still
-            // be cleaning up: wait for it, still listening for a stop.
+            // be cleaning up: wait for it (keeping the place in the queue),
+            // still listening for a stop.
+            let lock = slot.clone().lock_owned();
+            tokio::pin!(lock);
             let held = loop {
                 tokio::select! {
-                    held = slot.clone().lock_owned() => break held,
+                    held = &mut lock => break held,
                     command = rx.recv() => match command {
                         Some(Command::Sync | Command::Enable) => {}
                         Some(Command::Stop) | None => {
@@ -604,6 +609,10 @@ impl Reactor {
                     },
                 }
             };
+            // Retired or shut down while it waited.
+            if self.must_stop(&entry) && self.stop_now(&entry) {
+                return;
+            }
             let started = Instant::now();
             let (ending, healthy) = match self.start_instance(&entry).await {
                 Ok(mut live) => {
@@ -812,6 +821,9 @@ async fn poll_listening(
     let (mut stopping, mut synced) = (false, false);
     let outcome = loop {
         tokio::select! {
+            // The poll first: its first poll arms its deadline, which a
+            // stop then cuts (not the other way round).
+            biased;
             outcome = &mut poll => break outcome,
             command = rx.recv(), if !stopping => match command {
                 Some(Command::Sync) => synced = true,

@@ -92,7 +92,7 @@ pub struct SensorInstance {
     call_started_at: u64,
     store: Store<HostState>,
     bindings: Sensor,
-    deadline: Arc<Mutex<Instant>>,
+    deadline: Arc<Deadline>,
     limits: SensorLimits,
     log: SensorLog,
 }
@@ -183,11 +183,15 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = Arc::new(Mutex::new(Instant::now() + setup.limits.call_timeout));
+        let deadline = Arc::new(Deadline {
+            at: Mutex::new(Instant::now() + setup.limits.call_timeout),
+            cut: tokio::sync::Notify::new(),
+            was_cut: std::sync::atomic::AtomicBool::new(false),
+        });
         let watch = deadline.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= *watch.lock().expect("deadline lock poisoned") {
+            if Instant::now() >= watch.at() {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::YieldCustom(
@@ -237,21 +241,80 @@ macro_rules! guarded {
         let timeout = $self.limits.call_timeout;
         let $guest = $self.bindings.sensor();
         let $store = &mut $self.store;
-        let outcome = tokio::time::timeout(timeout, $call).await;
+        let deadline = $self.deadline.clone();
+        let outcome = watch(&deadline, tokio::time::timeout(timeout, $call)).await;
         $self.finish($name, outcome)
     }};
 }
 
+/// When the instance's current call must end: read by the epoch callback
+/// (a guest running wasm traps past it) and by [`watch`] (a guest waiting
+/// in a host call is dropped past it, once cut).
+#[derive(Debug)]
+struct Deadline {
+    at: Mutex<Instant>,
+    /// Woken when the deadline is cut short.
+    cut: tokio::sync::Notify,
+    was_cut: std::sync::atomic::AtomicBool,
+}
+
+impl Deadline {
+    fn at(&self) -> Instant {
+        *self.at.lock().expect("deadline lock poisoned")
+    }
+}
+
+/// How a call ended.
+enum Ended<T> {
+    Returned(wasmtime::Result<T>),
+    /// Past its time limit while waiting in a host call.
+    TimedOut,
+    /// Cut short from outside ([`SensorInterrupt`]).
+    Cut,
+}
+
+/// Drive `call`; once the deadline is cut, only until the cut deadline.
+async fn watch<T>(
+    deadline: &Deadline,
+    call: impl std::future::Future<
+        Output = std::result::Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    >,
+) -> Ended<T> {
+    let done = |r: std::result::Result<wasmtime::Result<T>, _>| match r {
+        Ok(r) => Ended::Returned(r),
+        Err(_) => Ended::TimedOut,
+    };
+    tokio::pin!(call);
+    tokio::select! {
+        biased;
+        r = &mut call => return done(r),
+        () = deadline.cut.notified() => {}
+    }
+    let until = tokio::time::Instant::from_std(deadline.at());
+    tokio::select! {
+        biased;
+        r = &mut call => done(r),
+        () = tokio::time::sleep_until(until) => Ended::Cut,
+    }
+}
+
 /// Cuts short the call a [`SensorInstance`] is making, from outside it.
 #[derive(Debug, Clone)]
-pub struct SensorInterrupt(Arc<Mutex<Instant>>);
+pub struct SensorInterrupt(Arc<Deadline>);
 
 impl SensorInterrupt {
     /// Let the call in progress (if any) run at most `within` more: past
-    /// that, it traps at the next epoch tick and the instance is gone.
+    /// that, a guest running wasm traps at the next epoch tick, one waiting
+    /// in a host call is dropped, and the instance is gone.
     pub fn cut_to(&self, within: Duration) {
-        let mut deadline = self.0.lock().expect("deadline lock poisoned");
-        *deadline = (*deadline).min(Instant::now() + within);
+        {
+            let mut at = self.0.at.lock().expect("deadline lock poisoned");
+            *at = (*at).min(Instant::now() + within);
+        }
+        self.0
+            .was_cut
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.cut.notify_one();
     }
 }
 
@@ -262,7 +325,7 @@ impl SensorInstance {
     }
 
     fn arm(&mut self) {
-        *self.deadline.lock().expect("deadline lock poisoned") =
+        *self.deadline.at.lock().expect("deadline lock poisoned") =
             Instant::now() + self.limits.call_timeout;
         self.store.set_epoch_deadline(1);
         self.call_started_at = self.log.next_seq();
@@ -271,17 +334,26 @@ impl SensorInstance {
     fn finish<T>(
         &mut self,
         name: &str,
-        outcome: std::result::Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        outcome: Ended<T>,
     ) -> std::result::Result<T, SensorCallError> {
         let limit = self.limits.call_timeout.as_secs_f64();
+        let cut = self
+            .deadline
+            .was_cut
+            .load(std::sync::atomic::Ordering::Acquire);
         match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Err(_) => Err(SensorCallError::Died(format!(
+            Ended::Returned(Ok(value)) => Ok(value),
+            Ended::Cut => Err(SensorCallError::Died(format!(
+                "{name} stopped: the sensor was stopped while it waited"
+            ))),
+            Ended::TimedOut => Err(SensorCallError::Died(format!(
                 "{name} ran past its time limit of {limit:.1} s"
             ))),
-            Ok(Err(e)) => {
+            Ended::Returned(Err(e)) => {
                 let trap = e.downcast_ref::<Trap>().copied();
-                let message = if trap == Some(Trap::Interrupt) {
+                let message = if trap == Some(Trap::Interrupt) && cut {
+                    format!("{name} stopped: the sensor was stopped while it ran")
+                } else if trap == Some(Trap::Interrupt) {
                     format!("{name} ran past its time limit of {limit:.1} s")
                 } else if let Some(wanted) = self.store.data().limiter.refused {
                     format!(

@@ -1,6 +1,7 @@
 //! One test sensor, its behaviour chosen by the pack config's `mode`:
 //! `counter` (a kv counter that survives restarts, dispatched each poll),
-//! `panic` (panics in poll), `loop` (never returns from poll), `params`
+//! `panic` (panics in poll), `loop` (never returns from poll), `nap`
+//! (sleeps an hour in poll, waiting in the host), `params`
 //! (logs the triggers announced to it and dispatches to each),
 //! `bad-payload` (dispatches a payload its schema refuses), `burst`
 //! (dispatches the config's `burst` events per poll, for benchmarks) and
@@ -48,6 +49,12 @@ impl Sensor for TestSensor {
     fn poll(&mut self) -> Result<()> {
         match self.mode.as_str() {
             "panic" => panic!("sensor broke on purpose"),
+            "nap" => {
+                // Waits in a host call (wasi's clock), not in wasm.
+                log::info!("napping");
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
+            }
             "loop" => {
                 log::info!("looping");
                 let mut n: u64 = 0;
