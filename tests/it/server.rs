@@ -756,3 +756,50 @@ async fn callers_that_give_up_do_not_strand_recorded_executions() {
     assert_eq!(body, json!([]));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_inspected_without_running() {
+    let s = Server::start().await;
+    // Any role may inspect: it changes nothing.
+    let viewer = s.as_key(&s.key_in("default", "viewer").await);
+    let inspect = |body: &'static str| {
+        viewer
+            .http
+            .post(format!("{}/api/v1/workflows/inspect", viewer.base))
+            .header("Content-Type", "text/plain")
+            .body(body)
+            .send()
+    };
+    let r = inspect("version: 1.0\ntasks:\n  t1:\n    action: core.noop\n")
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json"), json!([]));
+    let r = inspect(
+        "version: 1.0\ntasks:\n  t1:\n    next:\n      - when: <% 1 + %>\n        do: nope\n",
+    )
+    .await
+    .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let problems = r.json::<Value>().await.expect("json");
+    let paths: Vec<(&str, &str)> = problems
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| {
+            (
+                p["spec_path"].as_str().expect("path"),
+                p["type"].as_str().expect("type"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("tasks.t1.next[0].when", "expression"),
+            ("tasks.t1.next[0].do", "semantic")
+        ],
+        "{problems}"
+    );
+    s.stop().await;
+}

@@ -21,6 +21,7 @@ mod sensors;
 mod shapes;
 mod stream;
 mod v1;
+mod workflows;
 
 use std::future::Future;
 use std::net::SocketAddr;

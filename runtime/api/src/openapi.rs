@@ -58,6 +58,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::v1::list_webhooks,
         crate::v1::webhook,
         crate::v1::get_webhook,
+        crate::workflows::inspect,
         crate::v1::list_rule_types,
         crate::v1::get_rule_type,
         crate::v1::list_trigger_types,

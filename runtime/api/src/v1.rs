@@ -52,6 +52,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::keys::routes())
         .merge(crate::packs::routes())
         .merge(crate::stream::routes())
+        .merge(crate::workflows::routes())
 }
 
 /// Whether the server answers (no authentication needed).

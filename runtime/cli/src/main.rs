@@ -16,6 +16,7 @@ mod remote;
 mod rules;
 mod sensor;
 mod serve;
+mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +114,9 @@ enum Command {
     /// Users with passwords, for tokens (POST /auth/v1/tokens).
     #[command(subcommand)]
     User(accounts::UserCommand),
+    /// Orquesta workflows: inspect a definition without running it.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// Print performance figures.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
         Command::Tenant(cmd) => accounts::tenant(&cli.data_dir, &remote, cmd),
         Command::Apikey(cmd) => accounts::apikey(&cli.data_dir, &remote, cmd),
         Command::User(cmd) => accounts::user(&cli.data_dir, cmd),
+        Command::Workflow(cmd) => workflow::workflow(cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
     };
     match outcome {

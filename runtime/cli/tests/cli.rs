@@ -1154,3 +1154,49 @@ fn serve_loads_action_components_before_their_first_execution() {
     assert_eq!(executions, serde_json::json!([]), "nothing ran");
     server.terminate();
 }
+
+#[test]
+fn workflow_inspect_names_each_problem_by_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "version: 1.0\ntasks:\n  t1:\n    action: core.noop\n    next:\n      - do: t2\n  t2:\n    action: core.echo message=<% ctx(x) %>\n",
+    )
+    .expect("write");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1.0\ntasks:\n  t1:\n    action: core.noop\n    next:\n      - when: <% succeeded( %>\n        do: t9\n",
+    )
+    .expect("write");
+    let env = Env::new();
+    let out = env.squall(&["workflow", "inspect", good.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        format!("{}: ok (2 tasks)", good.display())
+    );
+    let out = env.squall(&[
+        "workflow",
+        "inspect",
+        good.to_str().expect("utf-8"),
+        bad.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "{}: tasks.t1.next[0].when: invalid YAQL",
+            bad.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}: tasks.t1.next[0].do: unknown task 't9'",
+            bad.display()
+        )),
+        "{text}"
+    );
+}

@@ -289,6 +289,10 @@ const STEPS: &[Step] = &[
             t.ok_eventually("squall sensor list", "automaton.");
         },
     ),
+    (
+        "squall workflow inspect packs/examples/actions/workflows/greet.yaml",
+        |t, c| t.ok(c, "greet.yaml: ok (3 tasks)"),
+    ),
 ];
 
 /// The commands README.md shows, in order: (first line, whole command).
