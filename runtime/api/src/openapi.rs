@@ -148,7 +148,8 @@ mod tests {
                     .count()
             })
             .sum();
-        assert_eq!(operations, 62, "one operation per route");
+        assert_eq!(operations, 63, "one operation per route");
+        assert!(doc.paths.paths.contains_key("/api/v1/workflows/inspect"));
         let upload = doc
             .paths
             .paths
