@@ -270,3 +270,29 @@ pub fn st2client(tmp: &Path) -> Option<PathBuf> {
     std::fs::write(&complete, ST2CLIENT).expect("mark the venv complete");
     Some(st2)
 }
+
+/// The address a `squall serve` child (stdout piped) says it listens on —
+/// its first line, `squall: listening on http://ADDR` — waited for up to
+/// `within`; the child is killed and `what` named if it does not say so.
+pub fn listening_addr(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> String {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("squall serve's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(within).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("{what}: not listening within {within:?}")
+    });
+    line.trim()
+        .strip_prefix("squall: listening on http://")
+        .unwrap_or_else(|| panic!("{what}: unexpected first line {line:?}"))
+        .to_owned()
+}

@@ -347,7 +347,6 @@ fn admin_key(data: &Path) -> String {
 
 impl Served {
     fn start(data: &Path, packs: &[&Path]) -> Self {
-        use std::io::BufRead as _;
         let key = admin_key(data);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
         cmd.arg("--data-dir")
@@ -363,22 +362,7 @@ impl Served {
             .stderr(errors)
             .spawn()
             .expect("squall serve starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("squall serve did not listen within {PATIENCE:?}")
-        });
-        let addr = line
-            .trim()
-            .strip_prefix("squall: listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let addr = squall_tests::listening_addr(&mut child, PATIENCE, "squall serve");
         Self { child, addr, key }
     }
 

@@ -20,7 +20,6 @@
 //! of every 30.
 
 use std::collections::BTreeMap;
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -535,22 +534,7 @@ impl Tour {
     fn serve(&mut self, text: &str) {
         self.stop();
         let mut child = self.spawn(text, Stdio::piped());
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("$ {text}: not listening within {PATIENCE:?}")
-        });
-        self.addr = line
-            .trim()
-            .strip_prefix("squall: listening on http://")
-            .unwrap_or_else(|| panic!("$ {text}: {line:?}"))
-            .to_owned();
+        self.addr = squall_tests::listening_addr(&mut child, PATIENCE, &format!("$ {text}"));
         self.server = Some(child);
     }
 

@@ -97,6 +97,16 @@ impl InstallError {
     /// paths relative to its archive (`roots` are where the server unpacked
     /// it), advice it can follow. Errors the API reports as the server's
     /// own (I/O, store) stay as they are: their text is logged, not shown.
+    /// `kind` (`action` or `sensor`) `name` names a component the archive
+    /// lacks; it belongs in `<kind>s/`.
+    fn not_shipped(kind: &str, name: String, entry_point: &Path) -> Self {
+        Self::NotShipped {
+            what: format!("{kind} '{name}'"),
+            expected: format!("{kind}s/{}", entry_point.display()),
+            entry_point: entry_point.display().to_string(),
+        }
+    }
+
     fn in_archive(self, roots: &[String]) -> Self {
         use PackError as P;
         match self {
@@ -116,11 +126,7 @@ impl InstallError {
                 action,
                 entry_point,
                 ..
-            }) => Self::NotShipped {
-                what: format!("action '{action}'"),
-                expected: format!("actions/{}", entry_point.display()),
-                entry_point: entry_point.display().to_string(),
-            },
+            }) => Self::not_shipped("action", action.to_string(), &entry_point),
             // The compile cache is the server's own business.
             Self::Pack(
                 P::ActionComponent { ref cause, .. } | P::SensorComponent { ref cause, .. },
@@ -129,11 +135,7 @@ impl InstallError {
                 sensor,
                 entry_point,
                 ..
-            }) => Self::NotShipped {
-                what: format!("sensor '{sensor}'"),
-                expected: format!("sensors/{}", entry_point.display()),
-                entry_point: entry_point.display().to_string(),
-            },
+            }) => Self::not_shipped("sensor", sensor, &entry_point),
             other => {
                 let mut text = other.to_string();
                 for root in roots {

@@ -5,7 +5,8 @@
 //! Python `str()` (`True`, `None`, `{'a': 1}`), as StackStorm renders them.
 //! Lists and maps are rendered item by item. Orquesta's functions (`ctx`,
 //! `result`, `item`, `succeeded`, `failed`, `completed`, `zip`, `json`) are
-//! the same in YAQL and Jinja; others come from the [`Host`].
+//! the same in YAQL and Jinja; others come from the scope's host (a
+//! [`yaql::Host`], for `task()`, `st2kv()`, ...).
 //!
 //! Values are rendered once: a result or a parameter that holds `<% %>` is
 //! data, not an expression (StackStorm evaluates it again; st2#5956).
@@ -18,27 +19,6 @@ use crate::expr::{self, Piece};
 use crate::pyfmt::python_str;
 use crate::yaql;
 
-/// Functions beyond Orquesta's own (`task()`, `st2kv()`, ...).
-pub trait Host: Send + Sync {
-    /// Call `name`; `None` when there is no such function.
-    fn call(
-        &self,
-        name: &str,
-        args: &[Value],
-        named: &[(String, Value)],
-    ) -> Option<Result<Value, String>>;
-}
-
-/// A host with no functions of its own.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoHost;
-
-impl Host for NoHost {
-    fn call(&self, _: &str, _: &[Value], _: &[(String, Value)]) -> Option<Result<Value, String>> {
-        None
-    }
-}
-
 /// What expressions see.
 #[derive(Clone)]
 pub struct Scope {
@@ -50,7 +30,8 @@ pub struct Scope {
     pub item: Option<Value>,
     /// The task's status (`succeeded()`, `failed()`, `completed()`).
     pub status: Option<String>,
-    pub host: Arc<dyn Host>,
+    /// Functions beyond Orquesta's own (`task()`, `st2kv()`, ...).
+    pub host: Arc<dyn yaql::Host + Send + Sync>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -72,7 +53,7 @@ impl Scope {
             result: None,
             item: None,
             status: None,
-            host: Arc::new(NoHost),
+            host: Arc::new(yaql::NoHost),
         }
     }
 }
@@ -321,7 +302,7 @@ mod tests {
             result: Some(json!({"stdout": "hi", "succeeded": true})),
             item: Some(json!({"x": 1})),
             status: Some("succeeded".to_owned()),
-            host: Arc::new(NoHost),
+            host: Arc::new(yaql::NoHost),
         }
     }
 
