@@ -123,7 +123,13 @@ fn eval(expr: &Expr, s: &Scope) -> Result<Value, Error> {
         } => {
             let t = eval(target, s)?;
             match t {
-                Value::Object(map) => map.get(name).cloned().unwrap_or(Value::Null),
+                Value::Object(map) => match map.get(name) {
+                    Some(v) => v.clone(),
+                    None if *null_safe => Value::Null,
+                    // As Orquesta's YAQL: `.get()` and `?.` are the
+                    // lenient reads.
+                    None => return Err(fail(format!("unable to resolve key '{name}'"))),
+                },
                 Value::Null if *null_safe => Value::Null,
                 other => {
                     return Err(fail(format!(
@@ -1101,7 +1107,8 @@ mod tests {
             ("[1] + [2]", json!([1, 2])),
             ("1 = 1.0", json!(true)),
             ("$.x = 5 and $.x > 4", json!(true)),
-            ("$.missing = null", json!(true)),
+            ("$?.missing = null", json!(true)),
+            ("$.get(missing) = null", json!(true)),
             ("not $.x = 5", json!(false)),
             ("$.x != 5 or 'fallback'", json!("fallback")),
             ("null and 1", json!(null)),
@@ -1127,7 +1134,7 @@ mod tests {
             ("{'a' => 1, 'b' => 2}.keys()", json!(["a", "b"])),
             ("{'a' => 1}.items()", json!([["a", 1]])),
             ("{'a' => 1}.containsKey('a')", json!(true)),
-            ("coalesce(null, $.missing, 3)", json!(3)),
+            ("coalesce(null, $.get(missing), 3)", json!(3)),
             ("range(3)", json!([0, 1, 2])),
             ("range(1, 7, 2)", json!([1, 3, 5])),
             ("let(y => 2) -> $y * $.x", json!(10)),
@@ -1139,7 +1146,7 @@ mod tests {
             ("ctx().name", json!("web")),
             ("ctx(a) + 1", json!(2)),
             ("ctx().list.orderBy($)", json!([1, 2, 3])),
-            ("$.missing?.deeper", json!(null)),
+            ("$?.missing?.deeper", json!(null)),
             ("list(1, 'a')", json!([1, "a"])),
             ("[1, 2, 2].distinct()", json!([1, 2])),
             ("[1, 2, 3].any($ > 2)", json!(true)),
@@ -1168,6 +1175,7 @@ mod tests {
             ("ctx(b)", "variable 'b' is not defined"),
             ("1 + 'a'", "cannot apply '+' to a integer and a string"),
             ("$.x.y", "cannot read '.y' of a integer"),
+            ("$.missing", "unable to resolve key 'missing'"),
             ("[1][5]", "index 5 is out of a list of 1"),
             ("1 / 0", "division by zero"),
             ("len()", "len() takes 1 argument, 0 given"),

@@ -1,0 +1,1310 @@
+//! The conductor: Orquesta's semantics as a pure state machine.
+//!
+//! Events go in (the workflow starts, an action ended, pause, resume,
+//! cancel); the new state and what to do come out (actions to run, task
+//! records that changed). The conductor does no IO: the reactor persists
+//! each [`Step`] in the transaction that records the event, and runs what
+//! it asks for.
+//!
+//! State is kept so that it grows with the data, not with the events: one
+//! [`TaskExecution`] per task run (written when it starts and when it ends),
+//! and a small [`Head`] (status, join barriers, routes, errors). The items
+//! of a with-items task live in the item executions' own records; the
+//! reactor hands them back with [`Conductor::restore`] after a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::render::{Scope, render};
+use crate::spec::{Join, Retry, Target, Task, TaskInput, Workflow};
+use crate::yaql::{self, Host};
+
+/// The most items a with-items task may run over. More fail the task: a
+/// list that long belongs in a loop of batches, not in one task.
+pub const MAX_ITEMS: usize = 100_000;
+
+/// The default bound on task executions (tasks and items) per workflow.
+pub const DEFAULT_MAX_TASKS: u64 = 100_000;
+
+/// A workflow's status, as StackStorm names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowStatus {
+    Running,
+    Pausing,
+    Paused,
+    Canceling,
+    Canceled,
+    Succeeded,
+    Failed,
+}
+
+impl WorkflowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Pausing => "pausing",
+            Self::Paused => "paused",
+            Self::Canceling => "canceling",
+            Self::Canceled => "canceled",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the workflow has ended.
+    pub fn is_completed(self) -> bool {
+        matches!(self, Self::Canceled | Self::Succeeded | Self::Failed)
+    }
+}
+
+/// A task execution's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Ready, held back while the workflow is paused.
+    Staged,
+    /// Its action (or its items) requested or running.
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staged => "staged",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_completed(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+/// How an action execution ended (StackStorm's statuses: an action that
+/// ended `timeout` or `abandoned` makes its task `failed`).
+pub fn task_status_of(action_status: &str) -> TaskStatus {
+    match action_status {
+        "succeeded" => TaskStatus::Succeeded,
+        "canceled" => TaskStatus::Canceled,
+        _ => TaskStatus::Failed,
+    }
+}
+
+/// One run of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecution {
+    pub name: String,
+    pub route: u32,
+    pub status: TaskStatus,
+    /// What its branch published before it: its context beyond the
+    /// workflow's own.
+    pub ctx: Map<String, Value>,
+    /// 0 for the first attempt, then one more per retry.
+    pub attempt: u32,
+    /// The action's result; a list of the items' results for a with-items
+    /// task.
+    pub result: Option<Value>,
+    /// A later attempt replaced this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+    /// For a task after which no task ran: its context with what it
+    /// published, for the workflow's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Items>,
+}
+
+/// The items of a with-items task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Items {
+    pub values: Vec<Value>,
+    /// How many may be active at once.
+    pub concurrency: usize,
+    /// Each started item's end, once it ended. Not persisted with the task:
+    /// the item executions hold it ([`Conductor::restore`]).
+    #[serde(skip)]
+    pub ends: Vec<Option<ItemEnd>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemEnd {
+    pub succeeded: bool,
+    pub result: Value,
+}
+
+impl Items {
+    fn active(&self) -> usize {
+        self.ends.iter().filter(|e| e.is_none()).count()
+    }
+
+    fn any_failed(&self) -> bool {
+        self.ends.iter().flatten().any(|e| !e.succeeded)
+    }
+}
+
+/// A join barrier waiting for its inbound branches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Barrier {
+    /// (task arrived from, what its branch published), in arrival order.
+    pub arrivals: Vec<(String, Map<String, Value>)>,
+    /// How many times the joined task ran.
+    pub fired: u32,
+}
+
+/// The workflow's own state beside its task executions: small, written
+/// with every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    pub status: WorkflowStatus,
+    /// Join barriers by `task|route`.
+    pub barriers: BTreeMap<String, Barrier>,
+    /// Route signatures; a route's number is its index.
+    pub routes: Vec<String>,
+    /// Errors in StackStorm's shape, remediated ones included.
+    pub errors: Vec<Value>,
+    pub output: Option<Value>,
+    /// A failure was not remediated: no new task starts.
+    pub failing: bool,
+    /// Task executions and items started so far.
+    pub launched: u64,
+}
+
+/// Everything the conductor knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// The workflow's own context: input, vars and what the caller adds
+    /// (`st2`, `parent`).
+    pub ctx: Map<String, Value>,
+    pub head: Head,
+    pub tasks: Vec<TaskExecution>,
+}
+
+/// An action to run for a task (or one of its items).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The task execution's index.
+    pub task: usize,
+    pub name: String,
+    pub route: u32,
+    pub item: Option<usize>,
+    pub action: String,
+    pub input: Map<String, Value>,
+    /// Seconds to wait first.
+    pub delay: Option<u64>,
+}
+
+/// What one event changed and asks for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Step {
+    pub runs: Vec<Run>,
+    /// Task executions to write (new or changed), by index.
+    pub changed: BTreeSet<usize>,
+}
+
+/// Bounds on one workflow.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_tasks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tasks: DEFAULT_MAX_TASKS,
+        }
+    }
+}
+
+/// One workflow's state machine.
+pub struct Conductor {
+    spec: Arc<Workflow>,
+    host: Arc<dyn Host + Send + Sync>,
+    limits: Limits,
+    /// The definition calls `task()` or `task_status()`.
+    reads_tasks: bool,
+    /// Inbound transitions per task.
+    inbound: BTreeMap<String, Inbound>,
+    pub state: State,
+    step: Step,
+}
+
+#[derive(Debug, Default)]
+struct Inbound {
+    transitions: usize,
+    tasks: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Conductor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conductor")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error_entry(message: impl Into<String>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("type".into(), json!("error"));
+    m.insert("message".into(), json!(message.into()));
+    m
+}
+
+const FAILED_MESSAGE: &str = "Execution failed. See result for details.";
+
+impl Conductor {
+    fn new(
+        spec: Arc<Workflow>,
+        host: Arc<dyn Host + Send + Sync>,
+        limits: Limits,
+        state: State,
+    ) -> Self {
+        let mut inbound: BTreeMap<String, Inbound> = BTreeMap::new();
+        for (name, task) in &spec.tasks {
+            for t in &task.next {
+                for target in &t.targets {
+                    if let Target::Task(next) = target {
+                        let entry = inbound.entry(next.clone()).or_default();
+                        entry.transitions += 1;
+                        entry.tasks.insert(name.clone());
+                    }
+                }
+            }
+        }
+        let reads_tasks = mentions(&spec, &["task(", "task_status("]);
+        Self {
+            spec,
+            host,
+            limits,
+            reads_tasks,
+            inbound,
+            state,
+            step: Step::default(),
+        }
+    }
+
+    /// Start a workflow: input (given values, else defaults, in order),
+    /// vars, then the start tasks. `extra` joins the context as is
+    /// (StackStorm's `st2` and `parent`).
+    pub fn start(
+        spec: Arc<Workflow>,
+        host: Arc<dyn Host + Send + Sync>,
+        limits: Limits,
+        given: &Map<String, Value>,
+        extra: Map<String, Value>,
+    ) -> (Self, Step) {
+        let state = State {
+            ctx: extra,
+            head: Head {
+                status: WorkflowStatus::Running,
+                barriers: BTreeMap::new(),
+                routes: vec![String::new()],
+                errors: Vec::new(),
+                output: None,
+                failing: false,
+                launched: 0,
+            },
+            tasks: Vec::new(),
+        };
+        let mut c = Self::new(spec.clone(), host, limits, state);
+        let mut failed = None;
+        for (name, default) in &spec.input {
+            let value = match (given.get(name), default) {
+                (Some(v), _) => Ok(v.clone()),
+                (None, Some(d)) => render(d, &c.scope(&Map::new(), None)),
+                (None, None) => Ok(Value::Null),
+            };
+            match value {
+                Ok(v) => {
+                    c.state.ctx.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    failed = Some(format!("input.{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            for (name, template) in &spec.vars {
+                match render(template, &c.scope(&Map::new(), None)) {
+                    Ok(v) => {
+                        c.state.ctx.insert(name.clone(), v);
+                    }
+                    Err(e) => {
+                        failed = Some(format!("vars.{name}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(message) => {
+                c.state
+                    .head
+                    .errors
+                    .push(Value::Object(error_entry(message)));
+                c.state.head.failing = true;
+            }
+            None => {
+                for name in spec.start_tasks() {
+                    c.arrive(name, 0, Map::new(), None);
+                }
+            }
+        }
+        c.settle();
+        let step = std::mem::take(&mut c.step);
+        (c, step)
+    }
+
+    /// A conductor for a state read back after a restart. Each with-items
+    /// task's `items.ends` must hold what its item executions say: one
+    /// entry per item started, `None` while it has not ended.
+    pub fn restore(
+        spec: Arc<Workflow>,
+        host: Arc<dyn Host + Send + Sync>,
+        limits: Limits,
+        state: State,
+    ) -> Self {
+        Self::new(spec, host, limits, state)
+    }
+
+    pub fn status(&self) -> WorkflowStatus {
+        self.state.head.status
+    }
+
+    /// The workflow's result as StackStorm shapes it: `{output}`, with
+    /// `errors` when it failed.
+    pub fn result(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "output".into(),
+            self.state.head.output.clone().unwrap_or(Value::Null),
+        );
+        if self.state.head.status == WorkflowStatus::Failed {
+            m.insert(
+                "errors".into(),
+                Value::Array(self.state.head.errors.clone()),
+            );
+        }
+        Value::Object(m)
+    }
+
+    /// The actions running for this workflow now: (task index, item).
+    pub fn active_runs(&self) -> Vec<(usize, Option<usize>)> {
+        let mut out = Vec::new();
+        for (i, t) in self.state.tasks.iter().enumerate() {
+            if t.status != TaskStatus::Running {
+                continue;
+            }
+            match &t.items {
+                Some(items) => out.extend(
+                    items
+                        .ends
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.is_none())
+                        .map(|(k, _)| (i, Some(k))),
+                ),
+                None => out.push((i, None)),
+            }
+        }
+        out
+    }
+
+    /// An action run for task execution `task` (item `item`) ended with
+    /// `status` (StackStorm's execution status) and `result`. An end for a
+    /// task or item that is not running is ignored (an empty step).
+    pub fn action_ended(
+        &mut self,
+        task: usize,
+        item: Option<usize>,
+        status: &str,
+        result: Value,
+    ) -> Step {
+        let Some(t) = self.state.tasks.get_mut(task) else {
+            return Step::default();
+        };
+        if t.status != TaskStatus::Running {
+            return Step::default();
+        }
+        let ended = task_status_of(status);
+        match (item, t.items.as_mut()) {
+            (Some(k), Some(items)) => {
+                let Some(slot @ None) = items.ends.get_mut(k) else {
+                    return Step::default();
+                };
+                *slot = Some(ItemEnd {
+                    succeeded: ended == TaskStatus::Succeeded,
+                    result,
+                });
+                if ended == TaskStatus::Canceled {
+                    // One canceled item cancels its task once the others end.
+                    t.result = Some(Value::Null);
+                }
+                self.pump_items(task);
+            }
+            (None, None) => {
+                t.status = ended;
+                t.result = Some(result);
+                self.step.changed.insert(task);
+                self.task_ended(task);
+            }
+            _ => return Step::default(),
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// Pause: `pausing` while tasks are active, `paused` when none is. New
+    /// tasks wait, staged, for [`Conductor::resume`].
+    pub fn pause(&mut self) -> Step {
+        if matches!(self.state.head.status, WorkflowStatus::Running) {
+            self.state.head.status = WorkflowStatus::Pausing;
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// Resume a paused or pausing workflow: staged tasks start.
+    pub fn resume(&mut self) -> Step {
+        if matches!(
+            self.state.head.status,
+            WorkflowStatus::Pausing | WorkflowStatus::Paused
+        ) {
+            self.state.head.status = WorkflowStatus::Running;
+            for i in 0..self.state.tasks.len() {
+                match self.state.tasks[i].status {
+                    TaskStatus::Staged => self.launch(i),
+                    TaskStatus::Running if self.state.tasks[i].items.is_some() => {
+                        self.pump_items(i)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// Cancel: staged tasks and unstarted items never run; the workflow is
+    /// `canceling` until its active actions end (the caller cancels them),
+    /// then `canceled`.
+    pub fn cancel(&mut self) -> Step {
+        if self.state.head.status.is_completed() {
+            return Step::default();
+        }
+        self.state.head.status = WorkflowStatus::Canceling;
+        for i in 0..self.state.tasks.len() {
+            if self.state.tasks[i].status == TaskStatus::Staged {
+                self.state.tasks[i].status = TaskStatus::Canceled;
+                self.step.changed.insert(i);
+            }
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// The scope of a task's branch: the workflow's context with `delta`.
+    fn scope(&self, delta: &Map<String, Value>, current: Option<&str>) -> Scope {
+        let mut ctx = self.state.ctx.clone();
+        for (k, v) in delta {
+            ctx.insert(k.clone(), v.clone());
+        }
+        let host: Arc<dyn Host + Send + Sync> = if self.reads_tasks {
+            Arc::new(TaskHost {
+                tasks: self.task_views(),
+                current: current.map(str::to_owned),
+                inner: self.host.clone(),
+            })
+        } else {
+            self.host.clone()
+        };
+        Scope {
+            ctx: Value::Object(ctx),
+            result: None,
+            item: None,
+            status: None,
+            host,
+        }
+    }
+
+    /// `task()`'s view of each task, the latest run of each name.
+    fn task_views(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for (i, t) in self.state.tasks.iter().enumerate() {
+            out.insert(
+                t.name.clone(),
+                json!({
+                    "task_execution_id": i,
+                    "task_name": t.name,
+                    "task_id": t.name,
+                    "route": t.route,
+                    "status": t.status.as_str(),
+                    "result": match (&t.items, &t.result) {
+                        (Some(_), Some(Value::Array(results))) => json!({"items": results.iter().map(|r| json!({"result": r})).collect::<Vec<_>>()}),
+                        (_, r) => r.clone().unwrap_or(Value::Null),
+                    },
+                }),
+            );
+        }
+        out
+    }
+
+    fn fail(&mut self, entry: Map<String, Value>) {
+        self.log_error(entry);
+        self.state.head.failing = true;
+    }
+
+    /// Add an error entry once (StackStorm de-duplicates them).
+    fn log_error(&mut self, entry: Map<String, Value>) {
+        let entry = Value::Object(entry);
+        if !self.state.head.errors.contains(&entry) {
+            self.state.head.errors.push(entry);
+        }
+    }
+
+    fn expression_error(&mut self, task: &str, route: u32, field: &str, e: &str) {
+        let mut entry = error_entry(format!("tasks.{task}.{field}: {e}"));
+        entry.insert("task_id".into(), json!(task));
+        entry.insert("route".into(), json!(route));
+        self.fail(entry);
+    }
+
+    /// A branch arrives at `name` with what it published. `from` is the
+    /// task it came from and the index of the transition.
+    fn arrive(
+        &mut self,
+        name: &str,
+        route: u32,
+        delta: Map<String, Value>,
+        from: Option<(&str, usize)>,
+    ) {
+        let Some(task) = self.spec.tasks.get(name) else {
+            return;
+        };
+        let inbound = self.inbound.get(name);
+        if let Some(join) = task.join {
+            let needed = match join {
+                Join::All => inbound.map_or(0, |i| i.tasks.len()),
+                Join::Count(n) => n as usize,
+            };
+            let key = format!("{name}|{route}");
+            let barrier = self.state.head.barriers.entry(key).or_default();
+            barrier
+                .arrivals
+                .push((from.map(|(f, _)| f.to_owned()).unwrap_or_default(), delta));
+            let distinct: BTreeSet<&str> =
+                barrier.arrivals.iter().map(|(f, _)| f.as_str()).collect();
+            if distinct.len() < needed.max(1) {
+                return;
+            }
+            // Each branch's delta layered in arrival order: the last wins.
+            let mut merged = Map::new();
+            for (_, d) in &barrier.arrivals {
+                for (k, v) in d {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            if barrier.fired > 0 {
+                // join: N — a later branch runs the task again with its own.
+                merged = barrier
+                    .arrivals
+                    .last()
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_default();
+            }
+            barrier.fired += 1;
+            self.create(name, route, merged);
+            return;
+        }
+        // Reached by several transitions without a join: each arrival is
+        // a branch (route) of its own.
+        let route = match (from, inbound) {
+            (Some((f, idx)), Some(i)) if i.transitions > 1 => {
+                let signature = format!("{route}/{f}.{idx}");
+                match self.state.head.routes.iter().position(|r| *r == signature) {
+                    Some(r) => r as u32,
+                    None => {
+                        self.state.head.routes.push(signature);
+                        (self.state.head.routes.len() - 1) as u32
+                    }
+                }
+            }
+            _ => route,
+        };
+        self.create(name, route, delta);
+    }
+
+    /// A new task execution, launched unless the workflow is paused.
+    fn create(&mut self, name: &str, route: u32, ctx: Map<String, Value>) {
+        self.push_task(TaskExecution {
+            name: name.to_owned(),
+            route,
+            status: TaskStatus::Staged,
+            ctx,
+            attempt: 0,
+            result: None,
+            retried: false,
+            out: None,
+            items: None,
+        });
+    }
+
+    fn push_task(&mut self, t: TaskExecution) {
+        if self.state.head.failing
+            || matches!(
+                self.state.head.status,
+                WorkflowStatus::Canceling | WorkflowStatus::Canceled
+            )
+        {
+            return;
+        }
+        self.state.head.launched += 1;
+        if self.state.head.launched > self.limits.max_tasks {
+            self.over_limit();
+            return;
+        }
+        self.state.tasks.push(t);
+        let i = self.state.tasks.len() - 1;
+        self.step.changed.insert(i);
+        if self.state.head.status == WorkflowStatus::Running {
+            self.launch(i);
+        }
+    }
+
+    fn over_limit(&mut self) {
+        let max = self.limits.max_tasks;
+        self.fail(error_entry(format!(
+            "the workflow reached its limit of {max} task executions (--max-workflow-tasks); does it loop for ever?"
+        )));
+    }
+
+    /// Start task execution `i`: render its action and input and ask for
+    /// the run; an action-less task succeeds at once.
+    fn launch(&mut self, i: usize) {
+        let spec = self.spec.clone();
+        let (name, route) = (self.state.tasks[i].name.clone(), self.state.tasks[i].route);
+        let task = &spec.tasks[&name];
+        self.state.tasks[i].status = TaskStatus::Running;
+        self.step.changed.insert(i);
+        if task.action.is_none() {
+            self.state.tasks[i].status = TaskStatus::Succeeded;
+            self.state.tasks[i].result = Some(Value::Null);
+            self.task_ended(i);
+            return;
+        }
+        let scope = self.scope(&self.state.tasks[i].ctx.clone(), Some(&name));
+        let delay = match self.delay_of(task, i, &scope) {
+            Ok(d) => d,
+            Err(e) => return self.launch_failed(i, "delay", &e),
+        };
+        let Some(with) = &task.with else {
+            match run_of(task, &scope) {
+                Ok((action, input)) => self.step.runs.push(Run {
+                    task: i,
+                    name,
+                    route,
+                    item: None,
+                    action,
+                    input,
+                    delay,
+                }),
+                Err((field, e)) => self.launch_failed(i, field, &e),
+            }
+            return;
+        };
+        let values = match render(&with.items, &scope) {
+            Ok(Value::Array(values)) => values,
+            Ok(other) => {
+                return self.launch_failed(
+                    i,
+                    "with.items",
+                    &format!("expected a list of items, got {}", kind(&other)),
+                );
+            }
+            Err(e) => return self.launch_failed(i, "with.items", &e),
+        };
+        if values.len() > MAX_ITEMS {
+            return self.launch_failed(
+                i,
+                "with.items",
+                &format!(
+                    "{} items is more than a task may run over (at most {MAX_ITEMS})",
+                    values.len()
+                ),
+            );
+        }
+        let values = if with.names.is_empty() {
+            values
+        } else {
+            values
+                .into_iter()
+                .map(|v| name_item(&with.names, v))
+                .collect()
+        };
+        let concurrency = match &with.concurrency {
+            None => values.len().max(1),
+            Some(c) => match render(c, &scope) {
+                Ok(v) => match v.as_i64() {
+                    Some(n) => n.max(1) as usize,
+                    None if v.is_null() => values.len().max(1),
+                    None => {
+                        return self.launch_failed(
+                            i,
+                            "with.concurrency",
+                            &format!("expected an integer, got {}", kind(&v)),
+                        );
+                    }
+                },
+                Err(e) => return self.launch_failed(i, "with.concurrency", &e),
+            },
+        };
+        self.state.tasks[i].items = Some(Items {
+            values,
+            concurrency,
+            ends: Vec::new(),
+        });
+        self.pump_items_with(i, delay);
+    }
+
+    fn delay_of(&self, task: &Task, i: usize, scope: &Scope) -> Result<Option<u64>, String> {
+        let t = &self.state.tasks[i];
+        let template = match (&task.retry, t.attempt) {
+            (Some(Retry { delay: Some(d), .. }), 1..) => Some(d),
+            _ => task.delay.as_ref(),
+        };
+        let Some(template) = template else {
+            return Ok(None);
+        };
+        let v = render(template, scope)?;
+        match v.as_u64() {
+            Some(s) => Ok(Some(s)),
+            None if v.is_null() => Ok(None),
+            None => Err(format!("expected a whole number of seconds, got {v}")),
+        }
+    }
+
+    fn launch_failed(&mut self, i: usize, field: &str, e: &str) {
+        let t = &mut self.state.tasks[i];
+        t.status = TaskStatus::Failed;
+        t.result = Some(Value::Null);
+        let (name, route) = (t.name.clone(), t.route);
+        self.step.changed.insert(i);
+        self.expression_error(&name, route, field, e);
+    }
+
+    /// Start what items may start now; end the task once none is active
+    /// and no more will start.
+    fn pump_items(&mut self, i: usize) {
+        self.pump_items_with(i, None);
+    }
+
+    fn pump_items_with(&mut self, i: usize, delay: Option<u64>) {
+        let spec = self.spec.clone();
+        let name = self.state.tasks[i].name.clone();
+        let route = self.state.tasks[i].route;
+        let task = &spec.tasks[&name];
+        let halted =
+            self.state.head.failing || !matches!(self.state.head.status, WorkflowStatus::Running);
+        loop {
+            let t = &self.state.tasks[i];
+            let items = t.items.as_ref().expect("a with-items task");
+            let stop = items.any_failed() || t.result.is_some() || halted;
+            let started = items.ends.len();
+            if stop || started >= items.values.len() || items.active() >= items.concurrency {
+                break;
+            }
+            self.state.head.launched += 1;
+            if self.state.head.launched > self.limits.max_tasks {
+                self.over_limit();
+                break;
+            }
+            let mut scope = self.scope(&t.ctx.clone(), Some(&name));
+            scope.item = Some(items.values[started].clone());
+            let run = run_of(task, &scope);
+            let items = self.state.tasks[i]
+                .items
+                .as_mut()
+                .expect("a with-items task");
+            match run {
+                Ok((action, input)) => {
+                    items.ends.push(None);
+                    self.step.runs.push(Run {
+                        task: i,
+                        name: name.clone(),
+                        route,
+                        item: Some(started),
+                        action,
+                        input,
+                        delay,
+                    });
+                }
+                Err((field, e)) => {
+                    items.ends.push(Some(ItemEnd {
+                        succeeded: false,
+                        result: Value::Null,
+                    }));
+                    self.expression_error(&name, route, field, &e);
+                }
+            }
+        }
+        let t = &mut self.state.tasks[i];
+        let items = t.items.as_ref().expect("a with-items task");
+        let all_started = items.ends.len() == items.values.len();
+        let stopped = items.any_failed() || t.result.is_some() || self.state.head.failing;
+        let canceling = matches!(self.state.head.status, WorkflowStatus::Canceling);
+        if items.active() > 0 || !(all_started || stopped || canceling) {
+            return;
+        }
+        let canceled = t.result.is_some() || (canceling && !all_started);
+        let results: Vec<Value> = items
+            .ends
+            .iter()
+            .flatten()
+            .map(|e| e.result.clone())
+            .collect();
+        t.status = if canceled {
+            TaskStatus::Canceled
+        } else if items.any_failed() || !all_started {
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Succeeded
+        };
+        t.result = Some(Value::Array(results));
+        self.step.changed.insert(i);
+        self.task_ended(i);
+    }
+
+    /// Task execution `i` ended: retry it, or follow its transitions, and
+    /// apply the fail-fast rule.
+    fn task_ended(&mut self, i: usize) {
+        let spec = self.spec.clone();
+        let t = self.state.tasks[i].clone();
+        let task = &spec.tasks[&t.name];
+        if matches!(
+            self.state.head.status,
+            WorkflowStatus::Canceling | WorkflowStatus::Canceled
+        ) {
+            return;
+        }
+        let status = t.status.as_str();
+        let mut scope = self.scope(&t.ctx, Some(&t.name));
+        scope.result = t.result.clone();
+        scope.status = Some(status.to_owned());
+        if t.status == TaskStatus::Canceled {
+            // A canceled task cancels its workflow.
+            self.state.head.status = WorkflowStatus::Canceling;
+            return;
+        }
+        // Retry, before anything else.
+        if let Some((retry, via)) = retry_of(task) {
+            let count = match render(&retry.count, &scope) {
+                Ok(v) => v.as_u64().unwrap_or(0),
+                Err(e) => {
+                    return self.expression_error(&t.name, t.route, "retry.count", &e);
+                }
+            };
+            let wanted = match &retry.when {
+                Some(when) => match render(when, &scope) {
+                    Ok(v) => yaql::truthy(&v),
+                    Err(e) => {
+                        let field =
+                            via.map_or("retry.when".to_owned(), |k| format!("next[{k}].when"));
+                        return self.expression_error(&t.name, t.route, &field, &e);
+                    }
+                },
+                None => t.status == TaskStatus::Failed,
+            };
+            if wanted && u64::from(t.attempt) < count && !self.state.head.failing {
+                self.state.tasks[i].retried = true;
+                self.step.changed.insert(i);
+                self.push_task(TaskExecution {
+                    attempt: t.attempt + 1,
+                    status: TaskStatus::Staged,
+                    result: None,
+                    retried: false,
+                    out: None,
+                    items: None,
+                    ..t
+                });
+                return;
+            }
+        }
+        if self.state.head.failing {
+            return;
+        }
+        let mut remediated = false;
+        let mut arrivals = Vec::new();
+        let mut out = t.ctx.clone();
+        let mut fired_task = false;
+        let mut fail = false;
+        for (k, transition) in task.next.iter().enumerate() {
+            if transition.targets.contains(&Target::Retry) {
+                continue;
+            }
+            let transition_id = |targets: &[Target]| {
+                let first = targets
+                    .iter()
+                    .find_map(|t| match t {
+                        Target::Task(n) => Some(n.as_str()),
+                        Target::Fail => Some("fail"),
+                        Target::Noop => Some("noop"),
+                        _ => None,
+                    })
+                    .unwrap_or("continue");
+                format!("{first}__t{k}")
+            };
+            let fires = match &transition.when {
+                None => true,
+                Some(when) => match render(when, &scope) {
+                    Ok(v) => yaql::truthy(&v),
+                    Err(e) => {
+                        let mut entry =
+                            error_entry(format!("tasks.{}.next[{k}].when: {e}", t.name));
+                        entry.insert("task_id".into(), json!(t.name));
+                        entry.insert("route".into(), json!(t.route));
+                        entry.insert(
+                            "task_transition_id".into(),
+                            json!(transition_id(&transition.targets)),
+                        );
+                        self.fail(entry);
+                        return;
+                    }
+                },
+            };
+            if !fires {
+                continue;
+            }
+            let mut delta = t.ctx.clone();
+            for (name, template) in &transition.publish {
+                let mut s = self.scope(&delta, Some(&t.name));
+                s.result = t.result.clone();
+                s.status = Some(status.to_owned());
+                match render(template, &s) {
+                    Ok(v) => {
+                        delta.insert(name.clone(), v);
+                    }
+                    Err(e) => {
+                        let mut entry =
+                            error_entry(format!("tasks.{}.next[{k}].publish.{name}: {e}", t.name));
+                        entry.insert("task_id".into(), json!(t.name));
+                        entry.insert("route".into(), json!(t.route));
+                        entry.insert(
+                            "task_transition_id".into(),
+                            json!(transition_id(&transition.targets)),
+                        );
+                        self.fail(entry);
+                        return;
+                    }
+                }
+            }
+            for (name, v) in &delta {
+                out.insert(name.clone(), v.clone());
+            }
+            for target in &transition.targets {
+                match target {
+                    Target::Task(next) => {
+                        remediated = true;
+                        fired_task = true;
+                        arrivals.push((next.clone(), delta.clone(), k));
+                    }
+                    Target::Noop => remediated = true,
+                    Target::Fail => fail = true,
+                    Target::Continue | Target::Retry => {}
+                }
+            }
+        }
+        if t.status == TaskStatus::Failed {
+            let mut entry = error_entry(FAILED_MESSAGE);
+            entry.insert("task_id".into(), json!(t.name));
+            entry.insert("route".into(), json!(t.route));
+            entry.insert("result".into(), t.result.clone().unwrap_or(Value::Null));
+            self.log_error(entry);
+        }
+        if fail {
+            let mut entry = error_entry(FAILED_MESSAGE);
+            entry.insert("task_id".into(), json!("fail"));
+            self.log_error(entry);
+        }
+        if !fired_task {
+            self.state.tasks[i].out = Some(out);
+            self.step.changed.insert(i);
+        }
+        // What fired runs, the siblings of `fail` included (StackStorm's
+        // run_on_fail); then an unremediated failure or `fail` stops the
+        // workflow from starting anything more.
+        for (next, delta, k) in arrivals {
+            self.arrive(&next, t.route, delta, Some((&t.name, k)));
+        }
+        if fail || (t.status == TaskStatus::Failed && !remediated) {
+            self.state.head.failing = true;
+        }
+    }
+
+    /// After an event: move the workflow's status on (paused, canceled,
+    /// finished) when nothing is active any more.
+    fn settle(&mut self) {
+        let head = &self.state.head;
+        if head.status.is_completed() {
+            return;
+        }
+        let active = self
+            .state
+            .tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::Running);
+        if active {
+            return;
+        }
+        let staged = self
+            .state
+            .tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::Staged);
+        match head.status {
+            WorkflowStatus::Pausing | WorkflowStatus::Paused if staged => {
+                self.state.head.status = WorkflowStatus::Paused;
+                return;
+            }
+            WorkflowStatus::Canceling => {
+                self.state.head.status = WorkflowStatus::Canceled;
+                self.render_output();
+                return;
+            }
+            _ => {}
+        }
+        if !self.state.head.failing {
+            let partial: Vec<String> = self
+                .state
+                .head
+                .barriers
+                .iter()
+                .filter(|(_, b)| b.fired == 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in partial {
+                self.fail(error_entry(format!(
+                    "UnreachableJoinError: The join task|route \"{key}\" is partially satisfied but unreachable."
+                )));
+            }
+        }
+        self.render_output();
+        self.state.head.status = if self.state.head.failing {
+            WorkflowStatus::Failed
+        } else {
+            WorkflowStatus::Succeeded
+        };
+    }
+
+    /// Render `output` in the context of the tasks the workflow ended on.
+    fn render_output(&mut self) {
+        if self.spec.output.is_empty() {
+            return;
+        }
+        let mut delta = Map::new();
+        for t in &self.state.tasks {
+            if let Some(out) = &t.out {
+                for (k, v) in out {
+                    delta.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut output = Map::new();
+        for (name, template) in &self.spec.output.clone() {
+            let mut layered = delta.clone();
+            for (k, v) in &output {
+                layered.insert(k.clone(), v.clone());
+            }
+            match render(template, &self.scope(&layered, None)) {
+                Ok(v) => {
+                    output.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    if self.state.head.status != WorkflowStatus::Canceling {
+                        self.fail(error_entry(format!("output.{name}: {e}")));
+                    }
+                    break;
+                }
+            }
+        }
+        self.state.head.output = Some(Value::Object(output));
+    }
+}
+
+/// The retry in force for `task`: its `retry`, else one compiled from a
+/// transition that does `retry` (with that transition's `when`, or
+/// `completed()`; 3 more attempts). The index is that transition's.
+fn retry_of(task: &Task) -> Option<(Retry, Option<usize>)> {
+    if let Some(r) = &task.retry {
+        return Some((r.clone(), None));
+    }
+    task.next.iter().enumerate().find_map(|(k, t)| {
+        t.targets.contains(&Target::Retry).then(|| {
+            (
+                Retry {
+                    when: Some(t.when.clone().unwrap_or_else(|| json!("<% completed() %>"))),
+                    count: json!(3),
+                    delay: None,
+                },
+                Some(k),
+            )
+        })
+    })
+}
+
+/// A field of a task and what is wrong with it.
+type FieldError = (&'static str, String);
+
+/// The action and input of a task in `scope`; errors name the field.
+fn run_of(task: &Task, scope: &Scope) -> Result<(String, Map<String, Value>), FieldError> {
+    let action = match task.action.as_ref().map(|a| render(a, scope)) {
+        Some(Ok(Value::String(a))) => a,
+        Some(Ok(other)) => {
+            return Err((
+                "action",
+                format!("expected an action ref, got {}", kind(&other)),
+            ));
+        }
+        Some(Err(e)) => return Err(("action", e)),
+        None => return Err(("action", "the task has no action".to_owned())),
+    };
+    let input = match &task.input {
+        TaskInput::Map(pairs) => {
+            let mut input = Map::new();
+            for (name, template) in pairs {
+                match render(template, scope) {
+                    Ok(v) => {
+                        input.insert(name.clone(), v);
+                    }
+                    Err(e) => return Err(("input", format!("{name}: {e}"))),
+                }
+            }
+            input
+        }
+        TaskInput::Expr(template) => match render(template, scope) {
+            Ok(Value::Object(m)) => m,
+            Ok(Value::Null) => Map::new(),
+            Ok(other) => {
+                return Err((
+                    "input",
+                    format!("expected a map of parameters, got {}", kind(&other)),
+                ));
+            }
+            Err(e) => return Err(("input", e)),
+        },
+    };
+    Ok((action, input))
+}
+
+/// `x, y in ...`: an item named by its parts.
+fn name_item(names: &[String], v: Value) -> Value {
+    let parts = match (names.len(), v) {
+        (1, v) => vec![v],
+        (_, Value::Array(parts)) => parts,
+        (_, v) => vec![v],
+    };
+    let mut m = Map::new();
+    for (k, name) in names.iter().enumerate() {
+        m.insert(name.clone(), parts.get(k).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(m)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Whether any expression of `spec` mentions one of `needles`.
+fn mentions(spec: &Workflow, needles: &[&str]) -> bool {
+    fn walk(v: &Value, needles: &[&str]) -> bool {
+        match v {
+            Value::String(s) => needles.iter().any(|n| s.contains(n)),
+            Value::Array(items) => items.iter().any(|i| walk(i, needles)),
+            Value::Object(m) => m.values().any(|i| walk(i, needles)),
+            _ => false,
+        }
+    }
+    let mut values: Vec<&Value> = Vec::new();
+    values.extend(spec.input.iter().filter_map(|(_, d)| d.as_ref()));
+    values.extend(spec.vars.iter().map(|(_, v)| v));
+    values.extend(spec.output.iter().map(|(_, v)| v));
+    for task in spec.tasks.values() {
+        values.extend(task.action.iter());
+        match &task.input {
+            TaskInput::Map(pairs) => values.extend(pairs.iter().map(|(_, v)| v)),
+            TaskInput::Expr(v) => values.push(v),
+        }
+        if let Some(w) = &task.with {
+            values.push(&w.items);
+            values.extend(w.concurrency.iter());
+        }
+        values.extend(task.delay.iter());
+        if let Some(r) = &task.retry {
+            values.extend(r.when.iter());
+            values.push(&r.count);
+            values.extend(r.delay.iter());
+        }
+        for t in &task.next {
+            values.extend(t.when.iter());
+            values.extend(t.publish.iter().map(|(_, v)| v));
+        }
+    }
+    values.into_iter().any(|v| walk(v, needles))
+}
+
+/// `task()` and `task_status()` over a snapshot of the task executions.
+struct TaskHost {
+    tasks: BTreeMap<String, Value>,
+    current: Option<String>,
+    inner: Arc<dyn Host + Send + Sync>,
+}
+
+impl Host for TaskHost {
+    fn call(
+        &self,
+        name: &str,
+        args: &[Value],
+        named: &[(String, Value)],
+    ) -> Option<Result<Value, String>> {
+        let wanted = |args: &[Value]| match args.first() {
+            Some(Value::String(n)) => Ok(n.clone()),
+            None => self
+                .current
+                .clone()
+                .ok_or_else(|| "task() needs a task name here".to_owned()),
+            Some(other) => Err(format!("a task name is a string, not {other}")),
+        };
+        match name {
+            "task" => Some(wanted(args).and_then(|n| {
+                self.tasks
+                    .get(&n)
+                    .cloned()
+                    .ok_or_else(|| format!("task '{n}' has not run"))
+            })),
+            "task_status" => Some(wanted(args).map(|n| {
+                self.tasks
+                    .get(&n)
+                    .and_then(|t| t.get("status").cloned())
+                    .unwrap_or(Value::Null)
+            })),
+            _ => self.inner.call(name, args, named),
+        }
+    }
+}
