@@ -16,7 +16,12 @@ pub(crate) async fn core_actions_all_behave() {
 
     let e = h.run_ok("core.echo", json!({"message": "hello"})).await;
     assert_eq!(e.status, ExecutionStatus::Succeeded);
-    assert_eq!(e.result, Some(json!({"message": "hello"})));
+    assert_eq!(
+        e.result,
+        Some(
+            json!({"stdout": "hello", "stderr": "", "return_code": 0, "succeeded": true, "failed": false})
+        )
+    );
     let statuses: Vec<_> = e.log.iter().map(|c| c.status.as_str()).collect();
     assert_eq!(statuses, ["requested", "scheduled", "running", "succeeded"]);
     assert!(e.end_timestamp.is_some());

@@ -60,7 +60,7 @@ fn policy_pack(policies: &[(&str, &str)], rules: &[(&str, &str)]) -> TempDir {
         &[(
             "echo",
             squall_tests::CORE_ACTIONS,
-            "parameters:\n  message: {type: string, required: true}\nnotify:\n  on-complete:\n    message: \"echo said {{ action_results.message }}\"\n    data: {param: \"{{ action_parameters.message }}\"}\n    routes: [chat, pager]\n  on-failure:\n    message: never\n",
+            "parameters:\n  message: {type: string, required: true}\nnotify:\n  on-complete:\n    message: \"echo said {{ action_results.stdout }}\"\n    data: {param: \"{{ action_parameters.message }}\"}\n    routes: [chat, pager]\n  on-failure:\n    message: never\n",
         )],
     );
     for (sub, items) in [("policies", policies), ("rules", rules)] {
@@ -88,7 +88,7 @@ pub(crate) async fn each_ending_is_logged_with_its_transitions() {
         statuses(&ok),
         ["requested", "scheduled", "running", "succeeded"]
     );
-    assert_eq!(ok["result"]["message"], "hi");
+    assert_eq!(ok["result"]["stdout"], "hi");
     let fail = s.finished(&fail["id"]).await;
     assert_eq!(
         statuses(&fail),
@@ -210,14 +210,14 @@ pub(crate) async fn re_run_uses_the_original_parameters_with_overrides() {
     assert_ne!(again["id"], first["id"]);
     assert_eq!(again["context"]["re-run"]["ref"], id);
     let again = s.finished(&again["id"]).await;
-    assert_eq!(again["result"]["message"], "second");
+    assert_eq!(again["result"]["stdout"], "second");
 
     // Without overrides: the same parameters.
     let r = s
         .post(&format!("/api/v1/executions/{id}/re_run"), &json!({}))
         .await;
     let same: Value = r.json().await.expect("json");
-    assert_eq!(s.finished(&same["id"]).await["result"]["message"], "first");
+    assert_eq!(s.finished(&same["id"]).await["result"]["stdout"], "first");
 
     // Bad overrides are refused, naming the parameter; nothing is recorded.
     let r = s
@@ -512,7 +512,7 @@ pub(crate) async fn notify_emits_notifytriggers_that_rules_can_use() {
         })
         .await;
     assert_eq!(
-        paged[0]["result"]["message"],
+        paged[0]["result"]["stdout"],
         "paged: echo said hello / hello"
     );
     // One notifytrigger per route, on the execution's trace; on-failure

@@ -432,7 +432,7 @@ async fn webhook_runs_the_matching_rule_and_links_one_trace() {
     assert_eq!(e["status"], "succeeded");
     assert_eq!(e["action"]["ref"], "core.echo");
     assert_eq!(
-        e["result"]["message"],
+        e["result"]["stdout"],
         "db-1 is critical (hooks.echo_critical)"
     );
     assert_eq!(e["context"]["rule"]["ref"], "hooks.echo_critical");
@@ -660,7 +660,7 @@ async fn rules_are_managed_through_the_api() {
             finished,
         )
         .await;
-    assert_eq!(executions[0]["result"]["message"], "hello world");
+    assert_eq!(executions[0]["result"]["stdout"], "hello world");
 
     // Disable (as `st2 rule disable` does: PUT with enabled false).
     let mut disabled = got.clone();
@@ -717,7 +717,7 @@ async fn interval_and_cron_timers_fire_rules() {
                 b.as_array().is_some_and(|a| {
                     a.iter().any(|e| {
                         e["status"] == "succeeded"
-                            && e["result"]["message"]
+                            && e["result"]["stdout"]
                                 .as_str()
                                 .is_some_and(|m| m.starts_with(&format!("{name} at ")))
                     })

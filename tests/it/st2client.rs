@@ -149,7 +149,7 @@ async fn the_official_st2_cli_works_against_squall() {
     let id = echo_run["id"].as_str().expect("id");
     let got = st2.json(&["execution", "get", id]).await;
     assert_eq!(got["status"], "succeeded");
-    assert_eq!(got["result"]["message"], "hello from st2");
+    assert_eq!(got["result"]["stdout"], "hello from st2");
     assert_eq!(got["context"]["user"], "tester");
 
     // keys: set, secret, list, get, decrypt, delete

@@ -12,12 +12,28 @@ struct EchoParams {
     message: String,
 }
 
+/// What StackStorm's shell runner returns for a command that printed
+/// `stdout` and exited 0. Its `stdout` is JSON-parsed when it parses, as
+/// st2's local runner does (`echo 3` gives the number 3).
+fn shell_result(stdout: &str) -> Value {
+    let stdout = serde_json::from_str::<Value>(stdout).unwrap_or_else(|_| json!(stdout));
+    json!({
+        "stdout": stdout,
+        "stderr": "",
+        "return_code": 0,
+        "succeeded": true,
+        "failed": false,
+    })
+}
+
+/// StackStorm's `core.echo` is `echo "{{message}}"` in a shell: the result
+/// is the shell runner's.
 fn echo(_: &Context, p: EchoParams) -> Result<Value> {
-    Ok(json!({ "message": p.message }))
+    Ok(shell_result(&p.message))
 }
 
 fn noop(_: &Context, _: Value) -> Result<Value> {
-    Ok(json!({}))
+    Ok(shell_result(""))
 }
 
 #[derive(Deserialize)]

@@ -436,19 +436,100 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
             .map_err(|e| anyhow::anyhow!("invalid parameters for '{action}': {e}"))?;
         parameters.insert(name.to_owned(), value);
     }
+    let workflow = meta.runner == squall_core::manifest::RunnerType::Orquesta;
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 16)?);
-    let runner = Runner::new(sandbox, store, Arc::new(packs), Limits::default())
+    let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), Limits::default())
         .with_egress(args.egress.egress());
     let mut req = RunRequest::new(TenantId::default_tenant(), action, parameters);
     req.trace_tag = args.trace_tag;
-    let execution = runtime()?.block_on(runner.run(req))?;
+    let execution = if workflow {
+        runtime()?.block_on(run_workflow(runner, req))?
+    } else {
+        runtime()?.block_on(runner.run(req))?
+    };
     print_execution(&execution, args.json)?;
+    if workflow && !args.json {
+        let tasks = store.children(&execution.tenant, &execution.id)?;
+        print_task_table(&store, &tasks, 0)?;
+    }
     Ok(if execution.status == ExecutionStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Run a workflow to its end in a reactor of its own: no rules, sensors or
+/// timers, only the workflow and its tasks.
+async fn run_workflow(runner: Runner, req: RunRequest) -> anyhow::Result<Execution> {
+    let config = squall_reactor::ReactorConfig {
+        standalone: true,
+        workers: 64,
+        ..Default::default()
+    };
+    let store = runner.store().clone();
+    let reactor = squall_reactor::Reactor::start(store.clone(), runner, &config).await?;
+    let mut events = reactor.subscribe();
+    let started = reactor.request_execution(req).await?;
+    let ended = loop {
+        let now = store
+            .get_execution(&started.tenant, &started.id)?
+            .with_context(|| format!("execution {} vanished", started.id))?;
+        if now.status.is_completed() {
+            break now;
+        }
+        // An event, or a look at the record now and then (events may be
+        // missed by a slow reader).
+        let _ = tokio::time::timeout(Duration::from_millis(250), events.recv()).await;
+    };
+    reactor.shutdown(Duration::from_secs(5)).await;
+    Ok(ended)
+}
+
+/// A workflow's tasks as `st2 execution get` shows them: id, status, task,
+/// action and start, a nested workflow's tasks indented below it.
+pub(crate) fn print_task_table(
+    store: &Store,
+    tasks: &[Execution],
+    depth: usize,
+) -> anyhow::Result<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    if depth == 0 {
+        println!(
+            "{:<34}  {:<10}  {:<20}  {:<24}  START",
+            "ID", "STATUS", "TASK", "ACTION"
+        );
+    }
+    for t in tasks {
+        let name = t
+            .context
+            .get("orquesta")
+            .and_then(|o| o.get("task_name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("");
+        let item = t
+            .context
+            .get("orquesta")
+            .and_then(|o| o.get("item_id"))
+            .and_then(|n| n.as_u64())
+            .map(|i| format!("[{i}]"))
+            .unwrap_or_default();
+        let pad = "  ".repeat(depth);
+        println!(
+            "{:<34}  {:<10}  {:<20}  {:<24}  {}",
+            format!("{pad}+ {}", t.id),
+            t.status.as_str(),
+            format!("{name}{item}"),
+            t.action.to_string(),
+            t.start_timestamp
+        );
+        let nested = store.children(&t.tenant, &t.id)?;
+        print_task_table(store, &nested, depth + 1)?;
+    }
+    Ok(())
 }
 
 /// The packs at `paths` for running `action`: a broken pack is skipped
@@ -494,6 +575,9 @@ fn stale_sources(
     action: &squall_core::manifest::ActionMeta,
 ) -> Option<(PathBuf, PathBuf)> {
     pack.manifest.build.as_ref()?;
+    if action.runner != squall_core::manifest::RunnerType::Wasm {
+        return None;
+    }
     let component = pack.component_path(action).ok()?;
     let built = std::fs::metadata(&component).ok()?.modified().ok()?;
     let output = pack.dir.join(pack.manifest.build_output());
@@ -930,7 +1014,7 @@ fn build_pack(dir: &Path) -> anyhow::Result<()> {
     // Confirm every entry point now resolves, and say where.
     let packs = PackSet::load(&[dir.to_owned()])?;
     for pack in packs.packs() {
-        for meta in pack.actions.values() {
+        for meta in pack.component_actions() {
             let path = pack.component_path(meta)?;
             println!("{}: {}", meta.action_ref, path.display());
         }

@@ -186,8 +186,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .chain(others.iter().map(|(_, set)| set))
         .flat_map(|set| set.packs())
         .flat_map(|pack| {
-            pack.actions
-                .values()
+            pack.component_actions()
                 .filter_map(|meta| pack.component_path(meta).ok())
         })
         .collect();

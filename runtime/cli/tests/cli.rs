@@ -91,7 +91,7 @@ fn echo_prints_its_result_and_is_listed() {
     let got = env.squall(&["execution", "get", &id, "--json"]);
     assert!(got.status.success());
     let record: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
-    assert_eq!(record["result"]["message"], "hello");
+    assert_eq!(record["result"]["stdout"], "hello");
     assert_eq!(record["status"], "succeeded");
 }
 

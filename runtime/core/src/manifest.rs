@@ -307,13 +307,38 @@ pub struct RunnerOptions {
     pub timeout: Duration,
 }
 
+/// StackStorm's runner names for a workflow in Orquesta's language.
+pub const ORQUESTA_RUNNERS: [&str; 2] = ["orquesta", "orchestra"];
+
+/// What runs an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerType {
+    /// A WebAssembly component (`runner_type: wasm`).
+    Wasm,
+    /// A workflow in Orquesta's language (`runner_type: orquesta`).
+    Orquesta,
+}
+
+impl RunnerType {
+    /// The name records and the API show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wasm => WASM_RUNNER,
+            Self::Orquesta => "orquesta",
+        }
+    }
+}
+
 /// A validated action metadata file.
 #[derive(Debug, Clone)]
 pub struct ActionMeta {
     pub action_ref: ActionRef,
     pub description: Option<String>,
     pub enabled: bool,
-    /// The component file, relative to the pack (see [`PackManifest::build_output`]).
+    pub runner: RunnerType,
+    /// The component file, relative to the pack (see
+    /// [`PackManifest::build_output`]); for a workflow, its definition,
+    /// relative to `actions/`.
     pub entry_point: PathBuf,
     /// The action's own parameters merged with the runner's (`timeout`).
     pub parameters: ParamSchema,
@@ -324,16 +349,20 @@ pub struct ActionMeta {
 impl ActionMeta {
     pub fn parse(text: &str, file: &Path, pack: &PackRef) -> Result<Self, ManifestError> {
         let raw: RawAction = parse_yaml(text, file)?;
-        if raw.runner_type != WASM_RUNNER {
+        let runner = if raw.runner_type == WASM_RUNNER {
+            RunnerType::Wasm
+        } else if ORQUESTA_RUNNERS.contains(&raw.runner_type.as_str()) {
+            RunnerType::Orquesta
+        } else {
             return Err(ManifestError::field(
                 file,
                 "runner_type",
                 format!(
-                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm)",
+                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) and workflows (runner_type: orquesta)",
                     raw.runner_type
                 ),
             ));
-        }
+        };
         if let Some(p) = &raw.pack
             && p != pack.as_str()
         {
@@ -347,14 +376,32 @@ impl ActionMeta {
             .map_err(|e| ManifestError::field(file, "name", e.to_string()))?;
         let entry_point = relative_path(&raw.entry_point)
             .map_err(|m| ManifestError::field(file, "entry_point", m))?;
-        if entry_point.extension().and_then(|e| e.to_str()) != Some("wasm") {
-            return Err(ManifestError::field(
-                file,
-                "entry_point",
-                format!("'{}' must name a .wasm component", raw.entry_point),
-            ));
+        let extension = entry_point.extension().and_then(|e| e.to_str());
+        match runner {
+            RunnerType::Wasm if extension != Some("wasm") => {
+                return Err(ManifestError::field(
+                    file,
+                    "entry_point",
+                    format!("'{}' must name a .wasm component", raw.entry_point),
+                ));
+            }
+            RunnerType::Orquesta if !matches!(extension, Some("yaml" | "yml")) => {
+                return Err(ManifestError::field(
+                    file,
+                    "entry_point",
+                    format!(
+                        "'{}' must name a workflow definition (workflows/<name>.yaml)",
+                        raw.entry_point
+                    ),
+                ));
+            }
+            _ => {}
         }
-        let mut block = runner_parameters();
+        // A workflow has no runner parameters: its tasks' actions have theirs.
+        let mut block = match runner {
+            RunnerType::Wasm => runner_parameters(),
+            RunnerType::Orquesta => Map::new(),
+        };
         // An action may override a runner parameter (e.g. its timeout default).
         block.extend(raw.parameters);
         let parameters = ParamSchema::parse(&block)
@@ -363,6 +410,7 @@ impl ActionMeta {
             action_ref,
             description: raw.description,
             enabled: raw.enabled,
+            runner,
             entry_point,
             parameters,
             output_schema: raw.output_schema,
@@ -781,6 +829,20 @@ mod tests {
     }
 
     #[test]
+    fn a_workflow_action_has_no_runner_parameters() {
+        for runner in ["orquesta", "orchestra"] {
+            let text = format!(
+                "name: wf\nrunner_type: {runner}\nentry_point: workflows/wf.yaml\nparameters:\n  who: {{type: string}}\n"
+            );
+            let a = ActionMeta::parse(&text, Path::new("wf.yaml"), &core()).expect("valid");
+            assert_eq!(a.runner, RunnerType::Orquesta);
+            assert_eq!(a.entry_point, Path::new("workflows/wf.yaml"));
+            let names: Vec<&str> = a.parameters.specs().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["who"]);
+        }
+    }
+
+    #[test]
     fn action_meta_errors_name_file_and_field() {
         let err = |text: &str| {
             ActionMeta::parse(text, Path::new("a/x.yaml"), &core())
@@ -789,7 +851,11 @@ mod tests {
         };
         assert_eq!(
             err("name: x\nrunner_type: python-script\nentry_point: x.py\n"),
-            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm)"
+            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) and workflows (runner_type: orquesta)"
+        );
+        assert_eq!(
+            err("name: x\nrunner_type: orquesta\nentry_point: x.wasm\n"),
+            "a/x.yaml: field 'entry_point': 'x.wasm' must name a workflow definition (workflows/<name>.yaml)"
         );
         assert_eq!(
             err("name: x\nrunner_type: wasm\nentry_point: ../x.wasm\n"),

@@ -48,6 +48,14 @@ pub struct ReactorConfig {
     pub pack_store: Option<crate::install::PackStore>,
     /// What one tenant may use.
     pub quotas: Quotas,
+    /// Task executions (tasks and items) one workflow may start before it
+    /// is failed as a loop that never ends.
+    pub max_workflow_tasks: u64,
+    /// The API's address as workflows see it (`ctx().st2.api_url`).
+    pub api_url: String,
+    /// Run only what is asked for: no rules, sensors or timers, and
+    /// nothing picked up from a previous run (`squall run` of a workflow).
+    pub standalone: bool,
 }
 
 /// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
@@ -72,6 +80,9 @@ impl Default for ReactorConfig {
             sensors: SensorConfig::default(),
             pack_store: None,
             quotas: Quotas::default(),
+            max_workflow_tasks: squall_workflow::conductor::DEFAULT_MAX_TASKS,
+            api_url: "http://127.0.0.1:9101/v1".to_owned(),
+            standalone: false,
         }
     }
 }
@@ -139,6 +150,8 @@ pub(crate) struct Inner {
     pub(crate) sensor_config: SensorConfig,
     /// Executions being run by workers right now.
     pub(crate) running: std::sync::atomic::AtomicUsize,
+    /// Workflows running.
+    pub(crate) flows: crate::workflows::Flows,
     timers: Mutex<Timers>,
     watchers: Mutex<Watchers>,
     /// Open throttle windows.
@@ -246,7 +259,12 @@ impl Reactor {
         let mut policies = std::collections::BTreeMap::new();
         let mut trigger_types = HashMap::new();
         let sensors = Sensors::default();
-        for (tenant, packs) in runner.registry().all() {
+        let tenants = if config.standalone {
+            Vec::new()
+        } else {
+            runner.registry().all()
+        };
+        for (tenant, packs) in tenants {
             let load = load_tenant(
                 &runner,
                 &store,
@@ -289,12 +307,16 @@ impl Reactor {
             throttles: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             closed: false.into(),
+            flows: Default::default(),
         });
         let reactor = Self { inner };
         let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
         for _ in 0..config.workers.max(1) {
             let (reactor, rx) = (reactor.clone(), jobs_rx.clone());
             reactor.clone().spawn(async move { reactor.work(rx).await });
+        }
+        if config.standalone {
+            return Ok(reactor);
         }
         // Recover before the timers start, so nothing they request is
         // mistaken for work left by the previous run.

@@ -289,7 +289,7 @@ pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
         }
     }
     let mut components: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for meta in pack.actions.values() {
+    for meta in pack.component_actions() {
         components.push((
             pack.component_path(meta)?,
             Path::new("actions").join(&meta.entry_point),
@@ -678,7 +678,7 @@ impl Reactor {
     async fn check_components(&self, pack: &LoadedPack) -> Result<(), InstallError> {
         let sandbox = self.runner().sandbox().clone();
         let mut seen = std::collections::BTreeSet::new();
-        for meta in pack.actions.values() {
+        for meta in pack.component_actions() {
             let path = pack.component_path(meta)?;
             if !seen.insert(path.clone()) {
                 continue;

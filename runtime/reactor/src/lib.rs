@@ -22,6 +22,7 @@ mod scheduler;
 pub mod sensors;
 pub mod timers;
 pub mod vet;
+mod workflows;
 
 pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
 pub use install::{ArchiveLimits, InstallError, Installed, PackStore};

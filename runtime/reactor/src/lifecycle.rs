@@ -14,7 +14,6 @@ use squall_core::trigger::{
     ACTION_TRIGGER, NOTIFY_TRIGGER, TriggerInstance, TriggerInstanceStatus, new_id,
 };
 use squall_core::{Execution, ExecutionId, ExecutionStatus, TenantId};
-use squall_store::Emission;
 use tokio::sync::mpsc;
 
 use crate::dispatch::{Reactor, StoreKv};
@@ -24,6 +23,10 @@ use crate::scheduler::{Admission, GateKey, Phase};
 /// Spawned futures that lead back to themselves (admit → complete →
 /// enqueue → admit) are boxed, so their types are not infinite.
 type BoxFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// [`BoxFuture`] borrowing for `'a` (planning an end that moves a
+/// workflow, which may end and move its parent).
+pub(crate) type BoxFutureRef<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Why an execution request, cancel or re-run was refused.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +199,9 @@ impl Reactor {
                 id: id.clone(),
                 status: stored.status,
             });
+        }
+        if let Some(record) = self.cancel_workflow(id).await {
+            return Ok(record);
         }
         let at = now_rfc3339();
         let phase = match self.inner.scheduler.live(id) {
@@ -400,6 +406,23 @@ impl Reactor {
             let Some(mut job) = jobs.lock().await.recv().await else {
                 return;
             };
+            if matches!(job.work, crate::runner::Work::Workflow(_)) {
+                // A workflow holds no worker: it starts, and its tasks run
+                // as executions of their own.
+                if job.live.start() {
+                    let id = job.execution.id.clone();
+                    let held = std::mem::take(&mut job.held);
+                    self.start_workflow(job).await;
+                    self.inner.scheduler.forget(&id);
+                    let woken = self.inner.scheduler.release(&held);
+                    self.spawn_enqueue(woken);
+                } else {
+                    self.inner.scheduler.forget(&job.execution.id);
+                    let woken = self.inner.scheduler.release(&job.held);
+                    self.spawn_enqueue(woken);
+                }
+                continue;
+            }
             if job.live.start() {
                 self.inner.running.fetch_add(1, Ordering::AcqRel);
                 let running = self
@@ -430,66 +453,12 @@ impl Reactor {
     /// in clear) is what a retry runs with. Returns false when the record
     /// had already completed (nothing written).
     pub(crate) async fn complete(&self, e: Execution, given: Option<Map<String, Value>>) -> bool {
-        let mut instances = vec![self.action_trigger(&e)];
-        instances.extend(self.notify_triggers(&e));
-        let mut decided = Vec::with_capacity(instances.len());
-        for instance in &instances {
-            decided.push(self.decide_and_prepare(instance));
-        }
-        let retry = given.and_then(|given| self.retry_of(&e, given));
-        let emissions: Vec<Emission<'_>> = instances
-            .iter()
-            .zip(&decided)
-            .map(|(instance, (enforcements, prepared))| Emission {
-                instance,
-                enforcements: enforcements.clone(),
-                executions: prepared.iter().map(|p| &p.execution).collect(),
-            })
-            .collect();
-        let follow_ups: Vec<&Execution> = retry.iter().map(|p| &p.execution).collect();
-        let written = self
-            .inner
-            .store
-            .complete_execution(&e, &emissions, &follow_ups)
-            .await;
-        drop(emissions);
-        let mut queued: Vec<Prepared> = decided.into_iter().flat_map(|(_, p)| p).collect();
-        queued.extend(retry);
-        match written {
-            Ok(true) => {
-                self.publish(ExecutionEventKind::Update, &e);
-                for p in &queued {
-                    self.publish(ExecutionEventKind::Create, &p.execution);
-                }
-                // Workers call this: hand the follow-ups to a task, so a
-                // worker never waits for room in its own queue.
-                self.spawn_enqueue(queued);
-                true
-            }
-            Ok(false) => {
-                self.forget_all(&queued);
-                false
-            }
-            Err(err) => {
-                self.forget_all(&queued);
-                // Record the end at least, so it does not stay `running`;
-                // say exactly what is lost with the rest.
-                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its events");
-                for instance in &instances {
-                    tracing::error!(execution_id = %e.id, trigger = %instance.trigger_type, "lost: trigger instance of this completion");
-                }
-                for p in &queued {
-                    tracing::error!(execution_id = %e.id, lost = %p.execution.id, action = %p.execution.action, "lost: execution requested by this completion (rule or retry)");
-                }
-                if let Err(err) = self.inner.store.update_execution(&e).await {
-                    tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
-                }
-                false
-            }
-        }
+        let mut plan = crate::workflows::Plan::default();
+        self.plan_ending(e, given, &mut plan).await;
+        self.commit(plan).await
     }
 
-    fn forget_all(&self, prepared: &[Prepared]) {
+    pub(crate) fn forget_all(&self, prepared: &[Prepared]) {
         for p in prepared {
             self.inner.scheduler.forget(&p.execution.id);
         }
@@ -509,7 +478,7 @@ impl Reactor {
         }
     }
 
-    fn action_trigger(&self, e: &Execution) -> TriggerInstance {
+    pub(crate) fn action_trigger(&self, e: &Execution) -> TriggerInstance {
         let payload = json!({
             "execution_id": e.id.as_str(),
             "status": e.status.as_str(),
@@ -526,7 +495,7 @@ impl Reactor {
     /// StackStorm's `notify`: one `core.st2.generic.notifytrigger` per
     /// route of each applicable entry, its message and data rendered with
     /// `action_results`, `action_parameters` and `action_context`.
-    fn notify_triggers(&self, e: &Execution) -> Vec<TriggerInstance> {
+    pub(crate) fn notify_triggers(&self, e: &Execution) -> Vec<TriggerInstance> {
         let set = self.inner.runner.packs(&e.tenant);
         let Ok((_, meta)) = set.action(&e.action) else {
             return Vec::new();
@@ -593,7 +562,7 @@ impl Reactor {
     /// a new execution with the same parameters, context
     /// `policies.retry.{retry_count, applied_policy, retried_liveaction_id}`,
     /// delayed by the policy's delay.
-    fn retry_of(&self, e: &Execution, given: Map<String, Value>) -> Option<Prepared> {
+    pub(crate) fn retry_of(&self, e: &Execution, given: Map<String, Value>) -> Option<Prepared> {
         let policies = self.inner.policies.snapshot();
         let policy = policies.retry(&e.tenant, &e.action)?;
         let PolicyKind::Retry {
@@ -652,7 +621,20 @@ impl Reactor {
         // Both lists are read before anything is written: what completing
         // the unfinished ones requests (retries, rule follow-ups) is queued
         // by that completion and must not be read back as left over.
-        let left = self.inner.store.unfinished_executions()?;
+        let workflows = self.recover_workflows()?;
+        if !workflows.is_empty() {
+            tracing::info!(
+                workflows = workflows.len(),
+                "resuming workflows left running"
+            );
+        }
+        let left: Vec<Execution> = self
+            .inner
+            .store
+            .unfinished_executions()?
+            .into_iter()
+            .filter(|e| !self.inner.flows.contains(&e.id))
+            .collect();
         let pending = self.inner.store.pending_executions()?;
         if !left.is_empty() {
             tracing::warn!(

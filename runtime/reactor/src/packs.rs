@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use squall_core::manifest::{
-    ActionMeta, ConfigSchema, DirectoryGrant, ManifestError, PackManifest, SensorMeta,
+    ActionMeta, ConfigSchema, DirectoryGrant, ManifestError, PackManifest, RunnerType, SensorMeta,
 };
 use squall_core::trigger::TriggerType;
 use squall_core::{ActionRef, PackRef, TenantId};
@@ -36,6 +36,11 @@ pub enum PackError {
         name: String,
         first: PathBuf,
         second: PathBuf,
+    },
+    #[error("{}: {problems}", file.display())]
+    Workflow {
+        file: PathBuf,
+        problems: squall_workflow::spec::Invalid,
     },
     #[error("unknown action '{action}': {hint}")]
     UnknownAction { action: ActionRef, hint: String },
@@ -86,6 +91,8 @@ pub struct LoadedPack {
     pub manifest: PackManifest,
     pub dir: PathBuf,
     pub actions: BTreeMap<String, ActionMeta>,
+    /// The workflow actions' definitions, read and inspected, by action name.
+    pub workflows: BTreeMap<String, Arc<squall_workflow::spec::Workflow>>,
     /// The validated config as JSON text, handed to guests.
     pub config: Arc<str>,
     /// Trigger types declared in `sensors/*.yaml`.
@@ -108,12 +115,20 @@ pub struct LoadedPack {
 }
 
 impl LoadedPack {
+    /// The actions that run a WebAssembly component (not workflows).
+    pub fn component_actions(&self) -> impl Iterator<Item = &ActionMeta> {
+        self.actions
+            .values()
+            .filter(|meta| meta.runner == RunnerType::Wasm)
+    }
+
     /// Read the pack in `dir`.
     pub fn load(dir: &Path) -> Result<Self, PackError> {
         let manifest_path = dir.join("pack.yaml");
         let manifest = PackManifest::parse(&read(&manifest_path)?, &manifest_path)?;
         let mut actions: BTreeMap<String, ActionMeta> = BTreeMap::new();
         let mut origins: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut workflows = BTreeMap::new();
         for file in yaml_files(&dir.join("actions"))? {
             let meta = ActionMeta::parse(&read(&file)?, &file, &manifest.pack_ref)?;
             let name = meta.action_ref.name().to_owned();
@@ -126,6 +141,16 @@ impl LoadedPack {
                 });
             }
             origins.insert(name.clone(), file);
+            if meta.runner == RunnerType::Orquesta {
+                let definition = dir.join("actions").join(&meta.entry_point);
+                let spec = squall_workflow::spec::Workflow::parse(&read(&definition)?).map_err(
+                    |problems| PackError::Workflow {
+                        file: definition,
+                        problems,
+                    },
+                )?;
+                workflows.insert(name.clone(), Arc::new(spec));
+            }
             actions.insert(name, meta);
         }
         let (config, directories) = load_config(dir)?;
@@ -160,6 +185,7 @@ impl LoadedPack {
             manifest,
             dir: dir.to_owned(),
             actions,
+            workflows,
             policies,
             config: serde_json::Value::Object(config).to_string().into(),
             trigger_types,

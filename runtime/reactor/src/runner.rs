@@ -14,6 +14,7 @@ use crate::scheduler::Live;
 use squall_store::Store;
 
 use crate::packs::{PackError, PackRegistry, PackSet};
+use squall_core::manifest::RunnerType;
 
 /// The longest `delay` an execution may ask for: 30 days.
 pub const MAX_DELAY_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -210,14 +211,28 @@ impl Runner {
                     action: req.action.clone(),
                     cause,
                 })?;
-        let dirs = pack.preopens(&self.allowed_dirs_for(&req.tenant))?;
-        let component = self
-            .sandbox
-            .load_action(&pack.component_path(meta)?)
-            .map_err(|cause| RunError::Component {
-                action: req.action.clone(),
-                cause,
-            })?;
+        let (work, dirs) = match meta.runner {
+            RunnerType::Wasm => {
+                let dirs = pack.preopens(&self.allowed_dirs_for(&req.tenant))?;
+                let component = self
+                    .sandbox
+                    .load_action(&pack.component_path(meta)?)
+                    .map_err(|cause| RunError::Component {
+                        action: req.action.clone(),
+                        cause,
+                    })?;
+                (Work::Component(component), dirs)
+            }
+            RunnerType::Orquesta => {
+                let spec = pack.workflows.get(meta.action_ref.name()).ok_or_else(|| {
+                    RunError::Pack(PackError::UnknownAction {
+                        action: req.action.clone(),
+                        hint: "its workflow definition was not loaded".into(),
+                    })
+                })?;
+                (Work::Workflow(spec.clone()), Vec::new())
+            }
+        };
         let now = now_rfc3339();
         let (trigger_instance_id, rule_ref) = origin.unzip();
         let given = req.parameters;
@@ -253,7 +268,7 @@ impl Runner {
             given,
             parameters,
             timeout: options.timeout,
-            component,
+            work,
             config: pack.config.clone(),
             dirs,
             egress: self.egress_for(pack),
@@ -355,10 +370,13 @@ impl Runner {
             dirs: prepared.dirs.clone(),
             egress: prepared.egress.clone(),
         };
-        let report = self
-            .sandbox
-            .run_action(&prepared.component, invocation)
-            .await;
+        let Work::Component(component) = &prepared.work else {
+            return Err(RunError::Store(squall_store::Error::Corrupt(format!(
+                "execution {}: a workflow is started by the reactor, not run as a component",
+                execution.id
+            ))));
+        };
+        let report = self.sandbox.run_action(component, invocation).await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
             Outcome::Failed(failure) => {
@@ -398,7 +416,7 @@ pub struct Prepared {
     pub(crate) given: Map<String, Value>,
     parameters: Map<String, Value>,
     timeout: std::time::Duration,
-    component: Arc<ActionComponent>,
+    pub(crate) work: Work,
     config: Arc<str>,
     dirs: Vec<squall_sandbox::Preopen>,
     egress: squall_sandbox::Egress,
@@ -410,7 +428,19 @@ pub struct Prepared {
     pub(crate) woken_by: Option<String>,
 }
 
+/// What an execution runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Work {
+    Component(Arc<ActionComponent>),
+    Workflow(Arc<squall_workflow::spec::Workflow>),
+}
+
 impl Prepared {
+    /// The parameters the action runs with (secrets in clear).
+    pub(crate) fn parameters(&self) -> &Map<String, Value> {
+        &self.parameters
+    }
+
     /// When it may run: `start_timestamp` + `delay`, if that is still ahead.
     pub(crate) fn not_before(&self) -> Option<std::time::SystemTime> {
         let delay = self.execution.delay?;
@@ -429,6 +459,8 @@ fn stored_parameters(
     timeout: std::time::Duration,
 ) -> Map<String, Value> {
     let mut stored = meta.parameters.mask_secrets(parameters);
-    stored.insert("timeout".into(), Value::from(timeout.as_secs()));
+    if meta.runner == RunnerType::Wasm {
+        stored.insert("timeout".into(), Value::from(timeout.as_secs()));
+    }
     stored
 }

@@ -31,7 +31,7 @@ impl ExecutionFilter {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay";
+pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay, parent";
 
 /// An execution as stored, its result left as the JSON text it was stored
 /// as, so serving it does not parse it again.
@@ -230,6 +230,8 @@ pub(crate) struct ExecutionRow {
     rule_ref: Option<String>,
     context: Option<String>,
     delay: Option<i64>,
+    /// The workflow execution this one is a task of.
+    parent: Option<String>,
 }
 
 impl ExecutionRow {
@@ -250,6 +252,12 @@ impl ExecutionRow {
             rule_ref: e.rule_ref.clone(),
             context: (!e.context.is_empty()).then(|| json(&e.context)),
             delay: e.delay.and_then(|d| i64::try_from(d).ok()),
+            parent: e
+                .context
+                .get("parent")
+                .and_then(|p| p.get("execution_id"))
+                .and_then(|id| id.as_str())
+                .map(str::to_owned),
         }
     }
 }
@@ -279,7 +287,7 @@ pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
 pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
     static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         )
     });
     txn.prepare_cached(&INSERT)?.execute(params![
@@ -298,6 +306,7 @@ pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
         e.rule_ref,
         e.context,
         e.delay,
+        e.parent,
     ])?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod kv;
 mod migrate;
 mod reactor;
 mod secrets;
+mod workflows;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use executions::{ExecutionFilter, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
 pub use secrets::SecretKey;
+pub use workflows::{Batch, Completion, StoredWorkflow, WorkflowWrite};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,20 @@ impl Store {
         // Dropped here, on the thread that allocated what it holds.
         drop(f);
         answer
+    }
+
+    /// [`Store::write`], queued before this returns: writes submitted one
+    /// after the other apply in that order.
+    pub fn submit<R: Send + 'static>(
+        &self,
+        f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
+        let answer = self.writer.submit(f)?;
+        Ok(async move {
+            let (answer, f) = answer.await.map_err(|_| Error::WriterGone)?;
+            drop(f);
+            answer
+        })
     }
 
     /// [`Store::write`] for callers outside an async runtime.

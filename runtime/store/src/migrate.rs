@@ -160,6 +160,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag)
         WHERE trace_tag IS NOT trigger_instance_id;
     "#,
+    // 7: workflows. A task's execution names its workflow's in `parent`
+    // (derived from its context); a running workflow's state is its head
+    // row plus one row per task execution, each written when it changes.
+    r#"
+    ALTER TABLE executions ADD COLUMN parent TEXT;
+    CREATE INDEX executions_by_parent ON executions (tenant_id, parent, id)
+        WHERE parent IS NOT NULL;
+
+    CREATE TABLE workflows (
+        id         TEXT PRIMARY KEY,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+        context    TEXT NOT NULL,
+        head       TEXT NOT NULL,
+        completed  INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX workflows_running ON workflows (id) WHERE completed = 0;
+
+    CREATE TABLE workflow_tasks (
+        workflow_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, seq)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

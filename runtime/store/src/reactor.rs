@@ -192,7 +192,7 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
 
 /// A trigger instance encoded for its row, by the caller (see `ExecutionRow`).
 #[derive(Debug)]
-struct InstanceRow {
+pub(crate) struct InstanceRow {
     id: String,
     tenant: String,
     trigger_type: String,
@@ -204,7 +204,7 @@ struct InstanceRow {
 }
 
 impl InstanceRow {
-    fn encode(ti: &TriggerInstance) -> Self {
+    pub(crate) fn encode(ti: &TriggerInstance) -> Self {
         Self {
             id: ti.id.clone(),
             tenant: ti.tenant.as_str().to_owned(),
@@ -228,7 +228,7 @@ static INSERT_ENFORCEMENT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &InstanceRow) -> Result<()> {
+pub(crate) fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &InstanceRow) -> Result<()> {
     txn.prepare_cached(&INSERT_INSTANCE)?.execute(params![
         ti.id,
         ti.tenant,
@@ -242,7 +242,7 @@ fn insert_instance(txn: &rusqlite::Transaction<'_>, ti: &InstanceRow) -> Result<
     Ok(())
 }
 
-fn insert_outcome(
+pub(crate) fn insert_outcome(
     txn: &rusqlite::Transaction<'_>,
     enforcements: &[RuleEnforcement],
     executions: &[ExecutionRow],
@@ -307,50 +307,22 @@ impl Store {
         emitted: &[Emission<'_>],
         follow_ups: &[&Execution],
     ) -> Result<bool> {
-        let finished = ExecutionRow::encode(execution);
-        let emitted: Vec<_> = emitted
-            .iter()
-            .map(|e| {
-                (
-                    InstanceRow::encode(e.instance),
-                    e.enforcements.clone(),
-                    e.executions
-                        .iter()
-                        .map(|x| ExecutionRow::encode(x))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .collect();
-        let follow_ups: Vec<ExecutionRow> =
-            follow_ups.iter().map(|e| ExecutionRow::encode(e)).collect();
-        let instances = emitted.len() as u64;
-        let requested =
-            (emitted.iter().map(|(_, _, e)| e.len()).sum::<usize>() + follow_ups.len()) as u64;
-        let status = execution.status;
-        let written = self
-            .write(move |txn| {
-                if !crate::executions::update(txn, &finished)? {
-                    return Ok(false);
-                }
-                for (instance, enforcements, executions) in &emitted {
-                    insert_instance(txn, instance)?;
-                    insert_outcome(txn, enforcements, executions)?;
-                }
-                for e in &follow_ups {
-                    insert_execution(txn, e)?;
-                }
-                Ok(true)
-            })
-            .await?;
-        if written {
-            let m = metrics();
-            if status.is_completed() {
-                m.completed(status.as_str());
-            }
-            m.trigger_instances.inc_by(instances);
-            m.executions_requested.inc_by(requested);
-        }
-        Ok(written)
+        let batch = crate::workflows::Batch {
+            completions: vec![crate::workflows::Completion {
+                execution,
+                emitted: emitted
+                    .iter()
+                    .map(|e| Emission {
+                        instance: e.instance,
+                        enforcements: e.enforcements.clone(),
+                        executions: e.executions.clone(),
+                    })
+                    .collect(),
+                follow_ups: follow_ups.to_vec(),
+            }],
+            ..Default::default()
+        };
+        self.write_batch(&batch).await
     }
 
     /// Executions a process that died left `running` or `canceling`, all

@@ -1,0 +1,703 @@
+//! Workflows inside the reactor: the conductor's decisions made durable.
+//!
+//! A workflow execution (`runner_type: orquesta`) starts when a worker
+//! picks it up: its conductor starts, and the execution turning `running`,
+//! the workflow's state and its first tasks' executions are written in one
+//! transaction. From then on every task action's end is written with what
+//! it moves: the conductor's step (task records, the workflow's head), the
+//! executions it starts, and, when the workflow ends, the workflow
+//! execution's own end and everything *that* moves, up to the root. A
+//! crash therefore never separates an end from its consequences; after a
+//! restart each running workflow is read back ([`Reactor::recover_workflows`])
+//! and actions left running end `abandoned`, which its transitions handle
+//! like any failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use squall_core::kv::KvScope;
+use squall_core::time::now_rfc3339;
+use squall_core::trigger::{RuleEnforcement, TriggerInstance};
+use squall_core::{Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
+use squall_store::{Batch, Completion, Emission, Store, WorkflowWrite};
+use squall_workflow::conductor::{
+    Conductor, Head, ItemEnd, Limits, Run, State, Step, TaskExecution, WorkflowStatus,
+};
+use squall_workflow::yaql::Host;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::dispatch::Reactor;
+use crate::lifecycle::ExecutionEventKind;
+use crate::runner::{Prepared, RunRequest, Work};
+
+/// One running workflow: its conductor and its execution's record.
+pub(crate) struct Flow {
+    conductor: Conductor,
+    /// The workflow's own execution, as last recorded.
+    execution: Execution,
+    /// The executions of its active runs, by (task execution, item).
+    children: HashMap<(usize, Option<usize>), ExecutionId>,
+}
+
+type FlowRef = Arc<tokio::sync::Mutex<Flow>>;
+
+/// The running workflows of this process, by their execution's id.
+#[derive(Default)]
+pub(crate) struct Flows(std::sync::Mutex<HashMap<ExecutionId, FlowRef>>);
+
+impl std::fmt::Debug for Flows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flows")
+            .field("running", &self.len())
+            .finish()
+    }
+}
+
+impl Flows {
+    fn get(&self, id: &ExecutionId) -> Option<FlowRef> {
+        self.0.lock().expect("flows lock poisoned").get(id).cloned()
+    }
+
+    fn insert(&self, id: ExecutionId, flow: FlowRef) {
+        self.0.lock().expect("flows lock poisoned").insert(id, flow);
+    }
+
+    fn remove(&self, id: &ExecutionId) {
+        self.0.lock().expect("flows lock poisoned").remove(id);
+    }
+
+    pub(crate) fn contains(&self, id: &ExecutionId) -> bool {
+        self.0.lock().expect("flows lock poisoned").contains_key(id)
+    }
+
+    /// Workflows running now.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().expect("flows lock poisoned").len()
+    }
+}
+
+/// Where a task's execution belongs: (workflow execution, task execution,
+/// item), read from its context.
+pub(crate) fn task_of(e: &Execution) -> Option<(ExecutionId, usize, Option<usize>)> {
+    let o = e.context.get("orquesta")?;
+    let workflow = o.get("workflow_execution_id")?.as_str()?.parse().ok()?;
+    let task = o
+        .get("task_execution_id")?
+        .as_str()?
+        .rsplit_once('.')?
+        .1
+        .parse()
+        .ok()?;
+    let item = o.get("item_id").and_then(Value::as_u64).map(|i| i as usize);
+    Some((workflow, task, item))
+}
+
+/// One execution's end, with what it emits and the retry it asks for.
+pub(crate) struct Ending {
+    pub(crate) execution: Execution,
+    pub(crate) instances: Vec<TriggerInstance>,
+    pub(crate) decided: Vec<(Vec<RuleEnforcement>, Vec<Prepared>)>,
+    pub(crate) retry: Option<Prepared>,
+}
+
+/// Everything one event writes, gathered before the one write.
+#[derive(Default)]
+pub(crate) struct Plan {
+    pub(crate) endings: Vec<Ending>,
+    /// Status changes that are not ends (a workflow running, canceling).
+    updates: Vec<Execution>,
+    /// Task executions to run once written.
+    children: Vec<Prepared>,
+    /// Task executions that could not even start: written ended.
+    stillborn: Vec<Execution>,
+    workflows: Vec<WorkflowWrite>,
+    /// Workflows held until the write is queued, so their writes land in
+    /// the order of their steps.
+    guards: Vec<OwnedMutexGuard<Flow>>,
+    /// Workflows that ended: dropped once written.
+    finished: Vec<ExecutionId>,
+    /// Executions to cancel once written (a canceling workflow's tasks).
+    cancels: Vec<(TenantId, ExecutionId)>,
+}
+
+/// `st2kv()` and the other functions StackStorm adds to expressions.
+struct St2Host {
+    store: Store,
+    tenant: TenantId,
+    user: String,
+}
+
+impl Host for St2Host {
+    fn call(
+        &self,
+        name: &str,
+        args: &[Value],
+        named: &[(String, Value)],
+    ) -> Option<Result<Value, String>> {
+        match name {
+            "st2kv" => Some(self.st2kv(args, named)),
+            _ => None,
+        }
+    }
+}
+
+impl St2Host {
+    /// `st2kv(key, decrypt=false, default=...)`: the user's key unless the
+    /// name starts with `system.`.
+    fn st2kv(&self, args: &[Value], named: &[(String, Value)]) -> Result<Value, String> {
+        let Some(Value::String(key)) = args.first() else {
+            return Err("st2kv() takes a key name".into());
+        };
+        let arg = |n: &str, at: usize| {
+            named
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .or_else(|| args.get(at).cloned())
+        };
+        let decrypt = arg("decrypt", 1).is_some_and(|v| v == Value::Bool(true));
+        let default = arg("default", 2);
+        let (scope, name) = match key.strip_prefix("system.") {
+            Some(name) => (KvScope::System, name),
+            None => (KvScope::User(self.user.clone()), key.as_str()),
+        };
+        let stored = self
+            .store
+            .kv_get_blocking(&self.tenant, &scope.storage_key(name))
+            .map_err(|e| format!("st2kv('{key}'): {e}"))?;
+        match stored {
+            Some(entry) if entry.secret && !decrypt => Err(format!(
+                "st2kv('{key}'): the key is a secret; read it with decrypt=true"
+            )),
+            Some(entry) => Ok(Value::String(entry.value)),
+            None => {
+                default.ok_or_else(|| format!("st2kv('{key}'): no such key in {}", scope.name()))
+            }
+        }
+    }
+}
+
+impl Reactor {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_tasks: self.inner.config.max_workflow_tasks,
+        }
+    }
+
+    fn host(&self, e: &Execution) -> Arc<dyn Host + Send + Sync> {
+        Arc::new(St2Host {
+            store: self.inner.store.clone(),
+            tenant: e.tenant.clone(),
+            user: e
+                .context
+                .get("user")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        })
+    }
+
+    /// Start a workflow execution a worker picked up.
+    pub(crate) async fn start_workflow(&self, job: Prepared) {
+        let Work::Workflow(spec) = &job.work else {
+            return;
+        };
+        let mut execution = job.execution.clone();
+        if execution.status != ExecutionStatus::Scheduled {
+            execution.transition(ExecutionStatus::Scheduled);
+        }
+        execution.transition(ExecutionStatus::Running);
+        let user = execution
+            .context
+            .get("user")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut extra = Map::new();
+        extra.insert(
+            "st2".into(),
+            json!({
+                "action_execution_id": execution.id.as_str(),
+                "workflow_execution_id": execution.id.as_str(),
+                "user": user,
+                "pack": execution.action.pack().as_str(),
+                "action": execution.action.to_string(),
+                "runner": "orquesta",
+                "api_url": self.inner.config.api_url,
+            }),
+        );
+        if let Some(parent) = execution.context.get("parent") {
+            extra.insert("parent".into(), parent.clone());
+        }
+        let (conductor, step) = Conductor::start(
+            spec.clone(),
+            self.host(&execution),
+            self.limits(),
+            job.parameters(),
+            extra,
+        );
+        let id = execution.id.clone();
+        let flow = Arc::new(tokio::sync::Mutex::new(Flow {
+            conductor,
+            execution: execution.clone(),
+            children: HashMap::new(),
+        }));
+        self.inner.flows.insert(id.clone(), flow.clone());
+        let mut guard = flow.lock_owned().await;
+        let mut plan = Plan::default();
+        plan.updates.push(execution.clone());
+        let context = serde_json::to_string(&guard.conductor.state.ctx).unwrap_or_default();
+        self.apply_step(&mut guard, step, Some(context), &mut plan)
+            .await;
+        plan.guards.push(guard);
+        if self.commit(plan).await {
+            self.publish(ExecutionEventKind::Update, &execution);
+        } else {
+            self.inner.flows.remove(&id);
+        }
+    }
+
+    /// Turn a step into writes: the tasks' executions, the workflow's
+    /// state, and, when the workflow ended, its execution's end.
+    fn apply_step<'a>(
+        &'a self,
+        flow: &'a mut Flow,
+        step: Step,
+        context: Option<String>,
+        plan: &'a mut Plan,
+    ) -> crate::lifecycle::BoxFutureRef<'a> {
+        Box::pin(async move {
+            let Step {
+                mut runs,
+                mut changed,
+            } = step;
+            while !runs.is_empty() {
+                let mut refused = Vec::new();
+                for run in runs.drain(..) {
+                    match self.prepare_task(flow, &run) {
+                        Ok(p) => {
+                            flow.children
+                                .insert((run.task, run.item), p.execution.id.clone());
+                            plan.children.push(p);
+                        }
+                        Err(refused_run) => {
+                            let (record, error) = *refused_run;
+                            plan.stillborn.push(record);
+                            refused.push((run, error));
+                        }
+                    }
+                }
+                for (run, error) in refused {
+                    let s = flow.conductor.action_ended(
+                        run.task,
+                        run.item,
+                        "failed",
+                        json!({ "error": error }),
+                    );
+                    runs.extend(s.runs);
+                    changed.extend(s.changed);
+                }
+            }
+            let state = &flow.conductor.state;
+            let status = state.head.status;
+            plan.workflows.push(WorkflowWrite {
+                id: flow.execution.id.clone(),
+                tenant: flow.execution.tenant.clone(),
+                context,
+                head: serde_json::to_string(&state.head).unwrap_or_default(),
+                completed: status.is_completed(),
+                tasks: changed
+                    .into_iter()
+                    .map(|i| {
+                        (
+                            i as u64,
+                            serde_json::to_string(&state.tasks[i]).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            });
+            match status {
+                WorkflowStatus::Succeeded | WorkflowStatus::Failed | WorkflowStatus::Canceled => {
+                    let mut ended = flow.execution.clone();
+                    let to = match status {
+                        WorkflowStatus::Succeeded => ExecutionStatus::Succeeded,
+                        WorkflowStatus::Failed => ExecutionStatus::Failed,
+                        _ => ExecutionStatus::Canceled,
+                    };
+                    ended.transition(to);
+                    ended.result = Some(flow.conductor.result());
+                    flow.execution = ended.clone();
+                    plan.finished.push(ended.id.clone());
+                    self.plan_ending(ended, None, plan).await;
+                }
+                WorkflowStatus::Canceling => {
+                    if flow.execution.status != ExecutionStatus::Canceling {
+                        let e = &mut flow.execution;
+                        e.status = ExecutionStatus::Canceling;
+                        e.log.push(StatusChange {
+                            status: ExecutionStatus::Canceling,
+                            timestamp: now_rfc3339(),
+                        });
+                        plan.updates.push(e.clone());
+                    }
+                    for id in flow.children.values() {
+                        plan.cancels
+                            .push((flow.execution.tenant.clone(), id.clone()));
+                    }
+                }
+                WorkflowStatus::Running | WorkflowStatus::Pausing | WorkflowStatus::Paused => {}
+            }
+        })
+    }
+
+    /// The execution of one task run, ready to write; when it cannot be
+    /// made (an unknown action, invalid parameters), its record ended
+    /// `failed` and the reason.
+    fn prepare_task(&self, flow: &Flow, run: &Run) -> Result<Prepared, Box<(Execution, String)>> {
+        let wf = &flow.execution;
+        let mut context = Map::new();
+        if let Some(user) = wf.context.get("user") {
+            context.insert("user".into(), user.clone());
+        }
+        context.insert(
+            "parent".into(),
+            json!({
+                "execution_id": wf.id.as_str(),
+                "user": wf.context.get("user"),
+                "pack": wf.action.pack().as_str(),
+            }),
+        );
+        let mut orquesta = json!({
+            "workflow_execution_id": wf.id.as_str(),
+            "task_execution_id": format!("{}.{}", wf.id, run.task),
+            "task_name": run.name,
+            "task_id": run.name,
+            "task_route": run.route,
+        });
+        if let Some(item) = run.item {
+            orquesta["item_id"] = json!(item);
+        }
+        context.insert("orquesta".into(), orquesta);
+        let trace_tag = wf.trace_tag.clone().or_else(|| Some(wf.id.to_string()));
+        let refused = |error: String, action: squall_core::ActionRef| {
+            let now = now_rfc3339();
+            let record = Execution {
+                id: ExecutionId::generate(),
+                tenant: wf.tenant.clone(),
+                action,
+                status: ExecutionStatus::Failed,
+                parameters: Value::Object(run.input.clone()),
+                result: Some(json!({ "error": error })),
+                output: Default::default(),
+                start_timestamp: now.clone(),
+                end_timestamp: Some(now.clone()),
+                log: vec![
+                    StatusChange {
+                        status: ExecutionStatus::Requested,
+                        timestamp: now.clone(),
+                    },
+                    StatusChange {
+                        status: ExecutionStatus::Failed,
+                        timestamp: now,
+                    },
+                ],
+                trace_tag: trace_tag.clone(),
+                trigger_instance_id: None,
+                rule_ref: None,
+                context: context.clone(),
+                delay: None,
+            };
+            Box::new((record, error))
+        };
+        let action: squall_core::ActionRef = match run.action.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                let error = format!("tasks.{}.action: {e}", run.name);
+                // The record needs a ref: name the workflow's own pack.
+                let placeholder = format!("{}.invalid_action", wf.action.pack())
+                    .parse()
+                    .unwrap_or_else(|_| wf.action.clone());
+                return Err(refused(error, placeholder));
+            }
+        };
+        let mut req = RunRequest::new(wf.tenant.clone(), action.clone(), run.input.clone());
+        req.trace_tag = trace_tag.clone();
+        req.context = context.clone();
+        req.delay = run.delay.map(|s| s.saturating_mul(1000));
+        match self.inner.runner.prepare(req, None) {
+            Ok(p) => {
+                self.track(&p);
+                Ok(p)
+            }
+            Err(e) => Err(refused(format!("tasks.{}: {e}", run.name), action)),
+        }
+    }
+
+    /// Gather an execution's end and everything it moves: what it emits,
+    /// the retry its policy asks for, and, for a workflow's task, the
+    /// workflow's step (and, if that ends the workflow, the same again one
+    /// level up).
+    pub(crate) fn plan_ending<'a>(
+        &'a self,
+        e: Execution,
+        given: Option<Map<String, Value>>,
+        plan: &'a mut Plan,
+    ) -> crate::lifecycle::BoxFutureRef<'a> {
+        Box::pin(async move {
+            let mut instances = vec![self.action_trigger(&e)];
+            instances.extend(self.notify_triggers(&e));
+            let decided = instances
+                .iter()
+                .map(|i| self.decide_and_prepare(i))
+                .collect();
+            let retry = given.and_then(|given| self.retry_of(&e, given));
+            let task = task_of(&e);
+            let retried = retry.as_ref().map(|r| r.execution.id.clone());
+            plan.endings.push(Ending {
+                execution: e.clone(),
+                instances,
+                decided,
+                retry,
+            });
+            let Some((workflow, task, item)) = task else {
+                return;
+            };
+            let Some(flow) = self.inner.flows.get(&workflow) else {
+                return;
+            };
+            let mut guard = flow.lock_owned().await;
+            if let Some(retry) = retried {
+                // The policy's retry carries the task on.
+                guard.children.insert((task, item), retry);
+                plan.guards.push(guard);
+                return;
+            }
+            guard.children.remove(&(task, item));
+            let result = e.result.clone().unwrap_or(Value::Null);
+            let step = guard
+                .conductor
+                .action_ended(task, item, e.status.as_str(), result);
+            self.apply_step(&mut guard, step, None, plan).await;
+            plan.guards.push(guard);
+        })
+    }
+
+    /// Write a plan in one transaction, then tell and queue what it
+    /// started. Returns false when the deciding record had already ended
+    /// (nothing written).
+    ///
+    /// Boxed: what it writes may cancel executions, whose cancel commits.
+    pub(crate) fn commit(
+        &self,
+        plan: Plan,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(self.commit_now(plan))
+    }
+
+    async fn commit_now(&self, mut plan: Plan) -> bool {
+        let emissions: Vec<Vec<Emission<'_>>> = plan
+            .endings
+            .iter()
+            .map(|ending| {
+                ending
+                    .instances
+                    .iter()
+                    .zip(&ending.decided)
+                    .map(|(instance, (enforcements, prepared))| Emission {
+                        instance,
+                        enforcements: enforcements.clone(),
+                        executions: prepared.iter().map(|p| &p.execution).collect(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut batch = Batch {
+            completions: Vec::with_capacity(plan.endings.len()),
+            updates: plan.updates.iter().collect(),
+            inserts: plan.children.iter().map(|p| &p.execution).collect(),
+            workflows: std::mem::take(&mut plan.workflows),
+        };
+        batch.inserts.extend(plan.stillborn.iter());
+        for (ending, emitted) in plan.endings.iter().zip(emissions) {
+            batch.completions.push(Completion {
+                execution: &ending.execution,
+                emitted,
+                follow_ups: ending.retry.iter().map(|p| &p.execution).collect(),
+            });
+        }
+        // Queued while the workflows are held, so their writes land in the
+        // order of their steps; awaited after they are let go.
+        let pending = self.inner.store.submit_batch(&batch);
+        drop(batch);
+        plan.guards.clear();
+        let written = match pending {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        let mut queued: Vec<Prepared> = Vec::new();
+        for ending in &mut plan.endings {
+            queued.extend(ending.decided.drain(..).flat_map(|(_, p)| p));
+            queued.extend(ending.retry.take());
+        }
+        queued.append(&mut plan.children);
+        match written {
+            Ok(true) => {
+                for ending in &plan.endings {
+                    self.publish(ExecutionEventKind::Update, &ending.execution);
+                }
+                for e in plan.updates.iter().skip(1) {
+                    self.publish(ExecutionEventKind::Update, e);
+                }
+                for e in &plan.stillborn {
+                    self.publish(ExecutionEventKind::Create, e);
+                }
+                for p in &queued {
+                    self.publish(ExecutionEventKind::Create, &p.execution);
+                }
+                for id in &plan.finished {
+                    self.inner.flows.remove(id);
+                }
+                self.spawn_enqueue(queued);
+                for (tenant, id) in plan.cancels {
+                    let reactor = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = reactor.cancel(&tenant, &id).await {
+                            tracing::debug!(execution_id = %id, error = %e, "task not canceled");
+                        }
+                    });
+                }
+                true
+            }
+            Ok(false) => {
+                self.forget_all(&queued);
+                false
+            }
+            Err(err) => {
+                self.forget_all(&queued);
+                let Some(first) = plan.endings.first() else {
+                    tracing::error!(error = %err, "failed to record a workflow's step");
+                    return false;
+                };
+                let e = &first.execution;
+                // Record the end at least, so it does not stay `running`;
+                // say exactly what is lost with the rest.
+                tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution with its events");
+                for p in &queued {
+                    tracing::error!(execution_id = %e.id, lost = %p.execution.id, action = %p.execution.action, "lost: execution requested by this completion (rule, retry or workflow task)");
+                }
+                if let Err(err) = self.inner.store.update_execution(e).await {
+                    tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
+                }
+                false
+            }
+        }
+    }
+
+    /// Cancel a running workflow: its staged tasks never run, its active
+    /// ones are canceled, and it ends `canceled` once they ended. `None`
+    /// when `id` is not a workflow running here.
+    ///
+    /// Boxed: canceling a workflow cancels its tasks, which may be
+    /// workflows.
+    pub(crate) fn cancel_workflow<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Execution>> + Send + 'a>> {
+        Box::pin(async move {
+            let flow = self.inner.flows.get(id)?;
+            let mut guard = flow.lock_owned().await;
+            let step = guard.conductor.cancel();
+            let mut plan = Plan::default();
+            self.apply_step(&mut guard, step, None, &mut plan).await;
+            let record = guard.execution.clone();
+            plan.guards.push(guard);
+            self.commit(plan).await;
+            Some(record)
+        })
+    }
+
+    /// Read back the workflows a previous run left running, each with its
+    /// tasks' executions. Returns their ids: their own executions are not
+    /// abandoned, they go on.
+    pub(crate) fn recover_workflows(&self) -> Result<Vec<ExecutionId>, squall_store::Error> {
+        let mut resumed = Vec::new();
+        for stored in self.inner.store.running_workflows()? {
+            match self.restore(&stored) {
+                Ok(flow) => {
+                    resumed.push(stored.id.clone());
+                    self.inner
+                        .flows
+                        .insert(stored.id.clone(), Arc::new(tokio::sync::Mutex::new(flow)));
+                }
+                Err(e) => {
+                    tracing::error!(execution_id = %stored.id, error = %e, "workflow could not be resumed; it ends abandoned");
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    fn restore(&self, stored: &squall_store::StoredWorkflow) -> Result<Flow, String> {
+        let store = &self.inner.store;
+        let execution = store
+            .get_execution(&stored.tenant, &stored.id)
+            .map_err(|e| e.to_string())?
+            .ok_or("its execution record is gone")?;
+        let set = self.inner.runner.packs(&stored.tenant);
+        let (pack, _) = set
+            .action(&execution.action)
+            .map_err(|e| format!("its action: {e}"))?;
+        let spec = pack
+            .workflows
+            .get(execution.action.name())
+            .cloned()
+            .ok_or("its action is no longer a workflow")?;
+        let ctx: Map<String, Value> =
+            serde_json::from_str(&stored.context).map_err(|e| format!("context: {e}"))?;
+        let head: Head = serde_json::from_str(&stored.head).map_err(|e| format!("head: {e}"))?;
+        let mut tasks: Vec<TaskExecution> = Vec::with_capacity(stored.tasks.len());
+        for (seq, body) in &stored.tasks {
+            if *seq as usize != tasks.len() {
+                return Err(format!("task execution {seq} is out of order"));
+            }
+            tasks.push(serde_json::from_str(body).map_err(|e| format!("task {seq}: {e}"))?);
+        }
+        let mut children = HashMap::new();
+        for child in store
+            .children(&stored.tenant, &stored.id)
+            .map_err(|e| e.to_string())?
+        {
+            let Some((_, task, item)) = task_of(&child) else {
+                continue;
+            };
+            let ended = child.status.is_completed();
+            if let (Some(k), Some(items)) =
+                (item, tasks.get_mut(task).and_then(|t| t.items.as_mut()))
+            {
+                if items.ends.len() <= k {
+                    items.ends.resize(k + 1, None);
+                }
+                items.ends[k] = ended.then(|| ItemEnd {
+                    succeeded: child.status == ExecutionStatus::Succeeded,
+                    result: child.result.clone().unwrap_or(Value::Null),
+                });
+            }
+            if ended {
+                children.remove(&(task, item));
+            } else {
+                children.insert((task, item), child.id.clone());
+            }
+        }
+        let conductor = Conductor::restore(
+            spec,
+            self.host(&execution),
+            self.limits(),
+            State { ctx, head, tasks },
+        );
+        Ok(Flow {
+            conductor,
+            execution,
+            children,
+        })
+    }
+}

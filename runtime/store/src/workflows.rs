@@ -1,0 +1,277 @@
+//! Workflows: a running workflow's state (a head row and one row per task
+//! execution) written in the same transaction as the executions that
+//! moved it, so a crash never separates them.
+
+use rusqlite::params;
+use squall_core::{Execution, ExecutionId, TenantId};
+
+use crate::executions::{COLUMNS, ExecutionRow, from_row, insert, update};
+use squall_core::metrics::metrics;
+
+use crate::reactor::{Emission, insert_instance, insert_outcome};
+use crate::{Error, Result, Store};
+
+/// One workflow's changed state, encoded by the caller.
+#[derive(Debug, Clone)]
+pub struct WorkflowWrite {
+    /// The workflow's own execution.
+    pub id: ExecutionId,
+    pub tenant: TenantId,
+    /// Its context (input, vars): written once, when it starts.
+    pub context: Option<String>,
+    pub head: String,
+    pub completed: bool,
+    /// Task executions that are new or changed: (index, JSON).
+    pub tasks: Vec<(u64, String)>,
+}
+
+/// An execution that ended, with what its end emitted (as
+/// [`Store::complete_execution`] writes it).
+#[derive(Debug)]
+pub struct Completion<'a> {
+    pub execution: &'a Execution,
+    pub emitted: Vec<Emission<'a>>,
+    /// Executions its end requested (a retry).
+    pub follow_ups: Vec<&'a Execution>,
+}
+
+/// Everything one workflow event writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    /// Executions that ended. The first one decides: when its record had
+    /// already ended, nothing is written.
+    pub completions: Vec<Completion<'a>>,
+    /// Executions whose status changes otherwise (a workflow starting,
+    /// pausing, canceling). Without completions, the first one decides.
+    pub updates: Vec<&'a Execution>,
+    /// New executions: the tasks' actions.
+    pub inserts: Vec<&'a Execution>,
+    pub workflows: Vec<WorkflowWrite>,
+}
+
+/// A running workflow as stored.
+#[derive(Debug, Clone)]
+pub struct StoredWorkflow {
+    pub id: ExecutionId,
+    pub tenant: TenantId,
+    pub context: String,
+    pub head: String,
+    /// (index, JSON) in index order.
+    pub tasks: Vec<(u64, String)>,
+}
+
+struct Encoded {
+    completions: Vec<(ExecutionRow, EncodedEmissions, Vec<ExecutionRow>)>,
+    updates: Vec<ExecutionRow>,
+    inserts: Vec<ExecutionRow>,
+    workflows: Vec<WorkflowWrite>,
+}
+
+type EncodedEmissions = Vec<(
+    crate::reactor::InstanceRow,
+    Vec<squall_core::trigger::RuleEnforcement>,
+    Vec<ExecutionRow>,
+)>;
+
+impl Store {
+    /// Write `batch` in one transaction. Returns false, writing nothing,
+    /// when the execution that decides had already ended.
+    pub async fn write_batch(&self, batch: &Batch<'_>) -> Result<bool> {
+        self.submit_batch(batch)?.await
+    }
+
+    /// [`Store::write_batch`], queued for the writer before this returns:
+    /// batches submitted one after the other are written in that order.
+    pub fn submit_batch(
+        &self,
+        batch: &Batch<'_>,
+    ) -> Result<impl Future<Output = Result<bool>> + Send + 'static> {
+        let encoded = Encoded {
+            completions: batch
+                .completions
+                .iter()
+                .map(|c| {
+                    (
+                        ExecutionRow::encode(c.execution),
+                        c.emitted
+                            .iter()
+                            .map(|e| {
+                                (
+                                    crate::reactor::InstanceRow::encode(e.instance),
+                                    e.enforcements.clone(),
+                                    e.executions
+                                        .iter()
+                                        .map(|x| ExecutionRow::encode(x))
+                                        .collect(),
+                                )
+                            })
+                            .collect(),
+                        c.follow_ups
+                            .iter()
+                            .map(|x| ExecutionRow::encode(x))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            updates: batch
+                .updates
+                .iter()
+                .map(|e| ExecutionRow::encode(e))
+                .collect(),
+            inserts: batch
+                .inserts
+                .iter()
+                .map(|e| ExecutionRow::encode(e))
+                .collect(),
+            workflows: batch.workflows.clone(),
+        };
+        let instances: usize = encoded.completions.iter().map(|(_, e, _)| e.len()).sum();
+        let requested: usize = encoded
+            .completions
+            .iter()
+            .map(|(_, e, f)| e.iter().map(|(_, _, x)| x.len()).sum::<usize>() + f.len())
+            .sum::<usize>()
+            + encoded.inserts.len();
+        let ended: Vec<&'static str> = batch
+            .completions
+            .iter()
+            .map(|c| c.execution.status)
+            .filter(|s| s.is_completed())
+            .map(|s| s.as_str())
+            .collect();
+        let pending = self.submit(move |txn| {
+            let mut first = true;
+            for (row, emitted, follow_ups) in &encoded.completions {
+                if !update(txn, row)? && first {
+                    return Ok(false);
+                }
+                first = false;
+                for (instance, enforcements, executions) in emitted {
+                    insert_instance(txn, instance)?;
+                    insert_outcome(txn, enforcements, executions)?;
+                }
+                for e in follow_ups {
+                    insert(txn, e)?;
+                }
+            }
+            for row in &encoded.updates {
+                if !update(txn, row)? && first {
+                    return Ok(false);
+                }
+                first = false;
+            }
+            for row in &encoded.inserts {
+                insert(txn, row)?;
+            }
+            for w in &encoded.workflows {
+                write_workflow(txn, w)?;
+            }
+            Ok(true)
+        })?;
+        Ok(async move {
+            let written = pending.await?;
+            if written {
+                let m = metrics();
+                for status in ended {
+                    m.completed(status);
+                }
+                m.trigger_instances.inc_by(instances as u64);
+                m.executions_requested.inc_by(requested as u64);
+            }
+            Ok(written)
+        })
+    }
+
+    /// Workflows that had not ended, all tenants, oldest first.
+    pub fn running_workflows(&self) -> Result<Vec<StoredWorkflow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, tenant_id, context, head FROM workflows WHERE completed = 0 ORDER BY id",
+            )?;
+            let heads = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut tasks = conn.prepare(
+                "SELECT seq, body FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY seq",
+            )?;
+            let mut out = Vec::with_capacity(heads.len());
+            for (id, tenant, context, head) in heads {
+                let rows = tasks
+                    .query_map([&id], |r| {
+                        Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                out.push(StoredWorkflow {
+                    id: id
+                        .parse()
+                        .map_err(|e| Error::Corrupt(format!("workflow id: {e}")))?,
+                    tenant: TenantId::new(tenant)
+                        .map_err(|e| Error::Corrupt(format!("workflow tenant: {e}")))?,
+                    context,
+                    head,
+                    tasks: rows,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The executions whose parent is `parent` (a workflow's tasks), oldest
+    /// first.
+    pub fn children(&self, tenant: &TenantId, parent: &ExecutionId) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM executions WHERE tenant_id = ?1 AND parent = ?2 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map(params![tenant.as_str(), parent.as_str()], |row| {
+                Ok(from_row(row))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn write_workflow(txn: &rusqlite::Transaction<'_>, w: &WorkflowWrite) -> Result<()> {
+    match &w.context {
+        Some(context) => {
+            txn.prepare_cached(
+                "INSERT INTO workflows (id, tenant_id, context, head, completed) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET head = excluded.head, completed = excluded.completed",
+            )?
+            .execute(params![
+                w.id.as_str(),
+                w.tenant.as_str(),
+                context,
+                w.head,
+                w.completed
+            ])?;
+        }
+        None => {
+            txn.prepare_cached("UPDATE workflows SET head = ?2, completed = ?3 WHERE id = ?1")?
+                .execute(params![w.id.as_str(), w.head, w.completed])?;
+        }
+    }
+    let mut put = txn.prepare_cached(
+        "INSERT INTO workflow_tasks (workflow_id, seq, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (workflow_id, seq) DO UPDATE SET body = excluded.body",
+    )?;
+    for (seq, body) in &w.tasks {
+        put.execute(params![
+            w.id.as_str(),
+            i64::try_from(*seq).unwrap_or(i64::MAX),
+            body
+        ])?;
+    }
+    Ok(())
+}
