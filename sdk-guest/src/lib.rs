@@ -153,6 +153,21 @@ impl Error {
         Self::Failed(message.to_string())
     }
 
+    /// An [`Error::Failed`] whose execution's result is `result` (a JSON
+    /// object), as StackStorm's `return (False, result)`: the execution
+    /// ends `failed` with that result instead of `{"error": message}`.
+    ///
+    /// ```
+    /// let e = squall_sdk::Error::failed_with(serde_json::json!({"return_code": 1}));
+    /// assert_eq!(e.to_string(), r#"{"return_code":1}"#);
+    /// ```
+    pub fn failed_with(result: serde_json::Value) -> Self {
+        match result {
+            serde_json::Value::Object(_) => Self::Failed(result.to_string()),
+            other => Self::Failed(serde_json::json!({ "error": other }).to_string()),
+        }
+    }
+
     /// An [`Error::Retryable`].
     pub fn retryable(message: impl fmt::Display) -> Self {
         Self::Retryable(message.to_string())

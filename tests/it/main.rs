@@ -13,6 +13,7 @@ mod server;
 mod st2client;
 mod tenants;
 mod util;
+mod workflows;
 
 /// The test that covers each guest. A guest added to tests/guests without a
 /// line here is a compile error (see `foreach_guest!` below).
@@ -32,6 +33,7 @@ mod guest_tests {
     pub(crate) use super::sensors::directory_sensor_logs_created_modified_deleted as EXAMPLES_SENSOR;
     pub(crate) use super::sensors::file_watch_drives_the_same_action as EXAMPLES_ACTIONS;
     pub(crate) use super::sensors::sensor_kv_state_survives_a_restart as SENSOR;
+    pub(crate) use super::workflows::orquesta_conformance as SHELL;
 }
 
 macro_rules! assert_test_exists {

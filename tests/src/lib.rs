@@ -135,7 +135,7 @@ pub fn sensor_pack(
 }
 
 /// A copy of `packs/<name>`'s metadata (pack.yaml, config.schema.yaml,
-/// actions, sensors, rules, policies) with `components` (path inside the
+/// actions and their workflows, sensors, rules, policies) with `components` (path inside the
 /// pack, built file) copied in.
 pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,7 +145,13 @@ pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
             std::fs::copy(src.join(file), dir.path().join(file)).expect("copy");
         }
     }
-    for sub in ["actions", "sensors", "rules", "policies"] {
+    for sub in [
+        "actions",
+        "actions/workflows",
+        "sensors",
+        "rules",
+        "policies",
+    ] {
         copy_yaml(&src, dir.path(), sub);
     }
     for (to, from) in components {

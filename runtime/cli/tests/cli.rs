@@ -76,7 +76,8 @@ fn echo_prints_its_result_and_is_listed() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("status: succeeded"), "{text}");
-    assert!(text.contains("result:\n  message: hello"), "{text}");
+    assert!(text.contains("result:\n  failed: false"), "{text}");
+    assert!(text.contains("  stdout: hello\n"), "{text}");
     let id = text
         .lines()
         .find_map(|l| l.strip_prefix("id: "))

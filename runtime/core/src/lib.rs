@@ -10,6 +10,7 @@ pub mod auth;
 pub mod egress;
 pub mod events;
 pub mod execution;
+pub mod functions;
 pub mod ids;
 pub mod kv;
 pub mod manifest;

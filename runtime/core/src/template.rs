@@ -74,72 +74,17 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.add_filter(
-            "to_json_string",
-            |v: JinjaValue| -> Result<String, minijinja::Error> {
-                serde_json::to_string(&v).map_err(|e| {
-                    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-                })
-            },
-        );
-        env.add_filter(
-            "from_json_string",
-            |s: String| -> Result<JinjaValue, minijinja::Error> {
-                serde_json::from_str::<Value>(&s)
-                    .map(|v| JinjaValue::from(Serde(&v)))
-                    .map_err(|e| {
-                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-                    })
-            },
-        );
+        // StackStorm's functions, as filters (`x | to_json_string`) and as
+        // functions (`to_json_string(x)`).
+        for name in crate::functions::NAMES {
+            env.add_filter(name, st2_function(name));
+            env.add_function(name, st2_function(name));
+        }
         env.add_filter(
             "to_complex",
             |v: JinjaValue| -> Result<String, minijinja::Error> {
                 serde_json::to_string(&v).map_err(|e| {
                     minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-                })
-            },
-        );
-        env.add_filter("basename", |s: String| {
-            s.rsplit('/').next().unwrap_or_default().to_owned()
-        });
-        env.add_filter("dirname", |s: String| match s.rfind('/') {
-            Some(0) => "/".to_owned(),
-            Some(i) => s[..i].to_owned(),
-            None => String::new(),
-        });
-        env.add_filter("use_none", |v: JinjaValue| {
-            if v.is_none() || v.is_undefined() {
-                JinjaValue::from("%*****__%NONE%__*****%")
-            } else {
-                v
-            }
-        });
-        env.add_filter(
-            "regex_match",
-            |s: String, p: String| -> Result<bool, minijinja::Error> {
-                regex_compile(&format!("\\A(?:{p})")).map(|re| re.is_match(&s))
-            },
-        );
-        env.add_filter(
-            "regex_search",
-            |s: String, p: String| -> Result<bool, minijinja::Error> {
-                regex_compile(&p).map(|re| re.is_match(&s))
-            },
-        );
-        env.add_filter(
-            "regex_replace",
-            |s: String, p: String, r: String| -> Result<String, minijinja::Error> {
-                regex_compile(&p).map(|re| re.replace_all(&s, r.as_str()).into_owned())
-            },
-        );
-        env.add_filter(
-            "regex_substring",
-            |s: String, p: String| -> Result<JinjaValue, minijinja::Error> {
-                regex_compile(&p).map(|re| {
-                    re.find(&s)
-                        .map(|m| JinjaValue::from(m.as_str()))
-                        .unwrap_or_default()
                 })
             },
         );
@@ -249,9 +194,42 @@ impl Templates {
     }
 }
 
-fn regex_compile(p: &str) -> Result<regex::Regex, minijinja::Error> {
-    regex::Regex::new(p)
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+/// StackStorm's function `name` for minijinja: positional and keyword
+/// arguments as JSON values.
+fn st2_function(
+    name: &'static str,
+) -> impl Fn(
+    minijinja::value::Rest<JinjaValue>,
+    minijinja::value::Kwargs,
+) -> Result<JinjaValue, minijinja::Error>
++ Send
++ Sync
++ 'static {
+    move |args, kwargs| {
+        let args: Vec<Value> = args
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+            .collect();
+        let mut named = Vec::new();
+        for k in kwargs.args() {
+            let v: JinjaValue = kwargs.get(k)?;
+            named.push((
+                k.to_owned(),
+                serde_json::to_value(&v).unwrap_or(Value::Null),
+            ));
+        }
+        match crate::functions::call(name, &args, &named) {
+            Some(Ok(v)) => Ok(JinjaValue::from(Serde(&v))),
+            Some(Err(m)) => Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                m,
+            )),
+            None => Err(minijinja::Error::new(
+                minijinja::ErrorKind::UnknownFunction,
+                format!("unknown function '{name}'"),
+            )),
+        }
+    }
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -373,7 +351,7 @@ mod tests {
         let r = |s: &str| t.render_value(&json!(s), &ctx()).expect("renders");
         assert_eq!(
             r("{{ trigger.body | to_json_string }}"),
-            json!(r#"{"count":3,"name":"web-1","tags":["a","b"]}"#)
+            json!(r#"{"count": 3, "name": "web-1", "tags": ["a", "b"]}"#)
         );
         assert_eq!(r("{{ '{\"a\": 1}' | from_json_string }}"), json!({"a": 1}));
         assert_eq!(r("{{ trigger.path | dirname }}"), json!("/var/log"));

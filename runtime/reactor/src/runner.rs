@@ -379,9 +379,16 @@ impl Runner {
         let report = self.sandbox.run_action(component, invocation).await;
         let (status, result) = match report.outcome {
             Outcome::Succeeded(value) => (ExecutionStatus::Succeeded, value),
-            Outcome::Failed(failure) => {
-                (ExecutionStatus::Failed, json!({ "error": failure.message }))
-            }
+            // A failure whose message is a JSON object carries the result
+            // itself (the SDK's `Error::failed_with`, StackStorm's
+            // `(False, result)`); any other message becomes `{"error"}`.
+            Outcome::Failed(failure) => (
+                ExecutionStatus::Failed,
+                match serde_json::from_str::<Map<String, Value>>(&failure.message) {
+                    Ok(result) => Value::Object(result),
+                    Err(_) => json!({ "error": failure.message }),
+                },
+            ),
             Outcome::Timeout { after } => (
                 ExecutionStatus::Timeout,
                 json!({ "error": format!("action timed out after {:.1} s", after.as_secs_f64()) }),

@@ -243,6 +243,8 @@ pub struct Conductor {
 struct Inbound {
     transitions: usize,
     tasks: BTreeSet<String>,
+    /// The task can reach itself: arriving again is a loop, not a branch.
+    in_cycle: bool,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -280,6 +282,9 @@ impl Conductor {
                     }
                 }
             }
+        }
+        for (name, entry) in inbound.iter_mut() {
+            entry.in_cycle = reaches(&spec, name, name);
         }
         let reads_tasks = mentions(&spec, &["task(", "task_status("]);
         Self {
@@ -515,7 +520,7 @@ impl Conductor {
     }
 
     /// The scope of a task's branch: the workflow's context with `delta`.
-    fn scope(&self, delta: &Map<String, Value>, current: Option<&str>) -> Scope {
+    fn scope(&self, delta: &Map<String, Value>, current: Option<(&str, u32)>) -> Scope {
         let mut ctx = self.state.ctx.clone();
         for (k, v) in delta {
             ctx.insert(k.clone(), v.clone());
@@ -523,7 +528,9 @@ impl Conductor {
         let host: Arc<dyn Host + Send + Sync> = if self.reads_tasks {
             Arc::new(TaskHost {
                 tasks: self.task_views(),
-                current: current.map(str::to_owned),
+                routes: self.route_parents(),
+                current: current.map(|(n, _)| n.to_owned()),
+                route: current.map_or(0, |(_, r)| r),
                 inner: self.host.clone(),
             })
         } else {
@@ -538,26 +545,54 @@ impl Conductor {
         }
     }
 
-    /// `task()`'s view of each task, the latest run of each name.
-    fn task_views(&self) -> BTreeMap<String, Value> {
-        let mut out = BTreeMap::new();
-        for (i, t) in self.state.tasks.iter().enumerate() {
-            out.insert(
-                t.name.clone(),
-                json!({
-                    "task_execution_id": i,
-                    "task_name": t.name,
-                    "task_id": t.name,
-                    "route": t.route,
-                    "status": t.status.as_str(),
-                    "result": match (&t.items, &t.result) {
-                        (Some(_), Some(Value::Array(results))) => json!({"items": results.iter().map(|r| json!({"result": r})).collect::<Vec<_>>()}),
-                        (_, r) => r.clone().unwrap_or(Value::Null),
-                    },
-                }),
-            );
-        }
-        out
+    /// `task()`'s view of every task execution, in order.
+    fn task_views(&self) -> Vec<(String, u32, Value)> {
+        self.state
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let result = match (&t.items, &t.result) {
+                    (Some(items), Some(Value::Array(results))) => json!({
+                        "items": results
+                            .iter()
+                            .zip(&items.ends)
+                            .map(|(r, end)| json!({
+                                "status": if end.as_ref().is_some_and(|e| e.succeeded) { "succeeded" } else { "failed" },
+                                "result": r,
+                            }))
+                            .collect::<Vec<_>>()
+                    }),
+                    (_, r) => r.clone().unwrap_or(Value::Null),
+                };
+                (
+                    t.name.clone(),
+                    t.route,
+                    json!({
+                        "task_execution_id": i,
+                        "task_name": t.name,
+                        "task_id": t.name,
+                        "route": t.route,
+                        "status": t.status.as_str(),
+                        "result": result,
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// Each route's parent route (the route it split from).
+    fn route_parents(&self) -> Vec<u32> {
+        self.state
+            .head
+            .routes
+            .iter()
+            .map(|sig| {
+                sig.split_once('/')
+                    .and_then(|(parent, _)| parent.parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     fn fail(&mut self, entry: Map<String, Value>) {
@@ -630,7 +665,7 @@ impl Conductor {
         // Reached by several transitions without a join: each arrival is
         // a branch (route) of its own.
         let route = match (from, inbound) {
-            (Some((f, idx)), Some(i)) if i.transitions > 1 => {
+            (Some((f, idx)), Some(i)) if i.transitions > 1 && !i.in_cycle => {
                 let signature = format!("{route}/{f}.{idx}");
                 match self.state.head.routes.iter().position(|r| *r == signature) {
                     Some(r) => r as u32,
@@ -703,7 +738,7 @@ impl Conductor {
             self.task_ended(i);
             return;
         }
-        let scope = self.scope(&self.state.tasks[i].ctx.clone(), Some(&name));
+        let scope = self.scope(&self.state.tasks[i].ctx.clone(), Some((&name, route)));
         let delay = match self.delay_of(task, i, &scope) {
             Ok(d) => d,
             Err(e) => return self.launch_failed(i, "delay", &e),
@@ -829,7 +864,7 @@ impl Conductor {
                 self.over_limit();
                 break;
             }
-            let mut scope = self.scope(&t.ctx.clone(), Some(&name));
+            let mut scope = self.scope(&t.ctx.clone(), Some((&name, route)));
             scope.item = Some(items.values[started].clone());
             let run = run_of(task, &scope);
             let items = self.state.tasks[i]
@@ -898,7 +933,7 @@ impl Conductor {
             return;
         }
         let status = t.status.as_str();
-        let mut scope = self.scope(&t.ctx, Some(&t.name));
+        let mut scope = self.scope(&t.ctx, Some((&t.name, t.route)));
         scope.result = t.result.clone();
         scope.status = Some(status.to_owned());
         if t.status == TaskStatus::Canceled {
@@ -987,7 +1022,7 @@ impl Conductor {
             }
             let mut delta = t.ctx.clone();
             for (name, template) in &transition.publish {
-                let mut s = self.scope(&delta, Some(&t.name));
+                let mut s = self.scope(&delta, Some((&t.name, t.route)));
                 s.result = t.result.clone();
                 s.status = Some(status.to_owned());
                 match render(template, &s) {
@@ -1271,9 +1306,36 @@ fn mentions(spec: &Workflow, needles: &[&str]) -> bool {
 
 /// `task()` and `task_status()` over a snapshot of the task executions.
 struct TaskHost {
-    tasks: BTreeMap<String, Value>,
+    /// (name, route, view), in the order they were made.
+    tasks: Vec<(String, u32, Value)>,
+    /// Each route's parent.
+    routes: Vec<u32>,
     current: Option<String>,
+    /// The route of the branch asking.
+    route: u32,
     inner: Arc<dyn Host + Send + Sync>,
+}
+
+impl TaskHost {
+    /// The latest run of `name` on `route`, else on the routes it split
+    /// from.
+    fn find(&self, name: &str, route: u32) -> Option<&Value> {
+        let mut at = route;
+        loop {
+            if let Some((_, _, v)) = self
+                .tasks
+                .iter()
+                .rev()
+                .find(|(n, r, _)| n == name && *r == at)
+            {
+                return Some(v);
+            }
+            if at == 0 {
+                return None;
+            }
+            at = self.routes.get(at as usize).copied().unwrap_or(0);
+        }
+    }
 }
 
 impl Host for TaskHost {
@@ -1283,28 +1345,56 @@ impl Host for TaskHost {
         args: &[Value],
         named: &[(String, Value)],
     ) -> Option<Result<Value, String>> {
-        let wanted = |args: &[Value]| match args.first() {
-            Some(Value::String(n)) => Ok(n.clone()),
-            None => self
-                .current
-                .clone()
-                .ok_or_else(|| "task() needs a task name here".to_owned()),
-            Some(other) => Err(format!("a task name is a string, not {other}")),
+        if name != "task" && name != "task_status" {
+            return self.inner.call(name, args, named);
+        }
+        let wanted = match args.first() {
+            Some(Value::String(n)) => n.clone(),
+            None => match &self.current {
+                Some(n) => n.clone(),
+                None => return Some(Err(format!("{name}() needs a task name here"))),
+            },
+            Some(other) => return Some(Err(format!("a task name is a string, not {other}"))),
         };
-        match name {
-            "task" => Some(wanted(args).and_then(|n| {
-                self.tasks
-                    .get(&n)
-                    .cloned()
-                    .ok_or_else(|| format!("task '{n}' has not run"))
-            })),
-            "task_status" => Some(wanted(args).map(|n| {
-                self.tasks
-                    .get(&n)
-                    .and_then(|t| t.get("status").cloned())
-                    .unwrap_or(Value::Null)
-            })),
-            _ => self.inner.call(name, args, named),
+        let route = named
+            .iter()
+            .find(|(k, _)| k == "route")
+            .map(|(_, v)| v)
+            .or(args.get(1))
+            .and_then(Value::as_u64)
+            .map_or(self.route, |r| r as u32);
+        let found = self.find(&wanted, route);
+        Some(match name {
+            "task" => found
+                .cloned()
+                .ok_or_else(|| format!("task '{wanted}' (route {route}) has not run")),
+            _ => Ok(found
+                .and_then(|t| t.get("status").cloned())
+                .unwrap_or(Value::Null)),
+        })
+    }
+}
+
+/// Whether `to` can be reached from `from` by one transition or more.
+fn reaches(spec: &Workflow, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_owned()];
+    while let Some(at) = stack.pop() {
+        let Some(task) = spec.tasks.get(&at) else {
+            continue;
+        };
+        for t in &task.next {
+            for target in &t.targets {
+                if let Target::Task(next) = target {
+                    if next == to {
+                        return true;
+                    }
+                    if seen.insert(next.clone()) {
+                        stack.push(next.clone());
+                    }
+                }
+            }
         }
     }
+    false
 }

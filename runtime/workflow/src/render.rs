@@ -133,7 +133,10 @@ fn orquesta(
             [other] => Ok(other.clone()),
             _ => Err("json() takes a string".to_owned()),
         },
-        _ => return scope.host.call(name, args, named),
+        _ => {
+            return squall_core::functions::call(name, args, named)
+                .or_else(|| scope.host.call(name, args, named));
+        }
     })
 }
 
@@ -234,33 +237,36 @@ fn jinja_env(scope: &Scope) -> minijinja::Environment<'static> {
         "task",
         "task_status",
         "st2kv",
-    ] {
+    ]
+    .into_iter()
+    .chain(squall_core::functions::NAMES)
+    {
         let shared = scope.clone();
-        env.add_function(
-            name,
-            move |_: &State, args: Rest<J>, kwargs: Kwargs| -> Result<J, Error> {
-                let args: Vec<Value> = args
-                    .iter()
-                    .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
-                    .collect();
-                let mut named = Vec::new();
-                for k in kwargs.args() {
-                    let v: J = kwargs.get(k)?;
-                    named.push((
-                        k.to_owned(),
-                        serde_json::to_value(&v).unwrap_or(Value::Null),
-                    ));
-                }
-                match orquesta(&shared, name, &args, &named) {
-                    Some(Ok(v)) => Ok(J::from(minijinja::value::Serde(&v))),
-                    Some(Err(m)) => Err(Error::new(ErrorKind::InvalidOperation, m)),
-                    None => Err(Error::new(
-                        ErrorKind::UnknownFunction,
-                        format!("unknown function '{name}'"),
-                    )),
-                }
-            },
-        );
+        let call = move |_: &State, args: Rest<J>, kwargs: Kwargs| -> Result<J, Error> {
+            let args: Vec<Value> = args
+                .iter()
+                .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+                .collect();
+            let mut named = Vec::new();
+            for k in kwargs.args() {
+                let v: J = kwargs.get(k)?;
+                named.push((
+                    k.to_owned(),
+                    serde_json::to_value(&v).unwrap_or(Value::Null),
+                ));
+            }
+            match orquesta(&shared, name, &args, &named) {
+                Some(Ok(v)) => Ok(J::from(minijinja::value::Serde(&v))),
+                Some(Err(m)) => Err(Error::new(ErrorKind::InvalidOperation, m)),
+                None => Err(Error::new(
+                    ErrorKind::UnknownFunction,
+                    format!("unknown function '{name}'"),
+                )),
+            }
+        };
+        // Every function is a filter too: `x | to_json_string`.
+        env.add_filter(name, call.clone());
+        env.add_function(name, call);
     }
     env
 }

@@ -1,0 +1,555 @@
+//! Workflows end to end: the Orquesta conformance corpus (real workflows
+//! written for StackStorm, read where they lie) run through the API, each
+//! checked against what StackStorm's own tests expect.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use squall_core::{ExecutionId, TenantId};
+use tempfile::TempDir;
+
+use crate::server::Server;
+
+fn corpus() -> PathBuf {
+    squall_tests::workspace_root().join("../shared/conformance/orquesta")
+}
+
+/// The corpus' `examples` pack as Squall loads it: a `pack.yaml` of the
+/// test's, and links to the corpus' action files and definitions, plus the
+/// orquesta fixture `join-count` under an action of its own.
+fn corpus_pack(corpus: &Path) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("pack.yaml"),
+        "ref: examples\nname: examples\nversion: 1.0.0\ndescription: the Orquesta conformance corpus\nauthor: tests\n",
+    )
+    .expect("write pack.yaml");
+    let actions = dir.path().join("actions");
+    std::fs::create_dir(&actions).expect("mkdir actions");
+    for entry in std::fs::read_dir(corpus.join("examples/actions")).expect("read corpus") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("file name").to_owned();
+        std::os::unix::fs::symlink(&path, actions.join(name)).expect("link");
+    }
+    std::fs::create_dir(actions.join("fixtures")).expect("mkdir fixtures");
+    std::os::unix::fs::symlink(
+        corpus.join("orquesta_fixtures/join-count.yaml"),
+        actions.join("fixtures/join-count.yaml"),
+    )
+    .expect("link fixture");
+    std::fs::write(
+        actions.join("join-count.yaml"),
+        "name: join-count\nrunner_type: orquesta\nentry_point: fixtures/join-count.yaml\n",
+    )
+    .expect("write join-count action");
+    dir
+}
+
+/// `packs/core` with the test stand-in for `core.local` (a small shell
+/// whose files live in the datastore) until Squall has host runners.
+fn core_with_local() -> TempDir {
+    let core = squall_tests::core_pack();
+    let actions = core.path().join("actions");
+    std::fs::copy(squall_tests::SHELL, actions.join("local_shell.wasm")).expect("copy shell");
+    std::fs::write(
+        actions.join("local.yaml"),
+        "name: local\nrunner_type: wasm\nentry_point: local_shell.wasm\ndescription: test stand-in for StackStorm's core.local\nparameters:\n  cmd: {type: string, required: true}\n",
+    )
+    .expect("write local.yaml");
+    core
+}
+
+/// What one corpus workflow must do.
+struct Case {
+    action: &'static str,
+    parameters: Value,
+    status: &'static str,
+    /// Checks on the finished workflow: a description of each mismatch.
+    check: fn(&Run) -> Vec<String>,
+}
+
+/// (task name, status, action) of one task execution.
+type TaskRow = (String, String, String);
+
+/// A finished workflow execution and its task executions.
+struct Run {
+    execution: Value,
+    tasks: Vec<TaskRow>,
+    /// The tasks of each subworkflow, by its task's name.
+    nested: Vec<(String, Vec<TaskRow>)>,
+}
+
+impl Run {
+    fn output(&self) -> &Value {
+        &self.execution["result"]["output"]
+    }
+
+    fn count(&self, task: &str) -> usize {
+        self.tasks.iter().filter(|(t, _, _)| t == task).count()
+    }
+
+    fn statuses(&self, task: &str) -> Vec<&str> {
+        self.tasks
+            .iter()
+            .filter(|(t, _, _)| t == task)
+            .map(|(_, s, _)| s.as_str())
+            .collect()
+    }
+}
+
+fn expect(what: &str, got: &Value, want: &Value) -> Vec<String> {
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!("{what}: expected {want}, got {got}")]
+    }
+}
+
+fn holds(what: &str, ok: bool) -> Vec<String> {
+    if ok {
+        Vec::new()
+    } else {
+        vec![what.to_owned()]
+    }
+}
+
+/// StackStorm's error entries, compared by type, task and message (the
+/// action's result inside a task's entry is the action's own business).
+fn errors(run: &Run) -> Vec<(String, String)> {
+    run.execution["result"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["task_id"].as_str().unwrap_or_default().to_owned(),
+                e["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const FAILED: &str = "Execution failed. See result for details.";
+
+fn expect_errors(run: &Run, want: &[(&str, &str)]) -> Vec<String> {
+    let got = errors(run);
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(t, m)| ((*t).to_owned(), (*m).to_owned()))
+        .collect();
+    if got == want {
+        Vec::new()
+    } else {
+        vec![format!("errors: expected {want:?}, got {got:?}")]
+    }
+}
+
+fn greeting(run: &Run, want: &str) -> Vec<String> {
+    expect("output", run.output(), &json!({"greeting": want}))
+}
+
+const THANOS: &str = "Thanos, All your base are belong to us!";
+
+fn cases() -> Vec<Case> {
+    let members = ["Lakshmi", "Lindsay", "Tomaz", "Matt", "Drew"];
+    let numbered: Vec<String> = (0..10).map(|i| format!("{i:05}")).collect();
+    vec![
+        Case {
+            action: "orquesta-sequential",
+            parameters: json!({"name": "Thanos"}),
+            status: "succeeded",
+            check: |r| {
+                expect(
+                    "result",
+                    &r.execution["result"],
+                    &json!({"output": {"greeting": THANOS}}),
+                )
+            },
+        },
+        Case {
+            action: "orquesta-join",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| {
+                expect(
+                    "output.messages",
+                    &r.output()["messages"],
+                    &json!([
+                        "Fee fi fo fum",
+                        "I smell the blood of an English man",
+                        "Be alive, or be he dead",
+                        "I'll grind his bones to make my bread"
+                    ]),
+                )
+            },
+        },
+        Case {
+            action: "orquesta-with-items",
+            parameters: json!({"members": members}),
+            status: "succeeded",
+            check: |r| {
+                let want: Vec<String> = ["Lakshmi", "Lindsay", "Tomaz", "Matt", "Drew"]
+                    .iter()
+                    .map(|m| format!("{m}, resistance is futile!"))
+                    .collect();
+                expect("output.items", &r.output()["items"], &json!(want))
+            },
+        },
+        Case {
+            action: "orquesta-with-items-concurrency",
+            parameters: json!({"members": numbered, "concurrency": 10}),
+            status: "succeeded",
+            check: |r| {
+                let want: Vec<String> = (0..10)
+                    .map(|i| format!("{i:05}, resistance is futile!"))
+                    .collect();
+                expect("output.items", &r.output()["items"], &json!(want))
+            },
+        },
+        Case {
+            action: "orquesta-task-retry",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| holds("task check ran more than once", r.count("check") > 1),
+        },
+        Case {
+            action: "orquesta-task-retry-exhausted",
+            parameters: json!({}),
+            status: "failed",
+            check: |r| {
+                let mut out = holds(
+                    "task check ran exactly 3 times, each failed",
+                    r.statuses("check") == ["failed", "failed", "failed"],
+                );
+                out.extend(holds("task delete never ran", r.count("delete") == 0));
+                out
+            },
+        },
+        Case {
+            action: "orquesta-delay",
+            parameters: json!({"name": "Thanos", "delay": 1}),
+            status: "succeeded",
+            check: |r| greeting(r, THANOS),
+        },
+        Case {
+            action: "orquesta-data-flow",
+            parameters: json!({"a1": "fee fi fo fum"}),
+            status: "succeeded",
+            check: |r| {
+                expect(
+                    "result",
+                    &r.execution["result"],
+                    &json!({"output": {"a5": "fee fi fo fum", "b5": "fee fi fo fum"}}),
+                )
+            },
+        },
+        Case {
+            action: "orquesta-error-handling-continue",
+            parameters: json!({"cmd": "exit 1"}),
+            status: "failed",
+            check: |r| {
+                let mut out = expect_errors(r, &[("task1", FAILED)]);
+                out.extend(expect(
+                    "output",
+                    r.output(),
+                    &json!({"message": "$%#&@#$!!!"}),
+                ));
+                out
+            },
+        },
+        Case {
+            action: "orquesta-error-handling-noop",
+            parameters: json!({"cmd": "exit 1"}),
+            status: "succeeded",
+            check: |r| {
+                expect(
+                    "result",
+                    &r.execution["result"],
+                    &json!({"output": {"message": "$%#&@#$!!!"}}),
+                )
+            },
+        },
+        Case {
+            action: "orquesta-error-handling-fail-manually",
+            parameters: json!({"cmd": "exit 1"}),
+            status: "failed",
+            check: |r| {
+                let mut out = expect_errors(r, &[("task1", FAILED), ("fail", FAILED)]);
+                out.extend(expect(
+                    "output",
+                    r.output(),
+                    &json!({"message": "$%#&@#$!!!"}),
+                ));
+                out.extend(holds(
+                    "task3 succeeded",
+                    r.statuses("task3") == ["succeeded"],
+                ));
+                out
+            },
+        },
+        Case {
+            action: "orquesta-remediate-then-fail",
+            parameters: json!({}),
+            status: "failed",
+            check: |r| {
+                let mut out = expect_errors(r, &[("task1", FAILED), ("fail", FAILED)]);
+                out.extend(expect("output", r.output(), &Value::Null));
+                out.extend(holds("log succeeded", r.statuses("log") == ["succeeded"]));
+                out
+            },
+        },
+        Case {
+            action: "orquesta-output-on-error",
+            parameters: json!({}),
+            status: "failed",
+            check: |r| {
+                let mut out = expect_errors(r, &[("task2", FAILED)]);
+                out.extend(expect("output", r.output(), &json!({"progress": 25})));
+                out
+            },
+        },
+        Case {
+            action: "orquesta-subworkflow",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| {
+                let child = r
+                    .nested
+                    .iter()
+                    .flat_map(|(_, tasks)| tasks)
+                    .map(|(t, s, _)| format!("{t}:{s}"))
+                    .collect::<Vec<_>>();
+                holds(
+                    &format!("the subworkflow ran task1..task3, each succeeded (got {child:?})"),
+                    child == ["task1:succeeded", "task2:succeeded", "task3:succeeded"],
+                )
+            },
+        },
+        Case {
+            action: "orquesta-rollback-retry",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| expect("result", &r.execution["result"], &json!({"output": null})),
+        },
+        Case {
+            action: "orquesta-st2-ctx",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| {
+                let id = r.execution["id"].as_str().unwrap_or_default();
+                expect(
+                    "output.callback",
+                    &r.output()["callback"],
+                    &json!(format!("http://127.0.0.1:9101/v1/executions/{id}")),
+                )
+            },
+        },
+        Case {
+            action: "orquesta-test-jinja-task-functions",
+            parameters: json!({}),
+            status: "succeeded",
+            check: task_functions,
+        },
+        Case {
+            action: "orquesta-test-yaql-task-functions",
+            parameters: json!({}),
+            status: "succeeded",
+            check: task_functions,
+        },
+        Case {
+            action: "orquesta-test-action-less-tasks",
+            parameters: json!({"name": "Thanos"}),
+            status: "succeeded",
+            check: |r| greeting(r, "THANOS, ALL YOUR BASE ARE BELONG TO US!"),
+        },
+        Case {
+            action: "orquesta-test-jinja-data-functions",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| {
+                let o = r.output();
+                let obj = json!({"foo": {"bar": "foobar"}});
+                let text = json!(r#"{"foo": {"bar": "foobar"}}"#);
+                let yaml = json!("foo:\n  bar: foobar\n");
+                let mut out = Vec::new();
+                for (k, want) in [
+                    ("data_json_str_1", &text),
+                    ("data_json_obj_1", &obj),
+                    ("data_yaml_str_1", &yaml),
+                    ("data_json_obj_2", &obj),
+                    ("data_json_str_2", &text),
+                    ("data_query_1", &json!(["foobar"])),
+                    ("data_pipe_str_1", &text),
+                    ("data_json_obj_3", &obj),
+                    ("data_yaml_str_2", &yaml),
+                    ("data_json_obj_4", &obj),
+                    ("data_json_str_3", &text),
+                    ("data_none_str", &json!("%*****__%NONE%__*****%")),
+                    ("data_str", &json!("foobar")),
+                    ("data_list_str", &json!("- a: 1\n  b: 2\n- x: 3\n  y: 4\n")),
+                ] {
+                    out.extend(expect(&format!("output.{k}"), &o[k], want));
+                }
+                out
+            },
+        },
+        Case {
+            action: "orquesta-test-with-items-failure",
+            parameters: json!({}),
+            status: "failed",
+            check: |r| holds("all 10 items ran", r.count("task1") == 10),
+        },
+        Case {
+            action: "join-count",
+            parameters: json!({}),
+            status: "succeeded",
+            check: |r| holds("task8 ran (join: 2)", r.count("task8") >= 1),
+        },
+    ]
+}
+
+/// #22 and #23: the same graph in Jinja and in YAQL.
+fn task_functions(r: &Run) -> Vec<String> {
+    expect(
+        "output",
+        r.output(),
+        &json!({
+            "this_task_no_arg": "task1",
+            "this_task_by_name": "task1",
+            "that_task_by_name": "task1",
+            "last_task4_result": "False",
+            "task9__1__parent": "task8__1",
+            "task9__2__parent": "task8__2",
+        }),
+    )
+}
+
+/// Corpus workflows that call actions Squall does not have yet, with what
+/// each waits for.
+const WAITING: &[(&str, &str)] = &[
+    ("orquesta-ask-basic", "core.ask (inquiries)"),
+    ("orquesta-ask-parallel", "core.ask (inquiries)"),
+    ("orquesta-ask-nested", "core.ask (inquiries)"),
+    ("orquesta-ask-multiple-parameters", "core.ask (inquiries)"),
+    (
+        "orquesta-mock-create-vm",
+        "examples.python-mock-create-vm (a Python action)",
+    ),
+    (
+        "st2cd.st2_get_installed_version",
+        "st2cd.get_distro, core.remote_sudo",
+    ),
+    (
+        "st2community.retrieve_data_and_send_daily_stats_to_slack",
+        "st2community's Python actions, slack.chat.postMessage",
+    ),
+    (
+        "napalm.interface_down_workflow",
+        "napalm.get_interfaces, napalm.get_log, core.local, core.sendmail",
+    ),
+];
+
+fn tasks_of(server: &Server, id: &str) -> Vec<(String, String, String, String)> {
+    let id: ExecutionId = id.parse().expect("execution id");
+    server
+        .store()
+        .children(&TenantId::default_tenant(), &id)
+        .expect("children")
+        .into_iter()
+        .map(|e| {
+            let name = e.context["orquesta"]["task_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (
+                name,
+                e.status.to_string(),
+                e.action.to_string(),
+                e.id.to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn run_case(server: &Server, case: &Case) -> Result<(), String> {
+    let created = server
+        .run(
+            &format!("examples.{}", case.action),
+            case.parameters.clone(),
+        )
+        .await;
+    let execution = server.finished(&created["id"]).await;
+    let id = execution["id"].as_str().unwrap_or_default().to_owned();
+    let tasks = tasks_of(server, &id);
+    let nested = tasks
+        .iter()
+        .map(|(name, _, _, child)| {
+            let inner = tasks_of(server, child)
+                .into_iter()
+                .map(|(t, s, a, _)| (t, s, a))
+                .collect::<Vec<_>>();
+            (name.clone(), inner)
+        })
+        .filter(|(_, inner)| !inner.is_empty())
+        .collect();
+    let run = Run {
+        execution,
+        tasks: tasks.into_iter().map(|(t, s, a, _)| (t, s, a)).collect(),
+        nested,
+    };
+    let mut problems = Vec::new();
+    if run.execution["status"] != case.status {
+        problems.push(format!(
+            "status: expected {}, got {} (result {})",
+            case.status, run.execution["status"], run.execution["result"]
+        ));
+    }
+    problems.extend((case.check)(&run));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn orquesta_conformance() {
+    let corpus = corpus();
+    if !corpus.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the conformance corpus is missing at {}",
+            corpus.display()
+        );
+        eprintln!("skipped: no conformance corpus at {}", corpus.display());
+        return;
+    }
+    let server = Server::start_with(
+        vec![core_with_local(), corpus_pack(&corpus)],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let cases = cases();
+    // All at once: several wait on delays and sleeps of their own.
+    let outcomes =
+        futures_util::future::join_all(cases.iter().map(|case| run_case(&server, case))).await;
+    let mut misses = Vec::new();
+    for (case, outcome) in cases.iter().zip(outcomes) {
+        if let Err(why) = outcome {
+            misses.push(format!("  miss: {}: {why}", case.action));
+        }
+    }
+    println!(
+        "orquesta conformance: {}/{} as expected",
+        cases.len() - misses.len(),
+        cases.len()
+    );
+    for miss in &misses {
+        println!("{miss}");
+    }
+    for (workflow, needs) in WAITING {
+        println!("  waiting: {workflow}: needs {needs}");
+    }
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+    server.stop().await;
+}
