@@ -1185,3 +1185,141 @@ fn workflow_inspect_names_each_problem_by_its_path() {
         "{text}"
     );
 }
+
+/// A pack with one workflow: a parallel branch, a join, a with-items task
+/// and a retry on every task (an action running at a kill ends
+/// `abandoned`, which fails its task; the retry runs it again).
+fn durable_pack() -> tempfile::TempDir {
+    let dir = squall_tests::pack_of("durable", &[]);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    std::fs::write(
+        actions.join("flow.yaml"),
+        "name: flow\nrunner_type: orquesta\nentry_point: workflows/flow.yaml\nparameters:\n  n: {type: integer, required: true}\n",
+    )
+    .expect("write action");
+    std::fs::write(
+        actions.join("workflows/flow.yaml"),
+        r#"version: 1.0
+input: [n]
+output:
+  - j: <% ctx(j) %>
+  - r: <% ctx(r) %>
+tasks:
+  start:
+    action: core.noop
+    next:
+      - do: [left, right]
+  left:
+    action: core.echo message="left"
+    retry: {count: 20}
+    next:
+      - when: <% succeeded() %>
+        publish: l=<% result().stdout %>
+        do: joined
+  right:
+    with:
+      items: <% range(ctx(n)) %>
+      concurrency: 4
+    action: core.echo message="<% str(item()) %>"
+    retry: {count: 20}
+    next:
+      - when: <% succeeded() %>
+        publish: r=<% result().select($.stdout) %>
+        do: joined
+  joined:
+    join: all
+    action: core.echo message="<% ctx(l) %>-<% len(ctx(r)) %>"
+    retry: {count: 20}
+    next:
+      - when: <% succeeded() %>
+        publish: j=<% result().stdout %>
+"#,
+    )
+    .expect("write workflow");
+    dir
+}
+
+/// SIGKILL at random moments while workflows run (at least 20 kills, each
+/// followed by a restart): every workflow finishes with the result of an
+/// uninterrupted run, no task run (task execution, item) has two action
+/// executions, and nothing is left unfinished.
+#[test]
+fn workflows_survive_kills_at_random_points_without_running_a_task_twice() {
+    use serde_json::json;
+    use std::hash::BuildHasher as _;
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, flow) = (squall_tests::core_pack(), durable_pack());
+    let packs = [core.path(), flow.path()];
+    let items = 12;
+    let random = std::collections::hash_map::RandomState::new();
+    let mut server = Served::start(data.path(), &packs);
+    let mut workflows: Vec<String> = Vec::new();
+    let mut kills = 0;
+    let deadline = std::time::Instant::now() + PATIENCE * 4;
+    while kills < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "20 kills took too long"
+        );
+        // Keep two workflows in flight, so each kill lands in one.
+        let all = server.executions();
+        let running = workflows
+            .iter()
+            .filter(|id| all.iter().any(|e| e["id"] == id.as_str() && !completed(e)))
+            .count();
+        for _ in running..2 {
+            workflows.push(
+                server.execute(json!({"action": "durable.flow", "parameters": {"n": items}})),
+            );
+        }
+        let pause = 20 + random.hash_one(kills) % 300;
+        std::thread::sleep(Duration::from_millis(pause));
+        server.kill();
+        kills += 1;
+        server = Served::start(data.path(), &packs);
+    }
+    let all = wait_until("every workflow and task ending", || {
+        let all = server.executions();
+        let open: Vec<String> = all
+            .iter()
+            .filter(|e| !completed(e))
+            .map(|e| format!("{} {} {}", e["id"], e["action"]["ref"], e["status"]))
+            .collect();
+        if open.is_empty() {
+            Ok(all)
+        } else {
+            Err(open.join(", "))
+        }
+    });
+    let expected = json!({
+        "output": {"j": "left-12", "r": (0..items).collect::<Vec<_>>()}
+    });
+    for id in &workflows {
+        let e = all.iter().find(|e| e["id"] == id.as_str()).expect("listed");
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["result"], expected, "{id}");
+    }
+    // One action execution per task run and item.
+    let mut seen = std::collections::BTreeMap::new();
+    for e in &all {
+        let o = &e["context"]["orquesta"];
+        if o.is_null() {
+            continue;
+        }
+        let key = format!("{}/{}", o["task_execution_id"], o["item_id"]);
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "task runs with more than one execution: {twice:?}"
+    );
+    println!(
+        "{kills} kills, {} workflows, {} task executions, {} abandoned",
+        workflows.len(),
+        seen.len(),
+        all.iter().filter(|e| e["status"] == "abandoned").count()
+    );
+    server.terminate();
+}
