@@ -553,3 +553,235 @@ pub(crate) async fn orquesta_conformance() {
     assert!(misses.is_empty(), "{}", misses.join("\n"));
     server.stop().await;
 }
+
+/// A pack of workflows for the operations: `wf.slow` (a sleep, then an
+/// echo), `wf.parent` (`wf.slow` as a subworkflow), `wf.fixable` (its
+/// second task's action read from the datastore: `core.fail` until an
+/// operator sets `wf_action`).
+fn operations_pack() -> TempDir {
+    let dir = squall_tests::pack_of("wf", &[]);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    let files = [
+        (
+            "slow.yaml",
+            "name: slow\nrunner_type: orquesta\nentry_point: workflows/slow.yaml\nparameters:\n  seconds: {type: number, default: 1}\n",
+        ),
+        (
+            "workflows/slow.yaml",
+            "version: 1.0\ninput: [seconds]\noutput:\n  - said: <% ctx(said) %>\ntasks:\n  nap:\n    action: core.sleep seconds=<% ctx(seconds) %>\n    next:\n      - when: <% succeeded() %>\n        do: speak\n  speak:\n    action: core.echo message=after\n    next:\n      - publish: said=<% result().stdout %>\n",
+        ),
+        (
+            "parent.yaml",
+            "name: parent\nrunner_type: orquesta\nentry_point: workflows/parent.yaml\nparameters:\n  seconds: {type: number, default: 60}\n",
+        ),
+        (
+            "workflows/parent.yaml",
+            "version: 1.0\ninput: [seconds]\ntasks:\n  sub:\n    action: wf.slow\n    input: {seconds: <% ctx(seconds) %>}\n",
+        ),
+        (
+            "fixable.yaml",
+            "name: fixable\nrunner_type: orquesta\nentry_point: workflows/fixable.yaml\n",
+        ),
+        (
+            "workflows/fixable.yaml",
+            "version: 1.0\noutput:\n  - first: <% ctx(first) %>\n  - second: <% ctx(second) %>\ntasks:\n  one:\n    action: core.echo message=one\n    next:\n      - publish: first=<% result().stdout %>\n        do: two\n  two:\n    action: <% st2kv('system.wf_action', default => 'core.fail') %>\n    input: {message: two}\n    next:\n      - when: <% succeeded() %>\n        publish: second=<% result().stdout %>\n",
+        ),
+    ];
+    for (path, text) in files {
+        std::fs::write(actions.join(path), text).expect("write");
+    }
+    dir
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The task execution of `task` in workflow `wf`, once it exists.
+async fn task_execution(server: &Server, wf: &str, task: &str) -> Value {
+    crate::util::eventually(&format!("task {task} of {wf}"), || async {
+        let (_, list) = server.get(&format!("/api/v1/executions?parent={wf}")).await;
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["context"]["orquesta"]["task_name"] == task)
+            .cloned()
+            .ok_or_else(|| list.to_string())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
+    let server = Server::start_with(
+        vec![squall_tests::core_pack(), operations_pack()],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let client = server.as_key(&server.key);
+
+    // Pause: `pausing` while the nap runs, `paused` after; nothing new
+    // starts until resumed.
+    let wf = server.run("wf.slow", json!({"seconds": 1})).await;
+    let wf = wf["id"].as_str().expect("id").to_owned();
+    let nap = task_execution(&server, &wf, "nap").await;
+    assert_eq!(nap["parent"], wf.as_str());
+    assert_eq!(nap["context"]["parent"]["execution_id"], wf.as_str());
+    let (status, paused) = client
+        .put(
+            &format!("/api/v1/executions/{wf}"),
+            &json!({"status": "pausing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{paused}");
+    assert!(
+        ["pausing", "paused"].contains(&paused["status"].as_str().unwrap_or_default()),
+        "{paused}"
+    );
+    server
+        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
+            e["status"] == "paused"
+        })
+        .await;
+    let (_, tasks) = server.get(&format!("/api/v1/executions?parent={wf}")).await;
+    assert_eq!(ids(&tasks).len(), 1, "speak waits for the resume: {tasks}");
+    let (status, resumed) = client
+        .put(
+            &format!("/api/v1/executions/{wf}"),
+            &json!({"status": "resuming"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    let done = server.finished(&json!(wf)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!({"output": {"said": "after"}}));
+    assert_eq!(done["runner"]["name"], "orquesta");
+    assert_eq!(done["action"]["runner_type"], "orquesta");
+    let log: Vec<&str> = done["log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["status"].as_str())
+        .collect();
+    for s in ["pausing", "paused", "resuming", "running", "succeeded"] {
+        assert!(log.contains(&s), "{s} in {log:?}");
+    }
+    // Pausing what is not a workflow, or a status one cannot set: 400.
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{}", nap["id"].as_str().expect("id")),
+            &json!({"status": "pausing"}),
+        )
+        .await;
+    assert!(matches!(status, 400 | 409), "{status} {body}");
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{wf}"),
+            &json!({"status": "succeeded"}),
+        )
+        .await;
+    assert!(matches!(status, 400 | 409), "{status} {body}");
+
+    // Cancel cascades down: parent → subworkflow → its running nap.
+    let parent = server.run("wf.parent", json!({"seconds": 60})).await;
+    let parent = parent["id"].as_str().expect("id").to_owned();
+    let sub = task_execution(&server, &parent, "sub").await;
+    let sub = sub["id"].as_str().expect("id").to_owned();
+    let nap = task_execution(&server, &sub, "nap").await;
+    let nap = nap["id"].as_str().expect("id").to_owned();
+    server.get(&format!("/api/v1/executions/{nap}")).await;
+    let (status, body) = server.delete(&format!("/api/v1/executions/{parent}")).await;
+    assert_eq!(status, 200, "{body}");
+    for id in [&parent, &sub, &nap] {
+        let e = server.finished(&json!(id)).await;
+        assert_eq!(e["status"], "canceled", "{e}");
+    }
+    // Cancel cascades up: the nap of another parent, canceled alone,
+    // cancels its workflow and the parent.
+    let parent = server.run("wf.parent", json!({"seconds": 60})).await;
+    let parent = parent["id"].as_str().expect("id").to_owned();
+    let sub = task_execution(&server, &parent, "sub").await;
+    let sub = sub["id"].as_str().expect("id").to_owned();
+    let nap = task_execution(&server, &sub, "nap").await;
+    let nap = nap["id"].as_str().expect("id").to_owned();
+    let (status, body) = server.delete(&format!("/api/v1/executions/{nap}")).await;
+    assert_eq!(status, 200, "{body}");
+    for id in [&nap, &sub, &parent] {
+        let e = server.finished(&json!(id)).await;
+        assert_eq!(e["status"], "canceled", "{e}");
+    }
+
+    // Children: direct ones and all descendants; parent=null lists
+    // top-level executions only.
+    let (_, direct) = server
+        .get(&format!("/api/v1/executions/{parent}/children?depth=1"))
+        .await;
+    assert_eq!(ids(&direct), [sub.clone()]);
+    let (_, all) = server
+        .get(&format!("/api/v1/executions/{parent}/children?depth=-1"))
+        .await;
+    assert_eq!(ids(&all), [sub.clone(), nap.clone()]);
+    let (_, top) = server
+        .get("/api/v1/executions?parent=null&limit=1000")
+        .await;
+    let top = ids(&top);
+    assert!(top.contains(&parent) && !top.contains(&sub) && !top.contains(&nap));
+
+    // Re-run from the failed task once its cause is fixed: `one` is not
+    // run again, `two` is, and the output has both.
+    let first = server.run("wf.fixable", json!({})).await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    let failed = server.finished(&json!(first)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let (status, body) = client
+        .put(
+            "/api/v1/keys/wf_action",
+            &json!({"name": "wf_action", "value": "core.echo"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, again) = client
+        .post(
+            &format!("/api/v1/executions/{first}/re_run"),
+            &json!({"tasks": ["two"], "reset": ["two"], "parameters": {}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    let again = server.finished(&again["id"]).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(
+        again["result"],
+        json!({"output": {"first": "one", "second": "two"}})
+    );
+    assert_eq!(again["context"]["re-run"]["ref"], first.as_str());
+    let id = again["id"].as_str().expect("id");
+    let (_, tasks) = server.get(&format!("/api/v1/executions?parent={id}")).await;
+    let names: Vec<&str> = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["context"]["orquesta"]["task_name"].as_str())
+        .collect();
+    assert_eq!(names, ["two"], "only two runs again");
+    // A task that never ran, or a workflow still running: 400.
+    let (status, body) = client
+        .post(
+            &format!("/api/v1/executions/{first}/re_run"),
+            &json!({"tasks": ["three"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("'three'"),
+        "{body}"
+    );
+    server.stop().await;
+}

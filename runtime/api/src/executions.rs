@@ -30,9 +30,12 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/api/v1/executions/{id}",
-            get(get_execution).delete(cancel_execution),
+            get(get_execution)
+                .put(update_execution)
+                .delete(cancel_execution),
         )
         .route("/api/v1/executions/{id}/re_run", post(re_run))
+        .route("/api/v1/executions/{id}/children", get(children))
         .route("/api/v1/executions/{id}/output", get(output))
         .route("/api/v1/policies", get(list_policies).post(create_policy))
         .route(
@@ -72,6 +75,9 @@ impl From<ExecutionError> for ApiError {
         match e {
             ExecutionError::NotFound(_) => Self::NotFound(e.to_string()),
             ExecutionError::AlreadyCompleted { .. } => Self::Conflict(e.to_string()),
+            ExecutionError::NotAWorkflow(_) | ExecutionError::StatusNotSettable(_) => {
+                Self::BadRequest(e.to_string())
+            }
             ExecutionError::Run(e) => e.into(),
             ExecutionError::Store(e) => e.into(),
         }
@@ -105,6 +111,8 @@ pub(crate) struct ExecutionQuery {
     action: Option<String>,
     status: Option<String>,
     trigger_instance: Option<String>,
+    /// A workflow execution's id: its tasks only; `null`: top-level only.
+    parent: Option<String>,
     limit: Option<i64>,
     offset: Option<u64>,
 }
@@ -132,6 +140,11 @@ pub(crate) async fn list_executions(
             |e: squall_core::execution::UnknownStatus| ApiError::BadRequest(e.to_string()),
         )?;
     filter.trigger_instance = q.trigger_instance;
+    filter.parent = match q.parent.as_deref() {
+        None => None,
+        Some("null") => Some(None),
+        Some(id) => Some(Some(execution_id(id)?)),
+    };
     filter.limit = page.limit;
     filter.offset = page.offset;
     let (items, total) = read(&state, move |s| s.list_executions_stored(&filter)).await?;
@@ -227,10 +240,99 @@ pub(crate) async fn cancel_execution(
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct StatusChange {
+    status: String,
+}
+
+/// Pause or resume a workflow: `{"status": "pausing"}` or
+/// `{"status": "resuming"}` (st2's `execution pause` and `resume`).
+#[utoipa::path(
+    put,
+    path = "/api/v1/executions/{id}",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn update_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StatusChange>,
+) -> ApiResult<Json<Value>> {
+    let id = execution_id(&id)?;
+    let status = body
+        .status
+        .parse()
+        .map_err(|e: squall_core::execution::UnknownStatus| {
+            ApiError::BadRequest(format!("field 'status': {e}"))
+        })?;
+    let execution = state
+        .reactor
+        .set_workflow_status(&caller.tenant(), &id, status)
+        .await?;
+    Ok(Json(shapes::execution(&execution)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChildrenQuery {
+    /// How many levels down: 1 for the direct tasks, -1 (the default) for
+    /// all.
+    depth: Option<i64>,
+}
+
+/// A workflow's task executions, and theirs (subworkflows) down to `depth`,
+/// in the order they were made.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{id}/children",
+    tag = "executions",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn children(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ChildrenQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = execution_id(&id)?;
+    let tenant = caller.tenant();
+    let depth = q.depth.unwrap_or(-1);
+    let all = read(&state, move |s| {
+        if s.get_execution(&tenant, &id)?.is_none() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut level = vec![id];
+        let mut down = 0;
+        while !level.is_empty() && (depth < 0 || down < depth) {
+            let mut next = Vec::new();
+            for parent in &level {
+                for child in s.children(&tenant, parent)? {
+                    next.push(child.id.clone());
+                    out.push(child);
+                }
+            }
+            level = next;
+            down += 1;
+        }
+        out.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Ok(Some(out))
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound("execution not found".into()))?;
+    Ok(Json(Value::Array(
+        all.iter().map(shapes::execution).collect(),
+    )))
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct ReRun {
     #[serde(default)]
     parameters: Map<String, Value>,
     delay: Option<u64>,
+    /// Workflow tasks to re-run from. (st2client also sends `reset`: a
+    /// with-items task re-run here always runs all its items again.)
     #[serde(default)]
     tasks: Vec<String>,
 }
@@ -250,10 +352,17 @@ pub(crate) async fn re_run(
 ) -> ApiResult<Response> {
     let id = execution_id(&id)?;
     if !body.tasks.is_empty() {
-        return Err(ApiError::BadRequest(
-            "field 'tasks': re-running workflow tasks is not supported (Squall has no workflows yet)"
-                .into(),
-        ));
+        if !body.parameters.is_empty() {
+            return Err(ApiError::BadRequest(
+                "field 'parameters': a re-run from tasks takes the workflow's own parameters"
+                    .into(),
+            ));
+        }
+        let execution = state
+            .reactor
+            .re_run_tasks(&caller.0, &id, &body.tasks)
+            .await?;
+        return Ok((StatusCode::CREATED, Json(shapes::execution(&execution))).into_response());
     }
     let execution = state
         .reactor

@@ -21,15 +21,27 @@ pub(crate) fn execution(e: &Execution) -> Value {
     if let Some(tag) = &e.trace_tag {
         context["trace_context"] = json!({"trace_tag": tag});
     }
+    // A workflow's own execution carries its workflow record's id.
+    let runner = if e.context.contains_key("workflow_execution") {
+        "orquesta"
+    } else {
+        "wasm"
+    };
+    let parent = e
+        .context
+        .get("parent")
+        .and_then(|p| p.get("execution_id"))
+        .cloned();
     json!({
         "id": e.id.as_str(),
         "action": {
             "ref": e.action.to_string(),
             "name": e.action.name(),
             "pack": e.action.pack().as_str(),
-            "runner_type": "wasm",
+            "runner_type": runner,
         },
-        "runner": {"name": "wasm"},
+        "runner": {"name": runner},
+        "parent": parent,
         "status": e.status.as_str(),
         "parameters": e.parameters,
         "result": e.result,

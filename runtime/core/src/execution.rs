@@ -22,11 +22,13 @@ pub enum ExecutionStatus {
     Canceled,
     Abandoned,
     Pending,
+    Pausing,
     Paused,
+    Resuming,
 }
 
 impl ExecutionStatus {
-    pub const ALL: [ExecutionStatus; 12] = [
+    pub const ALL: [ExecutionStatus; 14] = [
         Self::Requested,
         Self::Scheduled,
         Self::Delayed,
@@ -38,7 +40,9 @@ impl ExecutionStatus {
         Self::Canceled,
         Self::Abandoned,
         Self::Pending,
+        Self::Pausing,
         Self::Paused,
+        Self::Resuming,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,12 +58,15 @@ impl ExecutionStatus {
             Self::Canceled => "canceled",
             Self::Abandoned => "abandoned",
             Self::Pending => "pending",
+            Self::Pausing => "pausing",
             Self::Paused => "paused",
+            Self::Resuming => "resuming",
         }
     }
 
     /// Whether an execution in `self` may move to `next` (StackStorm's
-    /// lifecycle; `pending`/`paused` are kept for workflows and inquiries).
+    /// lifecycle; `pausing`, `paused`, `resuming` are a workflow's, `pending`
+    /// an inquiry's).
     pub fn can_become(self, next: ExecutionStatus) -> bool {
         use ExecutionStatus::*;
         match self {
@@ -68,11 +75,20 @@ impl ExecutionStatus {
             Scheduled => matches!(next, Running | Delayed | Canceled | Failed),
             Running => matches!(
                 next,
-                Succeeded | Failed | Timeout | Canceling | Canceled | Abandoned
+                Succeeded | Failed | Timeout | Canceling | Canceled | Abandoned | Pausing | Paused
+            ),
+            // A pausing workflow's last active task may end it.
+            Pausing => matches!(
+                next,
+                Paused | Running | Resuming | Canceling | Canceled | Succeeded | Failed | Abandoned
+            ),
+            Resuming => matches!(
+                next,
+                Running | Canceling | Canceled | Succeeded | Failed | Abandoned
             ),
             // The run may end on its own before the cancel reaches it.
             Canceling => matches!(next, Canceled | Succeeded | Failed | Timeout | Abandoned),
-            Pending | Paused => matches!(next, Running | Canceled | Canceling | Failed),
+            Pending | Paused => matches!(next, Running | Resuming | Canceled | Canceling | Failed),
             Succeeded | Failed | Timeout | Canceled | Abandoned => false,
         }
     }
@@ -95,7 +111,7 @@ impl fmt::Display for ExecutionStatus {
 /// A status name that StackStorm does not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown execution status '{0}' (expected one of: requested, scheduled, delayed, running, succeeded, failed, timeout, canceling, canceled, abandoned, pending, paused)"
+    "unknown execution status '{0}' (expected one of: requested, scheduled, delayed, running, succeeded, failed, timeout, canceling, canceled, abandoned, pending, pausing, paused, resuming)"
 )]
 pub struct UnknownStatus(pub String);
 

@@ -38,6 +38,12 @@ pub enum ExecutionError {
         id: ExecutionId,
         status: ExecutionStatus,
     },
+    #[error("execution '{0}' is not a running workflow: only workflows pause and resume")]
+    NotAWorkflow(ExecutionId),
+    #[error(
+        "status '{0}' cannot be set: an execution's status is set to 'pausing' or 'resuming' (a workflow), or it is canceled with DELETE"
+    )]
+    StatusNotSettable(ExecutionStatus),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]

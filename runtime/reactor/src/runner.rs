@@ -70,6 +70,8 @@ pub enum RunError {
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("{0}")]
+    Rerun(String),
+    #[error("{0}")]
     Quota(String),
     #[error("delay {0} ms is too long (at most {MAX_DELAY_MS} ms, 30 days)")]
     Delay(u64),
@@ -262,6 +264,14 @@ impl Runner {
         };
         if delay.is_some() {
             execution.transition(ExecutionStatus::Delayed);
+        }
+        if meta.runner == RunnerType::Orquesta {
+            // StackStorm's mark of a workflow's own execution: its workflow
+            // record (here, the same id).
+            execution.context.insert(
+                "workflow_execution".into(),
+                Value::String(execution.id.to_string()),
+            );
         }
         Ok(Prepared {
             execution,

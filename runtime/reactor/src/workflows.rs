@@ -109,8 +109,9 @@ pub(crate) struct Plan {
     updates: Vec<Execution>,
     /// Task executions to run once written.
     children: Vec<Prepared>,
-    /// Task executions that could not even start: written ended.
-    stillborn: Vec<Execution>,
+    /// New records written as they are: task executions that could not
+    /// even start (ended), a re-run's workflow execution.
+    records: Vec<Execution>,
     workflows: Vec<WorkflowWrite>,
     /// Workflows held until the write is queued, so their writes land in
     /// the order of their steps.
@@ -176,6 +177,22 @@ impl St2Host {
             }
         }
     }
+}
+
+/// A stored workflow's conductor state (with-items tasks' item ends left
+/// empty: they are read from the item executions).
+fn state_of(stored: &squall_store::StoredWorkflow) -> Result<State, String> {
+    let ctx: Map<String, Value> =
+        serde_json::from_str(&stored.context).map_err(|e| format!("context: {e}"))?;
+    let head: Head = serde_json::from_str(&stored.head).map_err(|e| format!("head: {e}"))?;
+    let mut tasks: Vec<TaskExecution> = Vec::with_capacity(stored.tasks.len());
+    for (seq, body) in &stored.tasks {
+        if *seq as usize != tasks.len() {
+            return Err(format!("task execution {seq} is out of order"));
+        }
+        tasks.push(serde_json::from_str(body).map_err(|e| format!("task {seq}: {e}"))?);
+    }
+    Ok(State { ctx, head, tasks })
 }
 
 impl Reactor {
@@ -250,9 +267,7 @@ impl Reactor {
         self.apply_step(&mut guard, step, Some(context), &mut plan)
             .await;
         plan.guards.push(guard);
-        if self.commit(plan).await {
-            self.publish(ExecutionEventKind::Update, &execution);
-        } else {
+        if !self.commit(plan).await {
             self.inner.flows.remove(&id);
         }
     }
@@ -282,7 +297,7 @@ impl Reactor {
                         }
                         Err(refused_run) => {
                             let (record, error) = *refused_run;
-                            plan.stillborn.push(record);
+                            plan.records.push(record);
                             refused.push((run, error));
                         }
                     }
@@ -330,22 +345,43 @@ impl Reactor {
                     plan.finished.push(ended.id.clone());
                     self.plan_ending(ended, None, plan).await;
                 }
-                WorkflowStatus::Canceling => {
-                    if flow.execution.status != ExecutionStatus::Canceling {
-                        let e = &mut flow.execution;
-                        e.status = ExecutionStatus::Canceling;
-                        e.log.push(StatusChange {
-                            status: ExecutionStatus::Canceling,
-                            timestamp: now_rfc3339(),
-                        });
+                WorkflowStatus::Running
+                | WorkflowStatus::Pausing
+                | WorkflowStatus::Paused
+                | WorkflowStatus::Canceling => {
+                    let now = match status {
+                        WorkflowStatus::Pausing => ExecutionStatus::Pausing,
+                        WorkflowStatus::Paused => ExecutionStatus::Paused,
+                        WorkflowStatus::Canceling => ExecutionStatus::Canceling,
+                        _ => ExecutionStatus::Running,
+                    };
+                    let e = &mut flow.execution;
+                    if e.status != now {
+                        // Resumed: `resuming`, then `running`, as StackStorm logs it.
+                        let through = matches!(
+                            (e.status, now),
+                            (
+                                ExecutionStatus::Paused | ExecutionStatus::Pausing,
+                                ExecutionStatus::Running
+                            )
+                        )
+                        .then_some(ExecutionStatus::Resuming);
+                        for s in through.into_iter().chain([now]) {
+                            e.status = s;
+                            e.log.push(StatusChange {
+                                status: s,
+                                timestamp: now_rfc3339(),
+                            });
+                        }
                         plan.updates.push(e.clone());
                     }
-                    for id in flow.children.values() {
-                        plan.cancels
-                            .push((flow.execution.tenant.clone(), id.clone()));
+                    if status == WorkflowStatus::Canceling {
+                        for id in flow.children.values() {
+                            plan.cancels
+                                .push((flow.execution.tenant.clone(), id.clone()));
+                        }
                     }
                 }
-                WorkflowStatus::Running | WorkflowStatus::Pausing | WorkflowStatus::Paused => {}
             }
         })
     }
@@ -517,7 +553,7 @@ impl Reactor {
             inserts: plan.children.iter().map(|p| &p.execution).collect(),
             workflows: std::mem::take(&mut plan.workflows),
         };
-        batch.inserts.extend(plan.stillborn.iter());
+        batch.inserts.extend(plan.records.iter());
         for (ending, emitted) in plan.endings.iter().zip(emissions) {
             batch.completions.push(Completion {
                 execution: &ending.execution,
@@ -545,10 +581,10 @@ impl Reactor {
                 for ending in &plan.endings {
                     self.publish(ExecutionEventKind::Update, &ending.execution);
                 }
-                for e in plan.updates.iter().skip(1) {
+                for e in &plan.updates {
                     self.publish(ExecutionEventKind::Update, e);
                 }
-                for e in &plan.stillborn {
+                for e in &plan.records {
                     self.publish(ExecutionEventKind::Create, e);
                 }
                 for p in &queued {
@@ -616,6 +652,95 @@ impl Reactor {
         })
     }
 
+    /// Pause a running workflow (`PUT /api/v1/executions/{id}` with
+    /// `{"status": "pausing"}`): it is `pausing` while tasks are active,
+    /// then `paused`; its running subworkflows pause too. `None` when `id`
+    /// is not a workflow running here.
+    pub(crate) fn pause_workflow<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Execution>> + Send + 'a>> {
+        Box::pin(async move {
+            let flow = self.inner.flows.get(id)?;
+            let mut guard = flow.lock_owned().await;
+            let step = guard.conductor.pause();
+            let nested: Vec<ExecutionId> = guard
+                .children
+                .values()
+                .filter(|c| self.inner.flows.contains(c))
+                .cloned()
+                .collect();
+            let mut plan = Plan::default();
+            self.apply_step(&mut guard, step, None, &mut plan).await;
+            let record = guard.execution.clone();
+            plan.guards.push(guard);
+            self.commit(plan).await;
+            for child in nested {
+                self.pause_workflow(&child).await;
+            }
+            Some(record)
+        })
+    }
+
+    /// Resume a paused or pausing workflow and its paused subworkflows.
+    /// `None` when `id` is not a workflow running here.
+    pub(crate) fn resume_workflow<'a>(
+        &'a self,
+        id: &'a ExecutionId,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Execution>> + Send + 'a>> {
+        Box::pin(async move {
+            let flow = self.inner.flows.get(id)?;
+            let nested: Vec<ExecutionId> = {
+                let guard = flow.lock().await;
+                guard
+                    .children
+                    .values()
+                    .filter(|c| self.inner.flows.contains(c))
+                    .cloned()
+                    .collect()
+            };
+            for child in nested {
+                self.resume_workflow(&child).await;
+            }
+            let mut guard = flow.lock_owned().await;
+            let step = guard.conductor.resume();
+            let mut plan = Plan::default();
+            self.apply_step(&mut guard, step, None, &mut plan).await;
+            let record = guard.execution.clone();
+            plan.guards.push(guard);
+            self.commit(plan).await;
+            Some(record)
+        })
+    }
+
+    /// Pause (`pausing`) or resume (`resuming`) `tenant`'s workflow `id`,
+    /// as StackStorm's `PUT /api/v1/executions/{id}` with a status does.
+    pub async fn set_workflow_status(
+        &self,
+        tenant: &TenantId,
+        id: &ExecutionId,
+        status: ExecutionStatus,
+    ) -> Result<Execution, crate::ExecutionError> {
+        use crate::ExecutionError;
+        let stored = self
+            .inner
+            .store
+            .get_execution(tenant, id)?
+            .ok_or_else(|| ExecutionError::NotFound(id.clone()))?;
+        if stored.status.is_completed() {
+            return Err(ExecutionError::AlreadyCompleted {
+                id: id.clone(),
+                status: stored.status,
+            });
+        }
+        let changed = match status {
+            ExecutionStatus::Pausing => self.pause_workflow(id).await,
+            ExecutionStatus::Resuming => self.resume_workflow(id).await,
+            other => return Err(ExecutionError::StatusNotSettable(other)),
+        };
+        changed.ok_or_else(|| ExecutionError::NotAWorkflow(id.clone()))
+    }
+
     /// Read back the workflows a previous run left running, each with its
     /// tasks' executions. Returns their ids: their own executions are not
     /// abandoned, they go on.
@@ -637,6 +762,88 @@ impl Reactor {
         Ok(resumed)
     }
 
+    /// Run `tenant`'s completed workflow `id` again from `tasks`
+    /// (`POST /api/v1/executions/{id}/re_run` with `tasks`): a new
+    /// workflow execution that keeps what ran before and beside them.
+    pub async fn re_run_tasks(
+        &self,
+        caller: &squall_core::auth::Principal,
+        id: &ExecutionId,
+        tasks: &[String],
+    ) -> Result<Execution, crate::ExecutionError> {
+        use crate::ExecutionError;
+        let tenant = &caller.tenant;
+        let original = self
+            .inner
+            .store
+            .get_execution(tenant, id)?
+            .ok_or_else(|| ExecutionError::NotFound(id.clone()))?;
+        let refuse = |why: String| ExecutionError::Run(crate::RunError::Rerun(why));
+        if !original.status.is_completed() {
+            return Err(refuse(format!(
+                "execution '{id}' is {}: a workflow is re-run from tasks once it has ended",
+                original.status
+            )));
+        }
+        let stored = self
+            .inner
+            .store
+            .workflow(tenant, id)?
+            .ok_or_else(|| refuse(format!("execution '{id}' is not a workflow")))?;
+        let old = state_of(&stored).map_err(|e| refuse(format!("its stored state: {e}")))?;
+        let given = self
+            .inner
+            .runner
+            .stored_request_parameters(&original, &Map::new())?;
+        let mut req = RunRequest::new(tenant.clone(), original.action.clone(), given);
+        req.trace_tag = original.trace_tag.clone();
+        req.context
+            .insert("re-run".into(), json!({"ref": id.as_str(), "tasks": tasks}));
+        req.context.insert("user".into(), json!(caller.user));
+        let prepared = self.inner.runner.prepare(req, None)?;
+        let Work::Workflow(spec) = &prepared.work else {
+            return Err(refuse(format!(
+                "action '{}' is not a workflow",
+                original.action
+            )));
+        };
+        let mut execution = prepared.execution.clone();
+        execution.transition(ExecutionStatus::Scheduled);
+        execution.transition(ExecutionStatus::Running);
+        let mut old = old;
+        // The new execution's own ids where the old one's were.
+        if let Some(st2) = old.ctx.get_mut("st2").and_then(Value::as_object_mut) {
+            st2.insert("action_execution_id".into(), json!(execution.id.as_str()));
+            st2.insert("workflow_execution_id".into(), json!(execution.id.as_str()));
+        }
+        let (conductor, step) = squall_workflow::conductor::Conductor::rerun(
+            spec.clone(),
+            self.host(&execution),
+            self.limits(),
+            &old,
+            tasks,
+        )
+        .map_err(refuse)?;
+        let flow = Arc::new(tokio::sync::Mutex::new(Flow {
+            conductor,
+            execution: execution.clone(),
+            children: HashMap::new(),
+        }));
+        self.inner.flows.insert(execution.id.clone(), flow.clone());
+        let mut guard = flow.lock_owned().await;
+        let mut plan = Plan::default();
+        plan.records.push(execution.clone());
+        let context = serde_json::to_string(&guard.conductor.state.ctx).unwrap_or_default();
+        self.apply_step(&mut guard, step, Some(context), &mut plan)
+            .await;
+        let now = guard.execution.clone();
+        plan.guards.push(guard);
+        if !self.commit(plan).await {
+            self.inner.flows.remove(&execution.id);
+        }
+        Ok(now)
+    }
+
     fn restore(&self, stored: &squall_store::StoredWorkflow) -> Result<Flow, String> {
         let store = &self.inner.store;
         let execution = store
@@ -652,16 +859,11 @@ impl Reactor {
             .get(execution.action.name())
             .cloned()
             .ok_or("its action is no longer a workflow")?;
-        let ctx: Map<String, Value> =
-            serde_json::from_str(&stored.context).map_err(|e| format!("context: {e}"))?;
-        let head: Head = serde_json::from_str(&stored.head).map_err(|e| format!("head: {e}"))?;
-        let mut tasks: Vec<TaskExecution> = Vec::with_capacity(stored.tasks.len());
-        for (seq, body) in &stored.tasks {
-            if *seq as usize != tasks.len() {
-                return Err(format!("task execution {seq} is out of order"));
-            }
-            tasks.push(serde_json::from_str(body).map_err(|e| format!("task {seq}: {e}"))?);
-        }
+        let State {
+            ctx,
+            head,
+            mut tasks,
+        } = state_of(stored)?;
         let mut children = HashMap::new();
         for child in store
             .children(&stored.tenant, &stored.id)

@@ -14,6 +14,9 @@ pub struct ExecutionFilter {
     pub action: Option<ActionRef>,
     pub status: Option<ExecutionStatus>,
     pub trigger_instance: Option<String>,
+    /// Only the tasks of this workflow execution, or (`Some(None)`) only
+    /// executions that are no workflow's task.
+    pub parent: Option<Option<ExecutionId>>,
     pub limit: usize,
     pub offset: usize,
 }
@@ -25,6 +28,7 @@ impl ExecutionFilter {
             action: None,
             status: None,
             trigger_instance: None,
+            parent: None,
             limit: 50,
             offset: 0,
         }
@@ -186,6 +190,14 @@ impl Store {
         if let Some(ti) = &filter.trigger_instance {
             clauses.push("trigger_instance_id = ?");
             args.push(ti.clone());
+        }
+        match &filter.parent {
+            Some(Some(parent)) => {
+                clauses.push("parent = ?");
+                args.push(parent.as_str().to_owned());
+            }
+            Some(None) => clauses.push("parent IS NULL"),
+            None => {}
         }
         let filter_sql = clauses.join(" AND ");
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);

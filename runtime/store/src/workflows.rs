@@ -223,6 +223,39 @@ impl Store {
         })
     }
 
+    /// One workflow's stored state, running or not.
+    pub fn workflow(&self, tenant: &TenantId, id: &ExecutionId) -> Result<Option<StoredWorkflow>> {
+        self.read(|conn| {
+            let head = conn
+                .prepare_cached(
+                    "SELECT context, head FROM workflows WHERE tenant_id = ?1 AND id = ?2",
+                )?
+                .query_row(params![tenant.as_str(), id.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                });
+            let (context, head) = match head {
+                Ok(found) => found,
+                Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let tasks = conn
+                .prepare_cached(
+                    "SELECT seq, body FROM workflow_tasks WHERE workflow_id = ?1 ORDER BY seq",
+                )?
+                .query_map([id.as_str()], |r| {
+                    Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(StoredWorkflow {
+                id: id.clone(),
+                tenant: tenant.clone(),
+                context,
+                head,
+                tasks,
+            }))
+        })
+    }
+
     /// The executions whose parent is `parent` (a workflow's tasks), oldest
     /// first.
     pub fn children(&self, tenant: &TenantId, parent: &ExecutionId) -> Result<Vec<Execution>> {

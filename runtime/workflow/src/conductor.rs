@@ -371,6 +371,84 @@ impl Conductor {
         (c, step)
     }
 
+    /// Run a completed workflow again from `tasks` (StackStorm's re-run
+    /// with `--tasks`): the tasks that ran before them and beside them
+    /// keep their records and what they published; each of `tasks` starts
+    /// again with the context it had; what lies downstream of them runs
+    /// again as it is reached. A task downstream of another one asked for
+    /// is left to be reached. A with-items task runs all its items again.
+    pub fn rerun(
+        spec: Arc<Workflow>,
+        host: Arc<dyn Host + Send + Sync>,
+        limits: Limits,
+        old: &State,
+        tasks: &[String],
+    ) -> Result<(Self, Step), String> {
+        if tasks.is_empty() {
+            return Err("no task to re-run".into());
+        }
+        for t in tasks {
+            if !spec.tasks.contains_key(t) {
+                return Err(format!("task '{t}' is not in the workflow"));
+            }
+            if !old.tasks.iter().any(|r| r.name == *t) {
+                return Err(format!("task '{t}' did not run in this workflow"));
+            }
+        }
+        let below = |t: &str| {
+            tasks
+                .iter()
+                .any(|other| other != t && reaches(&spec, other, t))
+        };
+        let starts: Vec<&String> = tasks.iter().filter(|t| !below(t)).collect();
+        let mut again: BTreeSet<String> = BTreeSet::new();
+        for name in spec.tasks.keys() {
+            if tasks.contains(name) || tasks.iter().any(|t| reaches(&spec, t, name)) {
+                again.insert(name.clone());
+            }
+        }
+        let kept: Vec<TaskExecution> = old
+            .tasks
+            .iter()
+            .filter(|t| !again.contains(&t.name) && t.status.is_completed())
+            .cloned()
+            .collect();
+        let mut head = old.head.clone();
+        head.status = WorkflowStatus::Running;
+        head.errors.clear();
+        head.failing = false;
+        head.output = None;
+        head.launched = kept.len() as u64;
+        for (key, barrier) in head.barriers.iter_mut() {
+            let task = key.rsplit_once('|').map_or(key.as_str(), |(t, _)| t);
+            if again.contains(task) {
+                barrier.arrivals.retain(|(from, _)| !again.contains(from));
+                barrier.fired = 0;
+            }
+        }
+        let first = kept.len();
+        let state = State {
+            ctx: old.ctx.clone(),
+            head,
+            tasks: kept,
+        };
+        let mut c = Self::new(spec, host, limits, state);
+        for name in starts {
+            // The latest run of the task on each route, with its context.
+            let mut routes: BTreeMap<u32, Map<String, Value>> = BTreeMap::new();
+            for r in old.tasks.iter().filter(|r| r.name == *name) {
+                routes.insert(r.route, r.ctx.clone());
+            }
+            for (route, ctx) in routes {
+                c.create(name, route, ctx);
+            }
+        }
+        c.step.changed.extend(0..first);
+        c.settle();
+        let step = std::mem::take(&mut c.step);
+        Ok((c, step))
+    }
+
     /// A conductor for a state read back after a restart. Each with-items
     /// task's `items.ends` must hold what its item executions say: one
     /// entry per item started, `None` while it has not ended.
@@ -556,11 +634,19 @@ impl Conductor {
                     (Some(items), Some(Value::Array(results))) => json!({
                         "items": results
                             .iter()
-                            .zip(&items.ends)
-                            .map(|(r, end)| json!({
-                                "status": if end.as_ref().is_some_and(|e| e.succeeded) { "succeeded" } else { "failed" },
-                                "result": r,
-                            }))
+                            .enumerate()
+                            .map(|(k, r)| {
+                                // Item ends are not kept past a re-run: the
+                                // task's own status stands for them then.
+                                let ok = items.ends.get(k).map_or(
+                                    t.status == TaskStatus::Succeeded,
+                                    |e| e.as_ref().is_some_and(|e| e.succeeded),
+                                );
+                                json!({
+                                    "status": if ok { "succeeded" } else { "failed" },
+                                    "result": r,
+                                })
+                            })
                             .collect::<Vec<_>>()
                     }),
                     (_, r) => r.clone().unwrap_or(Value::Null),

@@ -26,6 +26,9 @@ fn act(run: &Run) -> (&'static str, Value) {
             json!({"stdout": run.input.get("message").cloned().unwrap_or(Value::Null)}),
         ),
         "test.cancel" => ("canceled", Value::Null),
+        // Fails until it is told it may succeed.
+        "test.flaky" if run.input.get("ok") == Some(&Value::Bool(true)) => ("succeeded", input),
+        "test.flaky" => ("failed", input),
         _ => ("failed", json!({"error": "no such action"})),
     }
 }
@@ -853,6 +856,75 @@ tasks:
     )
     .finish();
     assert_eq!(sim.output(), json!({"all": [5, 6, null, 60]}));
+}
+
+#[test]
+fn re_run_from_a_task_keeps_what_ran_before_and_beside_it() {
+    let definition = r#"
+version: 1.0
+input: [ok]
+output:
+  - a: <% ctx(a) %>
+  - b: <% ctx(b) %>
+tasks:
+  t1:
+    action: test.ok
+    next:
+      - publish: a=1
+        do: [t2, side]
+  side:
+    action: test.ok
+  t2:
+    action: test.flaky
+    input: {ok: <% ctx(ok) %>}
+    next:
+      - when: <% succeeded() %>
+        publish: b=<% ctx(a) + 1 %>
+        do: t3
+  t3:
+    action: test.ok
+"#;
+    let first = Sim::start(definition, json!({"ok": false})).finish();
+    assert_eq!(first.status(), WorkflowStatus::Failed);
+    assert_eq!(first.tasks(), ["t1", "t2", "side"]);
+    // The same definition with t2 now able to succeed: the old state with
+    // `ok` true, as a fixed action would behave.
+    let mut old = first.c.state.clone();
+    old.ctx.insert("ok".into(), json!(true));
+    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
+    let (c, step) = Conductor::rerun(
+        spec.clone(),
+        Arc::new(NoHost),
+        Limits::default(),
+        &old,
+        &["t2".to_owned()],
+    )
+    .expect("re-run");
+    let mut sim = Sim {
+        c,
+        queue: VecDeque::new(),
+        ran: Vec::new(),
+    };
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(
+        sim.status(),
+        WorkflowStatus::Succeeded,
+        "{:?}",
+        sim.errors()
+    );
+    let ran: Vec<&str> = sim.ran.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(ran, ["t2", "t3"], "t1 and side are not run again");
+    assert_eq!(sim.output(), json!({"a": 1, "b": 2}));
+    let err = Conductor::rerun(
+        spec,
+        Arc::new(NoHost),
+        Limits::default(),
+        &old,
+        &["t3".to_owned()],
+    )
+    .expect_err("t3 never ran");
+    assert!(err.contains("'t3' did not run"), "{err}");
 }
 
 #[test]
