@@ -721,7 +721,7 @@ async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
     let (_, direct) = server
         .get(&format!("/api/v1/executions/{parent}/children?depth=1"))
         .await;
-    assert_eq!(ids(&direct), [sub.clone()]);
+    assert_eq!(ids(&direct), std::slice::from_ref(&sub));
     let (_, all) = server
         .get(&format!("/api/v1/executions/{parent}/children?depth=-1"))
         .await;
