@@ -311,3 +311,89 @@ async fn the_official_st2_cli_works_against_squall() {
     assert!(refused.out.contains("401"), "{}", refused.out);
     s.stop().await;
 }
+
+/// Workflows through st2: run one (its task table printed), `execution
+/// get` with the task table, pause, resume, cancel, and re-run from a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_st2_cli_drives_workflows() {
+    let Some(exe) = st2() else {
+        return;
+    };
+    let s = Server::start_with(
+        vec![
+            squall_tests::core_pack(),
+            crate::workflows::operations_pack(),
+        ],
+        Default::default(),
+    )
+    .await;
+    let st2 = St2 {
+        exe,
+        base: s.base.clone(),
+        key: s.key.clone(),
+        home: tempfile::tempdir().expect("tempdir"),
+    };
+
+    // run: waits, then shows the result and the task table.
+    let out = st2.table(&["run", "wf.slow", "seconds=0"]).await;
+    assert!(out.contains("status: succeeded"), "{out}");
+    assert!(out.contains("said: after"), "{out}");
+    for task in ["nap", "speak"] {
+        assert!(out.contains(task), "{task} in the task table:\n{out}");
+    }
+    let id = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("id: "))
+        .expect("an id line")
+        .to_owned();
+    let got = st2.table(&["execution", "get", &id]).await;
+    for want in ["nap", "speak", "core.sleep", "core.echo", "succeeded"] {
+        assert!(got.contains(want), "{want} in:\n{got}");
+    }
+
+    // pause, resume
+    let wf = s.run("wf.slow", json!({"seconds": 1})).await;
+    let wf = wf["id"].as_str().expect("id").to_owned();
+    crate::workflows::task_execution(&s, &wf, "nap").await;
+    st2.table(&["execution", "pause", &wf]).await;
+    s.wait_for(&format!("/api/v1/executions/{wf}"), |e| {
+        e["status"] == "paused"
+    })
+    .await;
+    st2.table(&["execution", "resume", &wf]).await;
+    let done = s.finished(&json!(wf)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // cancel cascades to the subworkflow and its running task
+    let parent = s.run("wf.parent", json!({"seconds": 60})).await;
+    let parent = parent["id"].as_str().expect("id").to_owned();
+    let sub = crate::workflows::task_execution(&s, &parent, "sub").await;
+    let sub = sub["id"].as_str().expect("id").to_owned();
+    crate::workflows::task_execution(&s, &sub, "nap").await;
+    st2.ok(&["execution", "cancel", &parent]).await;
+    for id in [&parent, &sub] {
+        let e = s.finished(&json!(id)).await;
+        assert_eq!(e["status"], "canceled", "{e}");
+    }
+
+    // re-run from the failed task
+    let first = s.run("wf.fixable", json!({})).await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    assert_eq!(s.finished(&json!(first)).await["status"], "failed");
+    st2.ok(&["key", "set", "wf_action", "core.echo"]).await;
+    let out = st2
+        .ok(&["execution", "re-run", &first, "--tasks", "two"])
+        .await;
+    let again = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("an id in:\n{out}"))
+        .to_owned();
+    let again = s.finished(&json!(again)).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(
+        again["result"],
+        json!({"output": {"first": "one", "second": "two"}})
+    );
+    s.stop().await;
+}

@@ -558,7 +558,7 @@ pub(crate) async fn orquesta_conformance() {
 /// echo), `wf.parent` (`wf.slow` as a subworkflow), `wf.fixable` (its
 /// second task's action read from the datastore: `core.fail` until an
 /// operator sets `wf_action`).
-fn operations_pack() -> TempDir {
+pub(crate) fn operations_pack() -> TempDir {
     let dir = squall_tests::pack_of("wf", &[]);
     let actions = dir.path().join("actions");
     std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
@@ -603,7 +603,7 @@ fn ids(list: &Value) -> Vec<String> {
 }
 
 /// The task execution of `task` in workflow `wf`, once it exists.
-async fn task_execution(server: &Server, wf: &str, task: &str) -> Value {
+pub(crate) async fn task_execution(server: &Server, wf: &str, task: &str) -> Value {
     crate::util::eventually(&format!("task {task} of {wf}"), || async {
         let (_, list) = server.get(&format!("/api/v1/executions?parent={wf}")).await;
         list.as_array()
