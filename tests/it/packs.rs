@@ -64,7 +64,7 @@ fn files_of(data: &Path, tenant: &str) -> Vec<String> {
 }
 
 /// A .tar.gz with one entry written raw (no path checks of the builder).
-fn raw_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn raw_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar_builder();
     for (path, data) in entries {
         let mut header = tar::Header::new_gnu();

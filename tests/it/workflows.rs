@@ -785,3 +785,139 @@ async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
     );
     server.stop().await;
 }
+
+const FLOW_ACTION: &str = "name: flow\nrunner_type: orquesta\nentry_point: workflows/flow.yaml\n";
+
+/// A pack `name` whose one workflow, `<name>.flow`, is `definition`.
+fn workflow_pack(name: &str, definition: &str) -> TempDir {
+    let dir = squall_tests::pack_of(name, &[]);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    std::fs::write(actions.join("flow.yaml"), FLOW_ACTION).expect("write action");
+    std::fs::write(actions.join("workflows/flow.yaml"), definition).expect("write workflow");
+    dir
+}
+
+const UNKNOWN_TASK: &str =
+    "version: 1.0\ntasks:\n  a:\n    action: core.noop\n    next:\n      - do: b\n";
+
+const UNREGISTERED: &str = "version: 1.0\ntasks:\n  a:\n    action: core.nope\n  b:\n    action: core.echo\n    input: {message: hi, colour: red}\n  c:\n    action: core.echo\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_workflow_is_refused_at_start_and_at_upload_naming_file_path_and_problem() {
+    // At start: the definition's own problems when the pack is read...
+    let core = squall_tests::core_pack();
+    let broken = workflow_pack("broken", UNKNOWN_TASK);
+    let (_, refused) =
+        squall_reactor::PackSet::load_each(&[core.path().to_owned(), broken.path().to_owned()]);
+    let file = broken.path().join("actions/workflows/flow.yaml");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        refused[0].error.to_string(),
+        format!("{}: tasks.a.next[0].do: unknown task 'b'", file.display())
+    );
+    // ...and its actions against the packs beside it.
+    let unregistered = workflow_pack("unreg", UNREGISTERED);
+    let (set, refused) = squall_reactor::PackSet::load_each(&[
+        core.path().to_owned(),
+        unregistered.path().to_owned(),
+    ]);
+    assert!(refused.is_empty());
+    let (kept, refused) = squall_reactor::vet_packs(
+        set,
+        &crate::util::sandbox(),
+        &[],
+        &squall_core::template::Templates::new(),
+    );
+    assert!(
+        kept.get(&squall_core::PackRef::new("core").expect("ref"))
+            .is_some()
+    );
+    assert_eq!(refused.len(), 1);
+    let error = refused[0].error.to_string();
+    let file = unregistered.path().join("actions/workflows/flow.yaml");
+    assert!(
+        error.starts_with(&format!("{}: ", file.display())),
+        "{error}"
+    );
+    for needle in [
+        "tasks.a.action: action 'core.nope' is not registered",
+        "tasks.b.input.colour: action 'core.echo' has no parameter 'colour'",
+        "tasks.c.input: action 'core.echo' requires parameter 'message'",
+    ] {
+        assert!(error.contains(needle), "{needle} in {error}");
+    }
+
+    // At upload: the same problems, in the archive's terms.
+    let server = Server::start_with(vec![core], squall_reactor::ReactorConfig::default()).await;
+    let client = server.as_key(&server.key);
+    for (name, definition, needle) in [
+        (
+            "broken",
+            UNKNOWN_TASK,
+            "tasks.a.next[0].do: unknown task 'b'",
+        ),
+        (
+            "unreg",
+            UNREGISTERED,
+            "tasks.a.action: action 'core.nope' is not registered",
+        ),
+    ] {
+        let manifest = format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n");
+        let (status, body) = client
+            .upload(crate::packs::raw_archive(&[
+                ("pack.yaml", manifest.as_bytes()),
+                ("actions/flow.yaml", FLOW_ACTION.as_bytes()),
+                ("actions/workflows/flow.yaml", definition.as_bytes()),
+            ]))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let fault = body["faultstring"].as_str().unwrap_or_default();
+        assert!(
+            fault.contains(&format!("actions/workflows/flow.yaml: {needle}")),
+            "{fault}"
+        );
+        assert!(!fault.contains("/tmp"), "no server path in {fault}");
+        let (status, _) = client.get(&format!("/api/v1/actions/{name}.flow")).await;
+        assert_eq!(status, 404, "nothing of {name} installed");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_that_loops_for_ever_stops_at_its_task_limit() {
+    let spin = workflow_pack(
+        "spin",
+        "version: 1.0\ntasks:\n  init:\n    next: [{do: again}]\n  again:\n    action: core.noop\n    next: [{do: again}]\n",
+    );
+    let server = Server::start_with(
+        vec![squall_tests::core_pack(), spin],
+        squall_reactor::ReactorConfig {
+            max_workflow_tasks: 40,
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = server.run("spin.flow", json!({})).await;
+    let e = server.finished(&e["id"]).await;
+    assert_eq!(e["status"], "failed", "{e}");
+    let message = e["result"]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("limit of 40 task executions (--max-workflow-tasks)"),
+        "{e}"
+    );
+    let (_, tasks) = server
+        .get(&format!(
+            "/api/v1/executions?parent={}&limit=1000",
+            e["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(
+        ids(&tasks).len(),
+        39,
+        "init has no action; 39 runs of again"
+    );
+    server.stop().await;
+}

@@ -168,13 +168,28 @@ pub(crate) enum ExecutionCommand {
         id: String,
     },
     /// Run an execution's action again with its parameters, `key=value`
-    /// overrides on top (needs --url).
+    /// overrides on top; for a workflow, `--tasks` re-runs it from those
+    /// tasks, keeping what ran before them (needs --url).
     ReRun {
         /// The execution id.
         id: String,
         /// Parameter overrides as `key=value` (values parsed as JSON when
         /// they are JSON, else taken as strings).
         params: Vec<String>,
+        /// Workflow tasks to re-run from.
+        #[arg(long, num_args = 1..)]
+        tasks: Vec<String>,
+    },
+    /// Pause a workflow: `pausing` while tasks run, then `paused` (needs
+    /// --url).
+    Pause {
+        /// The workflow's execution id.
+        id: String,
+    },
+    /// Resume a paused workflow (needs --url).
+    Resume {
+        /// The workflow's execution id.
+        id: String,
     },
     /// Print an execution's stdout, stderr and log lines; with --follow
     /// (and --url) keep printing until it completes.
@@ -450,8 +465,9 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
     };
     print_execution(&execution, args.json)?;
     if workflow && !args.json {
-        let tasks = store.children(&execution.tenant, &execution.id)?;
-        print_task_table(&store, &tasks, 0)?;
+        let mut lines = Vec::new();
+        local_task_lines(&store, &execution.tenant, &execution.id, 0, &mut lines)?;
+        print_task_table(&lines);
     }
     Ok(if execution.status == ExecutionStatus::Succeeded {
         ExitCode::SUCCESS
@@ -487,49 +503,95 @@ async fn run_workflow(runner: Runner, req: RunRequest) -> anyhow::Result<Executi
     Ok(ended)
 }
 
-/// A workflow's tasks as `st2 execution get` shows them: id, status, task,
-/// action and start, a nested workflow's tasks indented below it.
-pub(crate) fn print_task_table(
-    store: &Store,
-    tasks: &[Execution],
-    depth: usize,
-) -> anyhow::Result<()> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    if depth == 0 {
-        println!(
-            "{:<34}  {:<10}  {:<20}  {:<24}  START",
-            "ID", "STATUS", "TASK", "ACTION"
-        );
-    }
-    for t in tasks {
-        let name = t
-            .context
-            .get("orquesta")
-            .and_then(|o| o.get("task_name"))
-            .and_then(|n| n.as_str())
-            .unwrap_or("");
-        let item = t
-            .context
-            .get("orquesta")
-            .and_then(|o| o.get("item_id"))
-            .and_then(|n| n.as_u64())
+/// One line of a workflow's task table.
+pub(crate) struct TaskLine {
+    pub(crate) depth: usize,
+    pub(crate) id: String,
+    pub(crate) status: String,
+    /// The task's name, with `[item]` for an item of a with-items task.
+    pub(crate) task: String,
+    pub(crate) action: String,
+    pub(crate) start: String,
+}
+
+impl TaskLine {
+    /// A task execution's line from its record's JSON (the API's shape).
+    pub(crate) fn of(e: &serde_json::Value, depth: usize) -> Self {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let o = &e["context"]["orquesta"];
+        let item = o["item_id"]
+            .as_u64()
             .map(|i| format!("[{i}]"))
             .unwrap_or_default();
-        let pad = "  ".repeat(depth);
+        Self {
+            depth,
+            id: text(&e["id"]),
+            status: text(&e["status"]),
+            task: format!("{}{item}", text(&o["task_name"])),
+            action: text(&e["action"]["ref"]),
+            start: text(&e["start_timestamp"]),
+        }
+    }
+}
+
+/// A workflow's tasks as `st2 execution get` shows them: id, status, task,
+/// action and start, a subworkflow's tasks indented below its own.
+pub(crate) fn print_task_table(lines: &[TaskLine]) {
+    if lines.is_empty() {
+        return;
+    }
+    println!(
+        "{:<36}  {:<10}  {:<20}  {:<24}  START",
+        "ID", "STATUS", "TASK", "ACTION"
+    );
+    for l in lines {
         println!(
-            "{:<34}  {:<10}  {:<20}  {:<24}  {}",
-            format!("{pad}+ {}", t.id),
-            t.status.as_str(),
-            format!("{name}{item}"),
-            t.action.to_string(),
-            t.start_timestamp
+            "{:<36}  {:<10}  {:<20}  {:<24}  {}",
+            format!("{}+ {}", "  ".repeat(l.depth), l.id),
+            l.status,
+            l.task,
+            l.action,
+            l.start
         );
-        let nested = store.children(&t.tenant, &t.id)?;
-        print_task_table(store, &nested, depth + 1)?;
+    }
+}
+
+/// The task table of a workflow in the local store, subworkflows nested.
+fn local_task_lines(
+    store: &Store,
+    tenant: &TenantId,
+    id: &ExecutionId,
+    depth: usize,
+    out: &mut Vec<TaskLine>,
+) -> anyhow::Result<()> {
+    for t in store.children(tenant, id)? {
+        let shape = serde_json::json!({
+            "id": t.id.as_str(),
+            "status": t.status.as_str(),
+            "context": t.context,
+            "action": {"ref": t.action.to_string()},
+            "start_timestamp": t.start_timestamp,
+        });
+        out.push(TaskLine::of(&shape, depth));
+        local_task_lines(store, tenant, &t.id, depth + 1, out)?;
     }
     Ok(())
+}
+
+/// A workflow's task table from `/children?depth=-1` (descendants in
+/// the order they were made): each nested under its parent.
+pub(crate) fn remote_task_lines(root: &str, all: &[serde_json::Value]) -> Vec<TaskLine> {
+    fn walk(parent: &str, all: &[serde_json::Value], depth: usize, out: &mut Vec<TaskLine>) {
+        for e in all.iter().filter(|e| e["parent"] == parent) {
+            out.push(TaskLine::of(e, depth));
+            if let Some(id) = e["id"].as_str() {
+                walk(id, all, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, all, 0, &mut out);
+    out
 }
 
 /// The packs at `paths` for running `action`: a broken pack is skipped
@@ -655,6 +717,11 @@ pub(crate) fn execution(
                 bail!("execution '{id}' not found");
             };
             print_execution(&execution, json)?;
+            if !json {
+                let mut lines = Vec::new();
+                local_task_lines(&store, &tenant, &id, 0, &mut lines)?;
+                print_task_table(&lines);
+            }
         }
         ExecutionCommand::Tail { id, follow } => {
             if follow {
@@ -669,7 +736,10 @@ pub(crate) fn execution(
                 println!("[{}] {}", line.level, line.message);
             }
         }
-        ExecutionCommand::Cancel { .. } | ExecutionCommand::ReRun { .. } => {
+        ExecutionCommand::Cancel { .. }
+        | ExecutionCommand::ReRun { .. }
+        | ExecutionCommand::Pause { .. }
+        | ExecutionCommand::Resume { .. } => {
             bail!("this needs a server: pass --url or set SQUALL_URL");
         }
     }
@@ -682,6 +752,21 @@ fn print_execution_rows(rows: impl Iterator<Item = [String; 4]>) {
     for [id, action, status, start] in rows {
         println!("{id:<32}  {action:<24}  {status:<10}  {start}");
     }
+}
+
+/// Pause or resume a workflow through the API.
+fn set_status(
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+    status: &str,
+) -> anyhow::Result<ExitCode> {
+    let id: ExecutionId = id.parse()?;
+    let e = rt.block_on(client.put_path(
+        &format!("/api/v1/executions/{id}"),
+        &serde_json::json!({ "status": status }),
+    ))?;
+    client::print(&e, false, false)
 }
 
 fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<ExitCode> {
@@ -710,14 +795,35 @@ fn remote_execution(client: &Client, cmd: ExecutionCommand) -> anyhow::Result<Ex
         }
         ExecutionCommand::Get { id, json } => {
             let id: ExecutionId = id.parse()?;
-            client::print(&rt.block_on(client.get(id.as_str()))?, json, false)
+            let e = rt.block_on(client.get(id.as_str()))?;
+            let code = client::print(&e, json, false)?;
+            if !json && e["runner"]["name"] == "orquesta" {
+                let all = rt.block_on(
+                    client.get_json(&format!("/api/v1/executions/{id}/children?depth=-1")),
+                )?;
+                let all = all.as_array().cloned().unwrap_or_default();
+                print_task_table(&remote_task_lines(id.as_str(), &all));
+            }
+            Ok(code)
         }
+        ExecutionCommand::Pause { id } => set_status(client, &rt, &id, "pausing"),
+        ExecutionCommand::Resume { id } => set_status(client, &rt, &id, "resuming"),
         ExecutionCommand::Cancel { id } => {
             let id: ExecutionId = id.parse()?;
             client::print(&rt.block_on(client.cancel(id.as_str()))?, false, false)
         }
-        ExecutionCommand::ReRun { id, params } => {
+        ExecutionCommand::ReRun { id, params, tasks } => {
             let id: ExecutionId = id.parse()?;
+            if !tasks.is_empty() {
+                if !params.is_empty() {
+                    bail!("--tasks re-runs a workflow with its own parameters: give no key=value");
+                }
+                let e = rt.block_on(client.post_path(
+                    &format!("/api/v1/executions/{id}/re_run"),
+                    &serde_json::json!({ "tasks": tasks }),
+                ))?;
+                return client::print(&e, false, false);
+            }
             let mut overrides = Map::new();
             for pair in &params {
                 let Some((name, text)) = pair.split_once('=') else {

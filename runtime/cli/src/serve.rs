@@ -38,6 +38,10 @@ pub(crate) struct ServeArgs {
     /// wait as `delayed`. Default: only --workers limits.
     #[arg(long, value_name = "N")]
     tenant_max_running: Option<usize>,
+    /// Task executions (tasks and items) one workflow may start; past it
+    /// the workflow fails, as a loop that never ends would.
+    #[arg(long, default_value_t = squall_workflow::conductor::DEFAULT_MAX_TASKS)]
+    max_workflow_tasks: u64,
     /// Largest action result stored, in MiB; a larger one ends the
     /// execution `failed`, saying so.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
@@ -207,6 +211,12 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut sensors = SensorConfig::default();
     sensors.limits.call_timeout = Duration::from_secs(args.sensor_call_timeout.max(1));
+    // Bound before the reactor starts, so workflows know the API's address
+    // (`ctx().st2.api_url`); nothing is accepted until the API serves.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let config = ReactorConfig {
         workers: args.workers.max(1),
         tenant_max_running: args.tenant_max_running,
@@ -216,6 +226,8 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             pack_bytes: args.tenant_max_pack_mib.map(|m| m << 20),
             executions_per_minute: args.tenant_executions_per_minute,
         },
+        max_workflow_tasks: args.max_workflow_tasks.max(1),
+        api_url: format!("http://{addr}/api/v1"),
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
@@ -225,10 +237,6 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
     if !store.any_api_key()? {

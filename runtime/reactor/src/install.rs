@@ -573,6 +573,7 @@ impl Reactor {
             let pack = Arc::new(pack);
             let mut set = (*current).clone();
             set.put(pack.clone());
+            pack.check_workflows(&set)?;
             self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(&pack_ref))
                 .await?;
             tracing::debug!(

@@ -115,6 +115,84 @@ pub struct LoadedPack {
 }
 
 impl LoadedPack {
+    /// Check this pack's workflows against the actions of `packs` (which
+    /// hold this pack): every literal action a task names is registered,
+    /// and its input names no parameter the action lacks and misses none
+    /// it requires. StackStorm's `content` inspection.
+    pub fn check_workflows(&self, packs: &PackSet) -> Result<(), PackError> {
+        use squall_workflow::spec::{Problem, TaskInput};
+        for (name, spec) in &self.workflows {
+            let mut problems = Vec::new();
+            for (task_name, task) in &spec.tasks {
+                let Some(serde_json::Value::String(action)) = &task.action else {
+                    continue;
+                };
+                if squall_workflow::expr::has_expression(action) {
+                    continue;
+                }
+                let at = format!("tasks.{task_name}.action");
+                let action: ActionRef = match action.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        problems.push(Problem {
+                            path: at,
+                            message: format!("'{action}' is not an action ref: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                let meta = match packs.action(&action) {
+                    Ok((_, meta)) => meta,
+                    Err(e) => {
+                        problems.push(Problem {
+                            path: at,
+                            message: format!("action '{action}' is not registered: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                let TaskInput::Map(given) = &task.input else {
+                    continue;
+                };
+                for (param, _) in given {
+                    if meta.parameters.get(param).is_none() {
+                        let known: Vec<&str> =
+                            meta.parameters.specs().map(|s| s.name.as_str()).collect();
+                        problems.push(Problem {
+                            path: format!("tasks.{task_name}.input.{param}"),
+                            message: format!(
+                                "action '{action}' has no parameter '{param}' (it has: {})",
+                                known.join(", ")
+                            ),
+                        });
+                    }
+                }
+                for spec in meta.parameters.specs() {
+                    if spec.required
+                        && spec.default.is_none()
+                        && !given.iter().any(|(n, _)| *n == spec.name)
+                    {
+                        problems.push(Problem {
+                            path: format!("tasks.{task_name}.input"),
+                            message: format!(
+                                "action '{action}' requires parameter '{}'",
+                                spec.name
+                            ),
+                        });
+                    }
+                }
+            }
+            if !problems.is_empty() {
+                let meta = &self.actions[name];
+                return Err(PackError::Workflow {
+                    file: self.dir.join("actions").join(&meta.entry_point),
+                    problems: squall_workflow::spec::Invalid(problems),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The actions that run a WebAssembly component (not workflows).
     pub fn component_actions(&self) -> impl Iterator<Item = &ActionMeta> {
         self.actions

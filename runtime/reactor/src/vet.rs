@@ -48,6 +48,7 @@ fn check_pack(
     templates: &Templates,
 ) -> Result<(), PackError> {
     pack.preopens(allowed)?;
+    pack.check_workflows(packs)?;
     for (file, sensor) in &pack.sensors {
         let path = pack.sensor_component_path(sensor)?;
         sandbox

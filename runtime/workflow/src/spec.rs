@@ -122,6 +122,8 @@ const COMMANDS: [&str; 4] = ["continue", "noop", "fail", "retry"];
 
 struct Checker {
     problems: Vec<Problem>,
+    /// Variables expressions read through `ctx()`, with where.
+    reads: Vec<(String, String)>,
 }
 
 impl Checker {
@@ -148,6 +150,9 @@ impl Checker {
     fn check_expressions(&mut self, path: &str, v: &Value) {
         match v {
             Value::String(s) => {
+                for name in ctx_reads(s) {
+                    self.reads.push((path.to_owned(), name));
+                }
                 if let Err(e) = expr::check(s) {
                     self.problem(path, e);
                 }
@@ -409,8 +414,32 @@ impl Workflow {
         })?;
         let mut c = Checker {
             problems: Vec::new(),
+            reads: Vec::new(),
         };
         let workflow = Self::read(&mut c, &doc);
+        // A variable no input, var, publish or output ever assigns (StackStorm's
+        // `context` inspection): most often a misspelt name.
+        let mut assigned: std::collections::BTreeSet<&str> =
+            ["st2", "parent"].into_iter().collect();
+        assigned.extend(workflow.input.iter().map(|(n, _)| n.as_str()));
+        assigned.extend(workflow.vars.iter().map(|(n, _)| n.as_str()));
+        // Each output item sees the ones before it.
+        assigned.extend(workflow.output.iter().map(|(n, _)| n.as_str()));
+        for task in workflow.tasks.values() {
+            for t in &task.next {
+                assigned.extend(t.publish.iter().map(|(n, _)| n.as_str()));
+            }
+        }
+        let unassigned: Vec<Problem> = c
+            .reads
+            .iter()
+            .filter(|(_, name)| !assigned.contains(name.as_str()))
+            .map(|(path, name)| Problem {
+                path: path.clone(),
+                message: format!("variable '{name}' is referenced before assignment"),
+            })
+            .collect();
+        c.problems.extend(unassigned);
         if c.problems.is_empty() {
             Ok(workflow)
         } else {
@@ -542,6 +571,25 @@ impl Workflow {
             .map(String::as_str)
             .collect()
     }
+}
+
+/// The variables `s` reads by name through `ctx`: `ctx(x)`, `ctx('x')`,
+/// `ctx("x")`, `ctx().x` (not `ctx().keys()`, a method).
+fn ctx_reads(s: &str) -> Vec<String> {
+    static CTX: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"\bctx\(\s*(?:'([^']+)'|"([^"]+)"|([A-Za-z_][A-Za-z0-9_]*))\s*\)|\bctx\(\s*\)\.([A-Za-z_][A-Za-z0-9_]*)(\s*\()?"#,
+        )
+        .expect("a valid pattern")
+    });
+    if !expr::has_expression(s) {
+        return Vec::new();
+    }
+    CTX.captures_iter(s)
+        .filter(|c| c.get(5).is_none())
+        .filter_map(|c| (1..=4).find_map(|i| c.get(i)))
+        .map(|m| m.as_str().to_owned())
+        .collect()
 }
 
 fn yaml_text(v: &Yaml) -> String {
@@ -909,6 +957,7 @@ tasks:
             "tasks.t3.join: expected `all` or a positive count, got sometimes",
             "tasks.t4.with: `with` needs an `action`",
             "tasks.t4.join: the task has no inbound transition to join",
+            "tasks.t4.with.items: variable 'x' is referenced before assignment",
         ] {
             assert!(
                 shown.iter().any(|s| s.starts_with(needle)),
@@ -918,9 +967,41 @@ tasks:
     }
 
     #[test]
+    fn variables_no_input_var_or_publish_assigns_are_named() {
+        let text = r#"
+version: 1.0
+input: [who]
+vars:
+  - greeting: hi
+tasks:
+  t1:
+    action: core.echo
+    input:
+      message: <% ctx(greeting) %> <% ctx('who') %> <% ctx().later %>
+      note: '{{ ctx("nobody") }}'
+    next:
+      - publish: later=1
+        do: t2
+  t2:
+    action: core.echo
+    input:
+      message: <% ctx(typo) %> <% ctx(st2).api_url %>
+"#;
+        let problems = Workflow::parse(text).expect_err("invalid").0;
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "tasks.t1.input.note: variable 'nobody' is referenced before assignment",
+                "tasks.t2.input.message: variable 'typo' is referenced before assignment",
+            ]
+        );
+    }
+
+    #[test]
     fn with_items_forms() {
         let wf = Workflow::parse(
-            "version: 1.0\ntasks:\n  t:\n    action: core.echo\n    with:\n      items: x, y in <% zip(ctx(a), ctx(b)) %>\n      concurrency: 2\n",
+            "version: 1.0\ninput: [a, b]\ntasks:\n  t:\n    action: core.echo\n    with:\n      items: x, y in <% zip(ctx(a), ctx(b)) %>\n      concurrency: 2\n",
         )
         .expect("valid");
         let with = wf.tasks["t"].with.as_ref().expect("with");

@@ -534,7 +534,7 @@ tasks:
     with: <% range(ctx(n)) %>
     action: test.ok
 "#,
-        json!({"n": MAX_ITEMS + 1}),
+        json!({"n": 1_000_000}),
     )
     .finish();
     assert_eq!(sim.status(), WorkflowStatus::Failed);
@@ -792,13 +792,14 @@ fn an_expression_error_fails_the_workflow_naming_task_field_and_expression() {
     let sim = Sim::start(
         r#"
 version: 1.0
+input: [data]
 tasks:
   t1:
     action: test.ok
     input:
-      v: <% ctx(missing) %>
+      v: <% ctx(data).missing %>
 "#,
-        json!({}),
+        json!({"data": {}}),
     )
     .finish();
     assert_eq!(sim.status(), WorkflowStatus::Failed);
@@ -807,7 +808,7 @@ tasks:
         .expect("message")
         .to_owned();
     assert!(message.starts_with("tasks.t1.input: v: "), "{message}");
-    assert!(message.contains("ctx(missing)"), "{message}");
+    assert!(message.contains("ctx(data).missing"), "{message}");
     assert!(message.contains("'missing'"), "{message}");
     assert!(sim.ran.is_empty());
 }
