@@ -108,6 +108,30 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// Workflows: a sequential one of many core.noop tasks (task
+    /// transitions/s against plain executions in a row), a with-items task
+    /// over many items, many five-task workflows at once (rate, peak RSS),
+    /// and the conductor's own cost per task.
+    Workflows {
+        /// Tasks of the sequential workflow.
+        #[arg(long, default_value_t = 1000)]
+        tasks: usize,
+        /// Items of the with-items task.
+        #[arg(long, default_value_t = 10_000)]
+        items: usize,
+        /// Its concurrency.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// Five-task workflows started at once.
+        #[arg(long, default_value_t = 1000)]
+        workflows: usize,
+        /// Runs of each measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
     /// Many core.http executions at once, each waiting 1 s on a local
     /// server's response: time, memory and threads.
     Http {
@@ -156,6 +180,23 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             seconds,
         } => crate::bench_sensors::sensors(component, count, seconds),
         BenchCommand::Http { count, packs } => crate::bench_http::http(count, pack_paths(packs)),
+        BenchCommand::Workflows {
+            tasks,
+            items,
+            concurrency,
+            workflows,
+            runs,
+            packs,
+        } => crate::bench_workflows::workflows(
+            crate::bench_workflows::Sizes {
+                tasks,
+                items,
+                concurrency,
+                workflows,
+                runs,
+            },
+            pack_paths(packs),
+        ),
     }
 }
 

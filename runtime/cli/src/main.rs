@@ -10,6 +10,7 @@ mod bench_executions;
 mod bench_http;
 mod bench_reactor;
 mod bench_sensors;
+mod bench_workflows;
 mod client;
 mod commands;
 mod remote;

@@ -289,8 +289,19 @@ const STEPS: &[Step] = &[
         },
     ),
     (
+        "squall run examples.greet name=Squall --packs packs",
+        |t, c| {
+            // In-process: the server's variables stay for the steps after.
+            let saved = t.env.clone();
+            t.env.remove("SQUALL_URL");
+            t.env.remove("SQUALL_API_KEY");
+            t.ok(c, "greeting: Hello, Squall!");
+            t.env = saved;
+        },
+    ),
+    (
         "squall workflow inspect packs/examples/actions/workflows/greet.yaml",
-        |t, c| t.ok(c, "greet.yaml: ok (3 tasks)"),
+        |t, c| t.ok(c, "greet.yaml: ok (2 tasks)"),
     ),
 ];
 

@@ -627,7 +627,7 @@ impl Reactor {
         // Both lists are read before anything is written: what completing
         // the unfinished ones requests (retries, rule follow-ups) is queued
         // by that completion and must not be read back as left over.
-        let workflows = self.recover_workflows()?;
+        let workflows = self.recover_workflows().await?;
         if !workflows.is_empty() {
             tracing::info!(
                 workflows = workflows.len(),

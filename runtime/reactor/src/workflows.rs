@@ -93,6 +93,10 @@ pub(crate) fn task_of(e: &Execution) -> Option<(ExecutionId, usize, Option<usize
     Some((workflow, task, item))
 }
 
+/// An end recorded for a running task run without its step: (task
+/// execution, item, status, result).
+type LateEnd = (usize, Option<usize>, String, Value);
+
 /// One execution's end, with what it emits and the retry it asks for.
 pub(crate) struct Ending {
     pub(crate) execution: Execution,
@@ -744,20 +748,37 @@ impl Reactor {
     /// Read back the workflows a previous run left running, each with its
     /// tasks' executions. Returns their ids: their own executions are not
     /// abandoned, they go on.
-    pub(crate) fn recover_workflows(&self) -> Result<Vec<ExecutionId>, squall_store::Error> {
+    pub(crate) async fn recover_workflows(&self) -> Result<Vec<ExecutionId>, squall_store::Error> {
+        let mut reconciling = Vec::new();
         let mut resumed = Vec::new();
         for stored in self.inner.store.running_workflows()? {
             match self.restore(&stored) {
-                Ok(flow) => {
+                Ok((flow, late)) => {
                     resumed.push(stored.id.clone());
-                    self.inner
-                        .flows
-                        .insert(stored.id.clone(), Arc::new(tokio::sync::Mutex::new(flow)));
+                    let flow = Arc::new(tokio::sync::Mutex::new(flow));
+                    self.inner.flows.insert(stored.id.clone(), flow.clone());
+                    reconciling.push((flow, late));
                 }
                 Err(e) => {
                     tracing::error!(execution_id = %stored.id, error = %e, "workflow could not be resumed; it ends abandoned");
                 }
             }
+        }
+        // Every flow is registered before any moves: a step may end a
+        // workflow and move its parent.
+        for (flow, late) in reconciling {
+            let mut guard = flow.lock_owned().await;
+            let step = guard.conductor.reconcile(late);
+            if step.runs.is_empty()
+                && step.changed.is_empty()
+                && !guard.conductor.status().is_completed()
+            {
+                continue;
+            }
+            let mut plan = Plan::default();
+            self.apply_step(&mut guard, step, None, &mut plan).await;
+            plan.guards.push(guard);
+            self.commit(plan).await;
         }
         Ok(resumed)
     }
@@ -844,7 +865,12 @@ impl Reactor {
         Ok(now)
     }
 
-    fn restore(&self, stored: &squall_store::StoredWorkflow) -> Result<Flow, String> {
+    /// A running workflow read back, and the ends recorded for its running
+    /// task runs without their step.
+    fn restore(
+        &self,
+        stored: &squall_store::StoredWorkflow,
+    ) -> Result<(Flow, Vec<LateEnd>), String> {
         let store = &self.inner.store;
         let execution = store
             .get_execution(&stored.tenant, &stored.id)
@@ -865,6 +891,7 @@ impl Reactor {
             mut tasks,
         } = state_of(stored)?;
         let mut children = HashMap::new();
+        let mut late = Vec::new();
         for child in store
             .children(&stored.tenant, &stored.id)
             .map_err(|e| e.to_string())?
@@ -873,6 +900,21 @@ impl Reactor {
                 continue;
             };
             let ended = child.status.is_completed();
+            // An end recorded without its step (a failed write): hand it
+            // to the conductor again.
+            if ended
+                && item.is_none()
+                && tasks.get(task).is_some_and(|t| {
+                    t.status == squall_workflow::conductor::TaskStatus::Running && t.items.is_none()
+                })
+            {
+                late.push((
+                    task,
+                    None,
+                    child.status.as_str().to_owned(),
+                    child.result.clone().unwrap_or(Value::Null),
+                ));
+            }
             if let (Some(k), Some(items)) =
                 (item, tasks.get_mut(task).and_then(|t| t.items.as_mut()))
             {
@@ -896,10 +938,13 @@ impl Reactor {
             self.limits(),
             State { ctx, head, tasks },
         );
-        Ok(Flow {
-            conductor,
-            execution,
-            children,
-        })
+        Ok((
+            Flow {
+                conductor,
+                execution,
+                children,
+            },
+            late,
+        ))
     }
 }

@@ -231,20 +231,11 @@ pub struct Conductor {
     spec: Arc<Workflow>,
     host: Arc<dyn Host + Send + Sync>,
     limits: Limits,
-    /// The definition calls `task()` or `task_status()`.
-    reads_tasks: bool,
-    /// Inbound transitions per task.
-    inbound: BTreeMap<String, Inbound>,
+    /// Task executions that may not have ended (staged or running), so
+    /// that settling after an event looks at a few, not at every task run.
+    open: Vec<usize>,
     pub state: State,
     step: Step,
-}
-
-#[derive(Debug, Default)]
-struct Inbound {
-    transitions: usize,
-    tasks: BTreeSet<String>,
-    /// The task can reach itself: arriving again is a loop, not a branch.
-    in_cycle: bool,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -271,28 +262,18 @@ impl Conductor {
         limits: Limits,
         state: State,
     ) -> Self {
-        let mut inbound: BTreeMap<String, Inbound> = BTreeMap::new();
-        for (name, task) in &spec.tasks {
-            for t in &task.next {
-                for target in &t.targets {
-                    if let Target::Task(next) = target {
-                        let entry = inbound.entry(next.clone()).or_default();
-                        entry.transitions += 1;
-                        entry.tasks.insert(name.clone());
-                    }
-                }
-            }
-        }
-        for (name, entry) in inbound.iter_mut() {
-            entry.in_cycle = reaches(&spec, name, name);
-        }
-        let reads_tasks = mentions(&spec, &["task(", "task_status("]);
+        let open = state
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.status.is_completed())
+            .map(|(i, _)| i)
+            .collect();
         Self {
             spec,
             host,
             limits,
-            reads_tasks,
-            inbound,
+            open,
             state,
             step: Step::default(),
         }
@@ -461,6 +442,31 @@ impl Conductor {
         Self::new(spec, host, limits, state)
     }
 
+    /// After [`Conductor::restore`]: move on what a lost step left behind.
+    /// `ended` are the ends recorded for running task runs without their
+    /// step (task, item, status, result); then a with-items task whose
+    /// items all ended ends, and one with room starts its next items.
+    pub fn reconcile(&mut self, ended: Vec<(usize, Option<usize>, String, Value)>) -> Step {
+        let mut step = Step::default();
+        for (task, item, status, result) in ended {
+            let s = self.action_ended(task, item, &status, result);
+            step.runs.extend(s.runs);
+            step.changed.extend(s.changed);
+        }
+        for i in 0..self.state.tasks.len() {
+            if self.state.tasks[i].status == TaskStatus::Running
+                && self.state.tasks[i].items.is_some()
+            {
+                self.pump_items(i);
+            }
+        }
+        self.settle();
+        let s = std::mem::take(&mut self.step);
+        step.runs.extend(s.runs);
+        step.changed.extend(s.changed);
+        step
+    }
+
     pub fn status(&self) -> WorkflowStatus {
         self.state.head.status
     }
@@ -603,7 +609,7 @@ impl Conductor {
         for (k, v) in delta {
             ctx.insert(k.clone(), v.clone());
         }
-        let host: Arc<dyn Host + Send + Sync> = if self.reads_tasks {
+        let host: Arc<dyn Host + Send + Sync> = if self.spec.graph.reads_tasks {
             Arc::new(TaskHost {
                 tasks: self.task_views(),
                 routes: self.route_parents(),
@@ -713,7 +719,8 @@ impl Conductor {
         let Some(task) = self.spec.tasks.get(name) else {
             return;
         };
-        let inbound = self.inbound.get(name);
+        let spec = self.spec.clone();
+        let inbound = spec.graph.inbound.get(name);
         if let Some(join) = task.join {
             let needed = match join {
                 Join::All => inbound.map_or(0, |i| i.tasks.len()),
@@ -797,6 +804,7 @@ impl Conductor {
         }
         self.state.tasks.push(t);
         let i = self.state.tasks.len() - 1;
+        self.open.push(i);
         self.step.changed.insert(i);
         if self.state.head.status == WorkflowStatus::Running {
             self.launch(i);
@@ -1175,23 +1183,23 @@ impl Conductor {
     /// After an event: move the workflow's status on (paused, canceled,
     /// finished) when nothing is active any more.
     fn settle(&mut self) {
-        let head = &self.state.head;
-        if head.status.is_completed() {
+        if self.state.head.status.is_completed() {
             return;
         }
+        let tasks = &self.state.tasks;
+        self.open.retain(|&i| !tasks[i].status.is_completed());
         let active = self
-            .state
-            .tasks
+            .open
             .iter()
-            .any(|t| t.status == TaskStatus::Running);
+            .any(|&i| tasks[i].status == TaskStatus::Running);
         if active {
             return;
         }
         let staged = self
-            .state
-            .tasks
+            .open
             .iter()
-            .any(|t| t.status == TaskStatus::Staged);
+            .any(|&i| tasks[i].status == TaskStatus::Staged);
+        let head = &self.state.head;
         match head.status {
             WorkflowStatus::Pausing | WorkflowStatus::Paused if staged => {
                 self.state.head.status = WorkflowStatus::Paused;
@@ -1350,44 +1358,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "a map",
     }
-}
-
-/// Whether any expression of `spec` mentions one of `needles`.
-fn mentions(spec: &Workflow, needles: &[&str]) -> bool {
-    fn walk(v: &Value, needles: &[&str]) -> bool {
-        match v {
-            Value::String(s) => needles.iter().any(|n| s.contains(n)),
-            Value::Array(items) => items.iter().any(|i| walk(i, needles)),
-            Value::Object(m) => m.values().any(|i| walk(i, needles)),
-            _ => false,
-        }
-    }
-    let mut values: Vec<&Value> = Vec::new();
-    values.extend(spec.input.iter().filter_map(|(_, d)| d.as_ref()));
-    values.extend(spec.vars.iter().map(|(_, v)| v));
-    values.extend(spec.output.iter().map(|(_, v)| v));
-    for task in spec.tasks.values() {
-        values.extend(task.action.iter());
-        match &task.input {
-            TaskInput::Map(pairs) => values.extend(pairs.iter().map(|(_, v)| v)),
-            TaskInput::Expr(v) => values.push(v),
-        }
-        if let Some(w) = &task.with {
-            values.push(&w.items);
-            values.extend(w.concurrency.iter());
-        }
-        values.extend(task.delay.iter());
-        if let Some(r) = &task.retry {
-            values.extend(r.when.iter());
-            values.push(&r.count);
-            values.extend(r.delay.iter());
-        }
-        for t in &task.next {
-            values.extend(t.when.iter());
-            values.extend(t.publish.iter().map(|(_, v)| v));
-        }
-    }
-    values.into_iter().any(|v| walk(v, needles))
 }
 
 /// `task()` and `task_status()` over a snapshot of the task executions.

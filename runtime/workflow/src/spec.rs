@@ -48,6 +48,151 @@ pub struct Workflow {
     pub vars: Assignments,
     pub output: Assignments,
     pub tasks: BTreeMap<String, Task>,
+    /// What the conductor needs to know of the task graph, worked out
+    /// once when the definition is read.
+    pub graph: Graph,
+}
+
+/// The task graph's facts the conductor asks about at every arrival.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Graph {
+    /// For each task some transition leads to: how many transitions do,
+    /// from which tasks, and whether the task lies on a cycle (arriving
+    /// again is then a loop, not a new branch).
+    pub inbound: BTreeMap<String, Inbound>,
+    /// Some expression calls `task()` or `task_status()`.
+    pub reads_tasks: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inbound {
+    pub transitions: usize,
+    pub tasks: std::collections::BTreeSet<String>,
+    pub in_cycle: bool,
+}
+
+impl Graph {
+    fn of(wf: &Workflow) -> Self {
+        let mut inbound: BTreeMap<String, Inbound> = BTreeMap::new();
+        let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, task) in &wf.tasks {
+            for t in &task.next {
+                for target in &t.targets {
+                    if let Target::Task(next) = target {
+                        let entry = inbound.entry(next.clone()).or_default();
+                        entry.transitions += 1;
+                        entry.tasks.insert(name.clone());
+                        edges.entry(name).or_default().push(next);
+                    }
+                }
+            }
+        }
+        for name in cyclic(&wf.tasks, &edges) {
+            if let Some(entry) = inbound.get_mut(name) {
+                entry.in_cycle = true;
+            }
+        }
+        Self {
+            inbound,
+            reads_tasks: mentions(wf, &["task(", "task_status("]),
+        }
+    }
+}
+
+/// The tasks on a cycle: in a strongly connected component of more than
+/// one task, or with a transition to themselves (Kosaraju's two passes,
+/// each iterative: a definition may hold many thousands of tasks).
+fn cyclic<'a>(
+    tasks: &'a BTreeMap<String, Task>,
+    edges: &BTreeMap<&'a str, Vec<&'a str>>,
+) -> Vec<&'a str> {
+    let mut reverse: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (from, tos) in edges {
+        for to in tos {
+            reverse.entry(to).or_default().push(from);
+        }
+    }
+    // Pass 1: finishing order.
+    let mut order = Vec::with_capacity(tasks.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for start in tasks.keys() {
+        if !seen.insert(start.as_str()) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        while let Some((node, next)) = stack.pop() {
+            let out = edges.get(node).map_or(&[][..], Vec::as_slice);
+            if let Some(&to) = out.get(next) {
+                stack.push((node, next + 1));
+                if seen.insert(to) {
+                    stack.push((to, 0));
+                }
+            } else {
+                order.push(node);
+            }
+        }
+    }
+    // Pass 2: components on the reversed graph, latest finished first.
+    let mut placed = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for &root in order.iter().rev() {
+        if !placed.insert(root) {
+            continue;
+        }
+        let mut component = vec![root];
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            for &from in reverse.get(node).map_or(&[][..], Vec::as_slice) {
+                if placed.insert(from) {
+                    component.push(from);
+                    stack.push(from);
+                }
+            }
+        }
+        let looped = |n: &str| edges.get(n).is_some_and(|tos| tos.contains(&n));
+        if component.len() > 1 || looped(root) {
+            out.extend(component);
+        }
+    }
+    out
+}
+
+/// Whether any expression of `wf` mentions one of `needles`.
+fn mentions(wf: &Workflow, needles: &[&str]) -> bool {
+    fn walk(v: &Value, needles: &[&str]) -> bool {
+        match v {
+            Value::String(s) => needles.iter().any(|n| s.contains(n)),
+            Value::Array(items) => items.iter().any(|i| walk(i, needles)),
+            Value::Object(m) => m.values().any(|i| walk(i, needles)),
+            _ => false,
+        }
+    }
+    let mut values: Vec<&Value> = Vec::new();
+    values.extend(wf.input.iter().filter_map(|(_, d)| d.as_ref()));
+    values.extend(wf.vars.iter().map(|(_, v)| v));
+    values.extend(wf.output.iter().map(|(_, v)| v));
+    for task in wf.tasks.values() {
+        values.extend(task.action.iter());
+        match &task.input {
+            TaskInput::Map(pairs) => values.extend(pairs.iter().map(|(_, v)| v)),
+            TaskInput::Expr(v) => values.push(v),
+        }
+        if let Some(w) = &task.with {
+            values.push(&w.items);
+            values.extend(w.concurrency.iter());
+        }
+        values.extend(task.delay.iter());
+        if let Some(r) = &task.retry {
+            values.extend(r.when.iter());
+            values.push(&r.count);
+            values.extend(r.delay.iter());
+        }
+        for t in &task.next {
+            values.extend(t.when.iter());
+            values.extend(t.publish.iter().map(|(_, v)| v));
+        }
+    }
+    values.into_iter().any(|v| walk(v, needles))
 }
 
 /// One task.
@@ -441,6 +586,8 @@ impl Workflow {
             .collect();
         c.problems.extend(unassigned);
         if c.problems.is_empty() {
+            let mut workflow = workflow;
+            workflow.graph = Graph::of(&workflow);
             Ok(workflow)
         } else {
             Err(Invalid(c.problems))
@@ -454,6 +601,7 @@ impl Workflow {
             vars: Vec::new(),
             output: Vec::new(),
             tasks: BTreeMap::new(),
+            graph: Graph::default(),
         };
         let Yaml::Mapping(top) = doc else {
             c.problem(

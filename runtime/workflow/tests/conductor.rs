@@ -544,7 +544,9 @@ tasks:
         .to_owned();
     assert!(message.starts_with("tasks.each.with.items:"), "{message}");
     assert!(
-        message.contains(&format!("1000000 items is more than a task may run over (at most {MAX_ITEMS})")),
+        message.contains(&format!(
+            "1000000 items is more than a task may run over (at most {MAX_ITEMS})"
+        )),
         "{message}"
     );
     assert!(sim.ran.is_empty());
