@@ -1146,7 +1146,7 @@ fn workflow_inspect_names_each_problem_by_its_path() {
     let good = dir.path().join("good.yaml");
     std::fs::write(
         &good,
-        "version: 1.0\ntasks:\n  t1:\n    action: core.noop\n    next:\n      - do: t2\n  t2:\n    action: core.echo message=<% ctx(x) %>\n",
+        "version: 1.0\ninput: [x]\ntasks:\n  t1:\n    action: core.noop\n    next:\n      - do: t2\n  t2:\n    action: core.echo message=<% ctx(x) %>\n",
     )
     .expect("write");
     let bad = dir.path().join("bad.yaml");
