@@ -625,8 +625,11 @@ impl Reactor {
     /// again, delays counted from when they were requested.
     pub(crate) async fn recover(&self) -> Result<(), squall_store::Error> {
         // Both lists are read before anything is written: what completing
-        // the unfinished ones requests (retries, rule follow-ups) is queued
-        // by that completion and must not be read back as left over.
+        // the unfinished ones requests (retries, rule follow-ups, the tasks
+        // a resumed workflow starts) is queued by whoever wrote it and must
+        // not be read back as left over.
+        let unfinished = self.inner.store.unfinished_executions()?;
+        let pending = self.inner.store.pending_executions()?;
         let workflows = self.recover_workflows().await?;
         if !workflows.is_empty() {
             tracing::info!(
@@ -634,14 +637,10 @@ impl Reactor {
                 "resuming workflows left running"
             );
         }
-        let left: Vec<Execution> = self
-            .inner
-            .store
-            .unfinished_executions()?
+        let left: Vec<Execution> = unfinished
             .into_iter()
-            .filter(|e| !self.inner.flows.contains(&e.id))
+            .filter(|e| !workflows.contains(&e.id))
             .collect();
-        let pending = self.inner.store.pending_executions()?;
         if !left.is_empty() {
             tracing::warn!(
                 executions = left.len(),

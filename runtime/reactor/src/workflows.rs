@@ -273,6 +273,11 @@ impl Reactor {
         plan.guards.push(guard);
         if !self.commit(plan).await {
             self.inner.flows.remove(&id);
+            return;
+        }
+        // A cancel that came while it started found no workflow yet.
+        if job.live.is_canceled() {
+            self.cancel_workflow(&id).await;
         }
     }
 
@@ -551,13 +556,14 @@ impl Reactor {
                     .collect()
             })
             .collect();
+        let touched: Vec<ExecutionId> = plan.workflows.iter().map(|w| w.id.clone()).collect();
         let mut batch = Batch {
             completions: Vec::with_capacity(plan.endings.len()),
             updates: plan.updates.iter().collect(),
             inserts: plan.children.iter().map(|p| &p.execution).collect(),
+            created: plan.records.iter().collect(),
             workflows: std::mem::take(&mut plan.workflows),
         };
-        batch.inserts.extend(plan.records.iter());
         for (ending, emitted) in plan.endings.iter().zip(emissions) {
             batch.completions.push(Completion {
                 execution: &ending.execution,
@@ -614,6 +620,12 @@ impl Reactor {
             }
             Err(err) => {
                 self.forget_all(&queued);
+                // The workflows this step moved are ahead of the store now:
+                // let them go; the next start reads them back from it.
+                for w in &touched {
+                    tracing::error!(execution_id = %w, "workflow dropped from memory after a failed write; it goes on at the next start");
+                    self.inner.flows.remove(w);
+                }
                 let Some(first) = plan.endings.first() else {
                     tracing::error!(error = %err, "failed to record a workflow's step");
                     return false;
@@ -768,6 +780,29 @@ impl Reactor {
         // workflow and move its parent.
         for (flow, late) in reconciling {
             let mut guard = flow.lock_owned().await;
+            // What a canceling or pausing workflow had asked of its tasks
+            // may not have reached them before the stop: ask again.
+            let tenant = guard.execution.tenant.clone();
+            match guard.conductor.status() {
+                WorkflowStatus::Canceling => {
+                    for child in guard.children.values() {
+                        let (reactor, tenant, child) =
+                            (self.clone(), tenant.clone(), child.clone());
+                        tokio::spawn(async move {
+                            let _ = reactor.cancel(&tenant, &child).await;
+                        });
+                    }
+                }
+                WorkflowStatus::Pausing | WorkflowStatus::Paused => {
+                    for child in guard.children.values() {
+                        let (reactor, child) = (self.clone(), child.clone());
+                        tokio::spawn(async move {
+                            reactor.pause_workflow(&child).await;
+                        });
+                    }
+                }
+                _ => {}
+            }
             let step = guard.conductor.reconcile(late);
             if step.runs.is_empty()
                 && step.changed.is_empty()
@@ -891,7 +926,7 @@ impl Reactor {
             mut tasks,
         } = state_of(stored)?;
         let mut children = HashMap::new();
-        let mut late = Vec::new();
+        let mut latest: HashMap<(usize, Option<usize>), Execution> = HashMap::new();
         for child in store
             .children(&stored.tenant, &stored.id)
             .map_err(|e| e.to_string())?
@@ -899,22 +934,13 @@ impl Reactor {
             let Some((_, task, item)) = task_of(&child) else {
                 continue;
             };
+            // Oldest first: a policy's retry (a later record of the same
+            // task run) replaces the attempt it retries.
+            latest.insert((task, item), child);
+        }
+        let mut late = Vec::new();
+        for ((task, item), child) in latest {
             let ended = child.status.is_completed();
-            // An end recorded without its step (a failed write): hand it
-            // to the conductor again.
-            if ended
-                && item.is_none()
-                && tasks.get(task).is_some_and(|t| {
-                    t.status == squall_workflow::conductor::TaskStatus::Running && t.items.is_none()
-                })
-            {
-                late.push((
-                    task,
-                    None,
-                    child.status.as_str().to_owned(),
-                    child.result.clone().unwrap_or(Value::Null),
-                ));
-            }
             if let (Some(k), Some(items)) =
                 (item, tasks.get_mut(task).and_then(|t| t.items.as_mut()))
             {
@@ -926,10 +952,21 @@ impl Reactor {
                     result: child.result.clone().unwrap_or(Value::Null),
                 });
             }
-            if ended {
-                children.remove(&(task, item));
-            } else {
+            if !ended {
                 children.insert((task, item), child.id.clone());
+            } else if item.is_none()
+                && tasks.get(task).is_some_and(|t| {
+                    t.status == squall_workflow::conductor::TaskStatus::Running && t.items.is_none()
+                })
+            {
+                // An end recorded without its step (a failed write): hand
+                // it to the conductor again.
+                late.push((
+                    task,
+                    None,
+                    child.status.as_str().to_owned(),
+                    child.result.clone().unwrap_or(Value::Null),
+                ));
             }
         }
         let conductor = Conductor::restore(

@@ -227,7 +227,7 @@ impl Store {
 /// handing the row to the writer, so the single writer thread only binds.
 #[derive(Debug)]
 pub(crate) struct ExecutionRow {
-    id: String,
+    pub(crate) id: String,
     tenant: String,
     action: String,
     status: &'static str,

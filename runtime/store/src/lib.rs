@@ -57,6 +57,9 @@ pub enum Error {
     /// applied or committed); the write did not happen.
     #[error("the write could not be committed: {0}")]
     Batch(String),
+    /// A write found its execution already ended and was undone.
+    #[error("the execution had already ended; nothing was written")]
+    Superseded,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -46,6 +46,11 @@ pub struct Batch<'a> {
     pub updates: Vec<&'a Execution>,
     /// New executions: the tasks' actions.
     pub inserts: Vec<&'a Execution>,
+    /// New records written first, as they are, before the completions
+    /// (which may end one of them: a re-run's workflow execution that
+    /// ends in its first step), and never deciding: a task run that could
+    /// not start, a re-run's workflow execution.
+    pub created: Vec<&'a Execution>,
     pub workflows: Vec<WorkflowWrite>,
 }
 
@@ -61,6 +66,7 @@ pub struct StoredWorkflow {
 }
 
 struct Encoded {
+    created: Vec<ExecutionRow>,
     completions: Vec<(ExecutionRow, EncodedEmissions, Vec<ExecutionRow>)>,
     updates: Vec<ExecutionRow>,
     inserts: Vec<ExecutionRow>,
@@ -123,6 +129,11 @@ impl Store {
                 .iter()
                 .map(|e| ExecutionRow::encode(e))
                 .collect(),
+            created: batch
+                .created
+                .iter()
+                .map(|e| ExecutionRow::encode(e))
+                .collect(),
             workflows: batch.workflows.clone(),
         };
         let instances: usize = encoded.completions.iter().map(|(_, e, _)| e.len()).sum();
@@ -131,7 +142,8 @@ impl Store {
             .iter()
             .map(|(_, e, f)| e.iter().map(|(_, _, x)| x.len()).sum::<usize>() + f.len())
             .sum::<usize>()
-            + encoded.inserts.len();
+            + encoded.inserts.len()
+            + encoded.created.len();
         let ended: Vec<&'static str> = batch
             .completions
             .iter()
@@ -140,10 +152,27 @@ impl Store {
             .map(|s| s.as_str())
             .collect();
         let pending = self.submit(move |txn| {
+            // Created records first: a completion may end one of them (a
+            // re-run's workflow execution ending in its first step). One of
+            // them cannot have ended elsewhere, so it never decides.
+            for row in &encoded.created {
+                insert(txn, row)?;
+            }
+            let created = |row: &ExecutionRow| encoded.created.iter().any(|c| c.id == row.id);
+            // Not written after all: with created records to undo, an error
+            // (the writer rolls this write back alone); else nothing was
+            // written yet.
+            let superseded = || {
+                if encoded.created.is_empty() {
+                    Ok(false)
+                } else {
+                    Err(crate::Error::Superseded)
+                }
+            };
             let mut first = true;
             for (row, emitted, follow_ups) in &encoded.completions {
-                if !update(txn, row)? && first {
-                    return Ok(false);
+                if !update(txn, row)? && first && !created(row) {
+                    return superseded();
                 }
                 first = false;
                 for (instance, enforcements, executions) in emitted {
@@ -156,7 +185,7 @@ impl Store {
             }
             for row in &encoded.updates {
                 if !update(txn, row)? && first {
-                    return Ok(false);
+                    return superseded();
                 }
                 first = false;
             }
@@ -169,7 +198,12 @@ impl Store {
             Ok(true)
         })?;
         Ok(async move {
-            let written = pending.await?;
+            let written = match pending.await {
+                Ok(written) => written,
+                // Nothing of it was kept: the writer rolled it back.
+                Err(crate::Error::Superseded) => false,
+                Err(e) => return Err(e),
+            };
             if written {
                 let m = metrics();
                 for status in ended {

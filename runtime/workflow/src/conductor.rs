@@ -594,9 +594,14 @@ impl Conductor {
         }
         self.state.head.status = WorkflowStatus::Canceling;
         for i in 0..self.state.tasks.len() {
-            if self.state.tasks[i].status == TaskStatus::Staged {
-                self.state.tasks[i].status = TaskStatus::Canceled;
-                self.step.changed.insert(i);
+            match self.state.tasks[i].status {
+                TaskStatus::Staged => {
+                    self.state.tasks[i].status = TaskStatus::Canceled;
+                    self.step.changed.insert(i);
+                }
+                // Unstarted items never start; one with none out ends now.
+                TaskStatus::Running if self.state.tasks[i].items.is_some() => self.pump_items(i),
+                _ => {}
             }
         }
         self.settle();
@@ -1188,17 +1193,26 @@ impl Conductor {
         }
         let tasks = &self.state.tasks;
         self.open.retain(|&i| !tasks[i].status.is_completed());
-        let active = self
-            .open
-            .iter()
-            .any(|&i| tasks[i].status == TaskStatus::Running);
-        if active {
+        // Running: an action (or an item's) is out. A with-items task with
+        // none out waits, as a staged task does, for a resume.
+        let out = |t: &TaskExecution| {
+            t.status == TaskStatus::Running && t.items.as_ref().is_none_or(|it| it.active() > 0)
+        };
+        if self.open.iter().any(|&i| out(&tasks[i])) {
             return;
         }
-        let staged = self
-            .open
-            .iter()
-            .any(|&i| tasks[i].status == TaskStatus::Staged);
+        let staged = !self.open.is_empty();
+        if staged && self.state.head.failing {
+            // Fail-fast: what waited for a resume never runs.
+            for i in self.open.clone() {
+                self.state.tasks[i].status = TaskStatus::Canceled;
+                self.step.changed.insert(i);
+            }
+            self.open.clear();
+            self.render_output();
+            self.state.head.status = WorkflowStatus::Failed;
+            return;
+        }
         let head = &self.state.head;
         match head.status {
             WorkflowStatus::Pausing | WorkflowStatus::Paused if staged => {

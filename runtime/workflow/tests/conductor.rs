@@ -658,6 +658,65 @@ tasks:
     assert_eq!(sim.status(), WorkflowStatus::Succeeded);
 }
 
+#[test]
+fn a_with_items_task_between_items_lets_the_workflow_pause_and_cancel() {
+    let definition = r#"
+version: 1.0
+tasks:
+  each:
+    with:
+      items: <% range(3) %>
+      concurrency: 1
+    action: test.ok
+    input: {n: <% item() %>}
+"#;
+    let mut sim = Sim::start(definition, json!({}));
+    sim.c.pause();
+    sim.one(); // item 0 ends; no other item starts while pausing
+    assert!(sim.queue.is_empty());
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    let step = sim.c.resume();
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+    assert_eq!(sim.ran.len(), 3);
+
+    let mut sim = Sim::start(definition, json!({}));
+    sim.c.pause();
+    sim.one();
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    sim.c.cancel();
+    assert_eq!(sim.status(), WorkflowStatus::Canceled);
+    assert_eq!(sim.task("each")[0].status, TaskStatus::Canceled);
+    assert_eq!(sim.ran.len(), 1);
+}
+
+#[test]
+fn a_failure_while_pausing_fails_the_workflow_and_what_waited_never_runs() {
+    let mut sim = Sim::start(
+        r#"
+version: 1.0
+tasks:
+  a:
+    action: test.ok
+    next: [{do: after_a}]
+  b:
+    action: test.fail
+  after_a:
+    action: test.ok
+"#,
+        json!({}),
+    );
+    sim.c.pause();
+    sim.one(); // a ends: after_a is staged
+    sim.one(); // b fails, unremediated
+    assert_eq!(sim.status(), WorkflowStatus::Failed);
+    assert_eq!(sim.task("after_a")[0].status, TaskStatus::Canceled);
+    let step = sim.c.resume();
+    assert!(step.runs.is_empty(), "nothing runs after a failure");
+    assert_eq!(sim.ran.len(), 2);
+}
+
 // The rest of the language.
 
 #[test]
