@@ -454,17 +454,7 @@ impl Reactor {
             };
             Box::new((record, error))
         };
-        let action: squall_core::ActionRef = match run.action.parse() {
-            Ok(a) => a,
-            Err(e) => {
-                let error = format!("tasks.{}.action: {e}", run.name);
-                // The record needs a ref: name the workflow's own pack.
-                let placeholder = format!("{}.invalid_action", wf.action.pack())
-                    .parse()
-                    .unwrap_or_else(|_| wf.action.clone());
-                return Err(refused(error, placeholder));
-            }
-        };
+        let action = run.action.clone();
         let mut req = RunRequest::new(wf.tenant.clone(), action.clone(), run.input.clone());
         req.trace_tag = trace_tag.clone();
         req.context = context.clone();

@@ -198,7 +198,7 @@ pub struct Run {
     pub name: String,
     pub route: u32,
     pub item: Option<usize>,
-    pub action: String,
+    pub action: squall_core::ActionRef,
     pub input: Map<String, Value>,
     /// Seconds to wait first.
     pub delay: Option<u64>,
@@ -705,6 +705,16 @@ impl Conductor {
         }
     }
 
+    /// A transition's `when` or `publish` failed: the workflow fails, the
+    /// error naming the transition (`<next task>__t<index>`).
+    fn transition_failed(&mut self, t: &TaskExecution, what: &str, transition: String) {
+        let mut entry = error_entry(format!("tasks.{}.{what}", t.name));
+        entry.insert("task_id".into(), json!(t.name));
+        entry.insert("route".into(), json!(t.route));
+        entry.insert("task_transition_id".into(), json!(transition));
+        self.fail(entry);
+    }
+
     fn expression_error(&mut self, task: &str, route: u32, field: &str, e: &str) {
         let mut entry = error_entry(format!("tasks.{task}.{field}: {e}"));
         entry.insert("task_id".into(), json!(task));
@@ -1103,16 +1113,8 @@ impl Conductor {
                 Some(when) => match render(when, &scope) {
                     Ok(v) => yaql::truthy(&v),
                     Err(e) => {
-                        let mut entry =
-                            error_entry(format!("tasks.{}.next[{k}].when: {e}", t.name));
-                        entry.insert("task_id".into(), json!(t.name));
-                        entry.insert("route".into(), json!(t.route));
-                        entry.insert(
-                            "task_transition_id".into(),
-                            json!(transition_id(&transition.targets)),
-                        );
-                        self.fail(entry);
-                        return;
+                        let id = transition_id(&transition.targets);
+                        return self.transition_failed(&t, &format!("next[{k}].when: {e}"), id);
                     }
                 },
             };
@@ -1129,16 +1131,9 @@ impl Conductor {
                         delta.insert(name.clone(), v);
                     }
                     Err(e) => {
-                        let mut entry =
-                            error_entry(format!("tasks.{}.next[{k}].publish.{name}: {e}", t.name));
-                        entry.insert("task_id".into(), json!(t.name));
-                        entry.insert("route".into(), json!(t.route));
-                        entry.insert(
-                            "task_transition_id".into(),
-                            json!(transition_id(&transition.targets)),
-                        );
-                        self.fail(entry);
-                        return;
+                        let id = transition_id(&transition.targets);
+                        let at = format!("next[{k}].publish.{name}: {e}");
+                        return self.transition_failed(&t, &at, id);
                     }
                 }
             }
@@ -1309,9 +1304,15 @@ fn retry_of(task: &Task) -> Option<(Retry, Option<usize>)> {
 type FieldError = (&'static str, String);
 
 /// The action and input of a task in `scope`; errors name the field.
-fn run_of(task: &Task, scope: &Scope) -> Result<(String, Map<String, Value>), FieldError> {
+fn run_of(
+    task: &Task,
+    scope: &Scope,
+) -> Result<(squall_core::ActionRef, Map<String, Value>), FieldError> {
     let action = match task.action.as_ref().map(|a| render(a, scope)) {
-        Some(Ok(Value::String(a))) => a,
+        Some(Ok(Value::String(a))) => match a.parse() {
+            Ok(action) => action,
+            Err(e) => return Err(("action", format!("'{a}' is not an action ref: {e}"))),
+        },
         Some(Ok(other)) => {
             return Err((
                 "action",

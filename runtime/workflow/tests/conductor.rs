@@ -18,7 +18,7 @@ use squall_workflow::yaql::NoHost;
 /// `echo` returns `{stdout: message}`, anything else fails.
 fn act(run: &Run) -> (&'static str, Value) {
     let input = Value::Object(run.input.clone());
-    match run.action.as_str() {
+    match run.action.to_string().as_str() {
         "test.ok" => ("succeeded", input),
         "test.fail" => ("failed", input),
         "core.echo" => (
