@@ -708,14 +708,7 @@ impl Workflow {
     pub fn start_tasks(&self) -> Vec<&str> {
         self.tasks
             .keys()
-            .filter(|name| {
-                !self
-                    .tasks
-                    .values()
-                    .flat_map(|t| &t.next)
-                    .flat_map(|t| &t.targets)
-                    .any(|t| matches!(t, Target::Task(n) if n == *name))
-            })
+            .filter(|name| !self.graph.inbound.contains_key(*name))
             .map(String::as_str)
             .collect()
     }
