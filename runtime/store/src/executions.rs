@@ -91,7 +91,7 @@ impl Store {
     /// start twice. Returns false when it was not waiting.
     pub async fn start_execution(&self, execution: &Execution) -> Result<bool> {
         let row = ExecutionRow::encode(execution);
-        self.write(move |txn| {
+        self.submit_here(move |txn| {
             let n = txn
                 .prepare_cached(
                     "UPDATE executions SET status = ?3, status_log = ?4
@@ -99,7 +99,7 @@ impl Store {
                 )?
                 .execute(params![row.tenant, row.id, row.status, row.log])?;
             Ok(n == 1)
-        })
+        })?
         .await
     }
 

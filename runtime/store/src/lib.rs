@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod checkpoint;
 mod executions;
 mod kv;
 mod migrate;
@@ -117,6 +118,7 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, config.synchronous_full).map_err(open_err)?;
         migrate::migrate(&mut conn, path)?;
+        checkpoint::install(&mut conn, path).map_err(open_err)?;
         let writer = writer::Writer::spawn(conn, config.commit_interval);
         Ok(Self {
             secret_key: None,
@@ -188,6 +190,22 @@ impl Store {
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
         let answer = self.writer.submit(f)?;
+        Ok(async move {
+            let (answer, f) = answer.await.map_err(|_| Error::WriterGone)?;
+            drop(f);
+            answer
+        })
+    }
+
+    /// [`Store::submit`], applied on this thread when the writer is idle
+    /// (a lone write waited for: no hand-off to the writer thread and back).
+    /// For callers on a runtime worker whose next step waits on the write;
+    /// never inside a guest's host call.
+    pub(crate) fn submit_here<R: Send + 'static>(
+        &self,
+        f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
+        let answer = self.writer.submit_here(f)?;
         Ok(async move {
             let (answer, f) = answer.await.map_err(|_| Error::WriterGone)?;
             drop(f);

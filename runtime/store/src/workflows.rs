@@ -151,7 +151,7 @@ impl Store {
             .filter(|s| s.is_completed())
             .map(|s| s.as_str())
             .collect();
-        let pending = self.submit(move |txn| {
+        let pending = self.submit_here(move |txn| {
             // Created records first: a completion may end one of them (a
             // re-run's workflow execution ending in its first step). One of
             // them cannot have ended elsewhere, so it never decides.
