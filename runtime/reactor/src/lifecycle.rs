@@ -14,6 +14,7 @@ use squall_core::trigger::{
     ACTION_TRIGGER, NOTIFY_TRIGGER, TriggerInstance, TriggerInstanceStatus, new_id,
 };
 use squall_core::{Execution, ExecutionId, ExecutionStatus, TenantId};
+use squall_store::Lane;
 use tokio::sync::mpsc;
 
 use crate::dispatch::{Reactor, StoreKv};
@@ -374,7 +375,7 @@ impl Reactor {
 
     /// The concurrency gates `p` must pass: its action's concurrency
     /// policies, then its tenant's limit on running executions.
-    fn gate_keys(&self, p: &Prepared) -> Vec<GateKey> {
+    pub(crate) fn gate_keys(&self, p: &Prepared) -> Vec<GateKey> {
         let e = &p.execution;
         let policies = self.inner.policies.snapshot();
         let mut keys: Vec<GateKey> = policies
@@ -409,47 +410,63 @@ impl Reactor {
 
     pub(crate) async fn work(&self, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Prepared>>>) {
         loop {
-            let Some(mut job) = jobs.lock().await.recv().await else {
+            let Some(job) = jobs.lock().await.recv().await else {
                 return;
             };
-            if matches!(job.work, crate::runner::Work::Workflow(_)) {
-                // A workflow holds no worker: it starts, and its tasks run
-                // as executions of their own.
-                if job.live.start() {
-                    let id = job.execution.id.clone();
-                    let held = std::mem::take(&mut job.held);
-                    self.start_workflow(job).await;
-                    self.inner.scheduler.forget(&id);
-                    let woken = self.inner.scheduler.release(&held);
-                    self.spawn_enqueue(woken);
-                } else {
-                    self.inner.scheduler.forget(&job.execution.id);
-                    let woken = self.inner.scheduler.release(&job.held);
-                    self.spawn_enqueue(woken);
-                }
-                continue;
+            // A job's end may hand this worker the next task of its
+            // workflow, already recorded `running`.
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                next = self.work_on(job).await;
             }
-            if job.live.start() {
-                self.inner.running.fetch_add(1, Ordering::AcqRel);
-                let running = self
-                    .inner
-                    .runner
-                    .run_to_end_with(&mut job, |e| self.publish(ExecutionEventKind::Update, e));
-                match running.await {
-                    Ok(true) => {
-                        let given = std::mem::take(&mut job.given);
-                        self.complete(job.execution.clone(), Some(given)).await;
-                    }
-                    // Canceled meanwhile; the cancel recorded it.
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
-                }
-                self.inner.running.fetch_sub(1, Ordering::AcqRel);
-            }
-            self.inner.scheduler.forget(&job.execution.id);
-            let woken = self.inner.scheduler.release(&job.held);
-            self.spawn_enqueue(woken);
         }
+    }
+
+    /// Run one job to its end; returns the execution its end claimed for
+    /// this worker, if any (see [`Reactor::commit_claiming`]).
+    async fn work_on(&self, mut job: Prepared) -> Option<Prepared> {
+        let mut next = None;
+        if matches!(job.work, crate::runner::Work::Workflow(_)) {
+            // A workflow holds no worker: it starts, and its tasks run as
+            // executions of their own.
+            if job.live.start() {
+                let id = job.execution.id.clone();
+                let held = std::mem::take(&mut job.held);
+                self.start_workflow(job).await;
+                self.inner.scheduler.forget(&id);
+                let woken = self.inner.scheduler.release(&held);
+                self.spawn_enqueue(woken);
+                return None;
+            }
+        } else if job.live.start() {
+            // Alone in this process: its writes are the only ones its
+            // next step waits on (see `Lane::Here`). Among others, they
+            // are batched with theirs.
+            let lane = match self.inner.running.fetch_add(1, Ordering::AcqRel) {
+                0 => Lane::Here,
+                _ => Lane::Queued,
+            };
+            let running = self.inner.runner.run_to_end_with(&mut job, lane, |e| {
+                self.publish(ExecutionEventKind::Update, e)
+            });
+            match running.await {
+                Ok(true) => {
+                    let given = std::mem::take(&mut job.given);
+                    let mut plan = crate::workflows::Plan::default();
+                    self.plan_ending(job.execution.clone(), Some(given), &mut plan)
+                        .await;
+                    next = self.commit_claiming(plan, lane).await.1;
+                }
+                // Canceled meanwhile; the cancel recorded it.
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
+            }
+            self.inner.running.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.inner.scheduler.forget(&job.execution.id);
+        let woken = self.inner.scheduler.release(&job.held);
+        self.spawn_enqueue(woken);
+        next
     }
 
     /// Record a finished execution together with what its completion emits

@@ -11,7 +11,7 @@ use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChan
 use squall_sandbox::{ActionComponent, Invocation, Limits, Outcome, Sandbox};
 
 use crate::scheduler::Live;
-use squall_store::Store;
+use squall_store::{Lane, Store};
 
 use crate::packs::{PackError, PackRegistry, PackSet};
 use squall_core::manifest::RunnerType;
@@ -333,35 +333,36 @@ impl Runner {
     /// Run an execution whose `requested` record exists, and record the end.
     #[tracing::instrument(skip_all, fields(execution_id = %prepared.execution.id, action = %prepared.execution.action))]
     pub async fn execute(&self, mut prepared: Prepared) -> Result<Execution, RunError> {
-        self.run_to_end(&mut prepared).await?;
+        self.run_to_end_with(&mut prepared, Lane::Here, |_| {})
+            .await?;
         self.store.update_execution(&prepared.execution).await?;
         Ok(prepared.execution)
     }
 
-    /// Record `running`, run the guest, and leave `prepared.execution` in
-    /// its final status — not yet written, so the caller can write it
-    /// together with what its completion causes. Returns false, running
-    /// nothing, when the record had completed meanwhile (canceled).
-    pub async fn run_to_end(&self, prepared: &mut Prepared) -> Result<bool, RunError> {
-        self.run_to_end_with(prepared, |_| {}).await
-    }
-
-    /// [`Runner::run_to_end`], calling `on_running` once `running` is
-    /// recorded.
+    /// Record `running` (written by `lane`), call `on_running`, run the
+    /// guest, and leave `prepared.execution` in its final status — not yet
+    /// written, so the caller can write it together with what its
+    /// completion causes. Returns false, running nothing, when the record
+    /// had completed meanwhile (canceled).
     pub async fn run_to_end_with(
         &self,
         prepared: &mut Prepared,
+        lane: Lane,
         on_running: impl FnOnce(&Execution),
     ) -> Result<bool, RunError> {
         let execution = &mut prepared.execution;
-        if execution.status != ExecutionStatus::Scheduled {
-            execution.transition(ExecutionStatus::Scheduled);
+        // Already `running`: claimed by the write that created it, for the
+        // worker that wrote it (a workflow's next task).
+        if execution.status != ExecutionStatus::Running {
+            if execution.status != ExecutionStatus::Scheduled {
+                execution.transition(ExecutionStatus::Scheduled);
+            }
+            execution.transition(ExecutionStatus::Running);
+            if !self.store.start_execution(execution, lane).await? {
+                return Ok(false);
+            }
+            on_running(execution);
         }
-        execution.transition(ExecutionStatus::Running);
-        if !self.store.start_execution(execution).await? {
-            return Ok(false);
-        }
-        on_running(execution);
 
         let invocation = Invocation {
             execution_id: execution.id.clone(),

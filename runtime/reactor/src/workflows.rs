@@ -20,7 +20,7 @@ use squall_core::kv::KvScope;
 use squall_core::time::now_rfc3339;
 use squall_core::trigger::{RuleEnforcement, TriggerInstance};
 use squall_core::{Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
-use squall_store::{Batch, Completion, Emission, Store, WorkflowWrite};
+use squall_store::{Batch, Completion, Emission, Lane, Store, WorkflowWrite};
 use squall_workflow::conductor::{
     Conductor, Head, ItemEnd, Limits, Run, State, Step, TaskExecution, WorkflowStatus,
 };
@@ -124,6 +124,9 @@ pub(crate) struct Plan {
     finished: Vec<ExecutionId>,
     /// Executions to cancel once written (a canceling workflow's tasks).
     cancels: Vec<(TenantId, ExecutionId)>,
+    /// The caller is a worker that can run one of the tasks this plan
+    /// starts itself (see [`Reactor::commit_claiming`]).
+    pub(crate) claim: bool,
 }
 
 /// `st2kv()` and the other functions StackStorm adds to expressions.
@@ -526,10 +529,49 @@ impl Reactor {
         &self,
         plan: Plan,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(self.commit_now(plan))
+        Box::pin(async move { self.commit_now(plan, Lane::Queued).await.0 })
     }
 
-    async fn commit_now(&self, mut plan: Plan) -> bool {
+    /// [`Reactor::commit`] for a worker that has just run an action: when
+    /// the plan starts one task, and it may run at once (a component, no
+    /// delay, no concurrency gate), that task's execution is written `running`
+    /// in the same transaction and handed back for the worker to run
+    /// itself, instead of a second write and a trip through the queue. It
+    /// is then as if a worker had started it: a crash before it ends
+    /// leaves it `running`, and it is abandoned at the next start. The
+    /// write goes by `lane`.
+    pub(crate) fn commit_claiming(
+        &self,
+        mut plan: Plan,
+        lane: Lane,
+    ) -> std::pin::Pin<Box<dyn Future<Output = (bool, Option<Prepared>)> + Send + '_>> {
+        plan.claim = true;
+        Box::pin(self.commit_now(plan, lane))
+    }
+
+    /// Whether the committing worker runs `children`'s only task itself,
+    /// now marked running (see [`Reactor::commit_claiming`]). Never one of
+    /// several: parallel branches start together, through the queue,
+    /// none ahead of the others.
+    fn claim(&self, children: &mut [Prepared]) -> bool {
+        let [p] = children else {
+            return false;
+        };
+        let runnable = !self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
+            && matches!(p.work, crate::runner::Work::Component(_))
+            && p.not_before().is_none()
+            && self.gate_keys(p).is_empty();
+        // `start` fails when it was canceled meanwhile.
+        if !runnable || !p.live.start() {
+            return false;
+        }
+        p.execution.transition(ExecutionStatus::Scheduled);
+        p.execution.transition(ExecutionStatus::Running);
+        true
+    }
+
+    async fn commit_now(&self, mut plan: Plan, lane: Lane) -> (bool, Option<Prepared>) {
+        let claimed = plan.claim && self.claim(&mut plan.children);
         let emissions: Vec<Vec<Emission<'_>>> = plan
             .endings
             .iter()
@@ -563,7 +605,7 @@ impl Reactor {
         }
         // Queued while the workflows are held, so their writes land in the
         // order of their steps; awaited after they are let go.
-        let pending = self.inner.store.submit_batch(&batch);
+        let pending = self.inner.store.submit_batch(&batch, lane);
         drop(batch);
         plan.guards.clear();
         let written = match pending {
@@ -575,6 +617,7 @@ impl Reactor {
             queued.extend(ending.decided.drain(..).flat_map(|(_, p)| p));
             queued.extend(ending.retry.take());
         }
+        let next = (claimed && matches!(written, Ok(true))).then(|| plan.children.remove(0));
         queued.append(&mut plan.children);
         match written {
             Ok(true) => {
@@ -587,7 +630,7 @@ impl Reactor {
                 for e in &plan.records {
                     self.publish(ExecutionEventKind::Create, e);
                 }
-                for p in &queued {
+                for p in next.iter().chain(&queued) {
                     self.publish(ExecutionEventKind::Create, &p.execution);
                 }
                 for id in &plan.finished {
@@ -602,11 +645,11 @@ impl Reactor {
                         }
                     });
                 }
-                true
+                (true, next)
             }
             Ok(false) => {
                 self.forget_all(&queued);
-                false
+                (false, None)
             }
             Err(err) => {
                 self.forget_all(&queued);
@@ -618,7 +661,7 @@ impl Reactor {
                 }
                 let Some(first) = plan.endings.first() else {
                     tracing::error!(error = %err, "failed to record a workflow's step");
-                    return false;
+                    return (false, None);
                 };
                 let e = &first.execution;
                 // Record the end at least, so it does not stay `running`;
@@ -630,7 +673,7 @@ impl Reactor {
                 if let Err(err) = self.inner.store.update_execution(e).await {
                     tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
                 }
-                false
+                (false, None)
             }
         }
     }

@@ -89,9 +89,9 @@ impl Store {
     /// Record that an execution started running — only if it is still
     /// waiting (`requested`, `scheduled` or `delayed`), so no execution can
     /// start twice. Returns false when it was not waiting.
-    pub async fn start_execution(&self, execution: &Execution) -> Result<bool> {
+    pub async fn start_execution(&self, execution: &Execution, lane: crate::Lane) -> Result<bool> {
         let row = ExecutionRow::encode(execution);
-        self.submit_here(move |txn| {
+        self.submit_by(lane, move |txn| {
             let n = txn
                 .prepare_cached(
                     "UPDATE executions SET status = ?3, status_log = ?4

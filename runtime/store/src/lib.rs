@@ -65,6 +65,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How a write reaches the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Queued for the writer thread, committed with whatever else is
+    /// queued.
+    Queued,
+    /// Applied and committed on the caller's thread when the writer is
+    /// idle (else queued): for a caller with nothing else in flight whose
+    /// next step waits on this write, which would otherwise pay two thread
+    /// wake-ups for it. Blocks for one transaction; never from a guest's
+    /// host call (its stack is small).
+    Here,
+}
+
 /// Settings for [`Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -197,15 +211,16 @@ impl Store {
         })
     }
 
-    /// [`Store::submit`], applied on this thread when the writer is idle
-    /// (a lone write waited for: no hand-off to the writer thread and back).
-    /// For callers on a runtime worker whose next step waits on the write;
-    /// never inside a guest's host call.
-    pub(crate) fn submit_here<R: Send + 'static>(
+    /// [`Store::submit`] by `lane`.
+    pub(crate) fn submit_by<R: Send + 'static>(
         &self,
+        lane: Lane,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
-        let answer = self.writer.submit_here(f)?;
+        let answer = match lane {
+            Lane::Queued => self.writer.submit(f)?,
+            Lane::Here => self.writer.submit_here(f)?,
+        };
         Ok(async move {
             let (answer, f) = answer.await.map_err(|_| Error::WriterGone)?;
             drop(f);

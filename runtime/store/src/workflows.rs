@@ -83,7 +83,7 @@ impl Store {
     /// Write `batch` in one transaction. Returns false, writing nothing,
     /// when the execution that decides had already ended.
     pub async fn write_batch(&self, batch: &Batch<'_>) -> Result<bool> {
-        self.submit_batch(batch)?.await
+        self.submit_batch(batch, crate::Lane::Queued)?.await
     }
 
     /// [`Store::write_batch`], queued for the writer before this returns:
@@ -91,6 +91,7 @@ impl Store {
     pub fn submit_batch(
         &self,
         batch: &Batch<'_>,
+        lane: crate::Lane,
     ) -> Result<impl Future<Output = Result<bool>> + Send + 'static> {
         let encoded = Encoded {
             completions: batch
@@ -151,7 +152,7 @@ impl Store {
             .filter(|s| s.is_completed())
             .map(|s| s.as_str())
             .collect();
-        let pending = self.submit_here(move |txn| {
+        let pending = self.submit_by(lane, move |txn| {
             // Created records first: a completion may end one of them (a
             // re-run's workflow execution ending in its first step). One of
             // them cannot have ended elsewhere, so it never decides.
