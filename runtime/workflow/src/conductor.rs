@@ -742,7 +742,7 @@ impl Conductor {
                 Join::Count(n) => n as usize,
             };
             let key = format!("{name}|{route}");
-            let barrier = self.state.head.barriers.entry(key).or_default();
+            let barrier = self.state.head.barriers.entry(key.clone()).or_default();
             barrier
                 .arrivals
                 .push((from.map(|(f, _)| f.to_owned()).unwrap_or_default(), delta));
@@ -767,6 +767,11 @@ impl Conductor {
                     .unwrap_or_default();
             }
             barrier.fired += 1;
+            if join == Join::All {
+                // Done: on a cycle, the next time round waits for every
+                // inbound branch again.
+                self.state.head.barriers.remove(&key);
+            }
             self.create(name, route, merged);
             return;
         }

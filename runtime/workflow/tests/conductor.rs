@@ -381,6 +381,48 @@ tasks:
 }
 
 #[test]
+fn join_all_on_a_cycle_waits_for_every_inbound_branch_each_time_round() {
+    let sim = Sim::start(
+        r#"
+version: 1.0
+vars:
+  - n: 0
+output:
+  - n: <% ctx(n) %>
+tasks:
+  init:
+    action: test.ok
+    next: [{do: start}]
+  start:
+    action: test.ok
+    next:
+      - do: [a, b]
+  a:
+    action: test.ok
+    next: [{do: end}]
+  b:
+    action: test.ok
+    next: [{do: end}]
+  end:
+    join: all
+    action: test.ok
+    next:
+      - when: <% ctx(n) < 2 %>
+        publish: n=<% ctx(n) + 1 %>
+        do: start
+"#,
+        json!({}),
+    )
+    .finish();
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+    assert_eq!(sim.task("a").len(), 3);
+    assert_eq!(sim.task("b").len(), 3);
+    // Once per time round: not again for each later arrival.
+    assert_eq!(sim.task("end").len(), 3);
+    assert_eq!(sim.output(), json!({"n": 2}));
+}
+
+#[test]
 fn a_join_left_partially_satisfied_fails_the_workflow_as_unreachable() {
     let sim = Sim::start(
         r#"
