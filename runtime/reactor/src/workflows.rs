@@ -124,9 +124,6 @@ pub(crate) struct Plan {
     finished: Vec<ExecutionId>,
     /// Executions to cancel once written (a canceling workflow's tasks).
     cancels: Vec<(TenantId, ExecutionId)>,
-    /// The caller is a worker that can run one of the tasks this plan
-    /// starts itself (see [`Reactor::commit_claiming`]).
-    pub(crate) claim: bool,
 }
 
 /// `st2kv()` and the other functions StackStorm adds to expressions.
@@ -529,7 +526,7 @@ impl Reactor {
         &self,
         plan: Plan,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(async move { self.commit_now(plan, Lane::Queued).await.0 })
+        Box::pin(async move { self.commit_now(plan, Lane::Queued, false).await.0 })
     }
 
     /// [`Reactor::commit`] for a worker that has just run an action: when
@@ -542,11 +539,10 @@ impl Reactor {
     /// write goes by `lane`.
     pub(crate) fn commit_claiming(
         &self,
-        mut plan: Plan,
+        plan: Plan,
         lane: Lane,
     ) -> std::pin::Pin<Box<dyn Future<Output = (bool, Option<Prepared>)> + Send + '_>> {
-        plan.claim = true;
-        Box::pin(self.commit_now(plan, lane))
+        Box::pin(self.commit_now(plan, lane, true))
     }
 
     /// Whether the committing worker runs `children`'s only task itself,
@@ -570,8 +566,15 @@ impl Reactor {
         true
     }
 
-    async fn commit_now(&self, mut plan: Plan, lane: Lane) -> (bool, Option<Prepared>) {
-        let claimed = plan.claim && self.claim(&mut plan.children);
+    /// `claim`: the caller is a worker that can run a task this plan
+    /// starts itself (see [`Reactor::commit_claiming`]).
+    async fn commit_now(
+        &self,
+        mut plan: Plan,
+        lane: Lane,
+        claim: bool,
+    ) -> (bool, Option<Prepared>) {
+        let claimed = claim && self.claim(&mut plan.children);
         let emissions: Vec<Vec<Emission<'_>>> = plan
             .endings
             .iter()

@@ -203,12 +203,7 @@ impl Store {
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,
     ) -> Result<impl Future<Output = Result<R>> + Send + 'static> {
-        let answer = self.writer.submit(f)?;
-        Ok(async move {
-            let (answer, f) = answer.await.map_err(|_| Error::WriterGone)?;
-            drop(f);
-            answer
-        })
+        self.submit_by(Lane::Queued, f)
     }
 
     /// [`Store::submit`] by `lane`.

@@ -391,18 +391,7 @@ mod tests {
         // The batch was applied twice: optimistically up to the failure
         // (the insert before it), then whole with savepoints.
         assert_eq!(runs.load(Ordering::SeqCst), 3);
-        let rows: Vec<i64> = answer(
-            writer
-                .submit(|txn| {
-                    let mut stmt = txn.prepare("SELECT v FROM t ORDER BY v")?;
-                    let rows = stmt.query_map([], |r| r.get(0))?;
-                    Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
-                })
-                .expect("submit"),
-        )
-        .await
-        .expect("rows");
-        assert_eq!(rows, [1, 3]);
+        assert_eq!(rows(&writer).await.expect("rows"), [1, 3]);
     }
 
     /// `v` inserted through [`Writer::submit_here`]; also says on which
@@ -421,6 +410,7 @@ mod tests {
             .expect("submit")
     }
 
+    /// The table's values in insertion order.
     fn rows(writer: &Writer) -> impl Future<Output = Result<Vec<i64>>> {
         answer(
             writer
