@@ -616,6 +616,68 @@ pub(crate) async fn task_execution(server: &Server, wf: &str, task: &str) -> Val
     .await
 }
 
+/// The statuses in `e`'s log, in order.
+fn statuses_of(e: &Value) -> Vec<String> {
+    e["log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["status"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_alone_sets_it_running()
+ {
+    let server = Server::start_with(
+        vec![squall_tests::core_pack(), operations_pack()],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let client = server.as_key(&server.key);
+    let parent = server.run("wf.parent", json!({"seconds": 1})).await;
+    let parent = parent["id"].as_str().expect("id").to_owned();
+    let sub = task_execution(&server, &parent, "sub").await;
+    let sub = sub["id"].as_str().expect("id").to_owned();
+    task_execution(&server, &sub, "nap").await;
+    // Pausing the parent pauses the subworkflow once its nap ends, and
+    // with it paused nothing is active: the parent is paused too.
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{parent}"),
+            &json!({"status": "pausing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for id in [&sub, &parent] {
+        server
+            .wait_for(&format!("/api/v1/executions/{id}"), |e| {
+                e["status"] == "paused"
+            })
+            .await;
+    }
+    // Resuming the subworkflow alone sets the paused parent running, and
+    // both end.
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{sub}"),
+            &json!({"status": "resuming"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.finished(&json!(parent)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let log = statuses_of(&done);
+    assert_eq!(
+        log[log.len() - 5..],
+        ["pausing", "paused", "resuming", "running", "succeeded"],
+        "{log:?}"
+    );
+    let sub = server.finished(&json!(sub)).await;
+    assert_eq!(sub["status"], "succeeded", "{sub}");
+    assert_eq!(sub["result"], json!({"output": {"said": "after"}}));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
     let server = Server::start_with(

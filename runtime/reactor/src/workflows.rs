@@ -23,6 +23,7 @@ use squall_core::{Execution, ExecutionId, ExecutionStatus, StatusChange, TenantI
 use squall_store::{Batch, Completion, Emission, Lane, Store, WorkflowWrite};
 use squall_workflow::conductor::{
     Conductor, Head, ItemEnd, Limits, Run, State, Step, TaskExecution, WorkflowStatus,
+    task_status_of,
 };
 use squall_workflow::yaql::Host;
 use tokio::sync::OwnedMutexGuard;
@@ -93,9 +94,15 @@ pub(crate) fn task_of(e: &Execution) -> Option<(ExecutionId, usize, Option<usize
     Some((workflow, task, item))
 }
 
-/// An end recorded for a running task run without its step: (task
-/// execution, item, status, result).
-type LateEnd = (usize, Option<usize>, String, Value);
+/// What a restored workflow's task runs' executions say beyond its state
+/// (see [`Conductor::reconcile`]).
+struct Reconcile {
+    /// Runs whose subworkflow is paused: (task execution, item).
+    paused: Vec<(usize, Option<usize>)>,
+    /// Ends recorded for running task runs without their step: (task
+    /// execution, item, status, result).
+    late: Vec<(usize, Option<usize>, String, Value)>,
+}
 
 /// One execution's end, with what it emits and the retry it asks for.
 pub(crate) struct Ending {
@@ -351,6 +358,11 @@ impl Reactor {
                     ended.transition(to);
                     ended.result = Some(flow.conductor.result());
                     flow.execution = ended.clone();
+                    // What still runs when it ends (a paused subworkflow,
+                    // when another branch failed) is not waited for.
+                    for id in flow.children.values() {
+                        plan.cancels.push((ended.tenant.clone(), id.clone()));
+                    }
                     plan.finished.push(ended.id.clone());
                     self.plan_ending(ended, None, plan).await;
                 }
@@ -365,6 +377,7 @@ impl Reactor {
                         _ => ExecutionStatus::Running,
                     };
                     let e = &mut flow.execution;
+                    let was = e.status;
                     if e.status != now {
                         // Resumed: `resuming`, then `running`, as StackStorm logs it.
                         let through = matches!(
@@ -390,9 +403,32 @@ impl Reactor {
                                 .push((flow.execution.tenant.clone(), id.clone()));
                         }
                     }
+                    let paused = now == ExecutionStatus::Paused;
+                    if (was == ExecutionStatus::Paused) != paused {
+                        self.tell_parent_paused(&flow.execution, paused, plan).await;
+                    }
                 }
             }
         })
+    }
+
+    /// A subworkflow paused or went on: its task in the parent workflow
+    /// is paused or active again, which may pause the parent or set it
+    /// running (see [`Conductor::action_paused`]).
+    async fn tell_parent_paused(&self, child: &Execution, paused: bool, plan: &mut Plan) {
+        let Some((parent, task, item)) = task_of(child) else {
+            return;
+        };
+        let Some(flow) = self.inner.flows.get(&parent) else {
+            return;
+        };
+        let mut guard = flow.lock_owned().await;
+        if guard.children.get(&(task, item)) != Some(&child.id) {
+            return;
+        }
+        let step = guard.conductor.action_paused(task, item, paused);
+        self.apply_step(&mut guard, step, None, plan).await;
+        plan.guards.push(guard);
     }
 
     /// The execution of one task run, ready to write; when it cannot be
@@ -801,11 +837,11 @@ impl Reactor {
         let mut resumed = Vec::new();
         for stored in self.inner.store.running_workflows()? {
             match self.restore(&stored) {
-                Ok((flow, late)) => {
+                Ok((flow, found)) => {
                     resumed.push(stored.id.clone());
                     let flow = Arc::new(tokio::sync::Mutex::new(flow));
                     self.inner.flows.insert(stored.id.clone(), flow.clone());
-                    reconciling.push((flow, late));
+                    reconciling.push((flow, found));
                 }
                 Err(e) => {
                     tracing::error!(execution_id = %stored.id, error = %e, "workflow could not be resumed; it ends abandoned");
@@ -814,7 +850,7 @@ impl Reactor {
         }
         // Every flow is registered before any moves: a step may end a
         // workflow and move its parent.
-        for (flow, late) in reconciling {
+        for (flow, found) in reconciling {
             let mut guard = flow.lock_owned().await;
             // What a canceling or pausing workflow had asked of its tasks
             // may not have reached them before the stop: ask again.
@@ -839,7 +875,7 @@ impl Reactor {
                 }
                 _ => {}
             }
-            let step = guard.conductor.reconcile(late);
+            let step = guard.conductor.reconcile(found.paused, found.late);
             if step.runs.is_empty()
                 && step.changed.is_empty()
                 && !guard.conductor.status().is_completed()
@@ -936,12 +972,9 @@ impl Reactor {
         Ok(now)
     }
 
-    /// A running workflow read back, and the ends recorded for its running
-    /// task runs without their step.
-    fn restore(
-        &self,
-        stored: &squall_store::StoredWorkflow,
-    ) -> Result<(Flow, Vec<LateEnd>), String> {
+    /// A running workflow read back, and what its task runs' executions
+    /// say beyond its state.
+    fn restore(&self, stored: &squall_store::StoredWorkflow) -> Result<(Flow, Reconcile), String> {
         let store = &self.inner.store;
         let execution = store
             .get_execution(&stored.tenant, &stored.id)
@@ -974,7 +1007,7 @@ impl Reactor {
             // task run) replaces the attempt it retries.
             latest.insert((task, item), child);
         }
-        let mut late = Vec::new();
+        let (mut late, mut paused) = (Vec::new(), Vec::new());
         for ((task, item), child) in latest {
             let ended = child.status.is_completed();
             if let (Some(k), Some(items)) =
@@ -984,11 +1017,14 @@ impl Reactor {
                     items.ends.resize(k + 1, None);
                 }
                 items.ends[k] = ended.then(|| ItemEnd {
-                    succeeded: child.status == ExecutionStatus::Succeeded,
+                    status: task_status_of(child.status.as_str()),
                     result: child.result.clone().unwrap_or(Value::Null),
                 });
             }
             if !ended {
+                if child.status == ExecutionStatus::Paused {
+                    paused.push((task, item));
+                }
                 children.insert((task, item), child.id.clone());
             } else if item.is_none()
                 && tasks.get(task).is_some_and(|t| {
@@ -1017,7 +1053,7 @@ impl Reactor {
                 execution,
                 children,
             },
-            late,
+            Reconcile { paused, late },
         ))
     }
 }

@@ -139,7 +139,8 @@ pub struct Items {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemEnd {
-    pub succeeded: bool,
+    /// Succeeded, failed or canceled ([`task_status_of`] its execution's).
+    pub status: TaskStatus,
     pub result: Value,
 }
 
@@ -148,8 +149,20 @@ impl Items {
         self.ends.iter().filter(|e| e.is_none()).count()
     }
 
+    /// An item did not succeed: no more start.
     fn any_failed(&self) -> bool {
-        self.ends.iter().flatten().any(|e| !e.succeeded)
+        self.ends
+            .iter()
+            .flatten()
+            .any(|e| e.status != TaskStatus::Succeeded)
+    }
+
+    /// An item was canceled: its task is canceled once the others end.
+    fn any_canceled(&self) -> bool {
+        self.ends
+            .iter()
+            .flatten()
+            .any(|e| e.status == TaskStatus::Canceled)
     }
 }
 
@@ -234,6 +247,9 @@ pub struct Conductor {
     /// Task executions that may not have ended (staged or running), so
     /// that settling after an event looks at a few, not at every task run.
     open: Vec<usize>,
+    /// Runs whose action (a subworkflow) is paused: out, but not active.
+    /// Not persisted: the runs' executions hold it ([`Conductor::reconcile`]).
+    paused: std::collections::BTreeSet<(usize, Option<usize>)>,
     pub state: State,
     step: Step,
 }
@@ -274,6 +290,7 @@ impl Conductor {
             host,
             limits,
             open,
+            paused: Default::default(),
             state,
             step: Step::default(),
         }
@@ -443,10 +460,17 @@ impl Conductor {
     }
 
     /// After [`Conductor::restore`]: move on what a lost step left behind.
-    /// `ended` are the ends recorded for running task runs without their
-    /// step (task, item, status, result); then a with-items task whose
-    /// items all ended ends, and one with room starts its next items.
-    pub fn reconcile(&mut self, ended: Vec<(usize, Option<usize>, String, Value)>) -> Step {
+    /// `paused` are the running task runs whose action is a paused
+    /// subworkflow; `ended` are the ends recorded for running task runs
+    /// without their step (task, item, status, result); then a with-items
+    /// task whose items all ended ends, and one with room starts its next
+    /// items.
+    pub fn reconcile(
+        &mut self,
+        paused: Vec<(usize, Option<usize>)>,
+        ended: Vec<(usize, Option<usize>, String, Value)>,
+    ) -> Step {
+        self.paused.extend(paused);
         let mut step = Step::default();
         for (task, item, status, result) in ended {
             let s = self.action_ended(task, item, &status, result);
@@ -527,19 +551,16 @@ impl Conductor {
             return Step::default();
         }
         let ended = task_status_of(status);
+        self.paused.remove(&(task, item));
         match (item, t.items.as_mut()) {
             (Some(k), Some(items)) => {
                 let Some(slot @ None) = items.ends.get_mut(k) else {
                     return Step::default();
                 };
                 *slot = Some(ItemEnd {
-                    succeeded: ended == TaskStatus::Succeeded,
+                    status: ended,
                     result,
                 });
-                if ended == TaskStatus::Canceled {
-                    // One canceled item cancels its task once the others end.
-                    t.result = Some(Value::Null);
-                }
                 self.pump_items(task);
             }
             (None, None) => {
@@ -549,6 +570,32 @@ impl Conductor {
                 self.task_ended(task);
             }
             _ => return Step::default(),
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// A run's action, a subworkflow, paused (`paused`) or went on again.
+    /// A paused run is not active: a workflow with nothing else active is
+    /// `paused` (whether or not it was asked to pause), and one that was
+    /// `paused` runs again when such a run goes on, as Orquesta does when a
+    /// child is resumed alone. Its other paused runs stay paused.
+    pub fn action_paused(&mut self, task: usize, item: Option<usize>, paused: bool) -> Step {
+        let running = self.state.tasks.get(task).is_some_and(|t| {
+            t.status == TaskStatus::Running && t.items.is_some() == item.is_some()
+        });
+        if !running {
+            return Step::default();
+        }
+        if !paused {
+            self.paused.remove(&(task, item));
+            if self.state.head.status == WorkflowStatus::Paused {
+                self.go_on();
+            }
+        } else if !self.state.head.status.is_completed()
+            && self.state.head.status != WorkflowStatus::Canceling
+        {
+            self.paused.insert((task, item));
         }
         self.settle();
         std::mem::take(&mut self.step)
@@ -570,19 +617,23 @@ impl Conductor {
             self.state.head.status,
             WorkflowStatus::Pausing | WorkflowStatus::Paused
         ) {
-            self.state.head.status = WorkflowStatus::Running;
-            for i in 0..self.state.tasks.len() {
-                match self.state.tasks[i].status {
-                    TaskStatus::Staged => self.launch(i),
-                    TaskStatus::Running if self.state.tasks[i].items.is_some() => {
-                        self.pump_items(i)
-                    }
-                    _ => {}
-                }
-            }
+            self.go_on();
         }
         self.settle();
         std::mem::take(&mut self.step)
+    }
+
+    /// Running again: staged tasks start, with-items tasks start their
+    /// next items.
+    fn go_on(&mut self) {
+        self.state.head.status = WorkflowStatus::Running;
+        for i in 0..self.state.tasks.len() {
+            match self.state.tasks[i].status {
+                TaskStatus::Staged => self.launch(i),
+                TaskStatus::Running if self.state.tasks[i].items.is_some() => self.pump_items(i),
+                _ => {}
+            }
+        }
     }
 
     /// Cancel: staged tasks and unstarted items never run; the workflow is
@@ -593,6 +644,9 @@ impl Conductor {
             return Step::default();
         }
         self.state.head.status = WorkflowStatus::Canceling;
+        // Paused subworkflows are canceled with the other active runs, and
+        // their ends are awaited.
+        self.paused.clear();
         for i in 0..self.state.tasks.len() {
             match self.state.tasks[i].status {
                 TaskStatus::Staged => {
@@ -649,12 +703,14 @@ impl Conductor {
                             .map(|(k, r)| {
                                 // Item ends are not kept past a re-run: the
                                 // task's own status stands for them then.
-                                let ok = items.ends.get(k).map_or(
-                                    t.status == TaskStatus::Succeeded,
-                                    |e| e.as_ref().is_some_and(|e| e.succeeded),
-                                );
+                                let status = match items.ends.get(k) {
+                                    Some(Some(e)) => e.status,
+                                    Some(None) => TaskStatus::Running,
+                                    None if t.status == TaskStatus::Succeeded => t.status,
+                                    None => TaskStatus::Failed,
+                                };
                                 json!({
-                                    "status": if ok { "succeeded" } else { "failed" },
+                                    "status": status.as_str(),
                                     "result": r,
                                 })
                             })
@@ -968,7 +1024,7 @@ impl Conductor {
         loop {
             let t = &self.state.tasks[i];
             let items = t.items.as_ref().expect("a with-items task");
-            let stop = items.any_failed() || t.result.is_some() || halted;
+            let stop = items.any_failed() || halted;
             let started = items.ends.len();
             if stop || started >= items.values.len() || items.active() >= items.concurrency {
                 break;
@@ -999,23 +1055,22 @@ impl Conductor {
                     });
                 }
                 Err((field, e)) => {
-                    items.ends.push(Some(ItemEnd {
-                        succeeded: false,
-                        result: Value::Null,
-                    }));
+                    // No item starts after it, and it is not one of the
+                    // task's results: nothing records it but the error.
                     self.expression_error(&name, route, field, &e);
+                    break;
                 }
             }
         }
         let t = &mut self.state.tasks[i];
         let items = t.items.as_ref().expect("a with-items task");
         let all_started = items.ends.len() == items.values.len();
-        let stopped = items.any_failed() || t.result.is_some() || self.state.head.failing;
+        let stopped = items.any_failed() || self.state.head.failing;
         let canceling = matches!(self.state.head.status, WorkflowStatus::Canceling);
         if items.active() > 0 || !(all_started || stopped || canceling) {
             return;
         }
-        let canceled = t.result.is_some() || (canceling && !all_started);
+        let canceled = items.any_canceled() || (canceling && !all_started);
         let results: Vec<Value> = items
             .ends
             .iter()
@@ -1193,28 +1248,48 @@ impl Conductor {
         }
         let tasks = &self.state.tasks;
         self.open.retain(|&i| !tasks[i].status.is_completed());
-        // Running: an action (or an item's) is out. A with-items task with
-        // none out waits, as a staged task does, for a resume.
-        let out = |t: &TaskExecution| {
-            t.status == TaskStatus::Running && t.items.as_ref().is_none_or(|it| it.active() > 0)
+        // Running: an action (or an item's) is out and not paused. A
+        // with-items task with none out waits, as a staged task does, for a
+        // resume.
+        let paused = &self.paused;
+        let out = |i: usize| {
+            let t = &tasks[i];
+            t.status == TaskStatus::Running
+                && match &t.items {
+                    None => !paused.contains(&(i, None)),
+                    Some(it) => it
+                        .ends
+                        .iter()
+                        .enumerate()
+                        .any(|(k, e)| e.is_none() && !paused.contains(&(i, Some(k)))),
+                }
         };
-        if self.open.iter().any(|&i| out(&tasks[i])) {
+        if self.open.iter().any(|&i| out(i)) {
             return;
         }
         let staged = !self.open.is_empty();
         if staged && self.state.head.failing {
-            // Fail-fast: what waited for a resume never runs.
+            // Fail-fast: what waited for a resume never runs, and a paused
+            // subworkflow is not waited for (the caller cancels it).
             for i in self.open.clone() {
                 self.state.tasks[i].status = TaskStatus::Canceled;
                 self.step.changed.insert(i);
             }
             self.open.clear();
+            self.paused.clear();
             self.render_output();
             self.state.head.status = WorkflowStatus::Failed;
             return;
         }
         let head = &self.state.head;
         match head.status {
+            // Nothing active but a paused subworkflow: paused too.
+            WorkflowStatus::Running | WorkflowStatus::Pausing | WorkflowStatus::Paused
+                if !self.paused.is_empty() =>
+            {
+                self.state.head.status = WorkflowStatus::Paused;
+                return;
+            }
             WorkflowStatus::Pausing | WorkflowStatus::Paused if staged => {
                 self.state.head.status = WorkflowStatus::Paused;
                 return;

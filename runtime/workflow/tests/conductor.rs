@@ -63,6 +63,14 @@ impl Sim {
         self.queue.extend(runs);
     }
 
+    /// Take `task`'s queued run out of the queue, to end it by hand.
+    fn take_run(&mut self, task: &str) -> Run {
+        let at = self.queue.iter().position(|r| r.name == task);
+        self.queue
+            .remove(at.expect("a queued run"))
+            .expect("a queued run")
+    }
+
     /// Run one queued action; false when none is queued.
     fn one(&mut self) -> bool {
         let Some(run) = self.queue.pop_front() else {
@@ -518,6 +526,97 @@ tasks:
     assert_eq!(sim.ran.len(), 2);
 }
 
+/// `sim`'s state as a restart reads it back: the task records as last
+/// written (a running task's when it started: no result yet), each
+/// with-items task's item ends rebuilt from the item executions (the runs
+/// asked for, with the ends the conductor was told).
+fn restarted(sim: &Sim, definition: &str) -> Sim {
+    fn again<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+        serde_json::from_value(serde_json::to_value(v).expect("serializes")).expect("reads back")
+    }
+    let old = &sim.c.state;
+    let mut state = squall_workflow::conductor::State {
+        ctx: old.ctx.clone(),
+        head: again(&old.head),
+        tasks: again(&old.tasks),
+    };
+    for (i, (t, old)) in state.tasks.iter_mut().zip(&old.tasks).enumerate() {
+        if t.status == TaskStatus::Running {
+            t.result = None;
+        }
+        let (Some(items), Some(old)) = (t.items.as_mut(), &old.items) else {
+            continue;
+        };
+        for k in sim.ran.iter().filter(|r| r.task == i).filter_map(|r| r.item) {
+            if items.ends.len() <= k {
+                items.ends.resize(k + 1, None);
+            }
+            items.ends[k] = old.ends[k].clone();
+        }
+    }
+    let spec = Arc::new(Workflow::parse(definition).expect("a valid definition"));
+    let mut c = Conductor::restore(spec, Arc::new(NoHost), Limits::default(), state);
+    let step = c.reconcile(Vec::new(), Vec::new());
+    let mut again = Sim {
+        c,
+        queue: sim.queue.clone(),
+        ran: sim.ran.clone(),
+    };
+    again.take(step.runs);
+    again
+}
+
+#[test]
+fn a_canceled_item_read_back_after_a_restart_still_cancels_its_task() {
+    let definition = r#"
+version: 1.0
+input: [actions]
+tasks:
+  each:
+    with:
+      items: <% ctx(actions) %>
+      concurrency: 2
+    action: <% item() %>
+"#;
+    let mut sim = Sim::start(
+        definition,
+        json!({"actions": ["test.cancel", "test.ok", "test.ok"]}),
+    );
+    sim.one(); // item 0 is canceled; item 1 still runs
+    let sim = restarted(&sim, definition).finish();
+    assert_eq!(sim.task("each")[0].status, TaskStatus::Canceled);
+    assert_eq!(sim.status(), WorkflowStatus::Canceled);
+    assert_eq!(sim.ran.len(), 2, "no item starts after a cancel");
+}
+
+#[test]
+fn an_item_whose_input_fails_to_render_ends_its_task_alike_before_and_after_a_restart() {
+    let definition = r#"
+version: 1.0
+input: [ns]
+tasks:
+  each:
+    with:
+      items: <% ctx(ns) %>
+      concurrency: 2
+    action: test.ok
+    input: {n: <% 10 / item() %>}
+"#;
+    let input = json!({"ns": [1, 2, 0, 5]});
+    let mut uninterrupted = Sim::start(definition, input.clone());
+    uninterrupted.one(); // item 0 ends; item 2 fails to render, item 1 still runs
+    let restarted = restarted(&uninterrupted, definition).finish();
+    let uninterrupted = uninterrupted.finish();
+    for sim in [&uninterrupted, &restarted] {
+        assert_eq!(sim.status(), WorkflowStatus::Failed);
+        let each = sim.task("each")[0];
+        assert_eq!(each.status, TaskStatus::Failed);
+        assert_eq!(each.result, Some(json!([{"n": 10}, {"n": 5}])));
+        assert_eq!(sim.ran.len(), 2);
+    }
+    assert_eq!(uninterrupted.errors(), restarted.errors());
+}
+
 #[test]
 fn concurrency_keeps_at_most_n_items_active() {
     let mut sim = Sim::start(
@@ -698,6 +797,69 @@ tasks:
     sim.take(step.runs);
     let sim = sim.finish();
     assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+}
+
+#[test]
+fn a_paused_subworkflow_pauses_its_parent_once_nothing_else_is_active_and_resuming_it_sets_the_parent_running()
+ {
+    let mut sim = Sim::start(
+        r#"
+version: 1.0
+tasks:
+  sub:
+    action: test.ok
+    next: [{do: after_sub}]
+  other:
+    action: test.ok
+  after_sub:
+    action: test.ok
+"#,
+        json!({}),
+    );
+    let sub = sim.take_run("sub");
+    // The subworkflow pauses alone: its parent goes on while `other` runs.
+    sim.c.action_paused(sub.task, sub.item, true);
+    assert_eq!(sim.status(), WorkflowStatus::Running);
+    sim.one(); // other ends: nothing is active but the paused sub
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    // Resumed alone, the subworkflow sets its parent running.
+    let step = sim.c.action_paused(sub.task, sub.item, false);
+    assert!(step.runs.is_empty());
+    assert_eq!(sim.status(), WorkflowStatus::Running);
+    let step = sim
+        .c
+        .action_ended(sub.task, sub.item, "succeeded", json!({}));
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+    assert_eq!(sim.task("after_sub").len(), 1);
+
+    // Canceled while its subworkflow is paused: canceling until that ends.
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  sub:\n    action: test.ok\n",
+        json!({}),
+    );
+    let sub = sim.take_run("sub");
+    sim.c.action_paused(sub.task, sub.item, true);
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    sim.c.cancel();
+    assert_eq!(sim.status(), WorkflowStatus::Canceling);
+    sim.c
+        .action_ended(sub.task, sub.item, "canceled", Value::Null);
+    assert_eq!(sim.status(), WorkflowStatus::Canceled);
+}
+
+#[test]
+fn a_paused_subworkflow_beside_a_failure_is_not_waited_for() {
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  sub:\n    action: test.ok\n  bad:\n    action: test.fail\n",
+        json!({}),
+    );
+    let sub = sim.take_run("sub");
+    sim.c.action_paused(sub.task, sub.item, true);
+    sim.one(); // bad fails, unremediated
+    assert_eq!(sim.status(), WorkflowStatus::Failed);
+    assert_eq!(sim.task("sub")[0].status, TaskStatus::Canceled);
 }
 
 #[test]
