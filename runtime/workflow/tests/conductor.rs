@@ -547,7 +547,12 @@ fn restarted(sim: &Sim, definition: &str) -> Sim {
         let (Some(items), Some(old)) = (t.items.as_mut(), &old.items) else {
             continue;
         };
-        for k in sim.ran.iter().filter(|r| r.task == i).filter_map(|r| r.item) {
+        for k in sim
+            .ran
+            .iter()
+            .filter(|r| r.task == i)
+            .filter_map(|r| r.item)
+        {
             if items.ends.len() <= k {
                 items.ends.resize(k + 1, None);
             }
