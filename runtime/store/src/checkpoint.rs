@@ -8,10 +8,15 @@
 //! commit time. Here the commit only nudges a checkpointer thread, which
 //! checkpoints through its own connection while writing goes on.
 //!
-//! A checkpoint that runs beside writes cannot always empty the WAL (the
-//! WAL restarts only once every frame is copied back), so should the WAL
-//! still reach [`INLINE_PAGES`], the committing connection checkpoints
-//! itself, as SQLite would have.
+//! A checkpoint that runs beside writes seldom empties the WAL: the WAL
+//! restarts only when a write begins with every frame copied back, and by
+//! the time the checkpointer is done new frames are there. So the WAL
+//! stays past the threshold, and nudging at every commit past it would
+//! checkpoint after every commit, with two fsyncs each. The checkpointer is
+//! therefore nudged once per [`NUDGE_PAGES`] the WAL grows, and once the
+//! WAL reaches [`INLINE_PAGES`] the committing connection checkpoints
+//! itself, between its transactions, which lets the next write restart
+//! the WAL (see [`Pacer`]).
 
 use std::path::Path;
 
@@ -31,13 +36,16 @@ pub(crate) fn install(writer: &mut Connection, path: &Path) -> rusqlite::Result<
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let (nudge, nudged) = crossbeam_channel::bounded::<()>(1);
+    let mut pacer = Pacer::default();
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
-        if pages >= INLINE_PAGES {
-            if let Err(e) = wal.checkpoint() {
-                tracing::debug!(error = %e, pages, "the writer's own checkpoint did not finish");
+        match pacer.after_commit(pages) {
+            Checkpoint::Inline => {
+                if let Err(e) = wal.checkpoint() {
+                    tracing::debug!(error = %e, pages, "the writer's own checkpoint did not finish");
+                }
             }
-        } else if pages >= NUDGE_PAGES {
-            nudge_once(&nudge);
+            Checkpoint::Nudge => nudge_once(&nudge),
+            Checkpoint::None => {}
         }
         // The commit has happened whatever a checkpoint did.
         Ok(())
@@ -47,6 +55,58 @@ pub(crate) fn install(writer: &mut Connection, path: &Path) -> rusqlite::Result<
         .spawn(move || run(&conn, &nudged))
         .expect("failed to spawn the store checkpointer thread");
     Ok(())
+}
+
+/// What a commit that left the WAL at some size asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoint {
+    None,
+    /// Wake the checkpointer.
+    Nudge,
+    /// Checkpoint in the committing connection.
+    Inline,
+}
+
+/// When to checkpoint, from the WAL's size (in pages) after each commit:
+/// the checkpointer once per [`NUDGE_PAGES`] of growth from
+/// [`NUDGE_PAGES`] on, the writer itself once the WAL reaches
+/// [`INLINE_PAGES`] (and again per [`NUDGE_PAGES`] should the WAL still
+/// not restart, readers holding it). A WAL smaller than at the last commit
+/// has restarted: the count starts over.
+#[derive(Debug)]
+struct Pacer {
+    nudge_at: i32,
+    inline_at: i32,
+    last: i32,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self {
+            nudge_at: NUDGE_PAGES,
+            inline_at: INLINE_PAGES,
+            last: 0,
+        }
+    }
+}
+
+impl Pacer {
+    fn after_commit(&mut self, pages: i32) -> Checkpoint {
+        if pages < self.last {
+            *self = Self::default();
+        }
+        self.last = pages;
+        if pages >= self.inline_at {
+            self.inline_at = pages + NUDGE_PAGES;
+            self.nudge_at = pages + NUDGE_PAGES;
+            Checkpoint::Inline
+        } else if pages >= self.nudge_at {
+            self.nudge_at = pages + NUDGE_PAGES;
+            Checkpoint::Nudge
+        } else {
+            Checkpoint::None
+        }
+    }
 }
 
 fn nudge_once(nudge: &Sender<()>) {
@@ -69,7 +129,50 @@ fn run(conn: &Connection, nudged: &Receiver<()>) {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use super::{Checkpoint, INLINE_PAGES, NUDGE_PAGES, Pacer};
     use crate::{Store, StoreConfig};
+
+    /// A WAL growing by 20 pages a commit, never restarted by the
+    /// checkpointer: one nudge per 1000 pages, not one per commit past
+    /// 1000; the writer's own checkpoint at 8000; after a restart, the
+    /// same again.
+    #[test]
+    fn checkpoints_are_paced_by_the_wal_growing_not_by_every_commit() {
+        let mut pacer = Pacer::default();
+        for _cycle in 0..2 {
+            let mut asked = Vec::new();
+            let mut pages = 0;
+            while pages < INLINE_PAGES + 2 * NUDGE_PAGES {
+                pages += 20;
+                match pacer.after_commit(pages) {
+                    Checkpoint::None => {}
+                    other => asked.push((pages, other)),
+                }
+            }
+            let nudges: Vec<i32> = asked
+                .iter()
+                .filter(|(_, c)| *c == Checkpoint::Nudge)
+                .map(|(p, _)| *p)
+                .collect();
+            assert_eq!(nudges, (1..8).map(|k| k * NUDGE_PAGES).collect::<Vec<_>>());
+            let inline: Vec<i32> = asked
+                .iter()
+                .filter(|(_, c)| *c == Checkpoint::Inline)
+                .map(|(p, _)| *p)
+                .collect();
+            // Readers kept the WAL from restarting: again per 1000 pages.
+            assert_eq!(
+                inline,
+                [
+                    INLINE_PAGES,
+                    INLINE_PAGES + NUDGE_PAGES,
+                    INLINE_PAGES + 2 * NUDGE_PAGES
+                ]
+            );
+            // The next write restarted the WAL.
+            assert_eq!(pacer.after_commit(20), Checkpoint::None);
+        }
+    }
 
     /// Writes that grow the WAL past the nudge threshold (and below the
     /// writer's own) get copied back into the database file.
