@@ -13,10 +13,14 @@
 //! the time the checkpointer is done new frames are there. So the WAL
 //! stays past the threshold, and nudging at every commit past it would
 //! checkpoint after every commit, with two fsyncs each. The checkpointer is
-//! therefore nudged once per [`NUDGE_PAGES`] the WAL grows, and once the
-//! WAL reaches [`INLINE_PAGES`] the committing connection checkpoints
-//! itself, between its transactions, which lets the next write restart
-//! the WAL (see [`Pacer`]).
+//! therefore nudged once per [`NUDGE_PAGES`] the WAL grows, and goes on
+//! with a few shorter passes for what was committed while it ran, so that
+//! it usually catches up and the next write restarts the WAL. When it has
+//! not by [`EAGER_PAGES`] (writes keep coming), it is nudged after every
+//! commit until it has, and only should the WAL still reach
+//! [`INLINE_PAGES`] does the committing connection checkpoint itself,
+//! between its transactions, as SQLite would have: that stalls every write
+//! waiting behind it (see [`Pacer`]).
 
 use std::path::Path;
 
@@ -26,6 +30,9 @@ use rusqlite::Connection;
 /// WAL pages after which the checkpointer is nudged (SQLite's default
 /// automatic checkpoint threshold).
 pub(crate) const NUDGE_PAGES: i32 = 1000;
+
+/// WAL pages from which the checkpointer is nudged after every commit.
+pub(crate) const EAGER_PAGES: i32 = 4 * NUDGE_PAGES;
 
 /// WAL pages after which the writer checkpoints in its own commit.
 pub(crate) const INLINE_PAGES: i32 = 8 * NUDGE_PAGES;
@@ -69,10 +76,11 @@ enum Checkpoint {
 
 /// When to checkpoint, from the WAL's size (in pages) after each commit:
 /// the checkpointer once per [`NUDGE_PAGES`] of growth from
-/// [`NUDGE_PAGES`] on, the writer itself once the WAL reaches
-/// [`INLINE_PAGES`] (and again per [`NUDGE_PAGES`] should the WAL still
-/// not restart, readers holding it). A WAL smaller than at the last commit
-/// has restarted: the count starts over.
+/// [`NUDGE_PAGES`] on, after every commit from [`EAGER_PAGES`] on, the
+/// writer itself once the WAL reaches [`INLINE_PAGES`] (and again per
+/// [`NUDGE_PAGES`] should the WAL still not restart, readers holding it).
+/// A WAL smaller than at the last commit has restarted: the count starts
+/// over.
 #[derive(Debug)]
 struct Pacer {
     nudge_at: i32,
@@ -100,7 +108,7 @@ impl Pacer {
             self.inline_at = pages + NUDGE_PAGES;
             self.nudge_at = pages + NUDGE_PAGES;
             Checkpoint::Inline
-        } else if pages >= self.nudge_at {
+        } else if pages >= self.nudge_at || pages >= EAGER_PAGES {
             self.nudge_at = pages + NUDGE_PAGES;
             Checkpoint::Nudge
         } else {
@@ -116,11 +124,27 @@ fn nudge_once(nudge: &Sender<()>) {
     }
 }
 
+/// Checkpoint passes per nudge at most: each copies what was committed
+/// while the one before ran.
+const PASSES: usize = 4;
+
 fn run(conn: &Connection, nudged: &Receiver<()>) {
     while nudged.recv().is_ok() {
-        // PASSIVE: copies what no reader still needs, never waits for one.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "checkpoint did not finish");
+        for _ in 0..PASSES {
+            // PASSIVE: copies what no reader still needs, never waits for
+            // one. Once every frame is copied, the next write restarts
+            // the WAL; the few committed meanwhile are copied by the next
+            // pass, each shorter than the last.
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            }) {
+                Ok((frames, copied)) if copied < frames => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "checkpoint did not finish");
+                    break;
+                }
+            }
         }
     }
 }
@@ -129,13 +153,13 @@ fn run(conn: &Connection, nudged: &Receiver<()>) {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{Checkpoint, INLINE_PAGES, NUDGE_PAGES, Pacer};
+    use super::{Checkpoint, EAGER_PAGES, INLINE_PAGES, NUDGE_PAGES, Pacer};
     use crate::{Store, StoreConfig};
 
     /// A WAL growing by 20 pages a commit, never restarted by the
     /// checkpointer: one nudge per 1000 pages, not one per commit past
-    /// 1000; the writer's own checkpoint at 8000; after a restart, the
-    /// same again.
+    /// 1000, then one per commit from 4000; the writer's own checkpoint at
+    /// 8000; after a restart, the same again.
     #[test]
     fn checkpoints_are_paced_by_the_wal_growing_not_by_every_commit() {
         let mut pacer = Pacer::default();
@@ -154,7 +178,12 @@ mod tests {
                 .filter(|(_, c)| *c == Checkpoint::Nudge)
                 .map(|(p, _)| *p)
                 .collect();
-            assert_eq!(nudges, (1..8).map(|k| k * NUDGE_PAGES).collect::<Vec<_>>());
+            let paced: Vec<i32> = (1..4).map(|k| k * NUDGE_PAGES).collect();
+            let eager: Vec<i32> = (EAGER_PAGES / 20..INLINE_PAGES / 20)
+                .map(|k| k * 20)
+                .collect();
+            assert_eq!(nudges[..3], paced);
+            assert_eq!(nudges[3..3 + eager.len()], eager);
             let inline: Vec<i32> = asked
                 .iter()
                 .filter(|(_, c)| *c == Checkpoint::Inline)
