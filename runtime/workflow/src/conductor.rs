@@ -170,9 +170,15 @@ impl Items {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Barrier {
     /// (task arrived from, what its branch published), in arrival order.
+    /// A `join: all` barrier starts empty again once it fires: on a cycle,
+    /// the next time round waits for every inbound branch again.
     pub arrivals: Vec<(String, Map<String, Value>)>,
     /// How many times the joined task ran.
     pub fired: u32,
+    /// The arrivals that last fired a `join: all` barrier: a re-run from
+    /// some of its branches keeps the others'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fired_with: Vec<(String, Map<String, Value>)>,
 }
 
 /// The workflow's own state beside its task executions: small, written
@@ -420,6 +426,10 @@ impl Conductor {
         for (key, barrier) in head.barriers.iter_mut() {
             let task = key.rsplit_once('|').map_or(key.as_str(), |(t, _)| t);
             if again.contains(task) {
+                if barrier.arrivals.is_empty() {
+                    barrier.arrivals = std::mem::take(&mut barrier.fired_with);
+                }
+                barrier.fired_with.clear();
                 barrier.arrivals.retain(|(from, _)| !again.contains(from));
                 barrier.fired = 0;
             }
@@ -814,7 +824,7 @@ impl Conductor {
                     merged.insert(k.clone(), v.clone());
                 }
             }
-            if barrier.fired > 0 {
+            if barrier.fired > 0 && join != Join::All {
                 // join: N — a later branch runs the task again with its own.
                 merged = barrier
                     .arrivals
@@ -824,9 +834,7 @@ impl Conductor {
             }
             barrier.fired += 1;
             if join == Join::All {
-                // Done: on a cycle, the next time round waits for every
-                // inbound branch again.
-                self.state.head.barriers.remove(&key);
+                barrier.fired_with = std::mem::take(&mut barrier.arrivals);
             }
             self.create(name, route, merged);
             return;
@@ -1302,12 +1310,19 @@ impl Conductor {
             _ => {}
         }
         if !self.state.head.failing {
+            // Arrivals waiting: every one for a `join: N` that never fired,
+            // this time round's for a `join: all`.
+            let spec = &self.spec;
             let partial: Vec<String> = self
                 .state
                 .head
                 .barriers
                 .iter()
-                .filter(|(_, b)| b.fired == 0)
+                .filter(|(key, b)| {
+                    let task = key.rsplit_once('|').map_or(key.as_str(), |(t, _)| t);
+                    let all = spec.tasks.get(task).and_then(|t| t.join) == Some(Join::All);
+                    !b.arrivals.is_empty() && (b.fired == 0 || all)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in partial {

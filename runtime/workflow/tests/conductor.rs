@@ -1202,6 +1202,59 @@ tasks:
 }
 
 #[test]
+fn re_run_from_one_branch_of_a_join_keeps_the_other_branch_arrival() {
+    let definition = r#"
+version: 1.0
+input: [ok]
+output:
+  - b: <% ctx(b) %>
+tasks:
+  t1:
+    action: test.ok
+    next: [{do: [a, b]}]
+  a:
+    action: test.ok
+    next: [{do: c}]
+  b:
+    action: test.ok
+    next: [{publish: b=from_b, do: c}]
+  c:
+    join: all
+    action: test.flaky
+    input: {ok: <% ctx(ok) %>}
+"#;
+    let first = Sim::start(definition, json!({"ok": false})).finish();
+    assert_eq!(first.status(), WorkflowStatus::Failed);
+    let mut old = first.c.state.clone();
+    old.ctx.insert("ok".into(), json!(true));
+    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
+    let (c, step) = Conductor::rerun(
+        spec,
+        Arc::new(NoHost),
+        Limits::default(),
+        &old,
+        &["a".to_owned()],
+    )
+    .expect("re-run");
+    let mut sim = Sim {
+        c,
+        queue: VecDeque::new(),
+        ran: Vec::new(),
+    };
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(
+        sim.status(),
+        WorkflowStatus::Succeeded,
+        "{:?}",
+        sim.errors()
+    );
+    let ran: Vec<&str> = sim.ran.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(ran, ["a", "c"], "b's arrival at the join is kept");
+    assert_eq!(sim.output(), json!({"b": "from_b"}));
+}
+
+#[test]
 fn task_and_task_status_read_earlier_tasks() {
     let sim = Sim::start(
         r#"
