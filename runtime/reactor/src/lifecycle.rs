@@ -414,17 +414,21 @@ impl Reactor {
                 return;
             };
             // A job's end may hand this worker the next task of its
-            // workflow, already recorded `running`.
+            // workflow, already recorded `running` and counted running.
             let mut next = Some(job);
+            let mut counted = false;
             while let Some(job) = next.take() {
-                next = self.work_on(job).await;
+                next = self.work_on(job, counted).await;
+                counted = next.is_some();
             }
         }
     }
 
     /// Run one job to its end; returns the execution its end claimed for
-    /// this worker, if any (see [`Reactor::commit_claiming`]).
-    async fn work_on(&self, mut job: Prepared) -> Option<Prepared> {
+    /// this worker, if any (see [`Reactor::commit_claiming`]), still
+    /// counted in `running`: for shutdown, which waits for nothing to be
+    /// running, it never stopped. `counted`: `job` is such an execution.
+    async fn work_on(&self, mut job: Prepared, counted: bool) -> Option<Prepared> {
         let mut next = None;
         if matches!(job.work, crate::runner::Work::Workflow(_)) {
             // A workflow holds no worker: it starts, and its tasks run as
@@ -441,10 +445,15 @@ impl Reactor {
         } else if job.live.start() {
             // Alone in this process: its writes are the only ones its
             // next step waits on (see `Lane::Here`). Among others, they
-            // are batched with theirs.
-            let lane = match self.inner.running.fetch_add(1, Ordering::AcqRel) {
-                0 => Lane::Here,
+            // are batched with theirs. Chosen again for its end's write.
+            let alone = |running: usize| match running {
+                1 => Lane::Here,
                 _ => Lane::Queued,
+            };
+            let count = &self.inner.running;
+            let lane = match counted {
+                true => alone(count.load(Ordering::Acquire)),
+                false => alone(count.fetch_add(1, Ordering::AcqRel) + 1),
             };
             let running = self.inner.runner.run_to_end_with(&mut job, lane, |e| {
                 self.publish(ExecutionEventKind::Update, e)
@@ -455,12 +464,18 @@ impl Reactor {
                     let mut plan = crate::workflows::Plan::default();
                     self.plan_ending(job.execution.clone(), Some(given), &mut plan)
                         .await;
+                    let lane = alone(count.load(Ordering::Acquire));
                     next = self.commit_claiming(plan, lane).await.1;
                 }
                 // Canceled meanwhile; the cancel recorded it.
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
             }
+            if next.is_none() {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+        } else if counted {
+            // Claimed, then canceled before it started.
             self.inner.running.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.scheduler.forget(&job.execution.id);

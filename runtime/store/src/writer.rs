@@ -96,6 +96,18 @@ impl Shared {
         // next batch does not roll back first (see `apply_and_commit`).
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The connection if no one holds it; poisoned or not, as [`conn`]
+    /// (a panic in an inline write must not turn inline writes off).
+    ///
+    /// [`conn`]: Shared::conn
+    fn try_conn(&self) -> Option<MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl Writer {
@@ -126,7 +138,7 @@ impl Writer {
         let shared = &self.shared;
         if !shared.loaded.load(Ordering::Acquire)
             && shared.queued.load(Ordering::Acquire) == 0
-            && let Ok(mut conn) = shared.conn.try_lock()
+            && let Some(mut conn) = shared.try_conn()
             // Checked again under the lock: every job queued before this
             // one is committed, so this one lands after them.
             && shared.queued.load(Ordering::Acquire) == 0
@@ -432,6 +444,28 @@ mod tests {
             .expect("answered before submit_here returned");
         assert_eq!(applied_on.expect("insert"), std::thread::current().id());
         assert_eq!(rows(&writer).await.expect("rows"), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_write_on_the_callers_thread_leaves_later_ones_there() {
+        let (_dir, writer) = writer();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer.submit_here(|txn| -> Result<()> {
+                txn.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                panic!("a bug in a write");
+            })
+        }));
+        assert!(panicked.is_err(), "the panic reaches the caller");
+        let mut here = insert_here(&writer, 2);
+        let (applied_on, _) = here
+            .try_recv()
+            .expect("answered before submit_here returned");
+        assert_eq!(applied_on.expect("insert"), std::thread::current().id());
+        assert_eq!(
+            rows(&writer).await.expect("rows"),
+            [2],
+            "the first rolled back"
+        );
     }
 
     #[tokio::test]
