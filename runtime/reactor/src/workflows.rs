@@ -99,6 +99,8 @@ pub(crate) fn task_of(e: &Execution) -> Option<(ExecutionId, usize, Option<usize
 struct Reconcile {
     /// Runs whose subworkflow is paused: (task execution, item).
     paused: Vec<(usize, Option<usize>)>,
+    /// Runs whose inquiry is pending.
+    pending: Vec<(usize, Option<usize>)>,
     /// Ends recorded for running task runs without their step: (task
     /// execution, item, status, result).
     late: Vec<(usize, Option<usize>, String, Value)>,
@@ -875,7 +877,9 @@ impl Reactor {
                 }
                 _ => {}
             }
-            let step = guard.conductor.reconcile(found.paused, found.late);
+            let step = guard
+                .conductor
+                .reconcile(found.paused, found.pending, found.late);
             if step.runs.is_empty()
                 && step.changed.is_empty()
                 && !guard.conductor.status().is_completed()
@@ -1007,7 +1011,7 @@ impl Reactor {
             // task run) replaces the attempt it retries.
             latest.insert((task, item), child);
         }
-        let (mut late, mut paused) = (Vec::new(), Vec::new());
+        let (mut late, mut paused, mut pending) = (Vec::new(), Vec::new(), Vec::new());
         for ((task, item), child) in latest {
             let ended = child.status.is_completed();
             if let (Some(k), Some(items)) =
@@ -1022,8 +1026,10 @@ impl Reactor {
                 });
             }
             if !ended {
-                if child.status == ExecutionStatus::Paused {
-                    paused.push((task, item));
+                match child.status {
+                    ExecutionStatus::Paused => paused.push((task, item)),
+                    ExecutionStatus::Pending => pending.push((task, item)),
+                    _ => {}
                 }
                 children.insert((task, item), child.id.clone());
             } else if item.is_none()
@@ -1053,7 +1059,11 @@ impl Reactor {
                 execution,
                 children,
             },
-            Reconcile { paused, late },
+            Reconcile {
+                paused,
+                pending,
+                late,
+            },
         ))
     }
 }

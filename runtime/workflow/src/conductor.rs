@@ -256,6 +256,9 @@ pub struct Conductor {
     /// Runs whose action (a subworkflow) is paused: out, but not active.
     /// Not persisted: the runs' executions hold it ([`Conductor::reconcile`]).
     paused: std::collections::BTreeSet<(usize, Option<usize>)>,
+    /// Runs whose action (an inquiry) is pending, waiting for its answer:
+    /// out, not active, and the workflow pausing. Not persisted either.
+    pending: std::collections::BTreeSet<(usize, Option<usize>)>,
     pub state: State,
     step: Step,
 }
@@ -297,6 +300,7 @@ impl Conductor {
             limits,
             open,
             paused: Default::default(),
+            pending: Default::default(),
             state,
             step: Step::default(),
         }
@@ -471,16 +475,18 @@ impl Conductor {
 
     /// After [`Conductor::restore`]: move on what a lost step left behind.
     /// `paused` are the running task runs whose action is a paused
-    /// subworkflow; `ended` are the ends recorded for running task runs
-    /// without their step (task, item, status, result); then a with-items
-    /// task whose items all ended ends, and one with room starts its next
-    /// items.
+    /// subworkflow, `pending` those whose action is a pending inquiry;
+    /// `ended` are the ends recorded for running task runs without their
+    /// step (task, item, status, result); then a with-items task whose
+    /// items all ended ends, and one with room starts its next items.
     pub fn reconcile(
         &mut self,
         paused: Vec<(usize, Option<usize>)>,
+        pending: Vec<(usize, Option<usize>)>,
         ended: Vec<(usize, Option<usize>, String, Value)>,
     ) -> Step {
         self.paused.extend(paused);
+        self.pending.extend(pending);
         let mut step = Step::default();
         for (task, item, status, result) in ended {
             let s = self.action_ended(task, item, &status, result);
@@ -547,6 +553,8 @@ impl Conductor {
     /// An action run for task execution `task` (item `item`) ended with
     /// `status` (StackStorm's execution status) and `result`. An end for a
     /// task or item that is not running is ignored (an empty step).
+    /// `pending` is not an end: the run waits for an answer (an inquiry),
+    /// and the workflow pauses; its end then resumes the workflow.
     pub fn action_ended(
         &mut self,
         task: usize,
@@ -554,14 +562,33 @@ impl Conductor {
         status: &str,
         result: Value,
     ) -> Step {
+        let running = self
+            .state
+            .tasks
+            .get(task)
+            .is_some_and(|t| t.status == TaskStatus::Running);
+        if !running {
+            return Step::default();
+        }
+        if status == "pending" {
+            return self.action_pending(task, item);
+        }
+        self.paused.remove(&(task, item));
+        if self.pending.remove(&(task, item))
+            && matches!(
+                self.state.head.status,
+                WorkflowStatus::Pausing | WorkflowStatus::Paused
+            )
+        {
+            // An answer (or a timeout) resumes the workflow first, then
+            // ends its task: the other runs still pending pause it again
+            // once nothing else is active.
+            self.go_on();
+        }
         let Some(t) = self.state.tasks.get_mut(task) else {
             return Step::default();
         };
-        if t.status != TaskStatus::Running {
-            return Step::default();
-        }
         let ended = task_status_of(status);
-        self.paused.remove(&(task, item));
         match (item, t.items.as_mut()) {
             (Some(k), Some(items)) => {
                 let Some(slot @ None) = items.ends.get_mut(k) else {
@@ -580,6 +607,23 @@ impl Conductor {
                 self.task_ended(task);
             }
             _ => return Step::default(),
+        }
+        self.settle();
+        std::mem::take(&mut self.step)
+    }
+
+    /// A run's action, an inquiry, is pending (Orquesta's task `pending`):
+    /// the workflow is `pausing` while other runs are active, then
+    /// `paused`; the run's end, when the inquiry is answered or times out,
+    /// resumes it ([`Conductor::action_ended`]).
+    fn action_pending(&mut self, task: usize, item: Option<usize>) -> Step {
+        let fits = self.state.tasks[task].items.is_some() == item.is_some();
+        let head = &mut self.state.head;
+        if fits && !head.status.is_completed() && head.status != WorkflowStatus::Canceling {
+            self.pending.insert((task, item));
+            if head.status == WorkflowStatus::Running {
+                head.status = WorkflowStatus::Pausing;
+            }
         }
         self.settle();
         std::mem::take(&mut self.step)
@@ -654,9 +698,10 @@ impl Conductor {
             return Step::default();
         }
         self.state.head.status = WorkflowStatus::Canceling;
-        // Paused subworkflows are canceled with the other active runs, and
-        // their ends are awaited.
+        // Paused subworkflows and pending inquiries are canceled with the
+        // other active runs, and their ends are awaited.
         self.paused.clear();
+        self.pending.clear();
         for i in 0..self.state.tasks.len() {
             match self.state.tasks[i].status {
                 TaskStatus::Staged => {
@@ -1259,17 +1304,18 @@ impl Conductor {
         // Running: an action (or an item's) is out and not paused. A
         // with-items task with none out waits, as a staged task does, for a
         // resume.
-        let paused = &self.paused;
+        let held =
+            |run: &(usize, Option<usize>)| self.paused.contains(run) || self.pending.contains(run);
         let out = |i: usize| {
             let t = &tasks[i];
             t.status == TaskStatus::Running
                 && match &t.items {
-                    None => !paused.contains(&(i, None)),
+                    None => !held(&(i, None)),
                     Some(it) => it
                         .ends
                         .iter()
                         .enumerate()
-                        .any(|(k, e)| e.is_none() && !paused.contains(&(i, Some(k)))),
+                        .any(|(k, e)| e.is_none() && !held(&(i, Some(k)))),
                 }
         };
         if self.open.iter().any(|&i| out(i)) {
@@ -1285,15 +1331,17 @@ impl Conductor {
             }
             self.open.clear();
             self.paused.clear();
+            self.pending.clear();
             self.render_output();
             self.state.head.status = WorkflowStatus::Failed;
             return;
         }
         let head = &self.state.head;
         match head.status {
-            // Nothing active but a paused subworkflow: paused too.
+            // Nothing active but a paused subworkflow or a pending
+            // inquiry: paused too.
             WorkflowStatus::Running | WorkflowStatus::Pausing | WorkflowStatus::Paused
-                if !self.paused.is_empty() =>
+                if !self.paused.is_empty() || !self.pending.is_empty() =>
             {
                 self.state.head.status = WorkflowStatus::Paused;
                 return;

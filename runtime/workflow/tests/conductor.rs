@@ -561,7 +561,7 @@ fn restarted(sim: &Sim, definition: &str) -> Sim {
     }
     let spec = Arc::new(Workflow::parse(definition).expect("a valid definition"));
     let mut c = Conductor::restore(spec, Arc::new(NoHost), Limits::default(), state);
-    let step = c.reconcile(Vec::new(), Vec::new());
+    let step = c.reconcile(Vec::new(), Vec::new(), Vec::new());
     let mut again = Sim {
         c,
         queue: sim.queue.clone(),
@@ -852,6 +852,98 @@ tasks:
     sim.c
         .action_ended(sub.task, sub.item, "canceled", Value::Null);
     assert_eq!(sim.status(), WorkflowStatus::Canceled);
+}
+
+// §10 Inquiries: a task whose action is pending.
+
+#[test]
+fn a_pending_task_pauses_the_workflow_and_its_answer_resumes_it() {
+    let definition = r#"
+version: 1.0
+output:
+  - go: <% ctx(go) %>
+tasks:
+  ask:
+    action: test.ok
+    next:
+      - when: <% succeeded() and result().response.continue %>
+        publish: go=<% result().response.continue %>
+        do: after
+  other:
+    action: test.ok
+    next: [{do: later}]
+  later:
+    action: test.ok
+  after:
+    action: test.ok
+"#;
+    let mut sim = Sim::start(definition, json!({}));
+    let ask = sim.take_run("ask");
+    // Pending while `other` runs: pausing, and what `other` leads to waits.
+    sim.c.action_ended(ask.task, ask.item, "pending", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Pausing);
+    sim.one(); // other ends: later is staged, nothing is active
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    assert_eq!(sim.task("later")[0].status, TaskStatus::Staged);
+    assert!(sim.queue.is_empty());
+    // The answer resumes the workflow, then ends the task.
+    let step = sim.c.action_ended(
+        ask.task,
+        ask.item,
+        "succeeded",
+        json!({"response": {"continue": true}}),
+    );
+    sim.take(step.runs);
+    let mut names: Vec<&str> = sim.queue.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["after", "later"]);
+    let sim = sim.finish();
+    assert_eq!(
+        sim.status(),
+        WorkflowStatus::Succeeded,
+        "{:?}",
+        sim.errors()
+    );
+    assert_eq!(sim.output(), json!({"go": true}));
+}
+
+#[test]
+fn with_two_pending_tasks_each_answer_resumes_and_the_other_pauses_again() {
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  a:\n    action: test.ok\n    next: [{do: a2}]\n  b:\n    action: test.ok\n  a2:\n    action: test.ok\n",
+        json!({}),
+    );
+    let (a, b) = (sim.take_run("a"), sim.take_run("b"));
+    sim.c.action_ended(a.task, a.item, "pending", json!({}));
+    sim.c.action_ended(b.task, b.item, "pending", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    let step = sim.c.action_ended(a.task, a.item, "succeeded", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Running, "a2 runs");
+    sim.take(step.runs);
+    sim.one(); // a2 ends: only b's inquiry is left
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    sim.c.action_ended(b.task, b.item, "succeeded", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+
+    // An inquiry that times out fails its task: `failed()` can route it.
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  ask:\n    action: test.ok\n    next: [{when: <% failed() %>, do: escalate}]\n  escalate:\n    action: test.ok\n",
+        json!({}),
+    );
+    let ask = sim.take_run("ask");
+    sim.c.action_ended(ask.task, ask.item, "pending", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    let step = sim.c.action_ended(ask.task, ask.item, "timeout", json!({}));
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(sim.task("ask")[0].status, TaskStatus::Failed);
+    assert_eq!(sim.task("escalate").len(), 1);
+    assert_eq!(
+        sim.status(),
+        WorkflowStatus::Succeeded,
+        "{:?}",
+        sim.errors()
+    );
 }
 
 #[test]
