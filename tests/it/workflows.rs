@@ -629,11 +629,20 @@ fn statuses_of(e: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_alone_sets_it_running()
  {
-    let server = Server::start_with(
-        vec![squall_tests::core_pack(), operations_pack()],
-        squall_reactor::ReactorConfig::default(),
-    )
-    .await;
+    let packs = [squall_tests::core_pack(), operations_pack()];
+    let paths: Vec<_> = packs.iter().map(|d| d.path().to_owned()).collect();
+    let data = tempfile::tempdir().expect("tempdir");
+    let start = || async {
+        Server::start_in(
+            data.path(),
+            &paths,
+            squall_reactor::ReactorConfig::default(),
+            vec![],
+        )
+        .await
+        .expect("server starts")
+    };
+    let server = start().await;
     let client = server.as_key(&server.key);
     let parent = server.run("wf.parent", json!({"seconds": 1})).await;
     let parent = parent["id"].as_str().expect("id").to_owned();
@@ -656,6 +665,14 @@ async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_a
             })
             .await;
     }
+    // Both stay paused across a restart.
+    server.stop().await;
+    let server = start().await;
+    let client = server.as_key(&server.key);
+    for id in [&sub, &parent] {
+        let (_, e) = server.get(&format!("/api/v1/executions/{id}")).await;
+        assert_eq!(e["status"], "paused", "{e}");
+    }
     // Resuming the subworkflow alone sets the paused parent running, and
     // both end.
     let (status, body) = client
@@ -676,6 +693,7 @@ async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_a
     let sub = server.finished(&json!(sub)).await;
     assert_eq!(sub["status"], "succeeded", "{sub}");
     assert_eq!(sub["result"], json!({"output": {"said": "after"}}));
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
