@@ -580,6 +580,14 @@ pub(crate) fn operations_pack() -> TempDir {
             "version: 1.0\ninput: [seconds]\ntasks:\n  sub:\n    action: wf.slow\n    input: {seconds: <% ctx(seconds) %>}\n",
         ),
         (
+            "quick_end.yaml",
+            "name: quick_end\nrunner_type: orquesta\nentry_point: workflows/quick_end.yaml\nparameters:\n  seconds: {type: number, default: 1}\n",
+        ),
+        (
+            "workflows/quick_end.yaml",
+            "version: 1.0\ninput: [seconds]\noutput:\n  - finished: <% ctx(finished) %>\ntasks:\n  nap:\n    action: core.sleep seconds=<% ctx(seconds) %>\n    next:\n      - when: <% succeeded() %>\n        do: done\n  done:\n    next:\n      - publish: finished=true\n",
+        ),
+        (
             "fixable.yaml",
             "name: fixable\nrunner_type: orquesta\nentry_point: workflows/fixable.yaml\n",
         ),
@@ -694,6 +702,48 @@ async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_a
     assert_eq!(sub["status"], "succeeded", "{sub}");
     assert_eq!(sub["result"], json!({"output": {"said": "after"}}));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_workflow_that_ends_in_the_step_that_resumes_it_is_recorded_ended() {
+    let server = Server::start_with(
+        vec![squall_tests::core_pack(), operations_pack()],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let client = server.as_key(&server.key);
+    let wf = server.run("wf.quick_end", json!({"seconds": 1})).await;
+    let wf = wf["id"].as_str().expect("id").to_owned();
+    task_execution(&server, &wf, "nap").await;
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{wf}"),
+            &json!({"status": "pausing"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server
+        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
+            e["status"] == "paused"
+        })
+        .await;
+    // `done` has no action: resuming runs it and ends the workflow at once.
+    let (status, body) = client
+        .put(
+            &format!("/api/v1/executions/{wf}"),
+            &json!({"status": "resuming"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.finished(&json!(wf)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!({"output": {"finished": true}}));
+    let log = statuses_of(&done);
+    assert_eq!(
+        log[log.len() - 4..],
+        ["paused", "resuming", "running", "succeeded"],
+        "{log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,7 +357,15 @@ impl Reactor {
                         WorkflowStatus::Failed => ExecutionStatus::Failed,
                         _ => ExecutionStatus::Canceled,
                     };
-                    ended.transition(to);
+                    if ended.status == ExecutionStatus::Paused {
+                        // Resumed and ended in one step (an answer, a
+                        // subworkflow going on): logged as StackStorm does.
+                        ended.transition(ExecutionStatus::Resuming);
+                        ended.transition(ExecutionStatus::Running);
+                    }
+                    if !ended.transition(to) {
+                        tracing::error!(execution_id = %ended.id, from = %ended.status, to = %to, "workflow end not recordable from its status");
+                    }
                     ended.result = Some(flow.conductor.result());
                     flow.execution = ended.clone();
                     // What still runs when it ends (a paused subworkflow,
@@ -405,9 +413,13 @@ impl Reactor {
                                 .push((flow.execution.tenant.clone(), id.clone()));
                         }
                     }
-                    let paused = now == ExecutionStatus::Paused;
-                    if (was == ExecutionStatus::Paused) != paused {
-                        self.tell_parent_paused(&flow.execution, paused, plan).await;
+                    // Went on: running (or pausing) again; a canceling one
+                    // stays held until its end arrives.
+                    let went_on = was == ExecutionStatus::Paused
+                        && matches!(now, ExecutionStatus::Running | ExecutionStatus::Pausing);
+                    if went_on || (now == ExecutionStatus::Paused && was != now) {
+                        self.tell_parent_paused(&flow.execution, !went_on, plan)
+                            .await;
                     }
                 }
             }
@@ -867,7 +879,11 @@ impl Reactor {
                         });
                     }
                 }
-                WorkflowStatus::Pausing | WorkflowStatus::Paused => {
+                // Asked to pause (not only held by an inquiry or a paused
+                // subworkflow): its subworkflows were asked too.
+                WorkflowStatus::Pausing | WorkflowStatus::Paused
+                    if guard.conductor.state.head.pause_requested =>
+                {
                     for child in guard.children.values() {
                         let (reactor, child) = (self.clone(), child.clone());
                         tokio::spawn(async move {

@@ -197,6 +197,11 @@ pub struct Head {
     pub failing: bool,
     /// Task executions and items started so far.
     pub launched: u64,
+    /// Paused because someone asked ([`Conductor::pause`]), not only for
+    /// a pending inquiry or a paused subworkflow: after a restart, its
+    /// subworkflows are asked to pause again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_requested: bool,
 }
 
 /// Everything the conductor knows.
@@ -326,6 +331,7 @@ impl Conductor {
                 output: None,
                 failing: false,
                 launched: 0,
+                pause_requested: false,
             },
             tasks: Vec::new(),
         };
@@ -573,16 +579,16 @@ impl Conductor {
         if status == "pending" {
             return self.action_pending(task, item);
         }
-        self.paused.remove(&(task, item));
-        if self.pending.remove(&(task, item))
-            && matches!(
-                self.state.head.status,
-                WorkflowStatus::Pausing | WorkflowStatus::Paused
-            )
+        let was_paused = self.paused.remove(&(task, item));
+        let was_pending = self.pending.remove(&(task, item));
+        let head = self.state.head.status;
+        if (was_pending && matches!(head, WorkflowStatus::Pausing | WorkflowStatus::Paused))
+            || (was_paused && head == WorkflowStatus::Paused && status != "canceled")
         {
             // An answer (or a timeout) resumes the workflow first, then
             // ends its task: the other runs still pending pause it again
-            // once nothing else is active.
+            // once nothing else is active. So does a subworkflow that went
+            // on and ended in one step (its task was running again).
             self.go_on();
         }
         let Some(t) = self.state.tasks.get_mut(task) else {
@@ -645,6 +651,9 @@ impl Conductor {
             self.paused.remove(&(task, item));
             if self.state.head.status == WorkflowStatus::Paused {
                 self.go_on();
+            } else if item.is_some() && self.state.head.status == WorkflowStatus::Running {
+                // Its other items may start again.
+                self.pump_items(task);
             }
         } else if !self.state.head.status.is_completed()
             && self.state.head.status != WorkflowStatus::Canceling
@@ -660,6 +669,12 @@ impl Conductor {
     pub fn pause(&mut self) -> Step {
         if matches!(self.state.head.status, WorkflowStatus::Running) {
             self.state.head.status = WorkflowStatus::Pausing;
+        }
+        if matches!(
+            self.state.head.status,
+            WorkflowStatus::Pausing | WorkflowStatus::Paused
+        ) {
+            self.state.head.pause_requested = true;
         }
         self.settle();
         std::mem::take(&mut self.step)
@@ -681,6 +696,7 @@ impl Conductor {
     /// next items.
     fn go_on(&mut self) {
         self.state.head.status = WorkflowStatus::Running;
+        self.state.head.pause_requested = false;
         for i in 0..self.state.tasks.len() {
             match self.state.tasks[i].status {
                 TaskStatus::Staged => self.launch(i),
@@ -1072,8 +1088,16 @@ impl Conductor {
         let name = self.state.tasks[i].name.clone();
         let route = self.state.tasks[i].route;
         let task = &spec.tasks[&name];
-        let halted =
-            self.state.head.failing || !matches!(self.state.head.status, WorkflowStatus::Running);
+        // An item's subworkflow paused or its inquiry pending holds the
+        // rest back, as Orquesta's task pausing does.
+        let held = self
+            .paused
+            .iter()
+            .chain(&self.pending)
+            .any(|&(t, k)| t == i && k.is_some());
+        let halted = held
+            || self.state.head.failing
+            || !matches!(self.state.head.status, WorkflowStatus::Running);
         loop {
             let t = &self.state.tasks[i];
             let items = t.items.as_ref().expect("a with-items task");

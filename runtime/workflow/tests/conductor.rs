@@ -947,6 +947,54 @@ fn with_two_pending_tasks_each_answer_resumes_and_the_other_pauses_again() {
 }
 
 #[test]
+fn a_paused_subworkflow_that_goes_on_and_ends_in_one_step_sets_its_paused_parent_going() {
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  sub:\n    action: test.ok\n    next: [{do: after}]\n  after:\n    action: test.ok\n",
+        json!({}),
+    );
+    let sub = sim.take_run("sub");
+    sim.c.action_paused(sub.task, sub.item, true);
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    // Resumed, the subworkflow ended at once: no `running` came first.
+    let step = sim.c.action_ended(sub.task, sub.item, "succeeded", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Running);
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+    assert_eq!(sim.task("after").len(), 1);
+}
+
+#[test]
+fn a_paused_item_holds_back_its_task_s_next_items_until_it_goes_on() {
+    let mut sim = Sim::start(
+        r#"
+version: 1.0
+tasks:
+  each:
+    with:
+      items: <% range(4) %>
+      concurrency: 2
+    action: test.ok
+"#,
+        json!({}),
+    );
+    let first = sim.queue.pop_front().expect("item 0 runs");
+    sim.c.action_paused(first.task, first.item, true);
+    sim.one(); // item 1 ends: item 2 does not start while item 0 is paused
+    assert!(sim.queue.is_empty());
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    let step = sim.c.action_paused(first.task, first.item, false);
+    assert_eq!(sim.status(), WorkflowStatus::Running);
+    sim.take(step.runs);
+    assert_eq!(sim.queue.len(), 1, "item 2 starts beside item 0");
+    let step = sim.c.action_ended(first.task, first.item, "succeeded", json!({}));
+    sim.take(step.runs);
+    let sim = sim.finish();
+    assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+    assert_eq!(sim.ran.len(), 4);
+}
+
+#[test]
 fn a_paused_subworkflow_beside_a_failure_is_not_waited_for() {
     let mut sim = Sim::start(
         "version: 1.0\ntasks:\n  sub:\n    action: test.ok\n  bad:\n    action: test.fail\n",
