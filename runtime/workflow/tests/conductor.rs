@@ -956,7 +956,9 @@ fn a_paused_subworkflow_that_goes_on_and_ends_in_one_step_sets_its_paused_parent
     sim.c.action_paused(sub.task, sub.item, true);
     assert_eq!(sim.status(), WorkflowStatus::Paused);
     // Resumed, the subworkflow ended at once: no `running` came first.
-    let step = sim.c.action_ended(sub.task, sub.item, "succeeded", json!({}));
+    let step = sim
+        .c
+        .action_ended(sub.task, sub.item, "succeeded", json!({}));
     assert_eq!(sim.status(), WorkflowStatus::Running);
     sim.take(step.runs);
     let sim = sim.finish();
@@ -987,7 +989,9 @@ tasks:
     assert_eq!(sim.status(), WorkflowStatus::Running);
     sim.take(step.runs);
     assert_eq!(sim.queue.len(), 1, "item 2 starts beside item 0");
-    let step = sim.c.action_ended(first.task, first.item, "succeeded", json!({}));
+    let step = sim
+        .c
+        .action_ended(first.task, first.item, "succeeded", json!({}));
     sim.take(step.runs);
     let sim = sim.finish();
     assert_eq!(sim.status(), WorkflowStatus::Succeeded);
