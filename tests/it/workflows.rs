@@ -624,6 +624,16 @@ pub(crate) async fn task_execution(server: &Server, wf: &str, task: &str) -> Val
     .await
 }
 
+/// `PUT /api/v1/executions/{id}` with `{"status": status}` (pause, resume).
+async fn set_status(client: &crate::server::Client, id: &str, status: &str) -> (u16, Value) {
+    client
+        .put(
+            &format!("/api/v1/executions/{id}"),
+            &json!({ "status": status }),
+        )
+        .await
+}
+
 /// The statuses in `e`'s log, in order.
 fn statuses_of(e: &Value) -> Vec<String> {
     e["log"]
@@ -659,12 +669,7 @@ async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_a
     task_execution(&server, &sub, "nap").await;
     // Pausing the parent pauses the subworkflow once its nap ends, and
     // with it paused nothing is active: the parent is paused too.
-    let (status, body) = client
-        .put(
-            &format!("/api/v1/executions/{parent}"),
-            &json!({"status": "pausing"}),
-        )
-        .await;
+    let (status, body) = set_status(&client, &parent, "pausing").await;
     assert_eq!(status, 200, "{body}");
     for id in [&sub, &parent] {
         server
@@ -683,12 +688,7 @@ async fn a_paused_parent_is_paused_with_its_subworkflow_and_resuming_the_child_a
     }
     // Resuming the subworkflow alone sets the paused parent running, and
     // both end.
-    let (status, body) = client
-        .put(
-            &format!("/api/v1/executions/{sub}"),
-            &json!({"status": "resuming"}),
-        )
-        .await;
+    let (status, body) = set_status(&client, &sub, "resuming").await;
     assert_eq!(status, 200, "{body}");
     let done = server.finished(&json!(parent)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -715,12 +715,7 @@ async fn a_paused_workflow_that_ends_in_the_step_that_resumes_it_is_recorded_end
     let wf = server.run("wf.quick_end", json!({"seconds": 1})).await;
     let wf = wf["id"].as_str().expect("id").to_owned();
     task_execution(&server, &wf, "nap").await;
-    let (status, body) = client
-        .put(
-            &format!("/api/v1/executions/{wf}"),
-            &json!({"status": "pausing"}),
-        )
-        .await;
+    let (status, body) = set_status(&client, &wf, "pausing").await;
     assert_eq!(status, 200, "{body}");
     server
         .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
@@ -728,12 +723,7 @@ async fn a_paused_workflow_that_ends_in_the_step_that_resumes_it_is_recorded_end
         })
         .await;
     // `done` has no action: resuming runs it and ends the workflow at once.
-    let (status, body) = client
-        .put(
-            &format!("/api/v1/executions/{wf}"),
-            &json!({"status": "resuming"}),
-        )
-        .await;
+    let (status, body) = set_status(&client, &wf, "resuming").await;
     assert_eq!(status, 200, "{body}");
     let done = server.finished(&json!(wf)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -762,12 +752,7 @@ async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
     let nap = task_execution(&server, &wf, "nap").await;
     assert_eq!(nap["parent"], wf.as_str());
     assert_eq!(nap["context"]["parent"]["execution_id"], wf.as_str());
-    let (status, paused) = client
-        .put(
-            &format!("/api/v1/executions/{wf}"),
-            &json!({"status": "pausing"}),
-        )
-        .await;
+    let (status, paused) = set_status(&client, &wf, "pausing").await;
     assert_eq!(status, 200, "{paused}");
     assert!(
         ["pausing", "paused"].contains(&paused["status"].as_str().unwrap_or_default()),
@@ -780,12 +765,7 @@ async fn pause_resume_cancel_and_re_run_from_a_task_through_the_api() {
         .await;
     let (_, tasks) = server.get(&format!("/api/v1/executions?parent={wf}")).await;
     assert_eq!(ids(&tasks).len(), 1, "speak waits for the resume: {tasks}");
-    let (status, resumed) = client
-        .put(
-            &format!("/api/v1/executions/{wf}"),
-            &json!({"status": "resuming"}),
-        )
-        .await;
+    let (status, resumed) = set_status(&client, &wf, "resuming").await;
     assert_eq!(status, 200, "{resumed}");
     let done = server.finished(&json!(wf)).await;
     assert_eq!(done["status"], "succeeded", "{done}");

@@ -63,6 +63,29 @@ impl Sim {
         self.queue.extend(runs);
     }
 
+    /// `old`, a failed run of `definition` with `ok` now true (as a fixed
+    /// action would behave), re-run from `task` to its end.
+    fn rerun_fixed(definition: &str, old: &Sim, task: &str) -> Self {
+        let mut state = old.c.state.clone();
+        state.ctx.insert("ok".into(), json!(true));
+        let spec = Arc::new(Workflow::parse(definition).expect("valid"));
+        let (c, step) = Conductor::rerun(
+            spec,
+            Arc::new(NoHost),
+            Limits::default(),
+            &state,
+            &[task.to_owned()],
+        )
+        .expect("re-run");
+        let mut sim = Sim {
+            c,
+            queue: VecDeque::new(),
+            ran: Vec::new(),
+        };
+        sim.take(step.runs);
+        sim.finish()
+    }
+
     /// Take `task`'s queued run out of the queue, to end it by hand.
     fn take_run(&mut self, task: &str) -> Run {
         let at = self.queue.iter().position(|r| r.name == task);
@@ -1305,26 +1328,8 @@ tasks:
     let first = Sim::start(definition, json!({"ok": false})).finish();
     assert_eq!(first.status(), WorkflowStatus::Failed);
     assert_eq!(first.tasks(), ["t1", "t2", "side"]);
-    // The same definition with t2 now able to succeed: the old state with
-    // `ok` true, as a fixed action would behave.
-    let mut old = first.c.state.clone();
-    old.ctx.insert("ok".into(), json!(true));
-    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
-    let (c, step) = Conductor::rerun(
-        spec.clone(),
-        Arc::new(NoHost),
-        Limits::default(),
-        &old,
-        &["t2".to_owned()],
-    )
-    .expect("re-run");
-    let mut sim = Sim {
-        c,
-        queue: VecDeque::new(),
-        ran: Vec::new(),
-    };
-    sim.take(step.runs);
-    let sim = sim.finish();
+    // The same definition with t2 now able to succeed.
+    let sim = Sim::rerun_fixed(definition, &first, "t2");
     assert_eq!(
         sim.status(),
         WorkflowStatus::Succeeded,
@@ -1335,10 +1340,10 @@ tasks:
     assert_eq!(ran, ["t2", "t3"], "t1 and side are not run again");
     assert_eq!(sim.output(), json!({"a": 1, "b": 2}));
     let err = Conductor::rerun(
-        spec,
+        Arc::new(Workflow::parse(definition).expect("valid")),
         Arc::new(NoHost),
         Limits::default(),
-        &old,
+        &first.c.state,
         &["t3".to_owned()],
     )
     .expect_err("t3 never ran");
@@ -1369,24 +1374,7 @@ tasks:
 "#;
     let first = Sim::start(definition, json!({"ok": false})).finish();
     assert_eq!(first.status(), WorkflowStatus::Failed);
-    let mut old = first.c.state.clone();
-    old.ctx.insert("ok".into(), json!(true));
-    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
-    let (c, step) = Conductor::rerun(
-        spec,
-        Arc::new(NoHost),
-        Limits::default(),
-        &old,
-        &["a".to_owned()],
-    )
-    .expect("re-run");
-    let mut sim = Sim {
-        c,
-        queue: VecDeque::new(),
-        ran: Vec::new(),
-    };
-    sim.take(step.runs);
-    let sim = sim.finish();
+    let sim = Sim::rerun_fixed(definition, &first, "a");
     assert_eq!(
         sim.status(),
         WorkflowStatus::Succeeded,
