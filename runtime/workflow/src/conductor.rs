@@ -623,16 +623,27 @@ impl Conductor {
     /// `paused`; the run's end, when the inquiry is answered or times out,
     /// resumes it ([`Conductor::action_ended`]).
     fn action_pending(&mut self, task: usize, item: Option<usize>) -> Step {
-        let fits = self.state.tasks[task].items.is_some() == item.is_some();
-        let head = &mut self.state.head;
-        if fits && !head.status.is_completed() && head.status != WorkflowStatus::Canceling {
+        if self.may_hold(task, item) {
             self.pending.insert((task, item));
-            if head.status == WorkflowStatus::Running {
-                head.status = WorkflowStatus::Pausing;
+            if self.state.head.status == WorkflowStatus::Running {
+                self.state.head.status = WorkflowStatus::Pausing;
             }
         }
         self.settle();
         std::mem::take(&mut self.step)
+    }
+
+    /// Whether run (`task`, `item`) may be held paused or pending: it is
+    /// running, and the workflow neither ended nor is canceling (a cancel
+    /// waits for every held run's end).
+    fn may_hold(&self, task: usize, item: Option<usize>) -> bool {
+        let head = self.state.head.status;
+        self.state
+            .tasks
+            .get(task)
+            .is_some_and(|t| t.status == TaskStatus::Running && t.items.is_some() == item.is_some())
+            && !head.is_completed()
+            && head != WorkflowStatus::Canceling
     }
 
     /// A run's action, a subworkflow, paused (`paused`) or went on again.
@@ -655,9 +666,7 @@ impl Conductor {
                 // Its other items may start again.
                 self.pump_items(task);
             }
-        } else if !self.state.head.status.is_completed()
-            && self.state.head.status != WorkflowStatus::Canceling
-        {
+        } else if self.may_hold(task, item) {
             self.paused.insert((task, item));
         }
         self.settle();
