@@ -5,6 +5,7 @@ mod actions;
 mod automaton;
 mod egress;
 mod hostile;
+mod inquiries;
 mod lifecycle;
 mod packs;
 mod sandbox;

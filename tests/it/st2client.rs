@@ -397,3 +397,62 @@ async fn the_official_st2_cli_drives_workflows() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_st2_cli_answers_inquiries() {
+    let Some(exe) = st2() else {
+        return;
+    };
+    let s = Server::start_with(
+        vec![squall_tests::core_pack(), crate::inquiries::ask_pack()],
+        Default::default(),
+    )
+    .await;
+    let st2 = St2 {
+        exe,
+        base: s.base.clone(),
+        key: s.key.clone(),
+        home: tempfile::tempdir().expect("tempdir"),
+    };
+    let wf = s.run("ask.approve", json!({})).await;
+    let wf = wf["id"].as_str().expect("id").to_owned();
+    s.wait_for(&format!("/api/v1/executions/{wf}"), |e| {
+        e["status"] == "paused"
+    })
+    .await;
+    let ask = crate::workflows::task_execution(&s, &wf, "get_approval").await;
+    let ask = ask["id"].as_str().expect("id").to_owned();
+
+    let listed = st2.table(&["inquiry", "list"]).await;
+    assert!(listed.contains(&ask) && listed.contains("ops"), "{listed}");
+    let listed = st2.json(&["inquiry", "list"]).await;
+    assert_eq!(listed[0]["id"], ask.as_str(), "{listed}");
+    let got = st2.table(&["inquiry", "get", &ask]).await;
+    assert!(
+        got.contains("approved") && got.contains("Continue?"),
+        "{got}"
+    );
+
+    // A response the schema refuses is refused, and changes nothing.
+    let refused = st2
+        .run(&["inquiry", "respond", &ask, "-r", r#"{"approved": "maybe"}"#])
+        .await;
+    assert_ne!(refused.code, 0, "{}", refused.out);
+    assert!(
+        refused.out.contains("did not pass schema validation"),
+        "{}",
+        refused.out
+    );
+    let out = st2
+        .ok(&["inquiry", "respond", &ask, "-r", r#"{"approved": true}"#])
+        .await;
+    assert!(out.contains(&ask), "{out}");
+    let done = s.finished(&json!(wf)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"]["approved"], true);
+    let again = st2
+        .run(&["inquiry", "respond", &ask, "-r", r#"{"approved": true}"#])
+        .await;
+    assert_ne!(again.code, 0, "answered once: {}", again.out);
+    s.stop().await;
+}

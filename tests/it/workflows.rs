@@ -424,13 +424,176 @@ fn task_functions(r: &Run) -> Vec<String> {
     )
 }
 
+/// One answer a corpus workflow waits for: the inquiry at the end of
+/// `path` (task names, through subworkflows), answered with `response`.
+struct Answer {
+    path: &'static [&'static str],
+    response: &'static str,
+}
+
+/// The corpus workflows that ask (`core.ask`), each with its answers, in
+/// order, as INDEX.md gives them.
+fn asking_cases() -> Vec<(Case, &'static [Answer])> {
+    const YES: &str = r#"{"approved": true}"#;
+    let finished = |r: &Run| {
+        holds(
+            "task finish succeeded",
+            r.statuses("finish") == ["succeeded"],
+        )
+    };
+    vec![
+        (
+            Case {
+                action: "orquesta-ask-basic",
+                parameters: json!({}),
+                status: "succeeded",
+                check: |r| {
+                    let mut out = holds(
+                        "task finish succeeded",
+                        r.statuses("finish") == ["succeeded"],
+                    );
+                    out.extend(holds("task stop never ran", r.count("stop") == 0));
+                    out
+                },
+            },
+            &[Answer {
+                path: &["get_approval"],
+                response: YES,
+            }],
+        ),
+        (
+            Case {
+                action: "orquesta-ask-parallel",
+                parameters: json!({}),
+                status: "succeeded",
+                check: finished,
+            },
+            &[
+                Answer {
+                    path: &["ask_jack"],
+                    response: YES,
+                },
+                Answer {
+                    path: &["ask_jill"],
+                    response: YES,
+                },
+            ],
+        ),
+        (
+            Case {
+                action: "orquesta-ask-nested",
+                parameters: json!({}),
+                status: "succeeded",
+                check: |r| {
+                    let child: Vec<String> = r
+                        .nested
+                        .iter()
+                        .flat_map(|(_, tasks)| tasks)
+                        .map(|(t, s, _)| format!("{t}:{s}"))
+                        .collect();
+                    let mut out = holds(
+                        "task finish succeeded",
+                        r.statuses("finish") == ["succeeded"],
+                    );
+                    out.extend(holds(
+                        &format!("the subworkflow asked and finished (got {child:?})"),
+                        child.contains(&"get_approval:succeeded".to_owned())
+                            && child.contains(&"finish:succeeded".to_owned()),
+                    ));
+                    out
+                },
+            },
+            &[Answer {
+                path: &["get_approval", "get_approval"],
+                response: YES,
+            }],
+        ),
+        (
+            Case {
+                action: "orquesta_ask_multiple_parameters",
+                parameters: json!({}),
+                status: "succeeded",
+                check: |r| {
+                    let mut out = holds(
+                        "task echo_extra_message succeeded",
+                        r.statuses("echo_extra_message") == ["succeeded"],
+                    );
+                    out.extend(holds(
+                        "task finish succeeded",
+                        r.statuses("finish") == ["succeeded"],
+                    ));
+                    out
+                },
+            },
+            &[Answer {
+                path: &["get_approval"],
+                response: r#"{"approved": true, "department_id": 7, "extra_output": "x"}"#,
+            }],
+        ),
+        (
+            Case {
+                action: "orquesta_ask_multiple_parameters",
+                parameters: json!({}),
+                status: "failed",
+                check: |r| {
+                    let mut out = holds("task stop succeeded", r.statuses("stop") == ["succeeded"]);
+                    out.extend(holds("task finish never ran", r.count("finish") == 0));
+                    out
+                },
+            },
+            &[Answer {
+                path: &["get_approval"],
+                response: r#"{"approved": false, "department_id": 7}"#,
+            }],
+        ),
+    ]
+}
+
+/// Give `wf` its answers: each inquiry waits `pending` in a workflow, and
+/// every workflow on the way to it is `paused`, before it is answered.
+async fn answer_all(server: &Server, wf: &str, answers: &[Answer]) -> Result<(), String> {
+    let admin = server.as_key(&server.key);
+    for answer in answers {
+        let mut at = wf.to_owned();
+        let mut holding = Vec::new();
+        for task in answer.path {
+            holding.push(at.clone());
+            let e = task_execution(server, &at, task).await;
+            at = e["id"].as_str().unwrap_or_default().to_owned();
+        }
+        server
+            .wait_for(&format!("/api/v1/executions/{at}"), |e| {
+                e["status"] == "pending"
+            })
+            .await;
+        // The innermost workflow pauses once nothing else runs in it;
+        // those above, once it has.
+        for id in holding.iter().rev() {
+            server
+                .wait_for(&format!("/api/v1/executions/{id}"), |e| {
+                    e["status"] == "paused"
+                })
+                .await;
+        }
+        let (status, body) = admin
+            .put(
+                &format!("/api/v1/inquiries/{at}"),
+                &json!({"id": at, "response": serde_json::from_str::<Value>(answer.response).unwrap_or_default()}),
+            )
+            .await;
+        if status != 200 {
+            return Err(format!(
+                "answer {} to {:?}: {status} {body}",
+                answer.response, answer.path
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Corpus workflows that call actions Squall does not have yet, with what
 /// each waits for.
 const WAITING: &[(&str, &str)] = &[
-    ("orquesta-ask-basic", "core.ask (inquiries)"),
-    ("orquesta-ask-parallel", "core.ask (inquiries)"),
-    ("orquesta-ask-nested", "core.ask (inquiries)"),
-    ("orquesta-ask-multiple-parameters", "core.ask (inquiries)"),
     (
         "orquesta-mock-create-vm",
         "examples.python-mock-create-vm (a Python action)",
@@ -471,13 +634,14 @@ fn tasks_of(server: &Server, id: &str) -> Vec<(String, String, String, String)> 
         .collect()
 }
 
-async fn run_case(server: &Server, case: &Case) -> Result<(), String> {
+async fn run_case(server: &Server, case: &Case, answers: &[Answer]) -> Result<(), String> {
     let created = server
         .run(
             &format!("examples.{}", case.action),
             case.parameters.clone(),
         )
         .await;
+    answer_all(server, created["id"].as_str().unwrap_or_default(), answers).await?;
     let execution = server.finished(&created["id"]).await;
     let id = execution["id"].as_str().unwrap_or_default().to_owned();
     let tasks = tasks_of(server, &id);
@@ -529,12 +693,17 @@ pub(crate) async fn orquesta_conformance() {
         squall_reactor::ReactorConfig::default(),
     )
     .await;
-    let cases = cases();
+    let mut cases: Vec<(Case, &[Answer])> = cases().into_iter().map(|c| (c, &[][..])).collect();
+    cases.extend(asking_cases());
     // All at once: several wait on delays and sleeps of their own.
-    let outcomes =
-        futures_util::future::join_all(cases.iter().map(|case| run_case(&server, case))).await;
+    let outcomes = futures_util::future::join_all(
+        cases
+            .iter()
+            .map(|(case, answers)| run_case(&server, case, answers)),
+    )
+    .await;
     let mut misses = Vec::new();
-    for (case, outcome) in cases.iter().zip(outcomes) {
+    for ((case, _), outcome) in cases.iter().zip(outcomes) {
         if let Err(why) = outcome {
             misses.push(format!("  miss: {}: {why}", case.action));
         }

@@ -447,7 +447,7 @@ fn action_shape(meta: &squall_core::manifest::ActionMeta) -> Value {
         "name": meta.action_ref.name(),
         "description": meta.description,
         "enabled": meta.enabled,
-        "runner_type": "wasm",
+        "runner_type": meta.runner.as_str(),
         "entry_point": meta.entry_point.display().to_string(),
         "parameters": meta.parameters.source(),
         "output_schema": meta.output_schema,
@@ -533,7 +533,7 @@ fn one_action(
 /// The action's parameters with the runner's beneath them (an action's
 /// own declaration of a runner parameter wins), as StackStorm merges them.
 fn merged_parameters(meta: &squall_core::manifest::ActionMeta) -> Value {
-    let mut all = crate::packs::wasm_runner()["runner_parameters"]
+    let mut all = crate::packs::runner_type(meta.runner)["runner_parameters"]
         .as_object()
         .cloned()
         .unwrap_or_default();

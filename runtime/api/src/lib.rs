@@ -14,6 +14,7 @@ mod accounts;
 mod auth;
 mod error;
 mod executions;
+mod inquiries;
 mod keys;
 mod openapi;
 mod packs;

@@ -59,6 +59,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::v1::webhook,
         crate::v1::get_webhook,
         crate::workflows::inspect,
+        crate::inquiries::list_inquiries,
+        crate::inquiries::get_inquiry,
+        crate::inquiries::respond,
         crate::v1::list_rule_types,
         crate::v1::get_rule_type,
         crate::v1::list_trigger_types,
@@ -148,7 +151,8 @@ mod tests {
                     .count()
             })
             .sum();
-        assert_eq!(operations, 63, "one operation per route");
+        assert_eq!(operations, 66, "one operation per route");
+        assert!(doc.paths.paths.contains_key("/api/v1/inquiries/{id}"));
         assert!(doc.paths.paths.contains_key("/api/v1/workflows/inspect"));
         let upload = doc
             .paths

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 use crate::v1::{ApiResult, page, paged};
+use squall_core::manifest::RunnerType;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -172,24 +173,48 @@ pub(crate) async fn uninstall(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Squall's one runner: a WebAssembly component of the `action` world.
-pub(crate) fn wasm_runner() -> Value {
+/// A runner as `/api/v1/runnertypes` shows it.
+fn runner_shape(name: &str, description: &str, parameters: Value) -> Value {
     json!({
-        "id": "wasm",
-        "uid": "runner_type:wasm",
-        "name": "wasm",
+        "id": name,
+        "uid": format!("runner_type:{name}"),
+        "name": name,
         "enabled": true,
-        "description": "Runs the action as a WebAssembly component (squall:automation action world) in its own sandbox.",
-        "runner_module": "wasm",
-        "runner_parameters": {
-            "timeout": {
-                "type": "integer",
-                "description": "Seconds the action may run before it is stopped (status timeout).",
-                "default": squall_core::manifest::DEFAULT_TIMEOUT_SECS,
-            },
-        },
+        "description": description,
+        "runner_module": name,
+        "runner_parameters": parameters,
     })
 }
+
+/// The runner `runner`, with the parameters it adds to its actions'.
+pub(crate) fn runner_type(runner: RunnerType) -> Value {
+    match runner {
+        RunnerType::Wasm => runner_shape(
+            runner.as_str(),
+            "Runs the action as a WebAssembly component (squall:automation action world) in its own sandbox.",
+            json!({
+                "timeout": {
+                    "type": "integer",
+                    "description": "Seconds the action may run before it is stopped (status timeout).",
+                    "default": squall_core::manifest::DEFAULT_TIMEOUT_SECS,
+                },
+            }),
+        ),
+        RunnerType::Orquesta => runner_shape(
+            runner.as_str(),
+            "Runs a workflow in Orquesta's language; each task runs an action of its own.",
+            json!({}),
+        ),
+        RunnerType::Inquirer => runner_shape(
+            runner.as_str(),
+            "Asks a person a question and waits (pending) for a response that passes its schema.",
+            Value::Object(squall_core::manifest::inquirer_parameters()),
+        ),
+    }
+}
+
+/// Every runner Squall has.
+const RUNNERS: [RunnerType; 3] = [RunnerType::Wasm, RunnerType::Orquesta, RunnerType::Inquirer];
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct RunnerQuery {
@@ -203,9 +228,12 @@ pub(crate) struct RunnerQuery {
     responses((status = 200, description = "OK"), crate::openapi::Faults)
 )]
 pub(crate) async fn list_runners(ApiQuery(q): ApiQuery<RunnerQuery>) -> Json<Value> {
-    let runner = wasm_runner();
-    let matches = q.name.as_deref().is_none_or(|n| n == "wasm");
-    Json(if matches { json!([runner]) } else { json!([]) })
+    let runners = RUNNERS
+        .into_iter()
+        .filter(|r| q.name.as_deref().is_none_or(|n| n == r.as_str()))
+        .map(runner_type)
+        .collect();
+    Json(Value::Array(runners))
 }
 
 #[utoipa::path(
@@ -216,11 +244,15 @@ pub(crate) async fn list_runners(ApiQuery(q): ApiQuery<RunnerQuery>) -> Json<Val
     responses((status = 200, description = "OK"), crate::openapi::Faults)
 )]
 pub(crate) async fn get_runner(Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    if name == "wasm" {
-        Ok(Json(wasm_runner()))
-    } else {
-        Err(ApiError::NotFound(format!(
-            "runner type '{name}' not found (Squall's one runner is 'wasm')"
-        )))
-    }
+    RUNNERS
+        .into_iter()
+        .find(|r| r.as_str() == name)
+        .map(|r| Json(runner_type(r)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = RUNNERS.iter().map(|r| r.as_str()).collect();
+            ApiError::NotFound(format!(
+                "runner type '{name}' not found (Squall's runners: {})",
+                names.join(", ")
+            ))
+        })
 }

@@ -22,11 +22,7 @@ pub(crate) fn execution(e: &Execution) -> Value {
         context["trace_context"] = json!({"trace_tag": tag});
     }
     // A workflow's own execution carries its workflow record's id.
-    let runner = if e.context.contains_key("workflow_execution") {
-        "orquesta"
-    } else {
-        "wasm"
-    };
+    let runner = e.runner();
     let parent = e
         .context
         .get("parent")

@@ -53,6 +53,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::packs::routes())
         .merge(crate::stream::routes())
         .merge(crate::workflows::routes())
+        .merge(crate::inquiries::routes())
 }
 
 /// Whether the server answers (no authentication needed).

@@ -430,6 +430,11 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
         packs = load_for_run(&paths, &action, false)?;
     }
     let (pack, meta) = packs.action(&action)?;
+    if meta.runner == squall_core::manifest::RunnerType::Inquirer {
+        bail!(
+            "'{action}' asks a person and waits for the response, which comes through a server's API: run it on a server (`squall --url URL run {action}`), then answer it with `squall inquiry respond`"
+        );
+    }
     // (Not after --build: a build that had nothing to do leaves the
     // component's time as it was.)
     if let Some((source, component)) = stale_sources(pack, meta).filter(|_| !args.build) {

@@ -13,6 +13,7 @@ mod bench_sensors;
 mod bench_workflows;
 mod client;
 mod commands;
+mod inquiry;
 mod remote;
 mod rules;
 mod sensor;
@@ -115,6 +116,9 @@ enum Command {
     /// Users with passwords, for tokens (POST /auth/v1/tokens).
     #[command(subcommand)]
     User(accounts::UserCommand),
+    /// Inquiries on a server (--url): list, get, respond (st2 inquiry).
+    #[command(subcommand)]
+    Inquiry(inquiry::InquiryCommand),
     /// Orquesta workflows: inspect a definition without running it.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Apikey(cmd) => accounts::apikey(&cli.data_dir, &remote, cmd),
         Command::User(cmd) => accounts::user(&cli.data_dir, cmd),
         Command::Workflow(cmd) => workflow::workflow(cmd),
+        Command::Inquiry(cmd) => inquiry::inquiry(&remote, cmd),
         Command::Bench(cmd) => bench::bench(&cli.data_dir, cmd),
     };
     match outcome {

@@ -110,7 +110,7 @@ fn failed_execution_exits_non_zero() {
 #[test]
 fn bad_requests_give_one_clear_line_and_run_nothing() {
     let env = Env::new();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["core.sleep", "seconds=abc"],
             "error: invalid parameters for 'core.sleep': parameter 'seconds': 'abc' is not a number",
@@ -121,7 +121,11 @@ fn bad_requests_give_one_clear_line_and_run_nothing() {
         ),
         (
             &["core.nope"],
-            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: echo, fail, http, noop, sleep)",
+            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: ask, echo, fail, http, noop, sleep)",
+        ),
+        (
+            &["core.ask"],
+            "error: 'core.ask' asks a person and waits for the response, which comes through a server's API: run it on a server (`squall --url URL run core.ask`), then answer it with `squall inquiry respond`",
         ),
         (
             &["core.echo", "colour=red"],
@@ -1320,6 +1324,187 @@ fn workflows_survive_kills_at_random_points_without_running_a_task_twice() {
         workflows.len(),
         seen.len(),
         all.iter().filter(|e| e["status"] == "abandoned").count()
+    );
+    server.terminate();
+}
+
+/// A workflow that asks, then echoes the answer after a delay:
+/// `asking.go`.
+fn asking_pack() -> tempfile::TempDir {
+    let dir = squall_tests::pack_of("asking", &[]);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    std::fs::write(
+        actions.join("go.yaml"),
+        "name: go\nrunner_type: orquesta\nentry_point: workflows/go.yaml\n",
+    )
+    .expect("write action");
+    std::fs::write(
+        actions.join("workflows/go.yaml"),
+        r#"version: 1.0
+output:
+  - said: <% ctx(said) %>
+tasks:
+  ask:
+    action: core.ask
+    input:
+      schema:
+        type: object
+        properties:
+          approved: {type: boolean, description: "Go ahead?", required: true}
+          reason: {type: string, description: "Why?"}
+    next:
+      - when: <% succeeded() %>
+        publish: answer=<% result().response.approved %>
+        do: later
+  later:
+    delay: 4
+    action: core.echo message="answered <% ctx(answer) %>"
+    next:
+      - publish: said=<% result().stdout %>
+"#,
+    )
+    .expect("write workflow");
+    dir
+}
+
+impl Served {
+    /// The id of the one inquiry waiting, once there is one.
+    fn waiting_inquiry(&self) -> String {
+        wait_until("an inquiry waiting", || {
+            let list = self.get_json("/api/v1/inquiries");
+            list[0]["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| list.to_string())
+        })
+    }
+}
+
+/// Answered, then killed -9 before the workflow's next task ran: after a
+/// restart the workflow goes on from the answer, which was recorded with
+/// its resume in one write, and a second answer is refused.
+#[test]
+fn an_answer_survives_a_kill_and_is_applied_exactly_once() {
+    use serde_json::json;
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, asking) = (squall_tests::core_pack(), asking_pack());
+    let packs = [core.path(), asking.path()];
+    let server = Served::start(data.path(), &packs);
+    let wf = server.execute(json!({"action": "asking.go"}));
+    let inquiry = server.waiting_inquiry();
+    server.wait_until("the workflow paused", |all| {
+        all.iter()
+            .any(|e| e["id"] == wf.as_str() && e["status"] == "paused")
+    });
+    let answer = json!({"id": inquiry, "response": {"approved": true}}).to_string();
+    let (status, _, body) = server.request("PUT", &format!("/api/v1/inquiries/{inquiry}"), &answer);
+    assert_eq!(status, 200, "{body}");
+    // At once: `later` waits out its delay.
+    server.kill();
+
+    let server = Served::start(data.path(), &packs);
+    let all = server.wait_until("the workflow finishes", |all| {
+        all.iter().any(|e| e["id"] == wf.as_str() && completed(e))
+    });
+    let by_id = |id: &str| all.iter().find(|e| e["id"] == id).expect("listed").clone();
+    let done = by_id(&wf);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"]["said"], "answered True");
+    let asked = by_id(&inquiry);
+    assert_eq!(asked["status"], "succeeded");
+    assert_eq!(asked["result"]["response"], json!({"approved": true}));
+    let later = all
+        .iter()
+        .filter(|e| e["context"]["orquesta"]["task_name"] == "later")
+        .count();
+    assert_eq!(later, 1, "the task after the answer ran once");
+    let (status, _, body) = server.request("PUT", &format!("/api/v1/inquiries/{inquiry}"), &answer);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("already been responded to"), "{body}");
+    server.terminate();
+}
+
+/// `squall inquiry list`, `get`, and `respond` with its prompts, through
+/// a server.
+#[test]
+fn inquiry_commands_list_show_and_answer_with_prompts() {
+    use std::io::Write as _;
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, asking) = (squall_tests::core_pack(), asking_pack());
+    let server = Served::start(data.path(), &[core.path(), asking.path()]);
+    let url = format!("http://{}", server.addr);
+    let client = tempfile::tempdir().expect("tempdir");
+    let squall = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+            .arg("--data-dir")
+            .arg(client.path())
+            .args(args)
+            .env("SQUALL_URL", &url)
+            .env("SQUALL_API_KEY", &server.key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("squall runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("squall ends")
+    };
+    let wf = server.execute(serde_json::json!({"action": "asking.go"}));
+    let inquiry = server.waiting_inquiry();
+
+    let out = squall(&["inquiry", "list"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&inquiry), "{}", stdout(&out));
+    let out = squall(&["inquiry", "get", &inquiry], "");
+    assert!(stdout(&out).contains("Go ahead?"), "{}", stdout(&out));
+
+    // Prompted: a wrong answer is asked again; the optional one is skipped.
+    let out = squall(&["inquiry", "respond", &inquiry], "perhaps\nno\n\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let asked = stderr(&out);
+    assert!(
+        asked.contains("Go ahead? (approved: boolean, required)"),
+        "{asked}"
+    );
+    assert!(asked.contains("'perhaps' is not yes or no"), "{asked}");
+    assert!(
+        stdout(&out).contains("Response accepted"),
+        "{}",
+        stdout(&out)
+    );
+    let all = server.wait_until("the workflow finishes", |all| {
+        all.iter().any(|e| e["id"] == wf.as_str() && completed(e))
+    });
+    let asked = all
+        .iter()
+        .find(|e| e["id"] == inquiry.as_str())
+        .expect("listed");
+    assert_eq!(
+        asked["result"]["response"],
+        serde_json::json!({"approved": false})
+    );
+
+    let out = squall(
+        &[
+            "inquiry",
+            "respond",
+            &inquiry,
+            "-r",
+            r#"{"approved": true}"#,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already been responded to. (HTTP 400)"),
+        "{}",
+        stderr(&out)
     );
     server.terminate();
 }

@@ -75,7 +75,15 @@ impl ExecutionStatus {
             Scheduled => matches!(next, Running | Delayed | Canceled | Failed),
             Running => matches!(
                 next,
-                Succeeded | Failed | Timeout | Canceling | Canceled | Abandoned | Pausing | Paused
+                Succeeded
+                    | Failed
+                    | Timeout
+                    | Canceling
+                    | Canceled
+                    | Abandoned
+                    | Pausing
+                    | Paused
+                    | Pending
             ),
             // A pausing workflow's last active task may end it.
             Pausing => matches!(
@@ -88,7 +96,13 @@ impl ExecutionStatus {
             ),
             // The run may end on its own before the cancel reaches it.
             Canceling => matches!(next, Canceled | Succeeded | Failed | Timeout | Abandoned),
-            Pending | Paused => matches!(next, Running | Resuming | Canceled | Canceling | Failed),
+            // An inquiry is answered (`succeeded`) or outlives its ttl
+            // (`timeout`).
+            Pending => matches!(
+                next,
+                Succeeded | Timeout | Running | Resuming | Canceled | Canceling | Failed
+            ),
+            Paused => matches!(next, Running | Resuming | Canceled | Canceling | Failed),
             Succeeded | Failed | Timeout | Canceled | Abandoned => false,
         }
     }
@@ -178,6 +192,19 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// The name of the runner that ran it: `orquesta` for a workflow (its
+    /// context names its workflow record), the name its context keeps for
+    /// another runner (`inquirer`), else `wasm`.
+    pub fn runner(&self) -> &str {
+        if self.context.contains_key("workflow_execution") {
+            return "orquesta";
+        }
+        self.context
+            .get("runner")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("wasm")
+    }
+
     /// Move to `status`, timestamped in the log. Returns false (and changes
     /// nothing) when StackStorm's lifecycle does not allow it.
     pub fn transition(&mut self, status: ExecutionStatus) -> bool {
@@ -234,6 +261,10 @@ mod tests {
             &[Requested, Delayed, Canceled],
             &[Requested, Scheduled, Delayed, Scheduled, Canceled],
             &[Requested, Canceled],
+            // An inquiry: answered, or past its ttl.
+            &[Requested, Scheduled, Running, Pending, Succeeded],
+            &[Requested, Scheduled, Running, Pending, Timeout],
+            &[Requested, Scheduled, Running, Pending, Canceled],
         ];
         for path in paths {
             for pair in path.windows(2) {
@@ -243,6 +274,10 @@ mod tests {
         assert!(!Requested.can_become(Running), "scheduling comes first");
         assert!(!Running.can_become(Requested));
         assert!(!Canceling.can_become(Running));
+        assert!(
+            !Paused.can_become(Timeout),
+            "only an inquiry times out waiting"
+        );
     }
 
     #[test]

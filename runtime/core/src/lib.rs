@@ -12,6 +12,7 @@ pub mod events;
 pub mod execution;
 pub mod functions;
 pub mod ids;
+pub mod inquiry;
 pub mod kv;
 pub mod manifest;
 pub mod metrics;

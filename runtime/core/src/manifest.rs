@@ -307,6 +307,9 @@ pub struct RunnerOptions {
     pub timeout: Duration,
 }
 
+/// StackStorm's runner of `core.ask`.
+pub const INQUIRER_RUNNER: &str = "inquirer";
+
 /// StackStorm's runner names for a workflow in Orquesta's language.
 pub const ORQUESTA_RUNNERS: [&str; 2] = ["orquesta", "orchestra"];
 
@@ -317,6 +320,9 @@ pub enum RunnerType {
     Wasm,
     /// A workflow in Orquesta's language (`runner_type: orquesta`).
     Orquesta,
+    /// A question to a person (`runner_type: inquirer`, StackStorm's
+    /// `core.ask`): the execution waits `pending` for an answer.
+    Inquirer,
 }
 
 impl RunnerType {
@@ -325,6 +331,7 @@ impl RunnerType {
         match self {
             Self::Wasm => WASM_RUNNER,
             Self::Orquesta => "orquesta",
+            Self::Inquirer => INQUIRER_RUNNER,
         }
     }
 }
@@ -353,12 +360,14 @@ impl ActionMeta {
             RunnerType::Wasm
         } else if ORQUESTA_RUNNERS.contains(&raw.runner_type.as_str()) {
             RunnerType::Orquesta
+        } else if raw.runner_type == INQUIRER_RUNNER {
+            RunnerType::Inquirer
         } else {
             return Err(ManifestError::field(
                 file,
                 "runner_type",
                 format!(
-                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) and workflows (runner_type: orquesta)",
+                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta) and inquiries (runner_type: inquirer)",
                     raw.runner_type
                 ),
             ));
@@ -374,8 +383,13 @@ impl ActionMeta {
         }
         let action_ref = ActionRef::new(pack.clone(), raw.name.clone())
             .map_err(|e| ManifestError::field(file, "name", e.to_string()))?;
-        let entry_point = relative_path(&raw.entry_point)
-            .map_err(|m| ManifestError::field(file, "entry_point", m))?;
+        // An inquiry runs nothing of the pack's (st2's `core.ask` has
+        // `entry_point: ''`).
+        let entry_point = match runner {
+            RunnerType::Inquirer => PathBuf::new(),
+            _ => relative_path(&raw.entry_point)
+                .map_err(|m| ManifestError::field(file, "entry_point", m))?,
+        };
         let extension = entry_point.extension().and_then(|e| e.to_str());
         match runner {
             RunnerType::Wasm if extension != Some("wasm") => {
@@ -401,6 +415,7 @@ impl ActionMeta {
         let mut block = match runner {
             RunnerType::Wasm => runner_parameters(),
             RunnerType::Orquesta => Map::new(),
+            RunnerType::Inquirer => inquirer_parameters(),
         };
         // An action may override a runner parameter (e.g. its timeout default).
         block.extend(raw.parameters);
@@ -446,6 +461,55 @@ fn runner_parameters() -> Map<String, Value> {
             "default": DEFAULT_TIMEOUT_SECS,
             "description": "Seconds before the execution is stopped and marked timeout.",
         }
+    }) else {
+        unreachable!("literal object")
+    };
+    block
+}
+
+/// The `inquirer` runner's parameters, with StackStorm's defaults.
+/// `ttl` is a number here (st2: an integer), so an inquiry may also
+/// wait a fraction of a minute.
+pub fn inquirer_parameters() -> Map<String, Value> {
+    let Value::Object(block) = serde_json::json!({
+        "schema": {
+            "type": "object",
+            "description": "JSON schema the response must satisfy.",
+            "default": {
+                "title": "response_data",
+                "type": "object",
+                "properties": {
+                    "continue": {
+                        "type": "boolean",
+                        "description": "Would you like to continue the workflow?",
+                        "required": true,
+                    }
+                },
+            },
+        },
+        "ttl": {
+            "type": "number",
+            "minimum": 0,
+            "default": 1440,
+            "description": "Minutes before an unanswered inquiry times out; 0 waits for ever.",
+        },
+        "users": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Users who may respond (none listed: anyone who may write).",
+        },
+        "roles": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Roles that may respond: viewer, operator, admin (none listed: any).",
+        },
+        "route": {
+            "type": "string",
+            "default": "",
+            "description": "A tag for rules that route the question (the inquiry trigger's `route`).",
+        },
     }) else {
         unreachable!("literal object")
     };
@@ -843,6 +907,25 @@ mod tests {
     }
 
     #[test]
+    fn an_inquiry_takes_stackstorms_parameters_and_defaults() {
+        let text = "name: ask\nrunner_type: inquirer\nentry_point: ''\n";
+        let a = ActionMeta::parse(text, Path::new("ask.yaml"), &core()).expect("valid");
+        assert_eq!(a.runner, RunnerType::Inquirer);
+        let (params, _) = a.resolve(Map::new()).expect("defaults");
+        assert_eq!(params["ttl"], 1440);
+        assert_eq!(params["users"], serde_json::json!([]));
+        assert_eq!(params["roles"], serde_json::json!([]));
+        assert_eq!(params["route"], "");
+        assert_eq!(
+            params["schema"]["properties"]["continue"]["type"], "boolean",
+            "{params:?}"
+        );
+        let mut given = Map::new();
+        given.insert("ttl".into(), serde_json::json!(-1));
+        assert!(a.resolve(given).is_err(), "a negative ttl is refused");
+    }
+
+    #[test]
     fn action_meta_errors_name_file_and_field() {
         let err = |text: &str| {
             ActionMeta::parse(text, Path::new("a/x.yaml"), &core())
@@ -851,7 +934,7 @@ mod tests {
         };
         assert_eq!(
             err("name: x\nrunner_type: python-script\nentry_point: x.py\n"),
-            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) and workflows (runner_type: orquesta)"
+            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta) and inquiries (runner_type: inquirer)"
         );
         assert_eq!(
             err("name: x\nrunner_type: orquesta\nentry_point: x.wasm\n"),

@@ -15,6 +15,7 @@ pub const DATE_TIMER: &str = "core.st2.DateTimer";
 pub const CRON_TIMER: &str = "core.st2.CronTimer";
 pub const ACTION_TRIGGER: &str = "core.st2.generic.actiontrigger";
 pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
+pub const INQUIRY_TRIGGER: &str = "core.st2.generic.inquiry";
 pub const FILE_WATCH: &str = "core.file_watch";
 
 /// A kind of event, with the schemas of its payload and parameters.
@@ -148,6 +149,15 @@ pub fn builtin_trigger_types() -> Vec<TriggerType> {
                 "glob": {"type": "string"},
                 "recursive": {"type": "boolean"}},
                 "required": ["path"], "additionalProperties": false}),
+        ),
+        (
+            INQUIRY_TRIGGER,
+            "Trigger indicating a new \"inquiry\" has entered \"pending\" status",
+            json!({"type": "object", "properties": {
+                "id": {"type": "string", "description": "ID of the new inquiry."},
+                "route": {"type": "string", "description": "An arbitrary value for allowing rules to route to proper notification channel."}},
+                "additionalProperties": false}),
+            json!({"type": "object"}),
         ),
         (
             NOTIFY_TRIGGER,

@@ -321,6 +321,7 @@ impl Reactor {
         // Recover before the timers start, so nothing they request is
         // mistaken for work left by the previous run.
         reactor.recover().await?;
+        reactor.recover_inquiries()?;
         reactor.reconcile_timers();
         reactor.inner.sensors.sync(&reactor.rules());
         reactor.start_sensors();

@@ -11,6 +11,7 @@
 pub mod dispatch;
 pub mod engine;
 mod file_watch;
+pub mod inquiries;
 pub mod install;
 mod lifecycle;
 pub mod packs;
@@ -25,6 +26,7 @@ pub mod vet;
 mod workflows;
 
 pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
+pub use inquiries::InquiryError;
 pub use install::{ArchiveLimits, InstallError, Installed, PackStore};
 pub use lifecycle::{ExecutionError, ExecutionEvent, ExecutionEventKind};
 pub use packs::{LoadedPack, PackError, PackRegistry, PackSet, Refusal};

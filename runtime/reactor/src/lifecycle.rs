@@ -233,8 +233,14 @@ impl Reactor {
             }
             Phase::Waiting => {
                 self.inner.scheduler.forget(id);
+                let waited = stored.status == ExecutionStatus::Pending;
                 stored.transition(ExecutionStatus::Canceled);
-                stored.result = Some(json!({"error": "canceled before it ran"}));
+                if waited {
+                    // An inquiry: its question stays on the record.
+                    stored.result = Some(crate::inquiries::canceled_result(stored.result.take()));
+                } else {
+                    stored.result = Some(json!({"error": "canceled before it ran"}));
+                }
                 if self.complete(stored.clone(), None).await {
                     Ok(stored)
                 } else {
@@ -430,7 +436,17 @@ impl Reactor {
     /// running, it never stopped. `counted`: `job` is such an execution.
     async fn work_on(&self, mut job: Prepared, counted: bool) -> Option<Prepared> {
         let mut next = None;
-        if matches!(job.work, crate::runner::Work::Workflow(_)) {
+        if matches!(job.work, crate::runner::Work::Inquiry) {
+            // An inquiry holds no worker either: it is recorded `pending`
+            // and waits for its answer.
+            if job.live.start() {
+                let held = std::mem::take(&mut job.held);
+                self.ask(job).await;
+                let woken = self.inner.scheduler.release(&held);
+                self.spawn_enqueue(woken);
+                return None;
+            }
+        } else if matches!(job.work, crate::runner::Work::Workflow(_)) {
             // A workflow holds no worker: it starts, and its tasks run as
             // executions of their own.
             if job.live.start() {
@@ -502,7 +518,12 @@ impl Reactor {
         }
     }
 
-    fn emitted(&self, e: &Execution, trigger_type: &str, payload: Value) -> TriggerInstance {
+    pub(crate) fn emitted(
+        &self,
+        e: &Execution,
+        trigger_type: &str,
+        payload: Value,
+    ) -> TriggerInstance {
         let id = new_id();
         TriggerInstance {
             trace_tag: e.trace_tag.clone().unwrap_or_else(|| id.clone()),
@@ -523,7 +544,7 @@ impl Reactor {
             "start_timestamp": e.start_timestamp,
             "action_name": e.action.name(),
             "action_ref": e.action.to_string(),
-            "runner_ref": "wasm",
+            "runner_ref": e.runner(),
             "parameters": e.parameters,
             "result": e.result,
         });
@@ -583,7 +604,7 @@ impl Reactor {
                         "start_timestamp": e.start_timestamp,
                         "end_timestamp": e.end_timestamp,
                         "action_ref": e.action.to_string(),
-                        "runner_ref": "wasm",
+                        "runner_ref": e.runner(),
                         "channel": route,
                         "route": route,
                         "message": message,

@@ -234,6 +234,7 @@ impl Runner {
                 })?;
                 (Work::Workflow(spec.clone()), Vec::new())
             }
+            RunnerType::Inquirer => (Work::Inquiry, Vec::new()),
         };
         let now = now_rfc3339();
         let (trigger_instance_id, rule_ref) = origin.unzip();
@@ -264,6 +265,13 @@ impl Runner {
         };
         if delay.is_some() {
             execution.transition(ExecutionStatus::Delayed);
+        }
+        if meta.runner == RunnerType::Inquirer {
+            // What the record's runner is, for those who read it (the API's
+            // `runner`, the inquiry listing).
+            execution
+                .context
+                .insert("runner".into(), Value::from(meta.runner.as_str()));
         }
         if meta.runner == RunnerType::Orquesta {
             // StackStorm's mark of a workflow's own execution: its workflow
@@ -383,7 +391,7 @@ impl Runner {
         };
         let Work::Component(component) = &prepared.work else {
             return Err(RunError::Store(squall_store::Error::Corrupt(format!(
-                "execution {}: a workflow is started by the reactor, not run as a component",
+                "execution {}: a workflow or an inquiry is handled by the reactor, not run as a component",
                 execution.id
             ))));
         };
@@ -451,6 +459,8 @@ pub struct Prepared {
 pub(crate) enum Work {
     Component(Arc<ActionComponent>),
     Workflow(Arc<squall_workflow::spec::Workflow>),
+    /// A question to a person: recorded `pending` until answered.
+    Inquiry,
 }
 
 impl Prepared {

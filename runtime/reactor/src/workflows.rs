@@ -303,6 +303,7 @@ impl Reactor {
             let Step {
                 mut runs,
                 mut changed,
+                mut resumed,
             } = step;
             while !runs.is_empty() {
                 let mut refused = Vec::new();
@@ -329,6 +330,7 @@ impl Reactor {
                     );
                     runs.extend(s.runs);
                     changed.extend(s.changed);
+                    resumed |= s.resumed;
                 }
             }
             let state = &flow.conductor.state;
@@ -388,17 +390,20 @@ impl Reactor {
                     };
                     let e = &mut flow.execution;
                     let was = e.status;
-                    if e.status != now {
+                    // Went on from `paused` and held again in the same step
+                    // (one of two inquiries answered): logged all the same.
+                    let again = resumed && was == ExecutionStatus::Paused;
+                    if e.status != now || again {
                         // Resumed: `resuming`, then `running`, as StackStorm logs it.
-                        let through = matches!(
-                            (e.status, now),
+                        let through: &[ExecutionStatus] = match (was, now) {
                             (
                                 ExecutionStatus::Paused | ExecutionStatus::Pausing,
-                                ExecutionStatus::Running
-                            )
-                        )
-                        .then_some(ExecutionStatus::Resuming);
-                        for s in through.into_iter().chain([now]) {
+                                ExecutionStatus::Running,
+                            ) => &[ExecutionStatus::Resuming],
+                            _ if again => &[ExecutionStatus::Resuming, ExecutionStatus::Running],
+                            _ => &[],
+                        };
+                        for &s in through.iter().chain([&now]) {
                             e.status = s;
                             e.log.push(StatusChange {
                                 status: s,
@@ -529,13 +534,23 @@ impl Reactor {
         plan: &'a mut Plan,
     ) -> crate::lifecycle::BoxFutureRef<'a> {
         Box::pin(async move {
-            let mut instances = vec![self.action_trigger(&e)];
-            instances.extend(self.notify_triggers(&e));
+            // An inquiry waiting for its answer has not ended: it asks
+            // (`core.st2.generic.inquiry`), and its task waits `pending`.
+            let waits = e.status == ExecutionStatus::Pending;
+            let instances = if waits {
+                vec![self.inquiry_trigger(&e)]
+            } else {
+                let mut instances = vec![self.action_trigger(&e)];
+                instances.extend(self.notify_triggers(&e));
+                instances
+            };
             let decided = instances
                 .iter()
                 .map(|i| self.decide_and_prepare(i))
                 .collect();
-            let retry = given.and_then(|given| self.retry_of(&e, given));
+            let retry = given
+                .filter(|_| !waits)
+                .and_then(|given| self.retry_of(&e, given));
             let task = task_of(&e);
             let retried = retry.as_ref().map(|r| r.execution.id.clone());
             plan.endings.push(Ending {
@@ -557,7 +572,9 @@ impl Reactor {
                 plan.guards.push(guard);
                 return;
             }
-            guard.children.remove(&(task, item));
+            if !waits {
+                guard.children.remove(&(task, item));
+            }
             let result = e.result.clone().unwrap_or(Value::Null);
             let step = guard
                 .conductor

@@ -413,6 +413,18 @@ impl Store {
         })
     }
 
+    /// Inquiries waiting for an answer (`pending`), oldest first, all
+    /// tenants.
+    pub fn waiting_inquiries(&self) -> Result<Vec<Execution>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions
+                 WHERE tenant_id IN (SELECT id FROM tenants) AND status = 'pending' ORDER BY id"
+            ))?;
+            collect(stmt.query_map([], |row| Ok(execution_from_row(row)))?)
+        })
+    }
+
     /// Delete, in batches of `batch` rows per write, completed executions
     /// and the trigger instances and enforcements recorded before `before`
     /// (RFC 3339). Each batch is its own short write, so the writer serves

@@ -234,6 +234,10 @@ pub struct Step {
     pub runs: Vec<Run>,
     /// Task executions to write (new or changed), by index.
     pub changed: BTreeSet<usize>,
+    /// The workflow went on from `paused` in this step, whatever its
+    /// status is at the step's end (an answer to one of two inquiries
+    /// resumes it, and the other pauses it again).
+    pub resumed: bool,
 }
 
 /// Bounds on one workflow.
@@ -704,6 +708,9 @@ impl Conductor {
     /// Running again: staged tasks start, with-items tasks start their
     /// next items.
     fn go_on(&mut self) {
+        if self.state.head.status == WorkflowStatus::Paused {
+            self.step.resumed = true;
+        }
         self.state.head.status = WorkflowStatus::Running;
         self.state.head.pause_requested = false;
         for i in 0..self.state.tasks.len() {

@@ -942,11 +942,26 @@ fn with_two_pending_tasks_each_answer_resumes_and_the_other_pauses_again() {
     assert_eq!(sim.status(), WorkflowStatus::Paused);
     let step = sim.c.action_ended(a.task, a.item, "succeeded", json!({}));
     assert_eq!(sim.status(), WorkflowStatus::Running, "a2 runs");
+    assert!(step.resumed);
     sim.take(step.runs);
     sim.one(); // a2 ends: only b's inquiry is left
     assert_eq!(sim.status(), WorkflowStatus::Paused);
     sim.c.action_ended(b.task, b.item, "succeeded", json!({}));
     assert_eq!(sim.status(), WorkflowStatus::Succeeded);
+
+    // Answered with nothing to do after it: resumed and paused again in
+    // one step, which says so.
+    let mut sim = Sim::start(
+        "version: 1.0\ntasks:\n  a:\n    action: test.ok\n  b:\n    action: test.ok\n",
+        json!({}),
+    );
+    let (a, b) = (sim.take_run("a"), sim.take_run("b"));
+    sim.c.action_ended(a.task, a.item, "pending", json!({}));
+    let step = sim.c.action_ended(b.task, b.item, "pending", json!({}));
+    assert!(!step.resumed);
+    let step = sim.c.action_ended(a.task, a.item, "succeeded", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    assert!(step.resumed, "{step:?}");
 
     // An inquiry that times out fails its task: `failed()` can route it.
     let mut sim = Sim::start(
