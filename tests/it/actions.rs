@@ -79,7 +79,7 @@ async fn bad_requests_are_refused_and_nothing_runs() {
     assert!(matches!(err, RunError::Pack(_)), "{err}");
     assert_eq!(
         err.to_string(),
-        "unknown action 'core.nope': pack 'core' has no action 'nope' (it has: ask, echo, fail, http, noop, sleep)"
+        "unknown action 'core.nope': pack 'core' has no action 'nope' (it has: ask, echo, fail, http, local, local_sudo, noop, remote, remote_sudo, sleep)"
     );
     let err = h
         .run("core.echo", json!({"message": "x", "timeout": 0}))

@@ -4,6 +4,7 @@
 mod actions;
 mod automaton;
 mod egress;
+mod host;
 mod hostile;
 mod inquiries;
 mod lifecycle;
@@ -11,6 +12,7 @@ mod packs;
 mod sandbox;
 mod sensors;
 mod server;
+mod ssh;
 mod st2client;
 mod tenants;
 mod util;
@@ -34,7 +36,6 @@ mod guest_tests {
     pub(crate) use super::sensors::directory_sensor_logs_created_modified_deleted as EXAMPLES_SENSOR;
     pub(crate) use super::sensors::file_watch_drives_the_same_action as EXAMPLES_ACTIONS;
     pub(crate) use super::sensors::sensor_kv_state_survives_a_restart as SENSOR;
-    pub(crate) use super::workflows::orquesta_conformance as SHELL;
 }
 
 macro_rules! assert_test_exists {

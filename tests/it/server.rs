@@ -79,6 +79,8 @@ pub(crate) struct Setup {
     pub(crate) egress: squall_sandbox::Egress,
     /// Bytes each tenant's datastore may hold.
     pub(crate) kv_quota: Option<u64>,
+    /// Which tenants may run commands on hosts.
+    pub(crate) host: squall_reactor::HostRunners,
 }
 
 pub(crate) struct Server {
@@ -103,9 +105,21 @@ impl Server {
 
     /// A server over `packs` (kept alive with it) and a fresh store.
     pub(crate) async fn start_with(packs: Vec<TempDir>, config: ReactorConfig) -> Self {
+        Self::start_with_setup(
+            packs,
+            Setup {
+                config,
+                ..Setup::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Server::start_with`] with everything settable.
+    pub(crate) async fn start_with_setup(packs: Vec<TempDir>, setup: Setup) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let paths: Vec<_> = packs.iter().map(|d| d.path().to_owned()).collect();
-        let mut server = Self::start_in(data.path(), &paths, config, vec![])
+        let mut server = Self::start_setup(data.path(), &paths, setup)
             .await
             .expect("server starts");
         server._dirs = packs.into_iter().chain([data]).collect();
@@ -143,6 +157,7 @@ impl Server {
             allowed,
             egress,
             kv_quota,
+            host,
         } = setup;
         if config.pack_store.is_none() {
             config.pack_store = Some(
@@ -164,7 +179,8 @@ impl Server {
         let packs_set = PackSet::load(packs).map_err(|e| e.to_string())?;
         let runner = Runner::new(sandbox(), store.clone(), Arc::new(packs_set), test_limits())
             .with_allowed_dirs(allowed)
-            .with_egress(egress);
+            .with_egress(egress)
+            .with_host_runners(host);
         let reactor = Reactor::start(store, runner, &config)
             .await
             .map_err(|e| e.to_string())?;

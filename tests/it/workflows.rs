@@ -45,20 +45,6 @@ fn corpus_pack(corpus: &Path) -> TempDir {
     dir
 }
 
-/// `packs/core` with the test stand-in for `core.local` (a small shell
-/// whose files live in the datastore) until Squall has host runners.
-fn core_with_local() -> TempDir {
-    let core = squall_tests::core_pack();
-    let actions = core.path().join("actions");
-    std::fs::copy(squall_tests::SHELL, actions.join("local_shell.wasm")).expect("copy shell");
-    std::fs::write(
-        actions.join("local.yaml"),
-        "name: local\nrunner_type: wasm\nentry_point: local_shell.wasm\ndescription: test stand-in for StackStorm's core.local\nparameters:\n  cmd: {type: string, required: true}\n",
-    )
-    .expect("write local.yaml");
-    core
-}
-
 /// What one corpus workflow must do.
 struct Case {
     action: &'static str,
@@ -600,7 +586,7 @@ const WAITING: &[(&str, &str)] = &[
     ),
     (
         "st2cd.st2_get_installed_version",
-        "st2cd.get_distro, core.remote_sudo",
+        "st2cd.get_distro (a Python action)",
     ),
     (
         "st2community.retrieve_data_and_send_daily_stats_to_slack",
@@ -608,7 +594,7 @@ const WAITING: &[(&str, &str)] = &[
     ),
     (
         "napalm.interface_down_workflow",
-        "napalm.get_interfaces, napalm.get_log, core.local, core.sendmail",
+        "napalm.get_interfaces, napalm.get_log, core.sendmail",
     ),
 ];
 
@@ -688,9 +674,13 @@ pub(crate) async fn orquesta_conformance() {
         eprintln!("skipped: no conformance corpus at {}", corpus.display());
         return;
     }
-    let server = Server::start_with(
-        vec![core_with_local(), corpus_pack(&corpus)],
-        squall_reactor::ReactorConfig::default(),
+    // `core.local` runs on this host: the default tenant has host runners.
+    let server = Server::start_with_setup(
+        vec![squall_tests::core_pack(), corpus_pack(&corpus)],
+        crate::server::Setup {
+            host: squall_reactor::HostRunners::for_tenants([TenantId::default_tenant()]),
+            ..Default::default()
+        },
     )
     .await;
     let mut cases: Vec<(Case, &[Answer])> = cases().into_iter().map(|c| (c, &[][..])).collect();

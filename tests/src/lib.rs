@@ -302,3 +302,16 @@ pub fn listening_addr(
         .unwrap_or_else(|| panic!("{what}: unexpected first line {line:?}"))
         .to_owned()
 }
+
+/// Whether this process runs as root (some tests change users, which
+/// only root may).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

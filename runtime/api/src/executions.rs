@@ -65,6 +65,7 @@ impl From<RunError> for ApiError {
             RunError::Component { .. } => Self::Internal(e.to_string()),
             RunError::ShuttingDown => Self::Unavailable(e.to_string()),
             RunError::Quota(_) => Self::TooManyRequests(e.to_string()),
+            RunError::HostRunnersOff(_) => Self::Forbidden(e.to_string()),
             other => Self::BadRequest(other.to_string()),
         }
     }

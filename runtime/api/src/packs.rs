@@ -149,6 +149,12 @@ pub(crate) async fn upload(
     );
     let mut shape = pack_shape(&installed.pack);
     shape["replaced_version"] = json!(installed.replaced);
+    // Installed, but refused when run: host runners are off for the tenant.
+    shape["refused_actions"] = installed
+        .refused
+        .iter()
+        .map(|(action, why)| json!({"ref": action.to_string(), "why": why}))
+        .collect();
     Ok((StatusCode::CREATED, Json(shape)).into_response())
 }
 
@@ -188,33 +194,41 @@ fn runner_shape(name: &str, description: &str, parameters: Value) -> Value {
 
 /// The runner `runner`, with the parameters it adds to its actions'.
 pub(crate) fn runner_type(runner: RunnerType) -> Value {
-    match runner {
-        RunnerType::Wasm => runner_shape(
-            runner.as_str(),
-            "Runs the action as a WebAssembly component (squall:automation action world) in its own sandbox.",
-            json!({
-                "timeout": {
-                    "type": "integer",
-                    "description": "Seconds the action may run before it is stopped (status timeout).",
-                    "default": squall_core::manifest::DEFAULT_TIMEOUT_SECS,
-                },
-            }),
-        ),
-        RunnerType::Orquesta => runner_shape(
-            runner.as_str(),
-            "Runs a workflow in Orquesta's language; each task runs an action of its own.",
-            json!({}),
-        ),
-        RunnerType::Inquirer => runner_shape(
-            runner.as_str(),
-            "Asks a person a question and waits (pending) for a response that passes its schema.",
-            Value::Object(squall_core::manifest::inquirer_parameters()),
-        ),
+    let description = match runner {
+        RunnerType::Wasm => {
+            "Runs the action as a WebAssembly component (squall:automation action world) in its own sandbox."
+        }
+        RunnerType::Orquesta => {
+            "Runs a workflow in Orquesta's language; each task runs an action of its own."
+        }
+        RunnerType::Inquirer => {
+            "Asks a person a question and waits (pending) for a response that passes its schema."
+        }
+        RunnerType::LocalShellCmd => {
+            "Runs a shell command on the server's host (only for tenants the operator allows)."
+        }
+        RunnerType::LocalShellScript => {
+            "Runs a script of the pack on the server's host (only for tenants the operator allows)."
+        }
+        RunnerType::RemoteShellCmd => {
+            "Runs a shell command on remote hosts over SSH (only for tenants the operator allows)."
+        }
+        RunnerType::RemoteShellScript => {
+            "Runs a script of the pack on remote hosts over SSH (only for tenants the operator allows)."
+        }
+    };
+    let mut parameters = runner.parameters();
+    if runner == RunnerType::Wasm
+        && let Some(timeout) = parameters.get_mut("timeout")
+    {
+        timeout["description"] =
+            json!("Seconds the action may run before it is stopped (status timeout).");
     }
+    runner_shape(runner.as_str(), description, Value::Object(parameters))
 }
 
 /// Every runner Squall has.
-const RUNNERS: [RunnerType; 3] = [RunnerType::Wasm, RunnerType::Orquesta, RunnerType::Inquirer];
+const RUNNERS: [RunnerType; 7] = RunnerType::ALL;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct RunnerQuery {

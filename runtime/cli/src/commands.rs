@@ -459,8 +459,13 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
     let workflow = meta.runner == squall_core::manifest::RunnerType::Orquesta;
     let store = open_store(data_dir)?;
     let sandbox = Arc::new(open_sandbox(data_dir, 16)?);
+    // In this process, as the user who runs it: `core.local` runs what
+    // that user could type. (A server turns host runners on per tenant.)
     let runner = Runner::new(sandbox, store.clone(), Arc::new(packs), Limits::default())
-        .with_egress(args.egress.egress());
+        .with_egress(args.egress.egress())
+        .with_host_runners(squall_reactor::HostRunners::for_tenants([
+            TenantId::default_tenant(),
+        ]));
     let mut req = RunRequest::new(TenantId::default_tenant(), action, parameters);
     req.trace_tag = args.trace_tag;
     let execution = if workflow {
@@ -1090,6 +1095,18 @@ pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode
                     pack["installed_version"].as_str().unwrap_or_default(),
                     pack["actions"]
                 );
+                let refused: Vec<&str> = pack["refused_actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["ref"].as_str())
+                    .collect();
+                if !refused.is_empty() {
+                    println!(
+                        "refused when run: {} (they run commands on hosts; this server has not turned host runners on for your tenant)",
+                        refused.join(", ")
+                    );
+                }
             }
         }
         PackCommand::Remove { pack } => {

@@ -63,7 +63,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: the HTTP API, webhooks, timers, rules and workers.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Rules: test one offline; list, get, create, enable, disable and
     /// delete on a server (--url).
     #[command(subcommand)]
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
         api_key: cli.api_key.clone(),
     };
     let outcome = match cli.command {
-        Command::Serve(args) => serve::serve(&cli.data_dir, args),
+        Command::Serve(args) => serve::serve(&cli.data_dir, *args),
         Command::Rule(cmd) => rules::rule(&remote, cmd),
         Command::Action(cmd) => remote::action(&remote, cmd),
         Command::Trigger(cmd) => remote::trigger(&remote, cmd),

@@ -58,6 +58,8 @@ pub(crate) struct ServeArgs {
     allow_dirs: Vec<PathBuf>,
     #[command(flatten)]
     egress: crate::commands::EgressArgs,
+    #[command(flatten)]
+    host: HostArgs,
     /// Per tenant: MiB of installed packs together; an install beyond it
     /// is refused (HTTP 429). Default: no limit.
     #[arg(long, value_name = "MIB")]
@@ -90,6 +92,107 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", env = "SQUALL_RUNTIME_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     runtime_threads: Option<u16>,
+}
+
+/// Host runners: commands on the server's host and over SSH.
+#[derive(Debug, Args)]
+pub(crate) struct HostArgs {
+    /// Tenants whose actions may run commands on hosts (core.local,
+    /// core.remote, any local-shell-* or remote-shell-* action),
+    /// comma-separated or repeated. Off by default: a tenant not named is
+    /// refused when it installs or runs such an action. A single-user
+    /// install names `default`.
+    #[arg(
+        long = "host-runners",
+        value_name = "TENANT[,TENANT...]",
+        value_delimiter = ','
+    )]
+    host_runners: Vec<String>,
+    /// The user local commands run as (a name, or UID:GID). Needed when the
+    /// server runs as root; give `root` to mean it.
+    #[arg(long, value_name = "USER")]
+    host_runner_user: Option<String>,
+    /// Hosts remote commands may reach: names (`*.example.com` for any
+    /// subdomain), addresses, CIDR blocks, or `*`; comma-separated or
+    /// repeated. Checked before connecting, on the address the name
+    /// resolves to for address and CIDR entries. Default: none.
+    #[arg(
+        long = "ssh-allowed-hosts",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    ssh_allowed_hosts: Vec<String>,
+    /// The known-hosts file host keys are checked against.
+    /// Default: <data-dir>/ssh_known_hosts.
+    #[arg(long, value_name = "FILE")]
+    ssh_known_hosts: Option<PathBuf>,
+    /// Trust, and record in the known-hosts file, the key of a host not
+    /// yet in it. Without it such a host is refused.
+    #[arg(long)]
+    ssh_trust_on_first_use: bool,
+    /// A private key file remote commands log in with when their action
+    /// gives no `private_key`.
+    #[arg(long, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// The user remote commands log in as when their action gives no
+    /// `username`. Default: --host-runner-user, else the server's user.
+    #[arg(long, value_name = "USER")]
+    ssh_user: Option<String>,
+}
+
+impl HostArgs {
+    /// The host runners these flags turn on, or why they cannot be.
+    fn settings(
+        &self,
+        data_dir: &Path,
+        api_url: &str,
+    ) -> anyhow::Result<squall_reactor::HostRunners> {
+        let mut tenants = Vec::new();
+        for name in self.host_runners.iter().filter(|t| !t.is_empty()) {
+            tenants.push(
+                TenantId::new(name.clone())
+                    .map_err(|e| anyhow::anyhow!("--host-runners: '{name}': {e}"))?,
+            );
+        }
+        let mut host = squall_reactor::HostRunners::for_tenants(tenants);
+        host.api_url = api_url.to_owned();
+        host.run_as = self
+            .host_runner_user
+            .as_deref()
+            .map(squall_reactor::RunAs::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--host-runner-user: {e}"))?;
+        if host.tenants().next().is_some()
+            && host.run_as.is_none()
+            && rustix::process::geteuid().is_root()
+        {
+            anyhow::bail!(
+                "--host-runners: this server runs as root, so host commands would too: give --host-runner-user with an unprivileged user (or `root` to mean it)"
+            );
+        }
+        for entry in &self.ssh_allowed_hosts {
+            host.ssh.allowed.push(
+                squall_reactor::ssh::HostRule::parse(entry)
+                    .map_err(|e| anyhow::anyhow!("--ssh-allowed-hosts: {e}"))?,
+            );
+        }
+        host.ssh.known_hosts = Some(
+            self.ssh_known_hosts
+                .clone()
+                .unwrap_or_else(|| data_dir.join("ssh_known_hosts")),
+        );
+        host.ssh.trust_on_first_use = self.ssh_trust_on_first_use;
+        if let Some(path) = &self.ssh_key {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--ssh-key: cannot read {}", path.display()))?;
+            host.ssh.key = Some(text.into());
+        }
+        host.ssh.user = self
+            .ssh_user
+            .clone()
+            .or_else(|| host.run_as.as_ref().map(|u| u.name.clone()));
+        Ok(host)
+    }
 }
 
 /// Threads for tokio when `--runtime-threads` is not given: every core but
@@ -217,6 +320,8 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let api_url = format!("http://{addr}/api/v1");
+    let runner = runner.with_host_runners(args.host.settings(data_dir, &api_url)?);
     let config = ReactorConfig {
         workers: args.workers.max(1),
         tenant_max_running: args.tenant_max_running,
@@ -227,7 +332,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             executions_per_minute: args.tenant_executions_per_minute,
         },
         max_workflow_tasks: args.max_workflow_tasks.max(1),
-        api_url: format!("http://{addr}/api/v1"),
+        api_url,
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;

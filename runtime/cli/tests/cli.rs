@@ -121,7 +121,7 @@ fn bad_requests_give_one_clear_line_and_run_nothing() {
         ),
         (
             &["core.nope"],
-            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: ask, echo, fail, http, noop, sleep)",
+            "error: unknown action 'core.nope': pack 'core' has no action 'nope' (it has: ask, echo, fail, http, local, local_sudo, noop, remote, remote_sudo, sleep)",
         ),
         (
             &["core.ask"],
@@ -1507,4 +1507,57 @@ fn inquiry_commands_list_show_and_answer_with_prompts() {
         stderr(&out)
     );
     server.terminate();
+}
+
+/// `--host-runners` as root needs a user to run commands as, and a user
+/// that does not exist is named.
+#[test]
+fn host_runner_flags_are_checked_at_start() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let serve = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--packs"])
+            .arg(squall_tests::workspace_root().join("packs/core"))
+            .args(extra)
+            .output()
+            .expect("squall runs")
+    };
+    let out = serve(&[
+        "--host-runners",
+        "default",
+        "--host-runner-user",
+        "no-such-user-here",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--host-runner-user: no user 'no-such-user-here'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = serve(&[
+        "--host-runners",
+        "default",
+        "--host-runner-user",
+        "65534:65534",
+        "--ssh-allowed-hosts",
+        "10.0.0.0/40",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--ssh-allowed-hosts"),
+        "{}",
+        stderr(&out)
+    );
+    let root = squall_tests::running_as_root();
+    if root {
+        let out = serve(&["--host-runners", "default"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("runs as root, so host commands would too"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

@@ -323,6 +323,17 @@ pub enum RunnerType {
     /// A question to a person (`runner_type: inquirer`, StackStorm's
     /// `core.ask`): the execution waits `pending` for an answer.
     Inquirer,
+    /// A shell command on the server's host (`local-shell-cmd`,
+    /// StackStorm's `core.local`); only for tenants the operator allows.
+    LocalShellCmd,
+    /// A script of the pack run on the server's host (`local-shell-script`).
+    LocalShellScript,
+    /// A shell command on remote hosts over SSH (`remote-shell-cmd`,
+    /// `core.remote`).
+    RemoteShellCmd,
+    /// A script of the pack run on remote hosts over SSH
+    /// (`remote-shell-script`).
+    RemoteShellScript,
 }
 
 impl RunnerType {
@@ -332,6 +343,54 @@ impl RunnerType {
             Self::Wasm => WASM_RUNNER,
             Self::Orquesta => "orquesta",
             Self::Inquirer => INQUIRER_RUNNER,
+            Self::LocalShellCmd => "local-shell-cmd",
+            Self::LocalShellScript => "local-shell-script",
+            Self::RemoteShellCmd => "remote-shell-cmd",
+            Self::RemoteShellScript => "remote-shell-script",
+        }
+    }
+
+    /// Every runner, in the order `/api/v1/runnertypes` lists them.
+    pub const ALL: [RunnerType; 7] = [
+        Self::Wasm,
+        Self::Orquesta,
+        Self::Inquirer,
+        Self::LocalShellCmd,
+        Self::LocalShellScript,
+        Self::RemoteShellCmd,
+        Self::RemoteShellScript,
+    ];
+
+    /// Whether it runs commands on a host (the server's, or over SSH)
+    /// rather than in the sandbox: only for tenants the operator allows.
+    pub fn is_host(self) -> bool {
+        matches!(
+            self,
+            Self::LocalShellCmd
+                | Self::LocalShellScript
+                | Self::RemoteShellCmd
+                | Self::RemoteShellScript
+        )
+    }
+
+    /// Whether its entry point is a script of the pack.
+    pub fn runs_script(self) -> bool {
+        matches!(self, Self::LocalShellScript | Self::RemoteShellScript)
+    }
+
+    /// Whether it runs over SSH.
+    pub fn is_remote(self) -> bool {
+        matches!(self, Self::RemoteShellCmd | Self::RemoteShellScript)
+    }
+
+    /// The parameters the runner adds to its actions', with StackStorm's
+    /// defaults.
+    pub fn parameters(self) -> Map<String, Value> {
+        match self {
+            Self::Wasm => runner_parameters(),
+            Self::Orquesta => Map::new(),
+            Self::Inquirer => inquirer_parameters(),
+            _ => shell_parameters(self),
         }
     }
 }
@@ -360,14 +419,17 @@ impl ActionMeta {
             RunnerType::Wasm
         } else if ORQUESTA_RUNNERS.contains(&raw.runner_type.as_str()) {
             RunnerType::Orquesta
-        } else if raw.runner_type == INQUIRER_RUNNER {
-            RunnerType::Inquirer
+        } else if let Some(runner) = RunnerType::ALL
+            .into_iter()
+            .find(|r| r.as_str() == raw.runner_type && *r != RunnerType::Orquesta)
+        {
+            runner
         } else {
             return Err(ManifestError::field(
                 file,
                 "runner_type",
                 format!(
-                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta) and inquiries (runner_type: inquirer)",
+                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)",
                     raw.runner_type
                 ),
             ));
@@ -386,7 +448,9 @@ impl ActionMeta {
         // An inquiry runs nothing of the pack's (st2's `core.ask` has
         // `entry_point: ''`).
         let entry_point = match runner {
-            RunnerType::Inquirer => PathBuf::new(),
+            RunnerType::Inquirer | RunnerType::LocalShellCmd | RunnerType::RemoteShellCmd => {
+                PathBuf::new()
+            }
             _ => relative_path(&raw.entry_point)
                 .map_err(|m| ManifestError::field(file, "entry_point", m))?,
         };
@@ -412,13 +476,18 @@ impl ActionMeta {
             _ => {}
         }
         // A workflow has no runner parameters: its tasks' actions have theirs.
-        let mut block = match runner {
-            RunnerType::Wasm => runner_parameters(),
-            RunnerType::Orquesta => Map::new(),
-            RunnerType::Inquirer => inquirer_parameters(),
-        };
-        // An action may override a runner parameter (e.g. its timeout default).
-        block.extend(raw.parameters);
+        let mut block = runner.parameters();
+        // An action may override a runner parameter's attributes (its
+        // timeout's default, `sudo: {immutable: true}`), as in StackStorm:
+        // the rest of the runner's declaration stays.
+        for (name, given) in raw.parameters {
+            match (block.get_mut(&name), given) {
+                (Some(Value::Object(runner)), Value::Object(attrs)) => runner.extend(attrs),
+                (_, given) => {
+                    block.insert(name, given);
+                }
+            }
+        }
         let parameters = ParamSchema::parse(&block)
             .map_err(|e| ManifestError::field(file, format!("parameters.{}", e.name), e.message))?;
         Ok(Self {
@@ -464,6 +533,43 @@ fn runner_parameters() -> Map<String, Value> {
     }) else {
         unreachable!("literal object")
     };
+    block
+}
+
+/// Seconds a shell command may run by default (StackStorm's).
+pub const SHELL_TIMEOUT_SECS: u64 = 60;
+
+/// The parameters of StackStorm's shell runners, with its defaults.
+fn shell_parameters(runner: RunnerType) -> Map<String, Value> {
+    let Value::Object(mut block) = serde_json::json!({
+        "cwd": {"type": "string", "description": "Working directory the command runs in."},
+        "env": {"type": "object", "description": "Environment variables the command gets, besides ST2_ACTION_*."},
+        "kwarg_op": {"type": "string", "default": "--", "description": "What precedes a named argument of a script (--name=value)."},
+        "sudo": {"type": "boolean", "default": false, "description": "Run the command with sudo (passwordless sudo for the runner's user)."},
+        "timeout": {"type": "integer", "minimum": 1, "default": SHELL_TIMEOUT_SECS, "description": "Seconds before the command is stopped and marked timeout."},
+    }) else {
+        unreachable!("literal object")
+    };
+    if !runner.runs_script() {
+        block.insert(
+            "cmd".into(),
+            serde_json::json!({"type": "string", "description": "The command to run (by /bin/sh -c)."}),
+        );
+    }
+    if runner.is_remote() {
+        let Value::Object(remote) = serde_json::json!({
+            "hosts": {"type": "string", "required": true, "description": "Comma-separated hosts to run on (host or host:port)."},
+            "username": {"type": "string", "description": "User to log in as (default: the server's --ssh-user)."},
+            "private_key": {"type": "string", "secret": true, "description": "The private key (PEM/OpenSSH text) to log in with, e.g. {{ st2kv.system.ssh_key | decrypt_kv }}; default: the server's --ssh-key."},
+            "passphrase": {"type": "string", "secret": true, "description": "The private key's passphrase."},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 22, "description": "SSH port of hosts that do not name one."},
+            "parallel": {"type": "boolean", "default": false, "description": "Run on all hosts at once (else one after the other)."},
+            "bastion_host": {"type": "string", "description": "A host to reach the others through (not supported: refused when set)."},
+        }) else {
+            unreachable!("literal object")
+        };
+        block.extend(remote);
+    }
     block
 }
 
@@ -934,7 +1040,7 @@ mod tests {
         };
         assert_eq!(
             err("name: x\nrunner_type: python-script\nentry_point: x.py\n"),
-            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta) and inquiries (runner_type: inquirer)"
+            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)"
         );
         assert_eq!(
             err("name: x\nrunner_type: orquesta\nentry_point: x.wasm\n"),

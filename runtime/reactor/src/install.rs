@@ -500,6 +500,9 @@ pub struct Installed {
     pub pack: Arc<LoadedPack>,
     /// The version it replaced, if any.
     pub replaced: Option<String>,
+    /// Its actions the tenant may not run (host runners it was not
+    /// given), each with why: installed with the rest, refused when run.
+    pub refused: Vec<(squall_core::ActionRef, String)>,
 }
 
 impl Reactor {
@@ -602,7 +605,17 @@ impl Reactor {
             self.runner().sandbox().forget_under(&pack_dir.join(old));
         }
         tracing::info!(%tenant, pack = %pack_ref, %version, actions = pack.actions.len(), took_ms = started.elapsed().as_millis() as u64, "pack installed");
-        Ok(Installed { pack, replaced })
+        let host = self.runner().host_runners();
+        let refused = pack
+            .actions
+            .values()
+            .filter_map(|m| Some((m.action_ref.clone(), host.refusal(tenant, m)?)))
+            .collect();
+        Ok(Installed {
+            pack,
+            replaced,
+            refused,
+        })
     }
 
     /// Remove an installed pack of `tenant`. Rules from the API that name

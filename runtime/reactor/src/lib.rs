@@ -11,6 +11,7 @@
 pub mod dispatch;
 pub mod engine;
 mod file_watch;
+pub mod host;
 pub mod inquiries;
 pub mod install;
 mod lifecycle;
@@ -21,11 +22,13 @@ pub mod rules;
 pub mod runner;
 mod scheduler;
 pub mod sensors;
+pub mod ssh;
 pub mod timers;
 pub mod vet;
 mod workflows;
 
 pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
+pub use host::{HostRunners, RunAs};
 pub use inquiries::InquiryError;
 pub use install::{ArchiveLimits, InstallError, Installed, PackStore};
 pub use lifecycle::{ExecutionError, ExecutionEvent, ExecutionEventKind};

@@ -219,6 +219,21 @@ impl LoadedPack {
                 });
             }
             origins.insert(name.clone(), file);
+            if meta.runner.runs_script() {
+                let script = dir.join("actions").join(&meta.entry_point);
+                if !script.is_file() {
+                    return Err(PackError::Io {
+                        path: script,
+                        cause: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!(
+                                "the script of action '{}' is not in the pack",
+                                meta.action_ref
+                            ),
+                        ),
+                    });
+                }
+            }
             if meta.runner == RunnerType::Orquesta {
                 let definition = dir.join("actions").join(&meta.entry_point);
                 let spec = squall_workflow::spec::Workflow::parse(&read(&definition)?).map_err(

@@ -73,6 +73,12 @@ pub enum RunError {
     Rerun(String),
     #[error("{0}")]
     Quota(String),
+    /// A host runner's action for a tenant without host runners.
+    #[error("{0}")]
+    HostRunnersOff(String),
+    /// A host command that cannot be made from its parameters.
+    #[error("{0}")]
+    Host(String),
     #[error("delay {0} ms is too long (at most {MAX_DELAY_MS} ms, 30 days)")]
     Delay(u64),
     #[error(transparent)]
@@ -90,6 +96,8 @@ pub struct Runner {
     allowed_dirs: Arc<[std::path::PathBuf]>,
     /// The server's outbound HTTP settings; each pack adds its hosts.
     egress: squall_sandbox::Egress,
+    /// Which tenants may run commands on hosts, and how.
+    host: Arc<crate::host::HostRunners>,
 }
 
 impl Runner {
@@ -104,7 +112,20 @@ impl Runner {
             limits,
             allowed_dirs: Arc::new([]),
             egress: squall_sandbox::Egress::default(),
+            host: Arc::default(),
         }
+    }
+
+    /// Turn host runners (`core.local`, `core.remote`) on for the tenants
+    /// `host` names (`squall serve --host-runners`); off for all others.
+    pub fn with_host_runners(mut self, host: crate::host::HostRunners) -> Self {
+        self.host = Arc::new(host);
+        self
+    }
+
+    /// Which tenants may run commands on hosts.
+    pub fn host_runners(&self) -> &crate::host::HostRunners {
+        &self.host
     }
 
     /// The server's outbound HTTP settings (private networks, `*`,
@@ -235,6 +256,17 @@ impl Runner {
                 (Work::Workflow(spec.clone()), Vec::new())
             }
             RunnerType::Inquirer => (Work::Inquiry, Vec::new()),
+            RunnerType::LocalShellCmd
+            | RunnerType::LocalShellScript
+            | RunnerType::RemoteShellCmd
+            | RunnerType::RemoteShellScript => {
+                if let Some(why) = self.host.refusal(&req.tenant, meta) {
+                    return Err(RunError::HostRunnersOff(why));
+                }
+                let command = crate::host::HostCommand::prepare(meta, &pack.dir, &parameters)
+                    .map_err(|why| RunError::Host(format!("action '{}': {why}", req.action)))?;
+                (Work::Host(Arc::new(command)), Vec::new())
+            }
         };
         let now = now_rfc3339();
         let (trigger_instance_id, rule_ref) = origin.unzip();
@@ -266,7 +298,7 @@ impl Runner {
         if delay.is_some() {
             execution.transition(ExecutionStatus::Delayed);
         }
-        if meta.runner == RunnerType::Inquirer {
+        if meta.runner == RunnerType::Inquirer || meta.runner.is_host() {
             // What the record's runner is, for those who read it (the API's
             // `runner`, the inquiry listing).
             execution
@@ -389,11 +421,35 @@ impl Runner {
             dirs: prepared.dirs.clone(),
             egress: prepared.egress.clone(),
         };
-        let Work::Component(component) = &prepared.work else {
-            return Err(RunError::Store(squall_store::Error::Corrupt(format!(
-                "execution {}: a workflow or an inquiry is handled by the reactor, not run as a component",
-                execution.id
-            ))));
+        let component = match &prepared.work {
+            Work::Component(component) => component,
+            Work::Host(command) => {
+                let run = crate::host::HostRun {
+                    execution_id: execution.id.as_str(),
+                    pack: execution.action.pack().as_str(),
+                    api_url: &self.host.api_url,
+                    timeout: prepared.timeout,
+                    cancel: &prepared.live.cancel,
+                    output: &prepared.live.output,
+                    output_cap: self.limits.output_bytes,
+                };
+                let outcome = if command.remote.is_some() {
+                    crate::ssh::run_remote(command, &self.host.ssh, run).await
+                } else {
+                    crate::host::run_local(command, self.host.run_as.as_ref(), run).await
+                };
+                execution.result = Some(outcome.result);
+                execution.output = prepared.live.output.snapshot();
+                Self::record_cancel(execution, &prepared.live);
+                execution.transition(outcome.status);
+                return Ok(true);
+            }
+            Work::Workflow(_) | Work::Inquiry => {
+                return Err(RunError::Store(squall_store::Error::Corrupt(format!(
+                    "execution {}: a workflow or an inquiry is handled by the reactor, not run as a component",
+                    execution.id
+                ))));
+            }
         };
         let report = self.sandbox.run_action(component, invocation).await;
         let (status, result) = match report.outcome {
@@ -419,18 +475,22 @@ impl Runner {
         };
         execution.result = Some(result);
         execution.output = report.output;
-        if let Some(at) = prepared.live.canceling_at() {
-            // A cancel reached it while running: log when (it may still have
-            // ended on its own first).
+        Self::record_cancel(execution, &prepared.live);
+        execution.transition(status);
+        tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
+        Ok(true)
+    }
+
+    /// A cancel reached a running execution: log when (it may still have
+    /// ended on its own first).
+    fn record_cancel(execution: &mut Execution, live: &Live) {
+        if let Some(at) = live.canceling_at() {
             execution.status = ExecutionStatus::Canceling;
             execution.log.push(StatusChange {
                 status: ExecutionStatus::Canceling,
                 timestamp: at,
             });
         }
-        execution.transition(status);
-        tracing::debug!(status = %execution.status, elapsed_us = report.elapsed.as_micros() as u64, "execution finished");
-        Ok(true)
     }
 }
 
@@ -461,6 +521,8 @@ pub(crate) enum Work {
     Workflow(Arc<squall_workflow::spec::Workflow>),
     /// A question to a person: recorded `pending` until answered.
     Inquiry,
+    /// A command on a host (`core.local`, `core.remote`).
+    Host(Arc<crate::host::HostCommand>),
 }
 
 impl Prepared {
@@ -487,7 +549,7 @@ fn stored_parameters(
     timeout: std::time::Duration,
 ) -> Map<String, Value> {
     let mut stored = meta.parameters.mask_secrets(parameters);
-    if meta.runner == RunnerType::Wasm {
+    if meta.runner == RunnerType::Wasm || meta.runner.is_host() {
         stored.insert("timeout".into(), Value::from(timeout.as_secs()));
     }
     stored

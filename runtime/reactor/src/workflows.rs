@@ -621,7 +621,10 @@ impl Reactor {
             return false;
         };
         let runnable = !self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
-            && matches!(p.work, crate::runner::Work::Component(_))
+            && matches!(
+                p.work,
+                crate::runner::Work::Component(_) | crate::runner::Work::Host(_)
+            )
             && p.not_before().is_none()
             && self.gate_keys(p).is_empty();
         // `start` fails when it was canceled meanwhile.

@@ -67,6 +67,25 @@ impl LiveOutput {
         }
     }
 
+    /// Append to stdout what something other than a guest printed (a
+    /// host command), as far as the cap allows.
+    pub fn push_stdout(&self, bytes: &[u8]) {
+        self.stdout.push(bytes);
+    }
+
+    /// Append to stderr, as [`LiveOutput::push_stdout`].
+    pub fn push_stderr(&self, bytes: &[u8]) {
+        self.stderr.push(bytes);
+    }
+
+    /// Append a log line, as far as the cap allows.
+    pub fn push_log(&self, level: &str, message: String) {
+        self.log
+            .lock()
+            .expect("log lock poisoned")
+            .push(level, message);
+    }
+
     /// A copy of everything captured so far.
     pub fn snapshot(&self) -> CapturedOutput {
         let (stdout, stdout_cut) = self.stdout.snapshot();

@@ -48,6 +48,11 @@ impl CappedPipe {
         f(&mut self.0.lock().expect("output pipe lock poisoned"))
     }
 
+    /// Append `bytes`, as far as the cap allows.
+    pub(crate) fn push(&self, bytes: &[u8]) {
+        self.with(|b| b.push(bytes));
+    }
+
     /// A copy of what was captured so far (lossy UTF-8), and whether it was cut.
     pub(crate) fn snapshot(&self) -> (String, bool) {
         self.with(|b| (String::from_utf8_lossy(&b.data).into_owned(), b.truncated))
