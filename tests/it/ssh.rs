@@ -185,8 +185,15 @@ async fn server(allowed: &[&str], known_hosts: &Path, trust_on_first_use: bool) 
         .collect();
     host.ssh.known_hosts = Some(known_hosts.to_owned());
     host.ssh.trust_on_first_use = trust_on_first_use;
+    let rules = squall_tests::rules_pack(
+        "deploys",
+        &[(
+            "deploy.yaml",
+            "name: deploy\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: deploy}}\naction:\n  ref: core.remote\n  parameters:\n    hosts: '{{ trigger.body.host }}'\n    cmd: echo ruled\n    private_key: '{{ st2kv.system.ssh_key | decrypt_kv }}'\n",
+        )],
+    );
     Server::start_with_setup(
-        vec![squall_tests::core_pack(), remote_pack()],
+        vec![squall_tests::core_pack(), remote_pack(), rules],
         Setup {
             host,
             ..Setup::default()
@@ -255,6 +262,33 @@ async fn a_remote_command_runs_over_ssh_with_a_key_from_the_datastore() {
         task["parameters"]["private_key"].as_str(),
         Some(pem(&client).as_str()),
         "the key is not stored in clear"
+    );
+
+    // A rule passes the key with StackStorm's `decrypt_kv`.
+    let r = server
+        .post("/api/v1/webhooks/deploy", &json!({"host": ssh.host()}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let ruled = server
+        .wait_for("/api/v1/executions?action=core.remote", |l| {
+            l.as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["result"]["127.0.0.1"]["stdout"] == "ruled")
+        })
+        .await;
+    let by_rule = ruled
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["result"]["127.0.0.1"]["stdout"] == "ruled")
+        .expect("the rule's execution");
+    assert_eq!(by_rule["status"], "succeeded", "{by_rule}");
+    assert_eq!(by_rule["context"]["rule"]["ref"], "deploys.deploy");
+    assert_ne!(
+        by_rule["parameters"]["private_key"].as_str(),
+        Some(pem(&client).as_str()),
+        "recorded masked"
     );
 
     // A failing command fails the execution, with its exit code.

@@ -15,8 +15,15 @@ use serde_json::Value;
 
 /// Reads the datastore for `st2kv.*` lookups.
 pub trait KvLookup: Send + Sync + fmt::Debug {
-    /// The live value of `key` in `scope` (`system` or `user`).
+    /// The live value of `key` in `scope` (`system` or `user`); `None` for
+    /// a secret.
     fn get(&self, scope: &str, key: &str) -> Option<String>;
+
+    /// The value of secret `key` in `scope`, in clear: only through
+    /// `decrypt_kv`. `None` when it is not a secret (or absent).
+    fn secret(&self, _scope: &str, _key: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A template that does not parse, or failed to render.
@@ -80,6 +87,30 @@ impl Templates {
             env.add_filter(name, st2_function(name));
             env.add_function(name, st2_function(name));
         }
+        // StackStorm's `{{ st2kv.system.key | decrypt_kv }}`: a secret
+        // reads as sealed until this filter opens it.
+        env.add_filter(
+            "decrypt_kv",
+            |v: JinjaValue| -> Result<JinjaValue, minijinja::Error> {
+                match v.downcast_object_ref::<Sealed>() {
+                    Some(sealed) => sealed
+                        .kv
+                        .secret(sealed.scope, &sealed.key)
+                        .map(JinjaValue::from)
+                        .ok_or_else(|| {
+                            minijinja::Error::new(
+                                minijinja::ErrorKind::InvalidOperation,
+                                format!("decrypt_kv: secret '{}' is gone", sealed.key),
+                            )
+                        }),
+                    // Not a secret: StackStorm would fail to decrypt it.
+                    None => Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        "decrypt_kv: the value is not a datastore secret (st2kv.system.<secret key>)",
+                    )),
+                }
+            },
+        );
         env.add_filter(
             "to_complex",
             |v: JinjaValue| -> Result<String, minijinja::Error> {
@@ -264,8 +295,35 @@ impl Object for Datastore {
                     scope: Some(scope),
                 }))
             }
-            Some(scope) => self.kv.as_ref()?.get(scope, key).map(JinjaValue::from),
+            Some(scope) => {
+                let kv = self.kv.as_ref()?;
+                match kv.get(scope, key) {
+                    Some(value) => Some(JinjaValue::from(value)),
+                    None => kv.secret(scope, key).map(|_| {
+                        JinjaValue::from_object(Sealed {
+                            kv: kv.clone(),
+                            scope,
+                            key: key.to_owned(),
+                        })
+                    }),
+                }
+            }
         }
+    }
+}
+
+/// A datastore secret as a template sees it: masked, until `decrypt_kv`
+/// opens it.
+#[derive(Debug)]
+struct Sealed {
+    kv: Arc<dyn KvLookup>,
+    scope: &'static str,
+    key: String,
+}
+
+impl Object for Sealed {
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
     }
 }
 
@@ -283,6 +341,10 @@ mod tests {
     impl KvLookup for Kv {
         fn get(&self, scope: &str, key: &str) -> Option<String> {
             self.0.get(&(scope.to_owned(), key.to_owned())).cloned()
+        }
+
+        fn secret(&self, scope: &str, key: &str) -> Option<String> {
+            (scope == "system" && key == "ssh_key").then(|| "-----BEGIN KEY-----".to_owned())
         }
     }
 
@@ -368,5 +430,11 @@ mod tests {
             json!("1")
         );
         assert_eq!(r("{{ st2kv.system.absent }}"), json!(null));
+        // A secret is masked unless `decrypt_kv` opens it.
+        assert_eq!(r("key: {{ st2kv.system.ssh_key }}"), json!("key: ********"));
+        assert_eq!(
+            r("{{ st2kv.system.ssh_key | decrypt_kv }}"),
+            json!("-----BEGIN KEY-----")
+        );
     }
 }

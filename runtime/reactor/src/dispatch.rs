@@ -234,9 +234,21 @@ impl KvLookup for StoreKv {
             return None;
         }
         match self.store.kv_get_blocking(&self.tenant, key) {
-            // Secrets never flow into rule templates (and from there into
-            // execution records).
+            // Secrets flow into rule templates only through `decrypt_kv`.
             Ok(entry) => entry.filter(|e| !e.secret).map(|e| e.value),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "st2kv lookup failed");
+                None
+            }
+        }
+    }
+
+    fn secret(&self, scope: &str, key: &str) -> Option<String> {
+        if scope != "system" || squall_core::kv::check_key(key).is_err() {
+            return None;
+        }
+        match self.store.kv_get_blocking(&self.tenant, key) {
+            Ok(entry) => entry.filter(|e| e.secret).map(|e| e.value),
             Err(e) => {
                 tracing::warn!(error = %e, key, "st2kv lookup failed");
                 None
