@@ -195,6 +195,17 @@ async fn local_commands_get_cwd_env_and_exit_codes() {
         "{e}"
     );
 
+    // core.local_sudo runs the command under sudo, never asking for a
+    // password (whether sudo is there or not).
+    let created = server.run("core.local_sudo", json!({"cmd": "id -u"})).await;
+    let e = server.finished(&created["id"]).await;
+    assert!(
+        e["output"]["log"]
+            .to_string()
+            .contains("sudo -n -E -- /bin/sh -c"),
+        "{e}"
+    );
+
     // Output past the cap is cut, not fatal.
     let e = local(
         &server,

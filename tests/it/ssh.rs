@@ -348,6 +348,19 @@ async fn unknown_and_changed_host_keys_are_refused() {
     );
     let e = remote(&trusting, &ssh.host(), &client, "echo again").await;
     assert_eq!(e["result"]["127.0.0.1"]["stdout"], "again");
+    // Several hosts at once: one result each.
+    let both = format!("{},localhost:{}", ssh.host(), ssh.addr.port());
+    let created = trusting
+        .run(
+            "core.remote",
+            json!({"hosts": both, "cmd": "echo each", "parallel": true, "private_key": pem(&client)}),
+        )
+        .await;
+    let e = trusting.finished(&created["id"]).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    for host in ["127.0.0.1", "localhost"] {
+        assert_eq!(e["result"][host]["stdout"], "each", "{e}");
+    }
     trusting.stop().await;
 }
 
