@@ -62,6 +62,7 @@ impl SshServer {
                 let handler = Commands {
                     client: client.clone(),
                     users: seen.clone(),
+                    stdins: Default::default(),
                 };
                 let config = config.clone();
                 tokio::spawn(async move {
@@ -97,6 +98,8 @@ impl SshServer {
 struct Commands {
     client: PublicKey,
     users: Arc<Mutex<Vec<String>>>,
+    /// The stdin of each channel's command, until the client's EOF.
+    stdins: std::collections::HashMap<ChannelId, tokio::process::ChildStdin>,
 }
 
 impl russh::server::Handler for Commands {
@@ -134,24 +137,59 @@ impl russh::server::Handler for Commands {
         let command = String::from_utf8_lossy(data).into_owned();
         let handle = session.handle();
         session.channel_success(channel)?;
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(_) => {
+                let _ = handle.exit_status_request(channel, 127).await;
+                let _ = handle.close(channel).await;
+                return Ok(());
+            }
+        };
+        if let Some(stdin) = child.stdin.take() {
+            self.stdins.insert(channel, stdin);
+        }
         tokio::spawn(async move {
-            let code = match tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&command)
-                .output()
-                .await
-            {
+            let code = match child.wait_with_output().await {
                 Ok(out) => {
                     let _ = handle.data(channel, out.stdout).await;
                     let _ = handle.extended_data(channel, 1, out.stderr).await;
                     out.status.code().unwrap_or(255) as u32
                 }
-                Err(_) => 127,
+                Err(_) => 255,
             };
             let _ = handle.exit_status_request(channel, code).await;
             let _ = handle.eof(channel).await;
             let _ = handle.close(channel).await;
         });
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        use tokio::io::AsyncWriteExt as _;
+        if let Some(stdin) = self.stdins.get_mut(&channel) {
+            let _ = stdin.write_all(data).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.stdins.remove(&channel);
         Ok(())
     }
 }
@@ -162,6 +200,16 @@ fn remote_pack() -> TempDir {
     let dir = squall_tests::pack_of("remote", &[]);
     let actions = dir.path().join("actions");
     std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    std::fs::write(
+        actions.join("greet.sh"),
+        "#!/bin/sh\necho \"$0\"\nfor a in \"$@\"; do echo \"$a\"; done\n",
+    )
+    .expect("write script");
+    std::fs::write(
+        actions.join("greet.yaml"),
+        "name: greet\nrunner_type: remote-shell-script\nentry_point: greet.sh\nparameters:\n  who: {type: string, position: 0}\n  loud: {type: boolean}\n",
+    )
+    .expect("write script action");
     std::fs::write(
         actions.join("run.yaml"),
         "name: run\nrunner_type: orquesta\nentry_point: workflows/run.yaml\nparameters:\n  hosts: {type: string, required: true}\n  cmd: {type: string, required: true}\n",
@@ -289,6 +337,30 @@ async fn a_remote_command_runs_over_ssh_with_a_key_from_the_datastore() {
         by_rule["parameters"]["private_key"].as_str(),
         Some(pem(&client).as_str()),
         "recorded masked"
+    );
+
+    // A script of the pack is sent to the host and run there from a copy,
+    // with its arguments.
+    let created = server
+        .run(
+            "remote.greet",
+            json!({"hosts": ssh.host(), "who": "Ann Lee", "loud": true, "private_key": pem(&client)}),
+        )
+        .await;
+    let e = server.finished(&created["id"]).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let out = e["result"]["127.0.0.1"]["stdout"]
+        .as_str()
+        .unwrap_or_default();
+    let (first, rest) = out.split_once('\n').unwrap_or_default();
+    assert!(
+        first.starts_with('/') && !first.contains("greet.sh"),
+        "run from a temporary copy: {out}"
+    );
+    assert_eq!(rest, "--loud\nAnn Lee");
+    assert!(
+        !std::path::Path::new(first).exists(),
+        "the copy is removed: {first}"
     );
 
     // A failing command fails the execution, with its exit code.

@@ -124,6 +124,10 @@ pub(crate) struct HostCommand {
     pub(crate) env: BTreeMap<String, String>,
     /// Where a remote command runs.
     pub(crate) remote: Option<crate::ssh::Target>,
+    /// A remote script's text, read when prepared: it is sent to each
+    /// host on the command's stdin, run from a temporary file there, and
+    /// removed.
+    pub(crate) script: Option<std::sync::Arc<[u8]>>,
 }
 
 impl HostCommand {
@@ -136,15 +140,26 @@ impl HostCommand {
     ) -> Result<Self, String> {
         let runner = meta.runner;
         let text = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_owned);
+        let mut body = None;
         let line = if runner.runs_script() {
             let script = pack_dir.join("actions").join(&meta.entry_point);
-            if !script.is_file() {
-                return Err(format!(
+            let missing = || {
+                format!(
                     "its script '{}' is not in the pack",
                     meta.entry_point.display()
-                ));
+                )
+            };
+            if !script.is_file() {
+                return Err(missing());
             }
-            let path = quote(&script.to_string_lossy())?;
+            // Remote: the script's copy on the host, `$f` (see
+            // `shell_line`); local: the pack's file, run in place.
+            let path = if runner.is_remote() {
+                body = Some(std::fs::read(&script).map_err(|_| missing())?.into());
+                "\"$f\"".to_owned()
+            } else {
+                quote(&script.to_string_lossy())?
+            };
             let args = script_arguments(meta, params)?;
             if args.is_empty() {
                 path
@@ -182,16 +197,29 @@ impl HostCommand {
             cwd: text("cwd").filter(|c| !c.is_empty()),
             env,
             remote,
+            script: body,
         })
     }
 
-    /// What `/bin/sh -c` runs: the line, under `sudo` when asked.
+    /// What `/bin/sh -c` runs: the line, under `sudo` when asked. A remote
+    /// script is first copied from stdin into a temporary file, `$f`,
+    /// removed once it ran.
     pub(crate) fn shell_line(&self) -> Result<String, String> {
-        if self.sudo {
-            Ok(format!("sudo -n -E -- /bin/sh -c {}", quote(&self.line)?))
+        let line = if self.sudo {
+            match self.script {
+                // `$f` is the outer shell's.
+                Some(_) => format!("sudo -n -E -- {}", self.line),
+                None => format!("sudo -n -E -- /bin/sh -c {}", quote(&self.line)?),
+            }
         } else {
-            Ok(self.line.clone())
-        }
+            self.line.clone()
+        };
+        Ok(match self.script {
+            Some(_) => format!(
+                "f=$(mktemp) && cat > \"$f\" && chmod 700 \"$f\" && {{ {line}; }}; rc=$?; rm -f \"$f\"; exit $rc"
+            ),
+            None => line,
+        })
     }
 }
 

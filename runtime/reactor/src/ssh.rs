@@ -288,6 +288,17 @@ impl KeyCheck {
     }
 }
 
+/// One remote command, for every host it runs on.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    line: &'a str,
+    /// A script's text, sent on stdin.
+    script: Option<&'a [u8]>,
+    target: &'a Target,
+    settings: &'a SshSettings,
+    run: &'a HostRun<'a>,
+}
+
 /// Run `cmd` on every host of its target; one result per host.
 pub(crate) async fn run_remote(
     cmd: &HostCommand,
@@ -309,18 +320,20 @@ pub(crate) async fn run_remote(
             };
         }
     };
+    let job = Job {
+        line: &line,
+        script: cmd.script.as_deref(),
+        target,
+        settings,
+        run: &run,
+    };
     let per_host: Vec<(String, (ExecutionStatus, Value))> = if target.parallel {
-        futures_util::future::join_all(
-            target
-                .hosts
-                .iter()
-                .map(|(h, p)| each_host(h, *p, &line, target, settings, &run)),
-        )
-        .await
+        futures_util::future::join_all(target.hosts.iter().map(|(h, p)| each_host(&job, h, *p)))
+            .await
     } else {
         let mut out = Vec::new();
         for (h, p) in &target.hosts {
-            let done = each_host(h, *p, &line, target, settings, &run).await;
+            let done = each_host(&job, h, *p).await;
             let stop = matches!(done.1.0, ExecutionStatus::Canceled);
             out.push(done);
             if stop {
@@ -353,18 +366,9 @@ pub(crate) async fn run_remote(
 
 /// Run on one host, bounded by the timeout and the cancel: (host, its
 /// status and result).
-async fn each_host(
-    host: &str,
-    port: u16,
-    line: &str,
-    target: &Target,
-    settings: &SshSettings,
-    run: &HostRun<'_>,
-) -> (String, (ExecutionStatus, Value)) {
-    let ran = tokio::time::timeout(
-        run.timeout,
-        on_host(host, port, line, target, settings, run),
-    );
+async fn each_host(job: &Job<'_>, host: &str, port: u16) -> (String, (ExecutionStatus, Value)) {
+    let run = job.run;
+    let ran = tokio::time::timeout(run.timeout, on_host(job, host, port));
     let outcome = tokio::select! {
         r = ran => match r {
             Ok(Ok((code, stdout, stderr))) => {
@@ -413,14 +417,14 @@ fn remote_line(cmd: &HostCommand) -> Result<String, String> {
 }
 
 /// Run `line` on one host: (exit code, stdout, stderr).
-async fn on_host(
-    host: &str,
-    port: u16,
-    line: &str,
-    target: &Target,
-    settings: &SshSettings,
-    run: &HostRun<'_>,
-) -> Result<(i64, String, String), String> {
+async fn on_host(job: &Job<'_>, host: &str, port: u16) -> Result<(i64, String, String), String> {
+    let Job {
+        line,
+        script,
+        target,
+        settings,
+        run,
+    } = *job;
     let addr = admit(settings, host, port).await?;
     let key_text = target
         .private_key
@@ -484,6 +488,14 @@ async fn on_host(
         .exec(true, line)
         .await
         .map_err(|e| format!("{host}: {e}"))?;
+    // A script goes on stdin; a command reads none (as a local one).
+    if let Some(script) = script {
+        channel
+            .data(script)
+            .await
+            .map_err(|e| format!("{host}: sending the script: {e}"))?;
+    }
+    channel.eof().await.map_err(|e| format!("{host}: {e}"))?;
     let cap = run.output_cap;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let mut code = None;
