@@ -184,6 +184,31 @@ impl russh::server::Handler for Commands {
         Ok(())
     }
 
+    /// A bastion's tunnel: the TCP connection the client asks for.
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Ok(port) = u16::try_from(port_to_connect) else {
+            return Ok(());
+        };
+        let Ok(mut tcp) = tokio::net::TcpStream::connect((host_to_connect, port)).await else {
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(async move {
+            let mut stream = channel.into_stream();
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+        });
+        Ok(())
+    }
+
     async fn channel_eof(
         &mut self,
         channel: ChannelId,
@@ -434,6 +459,52 @@ async fn unknown_and_changed_host_keys_are_refused() {
         assert_eq!(e["result"][host]["stdout"], "each", "{e}");
     }
     trusting.stop().await;
+}
+
+async fn through(server: &Server, body: &Value) -> Value {
+    let created = server.run("core.remote", body.clone()).await;
+    server.finished(&created["id"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_behind_a_bastion_is_reached_through_it() {
+    let client = new_key();
+    // One server is both: the bastion as 127.0.0.1, the host as localhost.
+    let ssh = SshServer::start(client.public_key().clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("known_hosts");
+    let key = ssh.host_key.public_key();
+    let lines = format!(
+        "{}[localhost]:{} {}\n",
+        ssh.known_hosts_line(key),
+        ssh.addr.port(),
+        key.to_openssh().expect("openssh")
+    );
+    std::fs::write(&known, lines).expect("write");
+    let behind = format!("localhost:{}", ssh.addr.port());
+    let body = json!({"hosts": behind, "bastion_host": ssh.host(), "cmd": "echo through", "private_key": pem(&client)});
+    let direct = server(&["127.0.0.1", "localhost"], &known, false).await;
+    let e = through(&direct, &body).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"]["localhost"]["stdout"], "through");
+    assert_eq!(
+        ssh.connections.load(Ordering::SeqCst),
+        2,
+        "one to the bastion, one through it"
+    );
+    direct.stop().await;
+
+    // The host behind it is checked against the allow-list by its name.
+    let strict = server(&["127.0.0.1"], &known, false).await;
+    let e = through(&strict, &body).await;
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(error_of(&e, "localhost").contains("behind bastion"), "{e}");
+    assert_eq!(
+        ssh.connections.load(Ordering::SeqCst),
+        2,
+        "no new connection"
+    );
+    strict.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -564,7 +564,7 @@ fn shell_parameters(runner: RunnerType) -> Map<String, Value> {
             "passphrase": {"type": "string", "secret": true, "description": "The private key's passphrase."},
             "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 22, "description": "SSH port of hosts that do not name one."},
             "parallel": {"type": "boolean", "default": false, "description": "Run on all hosts at once (else one after the other)."},
-            "bastion_host": {"type": "string", "description": "A host to reach the others through (not supported: refused when set)."},
+            "bastion_host": {"type": "string", "description": "A host (host[:port]) every connection goes through; the hosts behind it are checked against the allow-list by name."},
         }) else {
             unreachable!("literal object")
         };

@@ -81,6 +81,14 @@ impl HostRule {
         Ok(Self::Name(name))
     }
 
+    /// Whether host `name` is allowed by this rule by its name alone.
+    fn allows_name(&self, name: &str) -> bool {
+        match self {
+            Self::Any | Self::Name(_) => self.allows(name, IpAddr::from([0, 0, 0, 0])),
+            Self::Block { .. } => false,
+        }
+    }
+
     /// Whether host `name`, resolved to `addr`, is allowed by this rule.
     fn allows(&self, name: &str, addr: IpAddr) -> bool {
         match self {
@@ -124,6 +132,8 @@ pub(crate) struct Target {
     pub(crate) private_key: Option<String>,
     pub(crate) passphrase: Option<String>,
     pub(crate) parallel: bool,
+    /// The host every connection goes through (`bastion_host`).
+    pub(crate) bastion: Option<(String, u16)>,
 }
 
 impl Target {
@@ -135,11 +145,9 @@ impl Target {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        if let Some(bastion) = text("bastion_host") {
-            return Err(format!(
-                "parameter 'bastion_host' ('{bastion}'): hosts behind a bastion are not supported; list hosts Squall reaches directly"
-            ));
-        }
+        let bastion = text("bastion_host")
+            .map(|b| split_host(b.trim(), 22))
+            .transpose()?;
         let port = params
             .get("port")
             .and_then(Value::as_u64)
@@ -167,6 +175,7 @@ impl Target {
                 .get("parallel")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            bastion,
         })
     }
 }
@@ -416,6 +425,161 @@ fn remote_line(cmd: &HostCommand) -> Result<String, String> {
     Ok(parts.join(" "))
 }
 
+async fn connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// A logged-in SSH session.
+type Session = russh::client::Handle<KeyCheck>;
+
+/// Where and as whom to log in: the key, the user, the client's config.
+struct Login {
+    key: Arc<PrivateKey>,
+    user: String,
+    config: Arc<russh::client::Config>,
+}
+
+impl Login {
+    fn of(target: &Target, settings: &SshSettings) -> Result<Self, String> {
+        let key_text = target
+            .private_key
+            .as_deref()
+            .or(settings.key.as_deref())
+            .ok_or("no private key: give 'private_key' (e.g. a datastore secret) or start the server with --ssh-key")?;
+        let key = russh::keys::decode_secret_key(key_text, target.passphrase.as_deref())
+            .map_err(|e| format!("'private_key' is not a usable private key: {e}"))?;
+        Ok(Self {
+            key: Arc::new(key),
+            user: target
+                .username
+                .clone()
+                .or_else(|| settings.user.clone())
+                .unwrap_or_else(|| "root".to_owned()),
+            config: Arc::new(russh::client::Config {
+                inactivity_timeout: None,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Check `host`'s key, then log in, over `stream` (a TCP connection,
+    /// or a channel through a bastion).
+    async fn over<S>(
+        &self,
+        settings: &SshSettings,
+        host: &str,
+        port: u16,
+        stream: S,
+    ) -> Result<Session, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let refused = Arc::new(Mutex::new(None));
+        let check = KeyCheck {
+            host: host.to_owned(),
+            port,
+            known_hosts: settings.known_hosts.clone(),
+            trust_on_first_use: settings.trust_on_first_use,
+            refused: refused.clone(),
+        };
+        let mut session = match russh::client::connect_stream(self.config.clone(), stream, check)
+            .await
+        {
+            Ok(session) => session,
+            Err(e) => {
+                let why = refused.lock().expect("refusal lock poisoned").take();
+                return Err(why.unwrap_or_else(|| format!("could not reach {host}:{port}: {e}")));
+            }
+        };
+        let hash = session
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .flatten();
+        let auth = session
+            .authenticate_publickey(
+                &self.user,
+                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| format!("{host}: authentication failed: {e}"))?;
+        if !auth.success() {
+            return Err(format!(
+                "{host}: the key was not accepted for user '{}'",
+                self.user
+            ));
+        }
+        Ok(session)
+    }
+}
+
+/// Log in to `host` directly, or through the target's bastion. A host
+/// behind a bastion is resolved by the bastion, so the allow-list checks
+/// its name (or its address, when it is one) rather than an address
+/// resolved here.
+async fn log_in(
+    job: &Job<'_>,
+    login: &Login,
+    host: &str,
+    port: u16,
+) -> Result<(Session, Option<Session>), String> {
+    let Job {
+        settings,
+        run,
+        target,
+        line,
+        ..
+    } = *job;
+    let Some((bastion, bastion_port)) = &target.bastion else {
+        let addr = admit(settings, host, port).await?;
+        run.output.push_log(
+            "info",
+            format!(
+                "{}: ssh {}@{host}:{port} ({addr}): {line}",
+                cmd_name(target),
+                login.user
+            ),
+        );
+        let tcp = connect(addr)
+            .await
+            .map_err(|e| format!("could not connect to {host}:{port} ({addr}): {e}"))?;
+        return Ok((login.over(settings, host, port, tcp).await?, None));
+    };
+    let literal = host.parse::<std::net::IpAddr>().ok();
+    let named_ok = settings.allowed.iter().any(|r| match literal {
+        Some(ip) => r.allows(host, ip),
+        None => r.allows_name(host),
+    });
+    if !named_ok {
+        return Err(format!(
+            "host '{host}' (behind bastion '{bastion}') is not allowed by the operator's --ssh-allowed-hosts"
+        ));
+    }
+    let addr = admit(settings, bastion, *bastion_port).await?;
+    run.output.push_log(
+        "info",
+        format!(
+            "{}: ssh {}@{host}:{port} through {bastion}:{bastion_port} ({addr}): {line}",
+            cmd_name(target),
+            login.user
+        ),
+    );
+    let tcp = connect(addr).await.map_err(|e| {
+        format!("could not connect to bastion {bastion}:{bastion_port} ({addr}): {e}")
+    })?;
+    let hop = login.over(settings, bastion, *bastion_port, tcp).await?;
+    let tunnel = hop
+        .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+        .await
+        .map_err(|e| format!("bastion '{bastion}' could not reach {host}:{port}: {e}"))?;
+    let session = login
+        .over(settings, host, port, tunnel.into_stream())
+        .await?;
+    Ok((session, Some(hop)))
+}
+
 /// Run `line` on one host: (exit code, stdout, stderr).
 async fn on_host(job: &Job<'_>, host: &str, port: u16) -> Result<(i64, String, String), String> {
     let Job {
@@ -425,61 +589,9 @@ async fn on_host(job: &Job<'_>, host: &str, port: u16) -> Result<(i64, String, S
         settings,
         run,
     } = *job;
-    let addr = admit(settings, host, port).await?;
-    let key_text = target
-        .private_key
-        .as_deref()
-        .or(settings.key.as_deref())
-        .ok_or("no private key: give 'private_key' (e.g. a datastore secret) or start the server with --ssh-key")?;
-    let key: PrivateKey = russh::keys::decode_secret_key(key_text, target.passphrase.as_deref())
-        .map_err(|e| format!("'private_key' is not a usable private key: {e}"))?;
-    let user = target
-        .username
-        .clone()
-        .or_else(|| settings.user.clone())
-        .unwrap_or_else(|| "root".to_owned());
-    let refused = Arc::new(Mutex::new(None));
-    let check = KeyCheck {
-        host: host.to_owned(),
-        port,
-        known_hosts: settings.known_hosts.clone(),
-        trust_on_first_use: settings.trust_on_first_use,
-        refused: refused.clone(),
-    };
-    let config = Arc::new(russh::client::Config {
-        inactivity_timeout: None,
-        ..Default::default()
-    });
-    run.output.push_log(
-        "info",
-        format!(
-            "{}: ssh {user}@{host}:{port} ({addr}): {line}",
-            cmd_name(target)
-        ),
-    );
-    let mut session = match russh::client::connect(config, addr, check).await {
-        Ok(session) => session,
-        Err(e) => {
-            let why = refused.lock().expect("refusal lock poisoned").take();
-            return Err(
-                why.unwrap_or_else(|| format!("could not connect to {host}:{port} ({addr}): {e}"))
-            );
-        }
-    };
-    let hash = session
-        .best_supported_rsa_hash()
-        .await
-        .map_err(|e| format!("{host}: {e}"))?
-        .flatten();
-    let auth = session
-        .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-        .await
-        .map_err(|e| format!("{host}: authentication failed: {e}"))?;
-    if !auth.success() {
-        return Err(format!(
-            "{host}: the key was not accepted for user '{user}'"
-        ));
-    }
+    let login = Login::of(target, settings)?;
+    // The bastion's session lives as long as the one through it.
+    let (session, _hop) = log_in(job, &login, host, port).await?;
     let mut channel = session
         .channel_open_session()
         .await
