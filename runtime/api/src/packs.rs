@@ -198,6 +198,9 @@ pub(crate) fn runner_type(runner: RunnerType) -> Value {
         RunnerType::Wasm => {
             "Runs the action as a WebAssembly component (squall:automation action world) in its own sandbox."
         }
+        RunnerType::PythonScript => {
+            "Runs a Python action (a subclass of StackStorm's Action) in the pack's Python component, in its own sandbox."
+        }
         RunnerType::Orquesta => {
             "Runs a workflow in Orquesta's language; each task runs an action of its own."
         }
@@ -228,7 +231,7 @@ pub(crate) fn runner_type(runner: RunnerType) -> Value {
 }
 
 /// Every runner Squall has.
-const RUNNERS: [RunnerType; 7] = RunnerType::ALL;
+const RUNNERS: [RunnerType; 8] = RunnerType::ALL;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct RunnerQuery {

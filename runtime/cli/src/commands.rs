@@ -646,9 +646,13 @@ fn stale_sources(
     pack: &squall_reactor::LoadedPack,
     action: &squall_core::manifest::ActionMeta,
 ) -> Option<(PathBuf, PathBuf)> {
-    pack.manifest.build.as_ref()?;
-    if action.runner != squall_core::manifest::RunnerType::Wasm {
-        return None;
+    use squall_core::manifest::RunnerType;
+    match action.runner {
+        RunnerType::Wasm => {
+            pack.manifest.build.as_ref()?;
+        }
+        RunnerType::PythonScript => {}
+        _ => return None,
     }
     let component = pack.component_path(action).ok()?;
     let built = std::fs::metadata(&component).ok()?.modified().ok()?;
@@ -1154,18 +1158,37 @@ fn build_pack(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run the `build.command` of the pack in `dir`, saying so on stderr.
+/// Build the pack in `dir`: its `build.command` (Rust components), then its
+/// Python actions into one component, saying so on stderr.
 fn run_build(dir: &Path) -> anyhow::Result<()> {
     let manifest_path = dir.join("pack.yaml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
     let manifest = PackManifest::parse(&text, &manifest_path)?;
-    let Some(build) = &manifest.build else {
+    let pack = squall_reactor::LoadedPack::load(dir)?;
+    let python = pack
+        .actions
+        .values()
+        .any(|m| m.runner == squall_core::manifest::RunnerType::PythonScript);
+    if manifest.build.is_none() && !python {
         bail!(
-            "{}: no `build` section: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
+            "{}: no `build` section and no Python actions: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
             manifest_path.display()
         );
-    };
+    }
+    if let Some(build) = &manifest.build {
+        run_build_command(dir, &manifest, build)?;
+    }
+    crate::python::build(&pack)?;
+    Ok(())
+}
+
+/// Run the `build.command` of the pack in `dir`.
+fn run_build_command(
+    dir: &Path,
+    manifest: &PackManifest,
+    build: &squall_core::manifest::BuildSpec,
+) -> anyhow::Result<()> {
     eprintln!("building pack '{}': {}", manifest.pack_ref, build.command);
     let target_dir = std::path::absolute(dir.join("target"))?;
     let status = std::process::Command::new("sh")

@@ -14,6 +14,7 @@ mod bench_workflows;
 mod client;
 mod commands;
 mod inquiry;
+mod python;
 mod remote;
 mod rules;
 mod sensor;

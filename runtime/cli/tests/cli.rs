@@ -1561,3 +1561,174 @@ fn host_runner_flags_are_checked_at_start() {
         );
     }
 }
+
+/// The Python code block of `seed` that starts with `first`, as the seed
+/// has it (read in place).
+fn seed_code(seed: &str, first: &str) -> String {
+    let dir = squall_tests::workspace_root().join("../shared/seeds");
+    let file = std::fs::read_dir(&dir)
+        .expect("seeds")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(seed))
+        .expect("the seed")
+        .path();
+    let text = std::fs::read_to_string(file).expect("read seed");
+    let start = text.find(first).expect("the block");
+    let end = text[start..].find("```").expect("the block's end");
+    text[start..start + end].to_owned()
+}
+
+/// Python is there, or (off CI) the test says it skips.
+fn python3_or_skip() -> bool {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Python tests need python3"
+        );
+        eprintln!("SKIPPED: Python packs need python3 to install componentize-py");
+    }
+    ok
+}
+
+/// Seed 000's `my_echo_action.py` and its metadata, unchanged, beside an
+/// action that uses the config, the logger and the datastore: built by
+/// `squall pack build` (which installs componentize-py itself) and run.
+#[test]
+fn stackstorm_python_actions_build_and_run_unchanged() {
+    if !python3_or_skip() {
+        return;
+    }
+    let pack = tempfile::tempdir().expect("tempdir");
+    let actions = pack.path().join("actions");
+    std::fs::create_dir(&actions).expect("mkdir");
+    std::fs::write(
+        pack.path().join("pack.yaml"),
+        "name: pyseed\nversion: 1.0.0\ndescription: Python actions\nauthor: tests\n",
+    )
+    .expect("pack.yaml");
+    std::fs::write(
+        pack.path().join("config.schema.yaml"),
+        "greeting: {type: string, default: hello}\n",
+    )
+    .expect("schema");
+    let metadata = seed_code("000", "---\nname: \"echo_action\"");
+    std::fs::write(actions.join("echo_action.yaml"), metadata).expect("metadata");
+    let code = seed_code("000", "# my_echo_action.py");
+    std::fs::write(actions.join("my_echo_action.py"), code).expect("module");
+    std::fs::write(
+        actions.join("probe.yaml"),
+        "name: probe\nrunner_type: run-python\nentry_point: probe.py\nparameters:\n  name: {type: string, required: true}\n  fail: {type: boolean, default: false}\n",
+    )
+    .expect("probe metadata");
+    std::fs::write(
+        actions.join("probe.py"),
+        r#"from st2actions.runners.pythonrunner import Action
+
+
+class Probe(Action):
+    def run(self, name, fail):
+        self.logger.info("probing %s", name)
+        self.action_service.set_value(name, "v1")
+        self.action_service.set_value("shared", "s3cret", local=False, encrypt=True)
+        got = self.action_service.get_value(name)
+        shared = self.action_service.get_value("shared", local=False, decrypt=True)
+        listed = [kv.name for kv in self.action_service.list_values()]
+        deleted = self.action_service.delete_value(name)
+        if fail:
+            raise RuntimeError("asked to fail")
+        return {"got": got, "shared": shared, "listed": listed, "deleted": deleted,
+                "greeting": self.config["greeting"]}
+"#,
+    )
+    .expect("probe module");
+
+    let env = Env::new();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("squall-cache");
+    let squall = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .arg("--data-dir")
+            .arg(env.data.path())
+            .args(args)
+            .env("SQUALL_CACHE_DIR", &cache)
+            .output()
+            .expect("squall runs")
+    };
+    let dir = pack.path().to_str().expect("utf-8");
+    let out = squall(&["pack", "build", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("pyseed.echo_action: ")
+            && stdout(&out).contains("python_actions.wasm"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = squall(&[
+        "run",
+        "pyseed.echo_action",
+        "message=working",
+        "--packs",
+        dir,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"]["result"], "working");
+    assert_eq!(e["result"]["stdout"], "working\n");
+    assert_eq!(e["result"]["exit_code"], 0);
+    let out = squall(&[
+        "run",
+        "pyseed.echo_action",
+        "message=broken",
+        "--packs",
+        dir,
+        "--json",
+    ]);
+    assert!(!out.status.success(), "(False, ...) fails the execution");
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(e["status"], "failed", "{e}");
+    assert_eq!(e["result"]["result"], "broken");
+
+    let out = squall(&[
+        "run",
+        "pyseed.probe",
+        "name=counter",
+        "--packs",
+        dir,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(
+        e["result"]["result"],
+        serde_json::json!({"got": "v1", "shared": "s3cret", "listed": ["pyseed.Probe:counter"], "deleted": true, "greeting": "hello"}),
+        "{e}"
+    );
+    assert!(
+        e["output"]["log"].to_string().contains("probing counter"),
+        "{e}"
+    );
+    let out = squall(&[
+        "run",
+        "pyseed.probe",
+        "name=x",
+        "fail=true",
+        "--packs",
+        dir,
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(e["status"], "failed", "{e}");
+    assert_eq!(e["result"]["error"], "RuntimeError: asked to fail");
+    assert!(
+        e["result"]["traceback"]
+            .as_str()
+            .is_some_and(|t| t.contains("probe.py") && t.contains("asked to fail")),
+        "{e}"
+    );
+}

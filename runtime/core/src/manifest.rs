@@ -334,7 +334,15 @@ pub enum RunnerType {
     /// A script of the pack run on remote hosts over SSH
     /// (`remote-shell-script`).
     RemoteShellScript,
+    /// A Python action, StackStorm's way (`python-script`, older
+    /// `run-python`): a module with one subclass of `Action`, built with the
+    /// pack's other Python actions into one component, [`PYTHON_COMPONENT`].
+    PythonScript,
 }
+
+/// The component `squall pack build` makes of a pack's Python actions, in
+/// its `actions/` directory.
+pub const PYTHON_COMPONENT: &str = "python_actions.wasm";
 
 impl RunnerType {
     /// The name records and the API show.
@@ -347,12 +355,14 @@ impl RunnerType {
             Self::LocalShellScript => "local-shell-script",
             Self::RemoteShellCmd => "remote-shell-cmd",
             Self::RemoteShellScript => "remote-shell-script",
+            Self::PythonScript => "python-script",
         }
     }
 
     /// Every runner, in the order `/api/v1/runnertypes` lists them.
-    pub const ALL: [RunnerType; 7] = [
+    pub const ALL: [RunnerType; 8] = [
         Self::Wasm,
+        Self::PythonScript,
         Self::Orquesta,
         Self::Inquirer,
         Self::LocalShellCmd,
@@ -387,7 +397,7 @@ impl RunnerType {
     /// defaults.
     pub fn parameters(self) -> Map<String, Value> {
         match self {
-            Self::Wasm => runner_parameters(),
+            Self::Wasm | Self::PythonScript => runner_parameters(),
             Self::Orquesta => Map::new(),
             Self::Inquirer => inquirer_parameters(),
             _ => shell_parameters(self),
@@ -419,6 +429,8 @@ impl ActionMeta {
             RunnerType::Wasm
         } else if ORQUESTA_RUNNERS.contains(&raw.runner_type.as_str()) {
             RunnerType::Orquesta
+        } else if raw.runner_type == "run-python" {
+            RunnerType::PythonScript
         } else if let Some(runner) = RunnerType::ALL
             .into_iter()
             .find(|r| r.as_str() == raw.runner_type && *r != RunnerType::Orquesta)
@@ -429,7 +441,7 @@ impl ActionMeta {
                 file,
                 "runner_type",
                 format!(
-                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)",
+                    "runner '{}' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) or Python (python-script), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)",
                     raw.runner_type
                 ),
             ));
@@ -461,6 +473,13 @@ impl ActionMeta {
                     file,
                     "entry_point",
                     format!("'{}' must name a .wasm component", raw.entry_point),
+                ));
+            }
+            RunnerType::PythonScript if extension != Some("py") => {
+                return Err(ManifestError::field(
+                    file,
+                    "entry_point",
+                    format!("'{}' must name a Python module (.py)", raw.entry_point),
                 ));
             }
             RunnerType::Orquesta if !matches!(extension, Some("yaml" | "yml")) => {
@@ -1039,8 +1058,8 @@ mod tests {
                 .to_string()
         };
         assert_eq!(
-            err("name: x\nrunner_type: python-script\nentry_point: x.py\n"),
-            "a/x.yaml: field 'runner_type': runner 'python-script' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)"
+            err("name: x\nrunner_type: powershell\nentry_point: x.ps1\n"),
+            "a/x.yaml: field 'runner_type': runner 'powershell' is not supported: Squall runs actions as WebAssembly components (runner_type: wasm) or Python (python-script), workflows (runner_type: orquesta), inquiries (runner_type: inquirer) and, where the operator allows, shell commands and scripts (local-shell-cmd, local-shell-script, remote-shell-cmd, remote-shell-script)"
         );
         assert_eq!(
             err("name: x\nrunner_type: orquesta\nentry_point: x.wasm\n"),

@@ -193,11 +193,12 @@ impl LoadedPack {
         Ok(())
     }
 
-    /// The actions that run a WebAssembly component (not workflows).
+    /// The actions that run a WebAssembly component (a Rust one, or the
+    /// pack's Python actions' one).
     pub fn component_actions(&self) -> impl Iterator<Item = &ActionMeta> {
         self.actions
             .values()
-            .filter(|meta| meta.runner == RunnerType::Wasm)
+            .filter(|meta| matches!(meta.runner, RunnerType::Wasm | RunnerType::PythonScript))
     }
 
     /// Read the pack in `dir`.
@@ -358,11 +359,15 @@ impl LoadedPack {
     }
 
     fn find_component(&self, action: &ActionMeta) -> Result<PathBuf, PackError> {
-        let shipped = self.dir.join("actions").join(&action.entry_point);
-        let built = self
-            .dir
-            .join(self.manifest.build_output())
-            .join(&action.entry_point);
+        // A Python action's module is in the pack's one Python component.
+        let file = match action.runner {
+            RunnerType::PythonScript => {
+                std::path::Path::new(squall_core::manifest::PYTHON_COMPONENT)
+            }
+            _ => action.entry_point.as_path(),
+        };
+        let shipped = self.dir.join("actions").join(file);
+        let built = self.dir.join(self.manifest.build_output()).join(file);
         for candidate in [&shipped, &built] {
             if candidate.is_file() {
                 return Ok(candidate.clone());
@@ -370,7 +375,7 @@ impl LoadedPack {
         }
         Err(PackError::MissingComponent {
             action: action.action_ref.clone(),
-            entry_point: action.entry_point.clone(),
+            entry_point: file.to_owned(),
             searched: Box::new([shipped, built]),
             pack_dir: self.dir.clone(),
         })

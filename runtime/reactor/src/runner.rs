@@ -235,7 +235,7 @@ impl Runner {
                     cause,
                 })?;
         let (work, dirs) = match meta.runner {
-            RunnerType::Wasm => {
+            RunnerType::Wasm | RunnerType::PythonScript => {
                 let dirs = pack.preopens(&self.allowed_dirs_for(&req.tenant))?;
                 let component = self
                     .sandbox
@@ -549,7 +549,7 @@ fn stored_parameters(
     timeout: std::time::Duration,
 ) -> Map<String, Value> {
     let mut stored = meta.parameters.mask_secrets(parameters);
-    if meta.runner == RunnerType::Wasm || meta.runner.is_host() {
+    if matches!(meta.runner, RunnerType::Wasm | RunnerType::PythonScript) || meta.runner.is_host() {
         stored.insert("timeout".into(), Value::from(timeout.as_secs()));
     }
     stored

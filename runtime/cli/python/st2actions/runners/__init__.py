@@ -1,0 +1,1 @@
+"""StackStorm's older runner modules, as far as pack code imports them."""

@@ -1,0 +1,1 @@
+"""StackStorm's runner base classes, as far as pack code imports them."""
