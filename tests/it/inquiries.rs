@@ -417,3 +417,49 @@ async fn a_pending_inquiry_survives_a_restart_and_its_ttl_is_kept() {
     assert_eq!(e["result"]["output"]["approved"], true);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_workflow_that_cannot_be_read_back_ends_and_its_inquiry_is_canceled() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (core, ask) = (squall_tests::core_pack(), ask_pack());
+    let server = Server::start_in(
+        data.path(),
+        &[core.path().to_owned(), ask.path().to_owned()],
+        ReactorConfig::default(),
+        vec![],
+    )
+    .await
+    .expect("server starts");
+    let created = server.run("ask.approve", json!({})).await;
+    let wf = created["id"].as_str().expect("id").to_owned();
+    server
+        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
+            e["status"] == "paused"
+        })
+        .await;
+    let question = task_execution(&server, &wf, "get_approval").await;
+    let question = question["id"].as_str().expect("id").to_owned();
+    server.stop().await;
+
+    // The pack comes back without the workflow.
+    std::fs::remove_file(ask.path().join("actions/approve.yaml")).expect("remove");
+    let server = Server::start_in(
+        data.path(),
+        &[core.path().to_owned(), ask.path().to_owned()],
+        ReactorConfig::default(),
+        vec![],
+    )
+    .await
+    .expect("server starts");
+    let e = server.finished(&json!(wf)).await;
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(
+        e["result"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be resumed after a restart")),
+        "{e}"
+    );
+    let q = server.finished(&json!(question)).await;
+    assert_eq!(q["status"], "canceled", "{q}");
+    server.stop().await;
+}

@@ -505,6 +505,15 @@ async fn run_workflow(runner: Runner, req: RunRequest) -> anyhow::Result<Executi
         if now.status.is_completed() {
             break now;
         }
+        // Paused in this process: an inquiry waits, and no one here can
+        // answer it.
+        if now.status == squall_core::ExecutionStatus::Paused {
+            reactor.shutdown(Duration::from_secs(5)).await;
+            bail!(
+                "workflow execution {} is paused: a task waits for a person's response (core.ask), which comes through a server's API; run the workflow on a server (`squall --url URL run ...`)",
+                now.id
+            );
+        }
         // An event, or a look at the record now and then (events may be
         // missed by a slow reader).
         let _ = tokio::time::timeout(Duration::from_millis(250), events.recv()).await;

@@ -1732,3 +1732,39 @@ class Probe(Action):
         "{e}"
     );
 }
+
+/// A workflow that asks cannot be answered in a local `squall run`: it
+/// stops, saying why, instead of waiting for the ttl.
+#[test]
+fn a_local_run_of_a_workflow_that_asks_stops_saying_why() {
+    let env = Env::new();
+    let pack = squall_tests::pack_of("asks", &[]);
+    let actions = pack.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    std::fs::write(
+        actions.join("go.yaml"),
+        "name: go\nrunner_type: orquesta\nentry_point: workflows/go.yaml\n",
+    )
+    .expect("action");
+    std::fs::write(
+        actions.join("workflows/go.yaml"),
+        "version: 1.0\ntasks:\n  ask:\n    action: core.ask\n",
+    )
+    .expect("workflow");
+    let core = squall_tests::core_pack();
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("--data-dir")
+        .arg(env.data.path())
+        .args(["run", "asks.go", "--packs"])
+        .arg(core.path())
+        .arg("--packs")
+        .arg(pack.path())
+        .output()
+        .expect("squall runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is paused: a task waits for a person's response (core.ask)"),
+        "{}",
+        stderr(&out)
+    );
+}

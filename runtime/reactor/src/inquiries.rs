@@ -19,7 +19,7 @@ use squall_core::{Execution, ExecutionId, ExecutionStatus, TenantId};
 
 use crate::dispatch::Reactor;
 use crate::runner::Prepared;
-use crate::workflows::Plan;
+use crate::workflows::{Plan, Written};
 
 /// Why an inquiry could not be shown or answered. The messages are
 /// StackStorm's.
@@ -143,13 +143,21 @@ impl Reactor {
         e.result = Some(with(e.result.take(), "response", response.clone()));
         let mut plan = Plan::default();
         self.plan_ending(e, None, &mut plan).await;
-        if !self.commit(plan).await {
-            // Answered or timed out meanwhile: say which.
-            let now = store
-                .get_execution(&caller.tenant, id)?
-                .ok_or_else(|| InquiryError::NotFound(id.clone()))?;
-            check_pending(&now)?;
-            return Err(InquiryError::AlreadyResponded(id.clone()));
+        match self.commit_reporting(plan).await {
+            Written::Yes => {}
+            Written::Superseded => {
+                // Answered, timed out or canceled meanwhile: say which.
+                let now = store
+                    .get_execution(&caller.tenant, id)?
+                    .ok_or_else(|| InquiryError::NotFound(id.clone()))?;
+                check_pending(&now)?;
+                return Err(InquiryError::AlreadyResponded(id.clone()));
+            }
+            Written::Failed => {
+                return Err(InquiryError::Store(squall_store::Error::Corrupt(format!(
+                    "inquiry {id}: the answer could not be recorded with its workflow's step (see the server's log)"
+                ))));
+            }
         }
         tracing::info!(execution_id = %id, user = %caller.user, "inquiry answered");
         Ok(json!({"id": id.as_str(), "response": response}))
@@ -224,9 +232,12 @@ impl Reactor {
             .unwrap_or_else(std::time::SystemTime::now);
         let ttl =
             std::time::Duration::try_from_secs_f64(ttl * 60.0).unwrap_or(std::time::Duration::MAX);
-        let wait = since
-            .checked_add(ttl)
-            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+        // Past the end of the clock: it never times out.
+        let Some(at) = since.checked_add(ttl) else {
+            return;
+        };
+        let wait = at
+            .duration_since(std::time::SystemTime::now())
             .unwrap_or_default();
         let (reactor, tenant, id) = (self.clone(), e.tenant.clone(), e.id.clone());
         tokio::spawn(async move {
@@ -279,6 +290,25 @@ impl Reactor {
             );
         }
         for e in &waiting {
+            // Its workflow ended, and a stop came before the cancel it
+            // asked for: canceled now.
+            let workflow_ended = match crate::workflows::task_of(e) {
+                Some((workflow, _, _)) => self
+                    .inner
+                    .store
+                    .get_execution(&e.tenant, &workflow)?
+                    .is_none_or(|w| w.status.is_completed()),
+                None => false,
+            };
+            if workflow_ended {
+                let (reactor, tenant, id) = (self.clone(), e.tenant.clone(), e.id.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = reactor.cancel(&tenant, &id).await {
+                        tracing::warn!(execution_id = %id, error = %err, "inquiry of an ended workflow not canceled");
+                    }
+                });
+                continue;
+            }
             self.expire_later(e);
         }
         Ok(())

@@ -135,6 +135,16 @@ pub(crate) struct Plan {
     cancels: Vec<(TenantId, ExecutionId)>,
 }
 
+/// How a plan's write went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Yes,
+    /// The deciding record had already ended: nothing was written.
+    Superseded,
+    /// The write failed (the deciding end may have been recorded alone).
+    Failed,
+}
+
 /// `st2kv()` and the other functions StackStorm adds to expressions.
 struct St2Host {
     store: Store,
@@ -352,6 +362,11 @@ impl Reactor {
                     .collect(),
             });
             match status {
+                // Ended in an earlier step whose write is under way (an
+                // answer or a timeout that came after a fail-fast end found
+                // nothing to do): that step records the end, once.
+                WorkflowStatus::Succeeded | WorkflowStatus::Failed | WorkflowStatus::Canceled
+                    if flow.execution.status.is_completed() => {}
                 WorkflowStatus::Succeeded | WorkflowStatus::Failed | WorkflowStatus::Canceled => {
                     let mut ended = flow.execution.clone();
                     let to = match status {
@@ -593,7 +608,13 @@ impl Reactor {
         &self,
         plan: Plan,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        Box::pin(async move { self.commit_now(plan, Lane::Queued, false).await.0 })
+        Box::pin(async move { self.commit_now(plan, Lane::Queued, false).await.0 == Written::Yes })
+    }
+
+    /// [`Reactor::commit`], telling a record that had already ended from
+    /// a write that failed.
+    pub(crate) async fn commit_reporting(&self, plan: Plan) -> Written {
+        self.commit_now(plan, Lane::Queued, false).await.0
     }
 
     /// [`Reactor::commit`] for a worker that has just run an action: when
@@ -609,7 +630,10 @@ impl Reactor {
         plan: Plan,
         lane: Lane,
     ) -> std::pin::Pin<Box<dyn Future<Output = (bool, Option<Prepared>)> + Send + '_>> {
-        Box::pin(self.commit_now(plan, lane, true))
+        Box::pin(async move {
+            let (written, next) = self.commit_now(plan, lane, true).await;
+            (written == Written::Yes, next)
+        })
     }
 
     /// Whether the committing worker runs `children`'s only task itself,
@@ -643,7 +667,7 @@ impl Reactor {
         mut plan: Plan,
         lane: Lane,
         claim: bool,
-    ) -> (bool, Option<Prepared>) {
+    ) -> (Written, Option<Prepared>) {
         let claimed = claim && self.claim(&mut plan.children);
         let emissions: Vec<Vec<Emission<'_>>> = plan
             .endings
@@ -718,11 +742,11 @@ impl Reactor {
                         }
                     });
                 }
-                (true, next)
+                (Written::Yes, next)
             }
             Ok(false) => {
                 self.forget_all(&queued);
-                (false, None)
+                (Written::Superseded, None)
             }
             Err(err) => {
                 self.forget_all(&queued);
@@ -734,7 +758,7 @@ impl Reactor {
                 }
                 let Some(first) = plan.endings.first() else {
                     tracing::error!(error = %err, "failed to record a workflow's step");
-                    return (false, None);
+                    return (Written::Failed, None);
                 };
                 let e = &first.execution;
                 // Record the end at least, so it does not stay `running`;
@@ -746,7 +770,7 @@ impl Reactor {
                 if let Err(err) = self.inner.store.update_execution(e).await {
                     tracing::error!(error = %err, execution_id = %e.id, "failed to record the end of an execution");
                 }
-                (false, None)
+                (Written::Failed, None)
             }
         }
     }
@@ -869,6 +893,7 @@ impl Reactor {
     pub(crate) async fn recover_workflows(&self) -> Result<Vec<ExecutionId>, squall_store::Error> {
         let mut reconciling = Vec::new();
         let mut resumed = Vec::new();
+        let mut unrestorable = Vec::new();
         for stored in self.inner.store.running_workflows()? {
             match self.restore(&stored) {
                 Ok((flow, found)) => {
@@ -878,9 +903,16 @@ impl Reactor {
                     reconciling.push((flow, found));
                 }
                 Err(e) => {
-                    tracing::error!(execution_id = %stored.id, error = %e, "workflow could not be resumed; it ends abandoned");
+                    tracing::error!(execution_id = %stored.id, error = %e, "workflow could not be resumed; it ends");
+                    unrestorable.push((stored, e));
                 }
             }
+        }
+        // One left running or canceling is abandoned with the other
+        // executions left so; one held (paused, pausing, resuming) ends
+        // failed here, and what it still waits on is canceled.
+        for (stored, why) in unrestorable {
+            self.end_unrestorable(&stored, &why).await?;
         }
         // Every flow is registered before any moves: a step may end a
         // workflow and move its parent.
@@ -928,6 +960,40 @@ impl Reactor {
             self.commit(plan).await;
         }
         Ok(resumed)
+    }
+
+    /// End a held workflow that could not be read back, and cancel its
+    /// children still waiting (inquiries, paused subworkflows).
+    async fn end_unrestorable(
+        &self,
+        stored: &squall_store::StoredWorkflow,
+        why: &str,
+    ) -> Result<(), squall_store::Error> {
+        let store = &self.inner.store;
+        let Some(mut e) = store.get_execution(&stored.tenant, &stored.id)? else {
+            return Ok(());
+        };
+        if !matches!(
+            e.status,
+            ExecutionStatus::Paused | ExecutionStatus::Pausing | ExecutionStatus::Resuming
+        ) {
+            return Ok(());
+        }
+        for child in store.children(&stored.tenant, &stored.id)? {
+            if matches!(
+                child.status,
+                ExecutionStatus::Pending | ExecutionStatus::Paused
+            ) {
+                let (reactor, tenant, id) = (self.clone(), child.tenant.clone(), child.id.clone());
+                tokio::spawn(async move {
+                    let _ = reactor.cancel(&tenant, &id).await;
+                });
+            }
+        }
+        e.transition(ExecutionStatus::Failed);
+        e.result = Some(json!({"error": format!("could not be resumed after a restart: {why}")}));
+        self.complete(e, None).await;
+        Ok(())
     }
 
     /// Run `tenant`'s completed workflow `id` again from `tasks`

@@ -498,10 +498,22 @@ impl Conductor {
         self.paused.extend(paused);
         self.pending.extend(pending);
         let mut step = Step::default();
+        // Held, not asked to pause: what held it was a run whose end was
+        // recorded without its step (an answer whose write failed): that
+        // end resumes it, as it would have.
+        let head = &self.state.head;
+        let held = matches!(
+            head.status,
+            WorkflowStatus::Pausing | WorkflowStatus::Paused
+        ) && !head.pause_requested;
         for (task, item, status, result) in ended {
+            if held {
+                self.pending.insert((task, item));
+            }
             let s = self.action_ended(task, item, &status, result);
             step.runs.extend(s.runs);
             step.changed.extend(s.changed);
+            step.resumed |= s.resumed;
         }
         for i in 0..self.state.tasks.len() {
             if self.state.tasks[i].status == TaskStatus::Running
@@ -514,6 +526,7 @@ impl Conductor {
         let s = std::mem::take(&mut self.step);
         step.runs.extend(s.runs);
         step.changed.extend(s.changed);
+        step.resumed |= s.resumed;
         step
     }
 

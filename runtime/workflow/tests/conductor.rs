@@ -554,15 +554,8 @@ tasks:
 /// with-items task's item ends rebuilt from the item executions (the runs
 /// asked for, with the ends the conductor was told).
 fn restarted(sim: &Sim, definition: &str) -> Sim {
-    fn again<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
-        serde_json::from_value(serde_json::to_value(v).expect("serializes")).expect("reads back")
-    }
     let old = &sim.c.state;
-    let mut state = squall_workflow::conductor::State {
-        ctx: old.ctx.clone(),
-        head: again(&old.head),
-        tasks: again(&old.tasks),
-    };
+    let mut state = read_back(sim);
     for (i, (t, old)) in state.tasks.iter_mut().zip(&old.tasks).enumerate() {
         if t.status == TaskStatus::Running {
             t.result = None;
@@ -1421,4 +1414,59 @@ tasks:
     )
     .finish();
     assert_eq!(sim.output(), json!({"st": "succeeded", "r": 7}));
+}
+
+/// The state `sim` would be read back with.
+fn read_back(sim: &Sim) -> squall_workflow::conductor::State {
+    fn again<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+        serde_json::from_value(serde_json::to_value(v).expect("serializes")).expect("reads back")
+    }
+    squall_workflow::conductor::State {
+        ctx: sim.c.state.ctx.clone(),
+        head: again(&sim.c.state.head),
+        tasks: again(&sim.c.state.tasks),
+    }
+}
+
+#[test]
+fn an_answer_recorded_without_its_step_resumes_the_workflow_after_a_restart() {
+    let definition = "version: 1.0\ntasks:\n  ask:\n    action: test.ok\n    next: [{do: after}]\n  after:\n    action: test.ok\n";
+    let mut sim = Sim::start(definition, json!({}));
+    let ask = sim.take_run("ask");
+    sim.c.action_ended(ask.task, ask.item, "pending", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    // Read back with the inquiry answered (its end written, its step not).
+    let state = read_back(&sim);
+    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
+    let mut c = Conductor::restore(spec, Arc::new(NoHost), Limits::default(), state);
+    let step = c.reconcile(
+        Vec::new(),
+        Vec::new(),
+        vec![(
+            ask.task,
+            ask.item,
+            "succeeded".into(),
+            json!({"response": {}}),
+        )],
+    );
+    assert!(step.resumed);
+    assert_eq!(c.status(), WorkflowStatus::Running);
+    let names: Vec<&str> = step.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["after"]);
+
+    // Asked to pause, it stays paused: the end does not resume it.
+    let mut sim = Sim::start(definition, json!({}));
+    let ask = sim.take_run("ask");
+    sim.c.pause();
+    sim.c.action_ended(ask.task, ask.item, "pending", json!({}));
+    assert_eq!(sim.status(), WorkflowStatus::Paused);
+    let state = read_back(&sim);
+    let spec = Arc::new(Workflow::parse(definition).expect("valid"));
+    let mut c = Conductor::restore(spec, Arc::new(NoHost), Limits::default(), state);
+    c.reconcile(
+        Vec::new(),
+        Vec::new(),
+        vec![(ask.task, ask.item, "succeeded".into(), json!({}))],
+    );
+    assert_eq!(c.status(), WorkflowStatus::Paused);
 }
