@@ -185,6 +185,12 @@ pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Option<
     std::fs::write(stage.path().join("squall_app.py"), app_module(&actions))?;
     let out = pack.dir.join("actions").join(PYTHON_COMPONENT);
     let tool = componentize_py()?;
+    let deps = stage.path().join("deps");
+    std::fs::create_dir_all(&deps)?;
+    let requirements = pack.dir.join("requirements.txt");
+    if requirements.is_file() {
+        bundle(&tool, &requirements, &deps)?;
+    }
     eprintln!(
         "building the Python actions of pack '{}' with componentize-py {COMPONENTIZE_PY}",
         pack.manifest.pack_ref
@@ -196,6 +202,8 @@ pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Option<
         .arg(stage.path())
         .arg("-p")
         .arg(pack.dir.join("actions"))
+        .arg("-p")
+        .arg(&deps)
         .arg("squall_app")
         .arg("-o")
         .arg(&out)
@@ -209,6 +217,69 @@ pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Option<
         );
     }
     Ok(Some(out))
+}
+
+/// Install what `requirements` lists into `deps`, to be bundled: wheels
+/// only, and pure Python only (a component has no native extensions).
+fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
+    // The pip beside componentize-py (its virtualenv), else python3's.
+    let pip = tool.with_file_name("pip");
+    let mut command = if pip.is_file() {
+        std::process::Command::new(pip)
+    } else {
+        let mut c = std::process::Command::new("python3");
+        c.args(["-m", "pip"]);
+        c
+    };
+    eprintln!("bundling {}", requirements.display());
+    let status = command
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--target",
+        ])
+        .arg(deps)
+        .arg("-r")
+        .arg(requirements)
+        .stdout(std::io::stderr())
+        .status()
+        .context("failed to start pip")?;
+    if !status.success() {
+        bail!(
+            "{}: pip could not install what it lists ({status}); only packages with wheels can be bundled",
+            requirements.display()
+        );
+    }
+    let mut stack = vec![deps.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let native = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "so" | "pyd" | "dylib"));
+            if native {
+                let relative = path.strip_prefix(deps).unwrap_or(&path);
+                let module = relative
+                    .components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                bail!(
+                    "{}: module '{module}' cannot be bundled: it has native code ({}), and a Python component holds pure-Python modules only",
+                    requirements.display(),
+                    relative.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -643,7 +643,8 @@ fn lifecycle_pack() -> tempfile::TempDir {
     .expect("write policy");
     std::fs::write(
         dir.path().join("policies/fail.yaml"),
-        "name: fail.retry\nresource_ref: core.fail\npolicy_type: action.retry\nparameters: {retry_on: failure, max_retry_count: 1, delay: 2}\n",
+        // Long enough for every retry to be still delayed at the kill.
+        "name: fail.retry\nresource_ref: core.fail\npolicy_type: action.retry\nparameters: {retry_on: failure, max_retry_count: 1, delay: 15}\n",
     )
     .expect("write policy");
     dir
@@ -726,12 +727,17 @@ fn accepted_executions_survive_a_kill_without_running_twice() {
     // The loops run until the kill: their timeouts are far away.
     let go = server.execute(json!({"action": "bad.go", "parameters": {"timeout": 600}}));
     let spin = server.execute(json!({"action": "bad.spin", "parameters": {"timeout": 600}}));
-    // Lasting states only: each failure's retry recorded (delayed, or
-    // already run), both loops running, the delayed ones still delayed.
+    // Lasting states only: each failure's retry recorded and waiting out
+    // its delay (not caught starting or running), both loops running, the
+    // delayed ones still delayed.
     server.wait_until("failures have their retries and the loops run", |all| {
         let retries = all
             .iter()
-            .filter(|e| e["context"]["policies"]["retry"].is_object())
+            .filter(|e| {
+                e["context"]["policies"]["retry"].is_object()
+                    && e["action"]["ref"] == "core.fail"
+                    && e["status"] == "delayed"
+            })
             .count();
         let running = all
             .iter()
@@ -1626,7 +1632,9 @@ fn stackstorm_python_actions_build_and_run_unchanged() {
     .expect("probe metadata");
     std::fs::write(
         actions.join("probe.py"),
-        r#"from st2actions.runners.pythonrunner import Action
+        r#"import six
+
+from st2actions.runners.pythonrunner import Action
 
 
 class Probe(Action):
@@ -1641,10 +1649,12 @@ class Probe(Action):
         if fail:
             raise RuntimeError("asked to fail")
         return {"got": got, "shared": shared, "listed": listed, "deleted": deleted,
-                "greeting": self.config["greeting"]}
+                "greeting": self.config["greeting"], "six": six.__version__}
 "#,
     )
     .expect("probe module");
+    // A pure-Python dependency, bundled at build time.
+    std::fs::write(pack.path().join("requirements.txt"), "six==1.16.0\n").expect("requirements");
 
     let env = Env::new();
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("squall-cache");
@@ -1706,7 +1716,7 @@ class Probe(Action):
     let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(
         e["result"]["result"],
-        serde_json::json!({"got": "v1", "shared": "s3cret", "listed": ["pyseed.Probe:counter"], "deleted": true, "greeting": "hello"}),
+        serde_json::json!({"got": "v1", "shared": "s3cret", "listed": ["pyseed.Probe:counter"], "deleted": true, "greeting": "hello", "six": "1.16.0"}),
         "{e}"
     );
     assert!(
@@ -1730,6 +1740,17 @@ class Probe(Action):
             .as_str()
             .is_some_and(|t| t.contains("probe.py") && t.contains("asked to fail")),
         "{e}"
+    );
+
+    // A dependency with native code cannot be bundled: the build says which.
+    std::fs::write(pack.path().join("requirements.txt"), "markupsafe==2.1.5\n")
+        .expect("requirements");
+    let out = squall(&["pack", "build", dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("module 'markupsafe' cannot be bundled: it has native code"),
+        "{}",
+        stderr(&out)
     );
 }
 
