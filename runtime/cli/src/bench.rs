@@ -29,6 +29,13 @@ pub(crate) enum BenchCommand {
         /// Where the core pack is (built). Default: ./packs
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
+        /// The action measured (a Python action measures its pack's
+        /// Python component).
+        #[arg(long, default_value = "core.noop")]
+        action: String,
+        /// Its parameters, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
     },
     /// Rule matching alone: N rules over M trigger instances, one thread.
     Rules {
@@ -149,7 +156,9 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             iterations,
             process_runs,
             packs,
-        } => bench_sandbox(data_dir, iterations, process_runs, packs),
+            action,
+            params,
+        } => bench_sandbox(data_dir, iterations, process_runs, packs, &action, &params),
         BenchCommand::Api {
             actions,
             installs,
@@ -205,13 +214,21 @@ fn bench_sandbox(
     iterations: usize,
     process_runs: usize,
     packs: Vec<PathBuf>,
+    action: &str,
+    params: &str,
 ) -> anyhow::Result<ExitCode> {
     let iterations = iterations.max(10);
     let pack_dirs = pack_paths(packs);
     let set = PackSet::load(&pack_dirs)?;
-    let noop: ActionRef = "core.noop".parse()?;
-    let (pack, meta) = set.action(&noop)?;
+    let action: ActionRef = action.parse()?;
+    let parameters: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(params).context("--params must be a JSON object")?;
+    let (pack, meta) = set.action(&action)?;
     let wasm = pack.component_path(meta)?;
+    let job = Job {
+        action: action.clone(),
+        parameters,
+    };
 
     let sandbox = Arc::new(open_sandbox(data_dir, 1000)?);
     let component = sandbox.load_action(&wasm)?;
@@ -228,16 +245,16 @@ fn bench_sandbox(
     // Warm up code paths, the pooling allocator's slots and the page cache.
     rt.block_on(async {
         for _ in 0..200 {
-            run_once(&sandbox, &component).await?;
+            run_once(&sandbox, &component, &job).await?;
         }
         anyhow::Ok(())
     })?;
-    let floor = rt.block_on(sandbox.raw_floor(&component, "{}", iterations));
+    let floor = rt.block_on(sandbox.raw_floor(&component, params, iterations));
     let full = rt.block_on(async {
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let t = Instant::now();
-            run_once(&sandbox, &component).await?;
+            run_once(&sandbox, &component, &job).await?;
             times.push(t.elapsed());
         }
         anyhow::Ok(times)
@@ -251,7 +268,8 @@ fn bench_sandbox(
         us(p99(&floor))
     );
     println!(
-        "  squall core.noop     {:>8.1} µs / {:>8.1} µs",
+        "  squall {:<13} {:>8.1} µs / {:>8.1} µs",
+        job.action.to_string(),
         us(full_med),
         us(p99(&full))
     );
@@ -264,7 +282,13 @@ fn bench_sandbox(
     println!("throughput, fresh instance per execution");
     for threads in [1, 2] {
         let rt = runtime(threads)?;
-        let per_second = rt.block_on(throughput(&sandbox, &component, iterations, threads * 4))?;
+        let per_second = rt.block_on(throughput(
+            &sandbox,
+            &component,
+            &job,
+            iterations,
+            threads * 4,
+        ))?;
         println!(
             "  {threads} thread{}            {:>10.0} executions/s",
             if threads == 1 { " " } else { "s" },
@@ -273,9 +297,12 @@ fn bench_sandbox(
     }
 
     if process_runs > 0 {
-        let times = process_times(&pack_dirs, data_dir, process_runs)?;
+        let times = process_times(&pack_dirs, data_dir, process_runs, &job)?;
         println!();
-        println!("whole process: squall run core.noop, warm compile cache ({process_runs} runs)");
+        println!(
+            "whole process: squall run {}, warm compile cache ({process_runs} runs)",
+            job.action
+        );
         println!(
             "  median {:>8.1} ms, min {:>8.1} ms",
             ms(median(&times)),
@@ -292,12 +319,18 @@ pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime>
         .build()?)
 }
 
-async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Result<()> {
+/// The action a sandbox benchmark runs, and with what.
+struct Job {
+    action: ActionRef,
+    parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn run_once(sandbox: &Sandbox, component: &ActionComponent, job: &Job) -> anyhow::Result<()> {
     let inv = Invocation {
         execution_id: ExecutionId::generate(),
         tenant: TenantId::default_tenant(),
-        action: "core.noop".parse()?,
-        parameters: serde_json::Map::new(),
+        action: job.action.clone(),
+        parameters: job.parameters.clone(),
         config: "{}".into(),
         kv: None,
         trace_tag: None,
@@ -309,13 +342,14 @@ async fn run_once(sandbox: &Sandbox, component: &ActionComponent) -> anyhow::Res
     };
     match sandbox.run_action(component, inv).await.outcome {
         Outcome::Succeeded(_) => Ok(()),
-        other => bail!("core.noop did not succeed: {other:?}"),
+        other => bail!("{} did not succeed: {other:?}", job.action),
     }
 }
 
 async fn throughput(
     sandbox: &Arc<Sandbox>,
     component: &Arc<ActionComponent>,
+    job: &Job,
     total: usize,
     tasks: usize,
 ) -> anyhow::Result<f64> {
@@ -324,9 +358,13 @@ async fn throughput(
     let mut handles = Vec::new();
     for _ in 0..tasks {
         let (sandbox, component) = (sandbox.clone(), component.clone());
+        let job = Job {
+            action: job.action.clone(),
+            parameters: job.parameters.clone(),
+        };
         handles.push(tokio::spawn(async move {
             for _ in 0..per_task {
-                run_once(&sandbox, &component).await?;
+                run_once(&sandbox, &component, &job).await?;
             }
             anyhow::Ok(())
         }));
@@ -337,12 +375,29 @@ async fn throughput(
     Ok((per_task * tasks) as f64 / start.elapsed().as_secs_f64())
 }
 
-fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
+fn process_times(
+    packs: &[PathBuf],
+    data_dir: &Path,
+    runs: usize,
+    job: &Job,
+) -> anyhow::Result<Vec<Duration>> {
     let exe = std::env::current_exe().context("cannot find the squall binary")?;
     let dir = data_dir.join("bench-process");
+    let args: Vec<String> = job
+        .parameters
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let action = job.action.to_string();
     let run = || -> anyhow::Result<Duration> {
         let mut cmd = Command::new(&exe);
-        cmd.arg("--data-dir").arg(&dir).args(["run", "core.noop"]);
+        cmd.arg("--data-dir")
+            .arg(&dir)
+            .args(["run", &action])
+            .args(&args);
         for p in packs {
             cmd.arg("--packs").arg(p);
         }
@@ -351,7 +406,7 @@ fn process_times(packs: &[PathBuf], data_dir: &Path, runs: usize) -> anyhow::Res
         let elapsed = t.elapsed();
         if !out.status.success() {
             bail!(
-                "squall run core.noop failed: {}",
+                "squall run {action} failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
