@@ -7,7 +7,7 @@ use squall_reactor::ReactorConfig;
 use tempfile::TempDir;
 
 use crate::server::{Client, Server};
-use crate::workflows::task_execution;
+use crate::workflows::{statuses_of, task_execution};
 
 const APPROVAL: &str = r#"{"type": "object", "properties": {"approved": {"type": "boolean", "description": "Continue?", "required": true}}}"#;
 
@@ -100,6 +100,15 @@ async fn key_for(server: &Server, user: &str, role: &str) -> Client {
     assert_eq!(r.status().as_u16(), 201);
     let body: Value = r.json().await.expect("json");
     server.as_key(body["key"].as_str().expect("key"))
+}
+
+/// Wait until workflow execution `id` is `paused`.
+async fn paused(server: &Server, id: &str) -> Value {
+    server
+        .wait_for(&format!("/api/v1/executions/{id}"), |e| {
+            e["status"] == "paused"
+        })
+        .await
 }
 
 fn faultstring(body: &Value) -> &str {
@@ -288,11 +297,7 @@ async fn a_workflow_waits_on_two_inquiries_and_each_answer_resumes_it() {
             e["status"] == "pausing"
         })
         .await;
-    server
-        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
-            e["status"] == "paused"
-        })
-        .await;
+    paused(&server, &wf).await;
     let (_, listed) = server.get("/api/v1/inquiries").await;
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
 
@@ -301,10 +306,10 @@ async fn a_workflow_waits_on_two_inquiries_and_each_answer_resumes_it() {
     assert_eq!(status, 200, "{body}");
     let e = server
         .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
-            e["status"] == "paused" && statuses(e).iter().filter(|s| *s == "paused").count() == 2
+            e["status"] == "paused" && statuses_of(e).iter().filter(|s| *s == "paused").count() == 2
         })
         .await;
-    let log = statuses(&e);
+    let log = statuses_of(&e);
     let first = log.iter().position(|s| s == "paused").expect("paused");
     assert_eq!(
         log[first..],
@@ -317,15 +322,6 @@ async fn a_workflow_waits_on_two_inquiries_and_each_answer_resumes_it() {
     assert_eq!(e["status"], "succeeded", "{e}");
     assert_eq!(e["result"]["output"], json!({"a": true, "b": false}));
     server.stop().await;
-}
-
-fn statuses(e: &Value) -> Vec<String> {
-    e["log"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["status"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,11 +358,7 @@ async fn canceling_a_waiting_workflow_cancels_its_inquiry() {
     let server = server().await;
     let created = server.run("ask.approve", json!({})).await;
     let wf = created["id"].as_str().expect("id").to_owned();
-    server
-        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
-            e["status"] == "paused"
-        })
-        .await;
+    paused(&server, &wf).await;
     let (status, body) = server.delete(&format!("/api/v1/executions/{wf}")).await;
     assert_eq!(status, 200, "{body}");
     let e = server.finished(&json!(wf)).await;
@@ -392,11 +384,7 @@ async fn a_pending_inquiry_survives_a_restart_and_its_ttl_is_kept() {
     let expires = server.run("ask.approve", json!({"ttl": 0.05})).await;
     let expires = expires["id"].as_str().expect("id").to_owned();
     for wf in [&waits, &expires] {
-        server
-            .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
-                e["status"] == "paused"
-            })
-            .await;
+        paused(&server, wf).await;
     }
     let ask = task_execution(&server, &waits, "get_approval").await;
     let ask = ask["id"].as_str().expect("id").to_owned();
@@ -432,11 +420,7 @@ async fn a_waiting_workflow_that_cannot_be_read_back_ends_and_its_inquiry_is_can
     .expect("server starts");
     let created = server.run("ask.approve", json!({})).await;
     let wf = created["id"].as_str().expect("id").to_owned();
-    server
-        .wait_for(&format!("/api/v1/executions/{wf}"), |e| {
-            e["status"] == "paused"
-        })
-        .await;
+    paused(&server, &wf).await;
     let question = task_execution(&server, &wf, "get_approval").await;
     let question = question["id"].as_str().expect("id").to_owned();
     server.stop().await;

@@ -29,6 +29,16 @@ struct Ran {
 }
 
 impl St2 {
+    /// `st2` at `exe`, talking to `server` with its admin key.
+    fn against(exe: PathBuf, server: &Server) -> Self {
+        Self {
+            exe,
+            base: server.base.clone(),
+            key: server.key.clone(),
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
     async fn run(&self, args: &[&str]) -> Ran {
         let mut cmd = Command::new(&self.exe);
         cmd.args(args)
@@ -102,12 +112,7 @@ async fn the_official_st2_cli_works_against_squall() {
         Default::default(),
     )
     .await;
-    let st2 = St2 {
-        exe,
-        base: s.base.clone(),
-        key: s.key.clone(),
-        home: tempfile::tempdir().expect("tempdir"),
-    };
+    let st2 = St2::against(exe, &s);
 
     // action list / get
     let actions = st2.json(&["action", "list"]).await;
@@ -327,12 +332,7 @@ async fn the_official_st2_cli_drives_workflows() {
         Default::default(),
     )
     .await;
-    let st2 = St2 {
-        exe,
-        base: s.base.clone(),
-        key: s.key.clone(),
-        home: tempfile::tempdir().expect("tempdir"),
-    };
+    let st2 = St2::against(exe, &s);
 
     // run: waits, then shows the result and the task table.
     let out = st2.table(&["run", "wf.slow", "seconds=0"]).await;
@@ -408,12 +408,7 @@ async fn the_official_st2_cli_answers_inquiries() {
         Default::default(),
     )
     .await;
-    let st2 = St2 {
-        exe,
-        base: s.base.clone(),
-        key: s.key.clone(),
-        home: tempfile::tempdir().expect("tempdir"),
-    };
+    let st2 = St2::against(exe, &s);
     let wf = s.run("ask.approve", json!({})).await;
     let wf = wf["id"].as_str().expect("id").to_owned();
     s.wait_for(&format!("/api/v1/executions/{wf}"), |e| {

@@ -794,7 +794,7 @@ async fn set_status(client: &crate::server::Client, id: &str, status: &str) -> (
 }
 
 /// The statuses in `e`'s log, in order.
-fn statuses_of(e: &Value) -> Vec<String> {
+pub(crate) fn statuses_of(e: &Value) -> Vec<String> {
     e["log"]
         .as_array()
         .into_iter()

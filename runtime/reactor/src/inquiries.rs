@@ -50,7 +50,7 @@ pub enum InquiryError {
 
 /// Whether `e` is an inquiry (an execution of an `inquirer` action).
 pub fn is_inquiry(e: &Execution) -> bool {
-    e.context.get("runner").and_then(Value::as_str) == Some(INQUIRER_RUNNER)
+    e.runner() == INQUIRER_RUNNER
 }
 
 /// `e` may be answered now: an inquiry, still pending.
