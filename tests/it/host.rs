@@ -287,11 +287,12 @@ async fn a_timeout_or_a_cancel_kills_the_whole_process_group() {
     // Timeout: the shell and its background children all go.
     let pid_file = dir.path().join("timeout.pid");
     let cmd = format!(
-        "echo $$ > {}; sleep 600 & sleep 600 & sleep 600",
+        // The pid is written once both background sleeps are forked.
+        "sleep 600 & sleep 600 & echo $$ > {}; sleep 600",
         pid_file.display()
     );
     let created = server
-        .run("core.local", json!({"cmd": cmd, "timeout": 2}))
+        .run("core.local", json!({"cmd": cmd, "timeout": 5}))
         .await;
     let group = group_of(&pid_file).await;
     assert!(members_of(group).len() >= 3, "the shell and its sleeps run");
