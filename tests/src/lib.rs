@@ -151,6 +151,7 @@ pub fn pack_copy(name: &str, components: &[(&str, &str)]) -> TempDir {
         "sensors",
         "rules",
         "policies",
+        "tests",
     ] {
         copy_yaml(&src, dir.path(), sub);
     }

@@ -211,7 +211,11 @@ fn allowed(p: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
     // Inspecting a workflow changes nothing.
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         || path == "/api/v1/workflows/inspect";
-    if path == "/api/v1/tenants" || path.starts_with("/api/v1/tenants/") || path == "/metrics" {
+    if path == "/api/v1/tenants"
+        || path.starts_with("/api/v1/tenants/")
+        || path == "/metrics"
+        || path == "/api/v1/packs/register"
+    {
         if p.role != Role::Admin {
             return Err(ApiError::Forbidden(format!(
                 "{path} is for the admin role; '{}' is {}",

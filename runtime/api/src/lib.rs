@@ -46,6 +46,10 @@ pub struct AppState {
     pub(crate) uploads: std::sync::Arc<tokio::sync::Semaphore>,
     /// Password checks (Argon2, slow on purpose) at once.
     pub(crate) password_checks: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The directories of the server's own packs (`squall serve --packs`),
+    /// read again by `POST /api/v1/packs/register`; `None` when the server
+    /// has none to read.
+    pub pack_paths: Option<Vec<std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -60,6 +64,7 @@ impl AppState {
             archive_limits: squall_reactor::ArchiveLimits::default(),
             uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
             password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            pack_paths: None,
         }
     }
 }

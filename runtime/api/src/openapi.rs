@@ -37,6 +37,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::keys::delete_key,
         crate::packs::list_packs,
         crate::packs::upload,
+        crate::packs::register,
         crate::packs::get_pack,
         crate::packs::uninstall,
         crate::packs::list_runners,

@@ -19,6 +19,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/packs", get(list_packs))
         .route("/api/v1/packs/upload", post(upload))
+        .route("/api/v1/packs/register", post(register))
         .route("/api/v1/packs/{ref}", get(get_pack).delete(uninstall))
         .route("/api/v1/runnertypes", get(list_runners))
         .route("/api/v1/runnertypes/{name}", get(get_runner))
@@ -83,6 +84,35 @@ pub(crate) async fn get_pack(
         .find(|p| p.manifest.pack_ref.as_str() == r)
         .map(|p| Json(pack_shape(p)))
         .ok_or_else(|| ApiError::NotFound(format!("pack '{r}' not found")))
+}
+
+/// `POST /api/v1/packs/register` (admin): read the server's own packs
+/// (`squall serve --packs`) again and put them in force, as StackStorm's
+/// `st2 pack register` and `st2ctl reload` do. Executions already running
+/// finish on the version they started on; the packs' sensors restart. A
+/// pack that fails its checks keeps the version in force, and the answer
+/// says why.
+#[utoipa::path(
+    post,
+    path = "/api/v1/packs/register",
+    tag = "packs",
+    responses((status = 200, description = "OK"), crate::openapi::Faults)
+)]
+pub(crate) async fn register(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let Some(paths) = state.pack_paths.clone() else {
+        return Err(ApiError::BadRequest(
+            "this server loads no packs from directories (squall serve --packs)".into(),
+        ));
+    };
+    let report = state.reactor.reload_packs(&paths).await?;
+    Ok(Json(json!({
+        "reloaded": report.reloaded,
+        "removed": report.removed,
+        "refused": report.refused.iter().map(|r| json!({
+            "dir": r.dir.display().to_string(),
+            "error": r.error.to_string(),
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 /// `POST /api/v1/packs/upload`: the body is a `.tar.gz` of a pack directory

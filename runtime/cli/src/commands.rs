@@ -312,6 +312,33 @@ pub(crate) enum PackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Read the server's own packs (`squall serve --packs`) again and put
+    /// them in force, on the server given by --url (admin; StackStorm's
+    /// `st2ctl reload`). Executions already running finish on the version
+    /// they started on; the packs' sensors restart. A pack that fails its
+    /// checks keeps the version in force. `kill -HUP` of the server does
+    /// the same.
+    Reload {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a pack's tests (YAML cases in its `tests/`) offline, with no
+    /// server: actions with given parameters, kv and config; rules against
+    /// trigger instances; sensors polling given files. Prints one line per
+    /// case and exits 1 when one fails. Build the pack first.
+    ///
+    /// Example: squall pack test packs/pyexamples
+    Test {
+        /// The pack directory.
+        dir: PathBuf,
+        /// Other packs the pack's rules and workflows use (core, ...).
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
@@ -488,7 +515,7 @@ pub(crate) fn run(data_dir: &Path, remote: &Remote, args: RunArgs) -> anyhow::Re
 
 /// Run a workflow to its end in a reactor of its own: no rules, sensors or
 /// timers, only the workflow and its tasks.
-async fn run_workflow(runner: Runner, req: RunRequest) -> anyhow::Result<Execution> {
+pub(crate) async fn run_workflow(runner: Runner, req: RunRequest) -> anyhow::Result<Execution> {
     let config = squall_reactor::ReactorConfig {
         standalone: true,
         workers: 64,
@@ -1075,7 +1102,7 @@ pub(crate) fn indent(text: &str) -> String {
         .join("\n")
 }
 
-pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn pack(data_dir: &Path, remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode> {
     let columns = [
         "ref",
         "version",
@@ -1084,6 +1111,51 @@ pub(crate) fn pack(remote: &Remote, cmd: PackCommand) -> anyhow::Result<ExitCode
         "description",
     ];
     match cmd {
+        PackCommand::Reload { json } => {
+            let client = remote.require("squall pack reload")?;
+            let report = runtime()?
+                .block_on(client.post_path("/api/v1/packs/register", &serde_json::json!({})))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let names = |key: &str| {
+                    report[key]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let reloaded = names("reloaded");
+                println!(
+                    "reloaded: {}",
+                    if reloaded.is_empty() {
+                        "none"
+                    } else {
+                        &reloaded
+                    }
+                );
+                let removed = names("removed");
+                if !removed.is_empty() {
+                    println!("removed: {removed}");
+                }
+                let refused = report["refused"].as_array().cloned().unwrap_or_default();
+                for r in &refused {
+                    println!(
+                        "refused (the version in force, if any, stays): {}: {}",
+                        r["dir"].as_str().unwrap_or_default(),
+                        r["error"].as_str().unwrap_or_default()
+                    );
+                }
+                if !refused.is_empty() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        PackCommand::Test { dir, packs, json } => {
+            return crate::pack_test::test(data_dir, &dir, packs, json);
+        }
         PackCommand::Build { dirs } => {
             for dir in dirs {
                 build_pack(&dir)?;
@@ -1175,13 +1247,10 @@ fn run_build(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
     let manifest = PackManifest::parse(&text, &manifest_path)?;
     let pack = squall_reactor::LoadedPack::load(dir)?;
-    let python = pack
-        .actions
-        .values()
-        .any(|m| m.runner == squall_core::manifest::RunnerType::PythonScript);
+    let python = crate::python::has_python(&pack);
     if manifest.build.is_none() && !python {
         bail!(
-            "{}: no `build` section and no Python actions: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
+            "{}: no `build` section and no Python actions or sensors: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
             manifest_path.display()
         );
     }

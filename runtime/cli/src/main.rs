@@ -14,6 +14,7 @@ mod bench_workflows;
 mod client;
 mod commands;
 mod inquiry;
+mod pack_test;
 mod python;
 mod remote;
 mod rules;
@@ -153,7 +154,7 @@ fn main() -> ExitCode {
         Command::Purge(args) => commands::purge(&cli.data_dir, args),
         Command::Key(cmd) => commands::key(&cli.data_dir, &remote, cmd),
         Command::Sensor(cmd) => sensor::sensor(&remote, cmd),
-        Command::Pack(cmd) => commands::pack(&remote, cmd),
+        Command::Pack(cmd) => commands::pack(&cli.data_dir, &remote, cmd),
         Command::Tenant(cmd) => accounts::tenant(&cli.data_dir, &remote, cmd),
         Command::Apikey(cmd) => accounts::apikey(&cli.data_dir, &remote, cmd),
         Command::User(cmd) => accounts::user(&cli.data_dir, cmd),

@@ -242,7 +242,8 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?);
     }
     // A broken pack is refused, loudly, and the server runs on the others.
-    let (mut packs, mut refused) = PackSet::load_each(&pack_paths(args.packs));
+    let fixed_paths = pack_paths(args.packs);
+    let (mut packs, mut refused) = PackSet::load_each(&fixed_paths);
     // Packs installed through the API, by tenant; the default tenant's
     // join those of --packs (which they cannot replace).
     let pack_store = PackStore::open(&data_dir.join("packs"))?;
@@ -342,6 +343,9 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = shutdown_signal()?;
+    // SIGHUP reads the --packs packs again (StackStorm's `st2ctl reload`).
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(reactor.clone(), fixed_paths.clone())?);
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
     if !store.any_api_key()? {
@@ -353,6 +357,7 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::io::stdout().flush()?;
     let mut state = squall_api::AppState::new(reactor.clone());
     state.upload_limit = args.max_upload_mib.max(1) << 20;
+    state.pack_paths = Some(fixed_paths);
     squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor
@@ -377,6 +382,57 @@ async fn purge_every_hour(store: squall_store::Store, days: f64) {
             ),
             Err(e) => tracing::error!(error = %e, "purge failed"),
         }
+    }
+}
+
+/// Reload the server's own packs on every SIGHUP, saying on stderr what
+/// changed and what was refused. The handler is registered when this is
+/// called.
+#[cfg(unix)]
+fn reload_on_hangup(
+    reactor: Reactor,
+    paths: Vec<PathBuf>,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            match reactor.reload_packs(&paths).await {
+                Ok(report) => print_reload(&report),
+                Err(e) => eprintln!("error: reload failed: {e}"),
+            }
+        }
+    })
+}
+
+/// What a reload did, on stderr: one line for what is in force, one per
+/// refusal.
+pub(crate) fn print_reload(report: &squall_reactor::Reloaded) {
+    let names = |refs: &[squall_core::PackRef]| {
+        refs.iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "squall: packs reloaded: {}{}",
+        if report.reloaded.is_empty() {
+            "none".to_owned()
+        } else {
+            names(&report.reloaded)
+        },
+        if report.removed.is_empty() {
+            String::new()
+        } else {
+            format!("; removed: {}", names(&report.removed))
+        }
+    );
+    for r in &report.refused {
+        eprintln!(
+            "error: pack '{}' refused (the version in force, if any, stays): {}",
+            r.dir.display(),
+            r.error
+        );
     }
 }
 

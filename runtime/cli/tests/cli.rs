@@ -1,6 +1,6 @@
 //! The `squall` binary as a user runs it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ impl Env {
             .arg(self.data.path())
             .args(args)
             .env_remove("SQUALL_LOG")
+            .env("SQUALL_CACHE_DIR", python_cache())
             .output()
             .expect("squall runs")
     }
@@ -352,11 +353,20 @@ fn admin_key(data: &Path) -> String {
 
 impl Served {
     fn start(data: &Path, packs: &[&Path]) -> Self {
+        Self::start_with(data, packs, &[], &[])
+    }
+
+    /// `squall serve` with more arguments and environment variables.
+    fn start_with(data: &Path, packs: &[&Path], args: &[&str], envs: &[(&str, &Path)]) -> Self {
         let key = admin_key(data);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
         cmd.arg("--data-dir")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"]);
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args);
+        for (name, value) in envs {
+            cmd.env(name, value);
+        }
         for p in packs {
             cmd.arg("--packs").arg(p);
         }
@@ -553,6 +563,48 @@ fn rule_test_reports_match_failed_criterion_and_rendered_parameters() {
         stdout(&out).trim(),
         "no match: criterion 'trigger.body.level' does not hold"
     );
+
+    // With --packs the action and its parameters are checked, as the
+    // server checks them.
+    let core = squall_tests::core_pack();
+    let core = core.path().to_str().expect("utf-8");
+    let test = |rule: &Path| {
+        env.squall(&[
+            "rule",
+            "test",
+            "--rule",
+            rule.to_str().expect("utf-8"),
+            "--trigger-instance",
+            hit.to_str().expect("utf-8"),
+            "--packs",
+            core,
+        ])
+    };
+    let out = test(&rule);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let wrong = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        "name: w\npack: examples\ntrigger: {type: core.st2.webhook}\naction: {ref: core.sleep, parameters: {seconds: '{{ trigger.body.host }}'}}\n",
+    )
+    .expect("write");
+    let out = test(&wrong);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out)
+            .contains("match, but the server would refuse it: invalid parameters for 'core.sleep'")
+            && stdout(&out).contains("seconds"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(
+        &wrong,
+        "name: w\npack: examples\ntrigger: {type: core.st2.webhook}\naction: {ref: core.nope}\n",
+    )
+    .expect("write");
+    let out = test(&wrong);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("core.nope"), "{}", stdout(&out));
 }
 
 /// A broken pack is refused with a line naming its file and field, all of
@@ -1584,6 +1636,11 @@ fn seed_code(seed: &str, first: &str) -> String {
     text[start..start + end].to_owned()
 }
 
+/// Where the tests' squall installs componentize-py: once for every test.
+fn python_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("squall-cache")
+}
+
 /// Python is there, or (off CI) the test says it skips.
 fn python3_or_skip() -> bool {
     let ok = Command::new("python3")
@@ -1657,16 +1714,7 @@ class Probe(Action):
     std::fs::write(pack.path().join("requirements.txt"), "six==1.16.0\n").expect("requirements");
 
     let env = Env::new();
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("squall-cache");
-    let squall = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_squall"))
-            .arg("--data-dir")
-            .arg(env.data.path())
-            .args(args)
-            .env("SQUALL_CACHE_DIR", &cache)
-            .output()
-            .expect("squall runs")
-    };
+    let squall = |args: &[&str]| env.squall(args);
     let dir = pack.path().to_str().expect("utf-8");
     let out = squall(&["pack", "build", dir]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1752,6 +1800,328 @@ class Probe(Action):
         "{}",
         stderr(&out)
     );
+}
+
+/// Seed 002's tutorial pack, `mypack`, on a server: its `DirectorySensor`
+/// (Python, a `PollingSensor`) sees files come and go in the directory its
+/// config names and dispatches `mypack.changed_file`; a rule runs its
+/// `output_context` action (Python, the older `st2actions` import), which
+/// appends a line to the file its config names.
+///
+/// `output_context.py` and the action's metadata are the seed's, unchanged.
+/// The seed shows `directory_sensor.py` as an excerpt: it elides two
+/// helpers (`...(略)...`) and passes the payload positionally after a
+/// keyword argument, which is a syntax error. The test fills the elisions
+/// with the helpers as the tutorial describes them (each file's modification
+/// time under the configured directories; the config's `sensor` section)
+/// and names the payload argument; every other line is the seed's. The
+/// sensor's metadata is written here: the seed's declares `time` a string
+/// while the code sends `st_mtime`, a number, which StackStorm's payload
+/// validation refuses as Squall's does.
+#[test]
+fn the_tutorials_python_sensor_and_action_run_unchanged() {
+    if !python3_or_skip() {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let pack = root.path().join("mypack");
+    let (watched, out) = (root.path().join("watched"), root.path().join("out"));
+    for dir in [
+        &pack.join("actions"),
+        &pack.join("sensors"),
+        &pack.join("rules"),
+        &watched,
+        &out,
+    ] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    let write = |path: &str, text: &str| std::fs::write(pack.join(path), text).expect(path);
+    write(
+        "pack.yaml",
+        "ref: mypack\nname: mypack\nversion: 0.1.0\ndescription: seed 002's tutorial pack\nauthor: tests\n",
+    );
+    write(
+        "config.schema.yaml",
+        "sensor:\n  type: object\n  properties:\n    directories: {type: array, items: {type: string}, directory: read-only}\nlog: {type: string, file: read-write}\n",
+    );
+    let log = out.join("output");
+    write(
+        "config.yaml",
+        &format!(
+            "sensor:\n  directories:\n    - {}\nlog: {}\n",
+            watched.display(),
+            log.display()
+        ),
+    );
+    write(
+        "actions/output_context.yaml",
+        &seed_code("002", "---\nname: output_context"),
+    );
+    write(
+        "actions/output_context.py",
+        &seed_code(
+            "002",
+            "import os\n\nfrom st2actions.runners.pythonrunner import Action",
+        ),
+    );
+    let excerpt = seed_code("002", "from st2reactor.sensor.base import PollingSensor");
+    let elided = "...(略)...\n";
+    assert_eq!(excerpt.matches(elided).count(), 2, "{excerpt}");
+    let helpers = r#"    def _do_get_dirinfo(self, target, results):
+        if os.path.isdir(target):
+            for name in os.listdir(target):
+                self._do_get_dirinfo(os.path.join(target, name), results)
+        elif os.path.exists(target):
+            results[target] = os.stat(target).st_mtime
+
+    def _get_sensor_config(self, key):
+        return self.config.get('sensor', {}).get(key, [])
+"#;
+    let syntax_error = r#"dispatch(trigger="mypack.changed_file", payload)"#;
+    assert!(excerpt.contains(syntax_error), "{excerpt}");
+    let code = format!("import os\n{excerpt}")
+        .replacen(elided, "", 1)
+        .replacen(elided, helpers, 1)
+        .replace(
+            syntax_error,
+            r#"dispatch(trigger="mypack.changed_file", payload=payload)"#,
+        );
+    write("sensors/directory_sensor.py", &code);
+    write(
+        "sensors/directory_sensor.yaml",
+        "class_name: DirectorySensor\nentry_point: directory_sensor.py\npoll_interval: 1\ntrigger_types:\n  - name: changed_file\n    payload_schema:\n      type: object\n      properties:\n        path: {type: string}\n        time: {type: number}\n        status: {type: string}\n",
+    );
+    write(
+        "rules/mypack_test.yaml",
+        "name: mypack_test\npack: mypack\nenabled: true\ntrigger:\n  type: mypack.changed_file\naction:\n  ref: mypack.output_context\n  parameters:\n    context: '[{{trigger.time}}] ({{trigger.status}}) {{trigger.path}}'\n",
+    );
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let built = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["pack", "build"])
+        .arg(&pack)
+        .env("SQUALL_CACHE_DIR", python_cache())
+        .output()
+        .expect("squall runs");
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(
+        stdout(&built).contains("mypack.DirectorySensor: ")
+            && stdout(&built).contains("python_sensors.wasm"),
+        "{}",
+        stdout(&built)
+    );
+    let root_arg = root.path().to_str().expect("utf-8");
+    let served = Served::start_with(data.path(), &[&pack], &["--allow-dir", root_arg], &[]);
+    let running = wait_until("the DirectorySensor running", || {
+        let s = served.get_json("/api/v1/sensortypes/mypack.DirectorySensor");
+        if s["state"] == "running" {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(running["restart_count"], 0, "{running}");
+    let lines = |needle: String| {
+        wait_until(&format!("a line with {needle:?}"), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|l| l.contains(&needle)) {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "{text:?}; sensor: {}",
+                    served.get_json("/api/v1/sensortypes/mypack.DirectorySensor")
+                ))
+            }
+        })
+    };
+    let file = watched.join("hoge");
+    std::fs::write(&file, "first").expect("create");
+    let text = lines(format!("(created) {}", file.display()));
+    // `[{{trigger.time}}]`: the file's modification time, a number.
+    let first = text.lines().next().expect("a line");
+    let time = first
+        .strip_prefix('[')
+        .and_then(|l| l.split_once(']'))
+        .map(|(t, _)| t)
+        .expect("[time]");
+    assert!(time.parse::<f64>().is_ok(), "{first}");
+    std::fs::File::options()
+        .append(true)
+        .open(&file)
+        .expect("open")
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("touch");
+    lines(format!("(modified) {}", file.display()));
+    std::fs::remove_file(&file).expect("delete");
+    lines(format!("(deleted) {}", file.display()));
+    let executions = served.executions();
+    assert_eq!(
+        executions[0]["action"]["runner_type"], "python-script",
+        "{executions:?}"
+    );
+    assert!(
+        executions
+            .iter()
+            .all(|e| e["status"] == "succeeded"
+                && e["result"]["result"] == "This processing succeeded."),
+        "{executions:?}"
+    );
+    served.terminate();
+}
+
+/// Copy the pack `packs/<name>` to a temporary directory, leaving out
+/// what a build makes (`.wasm` files, `target/`).
+fn source_copy(name: &str) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if name != "target" {
+                    copy(&path, &to.join(&name));
+                }
+            } else if path.extension().is_none_or(|e| e != "wasm") {
+                std::fs::copy(&path, to.join(&name)).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy(
+        &squall_tests::workspace_root().join("packs").join(name),
+        dir.path(),
+    );
+    dir
+}
+
+/// The example packs pass their own tests (`squall pack test`): the Rust
+/// examples with the core pack beside them, and the Python examples after
+/// `squall pack build`. A failing case fails the command, naming it.
+#[test]
+fn example_packs_pass_their_own_tests() {
+    let env = Env::new();
+    let squall = |args: &[&str]| env.squall(args);
+    let examples = squall_tests::examples_pack("", 30.0);
+    let core = squall_tests::core_pack();
+    let path = |d: &tempfile::TempDir| d.path().to_str().expect("utf-8").to_owned();
+    let out = squall(&["pack", "test", &path(&examples), "--packs", &path(&core)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("test result: ok. 8 passed; 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A case that does not hold fails the run, and says what differs.
+    let tests = examples.path().join("tests/examples.yaml");
+    let text = std::fs::read_to_string(&tests).expect("read");
+    std::fs::write(&tests, text.replace("Hello, Ana!", "Hi, Ana!")).expect("write");
+    let out = squall(&["pack", "test", &path(&examples), "--packs", &path(&core)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAILED  tests/examples.yaml actions: greet greets, then shouts")
+            && stdout(&out)
+                .contains(r#"result.output.greeting: expected "Hi, Ana!", got "Hello, Ana!""#)
+            && stdout(&out).contains("test result: FAILED. 7 passed; 1 failed"),
+        "{}",
+        stdout(&out)
+    );
+
+    if !python3_or_skip() {
+        return;
+    }
+    let python = source_copy("pyexamples");
+    let out = squall(&["pack", "build", &path(&python)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = squall(&["pack", "test", &path(&python), "--json"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["passed"], 5, "{report}");
+}
+
+/// The server's own packs are read again on `squall pack reload` and on
+/// SIGHUP: a changed workflow is in force without a restart, and a broken
+/// edit is refused, saying why, with the version in force kept.
+#[test]
+fn packs_reload_on_request_and_on_sighup_keeping_the_old_version_on_error() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let pack = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(pack.path().join("actions/workflows")).expect("mkdir");
+    std::fs::write(
+        pack.path().join("pack.yaml"),
+        "name: wf\nversion: 1.0.0\ndescription: reloads\nauthor: tests\n",
+    )
+    .expect("pack.yaml");
+    std::fs::write(
+        pack.path().join("actions/hi.yaml"),
+        "name: hi\nrunner_type: orquesta\nentry_point: workflows/hi.yaml\n",
+    )
+    .expect("action");
+    let definition = pack.path().join("actions/workflows/hi.yaml");
+    let version = |v: &str| {
+        std::fs::write(
+            &definition,
+            format!("version: 1.0\ntasks:\n  t:\n    action: core.noop\noutput:\n  - v: {v}\n"),
+        )
+        .expect("definition");
+    };
+    version("one");
+    let served = Served::start(data.path(), &[core.path(), pack.path()]);
+    let output = || {
+        let id = served.execute(serde_json::json!({"action": "wf.hi"}));
+        let done = served.wait_until("wf.hi finished", |all| {
+            all.iter()
+                .any(|e| e["id"] == id.as_str() && e["status"] == "succeeded")
+        });
+        let e = done.iter().find(|e| e["id"] == id.as_str()).expect("it");
+        e["result"]["output"]["v"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(output(), "one");
+
+    version("two");
+    let client = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("--data-dir")
+        .arg(client.path())
+        .args(["pack", "reload"])
+        .env("SQUALL_URL", format!("http://{}", served.addr))
+        .env("SQUALL_API_KEY", &served.key)
+        .output()
+        .expect("squall runs");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("reloaded: core, wf"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(output(), "two");
+
+    // A broken edit, then SIGHUP: refused, saying why; "two" stays.
+    std::fs::write(&definition, "version: 1.0\ntasks: [not, a, map]\n").expect("broken");
+    let sent = Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let stderr_file = data.path().join("serve.stderr");
+    let said = wait_until("the refusal on the server's stderr", || {
+        let text = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+        if text.contains("refused (the version in force, if any, stays)") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(said.contains("hi.yaml"), "{said}");
+    assert_eq!(output(), "two");
+    served.terminate();
 }
 
 /// A workflow that asks cannot be answered in a local `squall run`: it

@@ -215,7 +215,7 @@ impl PackManifest {
 }
 
 /// A path that stays inside the pack: relative, without `..`.
-fn relative_path(s: &str) -> Result<PathBuf, String> {
+pub fn relative_path(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
     let inside = !s.is_empty()
         && path
@@ -343,6 +343,11 @@ pub enum RunnerType {
 /// The component `squall pack build` makes of a pack's Python actions, in
 /// its `actions/` directory.
 pub const PYTHON_COMPONENT: &str = "python_actions.wasm";
+
+/// The component `squall pack build` makes of a pack's Python sensors, in
+/// its `sensors/` directory: one for all of them, told which sensor it is
+/// by its environment (`SQUALL_SENSOR`, the class name).
+pub const PYTHON_SENSORS_COMPONENT: &str = "python_sensors.wasm";
 
 impl RunnerType {
     /// The name records and the API show.
@@ -679,69 +684,90 @@ impl ConfigSchema {
     /// The directories the pack's guests need, from properties that say
     /// `directory: read-only|read-write` (the value names directories) or
     /// `file: read-only|read-write` (the value names files: their parent
-    /// directories), read from a resolved `config`. Whether they are
-    /// opened to the guests is the server's decision (`--allow-dir`).
+    /// directories), read from a resolved `config`. Properties of nested
+    /// objects count too (`sensor: {type: object, properties: {directories:
+    /// {directory: read-only}}}`). Whether they are opened to the guests is
+    /// the server's decision (`--allow-dir`).
     pub fn directories(
         &self,
         config: &Map<String, Value>,
         file: &Path,
     ) -> Result<Vec<DirectoryGrant>, ManifestError> {
         let mut out = Vec::new();
-        for (name, raw) in self.0.source() {
-            for (keyword, parent) in [("directory", false), ("file", true)] {
-                let Some(mode) = raw.get(keyword) else {
-                    continue;
-                };
-                let writable = match mode.as_str() {
-                    Some("read-only") => false,
-                    Some("read-write") => true,
-                    _ => {
-                        return Err(ManifestError::field(
-                            file,
-                            format!("{name}.{keyword}"),
-                            format!("{mode} is not one of read-only, read-write"),
-                        ));
-                    }
-                };
-                let values = match config.get(name) {
-                    None | Some(Value::Null) => vec![],
-                    Some(Value::String(s)) => vec![s.clone()],
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
-                    Some(other) => {
-                        return Err(ManifestError::field(
-                            file,
-                            name.clone(),
-                            format!("{other} is not a path or a list of paths"),
-                        ));
-                    }
-                };
-                for value in values {
-                    let path = PathBuf::from(&value);
-                    if !path.is_absolute() {
-                        return Err(ManifestError::field(
-                            file,
-                            name.clone(),
-                            format!("'{value}' must be an absolute path"),
-                        ));
-                    }
-                    let dir = if parent {
-                        path.parent().map(Path::to_path_buf).unwrap_or(path)
-                    } else {
-                        path
-                    };
-                    out.push(DirectoryGrant {
-                        path: dir,
-                        writable,
-                        config_key: name.clone(),
-                    });
-                }
-            }
-        }
+        collect_grants(self.0.source(), config, "", file, &mut out)?;
         Ok(out)
     }
+}
+
+/// The grants `properties` (a schema's `properties` block) ask for, read
+/// from `config`; nested objects are walked with `prefix` naming where.
+fn collect_grants(
+    properties: &Map<String, Value>,
+    config: &Map<String, Value>,
+    prefix: &str,
+    file: &Path,
+    out: &mut Vec<DirectoryGrant>,
+) -> Result<(), ManifestError> {
+    for (key, raw) in properties {
+        let name = format!("{prefix}{key}");
+        if let (Some(Value::Object(inner)), Some(Value::Object(values))) =
+            (raw.get("properties"), config.get(key))
+        {
+            collect_grants(inner, values, &format!("{name}."), file, out)?;
+        }
+        for (keyword, parent) in [("directory", false), ("file", true)] {
+            let Some(mode) = raw.get(keyword) else {
+                continue;
+            };
+            let writable = match mode.as_str() {
+                Some("read-only") => false,
+                Some("read-write") => true,
+                _ => {
+                    return Err(ManifestError::field(
+                        file,
+                        format!("{name}.{keyword}"),
+                        format!("{mode} is not one of read-only, read-write"),
+                    ));
+                }
+            };
+            let values = match config.get(key) {
+                None | Some(Value::Null) => vec![],
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Some(other) => {
+                    return Err(ManifestError::field(
+                        file,
+                        name.clone(),
+                        format!("{other} is not a path or a list of paths"),
+                    ));
+                }
+            };
+            for value in values {
+                let path = PathBuf::from(&value);
+                if !path.is_absolute() {
+                    return Err(ManifestError::field(
+                        file,
+                        name.clone(),
+                        format!("'{value}' must be an absolute path"),
+                    ));
+                }
+                let dir = if parent {
+                    path.parent().map(Path::to_path_buf).unwrap_or(path)
+                } else {
+                    path
+                };
+                out.push(DirectoryGrant {
+                    path: dir,
+                    writable,
+                    config_key: name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A directory a pack's config asks to be opened to its guests, at the same
@@ -764,7 +790,8 @@ pub struct SensorMeta {
     pub class_name: String,
     pub description: Option<String>,
     pub enabled: bool,
-    /// The component, relative to `sensors/` (or the pack's build output).
+    /// The component, relative to `sensors/` (or the pack's build output),
+    /// or the Python module that defines `class_name`.
     pub entry_point: PathBuf,
     /// How often `poll` is called; `None` for a sensor that only reacts to
     /// its triggers.
@@ -776,6 +803,21 @@ impl SensorMeta {
     /// `<pack>.<class_name>`.
     pub fn sensor_ref(&self) -> String {
         format!("{}.{}", self.pack, self.class_name)
+    }
+
+    /// Whether the sensor is a Python class (`entry_point: <module>.py`),
+    /// run from the pack's [`PYTHON_SENSORS_COMPONENT`].
+    pub fn is_python(&self) -> bool {
+        self.entry_point.extension().and_then(|e| e.to_str()) == Some("py")
+    }
+
+    /// The component file the sensor runs from.
+    pub fn component_file(&self) -> &Path {
+        if self.is_python() {
+            Path::new(PYTHON_SENSORS_COMPONENT)
+        } else {
+            &self.entry_point
+        }
     }
 
     pub fn parse(text: &str, file: &Path, pack: &PackRef) -> Result<Self, ManifestError> {
@@ -804,14 +846,17 @@ impl SensorMeta {
         let entry = text_of("entry_point").ok_or_else(|| {
             field(
                 "entry_point",
-                "missing (the sensor's .wasm component, relative to sensors/)".into(),
+                "missing (the sensor's .wasm component or .py module, relative to sensors/)".into(),
             )
         })?;
         let entry_point = relative_path(&entry).map_err(|m| field("entry_point", m))?;
-        if entry_point.extension().and_then(|e| e.to_str()) != Some("wasm") {
+        if !matches!(
+            entry_point.extension().and_then(|e| e.to_str()),
+            Some("wasm" | "py")
+        ) {
             return Err(field(
                 "entry_point",
-                format!("'{entry}' must name a .wasm component"),
+                format!("'{entry}' must name a .wasm component or a Python module (.py)"),
             ));
         }
         let poll_interval = match doc.get("poll_interval") {
@@ -908,11 +953,21 @@ mod tests {
         assert_eq!(ok.sensor_ref(), "examples.DirectorySensor");
         assert_eq!(ok.poll_interval, Some(Duration::from_secs(30)));
         assert_eq!(ok.trigger_types[0].trigger_ref, "examples.changed_file");
+        assert!(!ok.is_python());
+        assert_eq!(ok.component_file(), Path::new("directory_sensor.wasm"));
+        let py = SensorMeta::parse(
+            "class_name: DirectorySensor\nentry_point: directory_sensor.py\n",
+            file,
+            &pack,
+        )
+        .expect("a Python sensor");
+        assert!(py.is_python());
+        assert_eq!(py.component_file(), Path::new(PYTHON_SENSORS_COMPONENT));
         for (text, field) in [
             ("entry_point: a.wasm\n", "class_name"),
             ("class_name: A\n", "entry_point"),
             ("class_name: A\nentry_point: ../a.wasm\n", "entry_point"),
-            ("class_name: A\nentry_point: a.py\n", "entry_point"),
+            ("class_name: A\nentry_point: a.js\n", "entry_point"),
             (
                 "class_name: A\nentry_point: a.wasm\npoll_interval: -1\n",
                 "poll_interval",
@@ -966,6 +1021,25 @@ mod tests {
         let config = bad.resolve("d: /x\n", file).expect("valid");
         let err = bad.directories(&config, file).expect_err("bad mode");
         assert_eq!(err.field.as_deref(), Some("d.directory"));
+
+        // StackStorm packs nest their settings: `sensor: {directories: [...]}`.
+        let nested = ConfigSchema::parse(
+            "sensor:\n  type: object\n  properties:\n    directories: {type: array, items: {type: string}, directory: read-only}\n",
+            file,
+        )
+        .expect("valid");
+        let config = nested
+            .resolve("sensor: {directories: [/srv/c]}\n", file)
+            .expect("valid");
+        let grants = nested.directories(&config, file).expect("valid");
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        assert_eq!(grants[0].path, Path::new("/srv/c"));
+        assert_eq!(grants[0].config_key, "sensor.directories");
+        let config = nested
+            .resolve("sensor: {directories: [srv]}\n", file)
+            .expect("valid");
+        let err = nested.directories(&config, file).expect_err("relative");
+        assert_eq!(err.field.as_deref(), Some("sensor.directories"));
     }
 
     #[test]

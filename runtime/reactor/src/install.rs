@@ -505,7 +505,110 @@ pub struct Installed {
     pub refused: Vec<(squall_core::ActionRef, String)>,
 }
 
+/// What a reload of the server's own packs did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// The packs read again and now in force.
+    pub reloaded: Vec<PackRef>,
+    /// The packs whose directory is gone, now removed.
+    pub removed: Vec<PackRef>,
+    /// The packs that failed to load or to pass their checks, each with
+    /// why; those that were in force keep their previous version.
+    pub refused: Vec<Refusal>,
+}
+
 impl Reactor {
+    /// Read the server's own packs (`squall serve --packs`) again from
+    /// `paths` and put them in force for the default tenant, as an install
+    /// does: each is read and checked first (components compiled and
+    /// checked against their worlds, rules and workflows against the
+    /// tenant's packs), then all are swapped in at once. Executions already
+    /// running finish on the version they started on; the reloaded packs'
+    /// sensors restart on the new one. A pack that fails keeps the version
+    /// in force, if it had one. Packs installed through the API stay as
+    /// they are.
+    pub async fn reload_packs(&self, paths: &[PathBuf]) -> Result<Reloaded, InstallError> {
+        let _serial = self.inner.installs.lock().await;
+        let tenant = TenantId::default_tenant();
+        let current = self.runner().packs(&tenant);
+        let (reactor, paths) = (self.clone(), paths.to_vec());
+        let (set, report) = tokio::task::spawn_blocking(move || {
+            let runner = reactor.runner();
+            let (fresh, mut refused) = crate::packs::PackSet::load_each(&paths);
+            let fixed: Vec<&Arc<LoadedPack>> =
+                current.shared().filter(|p| p.installed.is_none()).collect();
+            let previous = |dir: &Path| fixed.iter().find(|p| p.dir == dir).copied();
+            let mut set = crate::packs::PackSet::default();
+            for pack in current.shared().filter(|p| p.installed.is_some()) {
+                set.put(pack.clone());
+            }
+            for r in &refused {
+                if let Some(old) = previous(&r.dir) {
+                    set.put(old.clone());
+                }
+            }
+            let mut reloaded = Vec::new();
+            for pack in fresh.shared() {
+                let pack_ref = &pack.manifest.pack_ref;
+                if let Some(installed) = set.get(pack_ref).filter(|p| p.installed.is_some()) {
+                    refused.push(Refusal {
+                        dir: pack.dir.clone(),
+                        error: PackError::Duplicate {
+                            pack: pack_ref.clone(),
+                            first: installed.dir.clone(),
+                            second: pack.dir.clone(),
+                        },
+                    });
+                    continue;
+                }
+                set.put(pack.clone());
+                reloaded.push(pack_ref.clone());
+            }
+            let (mut set, failed) = crate::vet::vet_packs(
+                set,
+                runner.sandbox(),
+                runner.allowed_dirs(),
+                reactor.templates(),
+            );
+            for r in &failed {
+                if let Some(old) = previous(&r.dir) {
+                    set.put(old.clone());
+                }
+            }
+            refused.extend(failed);
+            // What failed kept its previous version: not reloaded.
+            reloaded.retain(|p| {
+                set.get(p)
+                    .is_some_and(|now| fresh.get(p).is_some_and(|f| Arc::ptr_eq(now, f)))
+            });
+            let removed: Vec<PackRef> = fixed
+                .iter()
+                .map(|p| p.manifest.pack_ref.clone())
+                .filter(|p| set.get(p).is_none())
+                .collect();
+            (
+                set,
+                Reloaded {
+                    reloaded,
+                    removed,
+                    refused,
+                },
+            )
+        })
+        .await
+        .map_err(|e| InstallError::Archive(format!("reload task failed: {e}")))?;
+        let changed: Vec<PackRef> = report
+            .reloaded
+            .iter()
+            .chain(&report.removed)
+            .cloned()
+            .collect();
+        self.activate_packs(&tenant, Arc::new(set), &changed)
+            .await?;
+        tracing::info!(reloaded = ?report.reloaded, removed = ?report.removed, refused = report.refused.len(), "packs reloaded");
+        Ok(report)
+    }
+
     /// Install the pack unpacked in `unpacked` for `tenant` as a new
     /// version, replacing the one in force: read and validated, every
     /// action component compiled, checked against the `action` world and

@@ -203,6 +203,17 @@ impl LoadedPack {
 
     /// Read the pack in `dir`.
     pub fn load(dir: &Path) -> Result<Self, PackError> {
+        Self::load_inner(dir, None)
+    }
+
+    /// Read the pack in `dir` with `config` (YAML, named `file` in errors)
+    /// in place of its `config.yaml`: checked against its schema, with
+    /// defaults applied, as a `config.yaml` is. For a pack's tests.
+    pub fn load_with_config(dir: &Path, config: &str, file: &Path) -> Result<Self, PackError> {
+        Self::load_inner(dir, Some((config, file)))
+    }
+
+    fn load_inner(dir: &Path, config: Option<(&str, &Path)>) -> Result<Self, PackError> {
         let manifest_path = dir.join("pack.yaml");
         let manifest = PackManifest::parse(&read(&manifest_path)?, &manifest_path)?;
         let mut actions: BTreeMap<String, ActionMeta> = BTreeMap::new();
@@ -247,7 +258,7 @@ impl LoadedPack {
             }
             actions.insert(name, meta);
         }
-        let (config, directories) = load_config(dir)?;
+        let (config, directories) = load_config(dir, config)?;
         let mut trigger_types = Vec::new();
         let mut sensors: Vec<(PathBuf, SensorMeta)> = Vec::new();
         for file in yaml_files(&dir.join("sensors"))? {
@@ -320,14 +331,13 @@ impl LoadedPack {
             .collect()
     }
 
-    /// The `.wasm` file of a sensor: in `sensors/` as shipped, else in the
-    /// pack's build output.
+    /// The `.wasm` file of a sensor (for a Python sensor, the pack's Python
+    /// sensors' one): in `sensors/` as shipped, else in the pack's build
+    /// output.
     pub fn sensor_component_path(&self, sensor: &SensorMeta) -> Result<PathBuf, PackError> {
-        let shipped = self.dir.join("sensors").join(&sensor.entry_point);
-        let built = self
-            .dir
-            .join(self.manifest.build_output())
-            .join(&sensor.entry_point);
+        let file = sensor.component_file();
+        let shipped = self.dir.join("sensors").join(file);
+        let built = self.dir.join(self.manifest.build_output()).join(file);
         for candidate in [&shipped, &built] {
             if candidate.is_file() {
                 return Ok(candidate.clone());
@@ -335,7 +345,7 @@ impl LoadedPack {
         }
         Err(PackError::MissingSensorComponent {
             sensor: sensor.sensor_ref(),
-            entry_point: sensor.entry_point.clone(),
+            entry_point: file.to_owned(),
             searched: Box::new([shipped, built]),
             pack_dir: self.dir.clone(),
         })
@@ -385,6 +395,7 @@ impl LoadedPack {
 /// The resolved config and the directories it asks for.
 fn load_config(
     dir: &Path,
+    given: Option<(&str, &Path)>,
 ) -> Result<
     (
         serde_json::Map<String, serde_json::Value>,
@@ -399,10 +410,13 @@ fn load_config(
     } else {
         ConfigSchema::parse("{}", &schema_path)?
     };
-    let config = if config_path.is_file() {
-        schema.resolve(&read(&config_path)?, &config_path)?
-    } else {
-        schema.defaults(&config_path)?
+    let (config, config_path) = match given {
+        Some((text, file)) => (schema.resolve(text, file)?, file.to_owned()),
+        None if config_path.is_file() => (
+            schema.resolve(&read(&config_path)?, &config_path)?,
+            config_path,
+        ),
+        None => (schema.defaults(&config_path)?, config_path),
     };
     let directories = schema.directories(&config, &config_path)?;
     Ok((config, directories))
@@ -416,7 +430,7 @@ fn read(path: &Path) -> Result<String, PackError> {
 }
 
 /// `*.yaml` and `*.yml` files in `dir`, sorted; none when `dir` is absent.
-pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -593,6 +607,11 @@ impl PackSet {
 
     pub fn packs(&self) -> impl Iterator<Item = &LoadedPack> {
         self.packs.values().map(|p| &**p)
+    }
+
+    /// The packs as shared handles, to put in another set.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<LoadedPack>> {
+        self.packs.values()
     }
 
     /// The pack and metadata of `action`, or an error that says what exists.

@@ -298,7 +298,9 @@ impl Runner {
         if delay.is_some() {
             execution.transition(ExecutionStatus::Delayed);
         }
-        if meta.runner == RunnerType::Inquirer || meta.runner.is_host() {
+        if matches!(meta.runner, RunnerType::Inquirer | RunnerType::PythonScript)
+            || meta.runner.is_host()
+        {
             // What the record's runner is, for those who read it (the API's
             // `runner`, the inquiry listing).
             execution

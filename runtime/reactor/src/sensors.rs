@@ -706,6 +706,7 @@ impl Reactor {
         let component = entry.component.clone();
         let setup = SensorSetup {
             tenant: entry.tenant.clone(),
+            class_name: entry.meta.class_name.clone(),
             kv_prefix: format!("{}:", entry.meta.sensor_ref()),
             config: entry.config.clone(),
             kv: Some(Arc::new(self.inner.store.clone()) as Arc<dyn KvStore>),

@@ -60,6 +60,10 @@ impl Default for SensorLimits {
 #[derive(Debug, Clone)]
 pub struct SensorSetup {
     pub tenant: TenantId,
+    /// The sensor's `class_name`: its instance's environment holds it as
+    /// `SQUALL_SENSOR`, so a component that implements several sensors
+    /// (a pack's Python sensors) knows which one to be.
+    pub class_name: String,
     /// `<pack>.<class_name>:` — the sensor's own kv keys live under it.
     pub kv_prefix: String,
     pub config: Arc<str>,
@@ -160,7 +164,8 @@ impl Sandbox {
         })?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LinePipe::new(&setup.log, "stdout"))
-            .stderr(LinePipe::new(&setup.log, "stderr"));
+            .stderr(LinePipe::new(&setup.log, "stderr"))
+            .env("SQUALL_SENSOR", &setup.class_name);
         crate::preopen(&mut wasi, &setup.dirs).map_err(SensorCallError::Died)?;
         let state = HostState {
             wasi: wasi.build(),

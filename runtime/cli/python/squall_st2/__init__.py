@@ -1,41 +1,31 @@
-"""StackStorm's Python API for actions, on Squall.
+"""StackStorm's Python API for pack code, on Squall.
 
-A pack's Python action is written as for StackStorm: a module with one
-subclass of ``Action`` (imported from ``st2common.runners.base_action``, or
-the older ``st2actions.runners.pythonrunner``) whose ``run(self, **parameters)``
-returns a value, or ``(succeeded, value)``. ``squall pack build`` bundles the
-pack's actions into one WebAssembly component of Squall's ``action`` world;
-this module is that component's side of the contract:
+A pack's Python actions and sensors are written as for StackStorm.
+``squall pack build`` bundles the pack's actions into one WebAssembly
+component of Squall's ``action`` world, and its sensors into one of the
+``sensor`` world. This package is those components' side of the contract:
 
-- ``Action``: ``self.config`` (the pack's config), ``self.logger`` (lines
-  recorded with the execution) and ``self.action_service`` (the datastore).
-- ``ActionService``: StackStorm's ``get_value``, ``set_value``,
-  ``delete_value`` and ``list_values``. ``local=True`` (the default) keeps a
-  key to the action (``<pack>.<ActionClass>:<name>``), ``local=False`` names
-  the tenant's shared key; ``decrypt`` and ``encrypt`` read and write
-  secrets; ``ttl`` is in seconds.
-- ``ActionWorld``: runs the action an execution names and shapes its result
-  as StackStorm's python runner does: ``{"result", "stdout", "stderr",
-  "exit_code"}``, plus ``"error"`` and ``"traceback"`` when ``run`` raised.
+- ``squall_st2.actions``: ``Action`` (also importable as
+  ``st2common.runners.base_action.Action`` and the older
+  ``st2actions.runners.pythonrunner.Action``), its ``action_service`` and
+  the dispatcher that runs the action an execution names.
+- ``squall_st2.sensors``: ``Sensor`` and ``PollingSensor`` (also importable
+  as ``st2reactor.sensor.base``), the ``sensor_service``, and the
+  dispatcher that runs the sensor an instance is started for.
+- Here: what both share, the logger and the datastore.
 """
 
-import io
-import json
 import logging
-import sys
-import traceback
 
 from componentize_py_types import Err
-from wit_world.imports import config as _config
 from wit_world.imports import kv as _kv
 from wit_world.imports import log as _log
-from wit_world.imports import types as _types
 
-__all__ = ["Action", "ActionService", "ActionWorld", "KeyValuePair"]
+__all__ = ["DatastoreService", "KeyValuePair", "get_logger"]
 
 
 class _LogHandler(logging.Handler):
-    """Sends ``logging`` records to the execution's log."""
+    """Sends ``logging`` records to the execution's or the sensor's log."""
 
     def emit(self, record):
         if record.levelno >= logging.ERROR:
@@ -48,11 +38,13 @@ class _LogHandler(logging.Handler):
             level = _log.Level.DEBUG
         try:
             _log.log(level, self.format(record))
-        except Exception:  # a log line must never fail the action
+        except Exception:  # a log line must never fail the caller
             pass
 
 
-def _logger(name):
+def get_logger(name):
+    """A ``logging.Logger`` whose records are recorded by Squall: with the
+    execution for an action, in the sensor's log for a sensor."""
     logger = logging.getLogger(name)
     if not any(isinstance(h, _LogHandler) for h in logger.handlers):
         logger.addHandler(_LogHandler())
@@ -81,121 +73,52 @@ def _kv_call(what, call, *args):
         raise ValueError("datastore %s failed: %s" % (what, e.value)) from None
 
 
-class ActionService:
-    """StackStorm's ``action_service``: the datastore, as an action sees it."""
+class DatastoreService:
+    """StackStorm's datastore methods, shared by ``action_service`` and
+    ``sensor_service``.
 
-    def __init__(self, prefix):
-        self._prefix = prefix
+    ``local=True`` (the default) names a key of the action or sensor itself
+    (stored as ``<pack>.<ClassName>:<name>``); ``local=False`` names the
+    tenant's shared key. ``decrypt`` reads a secret, ``encrypt`` stores one,
+    and ``ttl`` is in seconds. ``scope`` is accepted for StackStorm's sake:
+    Squall's datastore has one scope per tenant.
+    """
 
     def _key(self, name, local):
-        return self._prefix + name if local else name
+        raise NotImplementedError
 
     def get_value(self, name, local=True, scope="system", decrypt=False):
-        """The value of ``name``, or ``None`` when it is absent or expired."""
+        """The value of ``name``, or ``None`` when it is absent or expired.
+
+        >>> self.action_service.get_value("last_run")
+        '2026-12-05T01:00:00Z'
+        """
         return _kv_call("get", _kv.get, self._key(name, local), bool(decrypt))
 
     def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
-        """Store ``value`` (a string) under ``name``; ``ttl`` in seconds."""
+        """Store ``value`` (made a string) under ``name``; ``True`` when stored.
+
+        >>> self.action_service.set_value("token", "s3cret", ttl=3600, encrypt=True)
+        True
+        """
         ttl = None if ttl is None else int(ttl)
         _kv_call("set", _kv.set, self._key(name, local), str(value), ttl, bool(encrypt))
         return True
 
     def delete_value(self, name, local=True, scope="system"):
-        """Remove ``name``; ``True`` when it existed."""
+        """Remove ``name``; ``True`` when it existed.
+
+        >>> self.action_service.delete_value("token")
+        True
+        """
         return _kv_call("delete", _kv.delete, self._key(name, local))
 
     def list_values(self, local=True, prefix=None):
-        """Every live entry whose name starts with ``prefix``."""
+        """Every live entry whose name starts with ``prefix``, in name order;
+        secrets read as ``********``.
+
+        >>> [kv.name for kv in self.action_service.list_values(prefix="seen.")]
+        ['seen.a', 'seen.b']
+        """
         entries = _kv_call("list", _kv.list, self._key(prefix or "", local))
         return [KeyValuePair(e.key, e.value, e.secret, e.expires_at) for e in entries]
-
-
-class Action:
-    """StackStorm's base class of a Python action."""
-
-    def __init__(self, config=None, action_service=None):
-        self.config = config if config is not None else {}
-        self.action_service = action_service
-        self.logger = _logger("%s.%s" % (type(self).__module__, type(self).__name__))
-
-    def run(self, **kwargs):
-        raise NotImplementedError("an action implements run(self, **parameters)")
-
-
-class _Tee(io.TextIOBase):
-    """Keeps what is written, and passes it on to the real stream."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.kept = io.StringIO()
-
-    def write(self, text):
-        self.kept.write(text)
-        self.inner.write(text)
-        return len(text)
-
-    def flush(self):
-        self.inner.flush()
-
-
-def action_class(module):
-    """The one subclass of ``Action`` that ``module`` defines."""
-    found = [
-        c
-        for c in vars(module).values()
-        if isinstance(c, type)
-        and issubclass(c, Action)
-        and c is not Action
-        and c.__module__ == module.__name__
-    ]
-    if len(found) != 1:
-        names = ", ".join(c.__name__ for c in found) or "none"
-        raise TypeError(
-            "%s.py must define exactly one subclass of Action (found: %s)"
-            % (module.__name__.replace(".", "/"), names)
-        )
-    return found[0]
-
-
-class ActionWorld:
-    """Runs the action an execution names; ``actions`` maps names to modules."""
-
-    actions = {}
-
-    def run(self, ctx, parameters):
-        module = self.actions.get(ctx.action)
-        if module is None:
-            raise Err(_types.ActionError_Failed(
-                "this component has no Python action '%s'" % ctx.action))
-        out, err = _Tee(sys.stdout), _Tee(sys.stderr)
-        sys.stdout, sys.stderr = out, err
-        failure = None
-        try:
-            cls = action_class(module)
-            config = json.loads(_config.get())
-            service = ActionService("%s.%s:" % (ctx.pack, cls.__name__))
-            value = cls(config=config, action_service=service).run(**json.loads(parameters))
-            succeeded = True
-            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
-                succeeded, value = value
-        except Exception as e:
-            trace = traceback.format_exc()
-            sys.stderr.write(trace)
-            succeeded, value = False, None
-            failure = ("%s: %s" % (type(e).__name__, e), trace)
-        finally:
-            sys.stdout, sys.stderr = out.inner, err.inner
-            sys.stdout.flush()
-            sys.stderr.flush()
-        result = {
-            "result": value,
-            "stdout": out.kept.getvalue(),
-            "stderr": err.kept.getvalue(),
-            "exit_code": 0 if succeeded else 1,
-        }
-        if failure is not None:
-            result["error"], result["traceback"] = failure
-        text = json.dumps(result, default=str)
-        if succeeded:
-            return text
-        raise Err(_types.ActionError_Failed(text))

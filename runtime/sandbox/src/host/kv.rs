@@ -89,12 +89,16 @@ impl Host for HostState {
     }
 
     async fn list(&mut self, prefix: String) -> Result<Vec<Entry>, String> {
+        // `system:` lists the tenant's shared keys, by their own names.
+        let (prefix, own) = match prefix.strip_prefix(SYSTEM) {
+            Some(shared) => (shared.to_owned(), 0),
+            None => (format!("{}{prefix}", self.kv_prefix), self.kv_prefix.len()),
+        };
         let entries = self
             .kv_store()?
-            .list(&self.tenant, &format!("{}{prefix}", self.kv_prefix))
+            .list(&self.tenant, &prefix)
             .await
             .map_err(msg)?;
-        let own = self.kv_prefix.len();
         Ok(entries
             .into_iter()
             .map(|e| Entry {

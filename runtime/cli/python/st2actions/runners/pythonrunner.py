@@ -1,5 +1,5 @@
 """The older import path of StackStorm's ``Action`` base class."""
 
-from squall_st2 import Action
+from squall_st2.actions import Action
 
 __all__ = ["Action"]

@@ -5,6 +5,6 @@ exactly as for StackStorm. It may return a value (the execution succeeds with
 it), or ``(succeeded, value)``.
 """
 
-from squall_st2 import Action
+from squall_st2.actions import Action
 
 __all__ = ["Action"]
