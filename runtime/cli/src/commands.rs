@@ -1241,7 +1241,7 @@ fn build_pack(dir: &Path) -> anyhow::Result<()> {
 
 /// Build the pack in `dir`: its `build.command` (Rust components), then its
 /// Python actions into one component, saying so on stderr.
-fn run_build(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn run_build(dir: &Path) -> anyhow::Result<()> {
     let manifest_path = dir.join("pack.yaml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;

@@ -13,6 +13,7 @@ mod bench_sensors;
 mod bench_workflows;
 mod client;
 mod commands;
+mod dev;
 mod inquiry;
 mod pack_test;
 mod python;
@@ -66,6 +67,13 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API, webhooks, timers, rules and workers.
     Serve(Box<serve::ServeArgs>),
+    /// Develop packs: serve them on a local server, and on every save
+    /// rebuild the pack and swap the new version in (running executions
+    /// finish on the old one; sensors restart on the new one). Build
+    /// errors, failed executions and sensor failures are printed here.
+    ///
+    /// Example: squall dev packs/mypack --packs packs/core --listen 127.0.0.1:0
+    Dev(Box<dev::DevArgs>),
     /// Rules: test one offline; list, get, create, enable, disable and
     /// delete on a server (--url).
     #[command(subcommand)]
@@ -144,6 +152,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve(args) => serve::serve(&cli.data_dir, *args),
+        Command::Dev(args) => dev::dev(&cli.data_dir, *args),
         Command::Rule(cmd) => rules::rule(&remote, cmd),
         Command::Action(cmd) => remote::action(&remote, cmd),
         Command::Trigger(cmd) => remote::trigger(&remote, cmd),

@@ -208,7 +208,24 @@ pub(crate) fn default_runtime_threads() -> usize {
         .max(1)
 }
 
+impl ServeArgs {
+    /// Serve `dirs` too (`squall dev`'s packs).
+    pub(crate) fn add_packs(&mut self, dirs: &[PathBuf]) {
+        self.packs.extend(dirs.iter().cloned());
+    }
+}
+
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    serve_with(data_dir, args, None)
+}
+
+/// [`serve`]; with `dev`, those pack directories are watched, rebuilt and
+/// reloaded on every change (`squall dev`).
+pub(crate) fn serve_with(
+    data_dir: &Path,
+    args: ServeArgs,
+    dev: Option<Vec<PathBuf>>,
+) -> anyhow::Result<ExitCode> {
     let threads = args
         .runtime_threads
         .map_or_else(default_runtime_threads, usize::from);
@@ -216,10 +233,14 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         .worker_threads(threads)
         .enable_all()
         .build()?;
-    rt.block_on(run(data_dir, args))
+    rt.block_on(run(data_dir, args, dev))
 }
 
-async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn run(
+    data_dir: &Path,
+    args: ServeArgs,
+    dev: Option<Vec<PathBuf>>,
+) -> anyhow::Result<ExitCode> {
     if let Some(days) = args.purge_after_days
         && !(0.0..=crate::commands::MAX_RETENTION_DAYS).contains(&days)
     {
@@ -355,6 +376,9 @@ async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     std::io::stdout().flush()?;
+    if let Some(dirs) = dev {
+        crate::dev::start(reactor.clone(), dirs, fixed_paths.clone())?;
+    }
     let mut state = squall_api::AppState::new(reactor.clone());
     state.upload_limit = args.max_upload_mib.max(1) << 20;
     state.pack_paths = Some(fixed_paths);

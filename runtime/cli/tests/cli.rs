@@ -358,12 +358,16 @@ impl Served {
 
     /// `squall serve` with more arguments and environment variables.
     fn start_with(data: &Path, packs: &[&Path], args: &[&str], envs: &[(&str, &Path)]) -> Self {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend(args);
+        Self::start_command(data, packs, &all, envs)
+    }
+
+    /// A server started by `squall <args>` (`serve` or `dev`).
+    fn start_command(data: &Path, packs: &[&Path], args: &[&str], envs: &[(&str, &Path)]) -> Self {
         let key = admin_key(data);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
-        cmd.arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args);
+        cmd.arg("--data-dir").arg(data).args(args);
         for (name, value) in envs {
             cmd.env(name, value);
         }
@@ -2121,6 +2125,118 @@ fn packs_reload_on_request_and_on_sighup_keeping_the_old_version_on_error() {
     });
     assert!(said.contains("hi.yaml"), "{said}");
     assert_eq!(output(), "two");
+    served.terminate();
+}
+
+/// `squall dev` on a Python pack: a saved change to its action and its
+/// sensor is live without a restart; a build error is printed with its file
+/// and line, and the version in force stays.
+#[test]
+fn squall_dev_rebuilds_and_reloads_a_pack_on_save() {
+    if !python3_or_skip() {
+        return;
+    }
+    let pack = tempfile::tempdir().expect("tempdir");
+    for dir in ["actions", "sensors"] {
+        std::fs::create_dir_all(pack.path().join(dir)).expect("mkdir");
+    }
+    let write = |path: &str, text: &str| std::fs::write(pack.path().join(path), text).expect(path);
+    write(
+        "pack.yaml",
+        "name: devpy\nversion: 0.1.0\ndescription: squall dev\nauthor: tests\n",
+    );
+    write(
+        "actions/hello.yaml",
+        "name: hello\nrunner_type: python-script\nentry_point: hello.py\n",
+    );
+    let action = |v: &str| {
+        format!(
+            "from st2common.runners.base_action import Action\n\n\nclass Hello(Action):\n    def run(self):\n        return \"{v}\"\n"
+        )
+    };
+    write("actions/hello.py", &action("v1"));
+    write(
+        "sensors/beat.yaml",
+        "class_name: Beat\nentry_point: beat.py\npoll_interval: 1\ntrigger_types:\n  - name: beat\n",
+    );
+    let sensor = |v: &str| {
+        format!(
+            "from st2reactor.sensor.base import PollingSensor\n\n\nclass Beat(PollingSensor):\n    def setup(self):\n        self._sensor_service.get_logger('beat').info('beat version {v}')\n\n    def poll(self):\n        pass\n"
+        )
+    };
+    write("sensors/beat.py", &sensor("s1"));
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = pack.path().to_str().expect("utf-8");
+    let served = Served::start_command(
+        data.path(),
+        &[],
+        &["dev", dir, "--listen", "127.0.0.1:0"],
+        &[("SQUALL_CACHE_DIR", &python_cache())],
+    );
+    let hello = || {
+        let id = served.execute(serde_json::json!({"action": "devpy.hello"}));
+        let all = served.wait_until("devpy.hello finished", |all| {
+            all.iter()
+                .any(|e| e["id"] == id.as_str() && e["status"] == "succeeded")
+        });
+        let e = all.iter().find(|e| e["id"] == id.as_str()).expect("it");
+        e["result"]["result"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let sensor_says = |needle: &str| {
+        wait_until(&format!("the sensor's log saying {needle:?}"), || {
+            let s = served.get_json("/api/v1/sensortypes/devpy.Beat");
+            if s["log"].to_string().contains(needle) && s["state"] == "running" {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        })
+    };
+    assert_eq!(hello(), "v1");
+    sensor_says("beat version s1");
+
+    let stderr_file = data.path().join("serve.stderr");
+    let lives = || {
+        std::fs::read_to_string(&stderr_file)
+            .unwrap_or_default()
+            .matches("squall dev: live ")
+            .count()
+    };
+    write("actions/hello.py", &action("v2"));
+    write("sensors/beat.py", &sensor("s2"));
+    wait_until("the change live", || {
+        if lives() >= 1 {
+            Ok(())
+        } else {
+            Err(std::fs::read_to_string(&stderr_file).unwrap_or_default())
+        }
+    });
+    assert_eq!(hello(), "v2");
+    sensor_says("beat version s2");
+
+    // A syntax error: the build fails, saying where; v2 stays in force.
+    write(
+        "actions/hello.py",
+        "from st2common.runners.base_action import Action\n\nclass Hello(Action)\n    pass\n",
+    );
+    let said = wait_until("the build error on stderr", || {
+        let text = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+        if text.contains("not reloaded") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(
+        said.contains("hello.py") && said.contains("line 3") && said.contains("SyntaxError"),
+        "{said}"
+    );
+    assert_eq!(lives(), 1, "{said}");
+    assert_eq!(hello(), "v2");
     served.terminate();
 }
 
