@@ -323,6 +323,12 @@ pub(crate) enum PackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a new pack that builds, runs and passes its own tests at once:
+    /// an action, a sensor, a rule, a config schema, tests and a README,
+    /// in Python (the default, as for StackStorm) or Rust.
+    ///
+    /// Example: squall pack new mypack && squall pack build mypack && squall pack test mypack
+    New(crate::scaffold::NewArgs),
     /// Run a pack's tests (YAML cases in its `tests/`) offline, with no
     /// server: actions with given parameters, kv and config; rules against
     /// trigger instances; sensors polling given files. Prints one line per
@@ -1153,12 +1159,13 @@ pub(crate) fn pack(data_dir: &Path, remote: &Remote, cmd: PackCommand) -> anyhow
                 }
             }
         }
+        PackCommand::New(args) => return crate::scaffold::new_pack(args),
         PackCommand::Test { dir, packs, json } => {
             return crate::pack_test::test(data_dir, &dir, packs, json);
         }
         PackCommand::Build { dirs } => {
             for dir in dirs {
-                build_pack(&dir)?;
+                build_pack(data_dir, &dir)?;
             }
         }
         PackCommand::Install { path, json } => {
@@ -1220,19 +1227,28 @@ pub(crate) fn pack(data_dir: &Path, remote: &Remote, cmd: PackCommand) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// Build one pack with its `build.command`, then say where each action's
-/// and sensor's component is.
-fn build_pack(dir: &Path) -> anyhow::Result<()> {
+/// Build one pack with its `build.command` and its Python code, then say
+/// where each action's and sensor's component is. A component that is not
+/// of its entry point's world (an action's `action`, a sensor's `sensor`)
+/// is refused here, at build time, not when it first runs. Components are
+/// compiled into `data_dir`'s cache on the way.
+fn build_pack(data_dir: &Path, dir: &Path) -> anyhow::Result<()> {
     run_build(dir)?;
-    // Confirm every entry point now resolves, and say where.
+    let sandbox = open_sandbox(data_dir, 1)?;
     let packs = PackSet::load(&[dir.to_owned()])?;
     for pack in packs.packs() {
         for meta in pack.component_actions() {
             let path = pack.component_path(meta)?;
+            sandbox
+                .load_action(&path)
+                .with_context(|| format!("action '{}'", meta.action_ref))?;
             println!("{}: {}", meta.action_ref, path.display());
         }
         for (_, sensor) in &pack.sensors {
             let path = pack.sensor_component_path(sensor)?;
+            sandbox
+                .load_sensor(&path)
+                .with_context(|| format!("sensor '{}'", sensor.sensor_ref()))?;
             println!("{}: {}", sensor.sensor_ref(), path.display());
         }
     }

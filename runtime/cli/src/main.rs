@@ -19,6 +19,7 @@ mod pack_test;
 mod python;
 mod remote;
 mod rules;
+mod scaffold;
 mod sensor;
 mod serve;
 mod workflow;
@@ -137,7 +138,28 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// A reader that stops early (`squall execution list | head`) closes the
+/// pipe: end quietly, as `head` expects, instead of with a panic message.
+/// (Rust ignores SIGPIPE, so the write fails and `println!` panics.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // 128 + SIGPIPE, as a shell reports a process the signal ended.
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

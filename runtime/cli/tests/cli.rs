@@ -2240,6 +2240,97 @@ fn squall_dev_rebuilds_and_reloads_a_pack_on_save() {
     served.terminate();
 }
 
+/// `squall pack new` makes packs that build, run and pass their own tests
+/// at once, in Python and in Rust (with the SDK vendored into the pack, so
+/// that it builds outside Squall's checkout). `squall pack build` refuses a
+/// component of the wrong world for its entry point.
+#[test]
+fn pack_new_makes_packs_that_build_run_and_pass_their_tests() {
+    let env = Env::new();
+    let root = tempfile::tempdir().expect("tempdir");
+    let at = |name: &str| root.path().join(name).to_str().expect("utf-8").to_owned();
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+
+    let rust = at("demo_rs");
+    ok(env.squall(&["pack", "new", "demo_rs", "--rust", "--dir", &rust]));
+    assert!(
+        root.path()
+            .join("demo_rs/vendor/squall-sdk/src/lib.rs")
+            .is_file()
+            && root.path().join("demo_rs/vendor/wit/squall.wit").is_file()
+    );
+    ok(env.squall(&["pack", "build", &rust]));
+    let report = ok(env.squall(&["pack", "test", &rust]));
+    assert!(
+        report.contains("test result: ok. 4 passed; 0 failed"),
+        "{report}"
+    );
+    let run = ok(env.squall(&[
+        "run",
+        "demo_rs.greet",
+        "name=you",
+        "--packs",
+        &rust,
+        "--json",
+    ]));
+    let e: serde_json::Value = serde_json::from_str(&run).expect("json");
+    assert_eq!(e["result"], "Hello, you!", "{e}");
+
+    // The action's entry point naming the sensor's component: refused at
+    // build time, naming the action and the world.
+    let metadata = root.path().join("demo_rs/actions/greet.yaml");
+    let text = std::fs::read_to_string(&metadata).expect("read");
+    std::fs::write(
+        &metadata,
+        text.replace("demo_rs_actions.wasm", "demo_rs_sensor.wasm"),
+    )
+    .expect("write");
+    let out = env.squall(&["pack", "build", &rust]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("action 'demo_rs.greet'")
+            && stderr(&out).contains("does not implement the squall:automation/action world"),
+        "{}",
+        stderr(&out)
+    );
+
+    if !python3_or_skip() {
+        return;
+    }
+    let python = at("demo_py");
+    ok(env.squall(&["pack", "new", "demo_py", "--dir", &python]));
+    ok(env.squall(&["pack", "build", &python]));
+    let report = ok(env.squall(&["pack", "test", &python]));
+    assert!(
+        report.contains("test result: ok. 4 passed; 0 failed"),
+        "{report}"
+    );
+    let run = ok(env.squall(&[
+        "run",
+        "demo_py.greet",
+        "name=you",
+        "--packs",
+        &python,
+        "--json",
+    ]));
+    let e: serde_json::Value = serde_json::from_str(&run).expect("json");
+    assert_eq!(e["result"]["result"], "Hello, you!", "{e}");
+    // A name that is not a pack ref, and a directory that exists, are refused.
+    let out = env.squall(&["pack", "new", "Demo-Pack"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("'Demo-Pack' is not a pack name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.squall(&["pack", "new", "demo_py", "--dir", &python]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
 /// A workflow that asks cannot be answered in a local `squall run`: it
 /// stops, saying why, instead of waiting for the ttl.
 #[test]
