@@ -107,6 +107,23 @@ const STEPS: &[Step] = &[
         |t, c| t.ok(c, "\"succeeded\""),
     ),
     (
+        "squall pack new hello                      # a Python pack: an action, a sensor, a rule, tests, a README",
+        |t, c| t.ok(c, "made the Python pack 'hello'"),
+    ),
+    ("cat > hello/actions/shout.py <<'EOF'", |t, c| t.ok(c, "")),
+    ("cat > hello/actions/shout.yaml <<'EOF'", |t, c| t.ok(c, "")),
+    (
+        "squall pack build hello                    # componentize-py is installed the first time",
+        |t, c| t.ok(c, "hello.shout: "),
+    ),
+    ("squall run hello.shout text=hi --packs hello", |t, c| {
+        t.ok(c, "result: HI!")
+    }),
+    (
+        "squall pack test hello                     # the pack's own tests (hello/tests), offline",
+        |t, c| t.ok(c, "test result: ok. 4 passed; 0 failed"),
+    ),
+    (
         "export SQUALL_URL=http://127.0.0.1:9101 SQUALL_API_KEY=sq_...",
         Tour::export,
     ),
@@ -448,6 +465,11 @@ impl Tour {
                 ),
             )
             .env("SQUALL_LISTEN", "127.0.0.1:0")
+            // componentize-py, installed once for every test.
+            .env(
+                "SQUALL_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("squall-cache"),
+            )
             .env("COLUMNS", "200")
             .env("TERM", "dumb")
             .env("NO_PROXY", "127.0.0.1")
