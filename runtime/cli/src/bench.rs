@@ -139,6 +139,17 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// How long a saved change takes to be live under `squall dev`: a pack
+    /// made by `squall pack new`, its action rewritten each round, run
+    /// through the API until the new answer comes back.
+    Dev {
+        /// The pack's language: python, rust (repeatable).
+        #[arg(long = "language", default_values_t = ["python".to_owned(), "rust".to_owned()])]
+        languages: Vec<String>,
+        /// Saves measured per language (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Many core.http executions at once, each waiting 1 s on a local
     /// server's response: time, memory and threads.
     Http {
@@ -188,6 +199,7 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             count,
             seconds,
         } => crate::bench_sensors::sensors(component, count, seconds),
+        BenchCommand::Dev { languages, rounds } => crate::bench_dev::dev(&languages, rounds),
         BenchCommand::Http { count, packs } => crate::bench_http::http(count, pack_paths(packs)),
         BenchCommand::Workflows {
             tasks,

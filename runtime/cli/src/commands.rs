@@ -1258,6 +1258,12 @@ fn build_pack(data_dir: &Path, dir: &Path) -> anyhow::Result<()> {
 /// Build the pack in `dir`: its `build.command` (Rust components), then its
 /// Python actions into one component, saying so on stderr.
 pub(crate) fn run_build(dir: &Path) -> anyhow::Result<()> {
+    run_build_of(dir, &crate::python::ALL_WORLDS)
+}
+
+/// [`run_build`], building only the Python components of `worlds`
+/// (`squall dev` rebuilds the one whose sources changed).
+pub(crate) fn run_build_of(dir: &Path, worlds: &[&str]) -> anyhow::Result<()> {
     let manifest_path = dir.join("pack.yaml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
@@ -1273,7 +1279,7 @@ pub(crate) fn run_build(dir: &Path) -> anyhow::Result<()> {
     if let Some(build) = &manifest.build {
         run_build_command(dir, &manifest, build)?;
     }
-    crate::python::build(&pack)?;
+    crate::python::build_worlds(&pack, worlds)?;
     Ok(())
 }
 

@@ -81,26 +81,30 @@ pub(crate) fn start(
                 })
                 .collect();
             while let Ok(first) = rx.recv() {
-                // The packs changed, each with one of its changed files.
-                let mut changed: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+                // The packs changed, each with its changed files.
+                let mut changed: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
                 let mut note = |event: notify::Result<notify::Event>| {
                     let Ok(event) = event else { return };
                     if event.kind.is_access() {
                         return;
                     }
                     for path in event.paths {
-                        if let Some((_, dir)) = canonical
+                        let Some((root, dir)) = canonical
                             .iter()
                             .find(|(c, d)| path.starts_with(c) || path.starts_with(d))
-                            .filter(|(c, d)| {
-                                is_source(
-                                    path.strip_prefix(c)
-                                        .or_else(|_| path.strip_prefix(d))
-                                        .unwrap_or(&path),
-                                )
-                            })
-                        {
-                            changed.entry(dir.clone()).or_insert(path);
+                        else {
+                            continue;
+                        };
+                        let relative = path
+                            .strip_prefix(root)
+                            .or_else(|_| path.strip_prefix(dir))
+                            .unwrap_or(&path)
+                            .to_owned();
+                        if is_source(&relative) {
+                            let files = changed.entry(dir.clone()).or_default();
+                            if !files.contains(&relative) {
+                                files.push(relative);
+                            }
                         }
                     }
                 };
@@ -133,23 +137,50 @@ pub(crate) fn start(
 
 /// Build each changed pack that has something to build; false when one
 /// fails (its error is printed, and nothing is reloaded).
-fn rebuild(changed: &BTreeMap<PathBuf, PathBuf>) -> bool {
+fn rebuild(changed: &BTreeMap<PathBuf, Vec<PathBuf>>) -> bool {
     let mut ok = true;
-    for (dir, file) in changed {
-        eprintln!("squall dev: {} changed", file.display());
+    for (dir, files) in changed {
+        // Editors save through scratch files: name what is there now.
+        let shown = files
+            .iter()
+            .rev()
+            .find(|f| dir.join(f).exists())
+            .or(files.first())
+            .map(|f| dir.join(f));
+        if let Some(file) = shown {
+            eprintln!("squall dev: {} changed", file.display());
+        }
+        let started = Instant::now();
         let built = needs_build(dir).and_then(|needed| {
             if needed {
-                crate::commands::run_build(dir)
+                crate::commands::run_build_of(dir, &python_worlds(files))
             } else {
                 Ok(())
             }
         });
+        if built.is_ok() {
+            eprintln!("squall dev: built in {} ms", started.elapsed().as_millis());
+        }
         if let Err(e) = built {
             eprintln!("squall dev: {} not reloaded: {e:#}", dir.display());
             ok = false;
         }
     }
     ok
+}
+
+/// The Python worlds to rebuild for changes to `files` (relative to the
+/// pack): only the actions' component when only `actions/` changed, only
+/// the sensors' when only `sensors/` did, else both.
+fn python_worlds(files: &[PathBuf]) -> Vec<&'static str> {
+    let under = |top: &str| files.iter().all(|f| f.starts_with(top));
+    if under("actions") {
+        vec!["action"]
+    } else if under("sensors") {
+        vec!["sensor"]
+    } else {
+        crate::python::ALL_WORLDS.to_vec()
+    }
 }
 
 /// Whether a change to `relative` (inside a pack) is a change to its
@@ -224,6 +255,24 @@ fn report_executions(reactor: &Reactor) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_changed_world_is_rebuilt() {
+        let paths = |p: &[&str]| p.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            python_worlds(&paths(&["actions/a.py", "actions/a.yaml"])),
+            ["action"]
+        );
+        assert_eq!(python_worlds(&paths(&["sensors/s.py"])), ["sensor"]);
+        assert_eq!(
+            python_worlds(&paths(&["actions/a.py", "sensors/s.py"])),
+            ["action", "sensor"]
+        );
+        assert_eq!(
+            python_worlds(&paths(&["requirements.txt"])),
+            ["action", "sensor"]
+        );
+    }
 
     #[test]
     fn sources_are_what_a_person_edits() {

@@ -6,6 +6,7 @@
 mod accounts;
 mod bench;
 mod bench_api;
+mod bench_dev;
 mod bench_executions;
 mod bench_http;
 mod bench_reactor;

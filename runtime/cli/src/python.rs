@@ -261,11 +261,18 @@ pub(crate) fn has_python(pack: &squall_reactor::LoadedPack) -> bool {
         || pack.sensors.iter().any(|(_, m)| m.is_python())
 }
 
+/// Every world a pack's Python code may be built for.
+pub(crate) const ALL_WORLDS: [&str; 2] = ["action", "sensor"];
+
 /// Build the Python actions of the pack into `actions/python_actions.wasm`
-/// and its Python sensors into `sensors/python_sensors.wasm`; the
-/// components made, none when it has no Python code.
-pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Vec<PathBuf>> {
-    let worlds = python_code(pack)?;
+/// and its Python sensors into `sensors/python_sensors.wasm`, for the
+/// worlds in `only`; the components made, none when it has no Python code.
+pub(crate) fn build_worlds(
+    pack: &squall_reactor::LoadedPack,
+    only: &[&str],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut worlds = python_code(pack)?;
+    worlds.retain(|w| only.contains(&w.world));
     if worlds.is_empty() {
         return Ok(Vec::new());
     }
@@ -283,7 +290,7 @@ pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Vec<Pat
     let deps = stage.path().join("deps");
     std::fs::create_dir_all(&deps)?;
     let requirements = pack.dir.join("requirements.txt");
-    if requirements.is_file() {
+    if lists_requirements(&requirements) {
         bundle(&tool, &requirements, &deps)?;
     }
     let mut built = Vec::new();
@@ -320,6 +327,16 @@ pub(crate) fn build(pack: &squall_reactor::LoadedPack) -> anyhow::Result<Vec<Pat
         built.push(out);
     }
     Ok(built)
+}
+
+/// Whether `requirements` exists and lists anything (not only comments
+/// and blank lines): pip is not started for nothing.
+fn lists_requirements(requirements: &Path) -> bool {
+    std::fs::read_to_string(requirements).is_ok_and(|text| {
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .any(|l| !l.is_empty())
+    })
 }
 
 /// Install what `requirements` lists into `deps`, to be bundled: wheels

@@ -367,6 +367,11 @@ async fn run(
     // SIGHUP reads the --packs packs again (StackStorm's `st2ctl reload`).
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(reactor.clone(), fixed_paths.clone())?);
+    // Watching before the announcement: a change saved right after it is
+    // seen.
+    if let Some(dirs) = dev {
+        crate::dev::start(reactor.clone(), dirs, fixed_paths.clone())?;
+    }
     // One line on stdout that scripts and tests can wait for.
     println!("squall: listening on http://{addr}");
     if !store.any_api_key()? {
@@ -376,9 +381,6 @@ async fn run(
         );
     }
     std::io::stdout().flush()?;
-    if let Some(dirs) = dev {
-        crate::dev::start(reactor.clone(), dirs, fixed_paths.clone())?;
-    }
     let mut state = squall_api::AppState::new(reactor.clone());
     state.upload_limit = args.max_upload_mib.max(1) << 20;
     state.pack_paths = Some(fixed_paths);
