@@ -152,8 +152,9 @@ mod tests {
                     .count()
             })
             .sum();
-        assert_eq!(operations, 66, "one operation per route");
+        assert_eq!(operations, 67, "one operation per route");
         assert!(doc.paths.paths.contains_key("/api/v1/inquiries/{id}"));
+        assert!(doc.paths.paths.contains_key("/api/v1/packs/register"));
         assert!(doc.paths.paths.contains_key("/api/v1/workflows/inspect"));
         let upload = doc
             .paths
