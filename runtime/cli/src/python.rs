@@ -25,6 +25,10 @@ const MODULES: &[(&str, &str)] = &[
         include_str!("../python/squall_st2/__init__.py"),
     ),
     (
+        "squall_st2/http.py",
+        include_str!("../python/squall_st2/http.py"),
+    ),
+    (
         "squall_st2/actions.py",
         include_str!("../python/squall_st2/actions.py"),
     ),
@@ -70,8 +74,44 @@ const MODULES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The contract the component is built against.
-const WIT: &str = include_str!("../../../wit/squall.wit");
+/// The WIT files a Python component is built against, by path in the
+/// staged WIT directory: the Python worlds (Squall's worlds plus
+/// `wasi:http`), Squall's contract, and the WASI interfaces they use.
+const WIT: &[(&str, &str)] = &[
+    ("world.wit", include_str!("../../../wit/python/world.wit")),
+    (
+        "deps/automation.wit",
+        include_str!("../../../wit/squall.wit"),
+    ),
+    (
+        "deps/cli.wit",
+        include_str!("../../../wit/python/deps/cli.wit"),
+    ),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../wit/python/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../wit/python/deps/filesystem.wit"),
+    ),
+    (
+        "deps/http.wit",
+        include_str!("../../../wit/python/deps/http.wit"),
+    ),
+    (
+        "deps/io.wit",
+        include_str!("../../../wit/python/deps/io.wit"),
+    ),
+    (
+        "deps/random.wit",
+        include_str!("../../../wit/python/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../wit/python/deps/sockets.wit"),
+    ),
+];
 
 /// Where Squall keeps tools it installs: `SQUALL_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/squall`, else `~/.cache/squall`.
@@ -284,8 +324,12 @@ pub(crate) fn build_worlds(
         }
         std::fs::write(&at, text)?;
     }
-    let wit = stage.path().join("squall.wit");
-    std::fs::write(&wit, WIT)?;
+    let wit = stage.path().join("wit");
+    for (path, text) in WIT {
+        let at = wit.join(path);
+        std::fs::create_dir_all(at.parent().expect("a file in the WIT directory"))?;
+        std::fs::write(&at, text)?;
+    }
     let tool = componentize_py()?;
     let deps = stage.path().join("deps");
     std::fs::create_dir_all(&deps)?;

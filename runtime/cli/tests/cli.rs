@@ -1806,6 +1806,181 @@ class Probe(Action):
     );
 }
 
+/// A one-thread HTTP server on 127.0.0.1 answering every request with
+/// what it received: `{"method", "target", "body", "authorization",
+/// "content_type"}`.
+fn echo_http_server() -> u16 {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or_default().to_owned();
+            let target = parts.next().unwrap_or_default().to_owned();
+            let mut headers = std::collections::BTreeMap::new();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let answer = serde_json::json!({
+                "method": method,
+                "target": target,
+                "body": String::from_utf8_lossy(&body),
+                "authorization": headers.get("authorization"),
+                "content_type": headers.get("content-type"),
+            })
+            .to_string();
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    port
+}
+
+/// `squall_st2.http` sends requests over wasi:http: query parameters, JSON
+/// and form bodies, a body larger than one stream write, basic auth and
+/// the response's status, headers and JSON; and the pack's `allowed_hosts`
+/// refuses a host it does not list, with the rule in the error.
+#[test]
+fn python_actions_reach_allowed_hosts_over_wasi_http() {
+    if !python3_or_skip() {
+        return;
+    }
+    let port = echo_http_server();
+    let pack = tempfile::tempdir().expect("tempdir");
+    let actions = pack.path().join("actions");
+    std::fs::create_dir(&actions).expect("mkdir");
+    std::fs::write(
+        pack.path().join("pack.yaml"),
+        format!("name: pyhttp\nversion: 1.0.0\ndescription: HTTP from Python\nauthor: tests\nallowed_hosts: [\"http://127.0.0.1:{port}\"]\n"),
+    )
+    .expect("pack.yaml");
+    std::fs::write(
+        actions.join("fetch.yaml"),
+        "name: fetch\nrunner_type: python-script\nentry_point: fetch.py\nparameters:\n  base: {type: string, required: true}\n",
+    )
+    .expect("metadata");
+    std::fs::write(
+        actions.join("fetch.py"),
+        r#"import socket
+
+from st2common.runners.base_action import Action
+from squall_st2 import http
+
+
+class Fetch(Action):
+    def run(self, base):
+        got = http.get(base + "/items", params={"q": "a b"}, timeout=5)
+        posted = http.post(base + "/items", json={"name": "thing"}, auth=("bot", "pw"))
+        form = http.put(base + "/form", data={"k": "v"}).json()
+        big = http.patch(base + "/big", data="x" * 10000).json()
+        try:
+            http.get("http://127.0.0.1:1/elsewhere")
+            refused = None
+        except http.HTTPError as e:
+            refused = str(e)
+        try:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+            sockets = "connected"
+        except OSError as e:
+            sockets = "%s: %s" % (type(e).__name__, e)
+        try:
+            http.get("ftp://example.com/")
+            invalid = None
+        except ValueError as e:
+            invalid = str(e)
+        return {
+            "status": got.status_code,
+            "ok": got.ok,
+            "type": got.headers["content-type"],
+            "got": got.json(),
+            "posted": posted.json(),
+            "form": form,
+            "big": [big["method"], len(big["body"])],
+            "refused": refused,
+            "invalid": invalid,
+            "sockets": sockets,
+        }
+"#,
+    )
+    .expect("module");
+    let env = Env::new();
+    let dir = pack.path().to_str().expect("utf-8");
+    let out = env.squall(&["pack", "build", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let base = format!("base=http://127.0.0.1:{port}");
+    let out = env.squall(&[
+        "run",
+        "pyhttp.fetch",
+        &base,
+        "--packs",
+        dir,
+        "--allow-private-network",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let r = &e["result"]["result"];
+    assert_eq!(r["status"], 201, "{e}");
+    assert_eq!(r["ok"], true, "{e}");
+    assert_eq!(r["type"], "application/json", "{e}");
+    assert_eq!(r["got"]["method"], "GET", "{e}");
+    assert_eq!(r["got"]["target"], "/items?q=a+b", "{e}");
+    assert_eq!(r["posted"]["method"], "POST", "{e}");
+    assert_eq!(r["posted"]["body"], r#"{"name": "thing"}"#, "{e}");
+    assert_eq!(r["posted"]["content_type"], "application/json", "{e}");
+    assert_eq!(r["posted"]["authorization"], "Basic Ym90OnB3", "{e}");
+    assert_eq!(r["form"]["body"], "k=v", "{e}");
+    assert_eq!(
+        r["form"]["content_type"], "application/x-www-form-urlencoded",
+        "{e}"
+    );
+    assert_eq!(r["big"], serde_json::json!(["PATCH", 10000]), "{e}");
+    assert!(
+        r["refused"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("GET http://127.0.0.1:1/elsewhere: ")
+                && m.contains("denied by allowed_hosts")),
+        "{e}"
+    );
+    assert_eq!(
+        r["invalid"], "'ftp://example.com/' is not an absolute http(s) URL",
+        "{e}"
+    );
+    // A socket opened past squall_st2.http goes nowhere, allowed host or not.
+    assert!(
+        r["sockets"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("PermissionError")),
+        "{e}"
+    );
+}
+
 /// Seed 002's tutorial pack, `mypack`, on a server: its `DirectorySensor`
 /// (Python, a `PollingSensor`) sees files come and go in the directory its
 /// config names and dispatches `mypack.changed_file`; a rule runs its

@@ -22,7 +22,7 @@ import traceback
 
 from componentize_py_types import Err
 from wit_world.imports import config as _config
-from wit_world.imports import types as _types
+from wit_world.imports import squall_automation_types as _types
 
 from squall_st2 import DatastoreService, get_logger
 
