@@ -150,14 +150,20 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// Many core.http executions at once, each waiting 1 s on a local
-    /// server's response: time, memory and threads.
+    /// Many executions at once, each waiting 1 s on a local server's
+    /// response: time, memory and threads.
+    ///
+    /// Example: squall bench http --packs packs/pyexamples --action pyexamples.fetch_json --count 100
     Http {
         #[arg(long, default_value_t = 1000)]
         count: usize,
-        /// Where the core pack is (built). Default: ./packs
+        /// Where the action's pack is (built). Default: ./packs
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
+        /// The action run: it takes the server's address as its `url`
+        /// parameter and GETs it.
+        #[arg(long, default_value = "core.http")]
+        action: String,
     },
 }
 
@@ -200,7 +206,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             seconds,
         } => crate::bench_sensors::sensors(component, count, seconds),
         BenchCommand::Dev { languages, rounds } => crate::bench_dev::dev(&languages, rounds),
-        BenchCommand::Http { count, packs } => crate::bench_http::http(count, pack_paths(packs)),
+        BenchCommand::Http {
+            count,
+            packs,
+            action,
+        } => crate::bench_http::http(count, pack_paths(packs), &action),
         BenchCommand::Workflows {
             tasks,
             items,

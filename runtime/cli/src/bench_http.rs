@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
-use squall_core::{ExecutionStatus, TenantId};
+use squall_core::{ActionRef, ExecutionStatus, TenantId};
 use squall_reactor::{PackSet, RunRequest, Runner};
 use squall_sandbox::{Egress, Limits};
 use squall_store::{Store, StoreConfig};
@@ -47,7 +47,8 @@ fn usage() -> (u64, u64) {
     (proc_status("VmRSS:") * 1024, proc_status("Threads:"))
 }
 
-pub(crate) fn http(count: usize, packs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+pub(crate) fn http(count: usize, packs: Vec<PathBuf>, action: &str) -> anyhow::Result<ExitCode> {
+    let action: ActionRef = action.parse()?;
     let rt = runtime(2)?;
     rt.block_on(async {
         println!("squall bench http");
@@ -56,8 +57,8 @@ pub(crate) fn http(count: usize, packs: Vec<PathBuf>) -> anyhow::Result<ExitCode
         let dir = tempfile::tempdir()?;
         let store = Store::open(&dir.path().join("squall.db"), &StoreConfig::default())?;
         let sandbox = Arc::new(open_sandbox(dir.path(), 2000)?);
-        // The core pack's allowed_hosts is `*`; this server lets that mean
-        // any host, loopback included.
+        // The core pack's allowed_hosts is `*` (so is pyexamples'); this
+        // server lets that mean any host, loopback included.
         let egress = Egress {
             allow_any_host: true,
             allow_private: true,
@@ -67,26 +68,23 @@ pub(crate) fn http(count: usize, packs: Vec<PathBuf>) -> anyhow::Result<ExitCode
             .with_egress(egress);
         let (rss0, threads0) = usage();
         let url = format!("http://127.0.0.1:{port}/slow");
-        let run = |runner: Runner, url: String| async move {
+        let run = |runner: Runner, url: String, action: ActionRef| async move {
             let mut params = serde_json::Map::new();
             params.insert("url".into(), json!(url));
             runner
-                .run(RunRequest::new(
-                    TenantId::default_tenant(),
-                    "core.http".parse().expect("valid ref"),
-                    params,
-                ))
+                .run(RunRequest::new(TenantId::default_tenant(), action, params))
                 .await
         };
         // Warm up: compile and map the component once.
-        let warm = run(runner.clone(), url.clone()).await?;
+        let warm = run(runner.clone(), url.clone(), action.clone()).await?;
         if warm.status != ExecutionStatus::Succeeded {
-            bail!("core.http did not succeed: {:?}", warm.result);
+            bail!("{action} did not succeed: {:?}", warm.result);
         }
+        let (rss_warm, _) = usage();
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..count {
-            tasks.spawn(run(runner.clone(), url.clone()));
+            tasks.spawn(run(runner.clone(), url.clone(), action.clone()));
         }
         let (mut peak_rss, mut peak_threads) = (0, 0);
         let mut succeeded = 0;
@@ -112,13 +110,16 @@ pub(crate) fn http(count: usize, packs: Vec<PathBuf>) -> anyhow::Result<ExitCode
         }
         let took = started.elapsed();
         println!(
-            "  {count} concurrent core.http executions, each waiting {wait:?} on its response: {succeeded} succeeded in {:.2} s",
+            "  {count} concurrent {action} executions, each waiting {wait:?} on its response: {succeeded} succeeded in {:.2} s",
             took.as_secs_f64()
         );
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         println!(
-            "  resident memory: {:.0} MiB before, {:.0} MiB peak; threads: {threads0} before, {peak_threads} peak",
-            rss0 as f64 / (1 << 20) as f64,
-            peak_rss as f64 / (1 << 20) as f64
+            "  resident memory: {:.0} MiB before, {:.0} MiB after one run, {:.0} MiB peak ({:.2} MiB per execution above one run); threads: {threads0} before, {peak_threads} peak",
+            mib(rss0),
+            mib(rss_warm),
+            mib(peak_rss),
+            mib(peak_rss.saturating_sub(rss_warm)) / count.max(1) as f64
         );
         Ok(ExitCode::SUCCESS)
     })
