@@ -271,7 +271,12 @@ fn bench_sandbox(
         }
         anyhow::Ok(())
     })?;
-    let floor = rt.block_on(sandbox.raw_floor(&component, params, iterations));
+    let floor = rt.block_on(sandbox.raw_floor(
+        &component,
+        (action.pack().as_str(), action.name()),
+        params,
+        iterations,
+    ));
     let full = rt.block_on(async {
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations {
@@ -281,13 +286,18 @@ fn bench_sandbox(
         }
         anyhow::Ok(times)
     })?;
-    let (floor_med, full_med) = (median(&floor), median(&full));
+    let (floor_med, full_med) = (median(&floor.whole), median(&full));
     println!();
     println!("per execution, sequential (median / p99)");
     println!(
         "  raw wasmtime floor   {:>8.1} µs / {:>8.1} µs",
         us(floor_med),
-        us(p99(&floor))
+        us(p99(&floor.whole))
+    );
+    println!(
+        "    of which instantiation {:>6.1} µs / {:>8.1} µs",
+        us(median(&floor.instantiation)),
+        us(p99(&floor.instantiation))
     );
     println!(
         "  squall {:<13} {:>8.1} µs / {:>8.1} µs",

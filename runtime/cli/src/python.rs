@@ -250,6 +250,9 @@ impl WorldBuild {
             text.push_str(&format!("        {key:?}: {base}_{i},\n"));
         }
         text.push_str("    }\n");
+        if base == "actions" {
+            text.push_str(&format!("\n\n{class}.prepare()\n"));
+        }
         (name.to_owned(), text)
     }
 }

@@ -10,26 +10,31 @@ use crate::host::HostState;
 use crate::{ActionComponent, Sandbox};
 
 impl Sandbox {
-    /// Instantiate `component` and call `run` once with `params`, `n` times,
+    /// Instantiate `component` and call `run` once for `pack.action` with
+    /// `params`, `n` times,
     /// with the least a host must do: an empty WASI context, no limits, no
     /// deadline callback, no output capture, no result parsing. Returns the
-    /// time of each iteration.
+    /// time of each iteration, whole and of its instantiation alone.
     pub async fn raw_floor(
         &self,
         component: &ActionComponent,
+        (pack, action): (&str, &str),
         params: &str,
         n: usize,
-    ) -> Vec<Duration> {
+    ) -> FloorTimes {
         let ctx = Context {
             execution_id: "bench".into(),
             tenant: "default".into(),
-            pack: "core".into(),
-            action: "noop".into(),
+            pack: pack.into(),
+            action: action.into(),
             api_url: None,
             auth_token: None,
             trace_tag: None,
         };
-        let mut times = Vec::with_capacity(n);
+        let mut times = FloorTimes {
+            whole: Vec::with_capacity(n),
+            instantiation: Vec::with_capacity(n),
+        };
         for _ in 0..n {
             let t = Instant::now();
             let state = HostState::bare(usize::MAX);
@@ -40,14 +45,24 @@ impl Sandbox {
                 .instantiate_async(&mut store)
                 .await
                 .expect("benchmark component instantiates");
+            times.instantiation.push(t.elapsed());
             let out = instance
                 .call_run(&mut store, &ctx, &params.to_owned())
                 .await
                 .expect("benchmark component runs");
             std::hint::black_box(out).ok();
             drop(store);
-            times.push(t.elapsed());
+            times.whole.push(t.elapsed());
         }
         times
     }
+}
+
+/// What [`Sandbox::raw_floor`] measured, one entry per iteration.
+#[derive(Debug)]
+pub struct FloorTimes {
+    /// Instantiate, call, drop.
+    pub whole: Vec<Duration>,
+    /// From the store's creation to the instance being ready.
+    pub instantiation: Vec<Duration>,
 }
