@@ -70,6 +70,8 @@ impl Client {
             .http
             .post(url)
             .header("Content-Type", "application/gzip")
+            // The server may build the pack's Python code before it answers.
+            .timeout(Duration::from_secs(900))
             .body(archive);
         Ok(self.send(req).await?.json().await?)
     }

@@ -11,6 +11,7 @@
 //! class name, to its module.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use squall_core::manifest::{PYTHON_COMPONENT, PYTHON_SENSORS_COMPONENT, RunnerType};
@@ -314,6 +315,17 @@ pub(crate) fn build_worlds(
     pack: &squall_reactor::LoadedPack,
     only: &[&str],
 ) -> anyhow::Result<Vec<PathBuf>> {
+    build_worlds_with(pack, only, None)
+}
+
+/// [`build_worlds`], with the build's tools run under `limits` when given
+/// (a server building an upload) and their output kept for the error
+/// instead of passed on.
+fn build_worlds_with(
+    pack: &squall_reactor::LoadedPack,
+    only: &[&str],
+    limits: Option<&BuildLimits>,
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut worlds = python_code(pack)?;
     worlds.retain(|w| only.contains(&w.world));
     if worlds.is_empty() {
@@ -338,7 +350,7 @@ pub(crate) fn build_worlds(
     std::fs::create_dir_all(&deps)?;
     let requirements = pack.dir.join("requirements.txt");
     if lists_requirements(&requirements) {
-        bundle(&tool, &requirements, &deps)?;
+        bundle(&tool, &requirements, &deps, limits)?;
     }
     let mut built = Vec::new();
     for world in &worlds {
@@ -349,7 +361,8 @@ pub(crate) fn build_worlds(
             "building the Python {} of pack '{}' with componentize-py {COMPONENTIZE_PY}",
             world.dir, pack.manifest.pack_ref
         );
-        let status = std::process::Command::new(&tool)
+        let mut command = std::process::Command::new(&tool);
+        command
             .arg("-d")
             .arg(&wit)
             .args(["-w", world.world, "componentize", "-p"])
@@ -360,16 +373,20 @@ pub(crate) fn build_worlds(
             .arg(&deps)
             .arg(&app)
             .arg("-o")
-            .arg(&out)
-            .stdout(std::io::stderr())
-            .status()
-            .with_context(|| format!("failed to start {}", tool.display()))?;
+            .arg(&out);
+        let (status, output) = run_tool(&mut command, limits, "componentize-py")?;
         if !status.success() {
-            bail!(
-                "build of the Python {} of pack '{}' failed ({status}): see componentize-py's message above",
-                world.dir,
-                pack.manifest.pack_ref
+            let what = format!(
+                "build of the Python {} of pack '{}' failed ({status})",
+                world.dir, pack.manifest.pack_ref
             );
+            match limits {
+                None => bail!("{what}: see componentize-py's message above"),
+                Some(_) => bail!(
+                    "{what}:\n{}",
+                    relative_paths(&output, &[&pack.dir, stage.path()])
+                ),
+            }
         }
         built.push(out);
     }
@@ -388,7 +405,12 @@ fn lists_requirements(requirements: &Path) -> bool {
 
 /// Install what `requirements` lists into `deps`, to be bundled: wheels
 /// only, and pure Python only (a component has no native extensions).
-fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
+fn bundle(
+    tool: &Path,
+    requirements: &Path,
+    deps: &Path,
+    limits: Option<&BuildLimits>,
+) -> anyhow::Result<()> {
     // The pip beside componentize-py (its virtualenv), else python3's.
     let pip = tool.with_file_name("pip");
     let mut command = if pip.is_file() {
@@ -399,7 +421,7 @@ fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
         c
     };
     eprintln!("bundling {}", requirements.display());
-    let status = command
+    command
         .args([
             "install",
             "--quiet",
@@ -409,14 +431,20 @@ fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
         ])
         .arg(deps)
         .arg("-r")
-        .arg(requirements)
-        .stdout(std::io::stderr())
-        .status()
-        .context("failed to start pip")?;
+        .arg(requirements);
+    let (status, output) = run_tool(&mut command, limits, "pip")?;
     if !status.success() {
+        let shown = match limits {
+            None => requirements.display().to_string(),
+            Some(_) => "requirements.txt".to_owned(),
+        };
         bail!(
-            "{}: pip could not install what it lists ({status}); only packages with wheels can be bundled",
-            requirements.display()
+            "{shown}: pip could not install what it lists ({status}); only packages with wheels can be bundled{}",
+            if output.is_empty() {
+                String::new()
+            } else {
+                format!(":\n{}", output.trim_end())
+            }
         );
     }
     let mut stack = vec![deps.to_owned()];
@@ -447,6 +475,132 @@ fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a build the server runs for an uploaded pack may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BuildLimits {
+    /// CPU time of each tool the build runs (componentize-py, pip).
+    pub(crate) cpu_seconds: u64,
+    /// Memory each may allocate (its data segment: heap and writable
+    /// mappings; address space merely reserved is not counted).
+    pub(crate) memory_bytes: u64,
+    /// Wall-clock time of each; it is killed past it.
+    pub(crate) wall: Duration,
+}
+
+/// Run `command`: with its output passed on to stderr when `limits` is
+/// `None`; else under the limits, with its output (the last 16 KiB)
+/// returned.
+fn run_tool(
+    command: &mut std::process::Command,
+    limits: Option<&BuildLimits>,
+    name: &str,
+) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let Some(limits) = limits else {
+        let status = command
+            .stdout(std::io::stderr())
+            .status()
+            .with_context(|| format!("failed to start {name}"))?;
+        return Ok((status, String::new()));
+    };
+    let mut log = tempfile::tempfile()?;
+    let mut child = command
+        // The tenant reads this output: no backtrace of the tool's own.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .with_context(|| format!("failed to start {name}"))?;
+    // Set on the child as soon as it exists; what it starts inherits them.
+    let pid = rustix::process::Pid::from_child(&child);
+    let limit = |resource, current, maximum| {
+        rustix::process::prlimit(
+            Some(pid),
+            resource,
+            rustix::process::Rlimit {
+                current: Some(current),
+                maximum: Some(maximum),
+            },
+        )
+    };
+    // Past the soft CPU limit the kernel sends SIGXCPU (reported below);
+    // the hard one, a little later, is SIGKILL for a tool that ignores it.
+    let cpu = limits.cpu_seconds;
+    let memory = limits.memory_bytes;
+    if let Err(e) = limit(rustix::process::Resource::Cpu, cpu, cpu + 5)
+        .and_then(|_| limit(rustix::process::Resource::Data, memory, memory))
+    {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("cannot limit {name}: {e}");
+    }
+    let deadline = std::time::Instant::now() + limits.wall;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{name} took longer than {} s, the server's limit for a build",
+                limits.wall.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    use std::io::{Read as _, Seek as _};
+    log.rewind()?;
+    let mut output = Vec::new();
+    log.read_to_end(&mut output)?;
+    let tail = output.len().saturating_sub(16 << 10);
+    let mut text = String::from_utf8_lossy(&output[tail..]).into_owned();
+    let cpu_exceeded = rustix::process::Signal::XCPU.as_raw();
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(cpu_exceeded) {
+        text.push_str(&format!(
+            "\n{name} used more than {} s of CPU, the server's limit for a build",
+            limits.cpu_seconds
+        ));
+    }
+    Ok((status, text))
+}
+
+/// `text` with each of `dirs` (and its trailing slash) removed, so that
+/// paths read as the pack's own.
+fn relative_paths(text: &str, dirs: &[&Path]) -> String {
+    let mut text = text.to_owned();
+    for dir in dirs {
+        let dir = dir.display().to_string();
+        text = text.replace(&format!("{dir}/"), "").replace(&dir, ".");
+    }
+    text.trim_end().to_owned()
+}
+
+/// The server's builder of uploaded packs' Python code.
+#[derive(Debug)]
+pub(crate) struct ServerBuilder {
+    pub(crate) limits: BuildLimits,
+}
+
+impl squall_reactor::PackBuilder for ServerBuilder {
+    fn needs_build(&self, pack: &squall_reactor::LoadedPack) -> bool {
+        match python_code(pack) {
+            Ok(worlds) => worlds
+                .iter()
+                .any(|w| !pack.dir.join(w.dir).join(w.component).is_file()),
+            // Refused by the build, which says why.
+            Err(_) => has_python(pack),
+        }
+    }
+
+    fn build(&self, pack: &squall_reactor::LoadedPack) -> Result<(), String> {
+        build_worlds_with(pack, &ALL_WORLDS, Some(&self.limits))
+            .map(|_| ())
+            .map_err(|e| relative_paths(&format!("{e:#}"), &[&pack.dir, &cache_dir()]))
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,21 @@ pub(crate) struct ServeArgs {
     egress: crate::commands::EgressArgs,
     #[command(flatten)]
     host: HostArgs,
+    /// CPU seconds each tool of a server-side build (componentize-py, pip)
+    /// may use. An uploaded pack with Python actions or sensors but no
+    /// built components is built by the server, one build at a time, and
+    /// installed when its build succeeds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    build_cpu_seconds: u64,
+    /// MiB of memory each tool of a server-side build may allocate.
+    #[arg(long, default_value_t = 4096, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(64..))]
+    build_memory_mib: u64,
+    /// Wall-clock seconds each tool of a server-side build may take; 0
+    /// turns server-side builds off (uploads must ship their components).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    build_timeout: u64,
     /// Per tenant: MiB of installed packs together; an install beyond it
     /// is refused (HTTP 429). Default: no limit.
     #[arg(long, value_name = "MIB")]
@@ -355,6 +370,15 @@ async fn run(
         },
         max_workflow_tasks: args.max_workflow_tasks.max(1),
         api_url,
+        pack_builder: (args.build_timeout > 0).then(|| {
+            Arc::new(crate::python::ServerBuilder {
+                limits: crate::python::BuildLimits {
+                    cpu_seconds: args.build_cpu_seconds,
+                    memory_bytes: args.build_memory_mib << 20,
+                    wall: Duration::from_secs(args.build_timeout),
+                },
+            }) as Arc<dyn squall_reactor::PackBuilder>
+        }),
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;

@@ -1661,6 +1661,22 @@ fn python3_or_skip() -> bool {
     ok
 }
 
+/// A pack `name` in a new directory with `pack.yaml` (plus `manifest`,
+/// more YAML lines) and an empty `actions/`; (the directory, `actions/`).
+fn python_pack(name: &str, manifest: &str) -> (tempfile::TempDir, PathBuf) {
+    let pack = tempfile::tempdir().expect("tempdir");
+    let actions = pack.path().join("actions");
+    std::fs::create_dir(&actions).expect("mkdir");
+    std::fs::write(
+        pack.path().join("pack.yaml"),
+        format!(
+            "name: {name}\nversion: 1.0.0\ndescription: Python actions\nauthor: tests\n{manifest}"
+        ),
+    )
+    .expect("pack.yaml");
+    (pack, actions)
+}
+
 /// Seed 000's `my_echo_action.py` and its metadata, unchanged, beside an
 /// action that uses the config, the logger and the datastore: built by
 /// `squall pack build` (which installs componentize-py itself) and run.
@@ -1669,14 +1685,7 @@ fn stackstorm_python_actions_build_and_run_unchanged() {
     if !python3_or_skip() {
         return;
     }
-    let pack = tempfile::tempdir().expect("tempdir");
-    let actions = pack.path().join("actions");
-    std::fs::create_dir(&actions).expect("mkdir");
-    std::fs::write(
-        pack.path().join("pack.yaml"),
-        "name: pyseed\nversion: 1.0.0\ndescription: Python actions\nauthor: tests\n",
-    )
-    .expect("pack.yaml");
+    let (pack, actions) = python_pack("pyseed", "");
     std::fs::write(
         pack.path().join("config.schema.yaml"),
         "greeting: {type: string, default: hello}\n",
@@ -1871,14 +1880,10 @@ fn python_actions_reach_allowed_hosts_over_wasi_http() {
         return;
     }
     let port = echo_http_server();
-    let pack = tempfile::tempdir().expect("tempdir");
-    let actions = pack.path().join("actions");
-    std::fs::create_dir(&actions).expect("mkdir");
-    std::fs::write(
-        pack.path().join("pack.yaml"),
-        format!("name: pyhttp\nversion: 1.0.0\ndescription: HTTP from Python\nauthor: tests\nallowed_hosts: [\"http://127.0.0.1:{port}\"]\n"),
-    )
-    .expect("pack.yaml");
+    let (pack, actions) = python_pack(
+        "pyhttp",
+        &format!("allowed_hosts: [\"http://127.0.0.1:{port}\"]\n"),
+    );
     std::fs::write(
         actions.join("fetch.yaml"),
         "name: fetch\nrunner_type: python-script\nentry_point: fetch.py\nparameters:\n  base: {type: string, required: true}\n",
@@ -1979,6 +1984,105 @@ class Fetch(Action):
             .is_some_and(|m| m.starts_with("PermissionError")),
         "{e}"
     );
+}
+
+/// An uploaded pack with Python actions and no built component is built
+/// by the server, under its limits, and installed when the build is done;
+/// a build that fails refuses the upload with the pack's own file names.
+#[test]
+fn the_server_builds_uploaded_python_packs() {
+    if !python3_or_skip() {
+        return;
+    }
+    let (pack, actions) = python_pack("pyupload", "");
+    std::fs::write(
+        actions.join("shout.yaml"),
+        "name: shout\nrunner_type: python-script\nentry_point: shout.py\nparameters:\n  text: {type: string, required: true}\n",
+    )
+    .expect("metadata");
+    std::fs::write(
+        actions.join("shout.py"),
+        "from st2common.runners.base_action import Action\n\n\nclass Shout(Action):\n    def run(self, text):\n        return text.upper()\n",
+    )
+    .expect("module");
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = python_cache();
+    let served = Served::start_with(data.path(), &[], &[], &[("SQUALL_CACHE_DIR", &cache)]);
+    let install = |served: &Served| {
+        Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(["pack", "install"])
+            .arg(pack.path())
+            .env("SQUALL_URL", format!("http://{}", served.addr))
+            .env("SQUALL_API_KEY", &served.key)
+            .output()
+            .expect("squall runs")
+    };
+    let out = install(&served);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("installed pack pyupload"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !pack.path().join("actions/python_actions.wasm").exists(),
+        "built on the server, not here"
+    );
+    let id = served
+        .execute(serde_json::json!({"action": "pyupload.shout", "parameters": {"text": "hi"}}));
+    let done = served.wait_until("pyupload.shout succeeded", |all| {
+        all.iter()
+            .any(|e| e["id"] == id.as_str() && e["status"] == "succeeded")
+    });
+    let e = done.iter().find(|e| e["id"] == id.as_str()).expect("it");
+    assert_eq!(e["result"]["result"], "HI", "{e}");
+
+    // A module that does not compile: refused, naming the pack's file and
+    // none of the server's directories; the version in force stays.
+    std::fs::write(actions.join("shout.py"), "def broken(:\n").expect("module");
+    let out = install(&served);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("build of the Python actions of pack 'pyupload' failed")
+            && message.contains("shout.py"),
+        "{message}"
+    );
+    let data_dir = data.path().display().to_string();
+    let cache_dir = cache.display().to_string();
+    assert!(
+        !message.contains(&data_dir) && !message.contains(&cache_dir) && !message.contains("/tmp/"),
+        "{message}"
+    );
+    let id = served
+        .execute(serde_json::json!({"action": "pyupload.shout", "parameters": {"text": "still"}}));
+    served.wait_until("the old version still runs", |all| {
+        all.iter()
+            .any(|e| e["id"] == id.as_str() && e["result"]["result"] == "STILL")
+    });
+    served.terminate();
+
+    // A build past the server's CPU limit is stopped, saying so.
+    std::fs::write(
+        actions.join("shout.py"),
+        "from st2common.runners.base_action import Action\n\n\nclass Shout(Action):\n    def run(self, text):\n        return text\n",
+    )
+    .expect("module");
+    let data = tempfile::tempdir().expect("tempdir");
+    let served = Served::start_with(
+        data.path(),
+        &[],
+        &["--build-cpu-seconds", "1"],
+        &[("SQUALL_CACHE_DIR", &cache)],
+    );
+    let out = install(&served);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("componentize-py used more than 1 s of CPU"),
+        "{}",
+        stderr(&out)
+    );
+    served.terminate();
 }
 
 /// Seed 002's tutorial pack, `mypack`, on a server: its `DirectorySensor`

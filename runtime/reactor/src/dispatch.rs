@@ -56,6 +56,9 @@ pub struct ReactorConfig {
     /// Run only what is asked for: no rules, sensors or timers, and
     /// nothing picked up from a previous run (`squall run` of a workflow).
     pub standalone: bool,
+    /// Builds what an uploaded pack ships only as sources (its Python
+    /// code); `None`: such a pack is refused for the components it lacks.
+    pub pack_builder: Option<Arc<dyn crate::install::PackBuilder>>,
 }
 
 /// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
@@ -83,6 +86,7 @@ impl Default for ReactorConfig {
             max_workflow_tasks: squall_workflow::conductor::DEFAULT_MAX_TASKS,
             api_url: "http://127.0.0.1:9101/v1".to_owned(),
             standalone: false,
+            pack_builder: None,
         }
     }
 }

@@ -90,6 +90,21 @@ pub enum InstallError {
     /// A refusal as the uploading tenant reads it: paths inside its archive.
     #[error("{0}")]
     InArchive(String),
+    /// The server could not build the pack's sources ([`PackBuilder`]).
+    #[error("{0}")]
+    Build(String),
+}
+
+/// Builds, on the server, the components an uploaded pack ships only as
+/// sources (its Python actions and sensors), before the install checks
+/// them. Builds run one at a time, as installs do.
+pub trait PackBuilder: Send + Sync + std::fmt::Debug {
+    /// Whether `pack` has sources to build and lacks their components.
+    fn needs_build(&self, pack: &LoadedPack) -> bool;
+    /// Build them into `pack.dir`. The error is shown to the tenant that
+    /// uploaded the pack: it names files inside the pack, never the
+    /// server's paths.
+    fn build(&self, pack: &LoadedPack) -> Result<(), String>;
 }
 
 impl InstallError {
@@ -288,14 +303,20 @@ pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
             }
         }
     }
+    // Rust components are shipped from where cargo put them. Python code
+    // ships as sources, with its components when built (they are in
+    // `actions/` and `sensors/`); the server builds what is missing.
     let mut components: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for meta in pack.component_actions() {
+    for meta in pack
+        .component_actions()
+        .filter(|m| m.runner != squall_core::manifest::RunnerType::PythonScript)
+    {
         components.push((
             pack.component_path(meta)?,
             Path::new("actions").join(&meta.entry_point),
         ));
     }
-    for (_, meta) in &pack.sensors {
+    for (_, meta) in pack.sensors.iter().filter(|(_, m)| !m.is_python()) {
         components.push((
             pack.sensor_component_path(meta)?,
             Path::new("sensors").join(&meta.entry_point),
@@ -666,12 +687,26 @@ impl Reactor {
         std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
         roots.splice(0..0, dir_forms(&version_dir));
         let activated = async {
-            let mut pack = {
+            let load = || {
                 let dir = version_dir.clone();
-                tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
-                    .await
-                    .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))??
+                async move {
+                    tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
+                        .await
+                        .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))?
+                        .map_err(InstallError::from)
+                }
             };
+            let mut pack = load().await?;
+            if let Some(builder) = self.inner.config.pack_builder.clone()
+                && builder.needs_build(&pack)
+            {
+                tracing::info!(%tenant, pack = %pack_ref, "building the uploaded pack's sources");
+                tokio::task::spawn_blocking(move || builder.build(&pack))
+                    .await
+                    .map_err(|e| InstallError::Archive(format!("build task failed: {e}")))?
+                    .map_err(InstallError::Build)?;
+                pack = load().await?;
+            }
             let loaded = started.elapsed();
             self.check_components(&pack).await?;
             let checked = started.elapsed();
