@@ -669,3 +669,32 @@ fn every_readme_command_works_as_written() {
     }
     tour.stop();
 }
+
+/// The guide's Python API reference is what the modules' docstrings say:
+/// `docs/python_api.py` renders them, and its output is in docs/packs.md.
+#[test]
+fn the_guides_python_api_reference_is_the_docstrings() {
+    let root = squall_tests::workspace_root();
+    let out = match Command::new("python3")
+        .arg(root.join("docs/python_api.py"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 is needed: {e}"
+            );
+            eprintln!("SKIPPED: python3 is not installed ({e})");
+            return;
+        }
+    };
+    assert!(out.status.success(), "{}", shown(&out));
+    let rendered = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(rendered.contains("#### class `Action(config=None, action_service=None)`"));
+    let guide = std::fs::read_to_string(root.join("docs/packs.md")).expect("the guide");
+    assert!(
+        guide.contains(&format!("-->\n{rendered}<!-- python-api:end -->")),
+        "docs/packs.md's Python API reference differs from the docstrings: run `python3 docs/python_api.py --write`"
+    );
+}
