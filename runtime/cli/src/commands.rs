@@ -1258,29 +1258,29 @@ fn build_pack(data_dir: &Path, dir: &Path) -> anyhow::Result<()> {
 /// Build the pack in `dir`: its `build.command` (Rust components), then its
 /// Python actions into one component, saying so on stderr.
 pub(crate) fn run_build(dir: &Path) -> anyhow::Result<()> {
-    run_build_of(dir, &crate::python::ALL_WORLDS)
-}
-
-/// [`run_build`], building only the Python components of `worlds`
-/// (`squall dev` rebuilds the one whose sources changed).
-pub(crate) fn run_build_of(dir: &Path, worlds: &[&str]) -> anyhow::Result<()> {
-    let manifest_path = dir.join("pack.yaml");
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("failed to read '{}'", manifest_path.display()))?;
-    let manifest = PackManifest::parse(&text, &manifest_path)?;
-    let pack = squall_reactor::LoadedPack::load(dir)?;
-    let python = crate::python::has_python(&pack);
-    if manifest.build.is_none() && !python {
+    if !build_any(dir, &crate::python::ALL_WORLDS)? {
         bail!(
             "{}: no `build` section and no Python actions or sensors: nothing to build (add build.command, e.g. cargo build --target wasm32-wasip2 --release)",
-            manifest_path.display()
+            dir.join("pack.yaml").display()
         );
     }
-    if let Some(build) = &manifest.build {
-        run_build_command(dir, &manifest, build)?;
+    Ok(())
+}
+
+/// Build what the pack in `dir` has to build: its `build.command`, and
+/// its Python components of `worlds` (`squall dev` rebuilds the one whose
+/// sources changed). Whether it had anything to build.
+pub(crate) fn build_any(dir: &Path, worlds: &[&str]) -> anyhow::Result<bool> {
+    let pack = squall_reactor::LoadedPack::load(dir)?;
+    let python = crate::python::has_python(&pack);
+    if pack.manifest.build.is_none() && !python {
+        return Ok(false);
+    }
+    if let Some(build) = &pack.manifest.build {
+        run_build_command(dir, &pack.manifest, build)?;
     }
     crate::python::build_worlds(&pack, worlds)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Run the `build.command` of the pack in `dir`.

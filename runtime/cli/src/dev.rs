@@ -30,18 +30,10 @@ const QUIET: Duration = Duration::from_millis(100);
 pub(crate) fn dev(data_dir: &Path, args: DevArgs) -> anyhow::Result<ExitCode> {
     let DevArgs { dirs, mut serve } = args;
     for dir in &dirs {
-        if needs_build(dir)? {
-            crate::commands::run_build(dir)?;
-        }
+        crate::commands::build_any(dir, &crate::python::ALL_WORLDS)?;
     }
     serve.add_packs(&dirs);
     crate::serve::serve_with(data_dir, serve, Some(dirs))
-}
-
-/// Whether the pack in `dir` has anything to build (Rust or Python).
-fn needs_build(dir: &Path) -> anyhow::Result<bool> {
-    let pack = squall_reactor::LoadedPack::load(dir)?;
-    Ok(pack.manifest.build.is_some() || crate::python::has_python(&pack))
 }
 
 /// Watch `dirs`, rebuilding and reloading (all of `paths`, the server's
@@ -151,13 +143,7 @@ fn rebuild(changed: &BTreeMap<PathBuf, Vec<PathBuf>>) -> bool {
             eprintln!("squall dev: {} changed", file.display());
         }
         let started = Instant::now();
-        let built = needs_build(dir).and_then(|needed| {
-            if needed {
-                crate::commands::run_build_of(dir, &python_worlds(files))
-            } else {
-                Ok(())
-            }
-        });
+        let built = crate::commands::build_any(dir, &python_worlds(files));
         if built.is_ok() {
             eprintln!("squall dev: built in {} ms", started.elapsed().as_millis());
         }

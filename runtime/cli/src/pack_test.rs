@@ -687,21 +687,10 @@ impl squall_core::events::EventSink for Collect {
         payload: &str,
         _trace_tag: Option<String>,
     ) -> Result<(), String> {
-        let pack = self.meta.pack.as_str();
-        let Some(declared) = self
-            .meta
-            .trigger_types
-            .iter()
-            .find(|t| t.trigger_ref == trigger || t.trigger_ref == format!("{pack}.{trigger}"))
-        else {
+        let Some(declared) = self.meta.declared_trigger(trigger) else {
             return Err(format!(
                 "unknown trigger '{trigger}': this sensor declares {}",
-                self.meta
-                    .trigger_types
-                    .iter()
-                    .map(|t| t.trigger_ref.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.meta.declared_refs()
             ));
         };
         let payload: Value =

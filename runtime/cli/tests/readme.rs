@@ -681,10 +681,7 @@ fn the_guides_python_api_reference_is_the_docstrings() {
     {
         Ok(out) => out,
         Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 is needed: {e}"
-            );
+            assert!(std::env::var_os("CI").is_none(), "python3 is needed: {e}");
             eprintln!("SKIPPED: python3 is not installed ({e})");
             return;
         }

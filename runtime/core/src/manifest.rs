@@ -820,6 +820,32 @@ impl SensorMeta {
         }
     }
 
+    /// The trigger type the sensor declares as `trigger`: its full ref, or
+    /// its name inside the sensor's pack.
+    pub fn declared_trigger(&self, trigger: &str) -> Option<&crate::trigger::TriggerType> {
+        self.trigger_types.iter().find(|t| {
+            t.trigger_ref == trigger
+                || t.trigger_ref
+                    .strip_prefix(self.pack.as_str())
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    == Some(trigger)
+        })
+    }
+
+    /// The refs of the trigger types it declares, comma-separated, or
+    /// "no trigger types": for errors that name what it may dispatch.
+    pub fn declared_refs(&self) -> String {
+        if self.trigger_types.is_empty() {
+            return "no trigger types".to_owned();
+        }
+        let refs: Vec<_> = self
+            .trigger_types
+            .iter()
+            .map(|t| t.trigger_ref.as_str())
+            .collect();
+        refs.join(", ")
+    }
+
     pub fn parse(text: &str, file: &Path, pack: &PackRef) -> Result<Self, ManifestError> {
         let doc: Value = parse_yaml(text, file)?;
         let field = |f: &str, m: String| ManifestError::field(file, f, m);

@@ -403,30 +403,14 @@ impl EventSink for SensorSink {
         trace_tag: Option<String>,
     ) -> Result<(), String> {
         let entry = &self.entry;
-        let pack = entry.meta.pack.as_str();
-        let declared = entry
-            .meta
-            .trigger_types
-            .iter()
-            .find(|t| t.trigger_ref == trigger || t.trigger_ref == format!("{pack}.{trigger}"));
-        let (trigger_type, parameters) = match declared {
+        let (trigger_type, parameters) = match entry.meta.declared_trigger(trigger) {
             Some(t) => (t.trigger_ref.clone(), Map::new()),
             None => {
                 let announced = entry.announced.lock().expect("sensor lock poisoned");
                 let Some(t) = announced.values().find(|t| t.id == trigger) else {
-                    let names: Vec<_> = entry
-                        .meta
-                        .trigger_types
-                        .iter()
-                        .map(|t| t.trigger_ref.as_str())
-                        .collect();
                     return Err(format!(
                         "unknown trigger '{trigger}': this sensor declares {} (or dispatch to the id of a trigger announced to it)",
-                        if names.is_empty() {
-                            "no trigger types".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
+                        entry.meta.declared_refs()
                     ));
                 };
                 let params = serde_json::from_str(&t.parameters).unwrap_or_default();
