@@ -37,6 +37,16 @@ use wasip2::io::streams::{OutputStream, StreamError};
 use crate::{Error, Result};
 
 /// A response, read whole.
+///
+/// ```
+/// let r = squall_sdk::http::Response {
+///     status: 200,
+///     headers: vec![("content-type".into(), "application/json".into())],
+///     body: br#"{"ok": true}"#.to_vec(),
+/// };
+/// assert!(r.is_success());
+/// assert_eq!(r.header("Content-Type"), Some("application/json"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The HTTP status code.
@@ -49,11 +59,26 @@ pub struct Response {
 
 impl Response {
     /// 2xx.
+    ///
+    /// ```
+    /// let r = squall_sdk::http::Response { status: 404, headers: vec![], body: vec![] };
+    /// assert!(!r.is_success());
+    /// ```
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
     /// The first value of header `name` (any case).
+    ///
+    /// ```
+    /// let r = squall_sdk::http::Response {
+    ///     status: 429,
+    ///     headers: vec![("retry-after".into(), "30".into())],
+    ///     body: vec![],
+    /// };
+    /// assert_eq!(r.header("Retry-After"), Some("30"));
+    /// assert_eq!(r.header("etag"), None);
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -62,11 +87,27 @@ impl Response {
     }
 
     /// The body as text (invalid UTF-8 replaced).
+    ///
+    /// ```
+    /// let r = squall_sdk::http::Response { status: 200, headers: vec![], body: b"pong".to_vec() };
+    /// assert_eq!(r.text(), "pong");
+    /// ```
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The body decoded as JSON.
+    ///
+    /// ```
+    /// let r = squall_sdk::http::Response {
+    ///     status: 200,
+    ///     headers: vec![("content-type".into(), "application/json".into())],
+    ///     body: br#"{"ok": true}"#.to_vec(),
+    /// };
+    /// let v: serde_json::Value = r.json()?;
+    /// assert_eq!(v["ok"], true);
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::failed(format!(
@@ -78,6 +119,14 @@ impl Response {
 }
 
 /// A request being built; [`RequestBuilder::send`] sends it.
+///
+/// ```no_run
+/// let r = squall_sdk::http::request("PUT", "https://api.example.com/items/7")
+///     .header("If-Match", "\"v3\"")
+///     .body("renamed")
+///     .send()?;
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a request does nothing until sent"]
 pub struct RequestBuilder {
@@ -89,21 +138,50 @@ pub struct RequestBuilder {
 }
 
 /// `GET url`, sent at once.
+///
+/// ```no_run
+/// let r = squall_sdk::http::get("https://api.example.com/health")?;
+/// if !r.is_success() {
+///     return Err(squall_sdk::Error::retryable(format!("health check: HTTP {}", r.status)));
+/// }
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn get(url: &str) -> Result<Response> {
     request("GET", url).send()
 }
 
 /// `POST url` with `body` as JSON, sent at once.
+///
+/// ```no_run
+/// let r = squall_sdk::http::post_json(
+///     "https://hooks.example.com/notify",
+///     &serde_json::json!({ "text": "deploy done" }),
+/// )?;
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn post_json(url: &str, body: &impl Serialize) -> Result<Response> {
     request("POST", url).json(body)?.send()
 }
 
 /// A `POST` to build.
+///
+/// ```no_run
+/// let r = squall_sdk::http::post("https://api.example.com/tokens")
+///     .basic_auth("bot", "s3cret")
+///     .send()?;
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn post(url: &str) -> RequestBuilder {
     request("POST", url)
 }
 
 /// A request with any method (`GET`, `PUT`, `DELETE`, ...).
+///
+/// ```no_run
+/// let r = squall_sdk::http::request("DELETE", "https://api.example.com/items/7").send()?;
+/// assert!(r.is_success() || r.status == 404);
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn request(method: &str, url: &str) -> RequestBuilder {
     RequestBuilder {
         method: method.to_ascii_uppercase(),
@@ -116,18 +194,40 @@ pub fn request(method: &str, url: &str) -> RequestBuilder {
 
 impl RequestBuilder {
     /// Add a header.
+    ///
+    /// ```no_run
+    /// let r = squall_sdk::http::request("GET", "https://api.example.com/items")
+    ///     .header("Accept", "application/json")
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
     /// `Authorization: Basic ...`.
+    ///
+    /// ```no_run
+    /// let token = squall_sdk::kv::get_secret("system:api_password")?.unwrap_or_default();
+    /// let r = squall_sdk::http::request("GET", "https://api.example.com/me")
+    ///     .basic_auth("bot", &token)
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn basic_auth(self, user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
         self.header("Authorization", &format!("Basic {token}"))
     }
 
     /// A JSON body, with its `Content-Type`.
+    ///
+    /// ```no_run
+    /// let r = squall_sdk::http::request("PATCH", "https://api.example.com/items/7")
+    ///     .json(&serde_json::json!({ "name": "renamed" }))?
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn json(mut self, body: &impl Serialize) -> Result<Self> {
         self.body = serde_json::to_vec(body)
             .map_err(|e| Error::failed(format!("the body is not serializable: {e}")))?;
@@ -135,12 +235,29 @@ impl RequestBuilder {
     }
 
     /// A raw body.
+    ///
+    /// ```no_run
+    /// let csv = "id,name\n7,renamed\n";
+    /// let r = squall_sdk::http::post("https://api.example.com/import")
+    ///     .header("Content-Type", "text/csv")
+    ///     .body(csv)
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
     }
 
     /// Query parameters, added to the URL (percent-encoded).
+    ///
+    /// ```no_run
+    /// // GET https://api.example.com/search?q=disk%20full&limit=10
+    /// let r = squall_sdk::http::request("GET", "https://api.example.com/search")
+    ///     .query([("q", "disk full"), ("limit", "10")])
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn query<'a>(mut self, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         for (k, v) in params {
             let sep = if self.url.contains('?') { '&' } else { '?' };
@@ -150,12 +267,26 @@ impl RequestBuilder {
     }
 
     /// Connect and first-byte timeout (the server's limits still apply).
+    ///
+    /// ```no_run
+    /// let r = squall_sdk::http::request("GET", "https://slow.example.com/report")
+    ///     .timeout(std::time::Duration::from_secs(30))
+    ///     .send()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Send it and read the whole response.
+    ///
+    /// ```no_run
+    /// let items: Vec<serde_json::Value> = squall_sdk::http::request("GET", "https://api.example.com/items")
+    ///     .send()?
+    ///     .json()?;
+    /// # Ok::<(), squall_sdk::Error>(())
+    /// ```
     pub fn send(self) -> Result<Response> {
         let (scheme, authority, path) = split_url(&self.url)?;
         let mut fields = Vec::with_capacity(self.headers.len() + 1);

@@ -1,4 +1,4 @@
-//! Write [Squall](https://github.com/) actions in Rust.
+//! Write Squall actions and sensors in Rust.
 //!
 //! An action is a WebAssembly component in the `squall:automation/action`
 //! world. With this crate it is a plain function with typed parameters:
@@ -39,7 +39,37 @@ extern crate self as squall_sdk;
 
 use std::fmt;
 
-pub use squall_sdk_macro::{action, sensor};
+/// ```no_run
+/// #[derive(serde::Deserialize)]
+/// struct Params {
+///     host: String,
+///     count: Option<u32>,
+/// }
+///
+/// #[squall_sdk::action]
+/// fn ping(_: &squall_sdk::Context, p: Params) -> squall_sdk::Result<serde_json::Value> {
+///     Ok(serde_json::json!({ "host": p.host, "sent": p.count.unwrap_or(3) }))
+/// }
+/// # fn main() {}
+/// ```
+#[doc(inline)]
+pub use squall_sdk_macro::action;
+/// ```no_run
+/// struct Tick;
+///
+/// #[squall_sdk::sensor]
+/// impl squall_sdk::sensor::Sensor for Tick {
+///     fn setup() -> squall_sdk::Result<Self> {
+///         Ok(Tick)
+///     }
+///     fn poll(&mut self) -> squall_sdk::Result<()> {
+///         squall_sdk::sensor::dispatch("tick", &serde_json::json!({}))
+///     }
+/// }
+/// # fn main() {}
+/// ```
+#[doc(inline)]
+pub use squall_sdk_macro::sensor;
 
 /// Generated bindings for the `action` world. Not part of the stable API.
 #[doc(hidden)]
@@ -87,6 +117,14 @@ pub mod sensor_bindings {
 use bindings::squall::automation::types as wit;
 
 /// Who is running and why: handed to every action.
+///
+/// ```no_run
+/// #[squall_sdk::action]
+/// fn run(ctx: &squall_sdk::Context, _: serde_json::Value) -> squall_sdk::Result<String> {
+///     Ok(format!("{} ran {}.{} for {}", ctx.execution_id, ctx.pack, ctx.action, ctx.tenant))
+/// }
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// The execution's id, as `squall execution get` shows it.
@@ -144,11 +182,21 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::InvalidInput`].
+    ///
+    /// ```
+    /// let e = squall_sdk::Error::invalid_input("port must be below 65536");
+    /// assert_eq!(e.to_string(), "invalid input: port must be below 65536");
+    /// ```
     pub fn invalid_input(message: impl fmt::Display) -> Self {
         Self::InvalidInput(message.to_string())
     }
 
     /// An [`Error::Failed`].
+    ///
+    /// ```
+    /// let e = squall_sdk::Error::failed("the service answered 503");
+    /// assert_eq!(e.to_string(), "the service answered 503");
+    /// ```
     pub fn failed(message: impl fmt::Display) -> Self {
         Self::Failed(message.to_string())
     }
@@ -169,6 +217,11 @@ impl Error {
     }
 
     /// An [`Error::Retryable`].
+    ///
+    /// ```
+    /// let e = squall_sdk::Error::retryable("the database is busy");
+    /// assert!(matches!(e, squall_sdk::Error::Retryable(_)));
+    /// ```
     pub fn retryable(message: impl fmt::Display) -> Self {
         Self::Retryable(message.to_string())
     }
@@ -201,10 +254,24 @@ impl From<Error> for wit::ActionError {
 }
 
 /// `Result` with [`Error`] as the default error.
+///
+/// ```
+/// fn half(n: u32) -> squall_sdk::Result<u32> {
+///     if n % 2 == 1 {
+///         return Err(squall_sdk::Error::invalid_input("n must be even"));
+///     }
+///     Ok(n / 2)
+/// }
+/// assert_eq!(half(4).ok(), Some(2));
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The pack's configuration (`config.yaml`, validated against
 /// `config.schema.yaml`, defaults applied), as JSON.
+///
+/// ```no_run
+/// let region = squall_sdk::config()["region"].as_str().unwrap_or("eu-west-1").to_owned();
+/// ```
 pub fn config() -> serde_json::Value {
     serde_json::from_str(&bindings::squall::automation::config::get())
         .unwrap_or(serde_json::Value::Object(Default::default()))

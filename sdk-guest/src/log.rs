@@ -8,6 +8,11 @@
 use crate::bindings::squall::automation::log as wit;
 
 /// Severity of a log line.
+///
+/// ```no_run
+/// use squall_sdk::log::{Level, log};
+/// log(if 3 > 2 { Level::Warn } else { Level::Info }, "disk 91% full");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     /// Very detailed.
@@ -23,6 +28,10 @@ pub enum Level {
 }
 
 /// Record one line. The macros in this module call this.
+///
+/// ```no_run
+/// squall_sdk::log::log(squall_sdk::log::Level::Error, "the backup failed");
+/// ```
 pub fn log(level: Level, message: &str) {
     let level = match level {
         Level::Trace => wit::Level::Trace,
@@ -43,18 +52,38 @@ macro_rules! __log {
 }
 
 /// Log at trace level, with `format!` arguments.
+///
+/// ```no_run
+/// squall_sdk::log::trace!("raw response: {:?}", b"ok");
+/// ```
 #[macro_export]
 macro_rules! __log_trace { ($($arg:tt)+) => { $crate::__log!(Trace, $($arg)+) }; }
 /// Log at debug level, with `format!` arguments.
+///
+/// ```no_run
+/// squall_sdk::log::debug!("retrying {} of {}", 2, 5);
+/// ```
 #[macro_export]
 macro_rules! __log_debug { ($($arg:tt)+) => { $crate::__log!(Debug, $($arg)+) }; }
 /// Log at info level, with `format!` arguments.
+///
+/// ```no_run
+/// squall_sdk::log::info!("deployed {} to {}", "v1.4.2", "prod");
+/// ```
 #[macro_export]
 macro_rules! __log_info { ($($arg:tt)+) => { $crate::__log!(Info, $($arg)+) }; }
 /// Log at warn level, with `format!` arguments.
+///
+/// ```no_run
+/// squall_sdk::log::warn!("{} took {} ms", "the API", 2400);
+/// ```
 #[macro_export]
 macro_rules! __log_warn { ($($arg:tt)+) => { $crate::__log!(Warn, $($arg)+) }; }
 /// Log at error level, with `format!` arguments.
+///
+/// ```no_run
+/// squall_sdk::log::error!("cannot reach {}", "db-1");
+/// ```
 #[macro_export]
 macro_rules! __log_error { ($($arg:tt)+) => { $crate::__log!(Error, $($arg)+) }; }
 

@@ -85,6 +85,17 @@ use crate::sensor_bindings::squall::automation::events;
 use crate::{Error, Result};
 
 /// A trigger a rule uses, announced to the sensor.
+///
+/// ```no_run
+/// struct Watch { urls: Vec<(String, String)> }
+/// impl squall_sdk::sensor::Sensor for Watch {
+///     fn setup() -> squall_sdk::Result<Self> { Ok(Watch { urls: Vec::new() }) }
+///     fn add_trigger(&mut self, t: squall_sdk::sensor::Trigger) {
+///         let url = t.parameters["url"].as_str().unwrap_or_default().to_owned();
+///         self.urls.push((t.id, url));
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
     /// Stable while the trigger exists; pass it to [`dispatch`] to emit an
@@ -97,32 +108,115 @@ pub struct Trigger {
 }
 
 /// What a sensor does. Only `setup` is required.
+///
+/// ```no_run
+/// use squall_sdk::sensor::{self, Sensor};
+///
+/// struct Heartbeat { beats: u64 }
+///
+/// #[squall_sdk::sensor]
+/// impl Sensor for Heartbeat {
+///     fn setup() -> squall_sdk::Result<Self> {
+///         Ok(Heartbeat { beats: 0 })
+///     }
+///     fn poll(&mut self) -> squall_sdk::Result<()> {
+///         self.beats += 1;
+///         sensor::dispatch("heartbeat", &serde_json::json!({ "beats": self.beats }))
+///     }
+/// }
+/// # fn main() {}
+/// ```
 pub trait Sensor: Sized + 'static {
     /// Called once when the instance starts; an error restarts it later.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::Sensor;
+    /// struct Watch { dir: String }
+    /// impl Sensor for Watch {
+    ///     fn setup() -> squall_sdk::Result<Self> {
+    ///         let dir = squall_sdk::config()["dir"].as_str().unwrap_or("/srv/in").to_owned();
+    ///         Ok(Watch { dir })
+    ///     }
+    /// }
+    /// ```
     fn setup() -> Result<Self>;
 
     /// Called every `poll_interval` seconds. An error is logged and counted;
     /// polling goes on.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::Sensor;
+    /// struct Counter(u64);
+    /// impl Sensor for Counter {
+    ///     fn setup() -> squall_sdk::Result<Self> { Ok(Counter(0)) }
+    ///     fn poll(&mut self) -> squall_sdk::Result<()> {
+    ///         self.0 += 1;
+    ///         squall_sdk::sensor::dispatch("tick", &serde_json::json!({ "n": self.0 }))
+    ///     }
+    /// }
+    /// ```
     fn poll(&mut self) -> Result<()> {
         Ok(())
     }
 
     /// A rule now uses `trigger`.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::{Sensor, Trigger};
+    /// struct Watch(Vec<Trigger>);
+    /// impl Sensor for Watch {
+    ///     fn setup() -> squall_sdk::Result<Self> { Ok(Watch(Vec::new())) }
+    ///     fn add_trigger(&mut self, trigger: Trigger) { self.0.push(trigger); }
+    /// }
+    /// ```
     fn add_trigger(&mut self, trigger: Trigger) {
         let _ = trigger;
     }
 
     /// The trigger `trigger.id` has new parameters.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::{Sensor, Trigger};
+    /// struct Watch(Vec<Trigger>);
+    /// impl Sensor for Watch {
+    ///     fn setup() -> squall_sdk::Result<Self> { Ok(Watch(Vec::new())) }
+    ///     fn update_trigger(&mut self, trigger: Trigger) {
+    ///         if let Some(t) = self.0.iter_mut().find(|t| t.id == trigger.id) {
+    ///             *t = trigger;
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn update_trigger(&mut self, trigger: Trigger) {
         let _ = trigger;
     }
 
     /// No rule uses `trigger` any more.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::{Sensor, Trigger};
+    /// struct Watch(Vec<Trigger>);
+    /// impl Sensor for Watch {
+    ///     fn setup() -> squall_sdk::Result<Self> { Ok(Watch(Vec::new())) }
+    ///     fn remove_trigger(&mut self, trigger: Trigger) { self.0.retain(|t| t.id != trigger.id); }
+    /// }
+    /// ```
     fn remove_trigger(&mut self, trigger: Trigger) {
         let _ = trigger;
     }
 
     /// Called before the instance is dropped.
+    ///
+    /// ```no_run
+    /// # use squall_sdk::sensor::Sensor;
+    /// struct Poller { polls: u64 }
+    /// impl Sensor for Poller {
+    ///     fn setup() -> squall_sdk::Result<Self> { Ok(Poller { polls: 0 }) }
+    ///     fn cleanup(&mut self) {
+    ///         let _ = squall_sdk::kv::set("polls", &self.polls.to_string());
+    ///     }
+    /// }
+    /// ```
     fn cleanup(&mut self) {}
 }
 
@@ -130,11 +224,25 @@ pub trait Sensor: Sized + 'static {
 /// name, e.g. `changed_file`, or ref) or the id of a [`Trigger`]. Returns
 /// once the event is durable and rules have decided; an invalid payload is
 /// refused with a message naming the field.
+///
+/// ```no_run
+/// squall_sdk::sensor::dispatch(
+///     "changed_file",
+///     &serde_json::json!({ "path": "/srv/in/a.csv", "status": "created" }),
+/// )?;
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn dispatch(trigger: &str, payload: &impl Serialize) -> Result<()> {
     dispatch_traced(trigger, payload, None)
 }
 
 /// [`dispatch`] with a trace tag that links the event to what it causes.
+///
+/// ```no_run
+/// let payload = serde_json::json!({ "host": "web-1", "status": "down" });
+/// squall_sdk::sensor::dispatch_traced("host_down", &payload, Some("incident-4711"))?;
+/// # Ok::<(), squall_sdk::Error>(())
+/// ```
 pub fn dispatch_traced(
     trigger: &str,
     payload: &impl Serialize,
@@ -204,6 +312,15 @@ pub mod __private {
 
 /// Export a [`Sensor`] type as this component's sensor.
 /// `#[squall_sdk::sensor]` on the `impl Sensor for T` block expands to this.
+///
+/// ```no_run
+/// struct Quiet;
+/// impl squall_sdk::sensor::Sensor for Quiet {
+///     fn setup() -> squall_sdk::Result<Self> { Ok(Quiet) }
+/// }
+/// squall_sdk::export_sensor!(Quiet);
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_sensor {
     ($sensor:ty) => {
