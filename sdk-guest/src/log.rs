@@ -11,7 +11,9 @@ use crate::bindings::squall::automation::log as wit;
 ///
 /// ```no_run
 /// use squall_sdk::log::{Level, log};
-/// log(if 3 > 2 { Level::Warn } else { Level::Info }, "disk 91% full");
+/// let used = 91;
+/// let level = if used > 90 { Level::Warn } else { Level::Info };
+/// log(level, &format!("disk {used}% full"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
