@@ -350,6 +350,13 @@ fn build_worlds_with(
     std::fs::create_dir_all(&deps)?;
     let requirements = pack.dir.join("requirements.txt");
     if lists_requirements(&requirements) {
+        // pip obeys options written in the file (indexes, source builds),
+        // so a server never runs it on a tenant's list.
+        if limits.is_some() {
+            bail!(
+                "requirements.txt: a server does not install a pack's requirements; build the pack with `squall pack build` and upload it with its components"
+            );
+        }
         bundle(&tool, &requirements, &deps, limits)?;
     }
     let mut built = Vec::new();

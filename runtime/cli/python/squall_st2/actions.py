@@ -159,6 +159,7 @@ def _execute(find_class, pack, read_config, parameters, stdout, stderr):
     (JSON text) and the config ``read_config()`` returns (JSON text),
     capturing what it prints while passing it on to ``stdout`` and
     ``stderr``; (succeeded, the result as JSON)."""
+    saved = sys.stdout, sys.stderr
     out, err = _Tee(stdout), _Tee(stderr)
     sys.stdout, sys.stderr = out, err
     failure = None
@@ -176,7 +177,7 @@ def _execute(find_class, pack, read_config, parameters, stdout, stderr):
         succeeded, value = False, None
         failure = ("%s: %s" % (type(e).__name__, e), trace)
     finally:
-        sys.stdout, sys.stderr = stdout, stderr
+        sys.stdout, sys.stderr = saved
         stdout.flush()
         stderr.flush()
     result = {
