@@ -85,14 +85,15 @@ impl From<squall_store::AccountError> for ApiError {
 
 impl From<squall_reactor::InstallError> for ApiError {
     fn from(e: squall_reactor::InstallError) -> Self {
-        use squall_reactor::InstallError as E;
+        use squall_reactor::{BuildError, InstallError as E};
         match &e {
             E::TooLarge { .. } | E::TooManyEntries { .. } => Self::PayloadTooLarge(e.to_string()),
             E::Fixed(_) => Self::Conflict(e.to_string()),
             E::NotInstalled(_) => Self::NotFound(e.to_string()),
             E::Quota { .. } => Self::TooManyRequests(e.to_string()),
             E::NoPackDir => Self::Unavailable(e.to_string()),
-            E::Io { .. } => Self::Internal(e.to_string()),
+            E::Io { .. } | E::Build(BuildError::Server(_)) => Self::Internal(e.to_string()),
+            E::Build(BuildError::Cancelled) => Self::Unavailable(e.to_string()),
             E::Activation(RuleChangeError::Store(_)) => Self::Internal(e.to_string()),
             _ => Self::BadRequest(e.to_string()),
         }

@@ -11,6 +11,9 @@ use serde_json::{Map, Value, json};
 use squall_core::ExecutionStatus;
 use squall_core::params::ParamSchema;
 
+/// How long `squall pack install` waits for the server's answer.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(900);
+
 /// Where a running server is and how to prove who we are to it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Remote {
@@ -63,17 +66,32 @@ impl Client {
         })
     }
 
-    /// `POST /api/v1/packs/upload` with a `.tar.gz`.
+    /// `POST /api/v1/packs/upload` with a `.tar.gz`; see [`UPLOAD_TIMEOUT`].
     pub(crate) async fn upload_pack(&self, archive: Vec<u8>) -> anyhow::Result<Value> {
         let url = format!("{}/api/v1/packs/upload", self.base);
         let req = self
             .http
             .post(url)
             .header("Content-Type", "application/gzip")
-            // The server may build the pack's Python code before it answers.
-            .timeout(Duration::from_secs(900))
+            // The server may build the pack's Python code before it answers
+            // (10 minutes at most by default, plus any wait for the build
+            // before it).
+            .timeout(UPLOAD_TIMEOUT)
             .body(archive);
-        Ok(self.send(req).await?.json().await?)
+        let answer = self.send(req).await.map_err(|e| {
+            let timed_out = e
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout);
+            if timed_out {
+                e.context(format!(
+                    "the server did not answer within {} minutes; a build of the pack may still be running there (`squall pack get` shows whether it was installed)",
+                    UPLOAD_TIMEOUT.as_secs() / 60
+                ))
+            } else {
+                e
+            }
+        })?;
+        Ok(answer.json().await?)
     }
 
     /// `DELETE` an API path.

@@ -1171,6 +1171,22 @@ pub(crate) fn pack(data_dir: &Path, remote: &Remote, cmd: PackCommand) -> anyhow
         PackCommand::Install { path, json } => {
             let client = remote.require("squall pack install")?;
             let archive = if path.is_dir() {
+                // A component older than its sources would ship code that
+                // is not what the pack's files say.
+                let pack = squall_reactor::LoadedPack::load(&path)?;
+                let stale = crate::python::stale_worlds(&pack);
+                if !stale.is_empty() {
+                    eprintln!(
+                        "the Python {} of pack '{}' changed since built: building again",
+                        stale
+                            .iter()
+                            .map(|w| format!("{w}s"))
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                        pack.manifest.pack_ref
+                    );
+                    crate::python::build_worlds(&pack, &stale)?;
+                }
                 squall_reactor::install::archive_pack(&path)?
             } else {
                 std::fs::read(&path)

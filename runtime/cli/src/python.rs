@@ -11,7 +11,7 @@
 //! class name, to its module.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use squall_core::manifest::{PYTHON_COMPONENT, PYTHON_SENSORS_COMPONENT, RunnerType};
@@ -305,6 +305,39 @@ pub(crate) fn has_python(pack: &squall_reactor::LoadedPack) -> bool {
         || pack.sensors.iter().any(|(_, m)| m.is_python())
 }
 
+/// The worlds whose Python component the pack has but is older than one
+/// of its sources (a `.py` file under the world's directory, or the pack's
+/// `requirements.txt`): built before a change that was not built since.
+pub(crate) fn stale_worlds(pack: &squall_reactor::LoadedPack) -> Vec<&'static str> {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let Ok(worlds) = python_code(pack) else {
+        return Vec::new();
+    };
+    let requirements = modified(&pack.dir.join("requirements.txt"));
+    let mut stale = Vec::new();
+    for world in worlds {
+        let Some(built) = modified(&pack.dir.join(world.dir).join(world.component)) else {
+            continue;
+        };
+        let mut newest = requirements;
+        let mut dirs = vec![pack.dir.join(world.dir)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "py") {
+                    newest = newest.max(modified(&path));
+                }
+            }
+        }
+        if newest.is_some_and(|newest| newest > built) {
+            stale.push(world.world);
+        }
+    }
+    stale
+}
+
 /// Every world a pack's Python code may be built for.
 pub(crate) const ALL_WORLDS: [&str; 2] = ["action", "sensor"];
 
@@ -318,51 +351,40 @@ pub(crate) fn build_worlds(
     build_worlds_with(pack, only, None)
 }
 
-/// [`build_worlds`], with the build's tools run under `limits` when given
+/// [`build_worlds`], with the build's tools run `supervised` when given
 /// (a server building an upload) and their output kept for the error
-/// instead of passed on.
+/// instead of passed on. What fails because of the machine rather than
+/// the pack is a [`ServerFault`]; a build stopped is [`Cancelled`].
 fn build_worlds_with(
     pack: &squall_reactor::LoadedPack,
     only: &[&str],
-    limits: Option<&BuildLimits>,
+    supervised: Option<&Supervised<'_>>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut worlds = python_code(pack)?;
     worlds.retain(|w| only.contains(&w.world));
     if worlds.is_empty() {
         return Ok(Vec::new());
     }
-    let stage = tempfile::tempdir()?;
-    for (path, text) in MODULES {
-        let at = stage.path().join(path);
-        if let Some(parent) = at.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&at, text)?;
+    let requirements = pack.dir.join("requirements.txt");
+    let bundles = lists_requirements(&requirements);
+    // pip obeys options written in the file (indexes, source builds), so a
+    // server never runs it on a tenant's list.
+    if bundles && supervised.is_some() {
+        bail!(
+            "requirements.txt: a server does not install a pack's requirements; build the pack with `squall pack build` and upload it with its components"
+        );
+    }
+    let (stage, tool) = stage_build().map_err(ServerFault::from)?;
+    let deps = stage.path().join("deps");
+    if bundles {
+        bundle(&tool, &requirements, &deps)?;
     }
     let wit = stage.path().join("wit");
-    for (path, text) in WIT {
-        let at = wit.join(path);
-        std::fs::create_dir_all(at.parent().expect("a file in the WIT directory"))?;
-        std::fs::write(&at, text)?;
-    }
-    let tool = componentize_py()?;
-    let deps = stage.path().join("deps");
-    std::fs::create_dir_all(&deps)?;
-    let requirements = pack.dir.join("requirements.txt");
-    if lists_requirements(&requirements) {
-        // pip obeys options written in the file (indexes, source builds),
-        // so a server never runs it on a tenant's list.
-        if limits.is_some() {
-            bail!(
-                "requirements.txt: a server does not install a pack's requirements; build the pack with `squall pack build` and upload it with its components"
-            );
-        }
-        bundle(&tool, &requirements, &deps, limits)?;
-    }
     let mut built = Vec::new();
     for world in &worlds {
         let (app, text) = world.app();
-        std::fs::write(stage.path().join(format!("{app}.py")), text)?;
+        std::fs::write(stage.path().join(format!("{app}.py")), text)
+            .map_err(|e| ServerFault::from(anyhow::Error::from(e)))?;
         let out = pack.dir.join(world.dir).join(world.component);
         eprintln!(
             "building the Python {} of pack '{}' with componentize-py {COMPONENTIZE_PY}",
@@ -381,13 +403,13 @@ fn build_worlds_with(
             .arg(&app)
             .arg("-o")
             .arg(&out);
-        let (status, output) = run_tool(&mut command, limits, "componentize-py")?;
+        let (status, output) = run_tool(&mut command, supervised, "componentize-py")?;
         if !status.success() {
             let what = format!(
                 "build of the Python {} of pack '{}' failed ({status})",
                 world.dir, pack.manifest.pack_ref
             );
-            match limits {
+            match supervised {
                 None => bail!("{what}: see componentize-py's message above"),
                 Some(_) => bail!(
                     "{what}:\n{}",
@@ -398,6 +420,28 @@ fn build_worlds_with(
         built.push(out);
     }
     Ok(built)
+}
+
+/// A directory with Squall's Python modules, the WIT and an empty `deps/`
+/// staged for componentize-py, and the tool.
+fn stage_build() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let stage = tempfile::tempdir()?;
+    for (path, text) in MODULES {
+        let at = stage.path().join(path);
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&at, text)?;
+    }
+    let wit = stage.path().join("wit");
+    for (path, text) in WIT {
+        let at = wit.join(path);
+        std::fs::create_dir_all(at.parent().expect("a file in the WIT directory"))?;
+        std::fs::write(&at, text)?;
+    }
+    std::fs::create_dir_all(stage.path().join("deps"))?;
+    let tool = componentize_py()?;
+    Ok((stage, tool))
 }
 
 /// Whether `requirements` exists and lists anything (not only comments
@@ -412,12 +456,7 @@ fn lists_requirements(requirements: &Path) -> bool {
 
 /// Install what `requirements` lists into `deps`, to be bundled: wheels
 /// only, and pure Python only (a component has no native extensions).
-fn bundle(
-    tool: &Path,
-    requirements: &Path,
-    deps: &Path,
-    limits: Option<&BuildLimits>,
-) -> anyhow::Result<()> {
+fn bundle(tool: &Path, requirements: &Path, deps: &Path) -> anyhow::Result<()> {
     // The pip beside componentize-py (its virtualenv), else python3's.
     let pip = tool.with_file_name("pip");
     let mut command = if pip.is_file() {
@@ -439,19 +478,11 @@ fn bundle(
         .arg(deps)
         .arg("-r")
         .arg(requirements);
-    let (status, output) = run_tool(&mut command, limits, "pip")?;
+    let (status, _) = run_tool(&mut command, None, "pip")?;
     if !status.success() {
-        let shown = match limits {
-            None => requirements.display().to_string(),
-            Some(_) => "requirements.txt".to_owned(),
-        };
         bail!(
-            "{shown}: pip could not install what it lists ({status}); only packages with wheels can be bundled{}",
-            if output.is_empty() {
-                String::new()
-            } else {
-                format!(":\n{}", output.trim_end())
-            }
+            "{}: pip could not install what it lists ({status}); only packages with wheels can be bundled",
+            requirements.display()
         );
     }
     let mut stack = vec![deps.to_owned()];
@@ -487,92 +518,207 @@ fn bundle(
 /// What a build the server runs for an uploaded pack may use.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BuildLimits {
-    /// CPU time of each tool the build runs (componentize-py, pip).
+    /// CPU time of each process of the build (componentize-py and
+    /// anything it starts; each has its own).
     pub(crate) cpu_seconds: u64,
-    /// Memory each may allocate (its data segment: heap and writable
-    /// mappings; address space merely reserved is not counted).
+    /// Memory each process may allocate (its data segment: heap and
+    /// writable mappings; address space merely reserved is not counted),
+    /// and the largest file it may write.
     pub(crate) memory_bytes: u64,
-    /// Wall-clock time of each; it is killed past it.
+    /// Wall-clock time of the whole build; its processes are killed past
+    /// it.
     pub(crate) wall: Duration,
 }
 
-/// Run `command`: with its output passed on to stderr when `limits` is
-/// `None`; else under the limits, with its output (the last 16 KiB)
-/// returned.
+impl BuildLimits {
+    /// Put these limits on process `pid`; what it starts inherits them.
+    fn apply(&self, pid: rustix::process::Pid) -> rustix::io::Result<()> {
+        use rustix::process::Resource;
+        let limit = |resource, current, maximum| {
+            rustix::process::prlimit(
+                Some(pid),
+                resource,
+                rustix::process::Rlimit {
+                    current: Some(current),
+                    maximum: Some(maximum),
+                },
+            )
+        };
+        // Past the soft CPU limit the kernel sends SIGXCPU (reported by
+        // `run_tool`); the hard one, a little later, is SIGKILL for a
+        // process that ignores it.
+        let cpu = self.cpu_seconds;
+        limit(Resource::Cpu, cpu, cpu.saturating_add(5))?;
+        limit(Resource::Data, self.memory_bytes, self.memory_bytes)?;
+        limit(Resource::Fsize, self.memory_bytes, self.memory_bytes)?;
+        // A crash leaves no core dump of the tenant's build on the server.
+        limit(Resource::Core, 0, 0)?;
+        Ok(())
+    }
+}
+
+/// How a server runs a build's tools: under `limits`, each in a process
+/// group of its own, until `deadline` (one for the whole build) or until
+/// `cancelled` turns true.
+struct Supervised<'a> {
+    limits: &'a BuildLimits,
+    deadline: Option<Instant>,
+    cancelled: &'a dyn Fn() -> bool,
+}
+
+/// A build failure that is the server's (its disk, its tools), not the
+/// pack's: the server logs it and tells the tenant no more than that.
+#[derive(Debug)]
+struct ServerFault(String);
+
+impl std::fmt::Display for ServerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerFault {}
+
+impl From<anyhow::Error> for ServerFault {
+    fn from(e: anyhow::Error) -> Self {
+        Self(format!("{e:#}"))
+    }
+}
+
+/// The server began shutting down during a build.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the build was stopped: the server is shutting down")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// The most of a tool's output kept for an error: its end.
+const OUTPUT_TAIL: u64 = 16 << 10;
+
+/// Run `command`: with its output passed on to stderr when `supervised` is
+/// `None`; else as it says, with the end of its output returned.
 fn run_tool(
     command: &mut std::process::Command,
-    limits: Option<&BuildLimits>,
+    supervised: Option<&Supervised<'_>>,
     name: &str,
 ) -> anyhow::Result<(std::process::ExitStatus, String)> {
-    let Some(limits) = limits else {
+    let Some(supervised) = supervised else {
         let status = command
             .stdout(std::io::stderr())
             .status()
             .with_context(|| format!("failed to start {name}"))?;
         return Ok((status, String::new()));
     };
-    let mut log = tempfile::tempfile()?;
-    let mut child = command
+    let fault = |e: anyhow::Error| ServerFault::from(e);
+    let mut log = tempfile::tempfile()
+        .context("cannot make a file for the build's output")
+        .map_err(fault)?;
+    let out = log.try_clone().map_err(|e| fault(e.into()))?;
+    let err = log.try_clone().map_err(|e| fault(e.into()))?;
+    let mut gated = gated(command);
+    let mut child = std::os::unix::process::CommandExt::process_group(&mut gated, 0)
         // The tenant reads this output: no backtrace of the tool's own.
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log.try_clone()?)
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         .spawn()
-        .with_context(|| format!("failed to start {name}"))?;
-    // Set on the child as soon as it exists; what it starts inherits them.
-    let pid = rustix::process::Pid::from_child(&child);
-    let limit = |resource, current, maximum| {
-        rustix::process::prlimit(
-            Some(pid),
-            resource,
-            rustix::process::Rlimit {
-                current: Some(current),
-                maximum: Some(maximum),
-            },
-        )
-    };
-    // Past the soft CPU limit the kernel sends SIGXCPU (reported below);
-    // the hard one, a little later, is SIGKILL for a tool that ignores it.
-    let cpu = limits.cpu_seconds;
-    let memory = limits.memory_bytes;
-    if let Err(e) = limit(rustix::process::Resource::Cpu, cpu, cpu + 5)
-        .and_then(|_| limit(rustix::process::Resource::Data, memory, memory))
-    {
+        .with_context(|| format!("failed to start {name}"))
+        .map_err(fault)?;
+    // The child leads its own group: stopping the group stops whatever
+    // it started too.
+    let group = rustix::process::Pid::from_child(&child);
+    let stop = |child: &mut std::process::Child| {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = child.kill();
         let _ = child.wait();
-        bail!("cannot limit {name}: {e}");
+    };
+    // The limits are in place before the tool starts: the gate execs it
+    // only once it reads this line.
+    let opened = supervised
+        .limits
+        .apply(group)
+        .map_err(|e| anyhow::anyhow!("cannot limit {name}: {e}"));
+    let opened = opened.and_then(|()| {
+        use std::io::Write as _;
+        let mut gate = child.stdin.take().context("no pipe to the build's gate")?;
+        gate.write_all(b"go\n")
+            .with_context(|| format!("cannot start {name}"))
+    });
+    if let Err(e) = opened {
+        stop(&mut child);
+        return Err(fault(e).into());
     }
-    let deadline = std::time::Instant::now() + limits.wall;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                stop(&mut child);
+                return Err(fault(anyhow::anyhow!("cannot wait for {name}: {e}")).into());
+            }
         }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+        if (supervised.cancelled)() {
+            stop(&mut child);
+            return Err(Cancelled.into());
+        }
+        if supervised.deadline.is_some_and(|d| Instant::now() >= d) {
+            stop(&mut child);
             bail!(
-                "{name} took longer than {} s, the server's limit for a build",
-                limits.wall.as_secs()
+                "the build took longer than {} s, the server's limit for a build",
+                supervised.limits.wall.as_secs()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    use std::io::{Read as _, Seek as _};
-    log.rewind()?;
-    let mut output = Vec::new();
-    log.read_to_end(&mut output)?;
-    let tail = output.len().saturating_sub(16 << 10);
-    let mut text = String::from_utf8_lossy(&output[tail..]).into_owned();
+    // Whatever it left running goes with it.
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let mut text = read_tail(&mut log, OUTPUT_TAIL).map_err(|e| fault(e.into()))?;
     let cpu_exceeded = rustix::process::Signal::XCPU.as_raw();
     if std::os::unix::process::ExitStatusExt::signal(&status) == Some(cpu_exceeded) {
         text.push_str(&format!(
             "\n{name} used more than {} s of CPU, the server's limit for a build",
-            limits.cpu_seconds
+            supervised.limits.cpu_seconds
         ));
     }
     Ok((status, text))
+}
+
+/// `command` behind a gate: `sh` waits for a line on its standard input,
+/// then becomes the command (its program, arguments, environment changes
+/// and directory), with standard input then at end of file.
+fn gated(command: &std::process::Command) -> std::process::Command {
+    let mut gated = std::process::Command::new("/bin/sh");
+    gated
+        .args(["-c", "read -r _ && exec \"$@\" </dev/null", "squall-build"])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => gated.env(key, value),
+            None => gated.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        gated.current_dir(dir);
+    }
+    gated
+}
+
+/// The last `most` bytes of `file`, as text.
+fn read_tail(file: &mut std::fs::File, most: u64) -> std::io::Result<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(len.saturating_sub(most)))?;
+    let mut bytes = Vec::new();
+    file.take(most).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `text` with each of `dirs` (and its trailing slash) removed, so that
@@ -603,16 +749,111 @@ impl squall_reactor::PackBuilder for ServerBuilder {
         }
     }
 
-    fn build(&self, pack: &squall_reactor::LoadedPack) -> Result<(), String> {
-        build_worlds_with(pack, &ALL_WORLDS, Some(&self.limits))
-            .map(|_| ())
-            .map_err(|e| relative_paths(&format!("{e:#}"), &[&pack.dir, &cache_dir()]))
+    fn build(
+        &self,
+        pack: &squall_reactor::LoadedPack,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(), squall_reactor::BuildError> {
+        use squall_reactor::BuildError;
+        let supervised = Supervised {
+            limits: &self.limits,
+            deadline: Instant::now().checked_add(self.limits.wall),
+            cancelled,
+        };
+        let Err(e) = build_worlds_with(pack, &ALL_WORLDS, Some(&supervised)) else {
+            return Ok(());
+        };
+        if e.is::<Cancelled>() {
+            return Err(BuildError::Cancelled);
+        }
+        match e.downcast::<ServerFault>() {
+            Ok(fault) => Err(BuildError::Server(fault.0)),
+            Err(e) => Err(BuildError::Refused(relative_paths(
+                &format!("{e:#}"),
+                &[&pack.dir, &cache_dir(), &std::env::temp_dir()],
+            ))),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn supervised_run(
+        script: &str,
+        wall: Duration,
+        cancelled: &dyn Fn() -> bool,
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let limits = BuildLimits {
+            cpu_seconds: 7,
+            memory_bytes: 1 << 30,
+            wall,
+        };
+        let supervised = Supervised {
+            limits: &limits,
+            deadline: Instant::now().checked_add(wall),
+            cancelled,
+        };
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", script]).env("SQUALL_GATE_TEST", "kept");
+        run_tool(&mut command, Some(&supervised), "the tool")
+    }
+
+    #[test]
+    fn supervised_tools_start_under_their_limits() {
+        let (status, output) = supervised_run(
+            "ulimit -c; ulimit -t; ulimit -f; ulimit -d; echo $SQUALL_GATE_TEST",
+            Duration::from_secs(600),
+            &|| false,
+        )
+        .expect("runs");
+        assert!(status.success(), "{output}");
+        // Core dumps off; CPU seconds; file size in 512-byte blocks; data
+        // in KiB.
+        // The command's environment passes the gate.
+        assert_eq!(output, "0\n7\n2097152\n1048576\nkept\n");
+    }
+
+    #[test]
+    fn supervised_tools_stop_with_what_they_started() {
+        // The tool leaves a process behind that would outlive it.
+        let pid = tempfile::NamedTempFile::new().expect("file");
+        let script = format!("sleep 600 & echo $! > {}", pid.path().display());
+        let (status, _) =
+            supervised_run(&script, Duration::from_secs(600), &|| false).expect("runs");
+        assert!(status.success());
+        let pid = std::fs::read_to_string(pid.path()).expect("pid");
+        let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+        // Killed with its group; gone once its new parent reaps it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(proc.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "the leftover process still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn supervised_tools_stop_at_the_deadline_or_when_cancelled() {
+        let e = supervised_run("sleep 600", Duration::from_millis(100), &|| false)
+            .expect_err("past the deadline");
+        assert_eq!(
+            e.to_string(),
+            "the build took longer than 0 s, the server's limit for a build"
+        );
+        let e =
+            supervised_run("sleep 600", Duration::from_secs(600), &|| true).expect_err("cancelled");
+        assert!(e.is::<Cancelled>(), "{e:#}");
+    }
+
+    #[test]
+    fn tails_are_the_end_of_the_output() {
+        use std::io::Write as _;
+        let mut file = tempfile::tempfile().expect("file");
+        file.write_all(b"0123456789").expect("write");
+        assert_eq!(read_tail(&mut file, 4).expect("read"), "6789");
+        assert_eq!(read_tail(&mut file, 40).expect("read"), "0123456789");
+    }
 
     #[test]
     fn entry_points_name_modules() {

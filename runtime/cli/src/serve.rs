@@ -60,19 +60,21 @@ pub(crate) struct ServeArgs {
     egress: crate::commands::EgressArgs,
     #[command(flatten)]
     host: HostArgs,
-    /// CPU seconds each tool of a server-side build (componentize-py, pip)
-    /// may use. An uploaded pack with Python actions or sensors but no
-    /// built components is built by the server, one build at a time, and
-    /// installed when its build succeeds.
+    /// CPU seconds each process of a server-side build may use. An
+    /// uploaded pack with Python actions or sensors but no built
+    /// components is built by the server (componentize-py), one build at a
+    /// time, and installed when its build succeeds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     build_cpu_seconds: u64,
-    /// MiB of memory each tool of a server-side build may allocate.
+    /// MiB of memory each process of a server-side build may allocate
+    /// (also the largest file it may write).
     #[arg(long, default_value_t = 4096, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(64..))]
     build_memory_mib: u64,
-    /// Wall-clock seconds each tool of a server-side build may take; 0
-    /// turns server-side builds off (uploads must ship their components).
+    /// Wall-clock seconds a server-side build may take, from its start
+    /// (time waiting for another build to finish is not counted); 0 turns
+    /// server-side builds off (uploads must ship their components).
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     build_timeout: u64,
     /// Per tenant: MiB of installed packs together; an install beyond it
@@ -374,7 +376,7 @@ async fn run(
             Arc::new(crate::python::ServerBuilder {
                 limits: crate::python::BuildLimits {
                     cpu_seconds: args.build_cpu_seconds,
-                    memory_bytes: args.build_memory_mib << 20,
+                    memory_bytes: args.build_memory_mib.saturating_mul(1 << 20),
                     wall: Duration::from_secs(args.build_timeout),
                 },
             }) as Arc<dyn squall_reactor::PackBuilder>
@@ -387,7 +389,15 @@ async fn run(
     }
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
-    let shutdown = shutdown_signal()?;
+    let shutdown = {
+        let (signal, reactor) = (shutdown_signal()?, reactor.clone());
+        // An upload being built would hold the graceful stop up to the
+        // build's deadline: it is stopped as the stop begins.
+        async move {
+            signal.await;
+            reactor.cancel_builds();
+        }
+    };
     // SIGHUP reads the --packs packs again (StackStorm's `st2ctl reload`).
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(reactor.clone(), fixed_paths.clone())?);

@@ -1903,6 +1903,11 @@ class Fetch(Action):
         posted = http.post(base + "/items", json={"name": "thing"}, auth=("bot", "pw"))
         form = http.put(base + "/form", data={"k": "v"}).json()
         big = http.patch(base + "/big", data="x" * 10000).json()
+        custom = http.post(
+            base + "/items",
+            json={"a": 1},
+            headers={"Content-Type": "application/vnd.api+json", "Content-Length": "1"},
+        ).json()
         try:
             http.get("http://127.0.0.1:1/elsewhere")
             refused = None
@@ -1922,11 +1927,13 @@ class Fetch(Action):
         return {
             "status": got.status_code,
             "ok": got.ok,
-            "type": got.headers["content-type"],
+            "type": got.headers["Content-Type"],
+            "names": list(got.headers),
             "got": got.json(),
             "posted": posted.json(),
             "form": form,
             "big": [big["method"], len(big["body"])],
+            "custom": [custom["content_type"], custom["body"]],
             "refused": refused,
             "invalid": invalid,
             "sockets": sockets,
@@ -1966,6 +1973,18 @@ class Fetch(Action):
         "{e}"
     );
     assert_eq!(r["big"], serde_json::json!(["PATCH", 10000]), "{e}");
+    // The caller's headers win over derived ones, in any case; the length
+    // is always the body's.
+    assert_eq!(
+        r["custom"],
+        serde_json::json!(["application/vnd.api+json", r#"{"a": 1}"#]),
+        "{e}"
+    );
+    assert_eq!(
+        r["names"],
+        serde_json::json!(["content-type", "content-length"]),
+        "{e}"
+    );
     assert!(
         r["refused"]
             .as_str()
@@ -2014,6 +2033,7 @@ fn the_server_builds_uploaded_python_packs() {
             .arg(pack.path())
             .env("SQUALL_URL", format!("http://{}", served.addr))
             .env("SQUALL_API_KEY", &served.key)
+            .env("SQUALL_CACHE_DIR", &cache)
             .output()
             .expect("squall runs")
     };
@@ -2060,6 +2080,27 @@ fn the_server_builds_uploaded_python_packs() {
         all.iter()
             .any(|e| e["id"] == id.as_str() && e["result"]["result"] == "STILL")
     });
+    // The refused upload left nothing behind: one version and the pointer
+    // to it, and no staging directory.
+    let packs = data.path().join("packs");
+    let kept = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        kept(&packs.join("default/pyupload")).len(),
+        2,
+        "a version and current"
+    );
+    assert!(kept(&packs.join(".staging")).is_empty());
     served.terminate();
 
     // A build past the server's CPU limit is stopped, saying so.
@@ -2082,6 +2123,39 @@ fn the_server_builds_uploaded_python_packs() {
         "{}",
         stderr(&out)
     );
+
+    // Built here, the pack ships its component: the server builds nothing.
+    let env = Env::new();
+    let dir = pack.path().to_str().expect("utf-8");
+    let out = env.squall(&["pack", "build", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = install(&served);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // A source changed since: `pack install` builds again before it ships.
+    std::fs::write(
+        actions.join("shout.py"),
+        "from st2common.runners.base_action import Action\n\n\nclass Shout(Action):\n    def run(self, text):\n        return text + '!'\n",
+    )
+    .expect("module");
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(actions.join("shout.py"))
+        .and_then(|f| f.set_modified(later))
+        .expect("mtime");
+    let out = install(&served);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("the Python actions of pack 'pyupload' changed since built"),
+        "{}",
+        stderr(&out)
+    );
+    let id = served
+        .execute(serde_json::json!({"action": "pyupload.shout", "parameters": {"text": "new"}}));
+    served.wait_until("the rebuilt version runs", |all| {
+        all.iter()
+            .any(|e| e["id"] == id.as_str() && e["result"]["result"] == "new!")
+    });
     served.terminate();
 }
 

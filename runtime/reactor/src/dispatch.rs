@@ -142,6 +142,10 @@ pub(crate) struct Inner {
     rule_changes: tokio::sync::Mutex<()>,
     /// Serializes pack installs and removals.
     pub(crate) installs: tokio::sync::Mutex<()>,
+    /// One server-side build of an upload at a time.
+    pub(crate) builds: tokio::sync::Semaphore,
+    /// Set at shutdown: builds stop, and no more start.
+    pub(crate) builds_cancelled: std::sync::atomic::AtomicBool,
     /// Executions requested per tenant, against `quotas.executions_per_minute`.
     rates: crate::quota::RateLimits,
     /// Execution events, for `/stream/v1/stream`.
@@ -313,6 +317,8 @@ impl Reactor {
             builtin_types: Arc::new(trigger_types_of(&crate::packs::PackSet::default())),
             rule_changes: tokio::sync::Mutex::new(()),
             installs: tokio::sync::Mutex::new(()),
+            builds: tokio::sync::Semaphore::new(1),
+            builds_cancelled: false.into(),
             rates: Default::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             templates,
@@ -875,6 +881,7 @@ impl Reactor {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
+        self.cancel_builds();
         self.inner
             .timers
             .lock()

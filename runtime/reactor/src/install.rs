@@ -90,21 +90,38 @@ pub enum InstallError {
     /// A refusal as the uploading tenant reads it: paths inside its archive.
     #[error("{0}")]
     InArchive(String),
-    /// The server could not build the pack's sources ([`PackBuilder`]).
+    /// The server did not build the pack's sources ([`PackBuilder`]).
     #[error("{0}")]
-    Build(String),
+    Build(#[from] BuildError),
 }
 
 /// Builds, on the server, the components an uploaded pack ships only as
 /// sources (its Python actions and sensors), before the install checks
-/// them. Builds run one at a time, as installs do.
+/// them. Builds run one at a time, before the install takes its turn, so
+/// a long build holds up no other install or removal.
 pub trait PackBuilder: Send + Sync + std::fmt::Debug {
     /// Whether `pack` has sources to build and lacks their components.
     fn needs_build(&self, pack: &LoadedPack) -> bool;
-    /// Build them into `pack.dir`. The error is shown to the tenant that
-    /// uploaded the pack: it names files inside the pack, never the
-    /// server's paths.
-    fn build(&self, pack: &LoadedPack) -> Result<(), String>;
+    /// Build them into `pack.dir`, stopping soon after `cancelled` turns
+    /// true (the server is shutting down).
+    fn build(&self, pack: &LoadedPack, cancelled: &dyn Fn() -> bool) -> Result<(), BuildError>;
+}
+
+/// Why a server-side build made no components.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The pack's sources do not build, or their build went past the
+    /// server's limits. Shown to the tenant that uploaded the pack: it
+    /// names files inside the pack, never the server's paths.
+    #[error("{0}")]
+    Refused(String),
+    /// The server could not run the build (a tool missing or failing to
+    /// start, its disk). The API logs it and shows an internal error.
+    #[error("the server could not build the pack: {0}")]
+    Server(String),
+    /// The server began shutting down before the build was done.
+    #[error("the server is shutting down; upload the pack again once it is back")]
+    Cancelled,
 }
 
 impl InstallError {
@@ -136,6 +153,7 @@ impl InstallError {
             | Self::TooManyEntries { .. }
             | Self::NoPackDir
             | Self::NotShipped { .. }
+            | Self::Build(BuildError::Server(_) | BuildError::Cancelled)
             | Self::InArchive(_) => self,
             Self::Pack(P::MissingComponent {
                 action,
@@ -331,6 +349,14 @@ pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
     }
     let gz = builder.into_inner().map_err(io(dir))?;
     gz.finish().map_err(io(dir))
+}
+
+/// Read the pack in `dir`, off the async threads.
+async fn load_pack(dir: PathBuf) -> Result<LoadedPack, InstallError> {
+    tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
+        .await
+        .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))?
+        .map_err(InstallError::from)
 }
 
 /// The decompressed stream ran past its budget.
@@ -664,19 +690,28 @@ impl Reactor {
         unpacked: &Path,
         roots: &mut Vec<String>,
     ) -> Result<Installed, InstallError> {
-        let _serial = self.inner.installs.lock().await;
         let started = std::time::Instant::now();
         let manifest_path = unpacked.join("pack.yaml");
         let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
         let manifest = squall_core::manifest::PackManifest::parse(&text, &manifest_path)
             .map_err(PackError::from)?;
         let pack_ref = manifest.pack_ref.clone();
-        let current = self.runner().packs(tenant);
-        let replaced = match current.get(&pack_ref) {
-            Some(p) if p.installed.is_none() => return Err(InstallError::Fixed(pack_ref)),
-            Some(p) => p.installed.clone(),
-            None => None,
+        let fixed = |packs: &crate::packs::PackSet| {
+            packs.get(&pack_ref).is_some_and(|p| p.installed.is_none())
         };
+        // Refused before a build is spent on it; checked again in turn.
+        if fixed(&self.runner().packs(tenant)) {
+            return Err(InstallError::Fixed(pack_ref));
+        }
+        self.check_pack_quota(store, tenant, &pack_ref, unpacked)?;
+        self.build_sources(tenant, &pack_ref, unpacked).await?;
+        let _serial = self.inner.installs.lock().await;
+        let current = self.runner().packs(tenant);
+        if fixed(&current) {
+            return Err(InstallError::Fixed(pack_ref));
+        }
+        let replaced = current.get(&pack_ref).and_then(|p| p.installed.clone());
+        // With what the build wrote, against the packs in force now.
         self.check_pack_quota(store, tenant, &pack_ref, unpacked)?;
         // In place as `<tenant>/<pack>/<version>/`, not yet current: read,
         // checked and activated from there, or removed.
@@ -687,26 +722,7 @@ impl Reactor {
         std::fs::rename(unpacked, &version_dir).map_err(io(&version_dir))?;
         roots.splice(0..0, dir_forms(&version_dir));
         let activated = async {
-            let load = || {
-                let dir = version_dir.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
-                        .await
-                        .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))?
-                        .map_err(InstallError::from)
-                }
-            };
-            let mut pack = load().await?;
-            if let Some(builder) = self.inner.config.pack_builder.clone()
-                && builder.needs_build(&pack)
-            {
-                tracing::info!(%tenant, pack = %pack_ref, "building the uploaded pack's sources");
-                tokio::task::spawn_blocking(move || builder.build(&pack))
-                    .await
-                    .map_err(|e| InstallError::Archive(format!("build task failed: {e}")))?
-                    .map_err(InstallError::Build)?;
-                pack = load().await?;
-            }
+            let mut pack = load_pack(version_dir.clone()).await?;
             let loaded = started.elapsed();
             self.check_components(&pack).await?;
             let checked = started.elapsed();
@@ -784,6 +800,58 @@ impl Reactor {
         self.runner().sandbox().forget_under(&pack_dir);
         tracing::info!(%tenant, pack = %pack_ref, "pack uninstalled");
         Ok(())
+    }
+
+    /// Build the sources of the pack unpacked in `dir` when the server
+    /// builds uploads and the pack needs it: one build at a time, and
+    /// before the install's turn (see [`PackBuilder`]).
+    async fn build_sources(
+        &self,
+        tenant: &TenantId,
+        pack_ref: &PackRef,
+        dir: &Path,
+    ) -> Result<(), InstallError> {
+        let Some(builder) = self.inner.config.pack_builder.clone() else {
+            return Ok(());
+        };
+        let pack = load_pack(dir.to_owned()).await?;
+        if !builder.needs_build(&pack) {
+            return Ok(());
+        }
+        let _turn = self
+            .inner
+            .builds
+            .acquire()
+            .await
+            .map_err(|_| BuildError::Cancelled)?;
+        let reactor = self.clone();
+        let cancelled = move || reactor.builds_cancelled();
+        if cancelled() {
+            return Err(BuildError::Cancelled.into());
+        }
+        tracing::info!(%tenant, pack = %pack_ref, "building the uploaded pack's sources");
+        let built = tokio::task::spawn_blocking(move || builder.build(&pack, &cancelled))
+            .await
+            .map_err(|e| BuildError::Server(format!("build task failed: {e}")))?;
+        if let Err(BuildError::Server(detail)) = &built {
+            tracing::error!(%tenant, pack = %pack_ref, %detail, "the server could not build an uploaded pack");
+        }
+        Ok(built?)
+    }
+
+    /// Stop the server-side builds running and refuse those waiting to
+    /// start: the server is shutting down. Their uploads are refused
+    /// (HTTP 503) and leave nothing installed.
+    pub fn cancel_builds(&self) {
+        self.inner
+            .builds_cancelled
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn builds_cancelled(&self) -> bool {
+        self.inner
+            .builds_cancelled
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Where this server keeps installed packs, if it does.

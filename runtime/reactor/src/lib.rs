@@ -30,7 +30,9 @@ mod workflows;
 pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
 pub use host::{HostRunners, RunAs};
 pub use inquiries::InquiryError;
-pub use install::{ArchiveLimits, InstallError, Installed, PackBuilder, PackStore, Reloaded};
+pub use install::{
+    ArchiveLimits, BuildError, InstallError, Installed, PackBuilder, PackStore, Reloaded,
+};
 pub use lifecycle::{ExecutionError, ExecutionEvent, ExecutionEventKind};
 pub use packs::{LoadedPack, PackError, PackRegistry, PackSet, Refusal};
 pub use runner::{RunError, RunRequest, Runner};

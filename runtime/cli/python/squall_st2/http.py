@@ -5,7 +5,9 @@ which applies the pack's ``allowed_hosts`` (``pack.yaml``) and refuses
 private and metadata addresses unless the server allows them. A refused
 request raises ``HTTPError`` whose message names the rule that refused it.
 
-The calls follow ``requests``, so most code ports by changing its import::
+The functions mirror the ``requests`` calls most pack code makes, with
+the same arguments (``params``, ``data``, ``json``, ``headers``,
+``auth``, ``timeout``), and the response reads like its ``Response``::
 
     from squall_st2 import http
 
@@ -18,12 +20,15 @@ The calls follow ``requests``, so most code ports by changing its import::
     )
     created.raise_for_status()
 
-``requests`` itself (and ``urllib3``, ``http.client``, ``socket``) cannot
-connect: a pack's component may not open sockets, and they fail with
-``PermissionError``.
+What ``requests`` has beyond that is not here: sessions, cookies,
+redirects (a 3xx is returned as it is), streamed or file uploads, and
+proxies. ``requests`` itself (and ``urllib3``, ``http.client``,
+``socket``) cannot connect: a pack's component may not open sockets, and
+they fail with ``PermissionError``.
 """
 
 import base64
+import collections.abc
 import json as _json
 import urllib.parse
 
@@ -34,6 +39,7 @@ from wit_world.imports import wasi_http_types as _t
 
 __all__ = [
     "HTTPError",
+    "Headers",
     "Response",
     "delete",
     "get",
@@ -70,12 +76,46 @@ class HTTPError(Exception):
         self.response = response
 
 
+class Headers(collections.abc.MutableMapping):
+    """A response's headers: looked up by name in any case, as in
+    ``requests``. A header sent more than once has its values joined
+    with ``", "``; iterating gives the names as the server wrote them."""
+
+    def __init__(self, pairs=()):
+        self._items = {}
+        for name, value in pairs:
+            key = name.lower()
+            if key in self._items:
+                first, joined = self._items[key]
+                self._items[key] = (first, f"{joined}, {value}")
+            else:
+                self._items[key] = (name, value)
+
+    def __getitem__(self, name):
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name, value):
+        self._items[name.lower()] = (name, value)
+
+    def __delitem__(self, name):
+        del self._items[name.lower()]
+
+    def __iter__(self):
+        return (name for name, _ in self._items.values())
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return repr(dict(self.items()))
+
+
 class Response:
     """A response, read whole.
 
-    ``status_code`` (int), ``headers`` (a dict of lowercase names to the
-    first value), ``content`` (bytes), ``url``; ``text``, ``json()``,
-    ``ok`` and ``raise_for_status()`` as in ``requests``.
+    ``status_code`` (int), ``headers`` (``Headers``: any case finds a
+    name), ``content`` (bytes), ``url``; ``text``, ``json()``, ``ok`` and
+    ``raise_for_status()`` as in ``requests``.
     """
 
     def __init__(self, url, status_code, headers, content):
@@ -161,30 +201,28 @@ def request(
     comes, and ``ValueError`` for a URL that is not absolute http(s).
     """
     scheme, authority, path = _split(url, params)
-    fields = []
-    body = b""
-    if json is not None:
-        body = _json.dumps(json).encode()
-        fields.append(("content-type", b"application/json"))
-    elif isinstance(data, dict):
-        body = urllib.parse.urlencode(data).encode()
-        fields.append(("content-type", b"application/x-www-form-urlencoded"))
-    elif isinstance(data, str):
-        body = data.encode()
-    elif data is not None:
-        body = bytes(data)
+    body, content_type = _body(data, json)
+    # By lowercase name: what the caller gives wins over what is derived
+    # from the other arguments, and the length is always the body's.
+    fields = {}
+    if content_type:
+        fields["content-type"] = content_type
     if auth is not None:
         user, password = auth
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        fields.append(("authorization", f"Basic {token}".encode()))
+        fields["authorization"] = f"Basic {token}"
     for name, value in (headers or {}).items():
-        fields.append((name.lower(), str(value).encode()))
+        fields[str(name).lower()] = str(value)
+    fields.pop("content-length", None)
     if body:
-        fields.append(("content-length", str(len(body)).encode()))
+        fields["content-length"] = str(len(body))
     try:
-        outgoing = _t.OutgoingRequest(_t.Fields.from_list(fields))
-    except Err as e:
-        raise ValueError(f"invalid header for {url}: {_name(e.value)}") from None
+        outgoing = _t.OutgoingRequest(
+            _t.Fields.from_list([(k, v.encode("latin-1")) for k, v in fields.items()])
+        )
+    except (Err, UnicodeEncodeError) as e:
+        reason = _name(e.value) if isinstance(e, Err) else "a value is not Latin-1"
+        raise ValueError(f"invalid header for {url}: {reason}") from None
     method = method.upper()
     _set(outgoing.set_method, _METHODS.get(method) or _t.Method_Other(method), "method", url)
     _set(outgoing.set_scheme, _t.Scheme_Https() if scheme == "https" else _t.Scheme_Http(), "scheme", url)
@@ -199,14 +237,21 @@ def request(
     try:
         pending = _handler.handle(outgoing, options)
     except Err as e:
+        request_body.__exit__(None, None, None)
         raise HTTPError(f"{method} {url}: {_describe(e.value)}") from None
-    stream = request_body.write()
-    sent = _send(stream, body, pending)
-    stream.__exit__(None, None, None)
+    with request_body.write() as stream:
+        sent = _send(stream, body, pending)
     if sent is None:
-        _t.OutgoingBody.finish(request_body, None)
-    pending.subscribe().block()
-    answer = pending.get()
+        try:
+            _t.OutgoingBody.finish(request_body, None)
+        except Err as e:
+            sent = _describe(e.value)
+    else:
+        # Dropped unfinished: the host abandons the request's body.
+        request_body.__exit__(None, None, None)
+    with pending:
+        pending.subscribe().block()
+        answer = pending.get()
     if isinstance(answer, Ok) and isinstance(answer.value, Ok):
         incoming = answer.value.value
     elif isinstance(answer, Ok):
@@ -215,11 +260,27 @@ def request(
         raise HTTPError(f"{method} {url}: sending the body failed: {sent}")
     else:
         raise HTTPError(f"{method} {url}: no HTTP response")
-    headers_in = {}
-    for name, value in incoming.headers().entries():
-        headers_in.setdefault(name.lower(), value.decode("latin-1"))
-    content = _read(incoming.consume())
-    return Response(url, incoming.status(), headers_in, content)
+    with incoming:
+        with incoming.headers() as fields_in:
+            headers_in = Headers(
+                (name, value.decode("latin-1")) for name, value in fields_in.entries()
+            )
+        status = incoming.status()
+        content = _read(incoming.consume(), f"{method} {url}")
+    return Response(url, status, headers_in, content)
+
+
+def _body(data, json):
+    """The body ``data`` or ``json`` makes, and its content type."""
+    if json is not None:
+        return _json.dumps(json).encode(), "application/json"
+    if isinstance(data, dict):
+        return urllib.parse.urlencode(data).encode(), "application/x-www-form-urlencoded"
+    if isinstance(data, str):
+        return data.encode(), None
+    if data is not None:
+        return bytes(data), None
+    return b"", None
 
 
 def _split(url, params):
@@ -252,21 +313,38 @@ def _send(stream, body, pending):
                 return "the server answered first"
             stream.blocking_write_and_flush(body[start : start + _WRITE_CHUNK])
     except Err as e:
-        return _name(e.value)
+        return _stream_error(e.value)
     return None
 
 
-def _read(incoming):
-    stream = incoming.stream()
+def _read(body, what):
+    """The whole of an incoming body; the stream is dropped before the
+    body, as ``wasi:http`` requires of a child resource."""
     chunks = []
-    while True:
-        try:
-            chunks.append(stream.blocking_read(_CHUNK))
-        except Err as e:
-            if isinstance(e.value, _streams.StreamError_Closed):
-                break
-            raise HTTPError(f"reading the response failed: {_name(e.value)}") from None
+    with body:
+        with body.stream() as stream:
+            while True:
+                try:
+                    chunks.append(stream.blocking_read(_CHUNK))
+                except Err as e:
+                    if isinstance(e.value, _streams.StreamError_Closed):
+                        break
+                    raise HTTPError(
+                        f"{what}: reading the response failed: {_stream_error(e.value)}"
+                    ) from None
     return b"".join(chunks)
+
+
+def _stream_error(error):
+    """A ``stream-error`` as a message: the HTTP error behind it when the
+    host gives one, else its own description."""
+    if isinstance(error, _streams.StreamError_Closed):
+        return "the connection was closed"
+    cause = error.value
+    code = _t.http_error_code(cause)
+    if code is not None:
+        return _describe(code)
+    return cause.to_debug_string()
 
 
 def _describe(code):
@@ -282,6 +360,9 @@ def _describe(code):
     for kind, text in known.items():
         if isinstance(code, kind):
             return text
+    detail = getattr(code, "value", None)
+    if detail is not None:
+        return f"HTTP request failed: {_name(code)} ({detail})"
     return f"HTTP request failed: {_name(code)}"
 
 
