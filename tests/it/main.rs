@@ -15,6 +15,7 @@ mod server;
 mod ssh;
 mod st2client;
 mod tenants;
+mod ui;
 mod util;
 mod workflows;
 

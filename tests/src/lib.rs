@@ -254,6 +254,14 @@ pub fn st2client(tmp: &Path) -> Option<PathBuf> {
         eprintln!("SKIPPED: {why}");
         return None;
     }
+    // One install at a time: tests that start together wait for the
+    // first, then find its virtualenv complete.
+    std::fs::create_dir_all(tmp).expect("tmp dir");
+    let lock = std::fs::File::create(tmp.join("st2client-3.9.0.lock")).expect("lock file");
+    lock.lock().expect("lock");
+    if complete.is_file() {
+        return Some(st2);
+    }
     let _ = std::fs::remove_dir_all(&venv);
     let made = std::process::Command::new("python3")
         .args(["-m", "venv"])

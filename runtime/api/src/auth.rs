@@ -56,6 +56,14 @@ impl AuthCache {
         self.entries.lock().expect("auth cache lock").clear();
     }
 
+    /// Forget one credential: a token revoked.
+    pub(crate) fn forget(&self, credential: &str) {
+        self.entries
+            .lock()
+            .expect("auth cache lock")
+            .remove(&cache_key(credential));
+    }
+
     fn get(&self, credential: &str) -> Option<Option<Principal>> {
         let entries = self.entries.lock().expect("auth cache lock");
         entries
@@ -181,6 +189,9 @@ pub(crate) async fn authenticate(
     if is_open(&path) {
         return next.run(req).await;
     }
+    if crate::ui::is_ui(&path) {
+        return authenticate_page(state, req, next).await;
+    }
     let principal = match credential(req.headers(), req.uri().query()) {
         Some(c) => match resolve(&state, c).await {
             Ok(Some(p)) => Some(p),
@@ -206,15 +217,64 @@ pub(crate) async fn authenticate(
     next.run(req).await
 }
 
+/// [`authenticate`] for the UI's pages: the API's headers, else the
+/// session cookie; a viewer not signed in is sent to the sign-in page, and
+/// a refusal is a page.
+async fn authenticate_page(state: AppState, mut req: Request, next: Next) -> Response {
+    use crate::ui::{CookieSession, UiError};
+    let path = req.uri().path().to_owned();
+    if crate::ui::is_open(&path) {
+        return next.run(req).await;
+    }
+    let from_header = credential(req.headers(), None);
+    let cookie = match from_header {
+        Some(_) => None,
+        None => crate::ui::session_cookie(req.headers()),
+    };
+    let there = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+    let Some(given) = from_header.clone().or_else(|| cookie.clone()) else {
+        return crate::ui::to_login(&there);
+    };
+    let principal = match resolve(&state, given).await {
+        Ok(Some(p)) => p,
+        // A session that ended (signed out elsewhere, expired): sign in again.
+        Ok(None) if cookie.is_some() => return crate::ui::to_login(&there),
+        Ok(None) => {
+            return UiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid or expired API key or token",
+            )
+            .into_response();
+        }
+        Err(e) => return UiError::from(e).into_response(),
+    };
+    if let Err(e) = allowed(&principal, req.method(), &path) {
+        return UiError::from(e).into_response();
+    }
+    if let Some(token) = cookie {
+        req.extensions_mut().insert(CookieSession(token));
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
 /// What a role may do, decided by method and path.
 fn allowed(p: &Principal, method: &Method, path: &str) -> Result<(), ApiError> {
     // Inspecting a workflow changes nothing.
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         || path == "/api/v1/workflows/inspect";
+    // Signing out changes only the caller's own session.
+    if path == "/ui/logout" {
+        return Ok(());
+    }
     if path == "/api/v1/tenants"
         || path.starts_with("/api/v1/tenants/")
         || path == "/metrics"
         || path == "/api/v1/packs/register"
+        || path.starts_with("/ui/admin")
     {
         if p.role != Role::Admin {
             return Err(ApiError::Forbidden(format!(

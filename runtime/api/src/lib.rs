@@ -21,6 +21,7 @@ mod packs;
 mod sensors;
 mod shapes;
 mod stream;
+mod ui;
 mod v1;
 mod workflows;
 
@@ -72,6 +73,7 @@ impl AppState {
 /// The whole HTTP surface, for `serve` and for tests (`oneshot`).
 pub fn router(state: AppState) -> Router {
     v1::routes()
+        .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

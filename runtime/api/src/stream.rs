@@ -52,7 +52,10 @@ pub(crate) async fn stream(
 ) -> impl IntoResponse {
     // The stream lives as long as its credential: checked again every few
     // seconds, it ends once the key is disabled or the token expires.
-    let credential = crate::auth::credential(&headers, uri.query()).unwrap_or_default();
+    // (On `/ui/stream`, the page's session cookie.)
+    let credential = crate::auth::credential(&headers, uri.query())
+        .or_else(|| crate::ui::session_cookie(&headers))
+        .unwrap_or_default();
     let revoked = {
         let state = state.clone();
         async move {

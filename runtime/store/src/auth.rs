@@ -358,6 +358,15 @@ impl Store {
         Ok((token, expires))
     }
 
+    /// Revoke a token (signing out); whether it was known.
+    pub async fn revoke_token(&self, token: &str) -> Result<bool> {
+        let hash = digest(token);
+        self.write(move |txn| {
+            Ok(txn.execute("DELETE FROM tokens WHERE token_hash = ?1", params![hash])? > 0)
+        })
+        .await
+    }
+
     /// Who a token speaks for, if it is known and not expired.
     pub fn token_principal(&self, token: &str) -> Result<Option<Principal>> {
         let hash = digest(token);

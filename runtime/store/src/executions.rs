@@ -17,6 +17,14 @@ pub struct ExecutionFilter {
     /// Only the tasks of this workflow execution, or (`Some(None)`) only
     /// executions that are no workflow's task.
     pub parent: Option<Option<ExecutionId>>,
+    /// Only those the rule requested.
+    pub rule: Option<String>,
+    /// Only those whose id sorts below this one: the next page of a list
+    /// read newest first, found by the index instead of skipped over.
+    pub before: Option<String>,
+    /// Only those whose id sorts at or above this one (ids begin with
+    /// their creation time: see [`ExecutionFilter::id_at_millis`]).
+    pub since: Option<String>,
     pub limit: usize,
     pub offset: usize,
 }
@@ -29,9 +37,18 @@ impl ExecutionFilter {
             status: None,
             trigger_instance: None,
             parent: None,
+            rule: None,
+            before: None,
+            since: None,
             limit: 50,
             offset: 0,
         }
+    }
+
+    /// The id bound that selects what was created at or after `millis`
+    /// (Unix milliseconds): ids are UUIDv7, which begin with them.
+    pub fn id_at_millis(millis: u64) -> String {
+        format!("{:012x}{}", millis & 0xffff_ffff_ffff, "0".repeat(20))
     }
 }
 
@@ -154,6 +171,47 @@ impl Store {
         Ok(self.list_executions_counted(filter)?.0)
     }
 
+    /// What a list of executions shows of each matching `filter`, newest
+    /// first, without their parameters, results or output, and without
+    /// counting all that match: a page of a long history costs the rows it
+    /// shows.
+    pub fn list_execution_summaries(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<ExecutionSummary>> {
+        let (filter_sql, args) = filter_sql(filter);
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, action_ref, status, start_timestamp, end_timestamp, rule_ref,
+                        trigger_instance_id, parent, context ->> '$.user',
+                        EXISTS (SELECT 1 FROM executions AS c
+                                WHERE c.tenant_id = executions.tenant_id AND c.parent = executions.id)
+                 FROM executions WHERE {filter_sql} ORDER BY id DESC LIMIT ? OFFSET ?"
+            ))?;
+            let mut bound: Vec<rusqlite::types::Value> =
+                args.into_iter().map(rusqlite::types::Value::Text).collect();
+            bound.push(rusqlite::types::Value::Integer(limit));
+            bound.push(rusqlite::types::Value::Integer(offset));
+            let rows = stmt.query_map(rusqlite::params_from_iter(bound), |row| {
+                Ok(ExecutionSummary {
+                    id: row.get(0)?,
+                    action: row.get(1)?,
+                    status: row.get(2)?,
+                    start_timestamp: row.get(3)?,
+                    end_timestamp: row.get(4)?,
+                    rule: row.get(5)?,
+                    trigger_instance: row.get(6)?,
+                    parent: row.get(7)?,
+                    user: row.get(8)?,
+                    has_children: row.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// [`Store::list_executions_counted`] without parsing results.
     pub fn list_executions_stored(
         &self,
@@ -177,29 +235,7 @@ impl Store {
         filter: &ExecutionFilter,
         from_row: fn(&Row<'_>) -> Result<T>,
     ) -> Result<(Vec<T>, u64)> {
-        let mut clauses = vec!["tenant_id = ?"];
-        let mut args: Vec<String> = vec![filter.tenant.as_str().to_owned()];
-        if let Some(action) = &filter.action {
-            clauses.push("action_ref = ?");
-            args.push(action.to_string());
-        }
-        if let Some(status) = filter.status {
-            clauses.push("status = ?");
-            args.push(status.as_str().to_owned());
-        }
-        if let Some(ti) = &filter.trigger_instance {
-            clauses.push("trigger_instance_id = ?");
-            args.push(ti.clone());
-        }
-        match &filter.parent {
-            Some(Some(parent)) => {
-                clauses.push("parent = ?");
-                args.push(parent.as_str().to_owned());
-            }
-            Some(None) => clauses.push("parent IS NULL"),
-            None => {}
-        }
-        let filter_sql = clauses.join(" AND ");
+        let (filter_sql, args) = filter_sql(filter);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
         self.read(|conn| {
@@ -221,6 +257,64 @@ impl Store {
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
     }
+}
+
+/// The `WHERE` clause `filter` makes, and its arguments. Only the filters
+/// given appear in it, so SQLite can use the index that serves them (a
+/// `?x IS NULL OR ...` clause would force a table scan).
+fn filter_sql(filter: &ExecutionFilter) -> (String, Vec<String>) {
+    let mut clauses = vec!["tenant_id = ?"];
+    let mut args: Vec<String> = vec![filter.tenant.as_str().to_owned()];
+    if let Some(action) = &filter.action {
+        clauses.push("action_ref = ?");
+        args.push(action.to_string());
+    }
+    if let Some(status) = filter.status {
+        clauses.push("status = ?");
+        args.push(status.as_str().to_owned());
+    }
+    if let Some(ti) = &filter.trigger_instance {
+        clauses.push("trigger_instance_id = ?");
+        args.push(ti.clone());
+    }
+    match &filter.parent {
+        Some(Some(parent)) => {
+            clauses.push("parent = ?");
+            args.push(parent.as_str().to_owned());
+        }
+        Some(None) => clauses.push("parent IS NULL"),
+        None => {}
+    }
+    if let Some(rule) = &filter.rule {
+        clauses.push("rule_ref = ?");
+        args.push(rule.clone());
+    }
+    if let Some(before) = &filter.before {
+        clauses.push("id < ?");
+        args.push(before.clone());
+    }
+    if let Some(since) = &filter.since {
+        clauses.push("id >= ?");
+        args.push(since.clone());
+    }
+    (clauses.join(" AND "), args)
+}
+
+/// An execution as a list shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExecutionSummary {
+    pub id: String,
+    pub action: String,
+    pub status: String,
+    pub start_timestamp: String,
+    pub end_timestamp: Option<String>,
+    pub rule: Option<String>,
+    pub trigger_instance: Option<String>,
+    pub parent: Option<String>,
+    /// Who asked (the context's `user`).
+    pub user: Option<String>,
+    /// Whether it has tasks (a workflow's execution).
+    pub has_children: bool,
 }
 
 /// An execution encoded for its row. Callers encode (JSON and all) before
