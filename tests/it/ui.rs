@@ -461,3 +461,321 @@ async fn the_history_filters_and_pages() {
         );
     }
 }
+
+#[tokio::test]
+async fn rules_are_tested_edited_and_disabled_from_their_pages() {
+    let s = Server::start().await;
+    let (status, html) = page_with_key(&s, &s.key, "/ui/rules").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/ui/rules/hooks.echo_critical\""),
+        "{html}"
+    );
+
+    // The tester: a match with its rendered parameters, and a miss.
+    let payload = r#"{"body": {"severity": "CRITICAL", "host": "db1"}}"#;
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/rules/hooks.echo_critical/test",
+        &[("payload", payload)],
+    )
+    .await;
+    let html = r.text().await.expect("body");
+    assert!(html.contains("<strong>Match</strong>"), "{html}");
+    assert!(
+        html.contains("db1 is critical (hooks.echo_critical)"),
+        "{html}"
+    );
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/rules/hooks.echo_critical/test",
+        &[("payload", r#"{"body": {"severity": "low", "host": "db1"}}"#)],
+    )
+    .await;
+    let html = r.text().await.expect("body");
+    assert!(
+        html.contains(
+            "<strong>No match</strong>: criterion &#x27;trigger.body.severity&#x27; does not hold"
+        ),
+        "{html}"
+    );
+
+    // YAML the server refuses: the message names the line.
+    let bad = "name: broken\npack: default\ntrigger:\n  type: core.st2.webhook\n  parameters: {url: x}\naction:\n  ref: core.nothing_here\n";
+    let r = post_with_key(&s, &s.key, "/ui/rules", &[("yaml", bad)]).await;
+    assert_eq!(r.status().as_u16(), 400);
+    let html = r.text().await.expect("body");
+    assert!(html.contains("Line 7:"), "{html}");
+    let r = post_with_key(&s, &s.key, "/ui/rules", &[("yaml", "name: [unclosed\n")]).await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.expect("body").contains("Line "));
+    let good = "name: ui_made\npack: default\ntrigger:\n  type: core.st2.webhook\n  parameters: {url: ui}\naction:\n  ref: core.noop\n";
+    let r = post_with_key(&s, &s.key, "/ui/rules", &[("yaml", good)]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/ui/rules/default.ui_made");
+    let (status, rule) = s.get("/api/v1/rules/default.ui_made").await;
+    assert_eq!(status, 200, "{rule}");
+
+    // Disabled, the rule no longer runs its action: the backstop rule
+    // handles the event instead.
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/rules/hooks.echo_critical/enabled",
+        &[("enabled", "false")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, html) = page_with_key(&s, &s.key, "/ui/rules/hooks.echo_critical").await;
+    assert!(html.contains(">disabled</span>"), "{html}");
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "critical", "host": "db2"}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    s.wait_for("/api/v1/executions?action=core.noop", |b| {
+        b.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let (_, echoes) = s.get("/api/v1/executions?action=core.echo").await;
+    assert_eq!(echoes.as_array().map(Vec::len), Some(0), "{echoes}");
+}
+
+/// A multipart form with the file `archive`, as a browser sends it.
+async fn upload_form(s: &Server, cookie: &str, csrf: &str, archive: Vec<u8>) -> reqwest::Response {
+    let boundary = "squall-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"pack.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&archive);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    browser()
+        .post(format!("{}/ui/packs?csrf={csrf}", s.base))
+        .header("cookie", cookie)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn packs_are_uploaded_and_removed_from_their_page() {
+    let s = Server::start().await;
+    let me = session(&s, &s.key).await;
+    let pack = squall_tests::pack_of(
+        "uipack",
+        &[(
+            "hello",
+            squall_tests::VERSIONED,
+            "parameters:\n  seconds: {type: number, default: 0}\n  hold: {type: string}\n",
+        )],
+    );
+    let archive = squall_reactor::install::archive_pack(pack.path()).expect("archive");
+    // Without the token the upload is refused, and nothing is installed.
+    let r = upload_form(&s, &me.cookie, "wrong", archive.clone()).await;
+    assert_eq!(r.status().as_u16(), 403);
+    let r = upload_form(&s, &me.cookie, &me.csrf, archive).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let html = r.text().await.expect("body");
+    assert!(html.contains("Installed pack uipack"), "{html}");
+    let (_, html) = get(&s, &me.cookie, "/ui/packs").await;
+    assert!(
+        html.contains("action=\"/ui/packs/uipack/remove\""),
+        "{html}"
+    );
+    // A pack of the server's own cannot be removed here.
+    assert!(!html.contains("/ui/packs/core/remove"), "{html}");
+
+    // Not a pack: refused, saying why.
+    let r = upload_form(&s, &me.cookie, &me.csrf, b"not gzip at all".to_vec()).await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.expect("body").contains("class=\"error\""));
+
+    let r = post_form(
+        &s,
+        &me.cookie,
+        "/ui/packs/uipack/remove",
+        &[("csrf", &me.csrf)],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, packs) = s.get("/api/v1/packs").await;
+    assert!(!packs.to_string().contains("uipack"), "{packs}");
+}
+
+#[tokio::test]
+async fn inquiries_are_answered_with_their_generated_form() {
+    let s = Server::start_with(
+        vec![squall_tests::core_pack(), crate::inquiries::ask_pack()],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let workflow = s.run("ask.approve", json!({})).await;
+    let workflow_id = workflow["id"].as_str().expect("id").to_owned();
+    let waiting = s
+        .wait_for("/api/v1/inquiries", |b| {
+            b.as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let inquiry = waiting[0]["id"].as_str().expect("id").to_owned();
+    let (status, html) = page_with_key(&s, &s.key, "/ui/inquiries").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!("href=\"/ui/inquiries/{inquiry}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("href=\"/ui/executions/{workflow_id}\"")),
+        "{html}"
+    );
+    let (status, html) = page_with_key(&s, &s.key, &format!("/ui/inquiries/{inquiry}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<input id=\"p-approved\" name=\"approved\" type=\"checkbox\""),
+        "{html}"
+    );
+    let r = post_with_key(
+        &s,
+        &s.key,
+        &format!("/ui/inquiries/{inquiry}"),
+        &[("approved", "on")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers()["location"].to_str().expect("ascii"),
+        format!("/ui/executions/{workflow_id}")
+    );
+    let done = s.finished(&json!(workflow_id)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"]["approved"], true, "{done}");
+    // Answered, it no longer waits.
+    let (status, _) = page_with_key(&s, &s.key, &format!("/ui/inquiries/{inquiry}")).await;
+    assert_eq!(status, 400);
+    // The workflow's page shows its tasks.
+    let (_, html) = page_with_key(&s, &s.key, &format!("/ui/executions/{workflow_id}")).await;
+    assert!(
+        html.contains("get_approval") && html.contains("finish"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_sensors_failure_shows_with_its_panic_message() {
+    let flaky = squall_tests::sensor_pack("flaky", "panic", 0.1, "[]", &[]);
+    let s = Server::start_with(
+        vec![squall_tests::core_pack(), flaky],
+        squall_reactor::ReactorConfig::default(),
+    )
+    .await;
+    let seen = s
+        .wait_for("/api/v1/sensortypes/flaky.TestSensor", |b| {
+            b["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("panicked"))
+        })
+        .await;
+    let (status, html) = page_with_key(&s, &s.key, "/ui/sensors").await;
+    assert_eq!(status, 200);
+    // Its state as text (it restarts with a back-off, then is marked failed).
+    let state = seen["state"].as_str().expect("state");
+    assert!(
+        ["backing_off", "failed", "starting", "running"]
+            .iter()
+            .any(|s| html.contains(&format!(">{s}</span>"))),
+        "{state}: {html}"
+    );
+    assert!(
+        html.contains("guest panicked: sensor broke on purpose"),
+        "{html}"
+    );
+    let (status, html) = page_with_key(&s, &s.key, "/ui/sensors/flaky.TestSensor").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"last-error\""), "{html}");
+    assert!(
+        html.contains("[stderr] sensor broke on purpose"),
+        "the log: {html}"
+    );
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/sensors/flaky.TestSensor/enabled",
+        &[("enabled", "false")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, sensor) = s.get("/api/v1/sensortypes/flaky.TestSensor").await;
+    assert_eq!(sensor["enabled"], false, "{sensor}");
+}
+
+#[tokio::test]
+async fn the_datastore_page_sets_masks_and_deletes_keys() {
+    let s = Server::start().await;
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/keys",
+        &[
+            ("name", "db_password"),
+            ("value", "hunter2"),
+            ("secret", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/keys",
+        &[("name", "region"), ("value", "<b>eu</b>"), ("ttl", "600")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, html) = page_with_key(&s, &s.key, "/ui/keys").await;
+    assert!(
+        html.contains("db_password") && html.contains("********"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("hunter2") && !html.contains("<b>eu</b>"),
+        "{html}"
+    );
+    assert!(html.contains("&lt;b&gt;eu&lt;&#x2f;b&gt;"), "{html}");
+    let (_, html) = page_with_key(&s, &s.key, "/ui/keys?decrypt=true").await;
+    assert!(html.contains("hunter2"), "an admin may decrypt: {html}");
+    // A viewer may not.
+    let viewer = s.key_in("default", "viewer").await;
+    let (_, html) = page_with_key(&s, &viewer, "/ui/keys?decrypt=true").await;
+    assert!(
+        !html.contains("hunter2") && html.contains("operator or admin role"),
+        "{html}"
+    );
+    // The API's own checks, beside the form.
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/keys",
+        &[("name", "bad\u{1}name"), ("value", "x")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 400);
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/keys/region/delete",
+        &[("scope", "st2kv.system")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (status, _) = s.get("/api/v1/keys/region").await;
+    assert_eq!(status, 404);
+}

@@ -94,13 +94,13 @@ fn shape(e: &KvEntry, revealed: bool) -> Value {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
-    prefix: Option<String>,
-    scope: Option<String>,
-    user: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default)]
-    decrypt: Flag,
-    limit: Option<i64>,
-    offset: Option<u64>,
+    pub(crate) decrypt: Flag,
+    pub(crate) limit: Option<i64>,
+    pub(crate) offset: Option<u64>,
 }
 
 /// A boolean query flag as StackStorm's clients send it (`true`, `True`,
@@ -160,10 +160,10 @@ pub(crate) async fn list_keys(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct OneQuery {
-    scope: Option<String>,
-    user: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default)]
-    decrypt: Flag,
+    pub(crate) decrypt: Flag,
 }
 
 #[utoipa::path(
@@ -198,15 +198,15 @@ pub(crate) async fn get_key(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PutBody {
-    name: Option<String>,
-    value: Value,
-    scope: Option<String>,
-    user: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) value: Value,
+    pub(crate) scope: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default)]
-    secret: bool,
+    pub(crate) secret: bool,
     #[serde(default)]
-    encrypted: bool,
-    ttl: Option<u64>,
+    pub(crate) encrypted: bool,
+    pub(crate) ttl: Option<u64>,
 }
 
 #[utoipa::path(

@@ -156,22 +156,7 @@ pub(crate) async fn upload(
         .await
         .map_err(|_| too_large())?;
     let received = started.elapsed();
-    // Unpacked and installed in a task of its own: a client that hangs up
-    // does not leave half an install behind.
-    let (reactor, limits, tenant) = (state.reactor.clone(), state.archive_limits, caller.tenant());
-    let installed = tokio::spawn(async move {
-        let _permit = permit;
-        let staging = reactor.pack_store()?.staging()?;
-        let into = staging.path().to_owned();
-        let root = tokio::task::spawn_blocking(move || {
-            squall_reactor::install::unpack(&body, &into, limits)
-        })
-        .await
-        .map_err(|e| squall_reactor::InstallError::Archive(format!("unpack task failed: {e}")))??;
-        reactor.install_pack(&tenant, &root).await
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("install task failed: {e}")))??;
+    let installed = install_archive(&state, permit, caller.tenant(), body).await?;
     tracing::debug!(
         received_ms = received.as_millis() as u64,
         unpacked_and_installed_ms = (started.elapsed() - received).as_millis() as u64,
@@ -186,6 +171,32 @@ pub(crate) async fn upload(
         .map(|(action, why)| json!({"ref": action.to_string(), "why": why}))
         .collect();
     Ok((StatusCode::CREATED, Json(shape)).into_response())
+}
+
+/// Unpack the `.tar.gz` `body` and install it for `tenant`, holding
+/// `permit` (one of [`AppState::uploads`]) until done. Unpacked and
+/// installed in a task of its own: a client that hangs up does not leave
+/// half an install behind.
+pub(crate) async fn install_archive(
+    state: &AppState,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    tenant: squall_core::TenantId,
+    body: axum::body::Bytes,
+) -> ApiResult<squall_reactor::Installed> {
+    let (reactor, limits) = (state.reactor.clone(), state.archive_limits);
+    Ok(tokio::spawn(async move {
+        let _permit = permit;
+        let staging = reactor.pack_store()?.staging()?;
+        let into = staging.path().to_owned();
+        let root = tokio::task::spawn_blocking(move || {
+            squall_reactor::install::unpack(&body, &into, limits)
+        })
+        .await
+        .map_err(|e| squall_reactor::InstallError::Archive(format!("unpack task failed: {e}")))??;
+        reactor.install_pack(&tenant, &root).await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("install task failed: {e}")))??)
 }
 
 /// `DELETE /api/v1/packs/{ref}`: uninstall a pack installed through the API.

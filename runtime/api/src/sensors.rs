@@ -21,7 +21,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/sensortypes/{ref}", get(get_one).put(update))
 }
 
-fn shape(s: &SensorView, with_log: bool) -> Value {
+pub(crate) fn shape(s: &SensorView, with_log: bool) -> Value {
     let m = &s.meta;
     let r = m.sensor_ref();
     let mut body = json!({

@@ -115,6 +115,19 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// The web UI: the server time of each page (its Server-Timing) over a
+    /// history of a million executions.
+    Ui {
+        /// Executions in the history.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Requests measured per page.
+        #[arg(long, default_value_t = 30)]
+        requests: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
     /// Workflows: a sequential one of many core.noop tasks (task
     /// transitions/s against plain executions in a row), a with-items task
     /// over many items, many five-task workflows at once (rate, peak RSS),
@@ -183,6 +196,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             queries,
             packs,
         } => crate::bench_api::api(actions, installs, rows, queries, pack_paths(packs)),
+        BenchCommand::Ui {
+            rows,
+            requests,
+            packs,
+        } => crate::bench_ui::ui(rows, requests, pack_paths(packs)),
         BenchCommand::Rules {
             rules,
             instances,

@@ -44,18 +44,18 @@ pub(crate) fn api(
     })
 }
 
-struct BenchServer {
+pub(crate) struct BenchServer {
     dir: tempfile::TempDir,
-    store: Store,
-    reactor: Reactor,
-    base: String,
-    http: reqwest::Client,
+    pub(crate) store: Store,
+    pub(crate) reactor: Reactor,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     /// `packs/core`'s component, shared by the generated pack's actions.
     component: PathBuf,
 }
 
 impl BenchServer {
-    async fn start(packs: &[PathBuf]) -> anyhow::Result<Self> {
+    pub(crate) async fn start(packs: &[PathBuf]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(&dir.path().join("squall.db"), &StoreConfig::default())?;
         let sandbox = Arc::new(open_sandbox(dir.path(), 1000)?);
@@ -169,7 +169,7 @@ async fn install(s: &BenchServer, actions: usize, installs: usize) -> anyhow::Re
     Ok(())
 }
 
-fn finished(action: &str, status: ExecutionStatus) -> Execution {
+pub(crate) fn finished(action: &str, status: ExecutionStatus) -> Execution {
     let now = squall_core::time::now_rfc3339();
     Execution {
         id: ExecutionId::generate(),

@@ -11,6 +11,7 @@ mod bench_executions;
 mod bench_http;
 mod bench_reactor;
 mod bench_sensors;
+mod bench_ui;
 mod bench_workflows;
 mod client;
 mod commands;

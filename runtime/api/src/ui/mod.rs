@@ -15,6 +15,11 @@
 mod actions;
 mod executions;
 mod html;
+mod inquiries;
+mod keys;
+mod packs;
+mod rules;
+mod sensors;
 
 use std::sync::LazyLock;
 
@@ -49,6 +54,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/stream", get(crate::stream::stream))
         .merge(executions::routes())
         .merge(actions::routes())
+        .merge(rules::routes())
+        .merge(packs::routes())
+        .merge(inquiries::routes())
+        .merge(sensors::routes())
+        .merge(keys::routes())
         .route_layer(axum::middleware::from_fn(csrf))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -159,10 +169,17 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Headers every UI response carries: a Content-Security-Policy that runs
-/// only the UI's own script and allows no framing.
+/// only the UI's own script and allows no framing; and `Server-Timing`,
+/// the time the server took, as a browser's tools and `squall bench ui`
+/// read it.
 async fn security_headers(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let mut response = next.run(req).await;
+    let took = started.elapsed().as_secs_f64() * 1000.0;
     let headers = response.headers_mut();
+    if let Ok(timing) = HeaderValue::from_str(&format!("app;dur={took:.3}")) {
+        headers.insert("server-timing", timing);
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -194,6 +211,11 @@ pub(crate) struct Viewer {
 impl Viewer {
     pub(crate) fn tenant(&self) -> squall_core::TenantId {
         self.principal.tenant.clone()
+    }
+
+    /// The viewer as the API's handlers take their caller.
+    pub(crate) fn caller(&self) -> crate::auth::Caller {
+        crate::auth::Caller(self.principal.clone())
     }
 
     /// What every page's layout shows of the viewer.
@@ -232,33 +254,47 @@ pub(crate) fn v(value: impl serde::Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
+/// An enable or disable button's form: `enabled` is what to set.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Toggle {
+    enabled: String,
+}
+
+impl Toggle {
+    pub(crate) fn on(&self) -> bool {
+        self.enabled == "true"
+    }
+}
+
 /// The templates, compiled once.
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    for (name, source) in [
-        ("base.html", include_str!("../../ui/templates/base.html")),
-        ("login.html", include_str!("../../ui/templates/login.html")),
-        ("error.html", include_str!("../../ui/templates/error.html")),
-        (
-            "executions.html",
-            include_str!("../../ui/templates/executions.html"),
-        ),
-        (
-            "execution_rows.html",
-            include_str!("../../ui/templates/execution_rows.html"),
-        ),
-        (
-            "execution.html",
-            include_str!("../../ui/templates/execution.html"),
-        ),
-        (
-            "actions.html",
-            include_str!("../../ui/templates/actions.html"),
-        ),
-        (
-            "action.html",
-            include_str!("../../ui/templates/action.html"),
-        ),
+    macro_rules! templates {
+        ($($name:literal),* $(,)?) => {
+            [$(($name, include_str!(concat!("../../ui/templates/", $name)))),*]
+        };
+    }
+    for (name, source) in templates![
+        "base.html",
+        "login.html",
+        "error.html",
+        "executions.html",
+        "execution_rows.html",
+        "execution.html",
+        "actions.html",
+        "action.html",
+        "field.html",
+        "rules.html",
+        "rule.html",
+        "rule_edit.html",
+        "rule_toggle.html",
+        "packs.html",
+        "inquiries.html",
+        "inquiry.html",
+        "sensors.html",
+        "sensor.html",
+        "sensor_log.html",
+        "keys.html",
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name}: {e:#}"));
@@ -292,10 +328,18 @@ fn render(
 ) -> Result<String, UiError> {
     let me = viewer.map(Viewer::context);
     // The navigation's current section.
-    let section = ["execution", "action"]
-        .into_iter()
-        .find(|s| template.starts_with(s))
-        .map(|s| format!("{s}s"));
+    let section = [
+        "execution",
+        "action",
+        "rule",
+        "pack",
+        "inquir",
+        "sensor",
+        "key",
+    ]
+    .into_iter()
+    .find(|s| template.starts_with(s))
+    .map(|s| format!("{s}s"));
     let context = minijinja::context! { me, section, ..context };
     TEMPLATES
         .get_template(template)
@@ -629,6 +673,22 @@ mod tests {
             minijinja::context! { packs => v(serde_json::json!({"core": [{"ref": "core.echo", "name": "echo", "runner": "wasm", "description": "Echo", "enabled": true}]})), q => "" },
         );
         assert!(html.contains("href=\"/ui/actions/core.echo\""), "{html}");
+    }
+
+    #[test]
+    fn every_template_file_is_compiled_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/templates");
+        for entry in std::fs::read_dir(dir).expect("templates") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                TEMPLATES.get_template(&name).is_ok(),
+                "{name} is not registered"
+            );
+        }
     }
 
     #[test]

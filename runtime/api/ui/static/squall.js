@@ -97,3 +97,21 @@ const table = document.querySelector("table[data-live=rows]");
 if (table) liveRows(table);
 const status = document.querySelector("[data-live-status]");
 if (status && document.querySelector("[data-live-output]")) liveExecution(status);
+
+/** A sensor's page: its log and state, kept current. */
+const sensorLog = document.querySelector("[data-live-log]");
+if (sensorLog) {
+  setInterval(async () => {
+    try {
+      const text = await fetchText(sensorLog.dataset.liveLog);
+      const box = document.createElement("template");
+      box.innerHTML = text;
+      if (sensorLog.textContent !== box.content.textContent) {
+        sensorLog.textContent = box.content.textContent;
+        sensorLog.scrollTop = sensorLog.scrollHeight;
+      }
+    } catch (e) {
+      console.error(e);
+    }
+  }, 2000);
+}
