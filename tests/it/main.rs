@@ -3,6 +3,7 @@
 
 mod actions;
 mod automaton;
+mod browser;
 mod egress;
 mod host;
 mod hostile;

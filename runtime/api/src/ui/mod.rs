@@ -303,12 +303,30 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
         minijinja::Value::from_safe_string(html::json_tree(&json))
     });
+    env.add_function("took", |start: String, end: Option<String>| {
+        took(&start, end.as_deref())
+    });
     env.add_filter("pretty_json", |v: minijinja::Value| {
         let json = serde_json::to_value(&v).unwrap_or(serde_json::Value::Null);
         serde_json::to_string_pretty(&json).unwrap_or_default()
     });
     env
 });
+
+/// How long from `start` to `end` (RFC 3339), as a person reads it; empty
+/// while there is no end.
+fn took(start: &str, end: Option<&str>) -> String {
+    use squall_core::time::parse_rfc3339;
+    let (Some(start), Some(end)) = (parse_rfc3339(start), end.and_then(parse_rfc3339)) else {
+        return String::new();
+    };
+    let ms = (end - start).whole_milliseconds().max(0);
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
 
 /// Render `template` with `context` and the viewer's layout context.
 pub(crate) fn page(
@@ -550,6 +568,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
             include_str!("../../ui/static/squall.js"),
             "text/javascript; charset=utf-8",
         ),
+        "favicon.svg" => (include_str!("../../ui/static/favicon.svg"), "image/svg+xml"),
         _ => return UiError::new(StatusCode::NOT_FOUND, "no such file").into_response(),
     };
     (
@@ -689,6 +708,15 @@ mod tests {
                 "{name} is not registered"
             );
         }
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        let t0 = "2026-12-05T10:00:00Z";
+        assert_eq!(took(t0, Some("2026-12-05T10:00:00.042Z")), "42 ms");
+        assert_eq!(took(t0, Some("2026-12-05T10:00:02.5Z")), "2.5 s");
+        assert_eq!(took(t0, Some("2026-12-05T10:03:07Z")), "3 min 7 s");
+        assert_eq!(took(t0, None), "");
     }
 
     #[test]

@@ -75,16 +75,27 @@ function liveExecution(status) {
   });
   const output = document.querySelector("[data-live-output]");
   if (!output) return;
+  // Each read of the output also says the status: a change the stream
+  // told before this page listened is seen here.
   const tail = async () => {
     for (const pre of output.querySelectorAll("pre[data-stream]")) {
       const url = `${output.dataset.liveOutput}?output_type=${pre.dataset.stream}`;
-      const text = await fetchText(url);
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const now = response.headers.get("X-Execution-Status");
+      if (now && now !== status.textContent) {
+        events.close();
+        location.reload();
+        return;
+      }
+      const text = await response.text();
       if (pre.textContent !== text) {
         pre.textContent = text;
         pre.scrollTop = pre.scrollHeight;
       }
     }
   };
+  tail().catch(() => {});
   setInterval(() => tail().catch(() => {}), 1000);
 }
 
