@@ -441,6 +441,14 @@ async fn the_history_filters_and_pages() {
     );
     let (_, html) = page_with_key(&s, &s.key, "/ui/executions?rule=hooks.echo_critical").await;
     assert!(html.contains("No executions match"), "{html}");
+    let (_, html) = page_with_key(&s, &s.key, "/ui/executions?user=tester").await;
+    assert_eq!(
+        html.matches("<tr class=\"\" data-id=").count(),
+        50,
+        "{html}"
+    );
+    let (_, html) = page_with_key(&s, &s.key, "/ui/executions?user=someone-else").await;
+    assert!(html.contains("No executions match"), "{html}");
 
     // The assets the pages use are served from the binary.
     for (path, kind) in [
@@ -667,6 +675,18 @@ async fn inquiries_are_answered_with_their_generated_form() {
         html.contains("get_approval") && html.contains("finish"),
         "{html}"
     );
+    // Its graph, each task coloured by its execution and a link to it.
+    assert!(html.contains("<svg class=\"graph\""), "{html}");
+    assert!(
+        html.contains("aria-label=\"task get_approval: succeeded\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("aria-label=\"task finish: succeeded\""),
+        "{html}"
+    );
+    // The branch not taken was not run.
+    assert!(html.contains("<g class=\"node not-run\">"), "{html}");
 }
 
 #[tokio::test]
@@ -778,4 +798,131 @@ async fn the_datastore_page_sets_masks_and_deletes_keys() {
     assert_eq!(r.status().as_u16(), 303);
     let (status, _) = s.get("/api/v1/keys/region").await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn trigger_instances_show_what_they_set_off_and_re_emit() {
+    let s = Server::start().await;
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "critical", "host": "<i>web-1</i>"}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let instance = r.headers()["St2-Trigger-Instance-Id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    s.wait_for(
+        &format!("/api/v1/ruleenforcements?trigger_instance={instance}"),
+        |b| b.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    let (status, html) = page_with_key(&s, &s.key, "/ui/triggers").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("core.st2.webhook"), "{html}");
+    let (status, html) =
+        page_with_key(&s, &s.key, "/ui/trigger-instances?trigger=core.st2.webhook").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!("href=\"/ui/trigger-instances/{instance}\"")),
+        "{html}"
+    );
+    assert!(!html.contains("<i>web-1</i>"), "{html}");
+    let (status, html) =
+        page_with_key(&s, &s.key, &format!("/ui/trigger-instances/{instance}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/ui/rules/hooks.echo_critical\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/ui/executions/"), "{html}");
+    assert!(
+        !html.contains("<i>web-1</i>") && html.contains("&lt;i&gt;web-1"),
+        "{html}"
+    );
+    let r = post_with_key(
+        &s,
+        &s.key,
+        &format!("/ui/trigger-instances/{instance}/re-emit"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    assert!(
+        location.starts_with("/ui/trigger-instances/") && !location.ends_with(&instance),
+        "{location}"
+    );
+    let (_, all) = s
+        .get("/api/v1/triggerinstances?trigger=core.st2.webhook")
+        .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+}
+
+#[tokio::test]
+async fn admins_manage_tenants_and_keys_and_nobody_else_does() {
+    let s = Server::start().await;
+    let (status, html) = page_with_key(&s, &s.key, "/ui/admin").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/ui/admin\""),
+        "the admin's navigation: {html}"
+    );
+    let r = post_with_key(&s, &s.key, "/ui/admin/tenants", &[("name", "acme")]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/admin/keys",
+        &[("tenant", "acme"), ("user", "ci"), ("role", "viewer")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 201);
+    let html = r.text().await.expect("body");
+    let key = html
+        .split("id=\"new-key\" readonly size=\"60\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the new key, shown once")
+        .to_owned();
+    let (status, _) = page_with_key(&s, &key, "/ui/executions").await;
+    assert_eq!(status, 200, "the new key works");
+    let (_, html) = page_with_key(&s, &s.key, "/ui/admin?tenant=acme").await;
+    assert!(!html.contains(&key), "shown once only");
+    let id = html
+        .split("action=\"/ui/admin/keys/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the key's row")
+        .to_owned();
+    let r = post_with_key(
+        &s,
+        &s.key,
+        &format!("/ui/admin/keys/{id}/enabled"),
+        &[("tenant", "acme"), ("enabled", "false")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (status, _) = page_with_key(&s, &key, "/ui/executions").await;
+    assert_eq!(status, 401, "a disabled key is refused");
+    let r = post_with_key(
+        &s,
+        &s.key,
+        &format!("/ui/admin/keys/{id}/revoke"),
+        &[("tenant", "acme")],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, keys) = s.get("/api/v1/apikeys?tenant=acme").await;
+    assert_eq!(keys.as_array().map(Vec::len), Some(0), "{keys}");
+
+    let operator = s.key_in("default", "operator").await;
+    let (status, _) = page_with_key(&s, &operator, "/ui/admin").await;
+    assert_eq!(status, 403);
+    let (_, html) = page_with_key(&s, &operator, "/ui/executions").await;
+    assert!(!html.contains("href=\"/ui/admin\""), "{html}");
+    let r = post_with_key(&s, &operator, "/ui/admin/tenants", &[("name", "sneaky")]).await;
+    assert_eq!(r.status().as_u16(), 403);
 }

@@ -35,8 +35,8 @@ fn tenant_id(raw: &str) -> ApiResult<TenantId> {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Paging {
-    limit: Option<i64>,
-    offset: Option<u64>,
+    pub(crate) limit: Option<i64>,
+    pub(crate) offset: Option<u64>,
 }
 
 #[utoipa::path(
@@ -60,7 +60,7 @@ pub(crate) async fn list_tenants(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTenant {
-    name: String,
+    pub(crate) name: String,
 }
 
 #[utoipa::path(
@@ -108,11 +108,11 @@ fn key_shape(k: &ApiKeyInfo) -> Value {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct KeyQuery {
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Only this user's keys.
-    user: Option<String>,
-    limit: Option<i64>,
-    offset: Option<u64>,
+    pub(crate) user: Option<String>,
+    pub(crate) limit: Option<i64>,
+    pub(crate) offset: Option<u64>,
 }
 
 #[utoipa::path(
@@ -162,11 +162,11 @@ pub(crate) async fn get_key(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct NewKey {
-    user: Option<String>,
-    role: Option<Role>,
-    tenant: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) role: Option<Role>,
+    pub(crate) tenant: Option<String>,
     /// StackStorm's clients send these; Squall keeps role and tenant here.
-    metadata: Option<Value>,
+    pub(crate) metadata: Option<Value>,
 }
 
 #[utoipa::path(
@@ -232,8 +232,8 @@ pub(crate) async fn create_key(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct KeyUpdate {
-    enabled: bool,
-    tenant: Option<String>,
+    pub(crate) enabled: bool,
+    pub(crate) tenant: Option<String>,
 }
 
 #[utoipa::path(

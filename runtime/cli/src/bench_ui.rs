@@ -46,6 +46,11 @@ pub(crate) fn ui(rows: usize, requests: usize, packs: Vec<PathBuf>) -> anyhow::R
                 "history, an action with no executions",
                 "/ui/executions?action=bench.none".to_owned(),
             ),
+            ("history, one user (14%)", "/ui/executions?user=user3".to_owned()),
+            (
+                "history, a user with no executions",
+                "/ui/executions?user=nobody".to_owned(),
+            ),
             ("history, the last hour", "/ui/executions?range=1h".to_owned()),
             ("history, live refresh (rows only)", "/ui/executions?partial=rows".to_owned()),
             ("one execution", format!("/ui/executions/{middle}")),

@@ -19,6 +19,8 @@ pub struct ExecutionFilter {
     pub parent: Option<Option<ExecutionId>>,
     /// Only those the rule requested.
     pub rule: Option<String>,
+    /// Only those this user asked for (the context's `user`).
+    pub user: Option<String>,
     /// Only those whose id sorts below this one: the next page of a list
     /// read newest first, found by the index instead of skipped over.
     pub before: Option<String>,
@@ -38,6 +40,7 @@ impl ExecutionFilter {
             trigger_instance: None,
             parent: None,
             rule: None,
+            user: None,
             before: None,
             since: None,
             limit: 50,
@@ -288,6 +291,11 @@ fn filter_sql(filter: &ExecutionFilter) -> (String, Vec<String>) {
     if let Some(rule) = &filter.rule {
         clauses.push("rule_ref = ?");
         args.push(rule.clone());
+    }
+    if let Some(user) = &filter.user {
+        // As the index `executions_by_user` has it.
+        clauses.push("(context ->> '$.user') = ?");
+        args.push(user.clone());
     }
     if let Some(before) = &filter.before {
         clauses.push("id < ?");

@@ -199,6 +199,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_rule ON executions (tenant_id, rule_ref, id DESC)
         WHERE rule_ref IS NOT NULL;
     "#,
+    // 10: the history filtered by who asked (the context's `user`); only
+    // executions that are no workflow's task, as the history lists.
+    r#"
+    CREATE INDEX executions_by_user ON executions (tenant_id, (context ->> '$.user'), id DESC)
+        WHERE parent IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

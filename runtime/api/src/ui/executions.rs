@@ -47,6 +47,8 @@ pub(super) struct ListQuery {
     #[serde(default)]
     rule: String,
     #[serde(default)]
+    user: String,
+    #[serde(default)]
     range: String,
     /// The last id of the previous page.
     #[serde(default)]
@@ -77,6 +79,7 @@ fn filter_of(viewer: &Viewer, q: &ListQuery) -> Result<ExecutionFilter, (&'stati
         );
     }
     filter.rule = text(&q.rule);
+    filter.user = text(&q.user);
     if let Some(range) = text(&q.range) {
         let (_, _, seconds) = RANGES
             .iter()
@@ -129,7 +132,7 @@ async fn list(
         minijinja::context! {
             rows => v(rows),
             q => minijinja::context! {
-                action => q.action, status => q.status, rule => q.rule,
+                action => q.action, status => q.status, rule => q.rule, user => q.user,
                 range => q.range, before => q.before,
             },
             statuses,
@@ -201,6 +204,9 @@ async fn detail(
     let shape = crate::shapes::execution(&execution);
     let workflow = execution.runner() == "orquesta";
     let parent = shape["parent"].as_str().map(str::to_owned);
+    let graph = workflow
+        .then(|| graph_of(&state, &viewer, &execution, &children))
+        .flatten();
     let children: Vec<serde_json::Value> = children
         .iter()
         .map(|c| {
@@ -223,9 +229,46 @@ async fn detail(
             paused => execution.status == ExecutionStatus::Paused,
             parent,
             children => v(children),
+            graph => graph.map(minijinja::Value::from_safe_string),
             output => v(output),
         },
     )
+}
+
+/// The workflow's graph, from its action's definition (the pack's version
+/// in force), its tasks coloured by their executions.
+fn graph_of(
+    state: &AppState,
+    viewer: &Viewer,
+    execution: &squall_core::Execution,
+    children: &[squall_core::Execution],
+) -> Option<String> {
+    let packs = state.reactor.runner().packs(&viewer.tenant());
+    let pack = packs.get(execution.action.pack())?;
+    let spec = pack.workflows.get(execution.action.name())?;
+    let mut runs: std::collections::BTreeMap<String, super::graph::TaskRun> = Default::default();
+    for child in children {
+        let Some(task) = child
+            .context
+            .get("orquesta")
+            .and_then(|o| o.get("task_name"))
+            .and_then(serde_json::Value::as_str)
+        else {
+            continue;
+        };
+        let run = runs
+            .entry(task.to_owned())
+            .or_insert(super::graph::TaskRun {
+                id: String::new(),
+                status: String::new(),
+                runs: 0,
+            });
+        // Children come in the order they were made: the last one wins.
+        run.id = child.id.as_str().to_owned();
+        run.status = child.status.as_str().to_owned();
+        run.runs += 1;
+    }
+    Some(super::graph::svg(spec, &runs))
 }
 
 /// Back to the execution's page once a change is made.

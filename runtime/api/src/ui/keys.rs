@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{UiError, Viewer, page, v};
+use super::{UiError, Viewer, json_of, page, v};
 use crate::AppState;
 use crate::error::{ApiJson, ApiQuery};
 use crate::keys::{Flag, ListQuery, OneQuery, PutBody};
@@ -19,15 +19,6 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui/keys", get(list).post(set))
         .route("/ui/keys/{name}/delete", post(delete))
-}
-
-/// The JSON body of one of the API's own answers.
-async fn json_of(response: Response) -> Result<Value, UiError> {
-    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
-        .await
-        .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]

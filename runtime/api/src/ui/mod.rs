@@ -13,13 +13,16 @@
 //! changes anything must carry the session's CSRF token ([`csrf`]).
 
 mod actions;
+mod admin;
 mod executions;
+mod graph;
 mod html;
 mod inquiries;
 mod keys;
 mod packs;
 mod rules;
 mod sensors;
+mod triggers;
 
 use std::sync::LazyLock;
 
@@ -59,6 +62,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(inquiries::routes())
         .merge(sensors::routes())
         .merge(keys::routes())
+        .merge(triggers::routes())
+        .merge(admin::routes())
         .route_layer(axum::middleware::from_fn(csrf))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -249,6 +254,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
     }
 }
 
+/// The JSON body of one of the API's own answers (a handler the UI
+/// calls as the API would).
+pub(crate) async fn json_of(response: Response) -> Result<serde_json::Value, UiError> {
+    let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+        .await
+        .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// `value` for a template.
 pub(crate) fn v(value: impl serde::Serialize) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
@@ -295,6 +310,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         "sensor.html",
         "sensor_log.html",
         "keys.html",
+        "triggers.html",
+        "trigger_instances.html",
+        "trigger_instance.html",
+        "admin.html",
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name}: {e:#}"));
@@ -345,19 +364,21 @@ fn render(
     context: minijinja::Value,
 ) -> Result<String, UiError> {
     let me = viewer.map(Viewer::context);
-    // The navigation's current section.
+    // The navigation's current section: by the template's name.
     let section = [
-        "execution",
-        "action",
-        "rule",
-        "pack",
-        "inquir",
-        "sensor",
-        "key",
+        ("execution", "executions"),
+        ("action", "actions"),
+        ("rule", "rules"),
+        ("pack", "packs"),
+        ("inquir", "inquiries"),
+        ("sensor", "sensors"),
+        ("key", "keys"),
+        ("trigger", "triggers"),
+        ("admin", "admin"),
     ]
     .into_iter()
-    .find(|s| template.starts_with(s))
-    .map(|s| format!("{s}s"));
+    .find(|(prefix, _)| template.starts_with(prefix))
+    .map(|(_, section)| section);
     let context = minijinja::context! { me, section, ..context };
     TEMPLATES
         .get_template(template)
@@ -623,7 +644,7 @@ mod tests {
             "executions.html",
             minijinja::context! {
                 rows => v([row("01a1", "running", true), row("01a0", "failed", false)]),
-                q => minijinja::context! { action => "core.echo", status => "", rule => "", range => "1h", before => "" },
+                q => minijinja::context! { action => "core.echo", status => "", rule => "", user => "", range => "1h", before => "" },
                 statuses => v(["running", "failed"]),
                 ranges => v([("1h", "the last hour")]),
                 older => "01a0",
