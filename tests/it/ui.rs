@@ -551,6 +551,27 @@ async fn rules_are_tested_edited_and_disabled_from_their_pages() {
     .await;
     let (_, echoes) = s.get("/api/v1/executions?action=core.echo").await;
     assert_eq!(echoes.as_array().map(Vec::len), Some(0), "{echoes}");
+
+    // The tester on an event that happened, picked from the rule's page.
+    let (_, html) = page_with_key(&s, &s.key, "/ui/rules/hooks.echo_critical").await;
+    let picked = html
+        .split("<option value=\"")
+        .nth(2)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a recent instance to pick")
+        .to_owned();
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/rules/hooks.echo_critical/test",
+        &[("instance", &picked), ("payload", "")],
+    )
+    .await;
+    let html = r.text().await.expect("body");
+    assert!(
+        html.contains("db2 is critical (hooks.echo_critical)"),
+        "{html}"
+    );
 }
 
 /// A multipart form with the file `archive`, as a browser sends it.
@@ -842,6 +863,25 @@ async fn trigger_instances_show_what_they_set_off_and_re_emit() {
         !html.contains("<i>web-1</i>") && html.contains("&lt;i&gt;web-1"),
         "{html}"
     );
+    // An execution it set off lists its whole trace, each step a link.
+    let (_, enforcements) = s
+        .get(&format!(
+            "/api/v1/ruleenforcements?trigger_instance={instance}&rule_ref=hooks.echo_critical"
+        ))
+        .await;
+    let execution = enforcements[0]["execution_id"]
+        .as_str()
+        .expect("an execution")
+        .to_owned();
+    let (_, html) = page_with_key(&s, &s.key, &format!("/ui/executions/{execution}")).await;
+    for link in [
+        format!("href=\"/ui/trigger-instances/{instance}\""),
+        "href=\"/ui/rules/hooks.echo_critical\"".to_owned(),
+        format!("href=\"/ui/executions/{execution}\""),
+    ] {
+        assert!(html.contains(&link), "{link}: {html}");
+    }
+    assert!(html.contains("<td>rule enforcement</td>"), "{html}");
     let r = post_with_key(
         &s,
         &s.key,
@@ -917,6 +957,40 @@ async fn admins_manage_tenants_and_keys_and_nobody_else_does() {
     assert_eq!(r.status().as_u16(), 303);
     let (_, keys) = s.get("/api/v1/apikeys?tenant=acme").await;
     assert_eq!(keys.as_array().map(Vec::len), Some(0), "{keys}");
+
+    // A user with a password, who then signs in with it.
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/admin/users",
+        &[
+            ("tenant", "acme"),
+            ("name", "ann"),
+            ("role", "viewer"),
+            ("password", "a long secret"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, html) = page_with_key(&s, &s.key, "/ui/admin?tenant=acme").await;
+    assert!(
+        html.contains("<td>ann</td><td>viewer</td><td>yes</td>"),
+        "{html}"
+    );
+    let r = sign_in(&s, &[("username", "ann"), ("password", "a long secret")]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let r = post_with_key(
+        &s,
+        &s.key,
+        "/ui/admin/users",
+        &[
+            ("tenant", "acme"),
+            ("name", "bad name!"),
+            ("role", "viewer"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 400);
 
     let operator = s.key_in("default", "operator").await;
     let (status, _) = page_with_key(&s, &operator, "/ui/admin").await;

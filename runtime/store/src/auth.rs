@@ -50,6 +50,16 @@ pub struct TenantInfo {
     pub created_at: String,
 }
 
+/// A user as listed (never its password hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: String,
+    /// Whether it can sign in with a password.
+    pub has_password: bool,
+    pub created_at: String,
+}
+
 /// A fresh secret: `prefix` then 32 random bytes, URL-safe.
 fn random_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
@@ -121,6 +131,25 @@ impl Store {
                 Ok(TenantInfo {
                     id: tenant_of(r.get(0)?)?,
                     created_at: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// The users of `tenant`, by name.
+    pub fn users(&self, tenant: &TenantId) -> Result<Vec<UserInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT name, role, password_hash IS NOT NULL, created_at FROM users
+                 WHERE tenant_id = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([tenant.as_str()], |r| {
+                Ok(UserInfo {
+                    name: r.get(0)?,
+                    role: r.get(1)?,
+                    has_password: r.get(2)?,
+                    created_at: r.get(3)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use auth::{AccountError, ApiKeyInfo, TenantInfo};
+pub use auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
 pub use executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};

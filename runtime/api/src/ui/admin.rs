@@ -1,7 +1,8 @@
 //! Administration (the admin role only; the middleware refuses others
 //! `/ui/admin`): tenants, and each tenant's API keys (create, with the
-//! new key shown once; disable, enable; revoke). Through the
-//! `/api/v1/tenants` and `/api/v1/apikeys` handlers themselves.
+//! new key shown once; disable, enable; revoke), through the
+//! `/api/v1/tenants` and `/api/v1/apikeys` handlers themselves; and each
+//! tenant's users (set a role and a password), as `squall user set` does.
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -23,6 +24,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/ui/admin/keys", post(create_key))
         .route("/ui/admin/keys/{id}/enabled", post(set_key_enabled))
         .route("/ui/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/ui/admin/users", post(set_user))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,11 +90,16 @@ async fn render(
         Ok(keys) => (json_of(keys).await?, error),
         Err(e) => (Value::Array(Vec::new()), error.or(Some(e.public_message()))),
     };
+    let users = match squall_core::TenantId::new(tenant) {
+        Ok(id) => crate::v1::read(state, move |s| s.users(&id)).await?,
+        Err(_) => Vec::new(),
+    };
     let mut response = page(
         Some(viewer),
         "admin.html",
         minijinja::context! {
             tenants => v(json_of(tenants).await?),
+            users => v(users),
             tenant,
             keys => v(keys),
             new_key => v(new_key),
@@ -257,4 +264,61 @@ async fn revoke_key(
     )
     .await?;
     Ok(Redirect::to(&format!("/ui/admin?tenant={tenant}")).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct UserForm {
+    tenant: String,
+    name: String,
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /ui/admin/users`: create a user of the tenant, or change its role
+/// and (when given) its password; its sessions end.
+async fn set_user(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<UserForm>,
+) -> Result<Response, UiError> {
+    let tenant = tenant_or_own(&viewer, &form.tenant);
+    let refuse = |message: String| {
+        render(
+            &state,
+            &viewer,
+            &tenant,
+            None,
+            Some(message),
+            StatusCode::BAD_REQUEST,
+        )
+    };
+    let name = form.name.trim();
+    if let Err(e) = squall_core::auth::check_user_name(name) {
+        return refuse(format!("user name: {e}")).await;
+    }
+    let role = match form.role.parse() {
+        Ok(role) => role,
+        Err(e) => return refuse(format!("role: {e}")).await,
+    };
+    let id = match squall_core::TenantId::new(&tenant) {
+        Ok(id) => id,
+        Err(e) => return refuse(e.to_string()).await,
+    };
+    let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
+    match state
+        .reactor
+        .store()
+        .put_user(&id, name, role, password)
+        .await
+    {
+        Ok(()) => Ok(Redirect::to(&format!("/ui/admin?tenant={tenant}")).into_response()),
+        Err(e) => {
+            let e = crate::ApiError::from(e);
+            if e.status().is_server_error() {
+                return Err(e.into());
+            }
+            refuse(e.public_message()).await
+        }
+    }
 }

@@ -181,14 +181,18 @@ async fn detail(
 ) -> Result<Response, UiError> {
     let id = parse_id(&id)?;
     let tenant = viewer.tenant();
-    let (execution, children) = read(&state, {
+    let (execution, children, trace) = read(&state, {
         let id = id.clone();
         move |s| {
             let Some(execution) = s.get_execution(&tenant, &id)? else {
                 return Ok(None);
             };
             let children = s.children(&tenant, &id)?;
-            Ok(Some((execution, children)))
+            let trace = match &execution.trace_tag {
+                Some(tag) => Some(s.trace(&tenant, tag)?),
+                None => None,
+            };
+            Ok(Some((execution, children, trace)))
         }
     })
     .await?
@@ -230,9 +234,59 @@ async fn detail(
             parent,
             children => v(children),
             graph => graph.map(minijinja::Value::from_safe_string),
+            trace => v(trace.map(|t| trace_steps(&t))),
             output => v(output),
         },
     )
+}
+
+/// Most steps of a trace the page lists.
+const TRACE_STEPS: usize = 200;
+
+/// Everything in an execution's trace, oldest first: the trigger instances
+/// (the event, and the actiontriggers of completed executions), the rules
+/// they set off, and the executions.
+fn trace_steps(trace: &squall_store::Trace) -> Vec<serde_json::Value> {
+    let mut steps: Vec<(String, serde_json::Value)> = Vec::new();
+    for ti in &trace.trigger_instances {
+        steps.push((
+            ti.id.clone(),
+            serde_json::json!({
+                "kind": "trigger instance", "id": ti.id, "what": ti.trigger_type,
+                "status": ti.status.as_str(), "page": "trigger-instances", "target": ti.id,
+            }),
+        ));
+    }
+    for re in &trace.rule_enforcements {
+        let status = match re.status {
+            squall_core::trigger::EnforcementStatus::Succeeded => "succeeded",
+            squall_core::trigger::EnforcementStatus::Failed => "failed",
+        };
+        steps.push((
+            re.id.clone(),
+            serde_json::json!({
+                "kind": "rule enforcement", "id": re.id, "what": re.rule_ref,
+                "status": status, "why": re.failure_reason,
+                "page": "rules", "target": re.rule_ref,
+            }),
+        ));
+    }
+    for e in &trace.executions {
+        steps.push((
+            e.id.as_str().to_owned(),
+            serde_json::json!({
+                "kind": "execution", "id": e.id.as_str(), "what": e.action.to_string(),
+                "status": e.status.as_str(), "page": "executions", "target": e.id.as_str(),
+            }),
+        ));
+    }
+    // Ids are time-ordered (UUIDv7).
+    steps.sort_by(|a, b| a.0.cmp(&b.0));
+    steps
+        .into_iter()
+        .take(TRACE_STEPS)
+        .map(|(_, step)| step)
+        .collect()
 }
 
 /// The workflow's graph, from its action's definition (the pack's version

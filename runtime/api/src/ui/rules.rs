@@ -122,17 +122,32 @@ async fn render_detail(
         rule_ref: Some(rule.rule_ref()),
         ..EnforcementFilter::default()
     };
-    let (enforcements, total) = read(state, move |s| {
-        s.list_enforcements(
+    let trigger = rule.trigger_type.clone();
+    let (enforcements, total, recent) = read(state, move |s| {
+        let (enforcements, total) = s.list_enforcements(
             &tenant,
             &filter,
             Page {
                 limit: 50,
                 offset: 0,
             },
-        )
+        )?;
+        // The latest events of the rule's trigger type, to test it on.
+        let (recent, _) = s.list_trigger_instances(
+            &tenant,
+            Some(&trigger),
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+        )?;
+        Ok((enforcements, total, recent))
     })
     .await?;
+    let recent: Vec<Value> = recent
+        .iter()
+        .map(|ti| serde_json::json!({"id": ti.id, "when": ti.occurrence_time}))
+        .collect();
     let enforcements: Vec<Value> = enforcements
         .iter()
         .map(crate::shapes::enforcement)
@@ -147,6 +162,7 @@ async fn render_detail(
             enforcements => v(enforcements),
             total,
             payload => payload.unwrap_or("{\n  \n}"),
+            recent => v(recent),
             tested => v(tested),
         },
     )?;
@@ -156,7 +172,11 @@ async fn render_detail(
 
 #[derive(Debug, Deserialize)]
 struct TestForm {
+    #[serde(default)]
     payload: String,
+    /// A trigger instance picked instead: its payload is tested.
+    #[serde(default)]
+    instance: String,
 }
 
 /// `POST /ui/rules/{ref}/test`: would the rule match a trigger instance
@@ -169,7 +189,24 @@ async fn test(
     Form(form): Form<TestForm>,
 ) -> Result<Response, UiError> {
     let rule = find(&state, &viewer, &r)?;
-    let verdict = match serde_yaml::from_str::<Value>(&form.payload) {
+    let mut text = form.payload;
+    let picked = form.instance.trim().to_owned();
+    if !picked.is_empty() {
+        let tenant = viewer.tenant();
+        let found = read(&state, {
+            let picked = picked.clone();
+            move |s| s.get_trigger_instance(&tenant, &picked)
+        })
+        .await?
+        .ok_or_else(|| {
+            UiError::new(
+                StatusCode::NOT_FOUND,
+                format!("trigger instance '{picked}' not found"),
+            )
+        })?;
+        text = serde_json::to_string_pretty(&found.payload).unwrap_or_default();
+    }
+    let verdict = match serde_yaml::from_str::<Value>(&text) {
         Err(e) => serde_json::json!({"error": format!("the payload is not JSON or YAML: {e}")}),
         Ok(payload) => judge(&state, &viewer, &rule, &payload),
     };
@@ -177,7 +214,7 @@ async fn test(
         &state,
         &viewer,
         &rule,
-        Some(&form.payload),
+        Some(&text),
         Some(verdict),
         StatusCode::OK,
     )
