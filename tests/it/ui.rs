@@ -907,6 +907,10 @@ async fn admins_manage_tenants_and_keys_and_nobody_else_does() {
     let (status, html) = page_with_key(&s, &s.key, "/ui/admin").await;
     assert_eq!(status, 200);
     assert!(
+        html.contains("<title>Administration · Squall</title>"),
+        "{html}"
+    );
+    assert!(
         html.contains("href=\"/ui/admin\""),
         "the admin's navigation: {html}"
     );

@@ -618,7 +618,16 @@ mod tests {
     }
 
     fn render(viewer: Option<&Viewer>, template: &str, context: minijinja::Value) -> String {
-        super::render(viewer, template, context).unwrap_or_else(|e| panic!("{template}: {e:?}"))
+        let html = super::render(viewer, template, context)
+            .unwrap_or_else(|e| panic!("{template}: {e:?}"));
+        // The title is text only (a block that swallowed markup shows here).
+        let title = html
+            .split("<title>")
+            .nth(1)
+            .and_then(|rest| rest.split("</title>").next())
+            .unwrap_or_else(|| panic!("{template}: no title"));
+        assert!(!title.contains('<'), "{template}: {title}");
+        html
     }
 
     fn row(id: &str, status: &str, children: bool) -> serde_json::Value {
