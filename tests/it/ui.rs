@@ -149,6 +149,13 @@ async fn pages_need_a_session_and_signing_out_ends_it() {
     let r = sign_in(&s, &[("username", "ops"), ("password", "correct horse")]).await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/ui/executions");
+    let ops_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
     // `next` never leads off the UI.
     let r = sign_in(
         &s,
@@ -183,6 +190,19 @@ async fn pages_need_a_session_and_signing_out_ends_it() {
         "{html}"
     );
 
+    // A session signed in with a key ends when the key is disabled.
+    let viewer_key = s.key_in("default", "viewer").await;
+    let theirs = session(&s, &viewer_key).await;
+    let (_, keys) = s.get("/api/v1/apikeys?user=viewer-of-default").await;
+    let id = keys[0]["id"].as_str().expect("id").to_owned();
+    let (status, _) = s
+        .as_key(&s.key)
+        .put(&format!("/api/v1/apikeys/{id}"), &json!({"enabled": false}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&s, &theirs.cookie, "/ui/executions").await;
+    assert_eq!(status, 303, "back to the sign-in page");
+
     // The cookie is not a credential for the API.
     let r = browser()
         .get(format!("{}/api/v1/executions", s.base))
@@ -200,8 +220,19 @@ async fn pages_need_a_session_and_signing_out_ends_it() {
             .expect("ascii")
             .contains("Max-Age=0")
     );
-    // The token is revoked: the old cookie leads to the sign-in page.
-    let (status, _) = get(&s, &me.cookie, "/ui/executions").await;
+    // A password's session is a token, revoked at sign-out: the old
+    // cookie leads to the sign-in page. (A key's session is the key.)
+    let (status, html) = get(&s, &ops_cookie, "/ui/executions").await;
+    assert_eq!(status, 200);
+    let ops_csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_owned();
+    let r = post_form(&s, &ops_cookie, "/ui/logout", &[("csrf", &ops_csrf)]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (status, _) = get(&s, &ops_cookie, "/ui/executions").await;
     assert_eq!(status, 303);
 }
 

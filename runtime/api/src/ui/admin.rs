@@ -312,7 +312,11 @@ async fn set_user(
         .put_user(&id, name, role, password)
         .await
     {
-        Ok(()) => Ok(Redirect::to(&format!("/ui/admin?tenant={tenant}")).into_response()),
+        Ok(()) => {
+            // Its sessions end now, not when the cache would let them.
+            state.auth.clear();
+            Ok(Redirect::to(&format!("/ui/admin?tenant={tenant}")).into_response())
+        }
         Err(e) => {
             let e = crate::ApiError::from(e);
             if e.status().is_server_error() {

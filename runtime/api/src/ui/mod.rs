@@ -532,11 +532,19 @@ async fn login(
             "invalid or disabled API key"
         });
     };
-    let (token, _) = state
-        .reactor
-        .store()
-        .create_token(&principal, SESSION_SECONDS)
-        .await?;
+    // A key's session is the key itself: disabling or deleting the key
+    // ends it at once (no token outlives it). A password's is a token,
+    // revoked at sign-out.
+    let token = if form.api_key.trim().is_empty() {
+        state
+            .reactor
+            .store()
+            .create_token(&principal, SESSION_SECONDS)
+            .await?
+            .0
+    } else {
+        form.api_key.trim().to_owned()
+    };
     tracing::info!(tenant = %principal.tenant, user = %principal.user, "signed in to the UI");
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().insert(
