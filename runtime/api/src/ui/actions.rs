@@ -365,11 +365,8 @@ async fn run(
             refuse(fields, vec![(name, message_of(&cause))], None)
         }
         Err(e) => {
-            let e = crate::ApiError::from(e);
-            if e.status().is_server_error() {
-                return Err(e.into());
-            }
-            refuse(fields, Vec::new(), Some(e.public_message()))
+            let (message, _) = super::refusal(e.into())?;
+            refuse(fields, Vec::new(), Some(message))
         }
     }
 }

@@ -128,18 +128,10 @@ async fn create_tenant(
     .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/ui/admin?tenant={name}")).into_response()),
-        Err(e) if e.status().is_server_error() => Err(e.into()),
         Err(e) => {
+            let (message, status) = super::refusal(e)?;
             let own = viewer.tenant();
-            render(
-                &state,
-                &viewer,
-                own.as_str(),
-                None,
-                Some(e.public_message()),
-                e.status(),
-            )
-            .await
+            render(&state, &viewer, own.as_str(), None, Some(message), status).await
         }
     }
 }
@@ -197,17 +189,9 @@ async fn create_key(
             )
             .await
         }
-        Err(e) if e.status().is_server_error() => Err(e.into()),
         Err(e) => {
-            render(
-                &state,
-                &viewer,
-                &tenant,
-                None,
-                Some(e.public_message()),
-                e.status(),
-            )
-            .await
+            let (message, status) = super::refusal(e)?;
+            render(&state, &viewer, &tenant, None, Some(message), status).await
         }
     }
 }
@@ -317,12 +301,6 @@ async fn set_user(
             state.auth.clear();
             Ok(Redirect::to(&format!("/ui/admin?tenant={tenant}")).into_response())
         }
-        Err(e) => {
-            let e = crate::ApiError::from(e);
-            if e.status().is_server_error() {
-                return Err(e.into());
-            }
-            refuse(e.public_message()).await
-        }
+        Err(e) => refuse(super::refusal(e.into())?.0).await,
     }
 }

@@ -148,10 +148,9 @@ async fn set(
     .await;
     match put {
         Ok(_) => Ok(Redirect::to(&format!("/ui/keys?scope={scope}")).into_response()),
-        Err(e) if e.status().is_server_error() => Err(e.into()),
         Err(e) => {
-            let status = e.status();
-            render(&state, &viewer, &back, Some(e.public_message()), status).await
+            let (message, status) = super::refusal(e)?;
+            render(&state, &viewer, &back, Some(message), status).await
         }
     }
 }

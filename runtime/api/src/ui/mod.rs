@@ -403,6 +403,17 @@ impl UiError {
     }
 }
 
+/// A refusal from the API's own checks, as a form shows it beside its
+/// fields: its message and status. A failure of the server's own stays an
+/// error page (its detail logged).
+pub(crate) fn refusal(e: ApiError) -> Result<(String, StatusCode), UiError> {
+    if e.status().is_server_error() {
+        Err(e.into())
+    } else {
+        Ok((e.public_message(), e.status()))
+    }
+}
+
 impl From<ApiError> for UiError {
     fn from(e: ApiError) -> Self {
         let response = e.status();

@@ -135,8 +135,10 @@ async fn upload(
             }
             render(&state, &viewer, Some(done), None, StatusCode::CREATED)
         }
-        Err(e) if e.status().is_server_error() => Err(e.into()),
-        Err(e) => refuse(e.public_message(), e.status()),
+        Err(e) => {
+            let (message, status) = super::refusal(e)?;
+            refuse(message, status)
+        }
     }
 }
 

@@ -420,11 +420,7 @@ async fn save(
     {
         Ok(()) => Ok(Redirect::to(&format!("/ui/rules/{rule_ref}")).into_response()),
         Err(e) => {
-            let e = crate::ApiError::from(e);
-            if e.status().is_server_error() {
-                return Err(e.into());
-            }
-            let message = e.public_message();
+            let (message, _) = super::refusal(e.into())?;
             // An action or trigger the tenant lacks: the line naming it.
             let field = if message.contains("action") {
                 Some("action.ref")
