@@ -464,3 +464,111 @@ async fn refusals_name_paths_inside_the_archive_never_the_servers() {
     assert!(pack_refs(&acme).await.is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn configs_set_through_the_api_reach_the_pack_and_outlive_its_versions() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let s = Server::start_in(data.path(), &[], Default::default(), vec![])
+        .await
+        .expect("server");
+    let acme = s.as_key(&s.tenant_with_key("acme", "operator").await);
+    let viewer = s.as_key(&s.key_in("acme", "viewer").await);
+    let with_secret = |version: &str| {
+        let pack = swap_pack(version);
+        std::fs::write(
+            pack.path().join("config.schema.yaml"),
+            "version: {type: string, required: true}\ntoken: {type: string, secret: true}\nsmtp:\n  type: object\n  properties:\n    password: {type: string, secret: true}\n",
+        )
+        .expect("write schema");
+        archive_pack(pack.path()).expect("archive")
+    };
+    let (status, body) = acme.upload(with_secret("v1")).await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, schema) = acme.get("/api/v1/config_schemas/swap").await;
+    assert_eq!(status, 200, "{schema}");
+    assert_eq!(schema["attributes"]["version"]["required"], true);
+    let (status, config) = acme.get("/api/v1/configs/swap").await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["values"]["version"], "v1");
+    assert_eq!(config["source"], "pack");
+
+    // Set: in force at once, secrets masked when read.
+    let given = json!({"version": "from-api", "token": "hunter2", "smtp": {"password": "s3cret"}});
+    let (status, body) = acme.put("/api/v1/configs/swap", &given).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(swap_version(&acme).await, "from-api");
+    for c in [&acme, &viewer] {
+        let (_, config) = c.get("/api/v1/configs/swap").await;
+        assert_eq!(config["source"], "api");
+        assert_eq!(config["values"]["token"], "********", "{config}");
+        assert_eq!(config["values"]["smtp"]["password"], "********", "{config}");
+        assert!(!config.to_string().contains("hunter2"));
+    }
+    let (status, config) = acme.get("/api/v1/configs/swap?show_secrets=true").await;
+    assert_eq!(status, 200);
+    assert_eq!(config["values"]["token"], "hunter2");
+    let (status, _) = viewer.get("/api/v1/configs/swap?show_secrets=true").await;
+    assert_eq!(status, 403);
+    let (status, _) = viewer.put("/api/v1/configs/swap", &given).await;
+    assert_eq!(status, 403);
+
+    // Refused whole, naming the property; the config in force stays.
+    let (status, body) = acme
+        .put("/api/v1/configs/swap", &json!({"version": 5}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let fault = body["faultstring"].as_str().unwrap_or_default();
+    assert!(
+        fault.contains("configs/swap") && fault.contains("version"),
+        "{fault}"
+    );
+    assert!(
+        !fault.contains(&data.path().display().to_string()),
+        "{fault}"
+    );
+    let (status, body) = acme.put("/api/v1/configs/swap", &json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = acme.put("/api/v1/configs/swap", &json!([1])).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(swap_version(&acme).await, "from-api");
+    let (status, _) = acme.put("/api/v1/configs/nopack", &given).await;
+    assert_eq!(status, 404);
+    // Another tenant sees neither the pack nor its config.
+    let (status, _) = s.get("/api/v1/configs/swap").await;
+    assert_eq!(status, 404);
+
+    // A new version of the pack keeps the config set through the API.
+    let (status, body) = acme.upload(with_secret("v2")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(swap_version(&acme).await, "from-api");
+
+    // Dropped: the pack's own config.yaml again.
+    let (status, _) = acme.delete("/api/v1/configs/swap").await;
+    assert_eq!(status, 204);
+    assert_eq!(swap_version(&acme).await, "v2");
+    let (status, _) = acme.delete("/api/v1/configs/swap").await;
+    assert_eq!(status, 404);
+
+    // Removing the pack removes its config.
+    let (status, _) = acme.put("/api/v1/configs/swap", &given).await;
+    assert_eq!(status, 200);
+    let (status, _) = acme.delete("/api/v1/packs/swap").await;
+    assert_eq!(status, 204);
+    let acme_tenant = squall_core::TenantId::new("acme").expect("tenant");
+    assert!(
+        s.store()
+            .pack_config(&acme_tenant, "swap")
+            .expect("read")
+            .is_none()
+    );
+}
+
+/// What `swap.go` says its config's version is, run now.
+async fn swap_version(c: &Client) -> Value {
+    let (status, e) = c
+        .post("/api/v1/executions", &json!({"action": "swap.go"}))
+        .await;
+    assert_eq!(status, 201, "{e}");
+    c.finished(e["id"].as_str().expect("id")).await["result"]["version"].clone()
+}

@@ -135,6 +135,54 @@ async fn pages_need_a_session_and_signing_out_ends_it() {
     );
     let r = sign_in(&s, &[("username", "nobody"), ("password", "x")]).await;
     assert_eq!(r.status().as_u16(), 401);
+    // Sent from another site (a page signing its visitor in to the
+    // attacker's tenant): refused, and no session is made.
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "http://evil.example"),
+    ] {
+        let r = browser()
+            .post(format!("{}/ui/login", s.base))
+            .header(name, value)
+            .form(&[("api_key", s.key.as_str())])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 403, "{name}");
+        assert!(r.headers().get("set-cookie").is_none());
+        assert!(r.text().await.expect("body").contains("another site"));
+    }
+    // From the UI's own page, as a browser sends it: signed in.
+    let origin = s.base.trim_end_matches('/').to_owned();
+    let r = browser()
+        .post(format!("{}/ui/login", s.base))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", origin)
+        .form(&[("api_key", s.key.as_str())])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(
+        !r.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .contains("Secure")
+    );
+    // Behind a TLS proxy, the cookie is Secure.
+    let r = browser()
+        .post(format!("{}/ui/login", s.base))
+        .header("forwarded", "for=192.0.2.60;proto=https")
+        .form(&[("api_key", s.key.as_str())])
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .contains("; Secure")
+    );
 
     // A user and password, as /auth/v1/tokens takes them.
     s.store()
@@ -472,6 +520,36 @@ async fn the_history_filters_and_pages() {
     );
     let (_, html) = page_with_key(&s, &s.key, "/ui/executions?rule=hooks.echo_critical").await;
     assert!(html.contains("No executions match"), "{html}");
+    // By trigger type: what a webhook's rules started, and nothing else.
+    let r = s
+        .post(
+            "/api/v1/webhooks/alerts",
+            &json!({"severity": "critical", "host": "db2"}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let started = s
+        .wait_for("/api/v1/executions?trigger_type=core.st2.webhook", |b| {
+            b.as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let first = &started[0];
+    assert_eq!(first["trigger_type"]["ref"], "core.st2.webhook", "{first}");
+    let id = first["id"].as_str().expect("id");
+    let (_, html) = page_with_key(&s, &s.key, "/ui/executions?trigger_type=core.st2.webhook").await;
+    assert!(html.contains(&format!("data-id=\"{id}\"")), "{html}");
+    assert!(!html.contains(&ids[54]), "{html}");
+    assert!(
+        html.contains("<option value=\"core.st2.webhook\">"),
+        "{html}"
+    );
+    let (_, html) = page_with_key(
+        &s,
+        &s.key,
+        "/ui/executions?trigger_type=core.st2.IntervalTimer",
+    )
+    .await;
+    assert!(html.contains("No executions match"), "{html}");
     let (_, html) = page_with_key(&s, &s.key, "/ui/executions?user=tester").await;
     assert_eq!(
         html.matches("<tr class=\"\" data-id=").count(),
@@ -609,13 +687,13 @@ async fn rules_are_tested_edited_and_disabled_from_their_pages() {
 async fn upload_form(s: &Server, cookie: &str, csrf: &str, archive: Vec<u8>) -> reqwest::Response {
     let boundary = "squall-test-boundary";
     let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"pack.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"pack.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n"
     )
     .into_bytes();
     body.extend_from_slice(&archive);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     browser()
-        .post(format!("{}/ui/packs?csrf={csrf}", s.base))
+        .post(format!("{}/ui/packs", s.base))
         .header("cookie", cookie)
         .header(
             "content-type",
@@ -670,6 +748,102 @@ async fn packs_are_uploaded_and_removed_from_their_page() {
     assert_eq!(r.status().as_u16(), 303);
     let (_, packs) = s.get("/api/v1/packs").await;
     assert!(!packs.to_string().contains("uipack"), "{packs}");
+}
+
+/// The config form of pack `conf`, sent with the session's CSRF token.
+async fn save(s: &Server, me: &Session, form: &[(&str, &str)]) -> reqwest::Response {
+    let mut form = form.to_vec();
+    form.push(("csrf", &me.csrf));
+    post_form(s, &me.cookie, "/ui/packs/conf/config", &form).await
+}
+
+#[tokio::test]
+async fn a_packs_config_is_set_from_its_generated_form() {
+    let s = Server::start().await;
+    let me = session(&s, &s.key).await;
+    let pack = squall_tests::pack_of(
+        "conf",
+        &[("go", squall_tests::VERSIONED, "parameters: {}\n")],
+    );
+    std::fs::write(
+        pack.path().join("config.schema.yaml"),
+        "version: {type: string, required: true, description: What go reports}\nregion: {type: string, enum: [eu, us], default: eu}\ntoken: {type: string, secret: true}\n",
+    )
+    .expect("schema");
+    std::fs::write(pack.path().join("config.yaml"), "version: shipped\n").expect("config");
+    let archive = squall_reactor::install::archive_pack(pack.path()).expect("archive");
+    let (status, body) = s.as_key(&s.key).upload(archive).await;
+    assert_eq!(status, 201, "{body}");
+
+    let (_, html) = get(&s, &me.cookie, "/ui/packs").await;
+    assert!(html.contains("href=\"/ui/packs/conf/config\""), "{html}");
+    let (status, html) = get(&s, &me.cookie, "/ui/packs/conf/config").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("name=\"version\" value=\"shipped\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("<select id=\"p-region\" name=\"region\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("name=\"token\" value=\"\" type=\"password\""),
+        "{html}"
+    );
+    assert!(html.contains("What go reports"), "{html}");
+
+    let r = save(
+        &s,
+        &me,
+        &[
+            ("version", "from-the-form"),
+            ("region", "us"),
+            ("token", "hunter2"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, config) = s.get("/api/v1/configs/conf?show_secrets=true").await;
+    assert_eq!(config["source"], "api");
+    assert_eq!(config["values"]["version"], "from-the-form");
+    assert_eq!(config["values"]["region"], "us");
+    assert_eq!(config["values"]["token"], "hunter2");
+    let done = s.run("conf.go", json!({})).await;
+    let done = s.finished(&done["id"]).await;
+    assert_eq!(done["result"]["version"], "from-the-form", "{done}");
+    // The page never holds the secret; left empty, it keeps its value.
+    let (_, html) = get(&s, &me.cookie, "/ui/packs/conf/config").await;
+    assert!(!html.contains("hunter2"), "{html}");
+    let r = save(&s, &me, &[("version", "again"), ("token", "")]).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, config) = s.get("/api/v1/configs/conf?show_secrets=true").await;
+    assert_eq!(config["values"]["token"], "hunter2");
+    assert_eq!(config["values"]["region"], "eu", "left empty: the default");
+
+    // A required field left empty: refused on the page, nothing changed.
+    let r = save(&s, &me, &[("version", "")]).await;
+    assert_eq!(r.status().as_u16(), 400);
+    let html = r.text().await.expect("body");
+    assert!(
+        html.contains("class=\"error\"") && html.contains("version"),
+        "{html}"
+    );
+    let (_, config) = s.get("/api/v1/configs/conf").await;
+    assert_eq!(config["values"]["version"], "again");
+
+    // Back to the pack's own config.yaml.
+    let r = post_form(
+        &s,
+        &me.cookie,
+        "/ui/packs/conf/config/reset",
+        &[("csrf", &me.csrf)],
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, config) = s.get("/api/v1/configs/conf").await;
+    assert_eq!(config["source"], "pack");
+    assert_eq!(config["values"]["version"], "shipped");
 }
 
 #[tokio::test]
@@ -843,13 +1017,38 @@ async fn the_datastore_page_sets_masks_and_deletes_keys() {
     let r = post_with_key(
         &s,
         &s.key,
-        "/ui/keys/region/delete",
-        &[("scope", "st2kv.system")],
+        "/ui/keys/delete",
+        &[("name", "region"), ("scope", "st2kv.system")],
     )
     .await;
     assert_eq!(r.status().as_u16(), 303);
     let (status, _) = s.get("/api/v1/keys/region").await;
     assert_eq!(status, 404);
+    // Names that are not path segments: each form deletes its own key.
+    for name in ["a/b", "..", "x/../keep"] {
+        let r = post_with_key(&s, &s.key, "/ui/keys", &[("name", name), ("value", "v")]).await;
+        assert_eq!(r.status().as_u16(), 303, "{name}");
+    }
+    let (_, html) = page_with_key(&s, &s.key, "/ui/keys").await;
+    assert!(
+        html.contains(r#"name="name" value="x&#x2f;..&#x2f;keep""#),
+        "{html}"
+    );
+    for name in ["a/b", ".."] {
+        let r = post_with_key(&s, &s.key, "/ui/keys/delete", &[("name", name)]).await;
+        assert_eq!(r.status().as_u16(), 303, "{name}");
+    }
+    let (_, body) = s.get("/api/v1/keys").await;
+    let names: Vec<&str> = body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"x/../keep") && !names.contains(&"a/b") && !names.contains(&".."),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]

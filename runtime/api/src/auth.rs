@@ -192,7 +192,11 @@ pub(crate) async fn authenticate(
     if crate::ui::is_ui(&path) {
         return authenticate_page(state, req, next).await;
     }
-    let principal = match credential(req.headers(), req.uri().query()) {
+    let given = credential(req.headers(), req.uri().query());
+    if let Some(c) = &given {
+        req.extensions_mut().insert(UsedCredential(c.clone()));
+    }
+    let principal = match given {
         Some(c) => match resolve(&state, c).await {
             Ok(Some(p)) => Some(p),
             Ok(None) => {
@@ -217,6 +221,12 @@ pub(crate) async fn authenticate(
     next.run(req).await
 }
 
+/// The credential that authenticated a request (an API key, a token, or a
+/// UI session's cookie), for what must check it again later: a stream
+/// that ends once it is no longer valid.
+#[derive(Debug, Clone)]
+pub(crate) struct UsedCredential(pub(crate) String);
+
 /// [`authenticate`] for the UI's pages: the API's headers, else the
 /// session cookie; a viewer not signed in is sent to the sign-in page, and
 /// a refusal is a page.
@@ -238,6 +248,7 @@ async fn authenticate_page(state: AppState, mut req: Request, next: Next) -> Res
     let Some(given) = from_header.clone().or_else(|| cookie.clone()) else {
         return crate::ui::to_login(&there);
     };
+    req.extensions_mut().insert(UsedCredential(given.clone()));
     let principal = match resolve(&state, given).await {
         Ok(Some(p)) => p,
         // A session that ended (signed out elsewhere, expired): sign in again.

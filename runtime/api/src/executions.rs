@@ -112,6 +112,12 @@ pub(crate) struct ExecutionQuery {
     action: Option<String>,
     status: Option<String>,
     trigger_instance: Option<String>,
+    /// Those a rule started for an instance of this trigger type.
+    trigger_type: Option<String>,
+    /// Those this rule started.
+    rule_ref: Option<String>,
+    /// Those this user asked for.
+    user: Option<String>,
     /// A workflow execution's id: its tasks only; `null`: top-level only.
     parent: Option<String>,
     limit: Option<i64>,
@@ -141,6 +147,9 @@ pub(crate) async fn list_executions(
             |e: squall_core::execution::UnknownStatus| ApiError::BadRequest(e.to_string()),
         )?;
     filter.trigger_instance = q.trigger_instance;
+    filter.trigger_type = q.trigger_type;
+    filter.rule = q.rule_ref;
+    filter.user = q.user;
     filter.parent = match q.parent.as_deref() {
         None => None,
         Some("null") => Some(None),

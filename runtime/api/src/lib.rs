@@ -12,6 +12,7 @@
 
 mod accounts;
 mod auth;
+mod configs;
 mod error;
 mod executions;
 mod inquiries;
@@ -51,6 +52,10 @@ pub struct AppState {
     /// read again by `POST /api/v1/packs/register`; `None` when the server
     /// has none to read.
     pub pack_paths: Option<Vec<std::path::PathBuf>>,
+    /// Mark the UI's session cookie `Secure` always (`squall serve
+    /// --secure-cookies`), not only when a proxy says the request came over
+    /// TLS.
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -66,6 +71,7 @@ impl AppState {
             uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
             password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
             pack_paths: None,
+            secure_cookies: false,
         }
     }
 }

@@ -42,6 +42,12 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         crate::packs::uninstall,
         crate::packs::list_runners,
         crate::packs::get_runner,
+        crate::configs::list_configs,
+        crate::configs::get_config,
+        crate::configs::put_config,
+        crate::configs::delete_config,
+        crate::configs::list_schemas,
+        crate::configs::get_schema,
         crate::accounts::list_tenants,
         crate::accounts::create_tenant,
         crate::accounts::list_keys,
@@ -152,9 +158,10 @@ mod tests {
                     .count()
             })
             .sum();
-        assert_eq!(operations, 67, "one operation per route");
+        assert_eq!(operations, 73, "one operation per route");
         assert!(doc.paths.paths.contains_key("/api/v1/inquiries/{id}"));
         assert!(doc.paths.paths.contains_key("/api/v1/packs/register"));
+        assert!(doc.paths.paths.contains_key("/api/v1/configs/{pack}"));
         assert!(doc.paths.paths.contains_key("/api/v1/workflows/inspect"));
         let upload = doc
             .paths

@@ -28,6 +28,10 @@ pub(crate) fn execution(e: &Execution) -> Value {
         .get("parent")
         .and_then(|p| p.get("execution_id"))
         .cloned();
+    let trigger_type = e.trigger_type.as_deref().map(|t| {
+        let (pack, name) = t.split_once('.').unwrap_or(("", t));
+        json!({"ref": t, "pack": pack, "name": name})
+    });
     json!({
         "id": e.id.as_str(),
         "action": {
@@ -38,6 +42,7 @@ pub(crate) fn execution(e: &Execution) -> Value {
         },
         "runner": {"name": runner},
         "parent": parent,
+        "trigger_type": trigger_type,
         "status": e.status.as_str(),
         "parameters": e.parameters,
         "result": e.result,

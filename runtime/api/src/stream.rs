@@ -47,15 +47,12 @@ pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<StreamQuery>,
-    headers: axum::http::HeaderMap,
-    uri: axum::http::Uri,
+    used: Option<axum::Extension<crate::auth::UsedCredential>>,
 ) -> impl IntoResponse {
-    // The stream lives as long as its credential: checked again every few
-    // seconds, it ends once the key is disabled or the token expires.
-    // (On `/ui/stream`, the page's session cookie.)
-    let credential = crate::auth::credential(&headers, uri.query())
-        .or_else(|| crate::ui::session_cookie(&headers))
-        .unwrap_or_default();
+    // The stream lives as long as the credential that opened it: checked
+    // again every few seconds, it ends once the key is disabled or the
+    // token expires. (On `/ui/stream`, the page's session cookie.)
+    let credential = used.map(|u| u.0.0).unwrap_or_default();
     let revoked = {
         let state = state.clone();
         async move {

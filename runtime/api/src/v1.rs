@@ -51,6 +51,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(crate::accounts::routes())
         .merge(crate::keys::routes())
         .merge(crate::packs::routes())
+        .merge(crate::configs::routes())
         .merge(crate::stream::routes())
         .merge(crate::workflows::routes())
         .merge(crate::inquiries::routes())

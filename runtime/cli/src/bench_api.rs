@@ -194,6 +194,7 @@ pub(crate) fn finished(action: &str, status: ExecutionStatus) -> Execution {
         trace_tag: None,
         trigger_instance_id: None,
         rule_ref: None,
+        trigger_type: None,
         context: Default::default(),
         delay: None,
     }

@@ -233,6 +233,7 @@ async fn large_result(mib: usize) -> anyhow::Result<()> {
             trace_tag: None,
             trigger_instance_id: None,
             rule_ref: None,
+            trigger_type: None,
             context: Map::new(),
             delay: None,
         };

@@ -46,6 +46,18 @@ pub(crate) fn ui(rows: usize, requests: usize, packs: Vec<PathBuf>) -> anyhow::R
                 "history, an action with no executions",
                 "/ui/executions?action=bench.none".to_owned(),
             ),
+            (
+                "history, trigger type webhook (8%)",
+                "/ui/executions?trigger_type=core.st2.webhook".to_owned(),
+            ),
+            (
+                "history, trigger type timer, status=timeout (0.1%)",
+                "/ui/executions?trigger_type=core.st2.IntervalTimer&status=timeout".to_owned(),
+            ),
+            (
+                "history, a trigger type with no executions",
+                "/ui/executions?trigger_type=core.st2.CronTimer".to_owned(),
+            ),
             ("history, one user (14%)", "/ui/executions?user=user3".to_owned()),
             (
                 "history, a user with no executions",
@@ -75,7 +87,8 @@ pub(crate) fn ui(rows: usize, requests: usize, packs: Vec<PathBuf>) -> anyhow::R
 
 /// Write `rows` finished executions: 85% succeeded, 10% failed, 3%
 /// timeout, 2% canceled, over 20 actions; one in ten requested by one of
-/// 5 rules. Returns the id of the one in the middle.
+/// 5 rules (one on timers, four on webhooks). Returns the id of the one
+/// in the middle.
 async fn seed(s: &BenchServer, rows: usize) -> anyhow::Result<String> {
     let t = Instant::now();
     let mut batch = Vec::with_capacity(10_000);
@@ -89,7 +102,17 @@ async fn seed(s: &BenchServer, rows: usize) -> anyhow::Result<String> {
         };
         let mut e = finished(&format!("bench.op_{:02}", i % ACTIONS), status);
         if i % 10 == 0 {
-            e.rule_ref = Some(format!("bench.rule_{}", (i / 10) % RULES));
+            let rule = (i / 10) % RULES;
+            e.rule_ref = Some(format!("bench.rule_{rule}"));
+            // Rule 0 fires on timers, the others on webhooks.
+            e.trigger_type = Some(
+                if rule == 0 {
+                    "core.st2.IntervalTimer"
+                } else {
+                    "core.st2.webhook"
+                }
+                .to_owned(),
+            );
         }
         e.context
             .insert("user".into(), serde_json::json!(format!("user{}", i % 7)));

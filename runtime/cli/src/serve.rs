@@ -92,6 +92,13 @@ pub(crate) struct ServeArgs {
     /// Largest pack upload accepted (POST /api/v1/packs/upload), in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     max_upload_mib: usize,
+    /// Mark the web UI's session cookie Secure on every response (browsers
+    /// then send it over HTTPS only). Without it, the cookie is Secure when
+    /// a proxy in front says the request came over HTTPS
+    /// (`X-Forwarded-Proto: https` or `Forwarded: proto=https`). Give it
+    /// when a TLS proxy serves the UI.
+    #[arg(long)]
+    secure_cookies: bool,
     /// Seconds a single sensor call (setup, poll, a trigger change) may run.
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -306,11 +313,17 @@ async fn run(
             tenants.push((tenant, set));
         }
     }
+    // Configs set through the API, in place of the packs' config.yaml.
+    let (packs, more) =
+        packs.with_stored_configs(&store.pack_configs(&TenantId::default_tenant())?);
+    refused.extend(more);
     let templates = Templates::new();
     let (packs, more) = vet_packs(packs, &sandbox, &allowed, &templates);
     refused.extend(more);
     let mut others = Vec::new();
     for (tenant, set) in tenants {
+        let (set, more) = set.with_stored_configs(&store.pack_configs(&tenant)?);
+        refused.extend(more);
         let (set, more) = vet_packs(set, &sandbox, &allowed, &templates);
         refused.extend(more);
         others.push((tenant, set));
@@ -418,6 +431,7 @@ async fn run(
     let mut state = squall_api::AppState::new(reactor.clone());
     state.upload_limit = args.max_upload_mib.max(1) << 20;
     state.pack_paths = Some(fixed_paths);
+    state.secure_cookies = args.secure_cookies;
     squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor

@@ -2481,6 +2481,49 @@ fn packs_reload_on_request_and_on_sighup_keeping_the_old_version_on_error() {
     served.terminate();
 }
 
+/// A config set through the API holds for the server's own packs across a
+/// restart and a reload: applied wherever the pack is loaded.
+#[test]
+fn a_config_set_through_the_api_holds_across_restarts_and_reloads() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let pack = squall_tests::pack_of(
+        "conf",
+        &[("go", squall_tests::VERSIONED, "parameters: {}\n")],
+    );
+    std::fs::write(
+        pack.path().join("config.schema.yaml"),
+        "version: {type: string, required: true}\n",
+    )
+    .expect("schema");
+    std::fs::write(pack.path().join("config.yaml"), "version: shipped\n").expect("config");
+    let version = |served: &Served| {
+        let id = served.execute(serde_json::json!({"action": "conf.go"}));
+        let done = served.wait_until("conf.go finished", |all| {
+            all.iter()
+                .any(|e| e["id"] == id.as_str() && e["status"] == "succeeded")
+        });
+        let e = done.iter().find(|e| e["id"] == id.as_str()).expect("it");
+        e["result"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let served = Served::start(data.path(), &[pack.path()]);
+    assert_eq!(version(&served), "shipped");
+    let (status, _, body) =
+        served.request("PUT", "/api/v1/configs/conf", r#"{"version": "from-api"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version(&served), "from-api");
+    served.terminate();
+
+    let served = Served::start(data.path(), &[pack.path()]);
+    assert_eq!(version(&served), "from-api");
+    let (status, _, body) = served.request("POST", "/api/v1/packs/register", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version(&served), "from-api");
+    served.terminate();
+}
+
 /// `squall dev` on a Python pack: a saved change to its action and its
 /// sensor is live without a restart; a build error is printed with its file
 /// and line, and the version in force stays.

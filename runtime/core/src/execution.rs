@@ -184,6 +184,9 @@ pub struct Execution {
     pub trigger_instance_id: Option<String>,
     /// The rule that requested this execution.
     pub rule_ref: Option<String>,
+    /// The type of the trigger instance whose rule requested it.
+    #[serde(default)]
+    pub trigger_type: Option<String>,
     /// StackStorm's execution context: who asked (`user`), what it re-runs
     /// (`re-run`), which retry it is (`policies.retry`), ...
     pub context: serde_json::Map<String, serde_json::Value>,
@@ -191,7 +194,24 @@ pub struct Execution {
     pub delay: Option<u64>,
 }
 
+/// What set an execution off, when a rule did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub trigger_instance: String,
+    pub rule: String,
+    pub trigger_type: String,
+}
+
 impl Execution {
+    /// What set it off, when a rule did (a retry or a re-run keeps it).
+    pub fn origin(&self) -> Option<Origin> {
+        Some(Origin {
+            trigger_instance: self.trigger_instance_id.clone()?,
+            rule: self.rule_ref.clone()?,
+            trigger_type: self.trigger_type.clone().unwrap_or_default(),
+        })
+    }
+
     /// The name of the runner that ran it: `orquesta` for a workflow (its
     /// context names its workflow record), the name its context keeps for
     /// another runner (`inquirer`), else `wasm`.
@@ -296,6 +316,7 @@ mod tests {
             trace_tag: None,
             trigger_instance_id: None,
             rule_ref: None,
+            trigger_type: None,
             context: Default::default(),
             delay: None,
         };

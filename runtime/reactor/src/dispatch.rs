@@ -577,7 +577,11 @@ impl Reactor {
                     let mut req =
                         RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
                     req.trace_tag = Some(instance.trace_tag.clone());
-                    let origin = Some((instance.id.clone(), rule.rule_ref()));
+                    let origin = Some(squall_core::execution::Origin {
+                        trigger_instance: instance.id.clone(),
+                        rule: rule.rule_ref(),
+                        trigger_type: instance.trigger_type.clone(),
+                    });
                     let outcome = self
                         .take_execution_quota(&instance.tenant)
                         .and_then(|()| self.inner.runner.prepare(req, origin))

@@ -578,10 +578,17 @@ impl Reactor {
         let _serial = self.inner.installs.lock().await;
         let tenant = TenantId::default_tenant();
         let current = self.runner().packs(&tenant);
+        let configs = self
+            .inner
+            .store
+            .pack_configs(&tenant)
+            .map_err(|e| InstallError::Activation(RuleChangeError::Store(e)))?;
         let (reactor, paths) = (self.clone(), paths.to_vec());
         let (set, report) = tokio::task::spawn_blocking(move || {
             let runner = reactor.runner();
             let (fresh, mut refused) = crate::packs::PackSet::load_each(&paths);
+            let (fresh, more) = fresh.with_stored_configs(&configs);
+            refused.extend(more);
             let fixed: Vec<&Arc<LoadedPack>> =
                 current.shared().filter(|p| p.installed.is_none()).collect();
             let previous = |dir: &Path| fixed.iter().find(|p| p.dir == dir).copied();
@@ -723,6 +730,10 @@ impl Reactor {
         roots.splice(0..0, dir_forms(&version_dir));
         let activated = async {
             let mut pack = load_pack(version_dir.clone()).await?;
+            // A config set through the API holds across versions.
+            if let Some(stored) = self.stored_config(tenant, &pack_ref)? {
+                pack = pack.with_stored_config(&stored)?;
+            }
             let loaded = started.elapsed();
             self.check_components(&pack).await?;
             let checked = started.elapsed();
@@ -791,6 +802,12 @@ impl Reactor {
         set.remove(pack_ref);
         self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(pack_ref))
             .await?;
+        // Its config goes with it, as StackStorm's does.
+        self.inner
+            .store
+            .put_pack_config(tenant, pack_ref.as_str(), None)
+            .await
+            .map_err(|e| InstallError::Activation(RuleChangeError::Store(e)))?;
         let pack_dir = store.pack_dir(tenant, pack_ref);
         let current_file = pack_dir.join("current");
         std::fs::remove_file(&current_file).map_err(io(&current_file))?;
@@ -800,6 +817,76 @@ impl Reactor {
         self.runner().sandbox().forget_under(&pack_dir);
         tracing::info!(%tenant, pack = %pack_ref, "pack uninstalled");
         Ok(())
+    }
+
+    /// Set `tenant`'s config of `pack_ref` to `values` (`None`: drop it, and
+    /// the pack's own `config.yaml` applies again): the pack is read again
+    /// with it and checked as an install checks a pack (the config against
+    /// the schema, the directories it asks for against the tenant's
+    /// `--allow-dir`s, the components, rules and workflows), the config is
+    /// stored, and the pack is put in force in one swap; its sensors
+    /// restart, and executions prepared from now on get the new config.
+    /// Any error leaves both as they were. Refusals name the config
+    /// `configs/<pack>` and the pack's own files, never the server's paths.
+    pub async fn configure_pack(
+        &self,
+        tenant: &TenantId,
+        pack_ref: &PackRef,
+        values: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Arc<LoadedPack>, InstallError> {
+        let _serial = self.inner.installs.lock().await;
+        let current = self.runner().packs(tenant);
+        let old = current
+            .get(pack_ref)
+            .cloned()
+            .ok_or_else(|| InstallError::NotInstalled(pack_ref.clone()))?;
+        let roots = dir_forms(&old.dir);
+        let checked = async {
+            let (reactor, tenant_id, given) = (self.clone(), tenant.clone(), values.clone());
+            let (set, pack) = tokio::task::spawn_blocking(move || {
+                let mut pack = match &given {
+                    Some(values) => old.with_stored_config(values)?,
+                    None => LoadedPack::load(&old.dir)?,
+                };
+                // Opened as the pack's executions will open them.
+                pack.preopens(&reactor.runner().allowed_dirs_for(&tenant_id))?;
+                pack.installed = old.installed.clone();
+                let pack = Arc::new(pack);
+                let mut set = (*current).clone();
+                set.put(pack.clone());
+                pack.check_workflows(&set)?;
+                Ok::<_, InstallError>((set, pack))
+            })
+            .await
+            .map_err(|e| InstallError::Archive(format!("config task failed: {e}")))??;
+            self.check_components(&pack).await?;
+            Ok::<_, InstallError>((set, pack))
+        }
+        .await;
+        let (set, pack) = checked.map_err(|e| e.in_archive(&roots))?;
+        self.inner
+            .store
+            .put_pack_config(tenant, pack_ref.as_str(), values.as_ref())
+            .await
+            .map_err(|e| InstallError::Activation(RuleChangeError::Store(e)))?;
+        self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(pack_ref))
+            .await?;
+        tracing::info!(%tenant, pack = %pack_ref, set = values.is_some(), "pack config changed");
+        Ok(pack)
+    }
+
+    /// The config `tenant` set for `pack` through the API, if any.
+    fn stored_config(
+        &self,
+        tenant: &TenantId,
+        pack: &PackRef,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, InstallError> {
+        let stored = self
+            .inner
+            .store
+            .pack_config(tenant, pack.as_str())
+            .map_err(|e| InstallError::Activation(RuleChangeError::Store(e)))?;
+        Ok(stored.map(|c| c.values))
     }
 
     /// Build the sources of the pack unpacked in `dir` when the server

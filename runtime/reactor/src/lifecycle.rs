@@ -657,8 +657,7 @@ impl Reactor {
             }}),
         );
         req.delay = u64::try_from(delay.as_millis()).ok();
-        let origin = e.trigger_instance_id.clone().zip(e.rule_ref.clone());
-        match self.inner.runner.prepare(req, origin) {
+        match self.inner.runner.prepare(req, e.origin()) {
             Ok(p) => {
                 tracing::info!(execution_id = %e.id, retry = %p.execution.id, attempt = done + 1, "retrying per policy");
                 self.track(&p);

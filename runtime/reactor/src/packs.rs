@@ -213,6 +213,37 @@ impl LoadedPack {
         Self::load_inner(dir, Some((config, file)))
     }
 
+    /// This pack read again with `values`, a config set through the API
+    /// (`PUT /api/v1/configs/{pack}`), in place of its `config.yaml`:
+    /// checked against its schema, with defaults applied. Errors name the
+    /// config `configs/<pack>`.
+    pub fn with_stored_config(
+        &self,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, PackError> {
+        let text = serde_json::Value::Object(values.clone()).to_string();
+        let name = PathBuf::from(format!("configs/{}", self.manifest.pack_ref));
+        let mut pack = Self::load_with_config(&self.dir, &text, &name)?;
+        pack.installed = self.installed.clone();
+        Ok(pack)
+    }
+
+    /// The pack's config schema (`config.schema.yaml`) as written, if it
+    /// has one.
+    pub fn config_schema(&self) -> Result<Option<serde_json::Value>, PackError> {
+        let path = self.dir.join("config.schema.yaml");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = read(&path)?;
+        serde_yaml::from_str(&text)
+            .map(Some)
+            .map_err(|e| PackError::Io {
+                path,
+                cause: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+    }
+
     fn load_inner(dir: &Path, config: Option<(&str, &Path)>) -> Result<Self, PackError> {
         let manifest_path = dir.join("pack.yaml");
         let manifest = PackManifest::parse(&read(&manifest_path)?, &manifest_path)?;
@@ -577,6 +608,28 @@ impl PackSet {
     }
 
     /// Take a pack out of the set.
+    /// These packs, each with the config set for it through the API (in
+    /// `configs`) in place of its `config.yaml`; a pack the config does
+    /// not fit is refused, saying why.
+    pub fn with_stored_configs(self, configs: &[squall_store::PackConfig]) -> (Self, Vec<Refusal>) {
+        let mut out = Self::default();
+        let mut refused = Vec::new();
+        for pack in self.shared() {
+            let stored = configs
+                .iter()
+                .find(|c| c.pack == pack.manifest.pack_ref.as_str());
+            match stored.map(|c| pack.with_stored_config(&c.values)) {
+                None => out.put(pack.clone()),
+                Some(Ok(configured)) => out.put(Arc::new(configured)),
+                Some(Err(error)) => refused.push(Refusal {
+                    dir: pack.dir.clone(),
+                    error,
+                }),
+            }
+        }
+        (out, refused)
+    }
+
     pub fn remove(&mut self, pack: &PackRef) -> Option<Arc<LoadedPack>> {
         self.packs.remove(pack)
     }

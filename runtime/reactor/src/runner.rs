@@ -217,11 +217,11 @@ impl Runner {
 
     /// Everything up to the `requested` record, without writing it: look up
     /// the action, validate the parameters, load the component. `origin` is
-    /// the (trigger instance id, rule ref) when a rule asked for the run.
+    /// the trigger instance and rule when a rule asked for the run.
     pub fn prepare(
         &self,
         req: RunRequest,
-        origin: Option<(String, String)>,
+        origin: Option<squall_core::execution::Origin>,
     ) -> Result<Prepared, RunError> {
         let set = self.packs.of(&req.tenant);
         let (pack, meta) = set.action(&req.action)?;
@@ -269,7 +269,10 @@ impl Runner {
             }
         };
         let now = now_rfc3339();
-        let (trigger_instance_id, rule_ref) = origin.unzip();
+        let (trigger_instance_id, rule_ref, trigger_type) = match origin {
+            Some(o) => (Some(o.trigger_instance), Some(o.rule), Some(o.trigger_type)),
+            None => (None, None, None),
+        };
         let given = req.parameters;
         let delay = req.delay.filter(|d| *d > 0);
         if let Some(d) = delay.filter(|d| *d > MAX_DELAY_MS) {
@@ -292,6 +295,7 @@ impl Runner {
             trace_tag: req.trace_tag,
             trigger_instance_id,
             rule_ref,
+            trigger_type: trigger_type.filter(|t| !t.is_empty()),
             context: req.context,
             delay,
         };

@@ -519,6 +519,7 @@ impl Reactor {
                 trace_tag: trace_tag.clone(),
                 trigger_instance_id: None,
                 rule_ref: None,
+                trigger_type: None,
                 context: context.clone(),
                 delay: None,
             };

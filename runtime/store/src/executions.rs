@@ -19,6 +19,8 @@ pub struct ExecutionFilter {
     pub parent: Option<Option<ExecutionId>>,
     /// Only those the rule requested.
     pub rule: Option<String>,
+    /// Only those a rule requested for an instance of this trigger type.
+    pub trigger_type: Option<String>,
     /// Only those this user asked for (the context's `user`).
     pub user: Option<String>,
     /// Only those whose id sorts below this one: the next page of a list
@@ -40,6 +42,7 @@ impl ExecutionFilter {
             trigger_instance: None,
             parent: None,
             rule: None,
+            trigger_type: None,
             user: None,
             before: None,
             since: None,
@@ -55,7 +58,7 @@ impl ExecutionFilter {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay, parent";
+pub(crate) const COLUMNS: &str = "id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay, parent, trigger_type";
 
 /// An execution as stored, its result left as the JSON text it was stored
 /// as, so serving it does not parse it again.
@@ -190,7 +193,8 @@ impl Store {
                 "SELECT id, action_ref, status, start_timestamp, end_timestamp, rule_ref,
                         trigger_instance_id, parent, context ->> '$.user',
                         EXISTS (SELECT 1 FROM executions AS c
-                                WHERE c.tenant_id = executions.tenant_id AND c.parent = executions.id)
+                                WHERE c.tenant_id = executions.tenant_id AND c.parent = executions.id),
+                        trigger_type
                  FROM executions WHERE {filter_sql} ORDER BY id DESC LIMIT ? OFFSET ?"
             ))?;
             let mut bound: Vec<rusqlite::types::Value> =
@@ -209,6 +213,7 @@ impl Store {
                     parent: row.get(7)?,
                     user: row.get(8)?,
                     has_children: row.get(9)?,
+                    trigger_type: row.get(10)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -292,6 +297,10 @@ fn filter_sql(filter: &ExecutionFilter) -> (String, Vec<String>) {
         clauses.push("rule_ref = ?");
         args.push(rule.clone());
     }
+    if let Some(trigger_type) = &filter.trigger_type {
+        clauses.push("trigger_type = ?");
+        args.push(trigger_type.clone());
+    }
     if let Some(user) = &filter.user {
         // As the index `executions_by_user` has it.
         clauses.push("(context ->> '$.user') = ?");
@@ -323,6 +332,8 @@ pub struct ExecutionSummary {
     pub user: Option<String>,
     /// Whether it has tasks (a workflow's execution).
     pub has_children: bool,
+    /// The type of the trigger instance whose rule started it.
+    pub trigger_type: Option<String>,
 }
 
 /// An execution encoded for its row. Callers encode (JSON and all) before
@@ -346,6 +357,7 @@ pub(crate) struct ExecutionRow {
     delay: Option<i64>,
     /// The workflow execution this one is a task of.
     parent: Option<String>,
+    trigger_type: Option<String>,
 }
 
 impl ExecutionRow {
@@ -372,6 +384,7 @@ impl ExecutionRow {
                 .and_then(|p| p.get("execution_id"))
                 .and_then(|id| id.as_str())
                 .map(str::to_owned),
+            trigger_type: e.trigger_type.clone(),
         }
     }
 }
@@ -401,7 +414,7 @@ pub(crate) fn update(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
 pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Result<()> {
     static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO executions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         )
     });
     txn.prepare_cached(&INSERT)?.execute(params![
@@ -421,6 +434,7 @@ pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
         e.context,
         e.delay,
         e.parent,
+        e.trigger_type,
     ])?;
     Ok(())
 }
@@ -464,6 +478,7 @@ pub(crate) fn stored_from_row(row: &Row<'_>) -> Result<StoredExecution> {
         trace_tag: row.get(10)?,
         trigger_instance_id: row.get(11)?,
         rule_ref: row.get(12)?,
+        trigger_type: row.get(16)?,
         context: match context {
             Some(c) => serde_json::from_str(&c).map_err(|e| corrupt("execution context", &e))?,
             None => Default::default(),
@@ -502,6 +517,7 @@ mod tests {
             trace_tag: None,
             trigger_instance_id: None,
             rule_ref: None,
+            trigger_type: None,
             context: Default::default(),
             delay: None,
         }
@@ -545,6 +561,55 @@ mod tests {
 
         let other = TenantId::new("other").expect("valid");
         assert!(store.get_execution(&other, &a.id).expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_history_filters_by_trigger_type_through_its_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let mut by_rule = sample("core.echo", ExecutionStatus::Requested);
+        by_rule.trigger_instance_id = Some("ti-1".into());
+        by_rule.rule_ref = Some("hooks.on_alert".into());
+        by_rule.trigger_type = Some("core.st2.webhook".into());
+        let by_hand = sample("core.echo", ExecutionStatus::Requested);
+        store.insert_execution(&by_rule).await.expect("insert");
+        store.insert_execution(&by_hand).await.expect("insert");
+        let got = store
+            .get_execution(&by_rule.tenant, &by_rule.id)
+            .expect("get")
+            .expect("exists");
+        assert_eq!(got, by_rule);
+
+        let mut f = ExecutionFilter::for_tenant(TenantId::default_tenant());
+        f.trigger_type = Some("core.st2.webhook".into());
+        let found = store.list_execution_summaries(&f).expect("list");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, by_rule.id.as_str());
+        f.trigger_type = Some("core.st2.IntervalTimer".into());
+        assert!(store.list_executions(&f).expect("list").is_empty());
+
+        // A page of a busy type is read in order from its index, not
+        // gathered and sorted.
+        f.trigger_type = Some("core.st2.webhook".into());
+        f.before = Some(by_hand.id.as_str().to_owned());
+        let (sql, args) = filter_sql(&f);
+        let plan = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT id FROM executions WHERE {sql} ORDER BY id DESC LIMIT 50"
+                ))?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    r.get::<_, String>(3)
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("executions_by_trigger_type"))
+                && !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
 
     #[tokio::test]

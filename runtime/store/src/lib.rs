@@ -12,6 +12,7 @@
 
 mod auth;
 mod checkpoint;
+mod configs;
 mod executions;
 mod kv;
 mod migrate;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
+pub use configs::PackConfig;
 pub use executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};

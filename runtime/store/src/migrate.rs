@@ -205,6 +205,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_user ON executions (tenant_id, (context ->> '$.user'), id DESC)
         WHERE parent IS NULL;
     "#,
+    // 11: what a rule started records the type of the trigger instance it
+    // matched, so the history filters by trigger type through an index
+    // (only those a rule started are in it); those already recorded take
+    // it from their trigger instance.
+    r#"
+    ALTER TABLE executions ADD COLUMN trigger_type TEXT;
+    UPDATE executions SET trigger_type = (
+        SELECT t.trigger_type FROM trigger_instances AS t
+        WHERE t.tenant_id = executions.tenant_id AND t.id = executions.trigger_instance_id
+    ) WHERE trigger_instance_id IS NOT NULL;
+    CREATE INDEX executions_by_trigger_type ON executions (tenant_id, trigger_type, id DESC)
+        WHERE trigger_type IS NOT NULL;
+    "#,
+    // 12: pack configs set through the API, in place of a pack's
+    // config.yaml (sealed when the server has a key).
+    r#"
+    CREATE TABLE pack_configs (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        pack        TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, pack)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -852,6 +852,7 @@ mod tests {
             trace_tag: Some(ti.trace_tag.clone()),
             trigger_instance_id: Some(ti.id.clone()),
             rule_ref: Some("examples.r".into()),
+            trigger_type: Some(ti.trigger_type.clone()),
             context: Default::default(),
             delay: None,
         };
@@ -1030,6 +1031,7 @@ mod tests {
             trace_tag: None,
             trigger_instance_id: None,
             rule_ref: None,
+            trigger_type: None,
             context: Default::default(),
             delay: None,
         };

@@ -88,7 +88,7 @@ pub(crate) struct Field {
 }
 
 /// A value as a form field shows it: strings bare, the rest as JSON.
-fn shown(value: &Value) -> String {
+pub(crate) fn shown(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -47,6 +47,8 @@ pub(super) struct ListQuery {
     #[serde(default)]
     rule: String,
     #[serde(default)]
+    trigger_type: String,
+    #[serde(default)]
     user: String,
     #[serde(default)]
     range: String,
@@ -79,6 +81,7 @@ fn filter_of(viewer: &Viewer, q: &ListQuery) -> Result<ExecutionFilter, (&'stati
         );
     }
     filter.rule = text(&q.rule);
+    filter.trigger_type = text(&q.trigger_type);
     filter.user = text(&q.user);
     if let Some(range) = text(&q.range) {
         let (_, _, seconds) = RANGES
@@ -121,10 +124,22 @@ async fn list(
     let older = (rows.len() == PAGE)
         .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
-    let template = if q.partial == "rows" {
+    let partial = q.partial == "rows";
+    let template = if partial {
         "execution_rows.html"
     } else {
         "executions.html"
+    };
+    // What the trigger type field offers.
+    let trigger_types: Vec<String> = if partial {
+        Vec::new()
+    } else {
+        state
+            .reactor
+            .trigger_types(&viewer.tenant())
+            .into_iter()
+            .map(|t| t.trigger_ref)
+            .collect()
     };
     let mut response = page(
         Some(&viewer),
@@ -132,9 +147,11 @@ async fn list(
         minijinja::context! {
             rows => v(rows),
             q => minijinja::context! {
-                action => q.action, status => q.status, rule => q.rule, user => q.user,
-                range => q.range, before => q.before,
+                action => q.action, status => q.status, rule => q.rule,
+                trigger_type => q.trigger_type, user => q.user, range => q.range,
+                before => q.before,
             },
+            trigger_types,
             statuses,
             ranges,
             error,

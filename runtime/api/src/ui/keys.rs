@@ -18,7 +18,9 @@ use crate::keys::{Flag, ListQuery, OneQuery, PutBody};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/ui/keys", get(list).post(set))
-        .route("/ui/keys/{name}/delete", post(delete))
+        // The key's name is a form field, not a path segment: a name may
+        // hold `/` or be `..`.
+        .route("/ui/keys/delete", post(delete))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,7 +149,7 @@ async fn set(
     )
     .await;
     match put {
-        Ok(_) => Ok(Redirect::to(&format!("/ui/keys?scope={scope}")).into_response()),
+        Ok(_) => Ok(back_to(&scope)),
         Err(e) => {
             let (message, status) = super::refusal(e)?;
             render(&state, &viewer, &back, Some(message), status).await
@@ -157,15 +159,15 @@ async fn set(
 
 #[derive(Debug, Deserialize)]
 struct DeleteForm {
+    name: String,
     #[serde(default)]
     scope: String,
 }
 
-/// `POST /ui/keys/{name}/delete`.
+/// `POST /ui/keys/delete`, the key in the form's `name`.
 async fn delete(
     State(state): State<AppState>,
     viewer: Viewer,
-    Path(name): Path<String>,
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, UiError> {
     let scope = if form.scope.is_empty() {
@@ -176,7 +178,7 @@ async fn delete(
     crate::keys::delete_key(
         State(state.clone()),
         viewer.caller(),
-        Path(name),
+        Path(form.name),
         ApiQuery(OneQuery {
             scope: Some(scope.clone()),
             user: None,
@@ -184,5 +186,11 @@ async fn delete(
         }),
     )
     .await?;
-    Ok(Redirect::to(&format!("/ui/keys?scope={scope}")).into_response())
+    Ok(back_to(&scope))
+}
+
+/// Back to the list of `scope`'s keys.
+fn back_to(scope: &str) -> Response {
+    let scope: String = form_urlencoded::byte_serialize(scope.as_bytes()).collect();
+    Redirect::to(&format!("/ui/keys?scope={scope}")).into_response()
 }

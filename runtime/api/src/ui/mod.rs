@@ -14,6 +14,7 @@
 
 mod actions;
 mod admin;
+mod configs;
 mod executions;
 mod graph;
 mod html;
@@ -59,6 +60,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(actions::routes())
         .merge(rules::routes())
         .merge(packs::routes())
+        .merge(configs::routes())
         .merge(inquiries::routes())
         .merge(sensors::routes())
         .merge(keys::routes())
@@ -117,32 +119,46 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// Requests authenticated by the cookie that change anything carry the
-/// session's CSRF token: as the `csrf` field of a form, the
-/// `X-CSRF-Token` header, or the `csrf` query parameter (a file upload).
-async fn csrf(req: Request, next: Next) -> Response {
+/// session's CSRF token: as the `csrf` field of a form (the first field
+/// of a file upload's), or the `X-CSRF-Token` header.
+///
+/// Before that, a browser's own word on where any request that changes
+/// something came from is heeded, cookie or not: one sent from another
+/// site is refused. This guards the sign-in form too, which has no
+/// session yet (a cross-site page could otherwise sign its victim in to
+/// the attacker's tenant).
+async fn csrf(mut req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let Some(CookieSession(session)) = req.extensions().get::<CookieSession>().cloned() else {
-        return next.run(req).await;
-    };
     if safe {
         return next.run(req).await;
     }
+    if let Some(origin) = cross_site(req.headers()) {
+        return UiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this form was sent from another site ({origin}); open the page here and send it again"),
+        )
+        .into_response();
+    }
+    let Some(CookieSession(session)) = req.extensions().get::<CookieSession>().cloned() else {
+        return next.run(req).await;
+    };
     let expected = csrf_token(&session);
-    let given = req
-        .headers()
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_value(req.uri().query(), CSRF_FIELD));
-    if given.as_deref().is_some_and(|g| same(g, &expected)) {
+    let given = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if given.is_some_and(|g| same(g, &expected)) {
         return next.run(req).await;
     }
-    let form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if form {
+        .unwrap_or_default();
+    // A file upload's token is its form's first field, read by the one
+    // handler that takes files before it reads the file.
+    if content_type.starts_with("multipart/form-data") && req.uri().path() == UPLOAD_PATH {
+        req.extensions_mut().insert(UploadCsrf(expected));
+        return next.run(req).await;
+    }
+    if content_type.starts_with("application/x-www-form-urlencoded") {
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
             return UiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large")
@@ -157,20 +173,53 @@ async fn csrf(req: Request, next: Next) -> Response {
                 .await;
         }
     }
-    UiError::new(
-        StatusCode::FORBIDDEN,
-        "this form has no valid CSRF token (it is older than your session, or it was sent from another site); reload the page and send it again",
-    )
-    .into_response()
+    csrf_refused().into_response()
+}
+
+/// Whether a browser says the request came from another site, and from
+/// where. `Sec-Fetch-Site` is every current browser's answer; a browser
+/// without it still sends `Origin` on a POST, compared with the host the
+/// request was sent to. A request with neither is not a browser's (a
+/// script's), and passes.
+fn cross_site(headers: &HeaderMap) -> Option<String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        // `none`: the user's own doing (typed, bookmarked).
+        return (!matches!(site, "same-origin" | "none"))
+            .then(|| format!("Sec-Fetch-Site: {site}"));
+    }
+    let origin = text(header::ORIGIN.as_str())?;
+    let host = text("x-forwarded-host").or_else(|| text(header::HOST.as_str()));
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    (origin_host.is_none() || origin_host != host).then(|| format!("Origin: {origin}"))
 }
 
 /// The largest form body read.
 const FORM_LIMIT: usize = 1 << 20;
 
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// The path of the UI's one file upload (a pack's `.tar.gz`).
+pub(crate) const UPLOAD_PATH: &str = "/ui/packs";
+
+/// The CSRF token a cookie session's file upload must carry as its form's
+/// first field, `csrf`, before the file.
+#[derive(Debug, Clone)]
+pub(crate) struct UploadCsrf(String);
+
+impl UploadCsrf {
+    /// Whether `given` is the session's token.
+    pub(crate) fn accepts(&self, given: &str) -> bool {
+        same(given, &self.0)
+    }
+}
+
+/// What a refused CSRF check says.
+pub(crate) fn csrf_refused() -> UiError {
+    UiError::new(
+        StatusCode::FORBIDDEN,
+        "this form has no valid CSRF token (it is older than your session, or it was sent from another site); reload the page and send it again",
+    )
 }
 
 /// Headers every UI response carries: a Content-Security-Policy that runs
@@ -304,6 +353,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         "rule_edit.html",
         "rule_toggle.html",
         "packs.html",
+        "pack_config.html",
         "inquiries.html",
         "inquiry.html",
         "sensors.html",
@@ -560,24 +610,50 @@ async fn login(
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie_header(&headers, &token, SESSION_SECONDS),
+        session_cookie_header(&state, &headers, &token, SESSION_SECONDS),
     );
     Ok(response)
 }
 
 /// `Set-Cookie` for the session: HttpOnly, SameSite=Strict, scoped to the
-/// UI, and Secure when the request came over TLS (as a proxy in front
-/// says).
-fn session_cookie_header(request: &HeaderMap, token: &str, max_age: u64) -> HeaderValue {
-    let tls = request
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let secure = if tls { "; Secure" } else { "" };
+/// UI, and Secure when the server is told to (`--secure-cookies`) or the
+/// request came over TLS (as a proxy in front says).
+fn session_cookie_header(
+    state: &AppState,
+    request: &HeaderMap,
+    token: &str,
+    max_age: u64,
+) -> HeaderValue {
+    let secure = if state.secure_cookies || over_tls(request) {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
         "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .expect("a token is ASCII")
+}
+
+/// Whether a proxy in front says the request came over HTTPS: in
+/// `X-Forwarded-Proto`, or in the standard `Forwarded` (RFC 7239).
+fn over_tls(request: &HeaderMap) -> bool {
+    let values = |name| {
+        request
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    values("x-forwarded-proto")
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("https"))
+        || values("forwarded")
+            .flat_map(|v| v.split([',', ';']))
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("proto")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
 }
 
 /// Sign out: the session's token is revoked, the cookie dropped.
@@ -591,9 +667,10 @@ async fn logout(
         state.auth.forget(&token);
     }
     let mut response = Redirect::to("/ui/login").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie_header(&headers, "", 0));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie_header(&state, &headers, "", 0),
+    );
     Ok(response)
 }
 
@@ -786,6 +863,70 @@ mod tests {
         assert_eq!(local_next(Some("//evil.example/ui")), "/ui/executions");
         assert_eq!(local_next(Some("/api/v1/keys")), "/ui/executions");
         assert_eq!(local_next(None), "/ui/executions");
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn writes_from_another_site_are_known_by_what_browsers_say() {
+        let from = |pairs| cross_site(&headers(pairs));
+        // A script: neither header.
+        assert_eq!(from(&[("host", "squall:9101")]), None);
+        assert_eq!(from(&[("sec-fetch-site", "same-origin")]), None);
+        assert_eq!(from(&[("sec-fetch-site", "none")]), None);
+        assert_eq!(
+            from(&[("sec-fetch-site", "cross-site")]).as_deref(),
+            Some("Sec-Fetch-Site: cross-site")
+        );
+        // Same-site is not same-origin: another service on the domain.
+        assert!(from(&[("sec-fetch-site", "same-site")]).is_some());
+        // Sec-Fetch-Site wins over Origin.
+        assert!(
+            from(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://squall:9101"),
+                ("host", "squall:9101")
+            ])
+            .is_some()
+        );
+        // A browser without it: Origin against the host.
+        assert_eq!(
+            from(&[("origin", "http://squall:9101"), ("host", "squall:9101")]),
+            None
+        );
+        assert_eq!(
+            from(&[
+                ("origin", "https://squall.example"),
+                ("host", "127.0.0.1:9101"),
+                ("x-forwarded-host", "squall.example")
+            ]),
+            None
+        );
+        assert!(from(&[("origin", "http://evil.example"), ("host", "squall:9101")]).is_some());
+        assert!(from(&[("origin", "null"), ("host", "squall:9101")]).is_some());
+    }
+
+    #[test]
+    fn proxies_say_tls_either_way() {
+        assert!(!over_tls(&headers(&[])));
+        assert!(over_tls(&headers(&[("x-forwarded-proto", "https")])));
+        assert!(over_tls(&headers(&[("x-forwarded-proto", "HTTPS")])));
+        assert!(!over_tls(&headers(&[("x-forwarded-proto", "http")])));
+        assert!(over_tls(&headers(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=https;by=203.0.113.43"
+        )])));
+        assert!(over_tls(&headers(&[("forwarded", "proto=\"https\"")])));
+        assert!(!over_tls(&headers(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=http"
+        )])));
     }
 
     #[test]

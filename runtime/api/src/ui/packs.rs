@@ -16,7 +16,7 @@ pub(super) fn routes() -> Router<AppState> {
         // The upload's size is bounded by the server's --max-upload-mib,
         // counted as it arrives (below), not by axum's default.
         .route(
-            "/ui/packs",
+            super::UPLOAD_PATH,
             get(list)
                 .post(upload)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
@@ -42,6 +42,7 @@ fn render(
         .map(|p| {
             let mut shape = crate::packs::pack_shape(p);
             shape["removable"] = Value::Bool(p.installed.is_some());
+            shape["configurable"] = Value::Bool(p.dir.join("config.schema.yaml").is_file());
             shape
         })
         .collect();
@@ -61,11 +62,16 @@ fn render(
 
 /// `POST /ui/packs` (multipart, the file in `archive`): install it, as
 /// `POST /api/v1/packs/upload` does.
+///
+/// A cookie session's upload carries its CSRF token as the form's first
+/// field (`csrf`): the file is not read until it is checked.
 async fn upload(
     State(state): State<AppState>,
     viewer: Viewer,
+    csrf: Option<axum::Extension<super::UploadCsrf>>,
     mut form: Multipart,
 ) -> Result<Response, UiError> {
+    let mut unchecked = csrf.map(|c| c.0);
     let refuse =
         |message: String, status: StatusCode| render(&state, &viewer, None, Some(message), status);
     let permit = state.uploads.clone().acquire_owned().await.map_err(|_| {
@@ -81,6 +87,16 @@ async fn upload(
             Ok(None) => break,
             Err(e) => return refuse(format!("the upload did not arrive whole: {e}"), e.status()),
         };
+        if let Some(expected) = &unchecked {
+            if field.name() != Some(super::CSRF_FIELD) {
+                return Err(super::csrf_refused());
+            }
+            match field.text().await {
+                Ok(given) if expected.accepts(&given) => unchecked = None,
+                _ => return Err(super::csrf_refused()),
+            }
+            continue;
+        }
         if field.name() != Some("archive") {
             continue;
         }
@@ -105,6 +121,9 @@ async fn upload(
             }
         }
         archive = Some(axum::body::Bytes::from(bytes));
+    }
+    if unchecked.is_some() {
+        return Err(super::csrf_refused());
     }
     let Some(archive) = archive.filter(|a| !a.is_empty()) else {
         return refuse(

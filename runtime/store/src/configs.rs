@@ -1,0 +1,198 @@
+//! Pack configs set through the API (`PUT /api/v1/configs/{pack}`): the
+//! values a tenant gave for a pack, in place of the `config.yaml` the pack
+//! ships. A config often holds credentials, so it is sealed whole under the
+//! server's key when the store has one (as secret datastore values are),
+//! bound to its tenant and pack.
+
+use rusqlite::{OptionalExtension, params};
+use squall_core::TenantId;
+use squall_core::time::now_rfc3339;
+
+use crate::{Error, Result, Store};
+
+/// A pack's stored config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackConfig {
+    pub pack: String,
+    /// The values as given (JSON), before the pack's schema applies its
+    /// defaults.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    pub updated_at: String,
+}
+
+/// What a sealed config is bound to.
+fn context(tenant: &TenantId, pack: &str) -> String {
+    format!("pack-config\0{}\0{pack}", tenant.as_str())
+}
+
+impl Store {
+    /// The configs `tenant` has set, by pack.
+    pub fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>> {
+        let rows: Vec<(String, String, String)> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pack, config, updated_at FROM pack_configs WHERE tenant_id = ?1 ORDER BY pack",
+            )?;
+            let rows = stmt.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })?;
+        rows.into_iter()
+            .map(|(pack, stored, updated_at)| {
+                let values = self.unseal_config(tenant, &pack, &stored)?;
+                Ok(PackConfig {
+                    pack,
+                    values,
+                    updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The config `tenant` has set for `pack`, if any.
+    pub fn pack_config(&self, tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>> {
+        let row: Option<(String, String)> = self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT config, updated_at FROM pack_configs WHERE tenant_id = ?1 AND pack = ?2",
+                )?
+                .query_row(params![tenant.as_str(), pack], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })?;
+        row.map(|(stored, updated_at)| {
+            Ok(PackConfig {
+                pack: pack.to_owned(),
+                values: self.unseal_config(tenant, pack, &stored)?,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Set `tenant`'s config of `pack` to `values`, or (`None`) drop it, so
+    /// the pack's own `config.yaml` applies again. Whether one was there.
+    pub async fn put_pack_config(
+        &self,
+        tenant: &TenantId,
+        pack: &str,
+        values: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<bool> {
+        let stored = values.map(|v| {
+            let text = serde_json::Value::Object(v.clone()).to_string();
+            match &self.secret_key {
+                Some(key) => key.seal(&text, &context(tenant, pack)),
+                None => text,
+            }
+        });
+        let (tenant, pack) = (tenant.as_str().to_owned(), pack.to_owned());
+        self.write(move |txn| {
+            let had = txn
+                .prepare_cached("SELECT 1 FROM pack_configs WHERE tenant_id = ?1 AND pack = ?2")?
+                .exists(params![tenant, pack])?;
+            match &stored {
+                Some(config) => {
+                    txn.prepare_cached(
+                        "INSERT INTO pack_configs (tenant_id, pack, config, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (tenant_id, pack) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![tenant, pack, config, now_rfc3339()])?;
+                }
+                None => {
+                    txn.prepare_cached(
+                        "DELETE FROM pack_configs WHERE tenant_id = ?1 AND pack = ?2",
+                    )?
+                    .execute(params![tenant, pack])?;
+                }
+            }
+            Ok(had)
+        })
+        .await
+    }
+
+    fn unseal_config(
+        &self,
+        tenant: &TenantId,
+        pack: &str,
+        stored: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            Error::Corrupt(format!("config of pack '{pack}' of tenant '{tenant}': {e}"))
+        };
+        // A sealed config begins with the sealing's version; JSON with `{`.
+        let text = if stored.starts_with('{') {
+            stored.to_owned()
+        } else {
+            let key = self
+                .secret_key
+                .as_ref()
+                .ok_or_else(|| corrupt(&"it is sealed, and the server has no key"))?;
+            key.open(stored, &context(tenant, pack))
+                .map_err(|e| corrupt(&e))?
+        };
+        serde_json::from_str(&text).map_err(|e| corrupt(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{SecretKey, Store, StoreConfig};
+    use squall_core::TenantId;
+
+    fn values(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().expect("an object").clone()
+    }
+
+    #[tokio::test]
+    async fn configs_are_kept_sealed_per_tenant_and_pack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let key = SecretKey::generate();
+        let store = Store::open(&path, &StoreConfig::default())
+            .expect("open")
+            .with_secret_key(SecretKey::from_bytes(&key));
+        let tenant = TenantId::default_tenant();
+        let given = values(json!({"api_token": "hunter2", "region": "eu"}));
+        assert!(
+            !store
+                .put_pack_config(&tenant, "examples", Some(&given))
+                .await
+                .expect("put")
+        );
+        let got = store
+            .pack_config(&tenant, "examples")
+            .expect("get")
+            .expect("stored");
+        assert_eq!(got.values, given);
+        // Sealed at rest: the token is not in the database.
+        let raw: String = store
+            .read(|c| Ok(c.query_row("SELECT config FROM pack_configs", [], |r| r.get(0))?))
+            .expect("raw");
+        assert!(!raw.contains("hunter2") && raw.starts_with("v2:"), "{raw}");
+        // Another tenant has none; another key cannot open it.
+        let other = TenantId::new("other").expect("tenant");
+        assert!(
+            store
+                .pack_config(&other, "examples")
+                .expect("get")
+                .is_none()
+        );
+        let wrong = Store::open(&path, &StoreConfig::default())
+            .expect("open")
+            .with_secret_key(SecretKey::from_bytes(&SecretKey::generate()));
+        assert!(wrong.pack_config(&tenant, "examples").is_err());
+
+        assert_eq!(store.pack_configs(&tenant).expect("list").len(), 1);
+        assert!(
+            store
+                .put_pack_config(&tenant, "examples", None)
+                .await
+                .expect("drop")
+        );
+        assert!(
+            store
+                .pack_config(&tenant, "examples")
+                .expect("get")
+                .is_none()
+        );
+    }
+}
