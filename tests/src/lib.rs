@@ -9,6 +9,8 @@ use tempfile::TempDir;
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+pub mod postgres;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

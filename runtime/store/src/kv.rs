@@ -6,17 +6,17 @@ use squall_core::TenantId;
 use squall_core::kv::{KvEntry, KvError, KvScope, KvStore};
 use squall_core::time::unix_now;
 
-use crate::{Error, Store};
+use crate::{Error, SecretKey, Store};
 
 fn backend(e: Error) -> KvError {
     KvError::Backend(e.to_string())
 }
 
-fn expiry(raw: Option<i64>) -> Option<u64> {
+pub(crate) fn expiry(raw: Option<i64>) -> Option<u64> {
     raw.and_then(|t| u64::try_from(t).ok())
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
@@ -61,19 +61,62 @@ fn context(tenant: &TenantId, key: &str) -> String {
     format!("{}\0{key}", tenant.as_str())
 }
 
+/// Decrypt a secret entry's value with `sealer` (plain entries pass
+/// through). Shared by both engines.
+pub(crate) fn reveal(
+    sealer: Option<&SecretKey>,
+    tenant: &TenantId,
+    mut entry: KvEntry,
+) -> Result<KvEntry, KvError> {
+    if entry.secret {
+        let key = sealer.ok_or(KvError::EncryptionUnavailable)?;
+        entry.value = key
+            .open(&entry.value, &context(tenant, &entry.key))
+            .map_err(|e| KvError::Backend(format!("secret '{}': {e}", entry.key)))?;
+    }
+    Ok(entry)
+}
+
+/// Seal a secret entry's value with `sealer` before it is stored.
+pub(crate) fn seal(
+    sealer: Option<&SecretKey>,
+    tenant: &TenantId,
+    mut entry: KvEntry,
+) -> Result<KvEntry, KvError> {
+    if entry.secret {
+        let key = sealer.ok_or(KvError::EncryptionUnavailable)?;
+        entry.value = key.seal(&entry.value, &context(tenant, &entry.key));
+    }
+    Ok(entry)
+}
+
+/// A listing's entries as shown: secrets decrypted with `decrypt`, masked
+/// as `********` without.
+pub(crate) fn shown(
+    sealer: Option<&SecretKey>,
+    tenant: &TenantId,
+    entries: Vec<KvEntry>,
+    decrypt: bool,
+) -> Result<Vec<KvEntry>, KvError> {
+    entries
+        .into_iter()
+        .map(|mut e| {
+            if !e.secret {
+                Ok(e)
+            } else if decrypt {
+                reveal(sealer, tenant, e)
+            } else {
+                e.value = "********".into();
+                Ok(e)
+            }
+        })
+        .collect()
+}
+
 impl Store {
     /// Decrypt a secret entry's value (plain entries pass through).
-    fn reveal(&self, tenant: &TenantId, mut entry: KvEntry) -> Result<KvEntry, KvError> {
-        if entry.secret {
-            let key = self
-                .secret_key
-                .as_ref()
-                .ok_or(KvError::EncryptionUnavailable)?;
-            entry.value = key
-                .open(&entry.value, &context(tenant, &entry.key))
-                .map_err(|e| KvError::Backend(format!("secret '{}': {e}", entry.key)))?;
-        }
-        Ok(entry)
+    fn reveal(&self, tenant: &TenantId, entry: KvEntry) -> Result<KvEntry, KvError> {
+        reveal(self.secret_key.as_ref(), tenant, entry)
     }
 }
 
@@ -86,15 +129,9 @@ impl KvStore for Store {
             .map_err(|e| KvError::Backend(e.to_string()))?
     }
 
-    async fn set(&self, tenant: &TenantId, mut entry: KvEntry) -> Result<(), KvError> {
+    async fn set(&self, tenant: &TenantId, entry: KvEntry) -> Result<(), KvError> {
         let tenant = tenant.clone();
-        if entry.secret {
-            let key = self
-                .secret_key
-                .as_ref()
-                .ok_or(KvError::EncryptionUnavailable)?;
-            entry.value = key.seal(&entry.value, &context(&tenant, &entry.key));
-        }
+        let entry = seal(self.secret_key.as_ref(), &tenant, entry)?;
         let quota = self.kv_quota;
         self.write(move |txn| {
             if let Some(limit) = quota {
@@ -184,19 +221,7 @@ impl Store {
             })
             .await
             .map_err(backend)?;
-        entries
-            .into_iter()
-            .map(|mut e| {
-                if !e.secret {
-                    Ok(e)
-                } else if decrypt {
-                    self.reveal(&owner, e)
-                } else {
-                    e.value = "********".into();
-                    Ok(e)
-                }
-            })
-            .collect()
+        shown(self.secret_key.as_ref(), &owner, entries, decrypt)
     }
 }
 
@@ -205,96 +230,28 @@ mod tests {
     use super::*;
     use crate::StoreConfig;
 
-    fn entry(key: &str, value: &str, expires_at: Option<u64>) -> KvEntry {
-        KvEntry {
-            key: key.into(),
-            value: value.into(),
-            expires_at,
-            secret: false,
-        }
+    fn sealing() -> crate::SecretKey {
+        crate::SecretKey::from_bytes(&crate::SecretKey::generate())
     }
 
     #[tokio::test]
-    async fn kv_is_tenant_scoped_and_honours_expiry() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let t = TenantId::default_tenant();
-        store.set(&t, entry("a:1", "one", None)).await.expect("set");
-        store.set(&t, entry("a:2", "two", None)).await.expect("set");
-        store.set(&t, entry("b:1", "x", None)).await.expect("set");
-        store
-            .set(&t, entry("a:old", "gone", Some(1)))
-            .await
-            .expect("set");
-
-        assert_eq!(
-            store.get(&t, "a:1").await.expect("get").map(|e| e.value),
-            Some("one".into())
-        );
-        assert_eq!(
-            store.get(&t, "a:old").await.expect("get"),
-            None,
-            "expired keys are absent"
-        );
-        let keys: Vec<_> = store
-            .list(&t, "a:")
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
-        assert_eq!(keys, ["a:1", "a:2"]);
-
-        let other = TenantId::new("other").expect("valid");
-        assert_eq!(store.get(&other, "a:1").await.expect("get"), None);
-
-        store
-            .set(&t, entry("a:1", "uno", None))
-            .await
-            .expect("replace");
-        assert_eq!(
-            store.get(&t, "a:1").await.expect("get").map(|e| e.value),
-            Some("uno".into())
-        );
-        assert!(store.delete(&t, "a:1").await.expect("delete"));
-        assert!(!store.delete(&t, "a:1").await.expect("delete again"));
-        assert!(!store.delete(&t, "a:old").await.expect("expired delete"));
-    }
-
-    #[tokio::test]
-    async fn secrets_are_sealed_at_rest_and_need_the_key() {
-        use squall_core::kv::{KvEntry, KvStore};
+    async fn the_datastore_keeps_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
-        let key = crate::SecretKey::from_bytes(&crate::SecretKey::generate());
-        let store = Store::open(&path, &crate::StoreConfig::default())
+        let store = Store::open(&path, &StoreConfig::default())
             .expect("open")
-            .with_secret_key(key);
-        let t = squall_core::TenantId::default_tenant();
-        let entry = KvEntry {
-            key: "es_password".into(),
-            value: "hunter2-plain".into(),
-            expires_at: None,
-            secret: true,
-        };
-        store.set(&t, entry).await.expect("set");
-        let got = store
-            .get(&t, "es_password")
-            .await
-            .expect("get")
-            .expect("there");
-        assert_eq!((got.value.as_str(), got.secret), ("hunter2-plain", true));
-        let listed = store.list(&t, "es_").await.expect("list");
-        assert_eq!(listed[0].value, "********");
+            .with_secret_key(sealing());
+        crate::contract::datastore(&store).await;
         drop(store);
-        // Not in the database file in clear.
-        let bytes = std::fs::read(&path).expect("read db");
-        let wal = std::fs::read(dir.path().join("db-wal")).unwrap_or_default();
-        let needle = b"hunter2-plain";
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
-        assert!(!wal.windows(needle.len()).any(|w| w == needle));
-        // Without the key: refused, not returned sealed.
-        let keyless = Store::open(&path, &crate::StoreConfig::default()).expect("open");
-        assert!(keyless.get(&t, "es_password").await.is_err());
+        // The secret the contract wrote is in neither file in clear.
+        let needle = crate::contract::SECRET.as_bytes();
+        for file in [path.clone(), dir.path().join("db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+        let quota = Store::open(&dir.path().join("quota"), &StoreConfig::default())
+            .expect("open")
+            .with_kv_quota(Some(1000));
+        crate::contract::datastore_quota(&quota, 1000).await;
     }
 }

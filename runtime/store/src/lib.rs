@@ -13,9 +13,12 @@
 mod auth;
 mod checkpoint;
 mod configs;
+#[cfg(test)]
+mod contract;
 mod executions;
 mod kv;
 mod migrate;
+pub mod pg;
 mod reactor;
 mod secrets;
 mod workflows;

@@ -1,0 +1,175 @@
+//! The store on PostgreSQL, for N identical nodes sharing one database
+//! (`tokio-postgres` through a `deadpool-postgres` pool). It keeps the
+//! contract the SQLite store keeps, one part at a time; each part's
+//! behaviour tests run against both engines (`tests` below and in the
+//! modules they share). What is here so far: the schema's migrations and
+//! the datastore.
+//!
+//! Transactions are short and never span a guest call; writes that must
+//! not interleave per tenant (the datastore's quota) take a
+//! transaction-scoped advisory lock.
+
+mod kv;
+mod migrate;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::SecretKey;
+
+/// Errors from the PostgreSQL store.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("could not reach the database: {0}")]
+    Connect(String),
+    #[error("database error: {}", describe(.0))]
+    Query(#[from] tokio_postgres::Error),
+    #[error(
+        "the database has schema version {found}, newer than this build of Squall supports ({supported}); upgrade Squall"
+    )]
+    TooNew { found: i64, supported: i64 },
+}
+
+/// A driver error with the server's own message and SQLSTATE, which its
+/// `Display` leaves out.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Connect(e.to_string())
+    }
+}
+
+/// A handle to the shared database; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    /// Encrypts secret datastore values; without it they are refused.
+    pub(crate) secret_key: Option<SecretKey>,
+    /// Bytes of keys and values one tenant's datastore may hold.
+    kv_quota: Option<u64>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connect to the database at `url` (`postgres://user@host:port/db`)
+    /// with at most `connections` connections, and bring its schema up to
+    /// date (once, whichever node gets there first).
+    pub async fn connect(url: &str, connections: usize) -> Result<Self, PgError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Connect(e.to_string()))?;
+        let store = Self {
+            pool,
+            secret_key: None,
+            kv_quota: None,
+        };
+        let mut client = store.pool.get().await?;
+        migrate::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// Encrypt secret datastore values with `key` from now on.
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
+    }
+
+    /// Limit each tenant's datastore to `bytes` of keys and values.
+    pub fn with_kv_quota(mut self, bytes: Option<u64>) -> Self {
+        self.kv_quota = bytes;
+        self
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use squall_tests::postgres::Postgres;
+
+    use super::*;
+
+    fn sealing() -> SecretKey {
+        SecretKey::from_bytes(&SecretKey::generate())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_datastore_keeps_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("kv"), 8)
+            .await
+            .expect("connect")
+            .with_secret_key(sealing());
+        crate::contract::datastore(&store).await;
+        let quota = PgStore::connect(&pg.create_database("quota"), 8)
+            .await
+            .expect("connect")
+            .with_kv_quota(Some(1000));
+        crate::contract::datastore_quota(&quota, 1000).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+        let pg = Postgres::start();
+        let url = pg.create_database("nodes");
+        let nodes: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgStore::connect(&url, 2).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for node in nodes {
+            stores.push(node.await.expect("task").expect("connect"));
+        }
+        let client = stores[0].client().await.expect("client");
+        let versions: Vec<i64> = client
+            .query("SELECT version FROM squall_schema", &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, [migrate::PG_SCHEMA_VERSION]);
+        client
+            .execute("UPDATE squall_schema SET version = version + 1", &[])
+            .await
+            .expect("bump");
+        let newer = PgStore::connect(&url, 2).await;
+        assert!(matches!(newer, Err(PgError::TooNew { .. })), "{newer:?}");
+        // A URL that is not one says so.
+        assert!(matches!(
+            PgStore::connect("postgres://[bad", 1).await,
+            Err(PgError::Url(_))
+        ));
+    }
+}
