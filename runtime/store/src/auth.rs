@@ -61,13 +61,13 @@ pub struct UserInfo {
 }
 
 /// A fresh secret: `prefix` then 32 random bytes, URL-safe.
-fn random_secret(prefix: &str) -> String {
+pub(crate) fn random_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn digest(secret: &str) -> String {
+pub(crate) fn digest(secret: &str) -> String {
     let hash = Sha256::digest(secret.as_bytes());
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -80,6 +80,38 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .expect("hashing a constant does not fail")
         .to_string()
 });
+
+/// An Argon2id hash of `password`, salted.
+pub(crate) fn hash_password(password: &str) -> Result<String> {
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .map_err(|e| Error::Corrupt(format!("hashing a password: {e}")))?
+        .to_string())
+}
+
+/// The principal of `found` (a user's tenant, role, password hash and
+/// name) if `password` is theirs. Slow on purpose, and as slow for a name
+/// that does not exist or has no password.
+pub(crate) fn verified(
+    found: Option<(TenantId, Role, Option<String>, String)>,
+    password: &str,
+) -> Result<Option<Principal>> {
+    let Some((tenant, role, Some(hash), user)) = found else {
+        // The same work as for a real user: the answer's timing does not
+        // tell which names exist.
+        let _ = Argon2::default().verify_password(
+            password.as_bytes(),
+            &PasswordHash::new(&DUMMY_HASH).expect("the dummy hash parses"),
+        );
+        return Ok(None);
+    };
+    let parsed = PasswordHash::new(&hash)
+        .map_err(|e| Error::Corrupt(format!("password hash of '{user}': {e}")))?;
+    Ok(Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+        .then_some(Principal { tenant, user, role }))
+}
 
 fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
@@ -166,15 +198,7 @@ impl Store {
         role: Role,
         password: Option<&str>,
     ) -> Result<(), AccountError> {
-        let hash = match password {
-            Some(p) => Some(
-                Argon2::default()
-                    .hash_password(p.as_bytes(), &SaltString::generate(&mut OsRng))
-                    .map_err(|e| Error::Corrupt(format!("hashing a password: {e}")))?
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let hash = password.map(hash_password).transpose()?;
         let (tenant, user) = (tenant.clone(), user.to_owned());
         self.write(move |txn| {
             if !tenant_exists(txn, &tenant)? {
@@ -231,21 +255,7 @@ impl Store {
                 )
                 .optional()?)
         })?;
-        let Some((tenant, role, Some(hash), user)) = row else {
-            // The same work as for a real user: the answer's timing does
-            // not tell which names exist.
-            let _ = Argon2::default().verify_password(
-                password.as_bytes(),
-                &PasswordHash::new(&DUMMY_HASH).expect("the dummy hash parses"),
-            );
-            return Ok(None);
-        };
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| Error::Corrupt(format!("password hash of '{user}': {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            .then_some(Principal { tenant, user, role }))
+        verified(row, password)
     }
 
     /// A new API key for `user` of `tenant`: its id and the key, which is
@@ -418,88 +428,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::StoreConfig;
+    use crate::{Store, StoreConfig};
 
-    fn store() -> (tempfile::TempDir, Store) {
+    #[tokio::test]
+    async fn accounts_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn api_keys_are_stored_hashed_and_resolve_to_their_principal() {
-        let (_d, store) = store();
-        let acme = TenantId::new("acme").expect("id");
-        store.create_tenant(&acme).await.expect("tenant");
-        assert!(matches!(
-            store.create_tenant(&acme).await,
-            Err(AccountError::Exists { .. })
-        ));
-        let (id, key) = store
-            .create_api_key(&acme, "ops", Role::Operator)
-            .await
-            .expect("key");
-        let p = store.api_key_principal(&key).expect("read").expect("known");
-        assert_eq!(
-            (p.tenant.as_str(), p.user.as_str(), p.role),
-            ("acme", "ops", Role::Operator)
-        );
-        assert_eq!(store.api_key_principal("sq_nope").expect("read"), None);
-        let stored: String = store
-            .read(|c| Ok(c.query_row("SELECT key_hash FROM api_keys", [], |r| r.get(0))?))
-            .expect("row");
-        assert_ne!(stored, key);
-        assert!(!stored.contains(&key[3..]));
-        // Another tenant cannot disable it.
-        assert!(
-            !store
-                .set_api_key_enabled(&TenantId::default_tenant(), &id, false)
-                .await
-                .expect("write")
-        );
-        assert!(
-            store
-                .set_api_key_enabled(&acme, &id, false)
-                .await
-                .expect("write")
-        );
-        assert_eq!(store.api_key_principal(&key).expect("read"), None);
-        assert!(matches!(
-            store
-                .create_api_key(&TenantId::new("ghost").expect("id"), "x", Role::Viewer)
-                .await,
-            Err(AccountError::UnknownTenant(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn passwords_and_tokens() {
-        let (_d, store) = store();
-        let t = TenantId::default_tenant();
-        store
-            .put_user(&t, "ana", Role::Viewer, Some("correct horse"))
-            .await
-            .expect("user");
-        assert_eq!(store.check_password("ana", "wrong").expect("check"), None);
-        let p = store
-            .check_password("ana", "correct horse")
-            .expect("check")
-            .expect("matches");
-        assert_eq!(p.role, Role::Viewer);
-        let (token, _) = store.create_token(&p, 60).await.expect("token");
-        assert_eq!(
-            store.token_principal(&token).expect("read"),
-            Some(p.clone())
-        );
-        let (expired, _) = store.create_token(&p, 0).await.expect("token");
-        assert_eq!(store.token_principal(&expired).expect("read"), None);
-        // A user name is one account server-wide.
-        let acme = TenantId::new("acme").expect("id");
-        store.create_tenant(&acme).await.expect("tenant");
-        assert!(matches!(
-            store.put_user(&acme, "ana", Role::Admin, None).await,
-            Err(AccountError::OtherTenant { .. })
-        ));
+        crate::contract::accounts(&store).await;
     }
 }

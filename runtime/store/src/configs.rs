@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use squall_core::TenantId;
 use squall_core::time::now_rfc3339;
 
-use crate::{Error, Result, Store};
+use crate::{Error, Result, SecretKey, Store};
 
 /// A pack's stored config.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,13 +75,7 @@ impl Store {
         pack: &str,
         values: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<bool> {
-        let stored = values.map(|v| {
-            let text = serde_json::Value::Object(v.clone()).to_string();
-            match &self.secret_key {
-                Some(key) => key.seal(&text, &context(tenant, pack)),
-                None => text,
-            }
-        });
+        let stored = values.map(|v| seal(self.secret_key.as_ref(), tenant, pack, v));
         let (tenant, pack) = (tenant.as_str().to_owned(), pack.to_owned());
         self.write(move |txn| {
             let had = txn
@@ -113,86 +107,56 @@ impl Store {
         pack: &str,
         stored: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>> {
-        let corrupt = |e: &dyn std::fmt::Display| {
-            Error::Corrupt(format!("config of pack '{pack}' of tenant '{tenant}': {e}"))
-        };
-        // A sealed config begins with the sealing's version; JSON with `{`.
-        let text = if stored.starts_with('{') {
-            stored.to_owned()
-        } else {
-            let key = self
-                .secret_key
-                .as_ref()
-                .ok_or_else(|| corrupt(&"it is sealed, and the server has no key"))?;
-            key.open(stored, &context(tenant, pack))
-                .map_err(|e| corrupt(&e))?
-        };
-        serde_json::from_str(&text).map_err(|e| corrupt(&e))
+        unseal(self.secret_key.as_ref(), tenant, pack, stored)
     }
+}
+
+/// A config as stored: its JSON, sealed when there is a key. Shared by
+/// both engines.
+pub(crate) fn seal(
+    sealer: Option<&SecretKey>,
+    tenant: &TenantId,
+    pack: &str,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let text = serde_json::Value::Object(values.clone()).to_string();
+    match sealer {
+        Some(key) => key.seal(&text, &context(tenant, pack)),
+        None => text,
+    }
+}
+
+/// A stored config's values.
+pub(crate) fn unseal(
+    sealer: Option<&SecretKey>,
+    tenant: &TenantId,
+    pack: &str,
+    stored: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        Error::Corrupt(format!("config of pack '{pack}' of tenant '{tenant}': {e}"))
+    };
+    // A sealed config begins with the sealing's version; JSON with `{`.
+    let text = if stored.starts_with('{') {
+        stored.to_owned()
+    } else {
+        let key = sealer.ok_or_else(|| corrupt(&"it is sealed, and the server has no key"))?;
+        key.open(stored, &context(tenant, pack))
+            .map_err(|e| corrupt(&e))?
+    };
+    serde_json::from_str(&text).map_err(|e| corrupt(&e))
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use crate::{SecretKey, Store, StoreConfig};
-    use squall_core::TenantId;
-
-    fn values(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
-        v.as_object().expect("an object").clone()
-    }
 
     #[tokio::test]
-    async fn configs_are_kept_sealed_per_tenant_and_pack() {
+    async fn pack_configs_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("db");
-        let key = SecretKey::generate();
-        let store = Store::open(&path, &StoreConfig::default())
-            .expect("open")
-            .with_secret_key(SecretKey::from_bytes(&key));
-        let tenant = TenantId::default_tenant();
-        let given = values(json!({"api_token": "hunter2", "region": "eu"}));
-        assert!(
-            !store
-                .put_pack_config(&tenant, "examples", Some(&given))
-                .await
-                .expect("put")
-        );
-        let got = store
-            .pack_config(&tenant, "examples")
-            .expect("get")
-            .expect("stored");
-        assert_eq!(got.values, given);
-        // Sealed at rest: the token is not in the database.
-        let raw: String = store
-            .read(|c| Ok(c.query_row("SELECT config FROM pack_configs", [], |r| r.get(0))?))
-            .expect("raw");
-        assert!(!raw.contains("hunter2") && raw.starts_with("v2:"), "{raw}");
-        // Another tenant has none; another key cannot open it.
-        let other = TenantId::new("other").expect("tenant");
-        assert!(
-            store
-                .pack_config(&other, "examples")
-                .expect("get")
-                .is_none()
-        );
-        let wrong = Store::open(&path, &StoreConfig::default())
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default())
             .expect("open")
             .with_secret_key(SecretKey::from_bytes(&SecretKey::generate()));
-        assert!(wrong.pack_config(&tenant, "examples").is_err());
-
-        assert_eq!(store.pack_configs(&tenant).expect("list").len(), 1);
-        assert!(
-            store
-                .put_pack_config(&tenant, "examples", None)
-                .await
-                .expect("drop")
-        );
-        assert!(
-            store
-                .pack_config(&tenant, "examples")
-                .expect("get")
-                .is_none()
-        );
+        crate::contract::pack_configs(&store).await;
     }
 }

@@ -3,7 +3,15 @@
 //! with a store of its own.
 
 use squall_core::TenantId;
+use squall_core::auth::{Principal, Role};
 use squall_core::kv::{KvEntry, KvError, KvStore};
+
+use crate::Result;
+use crate::auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
+use crate::configs::PackConfig;
+use crate::executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
+use squall_core::execution::{CapturedOutput, Execution, ExecutionStatus, StatusChange};
+use squall_core::ids::ExecutionId;
 
 /// What the behaviour tests need of an engine beyond [`KvStore`].
 pub(crate) trait Engine: KvStore + Clone + 'static {
@@ -18,6 +26,76 @@ pub(crate) trait Engine: KvStore + Clone + 'static {
     async fn values_at_rest(&self) -> Vec<String>;
     /// The same database, without the key that seals secrets.
     fn keyless(&self) -> Self;
+    /// The accounts, as each engine offers them (SQLite's reads block).
+    async fn create_tenant(&self, tenant: &TenantId) -> Result<(), AccountError>;
+    async fn tenants(&self) -> Result<Vec<TenantInfo>>;
+    async fn put_user(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Result<(), AccountError>;
+    async fn users(&self, tenant: &TenantId) -> Result<Vec<UserInfo>>;
+    async fn check_password(&self, name: &str, password: &str) -> Result<Option<Principal>>;
+    async fn create_api_key(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+        role: Role,
+    ) -> Result<(String, String), AccountError>;
+    async fn api_key_principal(&self, key: &str) -> Result<Option<Principal>>;
+    async fn any_api_key(&self) -> Result<bool>;
+    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
+    async fn set_api_key_enabled(&self, tenant: &TenantId, id: &str, enabled: bool)
+    -> Result<bool>;
+    async fn delete_api_key(&self, tenant: &TenantId, id: &str) -> Result<bool>;
+    async fn create_token(&self, principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>;
+    async fn revoke_token(&self, token: &str) -> Result<bool>;
+    async fn token_principal(&self, token: &str) -> Result<Option<Principal>>;
+    /// Every stored API key hash, as it is at rest.
+    async fn key_hashes_at_rest(&self) -> Vec<String>;
+    async fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>>;
+    async fn pack_config(&self, tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
+    async fn put_pack_config(
+        &self,
+        tenant: &TenantId,
+        pack: &str,
+        values: Option<&Values>,
+    ) -> Result<bool>;
+    /// Every stored pack config, as it is at rest.
+    async fn configs_at_rest(&self) -> Vec<String>;
+    async fn insert_execution(&self, execution: &Execution) -> Result<()>;
+    async fn insert_executions(&self, executions: &[Execution]) -> Result<()>;
+    async fn update_execution(&self, execution: &Execution) -> Result<bool>;
+    /// `start_execution`, queued (SQLite's lane).
+    async fn start(&self, execution: &Execution) -> Result<bool>;
+    async fn mark_canceling(&self, execution: &Execution) -> Result<bool>;
+    async fn get_execution(&self, tenant: &TenantId, id: &ExecutionId)
+    -> Result<Option<Execution>>;
+    async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>>;
+    async fn list_executions_stored(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<(Vec<StoredExecution>, u64)>;
+    async fn list_execution_summaries(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<ExecutionSummary>>;
+}
+
+type Values = serde_json::Map<String, serde_json::Value>;
+
+/// [`Engine`]'s account methods for an engine whose methods of the same
+/// names exist (`$store.$name(...)`), awaited (`await`) or not.
+macro_rules! accounts {
+    ($($name:ident ($($arg:ident: $ty:ty),*) -> $out:ty $(, $await:ident)?;)*) => {
+        $(
+            async fn $name(&self, $($arg: $ty),*) -> $out {
+                Self::$name(self, $($arg),*)$(.$await)?
+            }
+        )*
+    };
 }
 
 /// The secret value [`datastore`] writes.
@@ -48,6 +126,58 @@ impl Engine for crate::Store {
         other.secret_key = None;
         other
     }
+
+    accounts! {
+        create_tenant(tenant: &TenantId) -> Result<(), AccountError>, await;
+        tenants() -> Result<Vec<TenantInfo>>;
+        put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>, await;
+        users(tenant: &TenantId) -> Result<Vec<UserInfo>>;
+        check_password(name: &str, password: &str) -> Result<Option<Principal>>;
+        create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>, await;
+        api_key_principal(key: &str) -> Result<Option<Principal>>;
+        any_api_key() -> Result<bool>;
+        api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
+        set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>, await;
+        delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>, await;
+        create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>, await;
+        revoke_token(token: &str) -> Result<bool>, await;
+        token_principal(token: &str) -> Result<Option<Principal>>;
+        pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>;
+        pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
+        put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>, await;
+        insert_execution(execution: &Execution) -> Result<()>, await;
+        insert_executions(executions: &[Execution]) -> Result<()>, await;
+        update_execution(execution: &Execution) -> Result<bool>, await;
+        mark_canceling(execution: &Execution) -> Result<bool>, await;
+        get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>;
+        list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>;
+        list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>;
+        list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>;
+    }
+
+    async fn start(&self, execution: &Execution) -> Result<bool> {
+        self.start_execution(execution, crate::Lane::Queued).await
+    }
+
+    async fn configs_at_rest(&self) -> Vec<String> {
+        self.read_async(|conn| {
+            let mut stmt = conn.prepare("SELECT config FROM pack_configs")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+        .expect("read")
+    }
+
+    async fn key_hashes_at_rest(&self) -> Vec<String> {
+        self.read_async(|conn| {
+            let mut stmt = conn.prepare("SELECT key_hash FROM api_keys")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+        .expect("read")
+    }
 }
 
 impl Engine for crate::pg::PgStore {
@@ -75,6 +205,60 @@ impl Engine for crate::pg::PgStore {
         let mut other = self.clone();
         other.secret_key = None;
         other
+    }
+
+    accounts! {
+        create_tenant(tenant: &TenantId) -> Result<(), AccountError>, await;
+        tenants() -> Result<Vec<TenantInfo>>, await;
+        put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>, await;
+        users(tenant: &TenantId) -> Result<Vec<UserInfo>>, await;
+        check_password(name: &str, password: &str) -> Result<Option<Principal>>, await;
+        create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>, await;
+        api_key_principal(key: &str) -> Result<Option<Principal>>, await;
+        any_api_key() -> Result<bool>, await;
+        api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>, await;
+        set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>, await;
+        delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>, await;
+        create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>, await;
+        revoke_token(token: &str) -> Result<bool>, await;
+        token_principal(token: &str) -> Result<Option<Principal>>, await;
+        pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>, await;
+        pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>, await;
+        put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>, await;
+        insert_execution(execution: &Execution) -> Result<()>, await;
+        insert_executions(executions: &[Execution]) -> Result<()>, await;
+        update_execution(execution: &Execution) -> Result<bool>, await;
+        mark_canceling(execution: &Execution) -> Result<bool>, await;
+        get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>, await;
+        list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>, await;
+        list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>, await;
+        list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>, await;
+    }
+
+    async fn start(&self, execution: &Execution) -> Result<bool> {
+        self.start_execution(execution).await
+    }
+
+    async fn configs_at_rest(&self) -> Vec<String> {
+        let client = self.client().await.expect("client");
+        client
+            .query("SELECT config FROM pack_configs", &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    async fn key_hashes_at_rest(&self) -> Vec<String> {
+        let client = self.client().await.expect("client");
+        client
+            .query("SELECT key_hash FROM api_keys", &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 }
 
@@ -245,5 +429,439 @@ pub(crate) async fn datastore_quota(store: &impl Engine, limit: u64) {
     assert!(
         fitted >= 1 && held as u64 <= limit,
         "{fitted} fitted, {held} bytes held"
+    );
+}
+
+/// Accounts: tenants, users with passwords, API keys and tokens. Keys and
+/// tokens are stored hashed; a user name is one account server-wide; a
+/// changed user's tokens end.
+pub(crate) async fn accounts(store: &impl Engine) {
+    let acme = TenantId::new("acme").expect("id");
+    store.create_tenant(&acme).await.expect("tenant");
+    assert!(matches!(
+        store.create_tenant(&acme).await,
+        Err(AccountError::Exists { .. })
+    ));
+    let names: Vec<String> = store
+        .tenants()
+        .await
+        .expect("tenants")
+        .into_iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    assert_eq!(names, ["acme", "default"]);
+
+    assert!(!store.any_api_key().await.expect("read"));
+    let (id, key) = store
+        .create_api_key(&acme, "ops", Role::Operator)
+        .await
+        .expect("key");
+    assert!(store.any_api_key().await.expect("read"));
+    let p = store
+        .api_key_principal(&key)
+        .await
+        .expect("read")
+        .expect("known");
+    assert_eq!(
+        (p.tenant.as_str(), p.user.as_str(), p.role),
+        ("acme", "ops", Role::Operator)
+    );
+    assert_eq!(
+        store.api_key_principal("sq_nope").await.expect("read"),
+        None
+    );
+    let hashes = store.key_hashes_at_rest().await;
+    assert!(hashes.iter().all(|h| *h != key && !h.contains(&key[3..])));
+    let listed = store.api_keys(&acme).await.expect("list");
+    assert_eq!(
+        (listed.len(), listed[0].id.as_str(), listed[0].enabled),
+        (1, id.as_str(), true)
+    );
+    // Another tenant can neither disable nor delete it.
+    let default = TenantId::default_tenant();
+    assert!(
+        !store
+            .set_api_key_enabled(&default, &id, false)
+            .await
+            .expect("write")
+    );
+    assert!(!store.delete_api_key(&default, &id).await.expect("write"));
+    assert!(
+        store
+            .set_api_key_enabled(&acme, &id, false)
+            .await
+            .expect("write")
+    );
+    assert_eq!(store.api_key_principal(&key).await.expect("read"), None);
+    assert!(
+        store
+            .set_api_key_enabled(&acme, &id, true)
+            .await
+            .expect("write")
+    );
+    assert!(store.delete_api_key(&acme, &id).await.expect("write"));
+    assert_eq!(store.api_key_principal(&key).await.expect("read"), None);
+    let ghost = TenantId::new("ghost").expect("id");
+    assert!(matches!(
+        store.create_api_key(&ghost, "x", Role::Viewer).await,
+        Err(AccountError::UnknownTenant(_))
+    ));
+
+    store
+        .put_user(&default, "ana", Role::Viewer, Some("correct horse"))
+        .await
+        .expect("user");
+    assert_eq!(
+        store.check_password("ana", "wrong").await.expect("check"),
+        None
+    );
+    assert_eq!(
+        store.check_password("nobody", "x").await.expect("check"),
+        None
+    );
+    let p = store
+        .check_password("ana", "correct horse")
+        .await
+        .expect("check")
+        .expect("matches");
+    assert_eq!(p.role, Role::Viewer);
+    let (token, _) = store.create_token(&p, 60).await.expect("token");
+    assert_eq!(
+        store.token_principal(&token).await.expect("read"),
+        Some(p.clone())
+    );
+    let (expired, _) = store.create_token(&p, 0).await.expect("token");
+    assert_eq!(store.token_principal(&expired).await.expect("read"), None);
+    // A changed user signs in again; the password stays when not given.
+    store
+        .put_user(&default, "ana", Role::Operator, None)
+        .await
+        .expect("user");
+    assert_eq!(store.token_principal(&token).await.expect("read"), None);
+    let p = store
+        .check_password("ana", "correct horse")
+        .await
+        .expect("check")
+        .expect("the password stays");
+    assert_eq!(p.role, Role::Operator);
+    let (token, _) = store.create_token(&p, 60).await.expect("token");
+    assert!(store.revoke_token(&token).await.expect("revoke"));
+    assert!(!store.revoke_token(&token).await.expect("revoke again"));
+    assert_eq!(store.token_principal(&token).await.expect("read"), None);
+    let users = store.users(&default).await.expect("users");
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| (u.name.as_str(), u.role.as_str(), u.has_password))
+            .collect::<Vec<_>>(),
+        [("ana", "operator", true)]
+    );
+    // A user name is one account server-wide.
+    assert!(matches!(
+        store.put_user(&acme, "ana", Role::Admin, None).await,
+        Err(AccountError::OtherTenant { .. })
+    ));
+    assert!(matches!(
+        store.put_user(&ghost, "bo", Role::Admin, None).await,
+        Err(AccountError::UnknownTenant(_))
+    ));
+}
+
+/// Pack configs set through the API: kept per tenant and pack, sealed at
+/// rest (`store` has a key), unreadable without the key, dropped on
+/// request.
+pub(crate) async fn pack_configs(store: &impl Engine) {
+    let tenant = TenantId::default_tenant();
+    let given: Values =
+        serde_json::from_str(r#"{"api_token": "hunter2", "region": "eu"}"#).expect("json");
+    assert!(
+        !store
+            .put_pack_config(&tenant, "examples", Some(&given))
+            .await
+            .expect("put")
+    );
+    let got = store
+        .pack_config(&tenant, "examples")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.values, given);
+    assert!(
+        store
+            .put_pack_config(&tenant, "examples", Some(&given))
+            .await
+            .expect("again")
+    );
+    let at_rest = store.configs_at_rest().await;
+    assert!(
+        at_rest
+            .iter()
+            .all(|c| !c.contains("hunter2") && c.starts_with("v2:")),
+        "{at_rest:?}"
+    );
+    let other = TenantId::new("other").expect("tenant");
+    assert!(
+        store
+            .pack_config(&other, "examples")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        store
+            .keyless()
+            .pack_config(&tenant, "examples")
+            .await
+            .is_err()
+    );
+    assert_eq!(store.pack_configs(&tenant).await.expect("list").len(), 1);
+    assert!(
+        store
+            .put_pack_config(&tenant, "examples", None)
+            .await
+            .expect("drop")
+    );
+    assert!(
+        !store
+            .put_pack_config(&tenant, "examples", None)
+            .await
+            .expect("drop again")
+    );
+    assert!(
+        store
+            .pack_config(&tenant, "examples")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+/// A new execution of `action` in the default tenant.
+pub(crate) fn execution(action: &str, status: ExecutionStatus) -> Execution {
+    Execution {
+        id: ExecutionId::generate(),
+        tenant: TenantId::default_tenant(),
+        action: action.parse().expect("valid ref"),
+        status,
+        parameters: serde_json::json!({"message": "hi"}),
+        result: None,
+        output: CapturedOutput::default(),
+        start_timestamp: squall_core::time::now_rfc3339(),
+        end_timestamp: None,
+        log: vec![StatusChange {
+            status,
+            timestamp: squall_core::time::now_rfc3339(),
+        }],
+        trace_tag: None,
+        trigger_instance_id: None,
+        rule_ref: None,
+        trigger_type: None,
+        context: Default::default(),
+        delay: None,
+    }
+}
+
+/// Execution records: a round trip of every field, each filter the API and
+/// the UI offer, paging by id, counting; a completed execution is never
+/// written again, a waiting one starts once, only a running one is marked
+/// canceling; tenants see only their own.
+pub(crate) async fn executions(store: &impl Engine) {
+    let tenant = TenantId::default_tenant();
+    let mut a = execution("core.echo", ExecutionStatus::Requested);
+    a.context.insert("user".into(), serde_json::json!("ann"));
+    a.trace_tag = Some("tag-1".into());
+    a.delay = Some(250);
+    let mut b = execution("core.noop", ExecutionStatus::Requested);
+    b.trigger_instance_id = Some("ti-1".into());
+    b.rule_ref = Some("hooks.on_alert".into());
+    b.trigger_type = Some("core.st2.webhook".into());
+    store.insert_execution(&a).await.expect("insert a");
+    store.insert_execution(&b).await.expect("insert b");
+    let mut task = execution("core.echo", ExecutionStatus::Requested);
+    task.context.insert(
+        "parent".into(),
+        serde_json::json!({"execution_id": b.id.as_str()}),
+    );
+    store
+        .insert_executions(std::slice::from_ref(&task))
+        .await
+        .expect("insert task");
+
+    // Starts once; completes once.
+    assert!(a.transition(ExecutionStatus::Scheduled) && a.transition(ExecutionStatus::Running));
+    assert!(store.start(&a).await.expect("start"));
+    assert!(!store.start(&a).await.expect("start again"));
+    assert!(store.mark_canceling(&a).await.expect("running: marked"));
+    assert!(
+        !store
+            .mark_canceling(&b)
+            .await
+            .expect("not running: not marked")
+    );
+    assert!(a.transition(ExecutionStatus::Succeeded));
+    a.result = Some(serde_json::json!({"message": "hi"}));
+    a.output.stdout = "out".into();
+    assert!(store.update_execution(&a).await.expect("update"));
+    let got = store
+        .get_execution(&tenant, &a.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(got, a);
+    let mut late = a.clone();
+    late.status = ExecutionStatus::Failed;
+    assert!(
+        !store
+            .update_execution(&late)
+            .await
+            .expect("a completed one stays")
+    );
+    assert_eq!(
+        store
+            .get_execution(&tenant, &a.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .status,
+        ExecutionStatus::Succeeded
+    );
+    let ghost = execution("core.noop", ExecutionStatus::Succeeded);
+    assert!(
+        store.update_execution(&ghost).await.is_err(),
+        "an unknown one is an error"
+    );
+    assert_eq!(
+        store
+            .get_execution(&tenant, &b.id)
+            .await
+            .expect("get")
+            .expect("b"),
+        b
+    );
+
+    // Filters, newest first.
+    let ids = |list: Vec<Execution>| list.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let all = ExecutionFilter::for_tenant(tenant.clone());
+    assert_eq!(
+        ids(store.list_executions(&all).await.expect("list")),
+        [task.id.clone(), b.id.clone(), a.id.clone()]
+    );
+    let (stored, total) = store.list_executions_stored(&all).await.expect("list");
+    assert_eq!((stored.len(), total), (3, 3));
+    assert_eq!(
+        stored[2].result_json.as_deref(),
+        Some(r#"{"message":"hi"}"#)
+    );
+    let with = |change: &dyn Fn(&mut ExecutionFilter)| {
+        let mut f = all.clone();
+        change(&mut f);
+        f
+    };
+    let cases: Vec<(ExecutionFilter, Vec<ExecutionId>)> = vec![
+        (
+            with(&|f| f.status = Some(ExecutionStatus::Succeeded)),
+            vec![a.id.clone()],
+        ),
+        (
+            with(&|f| f.action = Some("core.noop".parse().expect("ref"))),
+            vec![b.id.clone()],
+        ),
+        (
+            with(&|f| {
+                f.action = Some("core.echo".parse().expect("ref"));
+                f.status = Some(ExecutionStatus::Requested);
+            }),
+            vec![task.id.clone()],
+        ),
+        (
+            with(&|f| f.trigger_instance = Some("ti-1".into())),
+            vec![b.id.clone()],
+        ),
+        (
+            with(&|f| f.rule = Some("hooks.on_alert".into())),
+            vec![b.id.clone()],
+        ),
+        (
+            with(&|f| f.trigger_type = Some("core.st2.webhook".into())),
+            vec![b.id.clone()],
+        ),
+        (
+            with(&|f| f.trigger_type = Some("core.st2.CronTimer".into())),
+            vec![],
+        ),
+        (
+            with(&|f| f.parent = Some(Some(b.id.clone()))),
+            vec![task.id.clone()],
+        ),
+        (
+            with(&|f| f.parent = Some(None)),
+            vec![b.id.clone(), a.id.clone()],
+        ),
+        (
+            with(&|f| {
+                f.parent = Some(None);
+                f.user = Some("ann".into());
+            }),
+            vec![a.id.clone()],
+        ),
+        (
+            with(&|f| f.before = Some(b.id.as_str().to_owned())),
+            vec![a.id.clone()],
+        ),
+        (
+            with(&|f| f.since = Some(b.id.as_str().to_owned())),
+            vec![task.id.clone(), b.id.clone()],
+        ),
+        (with(&|f| f.limit = 1), vec![task.id.clone()]),
+        (with(&|f| f.offset = 2), vec![a.id.clone()]),
+        (
+            with(&|f| f.tenant = TenantId::new("other").expect("tenant")),
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            ids(store.list_executions(&filter).await.expect("list")),
+            expected,
+            "{filter:?}"
+        );
+    }
+
+    // The history's rows.
+    let mut f = all.clone();
+    f.parent = Some(None);
+    let rows = store.list_execution_summaries(&f).await.expect("summaries");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0].id.as_str(),
+            rows[0].has_children,
+            rows[0].trigger_type.as_deref(),
+            rows[0].rule.as_deref()
+        ),
+        (
+            b.id.as_str(),
+            true,
+            Some("core.st2.webhook"),
+            Some("hooks.on_alert")
+        )
+    );
+    assert_eq!(
+        (
+            rows[1].id.as_str(),
+            rows[1].user.as_deref(),
+            rows[1].status.as_str(),
+            rows[1].has_children
+        ),
+        (a.id.as_str(), Some("ann"), "succeeded", false)
+    );
+    assert!(rows[1].end_timestamp.is_some());
+    let other = TenantId::new("other").expect("tenant");
+    assert!(
+        store
+            .get_execution(&other, &a.id)
+            .await
+            .expect("get")
+            .is_none()
     );
 }

@@ -185,7 +185,7 @@ impl Store {
         &self,
         filter: &ExecutionFilter,
     ) -> Result<Vec<ExecutionSummary>> {
-        let (filter_sql, args) = filter_sql(filter);
+        let (filter_sql, args) = filter_sql(filter, USER);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
         self.read(|conn| {
@@ -243,7 +243,7 @@ impl Store {
         filter: &ExecutionFilter,
         from_row: fn(&Row<'_>) -> Result<T>,
     ) -> Result<(Vec<T>, u64)> {
-        let (filter_sql, args) = filter_sql(filter);
+        let (filter_sql, args) = filter_sql(filter, USER);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
         self.read(|conn| {
@@ -267,10 +267,16 @@ impl Store {
     }
 }
 
+/// The context's user, as the index `executions_by_user` has it.
+const USER: &str = "(context ->> '$.user')";
+
 /// The `WHERE` clause `filter` makes, and its arguments. Only the filters
 /// given appear in it, so SQLite can use the index that serves them (a
-/// `?x IS NULL OR ...` clause would force a table scan).
-fn filter_sql(filter: &ExecutionFilter) -> (String, Vec<String>) {
+/// `?x IS NULL OR ...` clause would force a table scan). Arguments are
+/// `?`, in order; `user` is how the engine reads the context's user (as its
+/// index has it).
+pub(crate) fn filter_sql(filter: &ExecutionFilter, user: &str) -> (String, Vec<String>) {
+    let by_user = format!("{user} = ?");
     let mut clauses = vec!["tenant_id = ?"];
     let mut args: Vec<String> = vec![filter.tenant.as_str().to_owned()];
     if let Some(action) = &filter.action {
@@ -302,8 +308,7 @@ fn filter_sql(filter: &ExecutionFilter) -> (String, Vec<String>) {
         args.push(trigger_type.clone());
     }
     if let Some(user) = &filter.user {
-        // As the index `executions_by_user` has it.
-        clauses.push("(context ->> '$.user') = ?");
+        clauses.push(&by_user);
         args.push(user.clone());
     }
     if let Some(before) = &filter.before {
@@ -341,23 +346,23 @@ pub struct ExecutionSummary {
 #[derive(Debug)]
 pub(crate) struct ExecutionRow {
     pub(crate) id: String,
-    tenant: String,
-    action: String,
-    status: &'static str,
-    parameters: String,
-    result: Option<String>,
-    output: String,
-    log: String,
-    start: String,
-    end: Option<String>,
-    trace_tag: Option<String>,
-    trigger_instance_id: Option<String>,
-    rule_ref: Option<String>,
-    context: Option<String>,
-    delay: Option<i64>,
+    pub(crate) tenant: String,
+    pub(crate) action: String,
+    pub(crate) status: &'static str,
+    pub(crate) parameters: String,
+    pub(crate) result: Option<String>,
+    pub(crate) output: String,
+    pub(crate) log: String,
+    pub(crate) start: String,
+    pub(crate) end: Option<String>,
+    pub(crate) trace_tag: Option<String>,
+    pub(crate) trigger_instance_id: Option<String>,
+    pub(crate) rule_ref: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) delay: Option<i64>,
     /// The workflow execution this one is a task of.
-    parent: Option<String>,
-    trigger_type: Option<String>,
+    pub(crate) parent: Option<String>,
+    pub(crate) trigger_type: Option<String>,
 }
 
 impl ExecutionRow {
@@ -440,7 +445,11 @@ pub(crate) fn insert(txn: &rusqlite::Transaction<'_>, e: &ExecutionRow) -> Resul
 }
 
 pub(crate) fn from_row(row: &Row<'_>) -> Result<Execution> {
-    let stored = stored_from_row(row)?;
+    parsed(stored_from_row(row)?)
+}
+
+/// The execution with its result parsed.
+pub(crate) fn parsed(stored: StoredExecution) -> Result<Execution> {
     let mut execution = stored.execution;
     execution.result = stored
         .result_json
@@ -453,15 +462,39 @@ pub(crate) fn from_row(row: &Row<'_>) -> Result<Execution> {
 }
 
 pub(crate) fn stored_from_row(row: &Row<'_>) -> Result<StoredExecution> {
-    let text = |i: usize| -> Result<String> { Ok(row.get::<_, String>(i)?) };
+    decode(row)
+}
+
+/// The columns of one row, read the same way from either engine's rows.
+pub(crate) trait Columns {
+    fn text(&self, i: usize) -> Result<String>;
+    fn maybe_text(&self, i: usize) -> Result<Option<String>>;
+    fn maybe_int(&self, i: usize) -> Result<Option<i64>>;
+}
+
+impl Columns for Row<'_> {
+    fn text(&self, i: usize) -> Result<String> {
+        Ok(self.get(i)?)
+    }
+    fn maybe_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.get(i)?)
+    }
+    fn maybe_int(&self, i: usize) -> Result<Option<i64>> {
+        Ok(self.get(i)?)
+    }
+}
+
+/// An execution from a row of [`COLUMNS`], its result left as stored.
+pub(crate) fn decode(row: &impl Columns) -> Result<StoredExecution> {
+    let text = |i: usize| row.text(i);
     let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("{what}: {e}"));
     let id = text(0)?;
     let parse_json = |what: &str, s: &str| -> Result<serde_json::Value> {
         serde_json::from_str(s).map_err(|e| corrupt(&format!("execution {id} {what}"), &e))
     };
-    let result_json: Option<String> = row.get(5)?;
-    let context: Option<String> = row.get(13)?;
-    let delay: Option<i64> = row.get(14)?;
+    let result_json = row.maybe_text(5)?;
+    let context = row.maybe_text(13)?;
+    let delay = row.maybe_int(14)?;
     let execution = Execution {
         id: id.parse().map_err(|e| corrupt("execution id", &e))?,
         tenant: TenantId::new(text(1)?).map_err(|e| corrupt("tenant id", &e))?,
@@ -474,11 +507,11 @@ pub(crate) fn stored_from_row(row: &Row<'_>) -> Result<StoredExecution> {
         log: serde_json::from_str::<Vec<StatusChange>>(&text(7)?)
             .map_err(|e| corrupt("execution log", &e))?,
         start_timestamp: text(8)?,
-        end_timestamp: row.get(9)?,
-        trace_tag: row.get(10)?,
-        trigger_instance_id: row.get(11)?,
-        rule_ref: row.get(12)?,
-        trigger_type: row.get(16)?,
+        end_timestamp: row.maybe_text(9)?,
+        trace_tag: row.maybe_text(10)?,
+        trigger_instance_id: row.maybe_text(11)?,
+        rule_ref: row.maybe_text(12)?,
+        trigger_type: row.maybe_text(16)?,
         context: match context {
             Some(c) => serde_json::from_str(&c).map_err(|e| corrupt("execution context", &e))?,
             None => Default::default(),
@@ -493,74 +526,15 @@ pub(crate) fn stored_from_row(row: &Row<'_>) -> Result<StoredExecution> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use squall_core::time::now_rfc3339;
-
     use super::*;
     use crate::StoreConfig;
-
-    fn sample(action: &str, status: ExecutionStatus) -> Execution {
-        Execution {
-            id: ExecutionId::generate(),
-            tenant: TenantId::default_tenant(),
-            action: action.parse().expect("valid ref"),
-            status,
-            parameters: json!({"message": "hi"}),
-            result: None,
-            output: CapturedOutput::default(),
-            start_timestamp: now_rfc3339(),
-            end_timestamp: None,
-            log: vec![StatusChange {
-                status,
-                timestamp: now_rfc3339(),
-            }],
-            trace_tag: None,
-            trigger_instance_id: None,
-            rule_ref: None,
-            trigger_type: None,
-            context: Default::default(),
-            delay: None,
-        }
-    }
+    use crate::contract::execution as sample;
 
     #[tokio::test]
-    async fn executions_round_trip_and_filter() {
+    async fn executions_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let mut a = sample("core.echo", ExecutionStatus::Requested);
-        let b = sample("core.noop", ExecutionStatus::Requested);
-        store.insert_execution(&a).await.expect("insert a");
-        store.insert_execution(&b).await.expect("insert b");
-
-        a.status = ExecutionStatus::Succeeded;
-        a.result = Some(json!({"message": "hi"}));
-        a.output.stdout = "out".into();
-        a.end_timestamp = Some(now_rfc3339());
-        store.update_execution(&a).await.expect("update");
-
-        let got = store
-            .get_execution(&a.tenant, &a.id)
-            .expect("get")
-            .expect("exists");
-        assert_eq!(got, a);
-
-        let all = store
-            .list_executions(&ExecutionFilter::for_tenant(TenantId::default_tenant()))
-            .expect("list");
-        assert_eq!(
-            all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-            [b.id.clone(), a.id.clone()]
-        );
-
-        let mut f = ExecutionFilter::for_tenant(TenantId::default_tenant());
-        f.status = Some(ExecutionStatus::Succeeded);
-        assert_eq!(store.list_executions(&f).expect("list").len(), 1);
-        f.status = None;
-        f.action = Some("core.noop".parse().expect("valid"));
-        assert_eq!(store.list_executions(&f).expect("list")[0].id, b.id);
-
-        let other = TenantId::new("other").expect("valid");
-        assert!(store.get_execution(&other, &a.id).expect("get").is_none());
+        crate::contract::executions(&store).await;
     }
 
     #[tokio::test]
@@ -592,7 +566,7 @@ mod tests {
         // gathered and sorted.
         f.trigger_type = Some("core.st2.webhook".into());
         f.before = Some(by_hand.id.as_str().to_owned());
-        let (sql, args) = filter_sql(&f);
+        let (sql, args) = filter_sql(&f, USER);
         let plan = store
             .read(|conn| {
                 let mut stmt = conn.prepare(&format!(

@@ -55,6 +55,9 @@ pub enum Error {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// From the PostgreSQL store ([`pg::PgStore`]).
+    #[error(transparent)]
+    Postgres(#[from] pg::PgError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("the store's writer has stopped")]

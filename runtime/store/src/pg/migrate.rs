@@ -29,6 +29,86 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, key)
     );
     "#,
+    // 2: accounts: users (one name server-wide), API keys and tokens (only
+    // their hashes). (`user` is a keyword here: the column is `user_name`.)
+    r#"
+    CREATE TABLE users (
+        name           TEXT PRIMARY KEY,
+        tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+        role           TEXT NOT NULL,
+        password_hash  TEXT,
+        created_at     TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        user_name   TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        key_hash    TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        enabled     BOOLEAN NOT NULL
+    );
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);
+    CREATE TABLE tokens (
+        token_hash  TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        user_name   TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX tokens_by_expiry ON tokens (expires_at);
+    "#,
+    // 3: pack configs set through the API (sealed when there is a key).
+    r#"
+    CREATE TABLE pack_configs (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        pack        TEXT NOT NULL,
+        config      TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, pack)
+    );
+    "#,
+    // 4: executions, with the indexes each list and filter of the API and
+    // the UI reads through (SQLite's, one for one). Ids are UUIDv7 text:
+    // they sort by time byte by byte (COLLATE "C"), whatever the database's
+    // locale. The user filter reads the context as JSON.
+    r#"
+    CREATE TABLE executions (
+        id                   TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id            TEXT NOT NULL REFERENCES tenants(id),
+        action_ref           TEXT NOT NULL,
+        status               TEXT NOT NULL,
+        parameters           TEXT NOT NULL,
+        result               TEXT,
+        output               TEXT NOT NULL,
+        status_log           TEXT NOT NULL,
+        start_timestamp      TEXT NOT NULL,
+        end_timestamp        TEXT,
+        trace_tag            TEXT,
+        trigger_instance_id  TEXT,
+        rule_ref             TEXT,
+        context              TEXT,
+        delay                BIGINT,
+        parent               TEXT COLLATE "C",
+        trigger_type         TEXT
+    ) WITH (fillfactor = 90);
+    CREATE INDEX executions_by_tenant ON executions (tenant_id, id DESC);
+    CREATE INDEX executions_by_action ON executions (tenant_id, action_ref, id DESC);
+    CREATE INDEX executions_by_status ON executions (tenant_id, status, id DESC);
+    CREATE INDEX executions_by_action_status ON executions (tenant_id, action_ref, status, id DESC);
+    CREATE INDEX executions_by_trace ON executions (tenant_id, trace_tag)
+        WHERE trace_tag IS DISTINCT FROM trigger_instance_id;
+    CREATE INDEX executions_by_instance ON executions (tenant_id, trigger_instance_id)
+        WHERE trigger_instance_id IS NOT NULL;
+    CREATE INDEX executions_by_parent ON executions (tenant_id, parent, id)
+        WHERE parent IS NOT NULL;
+    CREATE INDEX executions_by_rule ON executions (tenant_id, rule_ref, id DESC)
+        WHERE rule_ref IS NOT NULL;
+    CREATE INDEX executions_by_user ON executions (tenant_id, (context::jsonb ->> 'user'), id DESC)
+        WHERE parent IS NULL;
+    CREATE INDEX executions_by_trigger_type ON executions (tenant_id, trigger_type, id DESC)
+        WHERE trigger_type IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

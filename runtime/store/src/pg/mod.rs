@@ -2,13 +2,17 @@
 //! (`tokio-postgres` through a `deadpool-postgres` pool). It keeps the
 //! contract the SQLite store keeps, one part at a time; each part's
 //! behaviour tests run against both engines (`tests` below and in the
-//! modules they share). What is here so far: the schema's migrations and
-//! the datastore.
+//! modules they share). What is here so far: the schema's migrations, the
+//! datastore, the accounts (tenants, users, API keys, tokens), pack
+//! configs and execution records.
 //!
 //! Transactions are short and never span a guest call; writes that must
 //! not interleave per tenant (the datastore's quota) take a
 //! transaction-scoped advisory lock.
 
+mod auth;
+mod configs;
+mod executions;
 mod kv;
 mod migrate;
 
@@ -44,6 +48,18 @@ fn describe(e: &tokio_postgres::Error) -> String {
 impl From<deadpool_postgres::PoolError> for PgError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         Self::Connect(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for crate::Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Postgres(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for crate::Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Postgres(e.into())
     }
 }
 
@@ -135,6 +151,34 @@ mod tests {
             .expect("connect")
             .with_kv_quota(Some(1000));
         crate::contract::datastore_quota(&quota, 1000).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accounts_keep_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("accounts"), 8)
+            .await
+            .expect("connect");
+        crate::contract::accounts(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pack_configs_keep_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("configs"), 8)
+            .await
+            .expect("connect")
+            .with_secret_key(sealing());
+        crate::contract::pack_configs(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn executions_keep_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("executions"), 8)
+            .await
+            .expect("connect");
+        crate::contract::executions(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
