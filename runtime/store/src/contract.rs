@@ -10,8 +10,12 @@ use crate::Result;
 use crate::auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
 use crate::configs::PackConfig;
 use crate::executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
+use crate::reactor::{EnforcementFilter, Page, Trace, TraceFilter};
 use squall_core::execution::{CapturedOutput, Execution, ExecutionStatus, StatusChange};
 use squall_core::ids::ExecutionId;
+use squall_core::trigger::{
+    EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, new_id,
+};
 
 /// What the behaviour tests need of an engine beyond [`KvStore`].
 pub(crate) trait Engine: KvStore + Clone + 'static {
@@ -82,6 +86,64 @@ pub(crate) trait Engine: KvStore + Clone + 'static {
         &self,
         filter: &ExecutionFilter,
     ) -> Result<Vec<ExecutionSummary>>;
+    async fn insert_processed_trigger_instance(
+        &self,
+        ti: &TriggerInstance,
+        enforcements: Vec<RuleEnforcement>,
+        executions: &[&Execution],
+    ) -> Result<()>;
+    async fn unfinished_executions(&self) -> Result<Vec<Execution>>;
+    async fn pending_executions(&self) -> Result<Vec<Execution>>;
+    async fn waiting_inquiries(&self) -> Result<Vec<Execution>>;
+    async fn execution_status_counts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(ExecutionStatus, u64)>>;
+    async fn purge(&self, before: &str, batch: usize) -> Result<(u64, u64, u64)>;
+    async fn get_trigger_instance(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<TriggerInstance>>;
+    async fn list_trigger_instances(
+        &self,
+        tenant: &TenantId,
+        trigger_type: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<TriggerInstance>, u64)>;
+    async fn list_enforcements(
+        &self,
+        tenant: &TenantId,
+        filter: &EnforcementFilter,
+        page: Page,
+    ) -> Result<(Vec<RuleEnforcement>, u64)>;
+    async fn get_enforcement(&self, tenant: &TenantId, id: &str)
+    -> Result<Option<RuleEnforcement>>;
+    async fn trace(&self, tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
+    async fn trace_tags(
+        &self,
+        tenant: &TenantId,
+        filter: &TraceFilter,
+        oldest_first: bool,
+        page: Page,
+    ) -> Result<(Vec<String>, u64)>;
+    async fn put_rule(&self, tenant: &TenantId, rule_ref: &str, body: Option<String>)
+    -> Result<()>;
+    async fn rule_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>>;
+    async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        policy_ref: &str,
+        body: Option<String>,
+    ) -> Result<()>;
+    async fn policy_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>>;
+    async fn put_sensor_enabled(
+        &self,
+        tenant: &TenantId,
+        sensor_ref: &str,
+        enabled: bool,
+    ) -> Result<()>;
+    async fn sensor_overrides(&self) -> Result<Vec<(TenantId, String, bool)>>;
 }
 
 type Values = serde_json::Map<String, serde_json::Value>;
@@ -153,6 +215,24 @@ impl Engine for crate::Store {
         list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>;
         list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>;
         list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>;
+        insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>, await;
+        unfinished_executions() -> Result<Vec<Execution>>;
+        pending_executions() -> Result<Vec<Execution>>;
+        waiting_inquiries() -> Result<Vec<Execution>>;
+        execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>;
+        purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>, await;
+        get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>;
+        list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>;
+        list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>;
+        get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>;
+        trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
+        trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>;
+        put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>, await;
+        rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
+        put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>, await;
+        policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
+        put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>, await;
+        sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>;
     }
 
     async fn start(&self, execution: &Execution) -> Result<bool> {
@@ -233,6 +313,24 @@ impl Engine for crate::pg::PgStore {
         list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>, await;
         list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>, await;
         list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>, await;
+        insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>, await;
+        unfinished_executions() -> Result<Vec<Execution>>, await;
+        pending_executions() -> Result<Vec<Execution>>, await;
+        waiting_inquiries() -> Result<Vec<Execution>>, await;
+        execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>, await;
+        purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>, await;
+        get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>, await;
+        list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>, await;
+        list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>, await;
+        get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>, await;
+        trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>, await;
+        trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>, await;
+        put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>, await;
+        rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>, await;
+        put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>, await;
+        policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>, await;
+        put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>, await;
+        sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>, await;
     }
 
     async fn start(&self, execution: &Execution) -> Result<bool> {
@@ -864,4 +962,344 @@ pub(crate) async fn executions(store: &impl Engine) {
             .expect("get")
             .is_none()
     );
+}
+
+/// A webhook's trigger instance, traced under `trace_tag` (else its id).
+pub(crate) fn instance(trace_tag: Option<&str>) -> TriggerInstance {
+    let id = new_id();
+    TriggerInstance {
+        trace_tag: trace_tag.map_or_else(|| id.clone(), str::to_owned),
+        id,
+        tenant: TenantId::default_tenant(),
+        trigger_type: "core.st2.webhook".into(),
+        trigger_parameters: serde_json::json!({"url": "x"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        payload: serde_json::json!({"body": {"a": 1}, "headers": {}}),
+        occurrence_time: squall_core::time::now_rfc3339(),
+        status: TriggerInstanceStatus::Processed,
+    }
+}
+
+/// A requested execution and its enforcement, as rule `examples.r` on
+/// `ti` makes them.
+pub(crate) fn outcome(ti: &TriggerInstance) -> (Execution, RuleEnforcement) {
+    let mut e = execution("core.echo", ExecutionStatus::Requested);
+    e.trace_tag = Some(ti.trace_tag.clone());
+    e.trigger_instance_id = Some(ti.id.clone());
+    e.rule_ref = Some("examples.r".into());
+    e.trigger_type = Some(ti.trigger_type.clone());
+    let enforcement = RuleEnforcement {
+        id: new_id(),
+        tenant: ti.tenant.clone(),
+        rule_ref: "examples.r".into(),
+        trigger_instance_id: ti.id.clone(),
+        execution_id: Some(e.id.clone()),
+        status: EnforcementStatus::Succeeded,
+        failure_reason: None,
+        enforced_at: squall_core::time::now_rfc3339(),
+        trace_tag: ti.trace_tag.clone(),
+    };
+    (e, enforcement)
+}
+
+/// The reactor's records: an event and what it set off are one write (a
+/// second write of it fails whole); traces gather an event's records,
+/// whether tagged by its own id or not; lists filter and page; API
+/// overrides round-trip; recovery finds what waits and what ran; retention
+/// deletes only what is old and done.
+pub(crate) async fn reactor_records(store: &impl Engine) {
+    let tenant = TenantId::default_tenant();
+    let page = |limit, offset| Page { limit, offset };
+    // Tagged by its own id (no St2-Trace-Tag).
+    let ti = instance(None);
+    let (first, enforcement) = outcome(&ti);
+    store
+        .insert_processed_trigger_instance(&ti, vec![enforcement.clone()], &[&first])
+        .await
+        .expect("record");
+    let again = store
+        .insert_processed_trigger_instance(&ti, vec![enforcement.clone()], &[&first])
+        .await;
+    assert!(again.is_err(), "nothing doubles");
+    assert_eq!(store.pending_executions().await.expect("pending").len(), 1);
+    // What its execution's completion emits: the same tag, an id of its own.
+    let emitted = instance(Some(&ti.id));
+    let (follow_up, follow_up_enforcement) = outcome(&emitted);
+    store
+        .insert_processed_trigger_instance(&emitted, vec![follow_up_enforcement], &[&follow_up])
+        .await
+        .expect("record");
+    // An execution requested through the API under that tag.
+    let mut requested = execution("core.noop", ExecutionStatus::Requested);
+    requested.trace_tag = Some(ti.id.clone());
+    store.insert_execution(&requested).await.expect("record");
+    // Another event with a tag of its own, with no outcome.
+    let other = instance(Some("trace-2"));
+    store
+        .insert_processed_trigger_instance(&other, Vec::new(), &[])
+        .await
+        .expect("record");
+
+    let trace = store.trace(&tenant, &ti.id).await.expect("trace");
+    let ids = |v: Vec<String>| v;
+    assert_eq!(
+        ids(trace
+            .trigger_instances
+            .iter()
+            .map(|t| t.id.clone())
+            .collect()),
+        [ti.id.clone(), emitted.id.clone()]
+    );
+    assert_eq!(
+        trace
+            .executions
+            .iter()
+            .map(|e| e.id.clone())
+            .collect::<Vec<_>>(),
+        [first.id.clone(), follow_up.id.clone(), requested.id.clone()]
+    );
+    assert_eq!(trace.rule_enforcements.len(), 2);
+    assert_eq!(trace.rule_enforcements[0], enforcement);
+    let elsewhere = TenantId::new("elsewhere").expect("tenant");
+    let none = store.trace(&elsewhere, &ti.id).await.expect("trace");
+    assert!(none.trigger_instances.is_empty() && none.executions.is_empty());
+    let other_trace = store.trace(&tenant, "trace-2").await.expect("trace");
+    assert_eq!(other_trace.trigger_instances.len(), 1);
+    assert!(other_trace.executions.is_empty());
+
+    // Lists.
+    assert_eq!(
+        store
+            .get_trigger_instance(&tenant, &ti.id)
+            .await
+            .expect("get"),
+        Some(ti.clone())
+    );
+    assert_eq!(
+        store
+            .get_enforcement(&tenant, &enforcement.id)
+            .await
+            .expect("get"),
+        Some(enforcement.clone())
+    );
+    assert!(
+        store
+            .get_enforcement(&elsewhere, &enforcement.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let (items, total) = store
+        .list_trigger_instances(&tenant, Some("core.st2.webhook"), page(2, 0))
+        .await
+        .expect("list");
+    assert_eq!(
+        (
+            items.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            total
+        ),
+        (vec![other.id.clone(), emitted.id.clone()], 3)
+    );
+    let (items, _) = store
+        .list_trigger_instances(&tenant, Some("core.st2.webhook"), page(10, 2))
+        .await
+        .expect("list");
+    assert_eq!(
+        items.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        std::slice::from_ref(&ti.id)
+    );
+    let (items, total) = store
+        .list_trigger_instances(&tenant, Some("core.st2.CronTimer"), page(10, 0))
+        .await
+        .expect("list");
+    assert!(items.is_empty() && total == 0);
+    let by = |f: EnforcementFilter| f;
+    for (filter, expected) in [
+        (
+            by(EnforcementFilter {
+                rule_ref: Some("examples.r".into()),
+                ..Default::default()
+            }),
+            2,
+        ),
+        (
+            by(EnforcementFilter {
+                trigger_instance: Some(ti.id.clone()),
+                ..Default::default()
+            }),
+            1,
+        ),
+        (
+            by(EnforcementFilter {
+                execution: Some(follow_up.id.as_str().to_owned()),
+                ..Default::default()
+            }),
+            1,
+        ),
+        (
+            by(EnforcementFilter {
+                enforced_after: Some("2000-01-01T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            2,
+        ),
+        (
+            by(EnforcementFilter {
+                enforced_before: Some("2000-01-01T00:00:00Z".into()),
+                ..Default::default()
+            }),
+            0,
+        ),
+        (
+            by(EnforcementFilter {
+                rule_ref: Some("examples.none".into()),
+                ..Default::default()
+            }),
+            0,
+        ),
+    ] {
+        let (items, total) = store
+            .list_enforcements(&tenant, &filter, page(10, 0))
+            .await
+            .expect("list");
+        assert_eq!(
+            (items.len(), total),
+            (expected, expected as u64),
+            "{filter:?}"
+        );
+    }
+    let (tags, total) = store
+        .trace_tags(&tenant, &TraceFilter::default(), true, page(10, 0))
+        .await
+        .expect("tags");
+    assert_eq!(
+        (tags, total),
+        (vec![ti.id.clone(), "trace-2".to_owned()], 2)
+    );
+    let (tags, _) = store
+        .trace_tags(
+            &tenant,
+            &TraceFilter {
+                execution: Some(requested.id.as_str().to_owned()),
+                ..Default::default()
+            },
+            false,
+            page(10, 0),
+        )
+        .await
+        .expect("tags");
+    assert_eq!(tags, std::slice::from_ref(&ti.id));
+
+    // Recovery and counts.
+    let mut running = first.clone();
+    assert!(
+        running.transition(ExecutionStatus::Scheduled)
+            && running.transition(ExecutionStatus::Running)
+    );
+    assert!(store.update_execution(&running).await.expect("update"));
+    let mut asking = follow_up.clone();
+    assert!(
+        asking.transition(ExecutionStatus::Scheduled)
+            && asking.transition(ExecutionStatus::Running)
+    );
+    assert!(asking.transition(ExecutionStatus::Pending));
+    assert!(store.update_execution(&asking).await.expect("update"));
+    let only = |v: Vec<Execution>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        only(store.unfinished_executions().await.expect("list")),
+        std::slice::from_ref(&first.id)
+    );
+    assert_eq!(
+        only(store.waiting_inquiries().await.expect("list")),
+        std::slice::from_ref(&follow_up.id)
+    );
+    assert_eq!(
+        only(store.pending_executions().await.expect("list")),
+        [requested.id.clone()]
+    );
+    let mut counts = store
+        .execution_status_counts(&tenant)
+        .await
+        .expect("counts");
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        [
+            (ExecutionStatus::Pending, 1),
+            (ExecutionStatus::Requested, 1),
+            (ExecutionStatus::Running, 1)
+        ]
+    );
+
+    // Overrides made through the API.
+    store
+        .put_rule(&tenant, "p.a", Some("{}".into()))
+        .await
+        .expect("put");
+    store.put_rule(&tenant, "p.b", None).await.expect("delete");
+    store
+        .put_rule(&tenant, "p.a", Some("{\"x\":1}".into()))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.rule_changes().await.expect("list"),
+        vec![
+            (tenant.clone(), "p.a".into(), Some("{\"x\":1}".into())),
+            (tenant.clone(), "p.b".into(), None)
+        ]
+    );
+    store
+        .put_policy(&tenant, "p.c", Some("{}".into()))
+        .await
+        .expect("put");
+    assert_eq!(
+        store.policy_changes().await.expect("list"),
+        vec![(tenant.clone(), "p.c".into(), Some("{}".into()))]
+    );
+    store
+        .put_sensor_enabled(&tenant, "p.s", false)
+        .await
+        .expect("put");
+    store
+        .put_sensor_enabled(&tenant, "p.s", true)
+        .await
+        .expect("put");
+    assert_eq!(
+        store.sensor_overrides().await.expect("list"),
+        vec![(tenant.clone(), "p.s".into(), true)]
+    );
+
+    // Retention: only what is old and done goes, in batches.
+    let mut done = requested.clone();
+    assert!(done.transition(ExecutionStatus::Canceled));
+    assert!(store.update_execution(&done).await.expect("update"));
+    for _ in 0..25 {
+        let mut e = execution("core.noop", ExecutionStatus::Succeeded);
+        e.end_timestamp = Some(squall_core::time::now_rfc3339());
+        store.insert_execution(&e).await.expect("insert");
+    }
+    let day_ago = squall_core::time::rfc3339_ago(std::time::Duration::from_secs(86_400));
+    assert_eq!(store.purge(&day_ago, 10).await.expect("purge"), (0, 0, 0));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let now = squall_core::time::now_rfc3339();
+    assert_eq!(store.purge(&now, 10).await.expect("purge"), (26, 3, 2));
+    assert!(
+        store
+            .get_execution(&tenant, &first.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "running stays"
+    );
+    assert!(
+        store
+            .get_execution(&tenant, &follow_up.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "pending stays"
+    );
+    assert!(store.purge("not a time", 10).await.is_err());
 }

@@ -10,14 +10,14 @@ use squall_core::trigger::{
 use squall_core::{Execution, ExecutionStatus, TenantId};
 
 use crate::executions::{
-    COLUMNS as EXECUTION_COLUMNS, ExecutionRow, from_row as execution_from_row,
+    COLUMNS as EXECUTION_COLUMNS, Columns, ExecutionRow, from_row as execution_from_row,
     insert as insert_execution,
 };
 use crate::{Error, Result, Store};
 
-const TI_COLUMNS: &str =
+pub(crate) const TI_COLUMNS: &str =
     "id, tenant_id, trigger_type, trigger_parameters, payload, occurrence_time, status, trace_tag";
-const RE_COLUMNS: &str = "id, tenant_id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, enforced_at, trace_tag";
+pub(crate) const RE_COLUMNS: &str = "id, tenant_id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, enforced_at, trace_tag";
 
 const PENDING_WHERE: &str = "WHERE tenant_id IN (SELECT id FROM tenants)
    AND status IN ('requested', 'scheduled', 'delayed') ORDER BY id";
@@ -37,7 +37,7 @@ pub struct Emission<'a> {
 
 /// The smallest id (UUIDv7, hex, as every record id is) created at or after
 /// `time` (RFC 3339): ids sort by creation time.
-fn id_floor(time: &str) -> Result<String> {
+pub(crate) fn id_floor(time: &str) -> Result<String> {
     let at = squall_core::time::parse_rfc3339(time)
         .ok_or_else(|| Error::Corrupt(format!("purge cutoff '{time}' is not an RFC 3339 time")))?;
     let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
@@ -63,6 +63,22 @@ pub struct EnforcementFilter {
     pub enforced_before: Option<String>,
 }
 
+impl EnforcementFilter {
+    /// The `WHERE` clause (arguments `?`, in order) and its arguments.
+    pub(crate) fn sql(&self, tenant: &TenantId) -> (String, Vec<String>) {
+        where_clause(
+            tenant,
+            &[
+                ("rule_ref", self.rule_ref.as_deref()),
+                ("trigger_instance_id", self.trigger_instance.as_deref()),
+                ("execution_id", self.execution.as_deref()),
+                ("enforced_at >", self.enforced_after.as_deref()),
+                ("enforced_at <", self.enforced_before.as_deref()),
+            ],
+        )
+    }
+}
+
 /// Which traces to list: those holding the record given, if any.
 #[derive(Debug, Clone, Default)]
 pub struct TraceFilter {
@@ -79,7 +95,7 @@ pub struct Page {
 }
 
 impl Page {
-    fn sql(self) -> (i64, i64) {
+    pub(crate) fn sql(self) -> (i64, i64) {
         (
             i64::try_from(self.limit).unwrap_or(i64::MAX),
             i64::try_from(self.offset).unwrap_or(i64::MAX),
@@ -91,7 +107,10 @@ impl Page {
 /// can pick the index that serves them.
 /// `tenant_id = ?` and each filter given: `column` is compared for
 /// equality, or with the operator it ends with (`"enforced_at >"`).
-fn where_clause(tenant: &TenantId, filters: &[(&str, Option<&str>)]) -> (String, Vec<String>) {
+pub(crate) fn where_clause(
+    tenant: &TenantId,
+    filters: &[(&str, Option<&str>)],
+) -> (String, Vec<String>) {
     let mut sql = String::from("tenant_id = ?");
     let mut args = vec![tenant.as_str().to_owned()];
     for (column, value) in filters {
@@ -112,31 +131,41 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn ti_from_row(row: &Row<'_>) -> Result<TriggerInstance> {
-    let params: String = row.get(3)?;
-    let payload: String = row.get(4)?;
-    let status: String = row.get(6)?;
+    ti_decode(row)
+}
+
+/// A trigger instance from a row of [`TI_COLUMNS`], either engine's.
+pub(crate) fn ti_decode(row: &impl Columns) -> Result<TriggerInstance> {
+    let params = row.text(3)?;
+    let payload = row.text(4)?;
+    let status = row.text(6)?;
     Ok(TriggerInstance {
-        id: row.get(0)?,
-        tenant: TenantId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("tenant", e))?,
-        trigger_type: row.get(2)?,
+        id: row.text(0)?,
+        tenant: TenantId::new(row.text(1)?).map_err(|e| corrupt("tenant", e))?,
+        trigger_type: row.text(2)?,
         trigger_parameters: serde_json::from_str(&params)
             .map_err(|e| corrupt("trigger parameters", e))?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt("payload", e))?,
-        occurrence_time: row.get(5)?,
+        occurrence_time: row.text(5)?,
         status: TriggerInstanceStatus::parse(&status)
             .ok_or_else(|| corrupt("trigger instance status", &status))?,
-        trace_tag: row.get(7)?,
+        trace_tag: row.text(7)?,
     })
 }
 
 fn re_from_row(row: &Row<'_>) -> Result<RuleEnforcement> {
-    let status: String = row.get(5)?;
-    let execution_id: Option<String> = row.get(4)?;
+    re_decode(row)
+}
+
+/// A rule enforcement from a row of [`RE_COLUMNS`], either engine's.
+pub(crate) fn re_decode(row: &impl Columns) -> Result<RuleEnforcement> {
+    let status = row.text(5)?;
+    let execution_id = row.maybe_text(4)?;
     Ok(RuleEnforcement {
-        id: row.get(0)?,
-        tenant: TenantId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("tenant", e))?,
-        rule_ref: row.get(2)?,
-        trigger_instance_id: row.get(3)?,
+        id: row.text(0)?,
+        tenant: TenantId::new(row.text(1)?).map_err(|e| corrupt("tenant", e))?,
+        rule_ref: row.text(2)?,
+        trigger_instance_id: row.text(3)?,
         execution_id: execution_id
             .map(|id| id.parse())
             .transpose()
@@ -146,9 +175,9 @@ fn re_from_row(row: &Row<'_>) -> Result<RuleEnforcement> {
             "failed" => EnforcementStatus::Failed,
             other => return Err(corrupt("enforcement status", other)),
         },
-        failure_reason: row.get(6)?,
-        enforced_at: row.get(7)?,
-        trace_tag: row.get(8)?,
+        failure_reason: row.maybe_text(6)?,
+        enforced_at: row.text(7)?,
+        trace_tag: row.text(8)?,
     })
 }
 
@@ -194,14 +223,14 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
 /// A trigger instance encoded for its row, by the caller (see `ExecutionRow`).
 #[derive(Debug)]
 pub(crate) struct InstanceRow {
-    id: String,
-    tenant: String,
-    trigger_type: String,
-    parameters: String,
-    payload: String,
-    occurrence_time: String,
-    status: &'static str,
-    trace_tag: String,
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) trigger_type: String,
+    pub(crate) parameters: String,
+    pub(crate) payload: String,
+    pub(crate) occurrence_time: String,
+    pub(crate) status: &'static str,
+    pub(crate) trace_tag: String,
 }
 
 impl InstanceRow {
@@ -259,16 +288,21 @@ pub(crate) fn insert_outcome(
             re.rule_ref,
             re.trigger_instance_id,
             re.execution_id.as_ref().map(|id| id.as_str().to_owned()),
-            match re.status {
-                EnforcementStatus::Succeeded => "succeeded",
-                EnforcementStatus::Failed => "failed",
-            },
+            enforcement_status(re),
             re.failure_reason,
             re.enforced_at,
             re.trace_tag,
         ])?;
     }
     Ok(())
+}
+
+/// An enforcement's status as stored.
+pub(crate) fn enforcement_status(re: &RuleEnforcement) -> &'static str {
+    match re.status {
+        EnforcementStatus::Succeeded => "succeeded",
+        EnforcementStatus::Failed => "failed",
+    }
 }
 
 impl Store {
@@ -515,16 +549,7 @@ impl Store {
         filter: &EnforcementFilter,
         page: Page,
     ) -> Result<(Vec<RuleEnforcement>, u64)> {
-        let (filter, args) = where_clause(
-            tenant,
-            &[
-                ("rule_ref", filter.rule_ref.as_deref()),
-                ("trigger_instance_id", filter.trigger_instance.as_deref()),
-                ("execution_id", filter.execution.as_deref()),
-                ("enforced_at >", filter.enforced_after.as_deref()),
-                ("enforced_at <", filter.enforced_before.as_deref()),
-            ],
-        );
+        let (filter, args) = filter.sql(tenant);
         self.list_page(
             "rule_enforcements",
             RE_COLUMNS,
@@ -795,13 +820,13 @@ impl Store {
 
 /// The tables of API changes that override packs' files.
 #[derive(Debug, Clone, Copy)]
-enum Overrides {
+pub(crate) enum Overrides {
     Rules,
     Policies,
 }
 
 impl Overrides {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Rules => "rules",
             Self::Policies => "policies",
@@ -811,117 +836,22 @@ impl Overrides {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use squall_core::execution::CapturedOutput;
-    use squall_core::time::now_rfc3339;
-    use squall_core::trigger::new_id;
-    use squall_core::{ExecutionId, StatusChange};
+    use squall_core::ExecutionId;
 
     use super::*;
     use crate::StoreConfig;
 
     fn instance() -> TriggerInstance {
-        TriggerInstance {
-            id: new_id(),
-            tenant: TenantId::default_tenant(),
-            trigger_type: "core.st2.webhook".into(),
-            trigger_parameters: json!({"url": "x"}).as_object().cloned().unwrap_or_default(),
-            payload: json!({"body": {"a": 1}, "headers": {}}),
-            occurrence_time: now_rfc3339(),
-            status: TriggerInstanceStatus::Processed,
-            trace_tag: "trace-1".into(),
-        }
+        crate::contract::instance(Some("trace-1"))
     }
 
-    /// A requested execution and its enforcement, as a rule on `ti` makes.
-    fn outcome(ti: &TriggerInstance) -> (Execution, RuleEnforcement) {
-        let execution = Execution {
-            id: ExecutionId::generate(),
-            tenant: ti.tenant.clone(),
-            action: "core.echo".parse().expect("ref"),
-            status: ExecutionStatus::Requested,
-            parameters: json!({}),
-            result: None,
-            output: CapturedOutput::default(),
-            start_timestamp: now_rfc3339(),
-            end_timestamp: None,
-            log: vec![StatusChange {
-                status: ExecutionStatus::Requested,
-                timestamp: now_rfc3339(),
-            }],
-            trace_tag: Some(ti.trace_tag.clone()),
-            trigger_instance_id: Some(ti.id.clone()),
-            rule_ref: Some("examples.r".into()),
-            trigger_type: Some(ti.trigger_type.clone()),
-            context: Default::default(),
-            delay: None,
-        };
-        let enforcement = RuleEnforcement {
-            id: new_id(),
-            tenant: ti.tenant.clone(),
-            rule_ref: "examples.r".into(),
-            trigger_instance_id: ti.id.clone(),
-            execution_id: Some(execution.id.clone()),
-            status: EnforcementStatus::Succeeded,
-            failure_reason: None,
-            enforced_at: now_rfc3339(),
-            trace_tag: ti.trace_tag.clone(),
-        };
-        (execution, enforcement)
-    }
+    use crate::contract::outcome;
 
     #[tokio::test]
-    async fn an_instance_and_its_outcome_are_one_write_and_trace_together() {
+    async fn the_reactors_records_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let ti = instance();
-        let (execution, enforcement) = outcome(&ti);
-        store
-            .insert_processed_trigger_instance(&ti, vec![enforcement.clone()], &[&execution])
-            .await
-            .expect("record");
-        // Writing the same instance again fails as a whole: nothing doubles.
-        let again = store
-            .insert_processed_trigger_instance(&ti, vec![enforcement], &[&execution])
-            .await;
-        assert!(again.is_err());
-        assert_eq!(store.pending_executions().expect("list").len(), 1);
-
-        let trace = store.trace(&ti.tenant, "trace-1").expect("trace");
-        assert_eq!(trace.trigger_instances.len(), 1);
-        assert_eq!(trace.rule_enforcements.len(), 1);
-        assert_eq!(trace.executions.len(), 1);
-        assert_eq!(
-            trace.rule_enforcements[0].execution_id.as_ref(),
-            Some(&trace.executions[0].id)
-        );
-        let page = Page {
-            limit: 10,
-            offset: 0,
-        };
-        let (items, total) = store
-            .list_enforcements(
-                &ti.tenant,
-                &EnforcementFilter {
-                    rule_ref: Some("examples.r".into()),
-                    ..EnforcementFilter::default()
-                },
-                page,
-            )
-            .expect("list");
-        assert_eq!((items.len(), total), (1, 1));
-        let (items, total) = store
-            .list_trigger_instances(&ti.tenant, Some("core.st2.webhook"), page)
-            .expect("list");
-        assert_eq!((items.len(), total), (1, 1));
-        let next = Page {
-            limit: 10,
-            offset: 1,
-        };
-        let (items, _) = store
-            .list_trigger_instances(&ti.tenant, Some("core.st2.webhook"), next)
-            .expect("list");
-        assert!(items.is_empty());
+        crate::contract::reactor_records(&store).await;
     }
 
     #[tokio::test]
@@ -1009,84 +939,6 @@ mod tests {
                 .iter()
                 .any(|p| p.starts_with("SCAN") || p.contains("_by_tenant")),
             "{plans:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn purge_deletes_old_completed_records_in_batches_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let tenant = TenantId::default_tenant();
-        let execution = |status: ExecutionStatus| Execution {
-            id: ExecutionId::generate(),
-            tenant: tenant.clone(),
-            action: "core.noop".parse().expect("ref"),
-            status,
-            parameters: json!({}),
-            result: None,
-            output: CapturedOutput::default(),
-            start_timestamp: now_rfc3339(),
-            end_timestamp: None,
-            log: vec![],
-            trace_tag: None,
-            trigger_instance_id: None,
-            rule_ref: None,
-            trigger_type: None,
-            context: Default::default(),
-            delay: None,
-        };
-        for _ in 0..25 {
-            store
-                .insert_execution(&execution(ExecutionStatus::Succeeded))
-                .await
-                .expect("insert");
-        }
-        let waiting = execution(ExecutionStatus::Requested);
-        store.insert_execution(&waiting).await.expect("insert");
-        let ti = instance();
-        store
-            .insert_processed_trigger_instance(&ti, vec![], &[])
-            .await
-            .expect("instance");
-
-        // Nothing is older than a day.
-        let day_ago = squall_core::time::rfc3339_ago(std::time::Duration::from_secs(86_400));
-        assert_eq!(store.purge(&day_ago, 10).await.expect("purge"), (0, 0, 0));
-        // Everything so far is older than a moment from now.
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let now = now_rfc3339();
-        assert_eq!(store.purge(&now, 10).await.expect("purge"), (25, 1, 0));
-        // What has not completed stays, whatever its age.
-        assert!(
-            store
-                .get_execution(&tenant, &waiting.id)
-                .expect("get")
-                .is_some()
-        );
-        assert!(store.purge("not a time", 10).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn rule_changes_round_trip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        let t = TenantId::default_tenant();
-        store
-            .put_rule(&t, "p.a", Some("{}".into()))
-            .await
-            .expect("put");
-        store.put_rule(&t, "p.b", None).await.expect("delete");
-        store
-            .put_rule(&t, "p.a", Some("{\"x\":1}".into()))
-            .await
-            .expect("replace");
-        let changes = store.rule_changes().expect("list");
-        assert_eq!(
-            changes,
-            vec![
-                (t.clone(), "p.a".into(), Some("{\"x\":1}".into())),
-                (t, "p.b".into(), None)
-            ]
         );
     }
 }

@@ -8,7 +8,7 @@ use squall_core::execution::Execution;
 use squall_core::ids::ExecutionId;
 use squall_core::metrics::metrics;
 
-use super::PgStore;
+use super::{PgStore, arguments, numbered};
 use crate::executions::{
     COLUMNS, Columns, ExecutionFilter, ExecutionRow, ExecutionSummary, StoredExecution, decode,
     filter_sql, parsed,
@@ -16,7 +16,7 @@ use crate::executions::{
 use crate::{Error, Result};
 
 /// The context's user, as the index `executions_by_user` has it.
-const USER: &str = "(context::jsonb ->> 'user')";
+pub(super) const USER: &str = "(context::jsonb ->> 'user')";
 
 impl Columns for tokio_postgres::Row {
     fn text(&self, i: usize) -> Result<String> {
@@ -30,25 +30,13 @@ impl Columns for tokio_postgres::Row {
     }
 }
 
-/// `sql` with its `?` arguments numbered from `$first`.
-fn numbered(sql: &str, first: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = first;
-    for c in sql.chars() {
-        if c == '?' {
-            out.push_str(&format!("${n}"));
-            n += 1;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 const INSERT: &str = "INSERT INTO executions (id, tenant_id, action_ref, status, parameters, result, output, status_log, start_timestamp, end_timestamp, trace_tag, trigger_instance_id, rule_ref, context, delay, parent, trigger_type)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-async fn insert(client: &impl deadpool_postgres::GenericClient, row: &ExecutionRow) -> Result<()> {
+pub(super) async fn insert(
+    client: &impl deadpool_postgres::GenericClient,
+    row: &ExecutionRow,
+) -> Result<()> {
     client
         .execute(
             INSERT,
@@ -207,30 +195,11 @@ impl PgStore {
         filter: &ExecutionFilter,
     ) -> Result<(Vec<StoredExecution>, u64)> {
         let (clause, args) = filter_sql(filter, USER);
-        let clause = numbered(&clause, 1);
-        let n = args.len();
-        let (limit, offset) = page(filter);
-        let params = arguments(&args, &limit, &offset);
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM executions WHERE {clause} ORDER BY id DESC LIMIT ${} OFFSET ${}",
-                    n + 1,
-                    n + 2
-                ),
-                &params,
-            )
+        let (rows, total) = self
+            .list_page("executions", COLUMNS, &clause, &args, page(filter))
             .await?;
-        let total: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM executions WHERE {clause}"),
-                &params[..n],
-            )
-            .await?
-            .get(0);
         let stored = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
-        Ok((stored, u64::try_from(total).unwrap_or(0)))
+        Ok((stored, total))
     }
 
     /// What a list of executions shows of each matching `filter`, newest
@@ -280,16 +249,6 @@ impl PgStore {
     }
 }
 
-type Argument<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
-
-/// A filter's arguments, then `LIMIT` and `OFFSET`.
-fn arguments<'a>(args: &'a [String], limit: &'a i64, offset: &'a i64) -> Vec<Argument<'a>> {
-    let mut out: Vec<Argument<'a>> = args.iter().map(|a| a as Argument<'a>).collect();
-    out.push(limit);
-    out.push(offset);
-    out
-}
-
 /// The page `filter` asks for, as PostgreSQL's `LIMIT` and `OFFSET` take
 /// them.
 fn page(filter: &ExecutionFilter) -> (i64, i64) {
@@ -297,18 +256,4 @@ fn page(filter: &ExecutionFilter) -> (i64, i64) {
         i64::try_from(filter.limit).unwrap_or(i64::MAX),
         i64::try_from(filter.offset).unwrap_or(i64::MAX),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::numbered;
-
-    #[test]
-    fn arguments_are_numbered_in_order() {
-        assert_eq!(
-            numbered("tenant_id = ? AND id < ?", 1),
-            "tenant_id = $1 AND id < $2"
-        );
-        assert_eq!(numbered("parent IS NULL", 3), "parent IS NULL");
-    }
 }

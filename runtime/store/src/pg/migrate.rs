@@ -109,6 +109,65 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_trigger_type ON executions (tenant_id, trigger_type, id DESC)
         WHERE trigger_type IS NOT NULL;
     "#,
+    // 5: the reactor's records: trigger instances and rule enforcements
+    // (traced through the instance's id, the partial indexes hold the
+    // others), and rules, policies and sensors changed through the API
+    // (a row overrides the pack's; a rule's or policy's `body` NULL
+    // deletes it).
+    r#"
+    CREATE TABLE trigger_instances (
+        id                  TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+        trigger_type        TEXT NOT NULL,
+        trigger_parameters  TEXT NOT NULL,
+        payload             TEXT NOT NULL,
+        occurrence_time     TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        trace_tag           TEXT NOT NULL
+    );
+    CREATE INDEX trigger_instances_by_tenant ON trigger_instances (tenant_id, id DESC);
+    CREATE INDEX trigger_instances_by_type ON trigger_instances (tenant_id, trigger_type, id DESC);
+    CREATE INDEX trigger_instances_by_trace ON trigger_instances (tenant_id, trace_tag)
+        WHERE trace_tag <> id;
+
+    CREATE TABLE rule_enforcements (
+        id                   TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id            TEXT NOT NULL REFERENCES tenants(id),
+        rule_ref             TEXT NOT NULL,
+        trigger_instance_id  TEXT NOT NULL,
+        execution_id         TEXT,
+        status               TEXT NOT NULL,
+        failure_reason       TEXT,
+        enforced_at          TEXT NOT NULL,
+        trace_tag            TEXT NOT NULL
+    );
+    CREATE INDEX enforcements_by_tenant ON rule_enforcements (tenant_id, id DESC);
+    CREATE INDEX enforcements_by_instance ON rule_enforcements (tenant_id, trigger_instance_id);
+    CREATE INDEX enforcements_by_trace ON rule_enforcements (tenant_id, trace_tag)
+        WHERE trace_tag <> trigger_instance_id;
+
+    CREATE TABLE rules (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        body        TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    );
+    CREATE TABLE policies (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        body        TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    );
+    CREATE TABLE sensors (
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+        ref         TEXT NOT NULL,
+        enabled     BOOLEAN NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, ref)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -4,7 +4,8 @@
 //! behaviour tests run against both engines (`tests` below and in the
 //! modules they share). What is here so far: the schema's migrations, the
 //! datastore, the accounts (tenants, users, API keys, tokens), pack
-//! configs and execution records.
+//! configs, execution records, and the reactor's records (trigger
+//! instances, enforcements, API overrides, traces, retention).
 //!
 //! Transactions are short and never span a guest call; writes that must
 //! not interleave per tenant (the datastore's quota) take a
@@ -15,6 +16,7 @@ mod configs;
 mod executions;
 mod kv;
 mod migrate;
+mod reactor;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -43,6 +45,31 @@ fn describe(e: &tokio_postgres::Error) -> String {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),
     }
+}
+
+type Argument<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// A filter's arguments, then `LIMIT` and `OFFSET`.
+fn arguments<'a>(args: &'a [String], limit: &'a i64, offset: &'a i64) -> Vec<Argument<'a>> {
+    let mut out: Vec<Argument<'a>> = args.iter().map(|a| a as Argument<'a>).collect();
+    out.push(limit);
+    out.push(offset);
+    out
+}
+
+/// `sql` with its `?` arguments numbered from `$first`.
+fn numbered(sql: &str, first: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = first;
+    for c in sql.chars() {
+        if c == '?' {
+            out.push_str(&format!("${n}"));
+            n += 1;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -126,6 +153,40 @@ impl PgStore {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
         Ok(self.pool.get().await?)
     }
+
+    /// A page of `table`'s rows matching `filter` (arguments `?`), newest
+    /// first, and how many match in all.
+    async fn list_page(
+        &self,
+        table: &str,
+        columns: &str,
+        filter: &str,
+        args: &[String],
+        (limit, offset): (i64, i64),
+    ) -> crate::Result<(Vec<tokio_postgres::Row>, u64)> {
+        let filter = numbered(filter, 1);
+        let n = args.len();
+        let params = arguments(args, &limit, &offset);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {columns} FROM {table} WHERE {filter} ORDER BY id DESC LIMIT ${} OFFSET ${}",
+                    n + 1,
+                    n + 2
+                ),
+                &params,
+            )
+            .await?;
+        let total: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {filter}"),
+                &params[..n],
+            )
+            .await?
+            .get(0);
+        Ok((rows, u64::try_from(total).unwrap_or(0)))
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +197,15 @@ mod tests {
 
     fn sealing() -> SecretKey {
         SecretKey::from_bytes(&SecretKey::generate())
+    }
+
+    #[test]
+    fn arguments_are_numbered_in_order() {
+        assert_eq!(
+            numbered("tenant_id = ? AND id < ?", 1),
+            "tenant_id = $1 AND id < $2"
+        );
+        assert_eq!(numbered("parent IS NULL", 3), "parent IS NULL");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,6 +249,15 @@ mod tests {
             .await
             .expect("connect");
         crate::contract::executions(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reactors_records_keep_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("reactor"), 8)
+            .await
+            .expect("connect");
+        crate::contract::reactor_records(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
