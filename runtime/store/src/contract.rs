@@ -4,183 +4,118 @@
 
 use squall_core::TenantId;
 use squall_core::auth::{Principal, Role};
+use squall_core::execution::{CapturedOutput, Execution, ExecutionStatus, StatusChange};
+use squall_core::ids::ExecutionId;
 use squall_core::kv::{KvEntry, KvError, KvStore};
+use squall_core::trigger::{
+    EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, new_id,
+};
 
 use crate::Result;
 use crate::auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
 use crate::configs::PackConfig;
 use crate::executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
-use crate::reactor::{EnforcementFilter, Page, Trace, TraceFilter};
-use squall_core::execution::{CapturedOutput, Execution, ExecutionStatus, StatusChange};
-use squall_core::ids::ExecutionId;
-use squall_core::trigger::{
-    EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, new_id,
-};
-
-/// What the behaviour tests need of an engine beyond [`KvStore`].
-pub(crate) trait Engine: KvStore + Clone + 'static {
-    /// The datastore listing with user keys and decryption (the API's).
-    async fn listing(
-        &self,
-        tenant: &TenantId,
-        prefix: &str,
-        decrypt: bool,
-    ) -> Result<Vec<KvEntry>, KvError>;
-    /// Every stored value as it is at rest.
-    async fn values_at_rest(&self) -> Vec<String>;
-    /// The same database, without the key that seals secrets.
-    fn keyless(&self) -> Self;
-    /// The accounts, as each engine offers them (SQLite's reads block).
-    async fn create_tenant(&self, tenant: &TenantId) -> Result<(), AccountError>;
-    async fn tenants(&self) -> Result<Vec<TenantInfo>>;
-    async fn put_user(
-        &self,
-        tenant: &TenantId,
-        user: &str,
-        role: Role,
-        password: Option<&str>,
-    ) -> Result<(), AccountError>;
-    async fn users(&self, tenant: &TenantId) -> Result<Vec<UserInfo>>;
-    async fn check_password(&self, name: &str, password: &str) -> Result<Option<Principal>>;
-    async fn create_api_key(
-        &self,
-        tenant: &TenantId,
-        user: &str,
-        role: Role,
-    ) -> Result<(String, String), AccountError>;
-    async fn api_key_principal(&self, key: &str) -> Result<Option<Principal>>;
-    async fn any_api_key(&self) -> Result<bool>;
-    async fn api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
-    async fn set_api_key_enabled(&self, tenant: &TenantId, id: &str, enabled: bool)
-    -> Result<bool>;
-    async fn delete_api_key(&self, tenant: &TenantId, id: &str) -> Result<bool>;
-    async fn create_token(&self, principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>;
-    async fn revoke_token(&self, token: &str) -> Result<bool>;
-    async fn token_principal(&self, token: &str) -> Result<Option<Principal>>;
-    /// Every stored API key hash, as it is at rest.
-    async fn key_hashes_at_rest(&self) -> Vec<String>;
-    async fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>>;
-    async fn pack_config(&self, tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
-    async fn put_pack_config(
-        &self,
-        tenant: &TenantId,
-        pack: &str,
-        values: Option<&Values>,
-    ) -> Result<bool>;
-    /// Every stored pack config, as it is at rest.
-    async fn configs_at_rest(&self) -> Vec<String>;
-    async fn insert_execution(&self, execution: &Execution) -> Result<()>;
-    async fn insert_executions(&self, executions: &[Execution]) -> Result<()>;
-    async fn update_execution(&self, execution: &Execution) -> Result<bool>;
-    /// `start_execution`, queued (SQLite's lane).
-    async fn start(&self, execution: &Execution) -> Result<bool>;
-    async fn mark_canceling(&self, execution: &Execution) -> Result<bool>;
-    async fn get_execution(&self, tenant: &TenantId, id: &ExecutionId)
-    -> Result<Option<Execution>>;
-    async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>>;
-    async fn list_executions_stored(
-        &self,
-        filter: &ExecutionFilter,
-    ) -> Result<(Vec<StoredExecution>, u64)>;
-    async fn list_execution_summaries(
-        &self,
-        filter: &ExecutionFilter,
-    ) -> Result<Vec<ExecutionSummary>>;
-    async fn insert_processed_trigger_instance(
-        &self,
-        ti: &TriggerInstance,
-        enforcements: Vec<RuleEnforcement>,
-        executions: &[&Execution],
-    ) -> Result<()>;
-    async fn unfinished_executions(&self) -> Result<Vec<Execution>>;
-    async fn pending_executions(&self) -> Result<Vec<Execution>>;
-    async fn waiting_inquiries(&self) -> Result<Vec<Execution>>;
-    async fn execution_status_counts(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<(ExecutionStatus, u64)>>;
-    async fn purge(&self, before: &str, batch: usize) -> Result<(u64, u64, u64)>;
-    async fn get_trigger_instance(
-        &self,
-        tenant: &TenantId,
-        id: &str,
-    ) -> Result<Option<TriggerInstance>>;
-    async fn list_trigger_instances(
-        &self,
-        tenant: &TenantId,
-        trigger_type: Option<&str>,
-        page: Page,
-    ) -> Result<(Vec<TriggerInstance>, u64)>;
-    async fn list_enforcements(
-        &self,
-        tenant: &TenantId,
-        filter: &EnforcementFilter,
-        page: Page,
-    ) -> Result<(Vec<RuleEnforcement>, u64)>;
-    async fn get_enforcement(&self, tenant: &TenantId, id: &str)
-    -> Result<Option<RuleEnforcement>>;
-    async fn trace(&self, tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
-    async fn trace_tags(
-        &self,
-        tenant: &TenantId,
-        filter: &TraceFilter,
-        oldest_first: bool,
-        page: Page,
-    ) -> Result<(Vec<String>, u64)>;
-    async fn put_rule(&self, tenant: &TenantId, rule_ref: &str, body: Option<String>)
-    -> Result<()>;
-    async fn rule_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>>;
-    async fn put_policy(
-        &self,
-        tenant: &TenantId,
-        policy_ref: &str,
-        body: Option<String>,
-    ) -> Result<()>;
-    async fn policy_changes(&self) -> Result<Vec<(TenantId, String, Option<String>)>>;
-    async fn put_sensor_enabled(
-        &self,
-        tenant: &TenantId,
-        sensor_ref: &str,
-        enabled: bool,
-    ) -> Result<()>;
-    async fn sensor_overrides(&self) -> Result<Vec<(TenantId, String, bool)>>;
-}
+use crate::reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
+use crate::workflows::{Batch, Completion, StoredWorkflow, WorkflowWrite};
 
 type Values = serde_json::Map<String, serde_json::Value>;
 
-/// [`Engine`]'s account methods for an engine whose methods of the same
-/// names exist (`$store.$name(...)`), awaited (`await`) or not.
-macro_rules! accounts {
-    ($($name:ident ($($arg:ident: $ty:ty),*) -> $out:ty $(, $await:ident)?;)*) => {
-        $(
-            async fn $name(&self, $($arg: $ty),*) -> $out {
-                Self::$name(self, $($arg),*)$(.$await)?
-            }
-        )*
+/// The contract: [`Contract`], with a method of each name both engines
+/// have, awaited on PostgreSQL and on SQLite unless marked `sync` there
+/// (SQLite's reads block the caller).
+macro_rules! contract {
+    ($( $([$sync:ident])? fn $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty; )*) => {
+        /// The store's operations, as both engines offer them.
+        pub(crate) trait Contract {
+            $( async fn $name(&self, $($arg: $ty),*) -> $out; )*
+        }
+
+        impl Contract for crate::Store {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> $out {
+                    contract!(@sqlite [$($sync)?] Self::$name(self, $($arg),*))
+                }
+            )*
+        }
+
+        impl Contract for crate::pg::PgStore {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> $out {
+                    Self::$name(self, $($arg),*).await
+                }
+            )*
+        }
     };
+    (@sqlite [] $call:expr) => { $call.await };
+    (@sqlite [sync] $call:expr) => { $call };
 }
 
-/// The secret value [`datastore`] writes.
-pub(crate) const SECRET: &str = "hunter2-plain";
+contract! {
+    fn create_tenant(tenant: &TenantId) -> Result<(), AccountError>;
+    [sync] fn tenants() -> Result<Vec<TenantInfo>>;
+    fn put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>;
+    [sync] fn users(tenant: &TenantId) -> Result<Vec<UserInfo>>;
+    [sync] fn check_password(name: &str, password: &str) -> Result<Option<Principal>>;
+    fn create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>;
+    [sync] fn api_key_principal(key: &str) -> Result<Option<Principal>>;
+    [sync] fn any_api_key() -> Result<bool>;
+    [sync] fn api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
+    fn set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>;
+    fn delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>;
+    fn create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>;
+    fn revoke_token(token: &str) -> Result<bool>;
+    [sync] fn token_principal(token: &str) -> Result<Option<Principal>>;
+    fn kv_list(tenant: &TenantId, prefix: &str, decrypt: bool) -> Result<Vec<KvEntry>, KvError>;
+    [sync] fn pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>;
+    [sync] fn pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
+    fn put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>;
+    fn insert_execution(execution: &Execution) -> Result<()>;
+    fn insert_executions(executions: &[Execution]) -> Result<()>;
+    fn update_execution(execution: &Execution) -> Result<bool>;
+    fn mark_canceling(execution: &Execution) -> Result<bool>;
+    [sync] fn get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>;
+    [sync] fn list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>;
+    [sync] fn list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>;
+    [sync] fn list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>;
+    fn insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>;
+    [sync] fn unfinished_executions() -> Result<Vec<Execution>>;
+    [sync] fn pending_executions() -> Result<Vec<Execution>>;
+    [sync] fn waiting_inquiries() -> Result<Vec<Execution>>;
+    [sync] fn execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>;
+    fn purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>;
+    [sync] fn get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>;
+    [sync] fn list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>;
+    [sync] fn list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>;
+    [sync] fn get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>;
+    [sync] fn trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
+    [sync] fn trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>;
+    fn put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>;
+    [sync] fn rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
+    fn put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>;
+    [sync] fn policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
+    fn put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>;
+    [sync] fn sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>;
+    fn write_batch(batch: &Batch<'_>) -> Result<bool>;
+    fn complete_execution(execution: &Execution, emitted: &[Emission<'_>], follow_ups: &[&Execution]) -> Result<bool>;
+    [sync] fn running_workflows() -> Result<Vec<StoredWorkflow>>;
+    [sync] fn workflow(tenant: &TenantId, id: &ExecutionId) -> Result<Option<StoredWorkflow>>;
+    [sync] fn children(tenant: &TenantId, parent: &ExecutionId) -> Result<Vec<Execution>>;
+}
+
+/// An engine under test: the contract, the datastore, and what the tests
+/// read behind the contract's back.
+pub(crate) trait Engine: Contract + KvStore + Clone + 'static {
+    /// `start_execution`, queued (SQLite's lane).
+    async fn start(&self, execution: &Execution) -> Result<bool>;
+    /// The same database, without the key that seals secrets.
+    fn keyless(&self) -> Self;
+    /// Every value of `column` of `table`, as stored.
+    async fn at_rest(&self, table: &str, column: &str) -> Vec<String>;
+}
 
 impl Engine for crate::Store {
-    async fn listing(
-        &self,
-        tenant: &TenantId,
-        prefix: &str,
-        decrypt: bool,
-    ) -> Result<Vec<KvEntry>, KvError> {
-        self.kv_list(tenant, prefix, decrypt).await
-    }
-
-    async fn values_at_rest(&self) -> Vec<String> {
-        self.read_async(|conn| {
-            let mut stmt = conn.prepare("SELECT value FROM kv")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
-        })
-        .await
-        .expect("read")
+    async fn start(&self, execution: &Execution) -> Result<bool> {
+        self.start_execution(execution, crate::Lane::Queued).await
     }
 
     fn keyless(&self) -> Self {
@@ -189,69 +124,10 @@ impl Engine for crate::Store {
         other
     }
 
-    accounts! {
-        create_tenant(tenant: &TenantId) -> Result<(), AccountError>, await;
-        tenants() -> Result<Vec<TenantInfo>>;
-        put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>, await;
-        users(tenant: &TenantId) -> Result<Vec<UserInfo>>;
-        check_password(name: &str, password: &str) -> Result<Option<Principal>>;
-        create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>, await;
-        api_key_principal(key: &str) -> Result<Option<Principal>>;
-        any_api_key() -> Result<bool>;
-        api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
-        set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>, await;
-        delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>, await;
-        create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>, await;
-        revoke_token(token: &str) -> Result<bool>, await;
-        token_principal(token: &str) -> Result<Option<Principal>>;
-        pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>;
-        pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
-        put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>, await;
-        insert_execution(execution: &Execution) -> Result<()>, await;
-        insert_executions(executions: &[Execution]) -> Result<()>, await;
-        update_execution(execution: &Execution) -> Result<bool>, await;
-        mark_canceling(execution: &Execution) -> Result<bool>, await;
-        get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>;
-        list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>;
-        list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>;
-        list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>;
-        insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>, await;
-        unfinished_executions() -> Result<Vec<Execution>>;
-        pending_executions() -> Result<Vec<Execution>>;
-        waiting_inquiries() -> Result<Vec<Execution>>;
-        execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>;
-        purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>, await;
-        get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>;
-        list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>;
-        list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>;
-        get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>;
-        trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
-        trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>;
-        put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>, await;
-        rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
-        put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>, await;
-        policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
-        put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>, await;
-        sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>;
-    }
-
-    async fn start(&self, execution: &Execution) -> Result<bool> {
-        self.start_execution(execution, crate::Lane::Queued).await
-    }
-
-    async fn configs_at_rest(&self) -> Vec<String> {
-        self.read_async(|conn| {
-            let mut stmt = conn.prepare("SELECT config FROM pack_configs")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
-        })
-        .await
-        .expect("read")
-    }
-
-    async fn key_hashes_at_rest(&self) -> Vec<String> {
-        self.read_async(|conn| {
-            let mut stmt = conn.prepare("SELECT key_hash FROM api_keys")?;
+    async fn at_rest(&self, table: &str, column: &str) -> Vec<String> {
+        let sql = format!("SELECT {column} FROM {table}");
+        self.read_async(move |conn| {
+            let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
@@ -261,24 +137,8 @@ impl Engine for crate::Store {
 }
 
 impl Engine for crate::pg::PgStore {
-    async fn listing(
-        &self,
-        tenant: &TenantId,
-        prefix: &str,
-        decrypt: bool,
-    ) -> Result<Vec<KvEntry>, KvError> {
-        self.kv_list(tenant, prefix, decrypt).await
-    }
-
-    async fn values_at_rest(&self) -> Vec<String> {
-        let client = self.client().await.expect("client");
-        client
-            .query("SELECT value FROM kv", &[])
-            .await
-            .expect("read")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+    async fn start(&self, execution: &Execution) -> Result<bool> {
+        self.start_execution(execution).await
     }
 
     fn keyless(&self) -> Self {
@@ -287,71 +147,10 @@ impl Engine for crate::pg::PgStore {
         other
     }
 
-    accounts! {
-        create_tenant(tenant: &TenantId) -> Result<(), AccountError>, await;
-        tenants() -> Result<Vec<TenantInfo>>, await;
-        put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>, await;
-        users(tenant: &TenantId) -> Result<Vec<UserInfo>>, await;
-        check_password(name: &str, password: &str) -> Result<Option<Principal>>, await;
-        create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>, await;
-        api_key_principal(key: &str) -> Result<Option<Principal>>, await;
-        any_api_key() -> Result<bool>, await;
-        api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>, await;
-        set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>, await;
-        delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>, await;
-        create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>, await;
-        revoke_token(token: &str) -> Result<bool>, await;
-        token_principal(token: &str) -> Result<Option<Principal>>, await;
-        pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>, await;
-        pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>, await;
-        put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>, await;
-        insert_execution(execution: &Execution) -> Result<()>, await;
-        insert_executions(executions: &[Execution]) -> Result<()>, await;
-        update_execution(execution: &Execution) -> Result<bool>, await;
-        mark_canceling(execution: &Execution) -> Result<bool>, await;
-        get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>, await;
-        list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>, await;
-        list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>, await;
-        list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>, await;
-        insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>, await;
-        unfinished_executions() -> Result<Vec<Execution>>, await;
-        pending_executions() -> Result<Vec<Execution>>, await;
-        waiting_inquiries() -> Result<Vec<Execution>>, await;
-        execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>, await;
-        purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>, await;
-        get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>, await;
-        list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>, await;
-        list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>, await;
-        get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>, await;
-        trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>, await;
-        trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>, await;
-        put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>, await;
-        rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>, await;
-        put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>, await;
-        policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>, await;
-        put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>, await;
-        sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>, await;
-    }
-
-    async fn start(&self, execution: &Execution) -> Result<bool> {
-        self.start_execution(execution).await
-    }
-
-    async fn configs_at_rest(&self) -> Vec<String> {
+    async fn at_rest(&self, table: &str, column: &str) -> Vec<String> {
         let client = self.client().await.expect("client");
         client
-            .query("SELECT config FROM pack_configs", &[])
-            .await
-            .expect("read")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    }
-
-    async fn key_hashes_at_rest(&self) -> Vec<String> {
-        let client = self.client().await.expect("client");
-        client
-            .query("SELECT key_hash FROM api_keys", &[])
+            .query(&format!("SELECT {column} FROM {table}"), &[])
             .await
             .expect("read")
             .iter()
@@ -359,6 +158,9 @@ impl Engine for crate::pg::PgStore {
             .collect()
     }
 }
+
+/// The secret value [`datastore`] writes.
+pub(crate) const SECRET: &str = "hunter2-plain";
 
 fn entry(key: &str, value: &str, expires_at: Option<u64>, secret: bool) -> KvEntry {
     KvEntry {
@@ -438,12 +240,12 @@ pub(crate) async fn datastore(store: &impl Engine) {
         "********"
     );
     assert_eq!(
-        store.listing(&t, "es_", true).await.expect("list")[0].value,
+        store.kv_list(&t, "es_", true).await.expect("list")[0].value,
         SECRET
     );
     assert!(
         !store
-            .values_at_rest()
+            .at_rest("kv", "value")
             .await
             .iter()
             .any(|v| v.contains(SECRET))
@@ -465,7 +267,7 @@ pub(crate) async fn datastore(store: &impl Engine) {
             .iter()
             .all(|k| *k != user_key)
     );
-    assert!(keys(store.listing(&t, "", false).await.expect("list")).contains(&user_key));
+    assert!(keys(store.kv_list(&t, "", false).await.expect("list")).contains(&user_key));
 }
 
 /// The datastore's quota, `limit` bytes of live keys and values per
@@ -518,7 +320,7 @@ pub(crate) async fn datastore_quota(store: &impl Engine, limit: u64) {
         }
     }
     let held: usize = store
-        .listing(&t, "", false)
+        .kv_list(&t, "", false)
         .await
         .expect("list")
         .iter()
@@ -568,7 +370,7 @@ pub(crate) async fn accounts(store: &impl Engine) {
         store.api_key_principal("sq_nope").await.expect("read"),
         None
     );
-    let hashes = store.key_hashes_at_rest().await;
+    let hashes = store.at_rest("api_keys", "key_hash").await;
     assert!(hashes.iter().all(|h| *h != key && !h.contains(&key[3..])));
     let listed = store.api_keys(&acme).await.expect("list");
     assert_eq!(
@@ -690,7 +492,7 @@ pub(crate) async fn pack_configs(store: &impl Engine) {
             .await
             .expect("again")
     );
-    let at_rest = store.configs_at_rest().await;
+    let at_rest = store.at_rest("pack_configs", "config").await;
     assert!(
         at_rest
             .iter()
@@ -1302,4 +1104,284 @@ pub(crate) async fn reactor_records(store: &impl Engine) {
         "pending stays"
     );
     assert!(store.purge("not a time", 10).await.is_err());
+}
+
+fn workflow_write(
+    wf: &Execution,
+    context: Option<&str>,
+    head: &str,
+    completed: bool,
+    tasks: &[(u64, &str)],
+) -> WorkflowWrite {
+    WorkflowWrite {
+        id: wf.id.clone(),
+        tenant: wf.tenant.clone(),
+        context: context.map(str::to_owned),
+        head: head.into(),
+        completed,
+        tasks: tasks.iter().map(|(i, b)| (*i, (*b).to_owned())).collect(),
+    }
+}
+
+/// Workflow batches: a workflow's state is written with the executions
+/// that moved it, in one transaction; the first completion (or update)
+/// decides, and when its execution had already ended nothing of the batch
+/// is written; records the batch creates are written first and never
+/// decide.
+pub(crate) async fn workflow_batches(store: &impl Engine) {
+    let tenant = TenantId::default_tenant();
+    let mut wf = execution("examples.flow", ExecutionStatus::Requested);
+    store.insert_execution(&wf).await.expect("insert");
+    assert!(wf.transition(ExecutionStatus::Scheduled) && wf.transition(ExecutionStatus::Running));
+    let task_of = |action: &str| {
+        let mut task = execution(action, ExecutionStatus::Requested);
+        task.context.insert(
+            "parent".into(),
+            serde_json::json!({"execution_id": wf.id.as_str()}),
+        );
+        task
+    };
+    let mut first = task_of("core.echo");
+    // It starts: running, its first task requested, its state written.
+    let start = Batch {
+        updates: vec![&wf],
+        inserts: vec![&first],
+        workflows: vec![workflow_write(
+            &wf,
+            Some("{\"input\":1}"),
+            "h1",
+            false,
+            &[(0, "t0")],
+        )],
+        ..Default::default()
+    };
+    assert!(store.write_batch(&start).await.expect("start"));
+    let running = store.running_workflows().await.expect("running");
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        (
+            running[0].id.clone(),
+            running[0].context.as_str(),
+            running[0].head.as_str(),
+            running[0].tasks.clone()
+        ),
+        (
+            wf.id.clone(),
+            "{\"input\":1}",
+            "h1",
+            vec![(0, "t0".to_owned())]
+        )
+    );
+    let children = |list: Vec<Execution>| list.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        children(store.children(&tenant, &wf.id).await.expect("children")),
+        [first.id.clone()]
+    );
+
+    // Its task ends: the end, what it emitted, a retry, the next task and
+    // the workflow's new state, together.
+    assert!(
+        first.transition(ExecutionStatus::Scheduled) && first.transition(ExecutionStatus::Running)
+    );
+    assert!(store.start(&first).await.expect("start"));
+    assert!(first.transition(ExecutionStatus::Failed));
+    let ti = instance(None);
+    let (by_rule, enforcement) = outcome(&ti);
+    let retry = task_of("core.echo");
+    let second = task_of("core.noop");
+    let ended = Batch {
+        completions: vec![Completion {
+            execution: &first,
+            emitted: vec![Emission {
+                instance: &ti,
+                enforcements: vec![enforcement],
+                executions: vec![&by_rule],
+            }],
+            follow_ups: vec![&retry],
+        }],
+        inserts: vec![&second],
+        workflows: vec![workflow_write(
+            &wf,
+            None,
+            "h2",
+            false,
+            &[(0, "t0 done"), (1, "t1")],
+        )],
+        ..Default::default()
+    };
+    assert!(store.write_batch(&ended).await.expect("task ended"));
+    assert_eq!(
+        store
+            .get_execution(&tenant, &first.id)
+            .await
+            .expect("get")
+            .expect("first")
+            .status,
+        ExecutionStatus::Failed
+    );
+    assert!(
+        store
+            .get_trigger_instance(&tenant, &ti.id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        store
+            .get_execution(&tenant, &by_rule.id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let stored = store
+        .workflow(&tenant, &wf.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!((stored.head.as_str(), stored.tasks.len()), ("h2", 2));
+    assert_eq!(stored.tasks[0], (0, "t0 done".to_owned()));
+    assert_eq!(
+        children(store.children(&tenant, &wf.id).await.expect("children")),
+        [first.id.clone(), retry.id.clone(), second.id.clone()]
+    );
+
+    // The same end reported again: nothing of its batch is written.
+    let late = task_of("core.echo");
+    let again = Batch {
+        completions: vec![Completion {
+            execution: &first,
+            emitted: vec![],
+            follow_ups: vec![],
+        }],
+        inserts: vec![&late],
+        workflows: vec![workflow_write(&wf, None, "h-late", false, &[])],
+        ..Default::default()
+    };
+    assert!(!store.write_batch(&again).await.expect("late"));
+    assert!(
+        store
+            .get_execution(&tenant, &late.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .workflow(&tenant, &wf.id)
+            .await
+            .expect("get")
+            .expect("wf")
+            .head,
+        "h2"
+    );
+    // A late end with records to create: those are not kept either.
+    let created = task_of("core.noop");
+    let undone = Batch {
+        created: vec![&created],
+        completions: vec![Completion {
+            execution: &first,
+            emitted: vec![],
+            follow_ups: vec![],
+        }],
+        ..Default::default()
+    };
+    assert!(!store.write_batch(&undone).await.expect("late"));
+    assert!(
+        store
+            .get_execution(&tenant, &created.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A record created and ended in one batch (a re-run that ends in its
+    // first step): the created one never decides.
+    let rerun = execution("examples.flow", ExecutionStatus::Requested);
+    let mut ended_rerun = rerun.clone();
+    assert!(ended_rerun.transition(ExecutionStatus::Failed));
+    let at_once = Batch {
+        created: vec![&rerun],
+        completions: vec![Completion {
+            execution: &ended_rerun,
+            emitted: vec![],
+            follow_ups: vec![],
+        }],
+        ..Default::default()
+    };
+    assert!(
+        store
+            .write_batch(&at_once)
+            .await
+            .expect("created and ended")
+    );
+    assert_eq!(
+        store
+            .get_execution(&tenant, &rerun.id)
+            .await
+            .expect("get")
+            .expect("rerun")
+            .status,
+        ExecutionStatus::Failed
+    );
+
+    // The workflow ends: no longer running, still readable.
+    assert!(wf.transition(ExecutionStatus::Succeeded));
+    let done = Batch {
+        completions: vec![Completion {
+            execution: &wf,
+            emitted: vec![],
+            follow_ups: vec![],
+        }],
+        workflows: vec![workflow_write(&wf, None, "h3", true, &[])],
+        ..Default::default()
+    };
+    assert!(store.write_batch(&done).await.expect("done"));
+    assert!(store.running_workflows().await.expect("running").is_empty());
+    assert_eq!(
+        store
+            .workflow(&tenant, &wf.id)
+            .await
+            .expect("get")
+            .expect("wf")
+            .head,
+        "h3"
+    );
+    let elsewhere = TenantId::new("elsewhere").expect("tenant");
+    assert!(
+        store
+            .workflow(&elsewhere, &wf.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A plain completion, once.
+    let mut lone = execution("core.noop", ExecutionStatus::Requested);
+    store.insert_execution(&lone).await.expect("insert");
+    assert!(lone.transition(ExecutionStatus::Canceled));
+    let emitted = instance(None);
+    let emission = Emission {
+        instance: &emitted,
+        enforcements: vec![],
+        executions: vec![],
+    };
+    assert!(
+        store
+            .complete_execution(&lone, std::slice::from_ref(&emission), &[])
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !store
+            .complete_execution(&lone, &[], &[])
+            .await
+            .expect("again")
+    );
+    assert!(
+        store
+            .get_trigger_instance(&tenant, &emitted.id)
+            .await
+            .expect("get")
+            .is_some()
+    );
 }

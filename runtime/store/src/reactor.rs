@@ -342,22 +342,10 @@ impl Store {
         emitted: &[Emission<'_>],
         follow_ups: &[&Execution],
     ) -> Result<bool> {
-        let batch = crate::workflows::Batch {
-            completions: vec![crate::workflows::Completion {
-                execution,
-                emitted: emitted
-                    .iter()
-                    .map(|e| Emission {
-                        instance: e.instance,
-                        enforcements: e.enforcements.clone(),
-                        executions: e.executions.clone(),
-                    })
-                    .collect(),
-                follow_ups: follow_ups.to_vec(),
-            }],
-            ..Default::default()
-        };
-        self.write_batch(&batch).await
+        self.write_batch(&crate::workflows::Batch::completing(
+            execution, emitted, follow_ups,
+        ))
+        .await
     }
 
     /// Executions a process that died left `running` or `canceling`, all

@@ -54,6 +54,32 @@ pub struct Batch<'a> {
     pub workflows: Vec<WorkflowWrite>,
 }
 
+impl<'a> Batch<'a> {
+    /// The batch of one execution's end, with what it emitted and the
+    /// executions it requested (`Store::complete_execution`).
+    pub(crate) fn completing(
+        execution: &'a Execution,
+        emitted: &[Emission<'a>],
+        follow_ups: &[&'a Execution],
+    ) -> Self {
+        Self {
+            completions: vec![Completion {
+                execution,
+                emitted: emitted
+                    .iter()
+                    .map(|e| Emission {
+                        instance: e.instance,
+                        enforcements: e.enforcements.clone(),
+                        executions: e.executions.clone(),
+                    })
+                    .collect(),
+                follow_ups: follow_ups.to_vec(),
+            }],
+            ..Default::default()
+        }
+    }
+}
+
 /// A running workflow as stored.
 #[derive(Debug, Clone)]
 pub struct StoredWorkflow {
@@ -65,15 +91,93 @@ pub struct StoredWorkflow {
     pub tasks: Vec<(u64, String)>,
 }
 
-struct Encoded {
-    created: Vec<ExecutionRow>,
-    completions: Vec<(ExecutionRow, EncodedEmissions, Vec<ExecutionRow>)>,
-    updates: Vec<ExecutionRow>,
-    inserts: Vec<ExecutionRow>,
-    workflows: Vec<WorkflowWrite>,
+/// A batch encoded for its rows, before any engine writes it.
+pub(crate) struct Encoded {
+    pub(crate) created: Vec<ExecutionRow>,
+    pub(crate) completions: Vec<(ExecutionRow, EncodedEmissions, Vec<ExecutionRow>)>,
+    pub(crate) updates: Vec<ExecutionRow>,
+    pub(crate) inserts: Vec<ExecutionRow>,
+    pub(crate) workflows: Vec<WorkflowWrite>,
 }
 
-type EncodedEmissions = Vec<(
+/// What a written batch adds to the metrics.
+pub(crate) struct BatchCounts {
+    instances: usize,
+    requested: usize,
+    ended: Vec<&'static str>,
+}
+
+impl BatchCounts {
+    pub(crate) fn record(self) {
+        let m = metrics();
+        for status in self.ended {
+            m.completed(status);
+        }
+        m.trigger_instances.inc_by(self.instances as u64);
+        m.executions_requested.inc_by(self.requested as u64);
+    }
+}
+
+impl Encoded {
+    pub(crate) fn of(batch: &Batch<'_>) -> Self {
+        let rows = |list: &[&Execution]| -> Vec<ExecutionRow> {
+            list.iter().map(|e| ExecutionRow::encode(e)).collect()
+        };
+        Self {
+            completions: batch
+                .completions
+                .iter()
+                .map(|c| {
+                    (
+                        ExecutionRow::encode(c.execution),
+                        c.emitted
+                            .iter()
+                            .map(|e| {
+                                (
+                                    crate::reactor::InstanceRow::encode(e.instance),
+                                    e.enforcements.clone(),
+                                    rows(&e.executions),
+                                )
+                            })
+                            .collect(),
+                        rows(&c.follow_ups),
+                    )
+                })
+                .collect(),
+            updates: rows(&batch.updates),
+            inserts: rows(&batch.inserts),
+            created: rows(&batch.created),
+            workflows: batch.workflows.clone(),
+        }
+    }
+
+    pub(crate) fn counts(&self, batch: &Batch<'_>) -> BatchCounts {
+        BatchCounts {
+            instances: self.completions.iter().map(|(_, e, _)| e.len()).sum(),
+            requested: self
+                .completions
+                .iter()
+                .map(|(_, e, f)| e.iter().map(|(_, _, x)| x.len()).sum::<usize>() + f.len())
+                .sum::<usize>()
+                + self.inserts.len()
+                + self.created.len(),
+            ended: batch
+                .completions
+                .iter()
+                .map(|c| c.execution.status)
+                .filter(|s| s.is_completed())
+                .map(|s| s.as_str())
+                .collect(),
+        }
+    }
+
+    /// Whether `row` is one of the records this batch creates.
+    pub(crate) fn creates(&self, row: &ExecutionRow) -> bool {
+        self.created.iter().any(|c| c.id == row.id)
+    }
+}
+
+pub(crate) type EncodedEmissions = Vec<(
     crate::reactor::InstanceRow,
     Vec<squall_core::trigger::RuleEnforcement>,
     Vec<ExecutionRow>,
@@ -93,65 +197,8 @@ impl Store {
         batch: &Batch<'_>,
         lane: crate::Lane,
     ) -> Result<impl Future<Output = Result<bool>> + Send + 'static> {
-        let encoded = Encoded {
-            completions: batch
-                .completions
-                .iter()
-                .map(|c| {
-                    (
-                        ExecutionRow::encode(c.execution),
-                        c.emitted
-                            .iter()
-                            .map(|e| {
-                                (
-                                    crate::reactor::InstanceRow::encode(e.instance),
-                                    e.enforcements.clone(),
-                                    e.executions
-                                        .iter()
-                                        .map(|x| ExecutionRow::encode(x))
-                                        .collect(),
-                                )
-                            })
-                            .collect(),
-                        c.follow_ups
-                            .iter()
-                            .map(|x| ExecutionRow::encode(x))
-                            .collect(),
-                    )
-                })
-                .collect(),
-            updates: batch
-                .updates
-                .iter()
-                .map(|e| ExecutionRow::encode(e))
-                .collect(),
-            inserts: batch
-                .inserts
-                .iter()
-                .map(|e| ExecutionRow::encode(e))
-                .collect(),
-            created: batch
-                .created
-                .iter()
-                .map(|e| ExecutionRow::encode(e))
-                .collect(),
-            workflows: batch.workflows.clone(),
-        };
-        let instances: usize = encoded.completions.iter().map(|(_, e, _)| e.len()).sum();
-        let requested: usize = encoded
-            .completions
-            .iter()
-            .map(|(_, e, f)| e.iter().map(|(_, _, x)| x.len()).sum::<usize>() + f.len())
-            .sum::<usize>()
-            + encoded.inserts.len()
-            + encoded.created.len();
-        let ended: Vec<&'static str> = batch
-            .completions
-            .iter()
-            .map(|c| c.execution.status)
-            .filter(|s| s.is_completed())
-            .map(|s| s.as_str())
-            .collect();
+        let encoded = Encoded::of(batch);
+        let counts = encoded.counts(batch);
         let pending = self.submit_by(lane, move |txn| {
             // Created records first: a completion may end one of them (a
             // re-run's workflow execution ending in its first step). One of
@@ -159,7 +206,6 @@ impl Store {
             for row in &encoded.created {
                 insert(txn, row)?;
             }
-            let created = |row: &ExecutionRow| encoded.created.iter().any(|c| c.id == row.id);
             // Not written after all: with created records to undo, an error
             // (the writer rolls this write back alone); else nothing was
             // written yet.
@@ -172,7 +218,7 @@ impl Store {
             };
             let mut first = true;
             for (row, emitted, follow_ups) in &encoded.completions {
-                if !update(txn, row)? && first && !created(row) {
+                if !update(txn, row)? && first && !encoded.creates(row) {
                     return superseded();
                 }
                 first = false;
@@ -206,12 +252,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             if written {
-                let m = metrics();
-                for status in ended {
-                    m.completed(status);
-                }
-                m.trigger_instances.inc_by(instances as u64);
-                m.executions_requested.inc_by(requested as u64);
+                counts.record();
             }
             Ok(written)
         })
@@ -342,4 +383,16 @@ fn write_workflow(txn: &rusqlite::Transaction<'_>, w: &WorkflowWrite) -> Result<
         ])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Store, StoreConfig};
+
+    #[tokio::test]
+    async fn workflow_batches_keep_the_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        crate::contract::workflow_batches(&store).await;
+    }
 }

@@ -64,6 +64,38 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// Update inside an open transaction; completed executions are left as
+/// they are (returns `false`).
+pub(super) async fn update(
+    client: &impl deadpool_postgres::GenericClient,
+    row: &ExecutionRow,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "UPDATE executions SET status = $3, result = $4, output = $5, status_log = $6, end_timestamp = $7, context = $8
+             WHERE tenant_id = $1 AND id = $2
+               AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
+            &[&row.tenant, &row.id, &row.status, &row.result, &row.output, &row.log, &row.end, &row.context],
+        )
+        .await?;
+    if n == 0 {
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM executions WHERE tenant_id = $1 AND id = $2",
+                &[&row.tenant, &row.id],
+            )
+            .await?
+            .is_some();
+        if !exists {
+            return Err(Error::Corrupt(format!(
+                "execution {} does not exist",
+                row.id
+            )));
+        }
+    }
+    Ok(n == 1)
+}
+
 impl PgStore {
     /// Insert a new execution record.
     pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
@@ -91,35 +123,12 @@ impl PgStore {
     /// end, context. An execution already in a completed status is never
     /// changed again: such a write is skipped and `false` returned.
     pub async fn update_execution(&self, execution: &Execution) -> Result<bool> {
-        let row = ExecutionRow::encode(execution);
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE executions SET status = $3, result = $4, output = $5, status_log = $6, end_timestamp = $7, context = $8
-                 WHERE tenant_id = $1 AND id = $2
-                   AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
-                &[&row.tenant, &row.id, &row.status, &row.result, &row.output, &row.log, &row.end, &row.context],
-            )
-            .await?;
-        if n == 0 {
-            let exists = client
-                .query_opt(
-                    "SELECT 1 FROM executions WHERE tenant_id = $1 AND id = $2",
-                    &[&row.tenant, &row.id],
-                )
-                .await?
-                .is_some();
-            if !exists {
-                return Err(Error::Corrupt(format!(
-                    "execution {} does not exist",
-                    row.id
-                )));
-            }
-        }
-        if n == 1 && execution.status.is_completed() {
+        let written = update(&client, &ExecutionRow::encode(execution)).await?;
+        if written && execution.status.is_completed() {
             metrics().completed(execution.status.as_str());
         }
-        Ok(n == 1)
+        Ok(written)
     }
 
     /// Record that an execution started running — only if it is still

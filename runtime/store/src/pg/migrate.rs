@@ -168,6 +168,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, ref)
     );
     "#,
+    // 6: workflows: a running workflow's head row plus one row per task
+    // execution, each written when it changes.
+    r#"
+    CREATE TABLE workflows (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id),
+        context    TEXT NOT NULL,
+        head       TEXT NOT NULL,
+        completed  BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE INDEX workflows_running ON workflows (id) WHERE NOT completed;
+    CREATE TABLE workflow_tasks (
+        workflow_id  TEXT NOT NULL,
+        seq          BIGINT NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, seq)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

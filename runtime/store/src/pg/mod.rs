@@ -17,6 +17,7 @@ mod executions;
 mod kv;
 mod migrate;
 mod reactor;
+mod workflows;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -258,6 +259,15 @@ mod tests {
             .await
             .expect("connect");
         crate::contract::reactor_records(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workflow_batches_keep_the_contract() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("workflows"), 8)
+            .await
+            .expect("connect");
+        crate::contract::workflow_batches(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ fn tenant_of(raw: String) -> Result<TenantId> {
 }
 
 /// Insert a trigger instance inside an open transaction.
-async fn insert_instance(
+pub(super) async fn insert_instance(
     client: &impl deadpool_postgres::GenericClient,
     ti: &InstanceRow,
 ) -> Result<()> {
@@ -48,7 +48,7 @@ async fn insert_instance(
 }
 
 /// Insert what matching an instance decided, inside an open transaction.
-async fn insert_outcome(
+pub(super) async fn insert_outcome(
     client: &impl deadpool_postgres::GenericClient,
     enforcements: &[RuleEnforcement],
     executions: &[ExecutionRow],
