@@ -186,6 +186,33 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (workflow_id, seq)
     );
     "#,
+    // 7: the cluster's execution queue: a row per waiting or claimed
+    // execution, small and rewritten often (fillfactor 70 leaves room for
+    // HOT updates); claims carry a fence from one sequence; completions
+    // refused under a lost lease are recorded.
+    r#"
+    CREATE SEQUENCE execution_fence;
+    CREATE TABLE execution_queue (
+        execution_id  TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id     TEXT NOT NULL,
+        available_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        node          TEXT,
+        fence         BIGINT,
+        lease_until   TIMESTAMPTZ
+    ) WITH (fillfactor = 70);
+    CREATE INDEX execution_queue_waiting ON execution_queue (available_at, execution_id)
+        WHERE node IS NULL;
+    CREATE INDEX execution_queue_by_node ON execution_queue (node) WHERE node IS NOT NULL;
+    CREATE INDEX execution_queue_leases ON execution_queue (lease_until) WHERE node IS NOT NULL;
+    CREATE INDEX execution_queue_by_tenant ON execution_queue (tenant_id) WHERE node IS NOT NULL;
+    CREATE TABLE stale_completions (
+        execution_id  TEXT NOT NULL,
+        node          TEXT NOT NULL,
+        fence         BIGINT NOT NULL,
+        status        TEXT NOT NULL,
+        refused_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

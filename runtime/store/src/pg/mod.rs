@@ -16,11 +16,14 @@ mod configs;
 mod executions;
 mod kv;
 mod migrate;
+mod queue;
 mod reactor;
 mod workflows;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
+
+pub use queue::{Claim, Reaped};
 
 use crate::SecretKey;
 

@@ -1,0 +1,571 @@
+//! The cluster's execution queue: executions are claimed, not pushed. A
+//! waiting execution has a row in `execution_queue`, a small, hot table
+//! (fillfactor 70, partial indexes) apart from the history. A node claims
+//! rows with `FOR UPDATE SKIP LOCKED`, each under a lease with a fence
+//! number from one sequence, and commits the claim before it runs
+//! anything. It completes an execution only while its fence still holds
+//! the row: a node presumed dead whose lease was reaped, and whose
+//! execution was ended or claimed again meanwhile, is refused, and the
+//! refusal is recorded. A node renews all its leases in one statement.
+//! Leases not renewed in time are reaped: their executions end
+//! `abandoned`, as after a single node's crash.
+//!
+//! Per-tenant limits hold across the cluster: a claim takes each tenant's
+//! advisory lock (in one order, so claimers never deadlock) before it
+//! counts what the tenant has running on every node.
+
+use std::time::Duration;
+
+use squall_core::execution::{Execution, ExecutionStatus};
+use squall_core::ids::ExecutionId;
+
+use super::PgStore;
+use super::executions::update;
+use crate::executions::{COLUMNS, ExecutionRow, decode, parsed};
+use crate::{Error, Result};
+
+/// An execution this node holds: run it, then complete it with the fence.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub execution: Execution,
+    /// The claim's fence number: only a completion that carries it is
+    /// accepted.
+    pub fence: i64,
+}
+
+/// An execution whose lease ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub execution: ExecutionId,
+    /// The node that held it.
+    pub node: String,
+    pub fence: i64,
+    /// It had not started: released to be claimed again (else it ended
+    /// `abandoned`).
+    pub released: bool,
+}
+
+/// The advisory lock key of `tenant`'s running count.
+fn tenant_lock(tenant: &str) -> String {
+    format!("squall-running/{tenant}")
+}
+
+impl PgStore {
+    /// Put a waiting execution in the queue, claimable once `delay` has
+    /// passed.
+    pub async fn enqueue(&self, execution: &Execution, delay: Duration) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO execution_queue (execution_id, tenant_id, available_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))",
+                &[
+                    &execution.id.as_str(),
+                    &execution.tenant.as_str(),
+                    &delay.as_secs_f64(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Claim up to `limit` available executions for `node`, oldest first,
+    /// each under a lease of `lease`, and none that would put its tenant
+    /// past `tenant_max_running` claimed executions across the cluster.
+    /// The claim is committed before this returns.
+    pub async fn claim(
+        &self,
+        node: &str,
+        limit: usize,
+        lease: Duration,
+        tenant_max_running: Option<u32>,
+    ) -> Result<Vec<Claim>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Tenants already at their limit are passed over here, so their
+        // waiting executions do not fill the batch while other tenants'
+        // wait (the count below, under the tenant's lock, is the one that
+        // holds the limit).
+        let cap = tenant_max_running.map_or(i64::MAX, i64::from);
+        let candidates: Vec<(String, String)> = tx
+            .query(
+                "SELECT execution_id, tenant_id FROM execution_queue
+                 WHERE node IS NULL AND available_at <= now()
+                   AND tenant_id NOT IN (
+                       SELECT tenant_id FROM execution_queue WHERE node IS NOT NULL
+                       GROUP BY tenant_id HAVING count(*) >= $2)
+                 ORDER BY available_at, execution_id
+                 LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&limit, &cap],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut chosen: Vec<&str> = Vec::with_capacity(candidates.len());
+        if let Some(max) = tenant_max_running {
+            let mut tenants: Vec<&str> = candidates.iter().map(|(_, t)| t.as_str()).collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            let mut room = std::collections::HashMap::new();
+            for tenant in tenants {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    &[&tenant_lock(tenant)],
+                )
+                .await?;
+                let running: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM execution_queue WHERE tenant_id = $1 AND node IS NOT NULL",
+                        &[&tenant],
+                    )
+                    .await?
+                    .get(0);
+                room.insert(tenant, i64::from(max) - running);
+            }
+            for (id, tenant) in &candidates {
+                let left = room.get_mut(tenant.as_str()).expect("counted");
+                if *left > 0 {
+                    *left -= 1;
+                    chosen.push(id);
+                }
+            }
+        } else {
+            chosen.extend(candidates.iter().map(|(id, _)| id.as_str()));
+        }
+        let fences: Vec<(String, i64)> = tx
+            .query(
+                "UPDATE execution_queue
+                 SET node = $1, fence = nextval('execution_fence'),
+                     lease_until = now() + make_interval(secs => $2)
+                 WHERE execution_id = ANY($3)
+                 RETURNING execution_id, fence",
+                &[&node, &lease.as_secs_f64(), &chosen],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids: Vec<&str> = fences.iter().map(|(id, _)| id.as_str()).collect();
+        let rows = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let execution = parsed(decode(r)?)?;
+                let fence = fences
+                    .iter()
+                    .find(|(id, _)| id == execution.id.as_str())
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| Error::Corrupt(format!("claimed {} twice", execution.id)))?;
+                Ok(Claim { execution, fence })
+            })
+            .collect()
+    }
+
+    /// Renew every lease `node` holds, in one statement; how many.
+    pub async fn renew_leases(&self, node: &str, lease: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE execution_queue SET lease_until = now() + make_interval(secs => $2)
+                 WHERE node = $1",
+                &[&node, &lease.as_secs_f64()],
+            )
+            .await?)
+    }
+
+    /// Write the end of an execution this node claimed with `fence`:
+    /// accepted (`true`) only while the fence still holds its queue row,
+    /// which goes with it; otherwise refused, and the refusal recorded
+    /// with `node`.
+    pub async fn complete_claimed(
+        &self,
+        node: &str,
+        fence: i64,
+        execution: &Execution,
+    ) -> Result<bool> {
+        let row = ExecutionRow::encode(execution);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let held = tx
+            .execute(
+                "DELETE FROM execution_queue WHERE execution_id = $1 AND fence = $2",
+                &[&row.id, &fence],
+            )
+            .await?
+            == 1;
+        if held {
+            update(&tx, &row).await?;
+        } else {
+            tx.execute(
+                "INSERT INTO stale_completions (execution_id, node, fence, status) VALUES ($1, $2, $3, $4)",
+                &[&row.id, &node, &fence, &row.status],
+            )
+            .await?;
+            tracing::warn!(execution = %row.id, node, fence, "a completion under a lost lease was refused");
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    /// Take back up to `limit` executions whose lease ran out (their node
+    /// died or stalled), in one transaction: one that had started ends
+    /// `abandoned` and leaves the queue, as after a single node's crash;
+    /// one that had not is released for another node to claim.
+    pub async fn reap_expired(&self, limit: usize) -> Result<Vec<Reaped>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let expired: Vec<(String, String, i64)> = tx
+            .query(
+                "SELECT execution_id, node, fence FROM execution_queue
+                 WHERE node IS NOT NULL AND lease_until < now()
+                 ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&limit],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let ids: Vec<&str> = expired.iter().map(|(id, _, _)| id.as_str()).collect();
+        let rows = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) FOR UPDATE"),
+                &[&ids],
+            )
+            .await?;
+        let mut reaped = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut execution = parsed(decode(r)?)?;
+            let (_, node, fence) = expired
+                .iter()
+                .find(|(id, _, _)| id == execution.id.as_str())
+                .cloned()
+                .ok_or_else(|| Error::Corrupt(format!("reaped {} twice", execution.id)))?;
+            let waiting = matches!(
+                execution.status,
+                ExecutionStatus::Requested | ExecutionStatus::Scheduled | ExecutionStatus::Delayed
+            );
+            if waiting {
+                tx.execute(
+                    "UPDATE execution_queue SET node = NULL, fence = NULL, lease_until = NULL
+                     WHERE execution_id = $1",
+                    &[&execution.id.as_str()],
+                )
+                .await?;
+            } else {
+                tx.execute(
+                    "DELETE FROM execution_queue WHERE execution_id = $1",
+                    &[&execution.id.as_str()],
+                )
+                .await?;
+                if execution.transition(ExecutionStatus::Abandoned) {
+                    update(&tx, &ExecutionRow::encode(&execution)).await?;
+                }
+            }
+            reaped.push(Reaped {
+                execution: execution.id,
+                node,
+                fence,
+                released: waiting,
+            });
+        }
+        tx.commit().await?;
+        for r in &reaped {
+            tracing::warn!(execution = %r.execution, node = %r.node, released = r.released, "lease ran out");
+        }
+        Ok(reaped)
+    }
+
+    /// Completions refused because their lease was lost: (execution, node,
+    /// fence), oldest first.
+    pub async fn stale_completions(&self) -> Result<Vec<(String, String, i64)>> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT execution_id, node, fence FROM stale_completions ORDER BY refused_at, execution_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use squall_core::TenantId;
+    use squall_tests::postgres::Postgres;
+
+    use super::*;
+    use crate::contract::execution;
+
+    /// A store on a fresh database of `pg`.
+    async fn store(pg: &Postgres, name: &str) -> PgStore {
+        PgStore::connect(&pg.create_database(name), 16)
+            .await
+            .expect("connect")
+    }
+
+    /// `n` waiting executions of `tenant`, queued.
+    async fn queued(store: &PgStore, tenant: &TenantId, n: usize) -> Vec<ExecutionId> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut e = execution("core.noop", ExecutionStatus::Requested);
+            e.tenant = tenant.clone();
+            store.insert_execution(&e).await.expect("insert");
+            store.enqueue(&e, Duration::ZERO).await.expect("enqueue");
+            ids.push(e.id);
+        }
+        ids
+    }
+
+    /// Run a claimed execution to its end here.
+    fn ran(mut e: Execution) -> Execution {
+        assert!(
+            e.transition(ExecutionStatus::Scheduled)
+                && e.transition(ExecutionStatus::Running)
+                && e.transition(ExecutionStatus::Succeeded)
+        );
+        e
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_claiming_at_once_run_each_execution_exactly_once() {
+        let pg = Postgres::start();
+        let store = store(&pg, "share").await;
+        let tenant = TenantId::default_tenant();
+        let ids = queued(&store, &tenant, 300).await;
+        let nodes: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|node| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut done = Vec::new();
+                    loop {
+                        let claims = store.claim(node, 7, LEASE, None).await.expect("claim");
+                        if claims.is_empty() {
+                            return done;
+                        }
+                        for c in claims {
+                            let id = c.execution.id.clone();
+                            assert!(
+                                store
+                                    .complete_claimed(node, c.fence, &ran(c.execution))
+                                    .await
+                                    .expect("complete")
+                            );
+                            done.push(id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut runs: BTreeMap<ExecutionId, usize> = BTreeMap::new();
+        for node in nodes {
+            for id in node.await.expect("node") {
+                *runs.entry(id).or_default() += 1;
+            }
+        }
+        assert_eq!(runs.len(), ids.len());
+        assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+        for id in &ids {
+            let e = store
+                .get_execution(&tenant, id)
+                .await
+                .expect("get")
+                .expect("there");
+            assert_eq!(e.status, ExecutionStatus::Succeeded);
+        }
+        assert!(
+            store
+                .claim("a", 10, LEASE, None)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        assert!(store.stale_completions().await.expect("read").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_lease_is_reaped_and_its_late_completion_refused() {
+        let pg = Postgres::start();
+        let store = store(&pg, "kill").await;
+        let tenant = TenantId::default_tenant();
+        let ids = queued(&store, &tenant, 3).await;
+        // Node a takes two under a short lease and starts one; node c takes
+        // the third and renews its lease.
+        let short = Duration::from_millis(300);
+        let mut held = store.claim("a", 2, short, None).await.expect("claim");
+        assert_eq!(held.len(), 2);
+        let kept = store.claim("c", 1, short, None).await.expect("claim");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(store.renew_leases("c", LEASE).await.expect("renew"), 1);
+        let not_started = held.pop().expect("two");
+        let started = held.pop().expect("two");
+        let mut running = started.execution.clone();
+        assert!(
+            running.transition(ExecutionStatus::Scheduled)
+                && running.transition(ExecutionStatus::Running)
+        );
+        assert!(store.start_execution(&running).await.expect("start"));
+
+        // Node a stops renewing: its leases are reaped once they run out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut reaped = Vec::new();
+        while reaped.len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not reaped: {reaped:?}"
+            );
+            reaped.extend(store.reap_expired(10).await.expect("reap"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        reaped.sort_by_key(|r| r.released);
+        assert_eq!(
+            reaped
+                .iter()
+                .map(|r| (r.execution.clone(), r.node.as_str(), r.released))
+                .collect::<Vec<_>>(),
+            [
+                (started.execution.id.clone(), "a", false),
+                (not_started.execution.id.clone(), "a", true)
+            ]
+        );
+        let abandoned = store
+            .get_execution(&tenant, &started.execution.id)
+            .await
+            .expect("get")
+            .expect("there");
+        assert_eq!(abandoned.status, ExecutionStatus::Abandoned);
+
+        // Node a comes back with its results: refused, and recorded.
+        assert!(
+            !store
+                .complete_claimed("a", started.fence, &ran(started.execution.clone()))
+                .await
+                .expect("late")
+        );
+        let late = ran(not_started.execution.clone());
+        assert!(
+            !store
+                .complete_claimed("a", not_started.fence, &late)
+                .await
+                .expect("late")
+        );
+        let stale = store.stale_completions().await.expect("read");
+        assert_eq!(stale.len(), 2);
+        assert!(stale.iter().all(|(_, node, _)| node == "a"));
+        assert_eq!(
+            store
+                .get_execution(&tenant, &started.execution.id)
+                .await
+                .expect("get")
+                .expect("there")
+                .status,
+            ExecutionStatus::Abandoned
+        );
+
+        // What had not started runs elsewhere, under a new fence.
+        let again = store.claim("b", 10, LEASE, None).await.expect("claim");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].execution.id, not_started.execution.id);
+        assert!(again[0].fence > not_started.fence);
+        assert!(
+            store
+                .complete_claimed("b", again[0].fence, &ran(again[0].execution.clone()))
+                .await
+                .expect("complete")
+        );
+        // Node c's renewed lease was not reaped.
+        assert!(
+            store
+                .complete_claimed("c", kept[0].fence, &ran(kept[0].execution.clone()))
+                .await
+                .expect("complete")
+        );
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenants_running_limit_holds_across_nodes() {
+        let pg = Postgres::start();
+        let store = store(&pg, "limits").await;
+        let acme = TenantId::new("acme").expect("tenant");
+        store.create_tenant(&acme).await.expect("tenant");
+        queued(&store, &acme, 10).await;
+        queued(&store, &TenantId::default_tenant(), 3).await;
+        let nodes: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|node| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.claim(node, 5, LEASE, Some(2)).await.expect("claim") },
+                )
+            })
+            .collect();
+        let mut claims = Vec::new();
+        for node in nodes {
+            claims.extend(node.await.expect("node"));
+        }
+        let of = |claims: &[Claim], tenant: &str| {
+            claims
+                .iter()
+                .filter(|c| c.execution.tenant.as_str() == tenant)
+                .count()
+        };
+        // Racing claimers fill acme's limit and no more; the default
+        // tenant's executions (queued after acme's) may have waited behind
+        // acme's in that round.
+        assert_eq!(of(&claims, "acme"), 2, "{claims:?}");
+        assert!(of(&claims, "default") <= 2, "{claims:?}");
+        // A tenant at its limit no longer fills a claim: the next one takes
+        // the default tenant's, up to its own limit.
+        claims.extend(store.claim("d", 5, LEASE, Some(2)).await.expect("claim"));
+        assert_eq!((of(&claims, "acme"), of(&claims, "default")), (2, 2));
+        // One of acme's ends: room for one more of acme's.
+        let first = claims
+            .iter()
+            .find(|c| c.execution.tenant == acme)
+            .expect("one")
+            .clone();
+        assert!(
+            store
+                .complete_claimed("a", first.fence, &ran(first.execution))
+                .await
+                .expect("complete")
+        );
+        let more = store.claim("b", 10, LEASE, Some(2)).await.expect("claim");
+        assert_eq!((of(&more, "acme"), of(&more, "default")), (1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delayed_execution_waits_its_delay() {
+        let pg = Postgres::start();
+        let store = store(&pg, "delay").await;
+        let e = execution("core.noop", ExecutionStatus::Requested);
+        store.insert_execution(&e).await.expect("insert");
+        store
+            .enqueue(&e, Duration::from_secs(3600))
+            .await
+            .expect("enqueue");
+        assert!(
+            store
+                .claim("a", 10, LEASE, None)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+    }
+}
