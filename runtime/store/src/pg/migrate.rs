@@ -213,6 +213,26 @@ const MIGRATIONS: &[&str] = &[
         refused_at    TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     "#,
+    // 8: what runs once in a cluster: named leases (the leader's
+    // housekeeping, each sensor instance), with a fence that grows with
+    // every change of holder; timer ticks, recorded once each.
+    r#"
+    CREATE SEQUENCE lease_fence;
+    CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        fence       BIGINT NOT NULL,
+        expires_at  TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX leases_by_holder ON leases (holder);
+    CREATE TABLE timer_fires (
+        tenant_id  TEXT NOT NULL,
+        timer      TEXT NOT NULL,
+        fire_time  TEXT NOT NULL,
+        node       TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, timer, fire_time)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

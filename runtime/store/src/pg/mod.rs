@@ -15,6 +15,7 @@ mod auth;
 mod configs;
 mod executions;
 mod kv;
+mod leases;
 mod migrate;
 mod queue;
 mod reactor;
@@ -23,6 +24,7 @@ mod workflows;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use leases::Held;
 pub use queue::{Claim, Reaped};
 
 use crate::SecretKey;

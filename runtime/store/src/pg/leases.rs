@@ -1,0 +1,269 @@
+//! What must run once in a cluster runs under a named lease: the leader's
+//! housekeeping (retention, TTL expiry, inquiry timeouts), each sensor
+//! instance. A lease has one holder at a time and a fence number that
+//! grows with every change of holder; its holder renews it before it runs
+//! out, and another node takes it only once it has. Timers fire once per
+//! tick cluster-wide: a fire is recorded under (timer, fire time), and only
+//! the node whose record was new fires it.
+
+use std::time::Duration;
+
+use squall_core::TenantId;
+
+use super::PgStore;
+use crate::Result;
+
+/// A lease this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Grows with every change of holder: work done under an older fence
+    /// is a previous holder's.
+    pub fence: i64,
+}
+
+impl PgStore {
+    /// Take lease `name` for `node` for `ttl`, or renew it if `node` holds
+    /// it already: `Some` while `node` is the holder, `None` while another
+    /// node's lease has not run out.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Option<Held>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO leases (name, holder, fence, expires_at)
+                 VALUES ($1, $2, nextval('lease_fence'), now() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET
+                     fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE excluded.fence END,
+                     holder = excluded.holder,
+                     expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at < now()
+                 RETURNING fence",
+                &[&name, &node, &ttl.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.map(|r| Held { fence: r.get(0) }))
+    }
+
+    /// Renew every lease `node` holds, in one statement; how many.
+    pub async fn renew_node_leases(&self, node: &str, ttl: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
+                 WHERE holder = $1 AND expires_at >= now()",
+                &[&node, &ttl.as_secs_f64()],
+            )
+            .await?)
+    }
+
+    /// Give lease `name` up (a node stopping), if `node` holds it; whether
+    /// it did.
+    pub async fn release_lease(&self, name: &str, node: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE leases SET expires_at = now() - interval '1 microsecond'
+                 WHERE name = $1 AND holder = $2",
+                &[&name, &node],
+            )
+            .await?
+            == 1)
+    }
+
+    /// The holder of lease `name` and its fence, while it has not run out.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT holder, fence FROM leases WHERE name = $1 AND expires_at >= now()",
+                &[&name],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Record that `timer` of `tenant` fires at `fire_time` (RFC 3339, the
+    /// tick's own time): `true` for the one node that records it first,
+    /// which fires it; `false` for every other.
+    pub async fn record_timer_fire(
+        &self,
+        tenant: &TenantId,
+        timer: &str,
+        fire_time: &str,
+        node: &str,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "INSERT INTO timer_fires (tenant_id, timer, fire_time, node) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&tenant.as_str(), &timer, &fire_time, &node],
+            )
+            .await?
+            == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use squall_tests::postgres::Postgres;
+
+    use super::*;
+
+    async fn store(pg: &Postgres, name: &str) -> PgStore {
+        PgStore::connect(&pg.create_database(name), 16)
+            .await
+            .expect("connect")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_has_one_holder_and_moves_only_once_it_runs_out() {
+        let pg = Postgres::start();
+        let store = store(&pg, "leases").await;
+        let ttl = Duration::from_secs(30);
+        // Three nodes race for it: one holds it.
+        let racers: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|node| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    (
+                        node,
+                        store
+                            .acquire_lease("leader", node, ttl)
+                            .await
+                            .expect("acquire"),
+                    )
+                })
+            })
+            .collect();
+        let mut holders = Vec::new();
+        for r in racers {
+            let (node, held) = r.await.expect("racer");
+            if let Some(held) = held {
+                holders.push((node, held));
+            }
+        }
+        assert_eq!(holders.len(), 1, "{holders:?}");
+        let (leader, first) = holders[0];
+        assert_eq!(
+            store.lease_holder("leader").await.expect("read"),
+            Some((leader.to_owned(), first.fence))
+        );
+        // The holder renews it, keeping its fence; the others cannot take it.
+        assert_eq!(
+            store
+                .acquire_lease("leader", leader, ttl)
+                .await
+                .expect("renew"),
+            Some(first)
+        );
+        assert_eq!(
+            store.renew_node_leases(leader, ttl).await.expect("renew"),
+            1
+        );
+        let other = if leader == "a" { "b" } else { "a" };
+        assert_eq!(
+            store
+                .acquire_lease("leader", other, ttl)
+                .await
+                .expect("try"),
+            None
+        );
+
+        // The holder stops renewing (a short lease here): once it runs
+        // out, another node takes it under a greater fence.
+        let short = Duration::from_millis(200);
+        store
+            .acquire_lease("sensor/default/examples.s", leader, short)
+            .await
+            .expect("take")
+            .expect("free");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let taken = loop {
+            if let Some(held) = store
+                .acquire_lease("sensor/default/examples.s", other, ttl)
+                .await
+                .expect("try")
+            {
+                break held;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never ran out"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(taken.fence > first.fence);
+        // A lease that ran out is not renewed by its old holder's sweep.
+        assert_eq!(
+            store.renew_node_leases(leader, ttl).await.expect("renew"),
+            1
+        );
+        assert_eq!(
+            store
+                .lease_holder("sensor/default/examples.s")
+                .await
+                .expect("read"),
+            Some((other.to_owned(), taken.fence))
+        );
+        // Released on stopping: free at once.
+        assert!(
+            store
+                .release_lease("leader", leader)
+                .await
+                .expect("release")
+        );
+        assert!(
+            store
+                .acquire_lease("leader", other, ttl)
+                .await
+                .expect("take")
+                .is_some()
+        );
+        assert!(
+            !store
+                .release_lease("leader", leader)
+                .await
+                .expect("not its own")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timer_tick_fires_on_one_node() {
+        let pg = Postgres::start();
+        let store = store(&pg, "timers").await;
+        let tenant = TenantId::default_tenant();
+        for tick in ["2026-12-05T10:00:00Z", "2026-12-05T10:00:01Z"] {
+            let nodes: Vec<_> = ["a", "b", "c"]
+                .into_iter()
+                .map(|node| {
+                    let (store, tenant) = (store.clone(), tenant.clone());
+                    tokio::spawn(async move {
+                        store
+                            .record_timer_fire(&tenant, "examples.every_second", tick, node)
+                            .await
+                            .expect("record")
+                    })
+                })
+                .collect();
+            let mut fired = 0;
+            for n in nodes {
+                fired += usize::from(n.await.expect("node"));
+            }
+            assert_eq!(fired, 1, "tick {tick}");
+        }
+        let other = TenantId::new("other").expect("tenant");
+        assert!(
+            store
+                .record_timer_fire(&other, "examples.every_second", "2026-12-05T10:00:00Z", "a")
+                .await
+                .expect("record"),
+            "another tenant's timer of the same name is its own"
+        );
+    }
+}
