@@ -5,6 +5,7 @@ use squall_core::TenantId;
 use squall_core::time::now_rfc3339;
 
 use super::PgStore;
+use super::changes::bump_epoch;
 use crate::Result;
 use crate::configs::{PackConfig, seal, unseal};
 
@@ -59,14 +60,14 @@ impl PgStore {
         pack: &str,
         values: Option<&Values>,
     ) -> Result<bool> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         let had = match values {
             Some(values) => {
                 let stored = seal(self.secret_key.as_ref(), tenant, pack, values);
                 // `xmax` is not zero on a row this statement updated rather
                 // than inserted.
-                client
-                    .query_one(
+                tx.query_one(
                         "INSERT INTO pack_configs (tenant_id, pack, config, updated_at) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (tenant_id, pack) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at
                          RETURNING xmax <> 0",
@@ -76,15 +77,16 @@ impl PgStore {
                     .get(0)
             }
             None => {
-                client
-                    .execute(
-                        "DELETE FROM pack_configs WHERE tenant_id = $1 AND pack = $2",
-                        &[&tenant.as_str(), &pack],
-                    )
-                    .await?
+                tx.execute(
+                    "DELETE FROM pack_configs WHERE tenant_id = $1 AND pack = $2",
+                    &[&tenant.as_str(), &pack],
+                )
+                .await?
                     > 0
             }
         };
+        bump_epoch(&tx, tenant).await?;
+        tx.commit().await?;
         Ok(had)
     }
 }

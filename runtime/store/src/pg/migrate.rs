@@ -233,6 +233,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, timer, fire_time)
     );
     "#,
+    // 9: a tenant's change epoch, bumped in every transaction that changes
+    // what its nodes hold in memory (rules, policies, sensors, packs).
+    r#"
+    CREATE TABLE tenant_epochs (
+        tenant_id  TEXT PRIMARY KEY,
+        epoch      BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@
 //! transaction-scoped advisory lock.
 
 mod auth;
+mod changes;
 mod configs;
 mod executions;
 mod kv;
@@ -24,6 +25,7 @@ mod workflows;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use changes::CHANNEL;
 pub use leases::Held;
 pub use queue::{Claim, Reaped};
 
@@ -100,6 +102,8 @@ impl From<deadpool_postgres::PoolError> for crate::Error {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Where the database is, for connections of their own (`LISTEN`).
+    config: tokio_postgres::Config,
     /// Encrypts secret datastore values; without it they are refused.
     pub(crate) secret_key: Option<SecretKey>,
     /// Bytes of keys and values one tenant's datastore may hold.
@@ -123,7 +127,7 @@ impl PgStore {
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -136,6 +140,7 @@ impl PgStore {
             .map_err(|e| PgError::Connect(e.to_string()))?;
         let store = Self {
             pool,
+            config,
             secret_key: None,
             kv_quota: None,
         };
@@ -197,6 +202,7 @@ impl PgStore {
 
 #[cfg(test)]
 mod tests {
+    use squall_core::TenantId;
     use squall_tests::postgres::Postgres;
 
     use super::*;
@@ -273,6 +279,44 @@ mod tests {
             .await
             .expect("connect");
         crate::contract::workflow_batches(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_through_one_node_reaches_the_others() {
+        let pg = Postgres::start();
+        let url = pg.create_database("changes");
+        let one = PgStore::connect(&url, 4).await.expect("connect");
+        let three = PgStore::connect(&url, 4).await.expect("connect");
+        let mut heard = three.listen_changes().await.expect("listen");
+        let acme = TenantId::new("acme").expect("tenant");
+        one.create_tenant(&acme).await.expect("tenant");
+        one.put_rule(&acme, "hooks.r", Some("{}".into()))
+            .await
+            .expect("rule");
+        let told = tokio::time::timeout(std::time::Duration::from_secs(60), heard.recv())
+            .await
+            .expect("a notification")
+            .expect("the listener runs");
+        assert_eq!(told, acme);
+        assert_eq!(three.epochs().await.expect("epochs"), [(acme.clone(), 1)]);
+        // Each change bumps the epoch once, whatever carries it.
+        one.put_policy(&acme, "hooks.p", None)
+            .await
+            .expect("policy");
+        one.put_sensor_enabled(&acme, "hooks.s", false)
+            .await
+            .expect("sensor");
+        one.put_pack_config(&acme, "hooks", Some(&serde_json::Map::new()))
+            .await
+            .expect("config");
+        assert_eq!(three.epochs().await.expect("epochs"), [(acme.clone(), 4)]);
+        for _ in 0..3 {
+            let told = tokio::time::timeout(std::time::Duration::from_secs(60), heard.recv())
+                .await
+                .expect("a notification")
+                .expect("the listener runs");
+            assert_eq!(told, acme);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use squall_core::metrics::metrics;
 use squall_core::trigger::{RuleEnforcement, TriggerInstance};
 use squall_core::{Execution, ExecutionStatus, TenantId};
 
+use super::changes::bump_epoch;
 use super::executions::insert;
 use super::{Argument, PgStore, arguments};
 use crate::executions::{COLUMNS as EXECUTION_COLUMNS, ExecutionRow, decode, parsed};
@@ -406,9 +407,9 @@ impl PgStore {
         item_ref: &str,
         body: Option<String>,
     ) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
                 &format!(
                     "INSERT INTO {} (tenant_id, ref, body, updated_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (tenant_id, ref) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
@@ -422,6 +423,8 @@ impl PgStore {
                 ],
             )
             .await?;
+        bump_epoch(&tx, tenant).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -448,9 +451,9 @@ impl PgStore {
         sensor_ref: &str,
         enabled: bool,
     ) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
                 "INSERT INTO sensors (tenant_id, ref, enabled, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant_id, ref) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
                 &[
@@ -461,6 +464,8 @@ impl PgStore {
                 ],
             )
             .await?;
+        bump_epoch(&tx, tenant).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,0 +1,104 @@
+//! Changes reach every node: each transaction that changes what nodes hold
+//! in memory for a tenant (its rules, policies, sensors, packs and their
+//! configs) bumps the tenant's epoch in the same transaction and sends a
+//! `NOTIFY` on [`CHANNEL`] with the tenant's name. The notification is a
+//! hint, delivered at commit and at most once per transaction and tenant;
+//! a node also polls the epochs, and reads them all again after its
+//! listening connection reconnects, so a lost notification delays a
+//! change but never loses it.
+
+use futures_util::StreamExt as _;
+use squall_core::TenantId;
+use tokio::sync::mpsc;
+
+use super::{PgError, PgStore};
+use crate::{Error, Result};
+
+/// The notification channel of tenant changes.
+pub const CHANNEL: &str = "squall_changes";
+
+/// Bump `tenant`'s epoch inside the open transaction of a change, and
+/// notify the other nodes when it commits.
+pub(super) async fn bump_epoch(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: &TenantId,
+) -> Result<i64> {
+    let epoch = client
+        .query_one(
+            "INSERT INTO tenant_epochs (tenant_id, epoch) VALUES ($1, 1)
+             ON CONFLICT (tenant_id) DO UPDATE SET epoch = tenant_epochs.epoch + 1
+             RETURNING epoch",
+            &[&tenant.as_str()],
+        )
+        .await?
+        .get(0);
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &tenant.as_str()])
+        .await?;
+    Ok(epoch)
+}
+
+impl PgStore {
+    /// Every tenant's change epoch (the polling fallback, and what a node
+    /// reads again after reconnecting).
+    pub async fn epochs(&self) -> Result<Vec<(TenantId, i64)>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT tenant_id, epoch FROM tenant_epochs ORDER BY tenant_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let tenant = TenantId::new(r.get::<_, String>(0))
+                    .map_err(|e| Error::Corrupt(format!("tenant: {e}")))?;
+                Ok((tenant, r.get(1)))
+            })
+            .collect()
+    }
+
+    /// Listen for tenant changes on a connection of its own: each
+    /// notification's tenant arrives on the receiver, which ends when the
+    /// connection does (the caller then reads [`PgStore::epochs`] again
+    /// and listens anew).
+    pub async fn listen_changes(&self) -> Result<mpsc::UnboundedReceiver<TenantId>> {
+        let (client, mut connection) = self
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| Error::Postgres(PgError::Connect(e.to_string())))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if let Ok(tenant) = TenantId::new(n.payload())
+                            && forward.send(tenant).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the change listener's connection ended");
+                        return;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(Error::from)?;
+        // The connection lives while its client does: until the receiver
+        // is dropped.
+        tokio::spawn(async move {
+            tx.closed().await;
+            drop(client);
+        });
+        Ok(rx)
+    }
+}
