@@ -241,6 +241,20 @@ const MIGRATIONS: &[&str] = &[
         epoch      BIGINT NOT NULL
     );
     "#,
+    // 10: the event log the streams read: each event with its
+    // transaction's id, read below the oldest running transaction.
+    r#"
+    CREATE TABLE events (
+        seq        BIGSERIAL,
+        tx         BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+        tenant_id  TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (tx, seq)
+    );
+    CREATE INDEX events_by_tenant ON events (tenant_id, tx, seq);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@
 mod auth;
 mod changes;
 mod configs;
+mod events;
 mod executions;
 mod kv;
 mod leases;
@@ -26,6 +27,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 pub use changes::CHANNEL;
+pub use events::{EventId, LoggedEvent};
 pub use leases::Held;
 pub use queue::{Claim, Reaped};
 

@@ -1,0 +1,193 @@
+//! The cluster's event log, which every node's stream reads: an event is
+//! appended in the transaction that made it, and read in commit-safe
+//! order. Sequence numbers are handed out before their transactions
+//! commit, and commit out of order, so a reader that followed them alone
+//! could pass over an event still being written. Each event also records
+//! its transaction's id, and a reader takes only events of transactions
+//! older than the oldest one still running (`pg_snapshot_xmin`), in
+//! (transaction, sequence) order: nothing can later appear before what it
+//! has read. A reader's position is that pair, as the stream's
+//! `Last-Event-ID`, so a client can reconnect to any node and miss
+//! nothing.
+
+use squall_core::TenantId;
+
+use super::PgStore;
+use crate::{Error, Result};
+
+/// A position in the event log: the event's transaction and sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventId {
+    pub tx: i64,
+    pub seq: i64,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.tx, self.seq)
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tx, seq) = s
+            .split_once('-')
+            .ok_or_else(|| format!("event id '{s}' is not <transaction>-<sequence>"))?;
+        let number = |n: &str| {
+            n.parse::<i64>()
+                .map_err(|_| format!("event id '{s}' is not <transaction>-<sequence>"))
+        };
+        Ok(Self {
+            tx: number(tx)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+/// One event of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub id: EventId,
+    pub kind: String,
+    pub body: String,
+}
+
+/// Append an event of `tenant` inside the open transaction that made it.
+pub(super) async fn append(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: &TenantId,
+    kind: &str,
+    body: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO events (tenant_id, kind, body) VALUES ($1, $2, $3)",
+            &[&tenant.as_str(), &kind, &body],
+        )
+        .await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Append one event of `tenant` in a transaction of its own.
+    pub async fn append_event(&self, tenant: &TenantId, kind: &str, body: &str) -> Result<()> {
+        let client = self.client().await?;
+        append(&client, tenant, kind, body).await
+    }
+
+    /// Up to `limit` events of `tenant` after `after` (from the start
+    /// without), in the order no later commit can change.
+    pub async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>> {
+        let after = after.unwrap_or(EventId { tx: -1, seq: -1 });
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT tx, seq, kind, body FROM events
+                 WHERE tenant_id = $1 AND (tx, seq) > ($2, $3)
+                   AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 ORDER BY tx, seq LIMIT $4",
+                &[&tenant.as_str(), &after.tx, &after.seq, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(LoggedEvent {
+                    id: EventId {
+                        tx: r.try_get(0).map_err(Error::from)?,
+                        seq: r.try_get(1).map_err(Error::from)?,
+                    },
+                    kind: r.try_get(2).map_err(Error::from)?,
+                    body: r.try_get(3).map_err(Error::from)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use squall_tests::postgres::Postgres;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_never_pass_an_event_still_being_written() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("events"), 8)
+            .await
+            .expect("connect");
+        let tenant = TenantId::default_tenant();
+        // A transaction writes an event and has not committed...
+        let mut slow = store.client().await.expect("client");
+        let slow = slow.transaction().await.expect("begin");
+        append(&slow, &tenant, "st2.execution__create", "A")
+            .await
+            .expect("append");
+        // ...while a later one writes and commits.
+        store
+            .append_event(&tenant, "st2.execution__update", "B")
+            .await
+            .expect("append");
+        // B is held back: A, before it, could still commit.
+        assert!(
+            store
+                .events_after(&tenant, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        slow.commit().await.expect("commit");
+        let read = store.events_after(&tenant, None, 10).await.expect("read");
+        assert_eq!(
+            read.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(),
+            ["A", "B"]
+        );
+        // From a position: only what follows, which a later commit cannot
+        // precede; positions read back from their text.
+        let last = read[1].id.to_string().parse::<EventId>().expect("parses");
+        assert_eq!(last, read[1].id);
+        assert!(
+            store
+                .events_after(&tenant, Some(last), 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        store
+            .append_event(&tenant, "st2.execution__update", "C")
+            .await
+            .expect("append");
+        let more = store
+            .events_after(&tenant, Some(last), 10)
+            .await
+            .expect("read");
+        assert_eq!(
+            more.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(),
+            ["C"]
+        );
+        assert!(more[0].id > last);
+        let first = store
+            .events_after(&tenant, Some(read[0].id), 1)
+            .await
+            .expect("read");
+        assert_eq!(first[0].body, "B", "a page of one");
+        // Another tenant's log is its own.
+        let other = TenantId::new("other").expect("tenant");
+        assert!(
+            store
+                .events_after(&other, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        assert!("12".parse::<EventId>().is_err());
+    }
+}
