@@ -99,7 +99,8 @@ impl PgStore {
         let client = self.client().await?;
         Ok(client
             .execute(
-                "INSERT INTO timer_fires (tenant_id, timer, fire_time, node) VALUES ($1, $2, $3, $4)
+                "INSERT INTO timer_fires (tenant_id, timer, fire_time, node)
+                 VALUES ($1, $2, $3::text::timestamptz, $4)
                  ON CONFLICT DO NOTHING",
                 &[&tenant.as_str(), &timer, &fire_time, &node],
             )

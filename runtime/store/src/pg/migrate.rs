@@ -228,7 +228,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE timer_fires (
         tenant_id  TEXT NOT NULL,
         timer      TEXT NOT NULL,
-        fire_time  TEXT NOT NULL,
+        fire_time  TIMESTAMPTZ NOT NULL,
         node       TEXT NOT NULL,
         PRIMARY KEY (tenant_id, timer, fire_time)
     );

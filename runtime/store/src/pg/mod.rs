@@ -322,6 +322,68 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_purges_the_clusters_own_records_too() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("retention"), 4)
+            .await
+            .expect("connect");
+        let tenant = TenantId::default_tenant();
+        let tick = &squall_core::time::now_rfc3339();
+        assert!(
+            store
+                .record_timer_fire(&tenant, "t.every", tick, "a")
+                .await
+                .expect("fire")
+        );
+        store
+            .append_event(&tenant, "k", "old")
+            .await
+            .expect("append");
+        let day_ago = squall_core::time::rfc3339_ago(std::time::Duration::from_secs(86_400));
+        store.purge(&day_ago, 10).await.expect("purge");
+        assert_eq!(
+            store
+                .events_after(&tenant, None, 10)
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+        assert!(
+            !store
+                .record_timer_fire(&tenant, "t.every", tick, "b")
+                .await
+                .expect("fire")
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Everything so far is older than a moment from now.
+        loop {
+            let now = squall_core::time::now_rfc3339();
+            store.purge(&now, 10).await.expect("purge");
+            if store
+                .events_after(&tenant, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the event was never purged"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            store
+                .record_timer_fire(&tenant, "t.every", tick, "b")
+                .await
+                .expect("fire"),
+            "the old tick's record is gone"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
         let pg = Postgres::start();
         let url = pg.create_database("nodes");

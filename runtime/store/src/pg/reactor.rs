@@ -194,6 +194,21 @@ impl PgStore {
                 }
             }
         }
+        // The cluster's own records of the same age: the event log, timer
+        // ticks, refused completions.
+        let time = squall_core::time::parse_rfc3339(before).ok_or_else(|| {
+            Error::Corrupt(format!("purge cutoff '{before}' is not an RFC 3339 time"))
+        })?;
+        let seconds = time.unix_timestamp_nanos() as f64 / 1e9;
+        for sql in [
+            "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events WHERE at < to_timestamp($1) LIMIT $2)",
+            "DELETE FROM timer_fires WHERE ctid IN (SELECT ctid FROM timer_fires WHERE fire_time < to_timestamp($1) LIMIT $2)",
+            "DELETE FROM stale_completions WHERE ctid IN (SELECT ctid FROM stale_completions WHERE refused_at < to_timestamp($1) LIMIT $2)",
+        ] {
+            while client.execute(sql, &[&seconds, &batch]).await?
+                == u64::try_from(batch).unwrap_or(u64::MAX)
+            {}
+        }
         Ok((counts[0], counts[1], counts[2]))
     }
 
