@@ -115,6 +115,21 @@ pub(crate) enum BenchCommand {
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
     },
+    /// The cluster's execution queue on PostgreSQL: executions claimed
+    /// (under fenced leases) and completed by 1, 2 and 3 claimers at once;
+    /// claim latency p50 and p99 and executions per second. Give it a
+    /// database of its own: it writes executions there.
+    Queue {
+        /// The database (`postgres://user@host:port/db`).
+        #[arg(long, value_name = "URL", env = "SQUALL_DATABASE_URL")]
+        database: String,
+        /// Executions per run.
+        #[arg(long, default_value_t = 3000)]
+        executions: usize,
+        /// Executions one claim takes at most.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+    },
     /// The web UI: the server time of each page (its Server-Timing) over a
     /// history of a million executions.
     Ui {
@@ -196,6 +211,11 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             queries,
             packs,
         } => crate::bench_api::api(actions, installs, rows, queries, pack_paths(packs)),
+        BenchCommand::Queue {
+            database,
+            executions,
+            batch,
+        } => crate::bench_queue::queue(database, executions, batch.max(1)),
         BenchCommand::Ui {
             rows,
             requests,

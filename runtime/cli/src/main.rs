@@ -9,6 +9,7 @@ mod bench_api;
 mod bench_dev;
 mod bench_executions;
 mod bench_http;
+mod bench_queue;
 mod bench_reactor;
 mod bench_sensors;
 mod bench_ui;
