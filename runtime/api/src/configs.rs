@@ -78,6 +78,42 @@ pub(crate) fn mask(values: &mut Map<String, Value>, schema: &Map<String, Value>)
     }
 }
 
+/// Put back the values in force of secret properties given as [`MASK`]
+/// (a config read masked and sent back, as the UI's form or a client
+/// does): a mask never replaces a secret.
+pub(crate) fn unmask(
+    values: &mut Map<String, Value>,
+    in_force: &Map<String, Value>,
+    schema: &Map<String, Value>,
+) {
+    let names: Vec<String> = values.keys().cloned().collect();
+    for name in names {
+        let Some(property) = schema.get(&name) else {
+            continue;
+        };
+        let secret = property.get("secret").and_then(Value::as_bool) == Some(true);
+        if secret && values.get(&name).and_then(Value::as_str) == Some(MASK) {
+            match in_force.get(&name) {
+                Some(value) => {
+                    values.insert(name, value.clone());
+                }
+                None => {
+                    values.remove(&name);
+                }
+            }
+        } else if let (Some(Value::Object(inner)), Some(Value::Object(properties))) =
+            (values.get_mut(&name), property.get("properties"))
+        {
+            let empty = Map::new();
+            let before = in_force
+                .get(&name)
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            unmask(inner, before, properties);
+        }
+    }
+}
+
 /// The config `pack`'s guests get, in StackStorm's shape: masked unless
 /// `clear`; `source` says whether it was set through the API or is the
 /// pack's own `config.yaml` (or its schema's defaults).
@@ -178,9 +214,11 @@ pub(crate) async fn put_config(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(values): ApiJson<Map<String, Value>>,
+    ApiJson(mut values): ApiJson<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let pack = pack_of(&state, &caller, &name)?;
+    let in_force: Map<String, Value> = serde_json::from_str(&pack.config).unwrap_or_default();
+    unmask(&mut values, &in_force, &schema_of(&pack)?);
     let configured = state
         .reactor
         .configure_pack(&caller.tenant(), &pack.manifest.pack_ref, Some(values))
@@ -271,6 +309,38 @@ pub(crate) async fn get_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mask_sent_back_keeps_the_secret_in_force() {
+        let schema = json!({
+            "password": {"type": "string", "secret": true},
+            "smtp": {"type": "object", "properties": {
+                "token": {"type": "string", "secret": true},
+            }},
+        });
+        let in_force = json!({"password": "hunter2", "smtp": {"token": "t0k3n"}});
+        let mut sent = json!({
+            "password": MASK,
+            "smtp": {"token": MASK, "host": "mail"},
+        });
+        unmask(
+            sent.as_object_mut().expect("object"),
+            in_force.as_object().expect("object"),
+            schema.as_object().expect("object"),
+        );
+        assert_eq!(
+            sent,
+            json!({"password": "hunter2", "smtp": {"token": "t0k3n", "host": "mail"}})
+        );
+        // A new value replaces it; a mask with nothing in force is dropped.
+        let mut sent = json!({"password": "new", "smtp": {"token": MASK}});
+        unmask(
+            sent.as_object_mut().expect("object"),
+            &Map::new(),
+            schema.as_object().expect("object"),
+        );
+        assert_eq!(sent, json!({"password": "new", "smtp": {}}));
+    }
 
     #[test]
     fn secrets_are_masked_however_deep() {

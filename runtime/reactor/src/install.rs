@@ -841,6 +841,7 @@ impl Reactor {
             .cloned()
             .ok_or_else(|| InstallError::NotInstalled(pack_ref.clone()))?;
         let roots = dir_forms(&old.dir);
+        let previous = current.clone();
         let checked = async {
             let (reactor, tenant_id, given) = (self.clone(), tenant.clone(), values.clone());
             let (set, pack) = tokio::task::spawn_blocking(move || {
@@ -864,13 +865,21 @@ impl Reactor {
         }
         .await;
         let (set, pack) = checked.map_err(|e| e.in_archive(&roots))?;
-        self.inner
+        let changed = std::slice::from_ref(pack_ref);
+        self.activate_packs(tenant, Arc::new(set), changed).await?;
+        let stored = self
+            .inner
             .store
             .put_pack_config(tenant, pack_ref.as_str(), values.as_ref())
-            .await
-            .map_err(|e| InstallError::Activation(RuleChangeError::Store(e)))?;
-        self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(pack_ref))
-            .await?;
+            .await;
+        if let Err(e) = stored {
+            // Not stored: the config in force before goes back, so what
+            // runs is what a restart would load.
+            if let Err(back) = self.activate_packs(tenant, previous, changed).await {
+                tracing::error!(%tenant, pack = %pack_ref, error = %back, "could not put the previous config back in force");
+            }
+            return Err(InstallError::Activation(RuleChangeError::Store(e)));
+        }
         tracing::info!(%tenant, pack = %pack_ref, set = values.is_some(), "pack config changed");
         Ok(pack)
     }

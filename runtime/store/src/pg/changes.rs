@@ -69,23 +69,32 @@ impl PgStore {
             .await
             .map_err(|e| Error::Postgres(PgError::Connect(e.to_string())))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let forward = tx.clone();
+        // The task reading the connection holds its client too: the
+        // connection ends when it does, and the receiver ends with it (the
+        // caller then reads the epochs again and listens anew). A dropped
+        // receiver ends the task.
+        let client = std::sync::Arc::new(client);
+        let held = client.clone();
         tokio::spawn(async move {
+            let _client = held;
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
+            loop {
+                let message = tokio::select! {
+                    () = tx.closed() => return,
+                    message = messages.next() => message,
+                };
                 match message {
-                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                        if let Ok(tenant) = TenantId::new(n.payload())
-                            && forward.send(tenant).is_err()
-                        {
-                            return;
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        if let Ok(tenant) = TenantId::new(n.payload()) {
+                            let _ = tx.send(tenant);
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
                         tracing::warn!(error = %e, "the change listener's connection ended");
                         return;
                     }
+                    None => return,
                 }
             }
         });
@@ -93,12 +102,6 @@ impl PgStore {
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .await
             .map_err(Error::from)?;
-        // The connection lives while its client does: until the receiver
-        // is dropped.
-        tokio::spawn(async move {
-            tx.closed().await;
-            drop(client);
-        });
         Ok(rx)
     }
 }

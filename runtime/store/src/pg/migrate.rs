@@ -193,7 +193,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE SEQUENCE execution_fence;
     CREATE TABLE execution_queue (
-        execution_id  TEXT COLLATE "C" PRIMARY KEY,
+        execution_id  TEXT COLLATE "C" PRIMARY KEY REFERENCES executions(id) ON DELETE CASCADE,
         tenant_id     TEXT NOT NULL,
         available_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
         node          TEXT,

@@ -125,9 +125,20 @@ impl PgStore {
     /// with at most `connections` connections, and bring its schema up to
     /// date (once, whichever node gets there first).
     pub async fn connect(url: &str, connections: usize) -> Result<Self, PgError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
+        // A transaction left open by a stalled or cut-off node would hold
+        // back every stream's reader (the event log is read below the
+        // oldest running transaction) and its locks: the server ends it.
+        // Keepalives find a peer that vanished.
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout=60000",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim());
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -135,8 +146,12 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A caller waits for a connection at most this long, then gets an
+        // error rather than hanging.
         let pool = Pool::builder(manager)
             .max_size(connections.max(1))
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(30)))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| PgError::Connect(e.to_string()))?;
@@ -319,6 +334,21 @@ mod tests {
                 .expect("the listener runs");
             assert_eq!(told, acme);
         }
+        // The listening connection is cut (the server ends it): the
+        // receiver ends, so its node knows to read the epochs again.
+        let client = one.client().await.expect("client");
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("terminate");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), heard.recv())
+            .await
+            .expect("the receiver ends");
+        assert_eq!(ended, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

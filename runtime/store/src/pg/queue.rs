@@ -168,7 +168,28 @@ impl PgStore {
             .collect()
     }
 
-    /// Renew every lease `node` holds, in one statement; how many.
+    /// Record that an execution this node claimed with `fence` started
+    /// running: only while the fence still holds its queue row and it is
+    /// still waiting, so a node whose lease was reaped before it started
+    /// does not run it. Returns false otherwise.
+    pub async fn start_claimed(&self, fence: i64, execution: &Execution) -> Result<bool> {
+        let row = ExecutionRow::encode(execution);
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE executions SET status = $3, status_log = $4
+                 WHERE tenant_id = $1 AND id = $2 AND status IN ('requested', 'scheduled', 'delayed')
+                   AND EXISTS (SELECT 1 FROM execution_queue
+                               WHERE execution_id = executions.id AND fence = $5)",
+                &[&row.tenant, &row.id, &row.status, &row.log, &fence],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Renew every lease `node` holds, in one statement; how many. A node's
+    /// name must be its process's own (a restarted node takes a new one),
+    /// or it would renew the leases of the process it replaced.
     pub async fn renew_leases(&self, node: &str, lease: Duration) -> Result<u64> {
         let client = self.client().await?;
         Ok(client
@@ -419,7 +440,12 @@ mod tests {
             running.transition(ExecutionStatus::Scheduled)
                 && running.transition(ExecutionStatus::Running)
         );
-        assert!(store.start_execution(&running).await.expect("start"));
+        assert!(
+            store
+                .start_claimed(started.fence, &running)
+                .await
+                .expect("start")
+        );
 
         // Node a stops renewing: its leases are reaped once they run out.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -450,7 +476,19 @@ mod tests {
             .expect("there");
         assert_eq!(abandoned.status, ExecutionStatus::Abandoned);
 
-        // Node a comes back with its results: refused, and recorded.
+        // Node a comes back: it may not start what was released, and its
+        // results are refused, and recorded.
+        let mut too_late = not_started.execution.clone();
+        assert!(
+            too_late.transition(ExecutionStatus::Scheduled)
+                && too_late.transition(ExecutionStatus::Running)
+        );
+        assert!(
+            !store
+                .start_claimed(not_started.fence, &too_late)
+                .await
+                .expect("start")
+        );
         assert!(
             !store
                 .complete_claimed("a", started.fence, &ran(started.execution.clone()))

@@ -112,20 +112,26 @@ impl PgStore {
         self.write_batch(&Batch::completing(execution, emitted, follow_ups))
             .await
     }
+}
 
-    async fn tasks(&self, id: &str) -> Result<Vec<(u64, String)>> {
-        let client = self.client().await?;
-        Ok(client
-            .query(
-                "SELECT seq, body FROM workflow_tasks WHERE workflow_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await?
-            .iter()
-            .map(|r| (seq_of(r.get(0)), r.get(1)))
-            .collect())
-    }
+/// A workflow's task rows, read on the connection its head was read on
+/// (a second connection from the pool could wait forever on a full pool).
+async fn tasks(
+    client: &impl deadpool_postgres::GenericClient,
+    id: &str,
+) -> Result<Vec<(u64, String)>> {
+    Ok(client
+        .query(
+            "SELECT seq, body FROM workflow_tasks WHERE workflow_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| (seq_of(r.get(0)), r.get(1)))
+        .collect())
+}
 
+impl PgStore {
     /// Workflows that had not ended, all tenants, oldest first.
     pub async fn running_workflows(&self) -> Result<Vec<StoredWorkflow>> {
         let client = self.client().await?;
@@ -139,7 +145,7 @@ impl PgStore {
         for r in heads {
             let id: String = r.get(0);
             out.push(StoredWorkflow {
-                tasks: self.tasks(&id).await?,
+                tasks: tasks(&client, &id).await?,
                 id: id
                     .parse()
                     .map_err(|e| Error::Corrupt(format!("workflow id: {e}")))?,
@@ -173,7 +179,7 @@ impl PgStore {
             tenant: tenant.clone(),
             context: head.get(0),
             head: head.get(1),
-            tasks: self.tasks(id.as_str()).await?,
+            tasks: tasks(&client, id.as_str()).await?,
         }))
     }
 
