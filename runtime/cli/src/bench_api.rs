@@ -266,7 +266,11 @@ async fn list(s: &BenchServer, rows: usize, queries: usize) -> anyhow::Result<()
         ms(median(&all)),
         ms(p99(&all))
     );
-    let plans = s.store.read(|conn| {
+    let plans = s
+        .store
+        .sqlite()
+        .ok_or_else(|| anyhow::anyhow!("the benchmark runs on SQLite"))?
+        .read(|conn| {
         let mut out = Vec::new();
         for sql in [
             "EXPLAIN QUERY PLAN SELECT id FROM executions WHERE tenant_id = 'default' AND action_ref = 'bench.op_01' AND status = 'failed' ORDER BY id DESC LIMIT 50",

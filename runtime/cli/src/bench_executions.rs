@@ -354,7 +354,12 @@ async fn large_result_end_to_end(mib: usize, packs: &[PathBuf]) -> anyhow::Resul
 async fn query_plans(packs: &[PathBuf]) -> anyhow::Result<()> {
     let b = setup(packs)?;
     println!("  EXPLAIN QUERY PLAN of the scheduler's queries:");
-    for (name, plan) in b.store.scheduler_query_plans()? {
+    for (name, plan) in b
+        .store
+        .sqlite()
+        .ok_or_else(|| anyhow::anyhow!("the benchmark runs on SQLite"))?
+        .scheduler_query_plans()?
+    {
         println!("    {name}: {}", plan.join(" | "));
     }
     Ok(())

@@ -701,14 +701,26 @@ impl Reactor {
                 follow_ups: ending.retry.iter().map(|p| &p.execution).collect(),
             });
         }
-        // Queued while the workflows are held, so their writes land in the
-        // order of their steps; awaited after they are let go.
-        let pending = self.inner.store.submit_batch(&batch, lane);
-        drop(batch);
-        plan.guards.clear();
-        let written = match pending {
-            Ok(pending) => pending.await,
-            Err(e) => Err(e),
+        // Written in the order of the workflows' steps: queued while they
+        // are held and awaited after they are let go (SQLite's writer keeps
+        // the order), or else written while they are held.
+        let written = match self.inner.store.submit_batch(&batch, lane) {
+            Ok(Some(pending)) => {
+                drop(batch);
+                plan.guards.clear();
+                pending.await
+            }
+            Ok(None) => {
+                let written = self.inner.store.write_batch(&batch).await;
+                drop(batch);
+                plan.guards.clear();
+                written
+            }
+            Err(e) => {
+                drop(batch);
+                plan.guards.clear();
+                Err(e)
+            }
         };
         let mut queued: Vec<Prepared> = Vec::new();
         for ending in &mut plan.endings {

@@ -17,7 +17,7 @@ use squall_core::auth::{Principal, Role};
 use squall_core::time::{now_rfc3339, unix_now};
 use squall_core::trigger::new_id;
 
-use crate::{Error, Result, Store};
+use crate::{Error, Result, SqliteStore};
 
 /// Why an account change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ fn tenant_exists(txn: &rusqlite::Connection, tenant: &TenantId) -> Result<bool> 
         .exists([tenant.as_str()])?)
 }
 
-impl Store {
+impl SqliteStore {
     /// Create a tenant; refused if it exists.
     pub async fn create_tenant(&self, tenant: &TenantId) -> Result<(), AccountError> {
         let tenant = tenant.clone();
@@ -428,12 +428,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, StoreConfig};
+    use crate::{SqliteStore, StoreConfig};
 
     #[tokio::test]
     async fn accounts_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        crate::contract::accounts(&store).await;
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        crate::contract::accounts(&crate::Store::from(store.clone())).await;
     }
 }

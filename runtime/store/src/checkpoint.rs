@@ -154,7 +154,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{Checkpoint, EAGER_PAGES, INLINE_PAGES, NUDGE_PAGES, Pacer};
-    use crate::{Store, StoreConfig};
+    use crate::{SqliteStore, StoreConfig};
 
     /// A WAL growing by 20 pages a commit, never restarted by the
     /// checkpointer: one nudge per 1000 pages, not one per commit past
@@ -209,7 +209,7 @@ mod tests {
     async fn the_checkpointer_copies_a_grown_wal_back_into_the_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
-        let store = Store::open(&path, &StoreConfig::default()).expect("open");
+        let store = SqliteStore::open(&path, &StoreConfig::default()).expect("open");
         store
             .write(|txn| Ok(txn.execute_batch("CREATE TABLE blobs (b BLOB NOT NULL)")?))
             .await

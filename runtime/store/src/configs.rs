@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use squall_core::TenantId;
 use squall_core::time::now_rfc3339;
 
-use crate::{Error, Result, SecretKey, Store};
+use crate::{Error, Result, SecretKey, SqliteStore};
 
 /// A pack's stored config.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,7 @@ fn context(tenant: &TenantId, pack: &str) -> String {
     format!("pack-config\0{}\0{pack}", tenant.as_str())
 }
 
-impl Store {
+impl SqliteStore {
     /// The configs `tenant` has set, by pack.
     pub fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>> {
         let rows: Vec<(String, String, String)> = self.read(|conn| {
@@ -149,14 +149,14 @@ pub(crate) fn unseal(
 
 #[cfg(test)]
 mod tests {
-    use crate::{SecretKey, Store, StoreConfig};
+    use crate::{SecretKey, SqliteStore, StoreConfig};
 
     #[tokio::test]
     async fn pack_configs_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default())
+        let store = SqliteStore::open(&dir.path().join("db"), &StoreConfig::default())
             .expect("open")
             .with_secret_key(SecretKey::from_bytes(&SecretKey::generate()));
-        crate::contract::pack_configs(&store).await;
+        crate::contract::pack_configs(&crate::Store::from(store.clone())).await;
     }
 }

@@ -3,7 +3,7 @@
 //! with a store of its own.
 
 use squall_core::TenantId;
-use squall_core::auth::{Principal, Role};
+use squall_core::auth::Role;
 use squall_core::execution::{CapturedOutput, Execution, ExecutionStatus, StatusChange};
 use squall_core::ids::ExecutionId;
 use squall_core::kv::{KvEntry, KvError, KvStore};
@@ -11,99 +11,17 @@ use squall_core::trigger::{
     EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, new_id,
 };
 
-use crate::Result;
-use crate::auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
-use crate::configs::PackConfig;
-use crate::executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
-use crate::reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
-use crate::workflows::{Batch, Completion, StoredWorkflow, WorkflowWrite};
+use crate::auth::AccountError;
+use crate::engine::Contract;
+use crate::executions::ExecutionFilter;
+use crate::reactor::{Emission, EnforcementFilter, Page, TraceFilter};
+use crate::workflows::{Batch, Completion, WorkflowWrite};
+use crate::{Result, Store};
 
 type Values = serde_json::Map<String, serde_json::Value>;
 
-/// The contract: [`Contract`], with a method of each name both engines
-/// have, awaited on PostgreSQL and on SQLite unless marked `sync` there
-/// (SQLite's reads block the caller).
-macro_rules! contract {
-    ($( $([$sync:ident])? fn $name:ident ($($arg:ident: $ty:ty),*) -> $out:ty; )*) => {
-        /// The store's operations, as both engines offer them.
-        pub(crate) trait Contract {
-            $( async fn $name(&self, $($arg: $ty),*) -> $out; )*
-        }
-
-        impl Contract for crate::Store {
-            $(
-                async fn $name(&self, $($arg: $ty),*) -> $out {
-                    contract!(@sqlite [$($sync)?] Self::$name(self, $($arg),*))
-                }
-            )*
-        }
-
-        impl Contract for crate::pg::PgStore {
-            $(
-                async fn $name(&self, $($arg: $ty),*) -> $out {
-                    Self::$name(self, $($arg),*).await
-                }
-            )*
-        }
-    };
-    (@sqlite [] $call:expr) => { $call.await };
-    (@sqlite [sync] $call:expr) => { $call };
-}
-
-contract! {
-    fn create_tenant(tenant: &TenantId) -> Result<(), AccountError>;
-    [sync] fn tenants() -> Result<Vec<TenantInfo>>;
-    fn put_user(tenant: &TenantId, user: &str, role: Role, password: Option<&str>) -> Result<(), AccountError>;
-    [sync] fn users(tenant: &TenantId) -> Result<Vec<UserInfo>>;
-    [sync] fn check_password(name: &str, password: &str) -> Result<Option<Principal>>;
-    fn create_api_key(tenant: &TenantId, user: &str, role: Role) -> Result<(String, String), AccountError>;
-    [sync] fn api_key_principal(key: &str) -> Result<Option<Principal>>;
-    [sync] fn any_api_key() -> Result<bool>;
-    [sync] fn api_keys(tenant: &TenantId) -> Result<Vec<ApiKeyInfo>>;
-    fn set_api_key_enabled(tenant: &TenantId, id: &str, enabled: bool) -> Result<bool>;
-    fn delete_api_key(tenant: &TenantId, id: &str) -> Result<bool>;
-    fn create_token(principal: &Principal, ttl_secs: u64) -> Result<(String, u64)>;
-    fn revoke_token(token: &str) -> Result<bool>;
-    [sync] fn token_principal(token: &str) -> Result<Option<Principal>>;
-    fn kv_list(tenant: &TenantId, prefix: &str, decrypt: bool) -> Result<Vec<KvEntry>, KvError>;
-    [sync] fn pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>;
-    [sync] fn pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
-    fn put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>;
-    fn insert_execution(execution: &Execution) -> Result<()>;
-    fn insert_executions(executions: &[Execution]) -> Result<()>;
-    fn update_execution(execution: &Execution) -> Result<bool>;
-    fn mark_canceling(execution: &Execution) -> Result<bool>;
-    [sync] fn get_execution(tenant: &TenantId, id: &ExecutionId) -> Result<Option<Execution>>;
-    [sync] fn list_executions(filter: &ExecutionFilter) -> Result<Vec<Execution>>;
-    [sync] fn list_executions_stored(filter: &ExecutionFilter) -> Result<(Vec<StoredExecution>, u64)>;
-    [sync] fn list_execution_summaries(filter: &ExecutionFilter) -> Result<Vec<ExecutionSummary>>;
-    fn insert_processed_trigger_instance(ti: &TriggerInstance, enforcements: Vec<RuleEnforcement>, executions: &[&Execution]) -> Result<()>;
-    [sync] fn unfinished_executions() -> Result<Vec<Execution>>;
-    [sync] fn pending_executions() -> Result<Vec<Execution>>;
-    [sync] fn waiting_inquiries() -> Result<Vec<Execution>>;
-    [sync] fn execution_status_counts(tenant: &TenantId) -> Result<Vec<(ExecutionStatus, u64)>>;
-    fn purge(before: &str, batch: usize) -> Result<(u64, u64, u64)>;
-    [sync] fn get_trigger_instance(tenant: &TenantId, id: &str) -> Result<Option<TriggerInstance>>;
-    [sync] fn list_trigger_instances(tenant: &TenantId, trigger_type: Option<&str>, page: Page) -> Result<(Vec<TriggerInstance>, u64)>;
-    [sync] fn list_enforcements(tenant: &TenantId, filter: &EnforcementFilter, page: Page) -> Result<(Vec<RuleEnforcement>, u64)>;
-    [sync] fn get_enforcement(tenant: &TenantId, id: &str) -> Result<Option<RuleEnforcement>>;
-    [sync] fn trace(tenant: &TenantId, trace_tag: &str) -> Result<Trace>;
-    [sync] fn trace_tags(tenant: &TenantId, filter: &TraceFilter, oldest_first: bool, page: Page) -> Result<(Vec<String>, u64)>;
-    fn put_rule(tenant: &TenantId, rule_ref: &str, body: Option<String>) -> Result<()>;
-    [sync] fn rule_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
-    fn put_policy(tenant: &TenantId, policy_ref: &str, body: Option<String>) -> Result<()>;
-    [sync] fn policy_changes() -> Result<Vec<(TenantId, String, Option<String>)>>;
-    fn put_sensor_enabled(tenant: &TenantId, sensor_ref: &str, enabled: bool) -> Result<()>;
-    [sync] fn sensor_overrides() -> Result<Vec<(TenantId, String, bool)>>;
-    fn write_batch(batch: &Batch<'_>) -> Result<bool>;
-    fn complete_execution(execution: &Execution, emitted: &[Emission<'_>], follow_ups: &[&Execution]) -> Result<bool>;
-    [sync] fn running_workflows() -> Result<Vec<StoredWorkflow>>;
-    [sync] fn workflow(tenant: &TenantId, id: &ExecutionId) -> Result<Option<StoredWorkflow>>;
-    [sync] fn children(tenant: &TenantId, parent: &ExecutionId) -> Result<Vec<Execution>>;
-}
-
-/// An engine under test: the contract, the datastore, and what the tests
-/// read behind the contract's back.
+/// A store under test, on either engine: the contract, the datastore, and
+/// what the tests read behind the contract's back.
 pub(crate) trait Engine: Contract + KvStore + Clone + 'static {
     /// `start_execution`, queued (SQLite's lane).
     async fn start(&self, execution: &Execution) -> Result<bool>;
@@ -113,44 +31,38 @@ pub(crate) trait Engine: Contract + KvStore + Clone + 'static {
     async fn at_rest(&self, table: &str, column: &str) -> Vec<String>;
 }
 
-impl Engine for crate::Store {
+impl Engine for Store {
     async fn start(&self, execution: &Execution) -> Result<bool> {
         self.start_execution(execution, crate::Lane::Queued).await
     }
 
     fn keyless(&self) -> Self {
-        let mut other = self.clone();
+        if let Some(s) = self.sqlite() {
+            let mut other = s.clone();
+            other.secret_key = None;
+            return other.into();
+        }
+        let mut other = self.postgres().expect("one of the engines").clone();
         other.secret_key = None;
-        other
+        other.into()
     }
 
     async fn at_rest(&self, table: &str, column: &str) -> Vec<String> {
         let sql = format!("SELECT {column} FROM {table}");
-        self.read_async(move |conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
-        })
-        .await
-        .expect("read")
-    }
-}
-
-impl Engine for crate::pg::PgStore {
-    async fn start(&self, execution: &Execution) -> Result<bool> {
-        self.start_execution(execution).await
-    }
-
-    fn keyless(&self) -> Self {
-        let mut other = self.clone();
-        other.secret_key = None;
-        other
-    }
-
-    async fn at_rest(&self, table: &str, column: &str) -> Vec<String> {
-        let client = self.client().await.expect("client");
+        if let Some(s) = self.sqlite() {
+            return s
+                .read_async(move |conn| {
+                    let mut stmt = conn.prepare(&sql)?;
+                    let rows = stmt.query_map([], |r| r.get(0))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+                })
+                .await
+                .expect("read");
+        }
+        let pg = self.postgres().expect("one of the engines");
+        let client = pg.client().await.expect("client");
         client
-            .query(&format!("SELECT {column} FROM {table}"), &[])
+            .query(&sql, &[])
             .await
             .expect("read")
             .iter()
@@ -651,6 +563,19 @@ pub(crate) async fn executions(store: &impl Engine) {
     assert_eq!(
         stored[2].result_json.as_deref(),
         Some(r#"{"message":"hi"}"#)
+    );
+    let one = store
+        .get_execution_stored(&tenant, &a.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(one.result_json.as_deref(), Some(r#"{"message":"hi"}"#));
+    let mut paged = all.clone();
+    paged.limit = 2;
+    let (first_two, total) = store.list_executions_counted(&paged).await.expect("list");
+    assert_eq!(
+        (ids(first_two), total),
+        (vec![task.id.clone(), b.id.clone()], 3)
     );
     let with = |change: &dyn Fn(&mut ExecutionFilter)| {
         let mut f = all.clone();

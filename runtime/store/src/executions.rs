@@ -5,7 +5,7 @@ use squall_core::execution::CapturedOutput;
 use squall_core::metrics::metrics;
 use squall_core::{ActionRef, Execution, ExecutionId, ExecutionStatus, StatusChange, TenantId};
 
-use crate::{Error, Result, Store};
+use crate::{Error, Result, SqliteStore};
 
 /// Which executions to list; newest first.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("execution fields serialize to JSON")
 }
 
-impl Store {
+impl SqliteStore {
     /// Insert a new execution record.
     pub async fn insert_execution(&self, execution: &Execution) -> Result<()> {
         let row = ExecutionRow::encode(execution);
@@ -142,7 +142,7 @@ impl Store {
         .await
     }
 
-    /// [`Store::get_execution`] without parsing the result.
+    /// [`SqliteStore::get_execution`] without parsing the result.
     pub fn get_execution_stored(
         &self,
         tenant: &TenantId,
@@ -220,7 +220,7 @@ impl Store {
         })
     }
 
-    /// [`Store::list_executions_counted`] without parsing results.
+    /// [`SqliteStore::list_executions_counted`] without parsing results.
     pub fn list_executions_stored(
         &self,
         filter: &ExecutionFilter,
@@ -228,7 +228,7 @@ impl Store {
         self.list_executions_with(filter, stored_from_row)
     }
 
-    /// [`Store::list_executions`] and how many match in all. Only the
+    /// [`SqliteStore::list_executions`] and how many match in all. Only the
     /// filters given appear in the SQL, so SQLite can use the index that
     /// serves them (a `?x IS NULL OR ...` clause would force a table scan).
     pub fn list_executions_counted(
@@ -533,14 +533,16 @@ mod tests {
     #[tokio::test]
     async fn executions_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        crate::contract::executions(&store).await;
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        crate::contract::executions(&crate::Store::from(store.clone())).await;
     }
 
     #[tokio::test]
     async fn the_history_filters_by_trigger_type_through_its_index() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
         let mut by_rule = sample("core.echo", ExecutionStatus::Requested);
         by_rule.trigger_instance_id = Some("ti-1".into());
         by_rule.rule_ref = Some("hooks.on_alert".into());
@@ -589,7 +591,8 @@ mod tests {
     #[tokio::test]
     async fn a_failing_write_does_not_undo_its_batch_neighbours() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
         let good = sample("core.echo", ExecutionStatus::Requested);
         let mut missing = sample("core.echo", ExecutionStatus::Requested);
         missing.status = ExecutionStatus::Failed;

@@ -6,7 +6,7 @@ use squall_core::TenantId;
 use squall_core::kv::{KvEntry, KvError, KvScope, KvStore};
 use squall_core::time::unix_now;
 
-use crate::{Error, SecretKey, Store};
+use crate::{Error, SecretKey, SqliteStore};
 
 fn backend(e: Error) -> KvError {
     KvError::Backend(e.to_string())
@@ -20,7 +20,7 @@ pub(crate) fn now() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
-impl Store {
+impl SqliteStore {
     /// The live entry for `key`, read on the calling thread (a point lookup).
     pub fn kv_get_blocking(
         &self,
@@ -31,7 +31,11 @@ impl Store {
     }
 }
 
-fn get_entry(store: &Store, tenant: TenantId, key: String) -> Result<Option<KvEntry>, KvError> {
+fn get_entry(
+    store: &SqliteStore,
+    tenant: TenantId,
+    key: String,
+) -> Result<Option<KvEntry>, KvError> {
     let owner = tenant.clone();
     let entry = store
         .read(move |conn| {
@@ -113,7 +117,7 @@ pub(crate) fn shown(
         .collect()
 }
 
-impl Store {
+impl SqliteStore {
     /// Decrypt a secret entry's value (plain entries pass through).
     fn reveal(&self, tenant: &TenantId, entry: KvEntry) -> Result<KvEntry, KvError> {
         reveal(self.secret_key.as_ref(), tenant, entry)
@@ -121,7 +125,7 @@ impl Store {
 }
 
 #[async_trait]
-impl KvStore for Store {
+impl KvStore for SqliteStore {
     async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<KvEntry>, KvError> {
         let (store, tenant, key) = (self.clone(), tenant.clone(), key.to_owned());
         tokio::task::spawn_blocking(move || get_entry(&store, tenant, key))
@@ -190,7 +194,7 @@ impl KvStore for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Live entries whose key starts with `prefix`, in key order; secret
     /// values decrypted with `decrypt`, masked as `********` without.
     pub async fn kv_list(
@@ -238,10 +242,10 @@ mod tests {
     async fn the_datastore_keeps_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
-        let store = Store::open(&path, &StoreConfig::default())
+        let store = SqliteStore::open(&path, &StoreConfig::default())
             .expect("open")
             .with_secret_key(sealing());
-        crate::contract::datastore(&store).await;
+        crate::contract::datastore(&crate::Store::from(store.clone())).await;
         drop(store);
         // The secret the contract wrote is in neither file in clear.
         let needle = crate::contract::SECRET.as_bytes();
@@ -249,9 +253,9 @@ mod tests {
             let bytes = std::fs::read(&file).unwrap_or_default();
             assert!(!bytes.windows(needle.len()).any(|w| w == needle));
         }
-        let quota = Store::open(&dir.path().join("quota"), &StoreConfig::default())
+        let quota = SqliteStore::open(&dir.path().join("quota"), &StoreConfig::default())
             .expect("open")
             .with_kv_quota(Some(1000));
-        crate::contract::datastore_quota(&quota, 1000).await;
+        crate::contract::datastore_quota(&crate::Store::from(quota.clone()), 1000).await;
     }
 }

@@ -1,12 +1,15 @@
-//! Squall's store: SQLite through rusqlite, the only crate that opens a
-//! database connection.
+//! Squall's store, the only crate that opens a database connection. One
+//! handle, [`Store`], over either engine ([`engine`]): SQLite through
+//! rusqlite, embedded, the default; or PostgreSQL ([`pg`]) for N nodes
+//! sharing one database.
 //!
-//! One thread owns the write connection ([`writer`]): callers send closures,
-//! the thread applies whatever has arrived together in one transaction and
-//! answers each caller after the commit. A failing write does not undo its
-//! neighbours: its batch is applied again with a savepoint per closure. Reads use a small pool of
-//! read-only connections ([`Store::read`]). The schema is an append-only list
-//! of migrations tracked by `PRAGMA user_version` ([`migrate`]).
+//! On SQLite, one thread owns the write connection ([`writer`]): callers
+//! send closures, the thread applies whatever has arrived together in one
+//! transaction and answers each caller after the commit. A failing write
+//! does not undo its neighbours: its batch is applied again with a
+//! savepoint per closure. Reads use a small pool of read-only connections
+//! ([`SqliteStore::read`]). The schema is an append-only list of migrations
+//! tracked by `PRAGMA user_version` ([`migrate`]).
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +18,7 @@ mod checkpoint;
 mod configs;
 #[cfg(test)]
 mod contract;
+mod engine;
 mod executions;
 mod kv;
 mod migrate;
@@ -31,6 +35,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
 pub use configs::PackConfig;
+pub use engine::Store;
 pub use executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
 pub use migrate::SCHEMA_VERSION;
 pub use reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
@@ -87,7 +92,7 @@ pub enum Lane {
     Here,
 }
 
-/// Settings for [`Store::open`].
+/// Settings for [`SqliteStore::open`].
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// `synchronous=FULL` instead of `NORMAL`: every commit is fsynced.
@@ -111,9 +116,9 @@ impl Default for StoreConfig {
     }
 }
 
-/// A handle to the database; cheap to clone.
+/// A handle to the SQLite database; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     writer: writer::Writer,
     readers: Arc<ReadPool>,
     /// Encrypts secret datastore values; without it they are refused.
@@ -129,7 +134,7 @@ struct ReadPool {
     max_idle: usize,
 }
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) the database at `path`, migrate it, and
     /// start the writer thread.
     pub fn open(path: &Path, config: &StoreConfig) -> Result<Self> {
@@ -168,7 +173,7 @@ impl Store {
     }
 
     /// Run `f` on a read-only connection from the pool. Blocking: call it
-    /// from a blocking context or through [`Store::read_async`].
+    /// from a blocking context or through [`SqliteStore::read_async`].
     pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
         let conn = self.readers.take()?;
         let out = f(&conn);
@@ -176,7 +181,7 @@ impl Store {
         out
     }
 
-    /// [`Store::read`] on tokio's blocking pool.
+    /// [`SqliteStore::read`] on tokio's blocking pool.
     pub async fn read_async<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
@@ -205,7 +210,7 @@ impl Store {
         answer
     }
 
-    /// [`Store::write`], queued before this returns: writes submitted one
+    /// [`SqliteStore::write`], queued before this returns: writes submitted one
     /// after the other apply in that order.
     pub fn submit<R: Send + 'static>(
         &self,
@@ -214,7 +219,7 @@ impl Store {
         self.submit_by(Lane::Queued, f)
     }
 
-    /// [`Store::submit`] by `lane`.
+    /// [`SqliteStore::submit`] by `lane`.
     pub(crate) fn submit_by<R: Send + 'static>(
         &self,
         lane: Lane,
@@ -231,7 +236,7 @@ impl Store {
         })
     }
 
-    /// [`Store::write`] for callers outside an async runtime.
+    /// [`SqliteStore::write`] for callers outside an async runtime.
     pub fn write_blocking<R: Send + 'static>(
         &self,
         f: impl Fn(&rusqlite::Transaction<'_>) -> Result<R> + Send + 'static,

@@ -13,7 +13,7 @@ use crate::executions::{
     COLUMNS as EXECUTION_COLUMNS, Columns, ExecutionRow, from_row as execution_from_row,
     insert as insert_execution,
 };
-use crate::{Error, Result, Store};
+use crate::{Error, Result, SqliteStore};
 
 pub(crate) const TI_COLUMNS: &str =
     "id, tenant_id, trigger_type, trigger_parameters, payload, occurrence_time, status, trace_tag";
@@ -305,7 +305,7 @@ pub(crate) fn enforcement_status(re: &RuleEnforcement) -> &'static str {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Persist a trigger instance together with the outcome of matching it —
     /// its enforcements and the executions they requested — in one
     /// transaction, before the caller is told the event was accepted.
@@ -738,7 +738,7 @@ impl Store {
         })
     }
 
-    /// Record an API change to a policy, as [`Store::put_rule`] does.
+    /// Record an API change to a policy, as [`SqliteStore::put_rule`] does.
     pub async fn put_policy(
         &self,
         tenant: &TenantId,
@@ -838,14 +838,16 @@ mod tests {
     #[tokio::test]
     async fn the_reactors_records_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        crate::contract::reactor_records(&store).await;
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        crate::contract::reactor_records(&crate::Store::from(store.clone())).await;
     }
 
     #[tokio::test]
     async fn a_trace_under_its_instance_id_is_found_through_the_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
         // No St2-Trace-Tag: the instance's id is the tag, and its records
         // are not in the trace indexes.
         let mut ti = instance();

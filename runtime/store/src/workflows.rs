@@ -9,7 +9,7 @@ use crate::executions::{COLUMNS, ExecutionRow, from_row, insert, update};
 use squall_core::metrics::metrics;
 
 use crate::reactor::{Emission, insert_instance, insert_outcome};
-use crate::{Error, Result, Store};
+use crate::{Error, Result, SqliteStore};
 
 /// One workflow's changed state, encoded by the caller.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct WorkflowWrite {
 }
 
 /// An execution that ended, with what its end emitted (as
-/// [`Store::complete_execution`] writes it).
+/// [`SqliteStore::complete_execution`] writes it).
 #[derive(Debug)]
 pub struct Completion<'a> {
     pub execution: &'a Execution,
@@ -56,7 +56,7 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// The batch of one execution's end, with what it emitted and the
-    /// executions it requested (`Store::complete_execution`).
+    /// executions it requested (`SqliteStore::complete_execution`).
     pub(crate) fn completing(
         execution: &'a Execution,
         emitted: &[Emission<'a>],
@@ -183,14 +183,14 @@ pub(crate) type EncodedEmissions = Vec<(
     Vec<ExecutionRow>,
 )>;
 
-impl Store {
+impl SqliteStore {
     /// Write `batch` in one transaction. Returns false, writing nothing,
     /// when the execution that decides had already ended.
     pub async fn write_batch(&self, batch: &Batch<'_>) -> Result<bool> {
         self.submit_batch(batch, crate::Lane::Queued)?.await
     }
 
-    /// [`Store::write_batch`], queued for the writer before this returns:
+    /// [`SqliteStore::write_batch`], queued for the writer before this returns:
     /// batches submitted one after the other are written in that order.
     pub fn submit_batch(
         &self,
@@ -387,12 +387,13 @@ fn write_workflow(txn: &rusqlite::Transaction<'_>, w: &WorkflowWrite) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, StoreConfig};
+    use crate::{SqliteStore, StoreConfig};
 
     #[tokio::test]
     async fn workflow_batches_keep_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
-        crate::contract::workflow_batches(&store).await;
+        let store =
+            SqliteStore::open(&dir.path().join("db"), &StoreConfig::default()).expect("open");
+        crate::contract::workflow_batches(&crate::Store::from(store.clone())).await;
     }
 }

@@ -41,7 +41,7 @@ trait Job: Send {
 /// What the caller gets back: its answer, and its closure, to be dropped on
 /// the caller's thread. The closure holds the rows the caller encoded; freed
 /// here they would be freed across threads, which the allocator handles on
-/// a slow path (see `Store::write`).
+/// a slow path (see `SqliteStore::write`).
 pub(crate) type Answer<R, F> = (Result<R>, F);
 
 struct Write<F, R> {

@@ -197,6 +197,18 @@ impl PgStore {
         stored.into_iter().map(parsed).collect()
     }
 
+    /// [`PgStore::list_executions`] and how many match in all.
+    pub async fn list_executions_counted(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<(Vec<Execution>, u64)> {
+        let (stored, total) = self.list_executions_stored(filter).await?;
+        Ok((
+            stored.into_iter().map(parsed).collect::<Result<_>>()?,
+            total,
+        ))
+    }
+
     /// Executions matching `filter`, newest first, results left as stored,
     /// and how many match in all.
     pub async fn list_executions_stored(

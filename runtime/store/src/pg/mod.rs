@@ -104,12 +104,89 @@ impl From<deadpool_postgres::PoolError> for crate::Error {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Drives the pool's connections.
+    bridge: std::sync::Arc<Bridge>,
     /// Where the database is, for connections of their own (`LISTEN`).
     config: tokio_postgres::Config,
     /// Encrypts secret datastore values; without it they are refused.
     pub(crate) secret_key: Option<SecretKey>,
     /// Bytes of keys and values one tenant's datastore may hold.
     kv_quota: Option<u64>,
+}
+
+/// The runtime the pool's connections run on: one thread of the store's
+/// own, so that waiting for an answer never depends on the caller's runtime
+/// (see [`PgStore::block`]).
+struct Bridge {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Bridge {
+    fn start() -> Result<Self, PgError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("squall-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Connect(format!("could not start the store's runtime: {e}")))?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the bridge is dropped")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // The last handle may go inside an async task, where a runtime
+        // cannot be dropped by waiting for it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Opens the pool's connections on the store's runtime, where they run.
+struct OnBridge(tokio::runtime::Handle);
+
+impl deadpool_postgres::Connect for OnBridge {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let config = config.clone();
+        let runtime = self.0.clone();
+        Box::pin(async move {
+            let opened = runtime
+                .spawn(async move {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    let task = tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::warn!(error = %describe(&e), "database connection ended");
+                        }
+                    });
+                    Ok((client, task))
+                })
+                .await;
+            match opened {
+                Ok(opened) => opened,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime shuts down only once the last handle to the
+                // store, and so to this pool, is gone.
+                Err(_) => unreachable!("the store's runtime stopped while its pool was in use"),
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -139,9 +216,10 @@ impl PgStore {
         config.options(options.trim());
         config.keepalives(true);
         config.keepalives_idle(std::time::Duration::from_secs(30));
-        let manager = Manager::from_config(
+        let bridge = Bridge::start()?;
+        let manager = Manager::from_connect(
             config.clone(),
-            NoTls,
+            OnBridge(bridge.handle()),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -157,6 +235,7 @@ impl PgStore {
             .map_err(|e| PgError::Connect(e.to_string()))?;
         let store = Self {
             pool,
+            bridge: std::sync::Arc::new(bridge),
             config,
             secret_key: None,
             kv_quota: None,
@@ -176,6 +255,17 @@ impl PgStore {
     pub fn with_kv_quota(mut self, bytes: Option<u64>) -> Self {
         self.kv_quota = bytes;
         self
+    }
+
+    /// Wait for `operation` on the caller's thread: for the operations
+    /// SQLite answers synchronously, which callers run on blocking threads.
+    /// The connections are driven by the store's own runtime, so this
+    /// holds in any caller, a single-threaded runtime's included (whose
+    /// thread it blocks meanwhile, as a SQLite read does).
+    pub fn block<F: std::future::Future>(&self, operation: F) -> F::Output {
+        // The pool's timeouts need a runtime's clock: the store's own.
+        let _context = self.bridge.handle().enter();
+        futures_executor::block_on(operation)
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
@@ -244,21 +334,22 @@ mod tests {
             .await
             .expect("connect")
             .with_secret_key(sealing());
-        crate::contract::datastore(&store).await;
+        crate::contract::datastore(&crate::Store::from(store.clone())).await;
         let quota = PgStore::connect(&pg.create_database("quota"), 8)
             .await
             .expect("connect")
             .with_kv_quota(Some(1000));
-        crate::contract::datastore_quota(&quota, 1000).await;
+        crate::contract::datastore_quota(&crate::Store::from(quota.clone()), 1000).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // On a single-threaded runtime: the blocking reads hold its one thread.
+    #[tokio::test]
     async fn accounts_keep_the_contract() {
         let pg = Postgres::start();
         let store = PgStore::connect(&pg.create_database("accounts"), 8)
             .await
             .expect("connect");
-        crate::contract::accounts(&store).await;
+        crate::contract::accounts(&crate::Store::from(store.clone())).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,16 +359,17 @@ mod tests {
             .await
             .expect("connect")
             .with_secret_key(sealing());
-        crate::contract::pack_configs(&store).await;
+        crate::contract::pack_configs(&crate::Store::from(store.clone())).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // On a single-threaded runtime: the blocking reads hold its one thread.
+    #[tokio::test]
     async fn executions_keep_the_contract() {
         let pg = Postgres::start();
         let store = PgStore::connect(&pg.create_database("executions"), 8)
             .await
             .expect("connect");
-        crate::contract::executions(&store).await;
+        crate::contract::executions(&crate::Store::from(store.clone())).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,16 +378,17 @@ mod tests {
         let store = PgStore::connect(&pg.create_database("reactor"), 8)
             .await
             .expect("connect");
-        crate::contract::reactor_records(&store).await;
+        crate::contract::reactor_records(&crate::Store::from(store.clone())).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // On a single-threaded runtime: the blocking reads hold its one thread.
+    #[tokio::test]
     async fn workflow_batches_keep_the_contract() {
         let pg = Postgres::start();
         let store = PgStore::connect(&pg.create_database("workflows"), 8)
             .await
             .expect("connect");
-        crate::contract::workflow_batches(&store).await;
+        crate::contract::workflow_batches(&crate::Store::from(store.clone())).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
