@@ -348,13 +348,49 @@ pub(crate) enum PackCommand {
 }
 
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
-    open_store_with(data_dir, &StoreConfig::default())
+    open_store_with(data_dir, &StoreConfig::default(), COMMAND_CONNECTIONS)
 }
 
-pub(crate) fn open_store_with(data_dir: &Path, config: &StoreConfig) -> anyhow::Result<Store> {
+/// The PostgreSQL database given by `--database` (or
+/// `SQUALL_DATABASE_URL`), set once at start; without one the store is the
+/// SQLite file in the data directory.
+pub(crate) static DATABASE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Connections a command other than `serve` opens to PostgreSQL.
+const COMMAND_CONNECTIONS: usize = 2;
+
+/// The store: the SQLite file in `data_dir` with `config`, or the
+/// PostgreSQL database of `--database` with at most `connections`
+/// connections.
+pub(crate) fn open_store_with(
+    data_dir: &Path,
+    config: &StoreConfig,
+    connections: usize,
+) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
-    let store = Store::open(&data_dir.join("squall.db"), config)?;
+    let store = match DATABASE.get().cloned().flatten() {
+        // On a thread of its own, with a runtime of its own: callers may
+        // be inside a runtime already, where none can be started.
+        Some(url) => std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<Store> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    Store::connect(&url, connections).await.with_context(|| {
+                        format!(
+                            "failed to open the database at {}",
+                            squall_store::pg::redacted(&url)
+                        )
+                    })
+                })
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?,
+        None => Store::open(&data_dir.join("squall.db"), config)?,
+    };
     Ok(store.with_secret_key(secret_key(data_dir)?))
 }
 

@@ -18,6 +18,7 @@ mod client;
 mod commands;
 mod dev;
 mod inquiry;
+mod node;
 mod pack_test;
 mod python;
 mod remote;
@@ -62,6 +63,19 @@ struct Cli {
     /// The API key to send to the server given by --url (St2-Api-Key).
     #[arg(long, global = true, env = "SQUALL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+
+    /// A PostgreSQL database to keep everything in, in place of the SQLite
+    /// file in the data directory (postgres://user:password@host:port/db).
+    /// `serve`, and the commands that open the store (apikey, user,
+    /// tenant, key, purge, run without --url), use it. See docs/cluster.md.
+    #[arg(
+        long,
+        global = true,
+        env = "SQUALL_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -171,6 +185,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    commands::DATABASE
+        .set(cli.database.clone())
+        .expect("the database is set once, at start");
     let remote = client::Remote {
         url: cli.url.clone(),
         api_key: cli.api_key.clone(),

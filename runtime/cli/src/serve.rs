@@ -110,6 +110,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1000, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     commit_interval_us: u64,
+    /// Connections to the database given by --database (PostgreSQL): at
+    /// most this many at once.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    database_connections: u16,
     /// Threads running the HTTP API, the reactor and the guests. Default:
     /// the machine's cores less one (at least 1), leaving a core to the
     /// store's writer thread.
@@ -277,8 +282,20 @@ async fn run(
         commit_interval: std::time::Duration::from_micros(args.commit_interval_us),
         ..Default::default()
     };
-    let store = open_store_with(data_dir, &store_config)?
-        .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
+    let store = open_store_with(
+        data_dir,
+        &store_config,
+        usize::from(args.database_connections),
+    )?
+    .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
+    // On PostgreSQL, one node serves a database at a time (docs/cluster.md).
+    let node = store
+        .postgres()
+        .map(|pg| crate::node::Node::new(pg.clone()));
+    if let Some(node) = &node {
+        node.serve_when_free().await?;
+        tracing::info!(node = node.name(), "serving the database");
+    }
     let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
     let mut allowed = Vec::new();
     for dir in &args.allow_dirs {
@@ -404,6 +421,17 @@ async fn run(
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = {
         let (signal, reactor) = (shutdown_signal()?, reactor.clone());
+        // A node that lost its lease on the database stops as on SIGTERM.
+        let lost = node.clone().map(crate::node::Node::keep_serving);
+        let signal = async move {
+            match lost {
+                Some(lost) => tokio::select! {
+                    () = signal => {}
+                    () = lost => eprintln!("squall: this node lost its lease on the database; stopping"),
+                },
+                None => signal.await,
+            }
+        };
         // An upload being built would hold the graceful stop up to the
         // build's deadline: it is stopped as the stop begins.
         async move {
@@ -437,6 +465,9 @@ async fn run(
     reactor
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
+    if let Some(node) = node {
+        node.release().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

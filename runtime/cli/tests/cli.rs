@@ -2762,3 +2762,122 @@ fn a_local_run_of_a_workflow_that_asks_stops_saying_why() {
         stderr(&out)
     );
 }
+
+/// `squall serve --database <url>` on PostgreSQL, its data directory
+/// `data` (the compile cache), the datastore key `key`: not yet listening.
+fn serve_on_database(url: &str, data: &Path, key: &str, packs: &[&Path]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["--database", url, "serve", "--listen", "127.0.0.1:0"])
+        .env("SQUALL_SECRET_KEY", key);
+    for p in packs {
+        cmd.arg("--packs").arg(p);
+    }
+    let errors = std::fs::File::create(data.join("serve.stderr")).expect("stderr file");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(errors)
+        .spawn()
+        .expect("squall serve starts")
+}
+
+/// On PostgreSQL: accounts made by the CLI reach the server, webhooks run
+/// their rule, and secrets are sealed with the shared key. A second node
+/// on the same database waits as a standby (one node serves at a time) and
+/// takes over when the first is killed: every accepted event then has one
+/// execution, ended, none run twice, and the datastore is intact.
+#[test]
+fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
+    let pg = squall_tests::postgres::Postgres::start();
+    let url = pg.create_database("serve");
+    let (first, second) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let key = "7f".repeat(32);
+    let (core, hooks) = (squall_tests::core_pack(), hooks_pack());
+    let packs = [core.path(), hooks.path()];
+
+    let made = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("--data-dir")
+        .arg(first.path())
+        .args(["--database", &url, "apikey", "create", "--role", "admin"])
+        .env("SQUALL_SECRET_KEY", &key)
+        .output()
+        .expect("squall runs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let api_key = String::from_utf8(made.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(
+        !first.path().join("squall.db").exists(),
+        "no SQLite file on PostgreSQL"
+    );
+
+    let mut child = serve_on_database(&url, first.path(), &key, &packs);
+    let addr = squall_tests::listening_addr(&mut child, PATIENCE, "squall serve on PostgreSQL");
+    let server = Served {
+        child,
+        addr,
+        key: api_key.clone(),
+    };
+    let (status, _, body) = server.request(
+        "PUT",
+        "/api/v1/keys/token",
+        r#"{"name": "token", "value": "s3cret", "secret": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut accepted = Vec::new();
+    for n in 0..20 {
+        let (status, head, _) =
+            server.request("POST", "/api/v1/webhooks/crash", &format!("{{\"n\": {n}}}"));
+        assert_eq!(status, 202);
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("st2-trigger-instance-id: "))
+            .expect("instance id header")
+            .trim()
+            .to_owned();
+        accepted.push(id);
+    }
+
+    // The standby says whom it waits for, and does not listen.
+    let mut standby = serve_on_database(&url, second.path(), &key, &packs);
+    wait_until("the standby saying it waits", || {
+        let text = std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
+        if text.contains("waiting as a standby") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    server.kill();
+    let addr = squall_tests::listening_addr(&mut standby, PATIENCE, "the standby taking over");
+    let server = Served {
+        child: standby,
+        addr,
+        key: api_key,
+    };
+    for id in &accepted {
+        let executions = wait_until(&format!("instance {id}'s execution ending"), || {
+            let executions = server.get_json(&format!("/api/v1/executions?trigger_instance={id}"));
+            let done = executions.as_array().is_some_and(|a| {
+                a.len() == 1 && (a[0]["status"] == "succeeded" || a[0]["status"] == "abandoned")
+            });
+            if done {
+                Ok(executions)
+            } else {
+                Err(executions.to_string())
+            }
+        });
+        assert_eq!(executions.as_array().map(Vec::len), Some(1), "{executions}");
+        let ti = server.get_json(&format!("/api/v1/triggerinstances/{id}"));
+        assert_eq!(ti["status"], "processed");
+    }
+    let secret = server.get_json("/api/v1/keys/token?decrypt=true");
+    assert_eq!(secret["value"], "s3cret");
+    let sealed = server.get_json("/api/v1/keys/token");
+    assert_ne!(sealed["value"], "s3cret", "shown sealed unless asked");
+    server.terminate();
+}

@@ -48,6 +48,32 @@ pub enum PgError {
     TooNew { found: i64, supported: i64 },
 }
 
+/// `url` without its password, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "the given URL (not a PostgreSQL URL)".into();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
 /// A driver error with the server's own message and SQLSTATE, which its
 /// `Display` leaves out.
 fn describe(e: &tokio_postgres::Error) -> String {
@@ -316,6 +342,17 @@ mod tests {
 
     fn sealing() -> SecretKey {
         SecretKey::from_bytes(&SecretKey::generate())
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        let shown = redacted("postgres://squall:hunter2@db.example:5433/prod");
+        assert_eq!(shown, "postgres://squall@db.example:5433/prod");
+        assert!(!redacted("postgresql://u:pw@h/d").contains("pw"));
+        assert_eq!(
+            redacted("nonsense://"),
+            "the given URL (not a PostgreSQL URL)"
+        );
     }
 
     #[test]
