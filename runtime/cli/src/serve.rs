@@ -309,6 +309,15 @@ async fn run(
     // Packs installed through the API, by tenant; the default tenant's
     // join those of --packs (which they cannot replace).
     let pack_store = PackStore::open(&data_dir.join("packs"))?;
+    // On PostgreSQL, the packs installed through any node's API.
+    if let Some(pg) = store.postgres() {
+        let synced = pack_store.sync_with_database(pg).await?;
+        tracing::info!(
+            installed = synced.installed.len(),
+            removed = synced.removed.len(),
+            "packs synced with the database"
+        );
+    }
     let (installed, bad) = pack_store.load_all();
     refused.extend(bad);
     let mut tenants = Vec::new();

@@ -2785,7 +2785,8 @@ fn serve_on_database(url: &str, data: &Path, key: &str, packs: &[&Path]) -> std:
 /// their rule, and secrets are sealed with the shared key. A second node
 /// on the same database waits as a standby (one node serves at a time) and
 /// takes over when the first is killed: every accepted event then has one
-/// execution, ended, none run twice, and the datastore is intact.
+/// execution, ended, none run twice, the datastore is intact, and a pack
+/// installed through the first node's API runs on the standby.
 #[test]
 fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
     let pg = squall_tests::postgres::Postgres::start();
@@ -2842,6 +2843,32 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         accepted.push(id);
     }
 
+    // A pack installed through the API, kept in the database for the
+    // standby, which has its own data directory.
+    let uploaded = squall_tests::pack_of(
+        "swap",
+        &[("go", squall_tests::VERSIONED, "parameters: {}\n")],
+    );
+    std::fs::write(
+        uploaded.path().join("config.schema.yaml"),
+        "version: {type: string, required: true}\n",
+    )
+    .expect("write schema");
+    std::fs::write(uploaded.path().join("config.yaml"), "version: uploaded\n")
+        .expect("write config");
+    let installed = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args([
+            "--url",
+            &format!("http://{}", server.addr),
+            "--api-key",
+            &server.key,
+        ])
+        .args(["pack", "install"])
+        .arg(uploaded.path())
+        .output()
+        .expect("squall runs");
+    assert!(installed.status.success(), "{}", stderr(&installed));
+
     // The standby says whom it waits for, and does not listen.
     let mut standby = serve_on_database(&url, second.path(), &key, &packs);
     wait_until("the standby saying it waits", || {
@@ -2875,6 +2902,23 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         let ti = server.get_json(&format!("/api/v1/triggerinstances/{id}"));
         assert_eq!(ti["status"], "processed");
     }
+    let (status, _, body) =
+        server.request("POST", "/api/v1/executions", r#"{"action": "swap.go"}"#);
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let ran = wait_until("the uploaded pack's action ending on the standby", || {
+        let e = server.get_json(&format!("/api/v1/executions/{id}"));
+        if completed(&e) {
+            Ok(e)
+        } else {
+            Err(e.to_string())
+        }
+    });
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    assert_eq!(ran["result"]["version"], "uploaded", "{ran}");
     let secret = server.get_json("/api/v1/keys/token?decrypt=true");
     assert_eq!(secret["value"], "s3cret");
     let sealed = server.get_json("/api/v1/keys/token");

@@ -476,6 +476,123 @@ impl PackStore {
     }
 }
 
+/// What [`PackStore::sync_with_database`] changed on this node's disk.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Versions written from the database's archives.
+    pub installed: Vec<(TenantId, PackRef, String)>,
+    /// Packs removed because the database no longer holds them.
+    pub removed: Vec<(TenantId, PackRef)>,
+}
+
+impl PackStore {
+    /// The version in force of every installed pack on this node's disk.
+    fn current_versions(&self) -> BTreeMap<(TenantId, String), String> {
+        let mut out = BTreeMap::new();
+        for tenant_dir in sorted_dirs(&self.root) {
+            let Some(tenant) = file_name(&tenant_dir).and_then(|n| TenantId::new(n).ok()) else {
+                continue;
+            };
+            for pack_dir in sorted_dirs(&tenant_dir) {
+                let (Some(pack), Ok(version)) = (
+                    file_name(&pack_dir),
+                    std::fs::read_to_string(pack_dir.join("current")),
+                ) else {
+                    continue;
+                };
+                out.insert((tenant.clone(), pack.to_owned()), version.trim().to_owned());
+            }
+        }
+        out
+    }
+
+    /// Make this node's disk hold what the cluster's database holds: each
+    /// pack's version in force, unpacked from its archive where this node
+    /// has another (or none), and no pack the database does not hold. Run
+    /// before the packs are loaded. A pack whose archive cannot be written
+    /// is left as it was, and said.
+    pub async fn sync_with_database(
+        &self,
+        pg: &squall_store::pg::PgStore,
+    ) -> Result<Synced, InstallError> {
+        let store_error = |e| InstallError::Activation(RuleChangeError::Store(e));
+        let wanted = pg.pack_versions().await.map_err(store_error)?;
+        let mut have = self.current_versions();
+        let mut synced = Synced::default();
+        for v in wanted {
+            let key = (v.tenant.clone(), v.pack.clone());
+            let pack_ref = match PackRef::new(v.pack.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(tenant = %v.tenant, pack = %v.pack, error = %e, "the database holds a pack of an invalid name; skipped");
+                    continue;
+                }
+            };
+            if have.remove(&key).as_deref() == Some(v.version.as_str()) {
+                continue;
+            }
+            // Replaced since it was listed: the next sync has the new one.
+            let Some(archive) = pg
+                .pack_archive(&v.tenant, &v.pack, &v.version)
+                .await
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let store = self.clone();
+            let (tenant, version) = (v.tenant.clone(), v.version.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                store.write_version(&tenant, &pack_ref, &version, &archive)?;
+                Ok::<_, InstallError>(pack_ref)
+            })
+            .await
+            .map_err(|e| InstallError::Archive(format!("pack sync task failed: {e}")))?;
+            match written {
+                Ok(pack_ref) => synced.installed.push((v.tenant, pack_ref, v.version)),
+                Err(e) => {
+                    tracing::error!(tenant = %v.tenant, pack = %v.pack, version = %v.version, error = %e, "could not install a pack the database holds");
+                }
+            }
+        }
+        for ((tenant, pack), _) in have {
+            let Ok(pack_ref) = PackRef::new(pack) else {
+                continue;
+            };
+            let pack_dir = self.pack_dir(&tenant, &pack_ref);
+            if let Err(e) = std::fs::remove_file(pack_dir.join("current")) {
+                tracing::warn!(dir = %pack_dir.display(), error = %e, "could not remove a pack the database no longer holds");
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(&pack_dir);
+            synced.removed.push((tenant, pack_ref));
+        }
+        Ok(synced)
+    }
+
+    /// Unpack `archive` as `version` of `pack` and make it the one in
+    /// force on this disk.
+    fn write_version(
+        &self,
+        tenant: &TenantId,
+        pack: &PackRef,
+        version: &str,
+        archive: &[u8],
+    ) -> Result<(), InstallError> {
+        let staging = self.staging()?;
+        let root = unpack(archive, staging.path(), ArchiveLimits::default())?;
+        let pack_dir = self.pack_dir(tenant, pack);
+        std::fs::create_dir_all(&pack_dir).map_err(io(&pack_dir))?;
+        let version_dir = pack_dir.join(version);
+        if version_dir.exists() {
+            std::fs::remove_dir_all(&version_dir).map_err(io(&version_dir))?;
+        }
+        std::fs::rename(&root, &version_dir).map_err(io(&version_dir))?;
+        write_atomically(&pack_dir.join("current"), version)?;
+        remove_other_versions(&pack_dir, version);
+        Ok(())
+    }
+}
+
 fn file_name(path: &Path) -> Option<&str> {
     path.file_name().and_then(|n| n.to_str())
 }
@@ -753,7 +870,15 @@ impl Reactor {
             Ok::<_, InstallError>(pack)
         }
         .await;
-        let pack = match activated {
+        // In force here; on a cluster, then in force for every node.
+        let shared = match activated {
+            Ok(pack) => self
+                .share_version(tenant, &pack_ref, &version, &version_dir, current)
+                .await
+                .map(|()| pack),
+            Err(e) => Err(e),
+        };
+        let pack = match shared {
             Ok(pack) => pack,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&version_dir);
@@ -802,6 +927,13 @@ impl Reactor {
         set.remove(pack_ref);
         self.activate_packs(tenant, Arc::new(set), std::slice::from_ref(pack_ref))
             .await?;
+        // Gone here; on a cluster, then gone from every node.
+        if let Some(pg) = self.inner.store.postgres()
+            && let Err(e) = pg.delete_pack(tenant, pack_ref.as_str()).await
+        {
+            self.put_back(tenant, pack_ref, current).await;
+            return Err(InstallError::Activation(RuleChangeError::Store(e)));
+        }
         // Its config goes with it, as StackStorm's does.
         self.inner
             .store
@@ -882,6 +1014,53 @@ impl Reactor {
         }
         tracing::info!(%tenant, pack = %pack_ref, set = values.is_some(), "pack config changed");
         Ok(pack)
+    }
+
+    /// On a cluster, store `version` of `pack` (in force on this node) in
+    /// the database for every other node; if that fails, `previous` goes
+    /// back in force here. Nothing to do on SQLite.
+    async fn share_version(
+        &self,
+        tenant: &TenantId,
+        pack: &PackRef,
+        version: &str,
+        dir: &Path,
+        previous: Arc<crate::packs::PackSet>,
+    ) -> Result<(), InstallError> {
+        let Some(pg) = self.inner.store.postgres() else {
+            return Ok(());
+        };
+        let at = dir.to_owned();
+        let archive = tokio::task::spawn_blocking(move || archive_pack(&at))
+            .await
+            .map_err(|e| InstallError::Archive(format!("archive task failed: {e}")))?;
+        let stored = match archive {
+            Ok(archive) => pg
+                .put_pack(tenant, pack.as_str(), version, &archive)
+                .await
+                .map_err(|e| InstallError::Activation(RuleChangeError::Store(e))),
+            Err(e) => Err(e),
+        };
+        if stored.is_err() {
+            self.put_back(tenant, pack, previous).await;
+        }
+        stored
+    }
+
+    /// Put `previous` back in force after a change of `pack` that could
+    /// not be stored.
+    async fn put_back(
+        &self,
+        tenant: &TenantId,
+        pack: &PackRef,
+        previous: Arc<crate::packs::PackSet>,
+    ) {
+        if let Err(e) = self
+            .activate_packs(tenant, previous, std::slice::from_ref(pack))
+            .await
+        {
+            tracing::error!(%tenant, %pack, error = %e, "could not put the previous packs back in force");
+        }
     }
 
     /// The config `tenant` set for `pack` through the API, if any.

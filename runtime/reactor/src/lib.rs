@@ -31,7 +31,7 @@ pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeErro
 pub use host::{HostRunners, RunAs};
 pub use inquiries::InquiryError;
 pub use install::{
-    ArchiveLimits, BuildError, InstallError, Installed, PackBuilder, PackStore, Reloaded,
+    ArchiveLimits, BuildError, InstallError, Installed, PackBuilder, PackStore, Reloaded, Synced,
 };
 pub use lifecycle::{ExecutionError, ExecutionEvent, ExecutionEventKind};
 pub use packs::{LoadedPack, PackError, PackRegistry, PackSet, Refusal};

@@ -255,6 +255,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_tenant ON events (tenant_id, tx, seq);
     "#,
+    // 11: packs installed through the API, for every node to install: the
+    // version in force of each, with its archive (as uploaded, built
+    // components included). Its `seq` grows with every install, so nodes
+    // apply versions in the order they were installed.
+    r#"
+    CREATE SEQUENCE pack_seq;
+    CREATE TABLE packs (
+        tenant_id     TEXT NOT NULL REFERENCES tenants(id),
+        pack          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        seq           BIGINT NOT NULL DEFAULT nextval('pack_seq'),
+        archive       BYTEA NOT NULL,
+        installed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, pack)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

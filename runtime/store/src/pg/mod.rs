@@ -19,6 +19,7 @@ mod executions;
 mod kv;
 mod leases;
 mod migrate;
+mod packs;
 mod queue;
 mod reactor;
 mod workflows;
@@ -29,6 +30,7 @@ use tokio_postgres::NoTls;
 pub use changes::CHANNEL;
 pub use events::{EventId, LoggedEvent};
 pub use leases::Held;
+pub use packs::PackVersion;
 pub use queue::{Claim, Reaped};
 
 use crate::SecretKey;
