@@ -56,6 +56,9 @@ pub struct AppState {
     /// --secure-cookies`), not only when a proxy says the request came over
     /// TLS.
     pub secure_cookies: bool,
+    /// Set once the server begins to stop: streams end then, as a graceful
+    /// stop waits for every response to finish.
+    pub(crate) stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
             pack_paths: None,
             secure_cookies: false,
+            stopping: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -97,6 +101,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "squall API listening");
+    let stopping = state.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     // StackStorm's clients ask for `/api/v1/keys/` as often as for
     // `/api/v1/keys`: trim the slash before routing.
     let app = tower::Layer::layer(

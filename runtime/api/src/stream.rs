@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use serde::Deserialize;
-use squall_reactor::ExecutionEventKind;
+use squall_core::TenantId;
+use squall_store::pg::{EventId, PgStore};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -47,8 +48,9 @@ pub(crate) async fn stream(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<StreamQuery>,
+    headers: axum::http::HeaderMap,
     used: Option<axum::Extension<crate::auth::UsedCredential>>,
-) -> impl IntoResponse {
+) -> Result<impl IntoResponse, crate::error::ApiError> {
     // The stream lives as long as the credential that opened it: checked
     // again every few seconds, it ends once the key is disabled or the
     // token expires. (On `/ui/stream`, the page's session cookie.)
@@ -68,31 +70,179 @@ pub(crate) async fn stream(
     let wanted: Option<Vec<String>> = q
         .events
         .map(|e| e.split(',').map(|s| s.trim().to_owned()).collect());
-    let wants = move |kind: ExecutionEventKind| {
-        wanted
-            .as_ref()
-            .is_none_or(|w| w.iter().any(|n| n == kind.name()))
-    };
+    let wants = move |name: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == name));
     let tenant = caller.tenant();
-    let events = BroadcastStream::new(state.reactor.subscribe()).filter_map(move |item| {
-        match item {
-            Ok(e) if e.execution.tenant == tenant && wants(e.kind) => Some(Ok::<_, Infallible>(
-                Event::default()
-                    .event(e.kind.name())
-                    .data(shapes::execution(&e.execution).to_string()),
-            )),
-            Ok(_) => None,
-            // Told, not hidden: the reader was too slow and missed events.
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Event::default()
-                .event("st2.stream__lagged")
-                .data(format!("{{\"missed\": {n}}}")))),
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<EventId>().ok())
+                .ok_or_else(|| {
+                    crate::error::ApiError::BadRequest(format!(
+                        "Last-Event-ID '{}' is not an event id of this stream (<transaction>-<sequence>)",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ))
+                })
+        })
+        .transpose()?;
+    let events: futures_util::stream::BoxStream<'static, Result<Event, Infallible>> = match state
+        .reactor
+        .store()
+        .postgres()
+    {
+        // A cluster's: from the database's event log, which every node
+        // writes, resumable on any node from `Last-Event-ID`.
+        Some(pg) => Box::pin(logged(
+            pg.clone(),
+            tenant,
+            last_event_id,
+            state.reactor.subscribe(),
+            wants,
+        )),
+        None => {
+            if last_event_id.is_some() {
+                return Err(crate::error::ApiError::BadRequest(
+                        "Last-Event-ID: this server keeps no event log to resume from (it runs on SQLite, not a cluster's PostgreSQL)".into(),
+                    ));
+            }
+            Box::pin(
+                BroadcastStream::new(state.reactor.subscribe()).filter_map(
+                    move |item| match item {
+                        Ok(e) if e.execution.tenant == tenant && wants(e.kind.name()) => {
+                            Some(Ok::<_, Infallible>(
+                                Event::default()
+                                    .event(e.kind.name())
+                                    .data(shapes::execution(&e.execution).to_string()),
+                            ))
+                        }
+                        Ok(_) => None,
+                        // Told, not hidden: the reader was too slow and missed events.
+                        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Event::default()
+                            .event("st2.stream__lagged")
+                            .data(format!("{{\"missed\": {n}}}")))),
+                    },
+                ),
+            )
         }
-    });
-    Sse::new(futures_util::StreamExt::take_until(
-        events,
-        Box::pin(revoked),
-    ))
-    .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    };
+    // Or as the server stops, which waits for every response to end.
+    let mut stopping = state.stopping.subscribe();
+    let ended = async move {
+        tokio::select! {
+            () = revoked => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
+    };
+    Ok(
+        Sse::new(futures_util::StreamExt::take_until(events, Box::pin(ended)))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+}
+
+/// How often a log reader looks for events other nodes wrote, when this
+/// node's own have not woken it first.
+const LOG_POLL: Duration = Duration::from_millis(200);
+
+/// Events read from the log per query.
+const LOG_PAGE: usize = 256;
+
+/// `tenant`'s events from the cluster's event log, after `from` (else
+/// after the last one now), each with its position as its SSE `id`; each
+/// carries the execution as it is when read. `wake`: this node's own
+/// events, which are in the log once committed.
+fn logged(
+    pg: PgStore,
+    tenant: TenantId,
+    from: Option<EventId>,
+    wake: tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent>,
+    wants: impl Fn(&str) -> bool + Send + 'static,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let reader = LogReader {
+        pg,
+        tenant,
+        started: from.is_some(),
+        at: from,
+        ready: std::collections::VecDeque::new(),
+        wake,
+        wants,
+    };
+    futures_util::stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(event) = r.ready.pop_front() {
+                return Some((Ok(event), r));
+            }
+            match r.read().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the event log failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                woken = r.wake.recv() => {
+                    // The server is stopping: so does the stream.
+                    if matches!(woken, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return None;
+                    }
+                }
+                () = tokio::time::sleep(LOG_POLL) => {}
+            }
+        }
+    })
+}
+
+/// [`logged`]'s state.
+struct LogReader<W> {
+    pg: PgStore,
+    tenant: TenantId,
+    /// Where reading resumes (`None`: from the log's start).
+    at: Option<EventId>,
+    /// Whether `at` is set: a stream without a position starts after the
+    /// last event there is when it first reads.
+    started: bool,
+    ready: std::collections::VecDeque<Event>,
+    wake: tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent>,
+    wants: W,
+}
+
+impl<W: Fn(&str) -> bool> LogReader<W> {
+    /// Read the next page of the log into `ready`; whether there was one.
+    async fn read(&mut self) -> squall_store::Result<bool> {
+        if !self.started {
+            self.at = self.pg.event_head(&self.tenant).await?;
+            self.started = true;
+        }
+        let page = self
+            .pg
+            .events_after(&self.tenant, self.at, LOG_PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(false);
+        };
+        let ids: Vec<&str> = page
+            .iter()
+            .filter(|l| (self.wants)(&l.kind))
+            .map(|l| l.body.as_str())
+            .collect();
+        let found = self.pg.executions_by_id(&self.tenant, &ids).await?;
+        for l in &page {
+            // Purged since, or not asked for: passed over.
+            let Some(e) = found.get(&l.body).filter(|_| (self.wants)(&l.kind)) else {
+                continue;
+            };
+            self.ready.push_back(
+                Event::default()
+                    .id(l.id.to_string())
+                    .event(&l.kind)
+                    .data(shapes::execution(e).to_string()),
+            );
+        }
+        self.at = Some(last.id);
+        Ok(true)
+    }
 }
 
 /// Prometheus' text format; the live gauges are read now.

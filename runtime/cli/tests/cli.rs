@@ -2763,6 +2763,81 @@ fn a_local_run_of_a_workflow_that_asks_stops_saying_why() {
     );
 }
 
+/// One Server-Sent Event: its id, name and data.
+type Sse = (String, String, serde_json::Value);
+
+/// A client of `addr`'s event stream, resuming after `last_event_id`:
+/// each event on the channel as it arrives; the channel ends with the
+/// connection. (HTTP/1.0: the body is the bare stream, unchunked.)
+fn sse(addr: &str, key: &str, last_event_id: Option<&str>) -> std::sync::mpsc::Receiver<Sse> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let resume = last_event_id
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /stream/v1/stream HTTP/1.0\r\nHost: {addr}\r\nSt2-Api-Key: {key}\r\n{resume}\r\n"
+    )
+    .expect("write request");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stream).lines();
+        let status = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(status.contains(" 200 "), "stream refused: {status}");
+        // The head, up to its blank line.
+        for line in lines.by_ref() {
+            if line.map_or(true, |l| l.is_empty()) {
+                break;
+            }
+        }
+        let (mut id, mut name, mut data) = (String::new(), String::new(), String::new());
+        for line in lines {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data = v.trim().to_owned();
+            } else if line.is_empty() && !name.is_empty() {
+                let value = serde_json::from_str(&data).expect("event data is JSON");
+                if tx
+                    .send((std::mem::take(&mut id), std::mem::take(&mut name), value))
+                    .is_err()
+                {
+                    return;
+                }
+                data.clear();
+            }
+        }
+    });
+    rx
+}
+
+/// Events from `events` up to and including the first `until` accepts.
+fn sse_until(events: &std::sync::mpsc::Receiver<Sse>, until: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("stream ended or stalled ({e}) after {} events", out.len()));
+        let done = until(&event);
+        out.push(event);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// An event id's (transaction, sequence), which order the log.
+fn event_position(id: &str) -> (i64, i64) {
+    let (tx, seq) = id.split_once('-').expect("<transaction>-<sequence>");
+    (tx.parse().expect("number"), seq.parse().expect("number"))
+}
+
 /// `squall serve --database <url>` on PostgreSQL, its data directory
 /// `data` (the compile cache), the datastore key `key`: not yet listening.
 fn serve_on_database(url: &str, data: &Path, key: &str, packs: &[&Path]) -> std::process::Child {
@@ -2829,6 +2904,9 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         r#"{"name": "token", "value": "s3cret", "secret": true}"#,
     );
     assert_eq!(status, 200, "{body}");
+    // A stream client of the first node, which sees its events until
+    // the node dies.
+    let live = sse(&server.addr, &api_key, None);
     let mut accepted = Vec::new();
     for n in 0..20 {
         let (status, head, _) =
@@ -2842,6 +2920,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
             .to_owned();
         accepted.push(id);
     }
+    let first_seen = sse_until(&live, |_| true);
 
     // A pack installed through the API, kept in the database for the
     // standby, which has its own data directory.
@@ -2880,6 +2959,9 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         }
     });
     server.kill();
+    let mut seen_live = first_seen;
+    seen_live.extend(live.iter());
+    let last_id = seen_live.last().map(|e| e.0.clone()).expect("events");
     let addr = squall_tests::listening_addr(&mut standby, PATIENCE, "the standby taking over");
     let server = Served {
         child: standby,
@@ -2919,9 +3001,82 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
     });
     assert_eq!(ran["status"], "succeeded", "{ran}");
     assert_eq!(ran["result"]["version"], "uploaded", "{ran}");
+
+    // The client resumes on the standby from its last event and misses
+    // nothing: what it saw, then what it reads, is the log as a reader
+    // from the start reads it.
+    let is_last = |e: &Sse| e.2["id"] == id.as_str() && e.2["status"] == "succeeded";
+    let resumed = sse_until(&sse(&server.addr, &server.key, Some(&last_id)), is_last);
+    let whole = sse_until(&sse(&server.addr, &server.key, Some("0-0")), is_last);
+    let positions = |events: &[Sse]| -> Vec<(i64, i64)> {
+        events.iter().map(|e| event_position(&e.0)).collect()
+    };
+    let mut joined = positions(&seen_live);
+    joined.extend(positions(&resumed));
+    let from = joined[0];
+    let expected: Vec<(i64, i64)> = positions(&whole)
+        .into_iter()
+        .filter(|p| *p >= from)
+        .collect();
+    assert_eq!(
+        joined, expected,
+        "the stream across the takeover skips or repeats nothing"
+    );
+    assert!(
+        resumed.iter().any(|e| e.1 == "st2.execution__create"),
+        "events written after the takeover arrive"
+    );
     let secret = server.get_json("/api/v1/keys/token?decrypt=true");
     assert_eq!(secret["value"], "s3cret");
     let sealed = server.get_json("/api/v1/keys/token");
     assert_ne!(sealed["value"], "s3cret", "shown sealed unless asked");
     server.terminate();
+}
+
+/// A stream left open does not hold up a graceful stop: it ends as the
+/// server stops. On SQLite there is no log to resume from, which a
+/// `Last-Event-ID` is told.
+#[test]
+fn a_graceful_stop_ends_open_streams() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let core = squall_tests::core_pack();
+    let server = Served::start(data.path(), &[core.path()]);
+    let events = sse(&server.addr, &server.key, None);
+    // Sent until one arrives: the stream may not be subscribed yet.
+    let first = wait_until("an event on the stream", || {
+        let (status, _, body) = server.request(
+            "POST",
+            "/api/v1/executions",
+            r#"{"action": "core.echo", "parameters": {"message": "hi"}}"#,
+        );
+        assert_eq!(status, 201, "{body}");
+        events
+            .recv_timeout(Duration::from_secs(1))
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(first.1, "st2.execution__create");
+    let (status, _, body) = {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&server.addr).expect("connect");
+        write!(
+            stream,
+            "GET /stream/v1/stream HTTP/1.0\r\nHost: {}\r\nSt2-Api-Key: {}\r\nLast-Event-ID: 5-1\r\n\r\n",
+            server.addr, server.key
+        )
+        .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_owned(), body.to_owned())
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no event log"), "{body}");
+    server.terminate();
+    // What was sent before the stop is read; then the stream has ended.
+    while events.recv_timeout(PATIENCE).is_ok() {}
 }

@@ -77,6 +77,24 @@ impl PgStore {
         append(&client, tenant, kind, body).await
     }
 
+    /// The last event of `tenant` a reader can take now: a stream that
+    /// starts without a position starts after it.
+    pub async fn event_head(&self, tenant: &TenantId) -> Result<Option<EventId>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT tx, seq FROM events
+                 WHERE tenant_id = $1 AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 ORDER BY tx DESC, seq DESC LIMIT 1",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| EventId {
+            tx: r.get(0),
+            seq: r.get(1),
+        }))
+    }
+
     /// Up to `limit` events of `tenant` after `after` (from the start
     /// without), in the order no later commit can change.
     pub async fn events_after(
@@ -189,5 +207,61 @@ mod tests {
                 .is_empty()
         );
         assert!("12".parse::<EventId>().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_write_of_an_execution_is_logged_in_its_transaction() {
+        use squall_core::ExecutionStatus;
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("logged"), 8)
+            .await
+            .expect("connect");
+        let tenant = TenantId::default_tenant();
+        assert_eq!(store.event_head(&tenant).await.expect("head"), None);
+        let mut e = crate::contract::execution("core.echo", ExecutionStatus::Requested);
+        store.insert_execution(&e).await.expect("insert");
+        let head = store.event_head(&tenant).await.expect("head").expect("one");
+        assert!(e.transition(ExecutionStatus::Scheduled));
+        store.update_execution(&e).await.expect("update");
+        let other = crate::contract::execution("core.noop", ExecutionStatus::Requested);
+        store.insert_execution(&other).await.expect("insert");
+        let logged = store.events_after(&tenant, None, 10).await.expect("read");
+        let seen: Vec<(&str, &str)> = logged
+            .iter()
+            .map(|l| (l.kind.as_str(), l.body.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("st2.execution__create", e.id.as_str()),
+                ("st2.execution__update", e.id.as_str()),
+                ("st2.execution__create", other.id.as_str()),
+            ]
+        );
+        assert_eq!(logged[0].id, head);
+        let after_head = store
+            .events_after(&tenant, Some(head), 10)
+            .await
+            .expect("read");
+        assert_eq!(
+            after_head.len(),
+            2,
+            "a stream from the head sees what follows"
+        );
+        let found = store
+            .executions_by_id(&tenant, &[e.id.as_str(), other.id.as_str(), "nope"])
+            .await
+            .expect("read");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[e.id.as_str()].status, ExecutionStatus::Scheduled);
+        let elsewhere = TenantId::new("other").expect("tenant");
+        assert!(
+            store
+                .executions_by_id(&elsewhere, &[e.id.as_str()])
+                .await
+                .expect("read")
+                .is_empty(),
+            "another tenant's ids find nothing"
+        );
     }
 }

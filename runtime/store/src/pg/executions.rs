@@ -191,6 +191,29 @@ impl PgStore {
             .transpose()
     }
 
+    /// The executions of `tenant` among `ids`, by id (those that exist).
+    pub async fn executions_by_id(
+        &self,
+        tenant: &TenantId,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Execution>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id = ANY($2)"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[&tenant.as_str(), &ids])
+            .await?
+            .iter()
+            .map(|r| {
+                let e = parsed(decode(r)?)?;
+                Ok((e.id.as_str().to_owned(), e))
+            })
+            .collect()
+    }
+
     /// Executions matching `filter`, newest first.
     pub async fn list_executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>> {
         let (stored, _) = self.list_executions_stored(filter).await?;

@@ -271,6 +271,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, pack)
     );
     "#,
+    // 12: every write of an execution logs an event in its own transaction,
+    // whichever node or statement made it (the queue's reaper included):
+    // the execution's id, which the streams read back.
+    r#"
+    CREATE FUNCTION log_execution_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO events (tenant_id, kind, body) VALUES (
+            NEW.tenant_id,
+            CASE WHEN TG_OP = 'INSERT' THEN 'st2.execution__create' ELSE 'st2.execution__update' END,
+            NEW.id);
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER executions_log_events AFTER INSERT OR UPDATE ON executions
+        FOR EACH ROW EXECUTE FUNCTION log_execution_event();
+    "#,
 ];
 
 /// The schema version this build writes.
