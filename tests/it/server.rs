@@ -607,6 +607,41 @@ async fn bad_input_gets_a_4xx_naming_the_problem_and_the_reactor_keeps_going() {
         .expect("request");
     assert_eq!(r.status().as_u16(), 400);
 
+    // NUL characters, which no engine stores, named where they are.
+    let c = s.as_key(&s.key);
+    let nul_cases = [
+        (
+            c.put("/api/v1/keys/k", &json!({"name": "k", "value": "a\u{0}b"}))
+                .await,
+            "field 'value' holds a NUL character",
+        ),
+        (
+            c.post(
+                "/api/v1/executions",
+                &json!({"action": "core.echo", "parameters": {"message": "x\u{0}"}}),
+            )
+            .await,
+            "field 'parameters.message' holds a NUL character",
+        ),
+        (
+            c.get("/api/v1/keys/a%00b").await,
+            "the path holds a NUL character",
+        ),
+        (
+            c.get("/api/v1/executions?action=core%00").await,
+            "the query holds a NUL character",
+        ),
+    ];
+    for ((status, body), expected) in nul_cases {
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            fault(&body).contains(expected),
+            "expected '{expected}' in {body}"
+        );
+    }
+    let (status, _) = c.get("/api/v1/keys/k").await;
+    assert_eq!(status, 404, "nothing of a refused write is kept");
+
     // A dispatch through the st2 hook with a payload that breaks its schema.
     let r = s
         .post(

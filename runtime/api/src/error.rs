@@ -135,10 +135,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(has_encoded_nul) {
+            return Err(ApiError::BadRequest(
+                "the query holds a NUL character (%00), which Squall does not store".into(),
+            ));
+        }
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|axum::extract::Query(t)| ApiQuery(t))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
+}
+
+/// Whether URL-encoded `text` encodes a NUL character.
+pub(crate) fn has_encoded_nul(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 /// `Json` whose rejection is a StackStorm-style error body.
@@ -149,9 +159,61 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
+        let Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map(|Json(t)| ApiJson(t))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        if let Some(at) = nul_in(&value) {
+            return Err(ApiError::BadRequest(format!(
+                "{at} holds a NUL character (\\u0000), which Squall does not store"
+            )));
+        }
+        serde_json::from_value::<T>(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "Failed to deserialize the JSON body into the target type: {e}"
+                ))
+            })
     }
+}
+
+/// Where `value` holds a NUL character, in a string or a key, named by its
+/// path (`parameters.message`, `items[2]`); `None` when it holds none.
+/// PostgreSQL stores no NUL in text, and no engine is told one.
+pub(crate) fn nul_in(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &mut String) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key.replace('\0', "\\u0000"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then(|| {
+        if path.is_empty() {
+            "the body".to_owned()
+        } else {
+            format!("field '{path}'")
+        }
+    })
 }

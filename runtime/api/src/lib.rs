@@ -88,8 +88,50 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(refuse_nul_in_path))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A path naming something with a NUL character in it (`%00`), or a form
+/// (the UI's) holding one, is refused whatever it is for: no engine stores
+/// one (PostgreSQL cannot). JSON bodies and queries are checked as they
+/// are read ([`error::ApiJson`], [`error::ApiQuery`]).
+async fn refuse_nul_in_path(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let refuse = |what: &str| {
+        error::ApiError::BadRequest(format!(
+            "the {what} holds a NUL character (%00), which Squall does not store"
+        ))
+        .into_response()
+    };
+    if error::has_encoded_nul(req.uri().path()) {
+        return refuse("path");
+    }
+    let is_form = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return next.run(req).await;
+    }
+    // Forms are small; axum's own limit for them.
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 2 << 20).await else {
+        return error::ApiError::BadRequest("the form is larger than 2 MiB".into()).into_response();
+    };
+    if error::has_encoded_nul(&String::from_utf8_lossy(&bytes)) {
+        return refuse("form");
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and let requests in
