@@ -170,6 +170,7 @@ pub(crate) async fn list_configs(
         .packs()
         .map(|p| {
             let from_api = stored
+                .readable
                 .iter()
                 .any(|c| c.pack == p.manifest.pack_ref.as_str());
             config_shape(p, from_api, clear)

@@ -65,6 +65,10 @@ pub(crate) enum BenchCommand {
         /// Where the core pack is (built). Default: ./packs
         #[arg(long = "packs", value_name = "DIR")]
         packs: Vec<PathBuf>,
+        /// Run the server on this PostgreSQL database (16 connections, as
+        /// `serve`) instead of a SQLite file. Give an empty database.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
     /// A durable queue of core.noop executions drained (left by a previous
     /// run, and requested while running), a large result written and read
@@ -232,7 +236,15 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             rate,
             seconds,
             packs,
-        } => crate::bench_reactor::webhooks(events, clients, rate, seconds, pack_paths(packs)),
+            database,
+        } => crate::bench_reactor::webhooks(
+            events,
+            clients,
+            rate,
+            seconds,
+            pack_paths(packs),
+            database.as_deref(),
+        ),
         BenchCommand::Executions {
             count,
             result_mib,

@@ -112,6 +112,7 @@ pub(crate) fn webhooks(
     rate: usize,
     seconds: u64,
     packs: Vec<PathBuf>,
+    database: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let clients = clients.max(1);
     let rate = rate.max(1);
@@ -128,13 +129,13 @@ pub(crate) fn webhooks(
         store,
         base,
         stop,
-    } = server.block_on(start_server(dir.path(), packs))?;
+    } = server.block_on(start_server(dir.path(), packs, database))?;
     let http = client.block_on(crate::bench::operator_client(
         &store,
         reqwest::Client::builder().pool_max_idle_per_host(clients),
     ))?;
 
-    println!("squall bench webhooks");
+    println!("squall bench webhooks ({})", store.engine_name());
     println!(
         "  webhook -> rule -> core.noop -> execution record, all durable; server ({server_threads} runtime thread(s) and the store's writer) and load generator (1 runtime thread) share the machine"
     );
@@ -252,7 +253,13 @@ struct Bench {
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start_server(dir: &Path, packs: Vec<PathBuf>) -> anyhow::Result<Bench> {
+/// The server, on `database` (PostgreSQL) if given, else on a SQLite file
+/// in `dir`.
+async fn start_server(
+    dir: &Path,
+    packs: Vec<PathBuf>,
+    database: Option<&str>,
+) -> anyhow::Result<Bench> {
     let hooks = dir.join("benchhooks");
     std::fs::create_dir_all(hooks.join("rules"))?;
     std::fs::write(
@@ -266,7 +273,10 @@ async fn start_server(dir: &Path, packs: Vec<PathBuf>) -> anyhow::Result<Bench> 
     let mut all_packs = packs;
     all_packs.push(hooks);
     let set = PackSet::load(&all_packs)?;
-    let store = Store::open(&dir.join("squall.db"), &StoreConfig::default())?;
+    let store = match database {
+        Some(url) => Store::connect(url, 16).await?,
+        None => Store::open(&dir.join("squall.db"), &StoreConfig::default())?,
+    };
     let sandbox = Arc::new(open_sandbox(dir, 1000)?);
     let runner = Runner::new(sandbox, store.clone(), Arc::new(set), Limits::default());
     let reactor = Reactor::start(store.clone(), runner, &ReactorConfig::default()).await?;

@@ -115,6 +115,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 16, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     database_connections: u16,
+    /// Hours the event log keeps events on PostgreSQL (--database): a
+    /// stream client can resume from `Last-Event-ID` within them.
+    #[arg(long, default_value_t = 24, value_name = "HOURS",
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
+    event_log_hours: u64,
     /// Threads running the HTTP API, the reactor and the guests. Default:
     /// the machine's cores less one (at least 1), leaving a core to the
     /// store's writer thread.
@@ -426,6 +431,12 @@ async fn run(
     if let Some(days) = args.purge_after_days {
         tokio::spawn(purge_every_hour(store.clone(), days));
     }
+    if let Some(pg) = store.postgres() {
+        tokio::spawn(trim_event_log(
+            pg.clone(),
+            Duration::from_secs(args.event_log_hours * 3600),
+        ));
+    }
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = {
@@ -495,6 +506,19 @@ async fn purge_every_hour(store: squall_store::Store, days: f64) {
                 "purged"
             ),
             Err(e) => tracing::error!(error = %e, "purge failed"),
+        }
+    }
+}
+
+/// The event log's window on PostgreSQL: events older than `keep` go, now
+/// and every ten minutes.
+async fn trim_event_log(pg: squall_store::pg::PgStore, keep: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match pg.purge_events(keep, 10_000).await {
+            Ok(n) => tracing::debug!(purged = n, "event log trimmed"),
+            Err(e) => tracing::warn!(error = %e, "could not trim the event log"),
         }
     }
 }

@@ -2522,6 +2522,25 @@ fn a_config_set_through_the_api_holds_across_restarts_and_reloads() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(version(&served), "from-api");
     served.terminate();
+
+    // Under another datastore key the stored config cannot be read: the
+    // server starts, refusing that pack (not running it with the
+    // config.yaml the API replaced), and says why.
+    let other_key = "5e".repeat(32);
+    let served = Served::start_with(
+        data.path(),
+        &[pack.path()],
+        &[],
+        &[("SQUALL_SECRET_KEY", Path::new(&other_key))],
+    );
+    let (status, _, body) = served.request("GET", "/api/v1/actions/conf.go", "");
+    assert_eq!(status, 404, "{body}");
+    let said = std::fs::read_to_string(data.path().join("serve.stderr")).expect("stderr");
+    assert!(
+        said.contains("its config set through the API cannot be read"),
+        "{said}"
+    );
+    served.terminate();
 }
 
 /// `squall dev` on a Python pack: a saved change to its action and its

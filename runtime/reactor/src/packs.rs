@@ -22,6 +22,10 @@ pub enum PackError {
     },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(
+        "pack '{pack}': its config set through the API cannot be read ({cause}); set it again (PUT /api/v1/configs/{pack}) or drop it (DELETE)"
+    )]
+    UnreadableConfig { pack: PackRef, cause: String },
     #[error("'{0}' is neither a pack (no pack.yaml) nor a directory of packs")]
     NotAPack(PathBuf),
     #[error("pack '{pack}' is defined twice: in '{first}' and in '{second}'")]
@@ -611,13 +615,27 @@ impl PackSet {
     /// These packs, each with the config set for it through the API (in
     /// `configs`) in place of its `config.yaml`; a pack the config does
     /// not fit is refused, saying why.
-    pub fn with_stored_configs(self, configs: &[squall_store::PackConfig]) -> (Self, Vec<Refusal>) {
+    pub fn with_stored_configs(
+        self,
+        configs: &squall_store::StoredConfigs,
+    ) -> (Self, Vec<Refusal>) {
         let mut out = Self::default();
         let mut refused = Vec::new();
         for pack in self.shared() {
-            let stored = configs
-                .iter()
-                .find(|c| c.pack == pack.manifest.pack_ref.as_str());
+            let name = pack.manifest.pack_ref.as_str();
+            // Set through the API but unreadable now: refused rather than
+            // run with the config.yaml it replaced.
+            if let Some((_, why)) = configs.unreadable.iter().find(|(p, _)| p == name) {
+                refused.push(Refusal {
+                    dir: pack.dir.clone(),
+                    error: PackError::UnreadableConfig {
+                        pack: pack.manifest.pack_ref.clone(),
+                        cause: why.clone(),
+                    },
+                });
+                continue;
+            }
+            let stored = configs.readable.iter().find(|c| c.pack == name);
             match stored.map(|c| pack.with_stored_config(&c.values)) {
                 None => out.put(pack.clone()),
                 Some(Ok(configured)) => out.put(Arc::new(configured)),

@@ -20,14 +20,38 @@ pub struct PackConfig {
     pub updated_at: String,
 }
 
+/// A tenant's stored configs: those read, and those that could not be
+/// (sealed under another key, or damaged), each with why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredConfigs {
+    pub readable: Vec<PackConfig>,
+    /// (pack, why it cannot be read).
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl StoredConfigs {
+    /// Sort each stored config into `readable` or `unreadable`.
+    pub(crate) fn sorted(configs: impl IntoIterator<Item = (String, Result<PackConfig>)>) -> Self {
+        let mut out = Self::default();
+        for (pack, config) in configs {
+            match config {
+                Ok(config) => out.readable.push(config),
+                Err(e) => out.unreadable.push((pack, e.to_string())),
+            }
+        }
+        out
+    }
+}
+
 /// What a sealed config is bound to.
 fn context(tenant: &TenantId, pack: &str) -> String {
     format!("pack-config\0{}\0{pack}", tenant.as_str())
 }
 
 impl SqliteStore {
-    /// The configs `tenant` has set, by pack.
-    pub fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>> {
+    /// The configs `tenant` has set, by pack; one that cannot be read does
+    /// not hide the others.
+    pub fn pack_configs(&self, tenant: &TenantId) -> Result<StoredConfigs> {
         let rows: Vec<(String, String, String)> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT pack, config, updated_at FROM pack_configs WHERE tenant_id = ?1 ORDER BY pack",
@@ -35,16 +59,18 @@ impl SqliteStore {
             let rows = stmt.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })?;
-        rows.into_iter()
-            .map(|(pack, stored, updated_at)| {
-                let values = self.unseal_config(tenant, &pack, &stored)?;
-                Ok(PackConfig {
-                    pack,
-                    values,
-                    updated_at,
-                })
-            })
-            .collect()
+        Ok(StoredConfigs::sorted(rows.into_iter().map(
+            |(pack, stored, updated_at)| {
+                let config = self
+                    .unseal_config(tenant, &pack, &stored)
+                    .map(|values| PackConfig {
+                        pack: pack.clone(),
+                        values,
+                        updated_at,
+                    });
+                (pack, config)
+            },
+        )))
     }
 
     /// The config `tenant` has set for `pack`, if any.

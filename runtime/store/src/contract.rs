@@ -426,7 +426,21 @@ pub(crate) async fn pack_configs(store: &impl Engine) {
             .await
             .is_err()
     );
-    assert_eq!(store.pack_configs(&tenant).await.expect("list").len(), 1);
+    assert_eq!(
+        store
+            .pack_configs(&tenant)
+            .await
+            .expect("list")
+            .readable
+            .len(),
+        1
+    );
+    // Under another key it cannot be read: said, not hidden, and not an
+    // error for the list.
+    let listed = store.keyless().pack_configs(&tenant).await.expect("list");
+    assert!(listed.readable.is_empty());
+    assert_eq!(listed.unreadable.len(), 1);
+    assert_eq!(listed.unreadable[0].0, "examples");
     assert!(
         store
             .put_pack_config(&tenant, "examples", None)

@@ -18,7 +18,7 @@ use squall_core::kv::{KvEntry, KvError, KvStore};
 use squall_core::trigger::{RuleEnforcement, TriggerInstance};
 
 use crate::auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
-use crate::configs::PackConfig;
+use crate::configs::{PackConfig, StoredConfigs};
 use crate::executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
 use crate::pg::PgStore;
 use crate::reactor::{Emission, EnforcementFilter, Page, Trace, TraceFilter};
@@ -118,7 +118,7 @@ contract! {
     fn revoke_token(token: &str) -> Result<bool>;
     [sync] fn token_principal(token: &str) -> Result<Option<Principal>>;
     fn kv_list(tenant: &TenantId, prefix: &str, decrypt: bool) -> Result<Vec<KvEntry>, KvError>;
-    [sync] fn pack_configs(tenant: &TenantId) -> Result<Vec<PackConfig>>;
+    [sync] fn pack_configs(tenant: &TenantId) -> Result<StoredConfigs>;
     [sync] fn pack_config(tenant: &TenantId, pack: &str) -> Result<Option<PackConfig>>;
     fn put_pack_config(tenant: &TenantId, pack: &str, values: Option<&Values>) -> Result<bool>;
     fn insert_execution(execution: &Execution) -> Result<()>;

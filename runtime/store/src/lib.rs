@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use auth::{AccountError, ApiKeyInfo, TenantInfo, UserInfo};
-pub use configs::PackConfig;
+pub use configs::{PackConfig, StoredConfigs};
 pub use engine::Store;
 pub use executions::{ExecutionFilter, ExecutionSummary, StoredExecution};
 pub use migrate::SCHEMA_VERSION;

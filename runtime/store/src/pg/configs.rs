@@ -7,30 +7,31 @@ use squall_core::time::now_rfc3339;
 use super::PgStore;
 use super::changes::bump_epoch;
 use crate::Result;
-use crate::configs::{PackConfig, seal, unseal};
+use crate::configs::{PackConfig, StoredConfigs, seal, unseal};
 
 type Values = serde_json::Map<String, serde_json::Value>;
 
 impl PgStore {
     /// The configs `tenant` has set, by pack.
-    pub async fn pack_configs(&self, tenant: &TenantId) -> Result<Vec<PackConfig>> {
+    pub async fn pack_configs(&self, tenant: &TenantId) -> Result<StoredConfigs> {
         let client = self.client().await?;
-        client
+        let rows = client
             .query(
                 "SELECT pack, config, updated_at FROM pack_configs WHERE tenant_id = $1 ORDER BY pack",
                 &[&tenant.as_str()],
             )
-            .await?
-            .iter()
-            .map(|r| {
-                let pack: String = r.get(0);
-                Ok(PackConfig {
-                    values: unseal(self.secret_key.as_ref(), tenant, &pack, r.get(1))?,
-                    pack,
+            .await?;
+        Ok(StoredConfigs::sorted(rows.iter().map(|r| {
+            let pack: String = r.get(0);
+            let config = unseal(self.secret_key.as_ref(), tenant, &pack, r.get(1)).map(|values| {
+                PackConfig {
+                    values,
+                    pack: pack.clone(),
                     updated_at: r.get(2),
-                })
-            })
-            .collect()
+                }
+            });
+            (pack, config)
+        })))
     }
 
     /// The config `tenant` has set for `pack`, if any.

@@ -77,6 +77,27 @@ impl PgStore {
         append(&client, tenant, kind, body).await
     }
 
+    /// Delete events older than `age`, `batch` rows a statement; how many.
+    /// A stream resumes from `Last-Event-ID` within that window.
+    pub async fn purge_events(&self, age: std::time::Duration, batch: usize) -> Result<u64> {
+        let client = self.client().await?;
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let mut purged = 0;
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events
+                     WHERE at < now() - make_interval(secs => $1) LIMIT $2)",
+                    &[&age.as_secs_f64(), &batch],
+                )
+                .await?;
+            purged += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// The last event of `tenant` a reader can take now: a stream that
     /// starts without a position starts after it.
     pub async fn event_head(&self, tenant: &TenantId) -> Result<Option<EventId>> {
@@ -207,6 +228,29 @@ mod tests {
                 .is_empty()
         );
         assert!("12".parse::<EventId>().is_err());
+        // Kept for a window: a young log loses nothing, an old one goes.
+        assert_eq!(
+            store
+                .purge_events(std::time::Duration::from_secs(3600), 2)
+                .await
+                .expect("purge"),
+            0
+        );
+        assert_eq!(
+            store
+                .purge_events(std::time::Duration::ZERO, 2)
+                .await
+                .expect("purge"),
+            3,
+            "every event, two a statement"
+        );
+        assert!(
+            store
+                .events_after(&tenant, None, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
