@@ -49,6 +49,99 @@ pub fn bin_dir() -> Option<PathBuf> {
 }
 
 impl Postgres {
+    /// A cluster that also takes TLS connections, with a server certificate
+    /// for 127.0.0.1 signed by a CA of its own (made with `openssl`); the
+    /// CA's certificate (PEM) is [`Postgres::ca`].
+    pub fn start_tls() -> Self {
+        let pg = Self::start();
+        let dir = pg.dir.path();
+        let openssl = |args: &[&str]| {
+            run(
+                Command::new("openssl").args(args).current_dir(dir),
+                "openssl",
+            )
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=squall test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
+        if let Some((uid, gid)) = server_user() {
+            for file in ["server.key", "server.pem"] {
+                std::os::unix::fs::chown(dir.join(file), Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        let conf = format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.pem").display(),
+            key.display()
+        );
+        let auto = pg.data().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str(&conf);
+        std::fs::write(&auto, text).expect("write postgresql.auto.conf");
+        run(
+            program(&pg.bin, "pg_ctl")
+                .arg("-D")
+                .arg(pg.data())
+                .args(["-w", "reload"]),
+            "pg_ctl reload",
+        );
+        pg
+    }
+
+    /// The CA that signed a [`Postgres::start_tls`] server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// Make and start a cluster. Panics, saying what is missing, when
     /// PostgreSQL's programs are not installed (`.ci/run` installs them).
     pub fn start() -> Self {

@@ -354,7 +354,15 @@ pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
 /// The PostgreSQL database given by `--database` (or
 /// `SQUALL_DATABASE_URL`), set once at start; without one the store is the
 /// SQLite file in the data directory.
-pub(crate) static DATABASE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+pub(crate) static DATABASE: std::sync::OnceLock<Option<Database>> = std::sync::OnceLock::new();
+
+/// Where the store is when it is PostgreSQL.
+#[derive(Debug, Clone)]
+pub(crate) struct Database {
+    pub(crate) url: String,
+    /// Certificates to trust for TLS besides the public roots.
+    pub(crate) ca: Option<PathBuf>,
+}
 
 /// Connections a command other than `serve` opens to PostgreSQL.
 const COMMAND_CONNECTIONS: usize = 2;
@@ -372,18 +380,20 @@ pub(crate) fn open_store_with(
     let store = match DATABASE.get().cloned().flatten() {
         // On a thread of its own, with a runtime of its own: callers may
         // be inside a runtime already, where none can be started.
-        Some(url) => std::thread::scope(|s| {
+        Some(Database { url, ca }) => std::thread::scope(|s| {
             s.spawn(|| -> anyhow::Result<Store> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
-                    Store::connect(&url, connections).await.with_context(|| {
-                        format!(
-                            "failed to open the database at {}",
-                            squall_store::pg::redacted(&url)
-                        )
-                    })
+                    Store::connect_with_ca(&url, connections, ca.as_deref())
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "failed to open the database at {}",
+                                squall_store::pg::redacted(&url)
+                            )
+                        })
                 })
             })
             .join()

@@ -77,6 +77,12 @@ struct Cli {
     )]
     database: Option<String>,
 
+    /// Certificates (PEM) to trust for the database's TLS, besides the
+    /// public roots: a private or managed database's CA. TLS is used when
+    /// the URL asks for it (`?sslmode=require`).
+    #[arg(long, global = true, env = "SQUALL_DATABASE_CA", value_name = "FILE")]
+    database_ca: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -186,7 +192,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     commands::DATABASE
-        .set(cli.database.clone())
+        .set(cli.database.clone().map(|url| commands::Database {
+            url,
+            ca: cli.database_ca.clone(),
+        }))
         .expect("the database is set once, at start");
     let remote = client::Remote {
         url: cli.url.clone(),

@@ -167,6 +167,16 @@ impl Store {
         Ok(PgStore::connect(url, connections).await?.into())
     }
 
+    /// [`Store::connect`], trusting the certificates in `ca` (PEM) for TLS
+    /// ([`PgStore::connect_with_ca`]).
+    pub async fn connect_with_ca(
+        url: &str,
+        connections: usize,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        Ok(PgStore::connect_with_ca(url, connections, ca).await?.into())
+    }
+
     /// Encrypt secret datastore values with `key` from now on.
     pub fn with_secret_key(self, key: SecretKey) -> Self {
         match self.engine {

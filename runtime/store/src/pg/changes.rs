@@ -63,45 +63,67 @@ impl PgStore {
     /// connection does (the caller then reads [`PgStore::epochs`] again
     /// and listens anew).
     pub async fn listen_changes(&self) -> Result<mpsc::UnboundedReceiver<TenantId>> {
-        let (client, mut connection) = self
-            .config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| Error::Postgres(PgError::Connect(e.to_string())))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The task reading the connection holds its client too: the
-        // connection ends when it does, and the receiver ends with it (the
-        // caller then reads the epochs again and listens anew). A dropped
-        // receiver ends the task.
-        let client = std::sync::Arc::new(client);
-        let held = client.clone();
-        tokio::spawn(async move {
-            let _client = held;
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            loop {
-                let message = tokio::select! {
-                    () = tx.closed() => return,
-                    message = messages.next() => message,
-                };
-                match message {
-                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                        if let Ok(tenant) = TenantId::new(n.payload()) {
-                            let _ = tx.send(tenant);
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "the change listener's connection ended");
-                        return;
-                    }
-                    None => return,
-                }
+        let failed = |e: tokio_postgres::Error| Error::Postgres(PgError::Connect(e.to_string()));
+        Ok(match &self.tls {
+            Some(tls) => {
+                let (client, connection) =
+                    self.config.connect(tls.clone()).await.map_err(failed)?;
+                relay(client, connection).await?
             }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(Error::from)?;
-        Ok(rx)
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(failed)?;
+                relay(client, connection).await?
+            }
+        })
     }
+}
+
+/// The tenants `connection`'s notifications name, on a receiver that ends
+/// with the connection. The task reading the connection holds its client
+/// too: the connection ends when it does, and the receiver ends with it
+/// (the caller then reads the epochs again and listens anew). A dropped
+/// receiver ends the task.
+async fn relay<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+) -> Result<mpsc::UnboundedReceiver<TenantId>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = std::sync::Arc::new(client);
+    let held = client.clone();
+    tokio::spawn(async move {
+        let _client = held;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        loop {
+            let message = tokio::select! {
+                () = tx.closed() => return,
+                message = messages.next() => message,
+            };
+            match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if let Ok(tenant) = TenantId::new(n.payload()) {
+                        let _ = tx.send(tenant);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the change listener's connection ended");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(Error::from)?;
+    Ok(rx)
 }

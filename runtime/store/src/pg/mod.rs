@@ -48,6 +48,51 @@ pub enum PgError {
         "the database has schema version {found}, newer than this build of Squall supports ({supported}); upgrade Squall"
     )]
     TooNew { found: i64, supported: i64 },
+    #[error("TLS to the database: {0}")]
+    Tls(String),
+}
+
+/// How connections are made: in clear, or over TLS (`sslmode=require`)
+/// with the server's certificate verified against the public roots and,
+/// when given, the certificates of a PEM file (a private or managed
+/// database's CA). `disable` and `prefer` (the driver's default) connect
+/// in clear; `require` never falls back to clear text and, unlike libpq's
+/// `require`, always verifies the certificate and name.
+fn tls_for(
+    config: &tokio_postgres::Config,
+    ca: Option<&std::path::Path>,
+) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, PgError> {
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    if let Some(path) = ca {
+        use rustls::pki_types::pem::PemObject as _;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| PgError::Tls(format!("'{}': {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(PgError::Tls(format!(
+                "'{}' holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| PgError::Tls(format!("'{}': {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| PgError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
 }
 
 /// `url` without its password, for messages and logs.
@@ -112,8 +157,24 @@ fn numbered(sql: &str, first: usize) -> String {
 
 impl From<deadpool_postgres::PoolError> for PgError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Connect(e.to_string())
+        Self::Connect(with_causes(&e))
     }
+}
+
+/// `e` and what caused it, for a message that says why (a TLS handshake
+/// fails for a reason: an unknown issuer, a name that does not match).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl From<tokio_postgres::Error> for crate::Error {
@@ -136,6 +197,8 @@ pub struct PgStore {
     bridge: std::sync::Arc<Bridge>,
     /// Where the database is, for connections of their own (`LISTEN`).
     config: tokio_postgres::Config,
+    /// TLS for every connection, when the URL asks for it.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// Encrypts secret datastore values; without it they are refused.
     pub(crate) secret_key: Option<SecretKey>,
     /// Bytes of keys and values one tenant's datastore may hold.
@@ -182,7 +245,33 @@ impl Drop for Bridge {
 }
 
 /// Opens the pool's connections on the store's runtime, where they run.
-struct OnBridge(tokio::runtime::Handle);
+struct OnBridge {
+    runtime: tokio::runtime::Handle,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// Open a connection to `config` (over `tls`, when given) and run it on the
+/// current runtime until it ends.
+async fn open(
+    config: &tokio_postgres::Config,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    let report = |e: tokio_postgres::Error| {
+        tracing::warn!(error = %describe(&e), "database connection ended");
+    };
+    Ok(match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            let task = tokio::spawn(async move { connection.await.unwrap_or_else(report) });
+            (client, task)
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            let task = tokio::spawn(async move { connection.await.unwrap_or_else(report) });
+            (client, task)
+        }
+    })
+}
 
 impl deadpool_postgres::Connect for OnBridge {
     fn connect(
@@ -193,18 +282,10 @@ impl deadpool_postgres::Connect for OnBridge {
         Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
     > {
         let config = config.clone();
-        let runtime = self.0.clone();
+        let (runtime, tls) = (self.runtime.clone(), self.tls.clone());
         Box::pin(async move {
             let opened = runtime
-                .spawn(async move {
-                    let (client, connection) = config.connect(NoTls).await?;
-                    let task = tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::warn!(error = %describe(&e), "database connection ended");
-                        }
-                    });
-                    Ok((client, task))
-                })
+                .spawn(async move { open(&config, tls.as_ref()).await })
                 .await;
             match opened {
                 Ok(opened) => opened,
@@ -230,6 +311,17 @@ impl PgStore {
     /// with at most `connections` connections, and bring its schema up to
     /// date (once, whichever node gets there first).
     pub async fn connect(url: &str, connections: usize) -> Result<Self, PgError> {
+        Self::connect_with_ca(url, connections, None).await
+    }
+
+    /// [`PgStore::connect`]; with `sslmode=require` in `url`, over TLS,
+    /// the server's certificate verified against the public roots and the
+    /// certificates in `ca` (PEM), when given.
+    pub async fn connect_with_ca(
+        url: &str,
+        connections: usize,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
@@ -244,10 +336,14 @@ impl PgStore {
         config.options(options.trim());
         config.keepalives(true);
         config.keepalives_idle(std::time::Duration::from_secs(30));
+        let tls = tls_for(&config, ca)?;
         let bridge = Bridge::start()?;
         let manager = Manager::from_connect(
             config.clone(),
-            OnBridge(bridge.handle()),
+            OnBridge {
+                runtime: bridge.handle(),
+                tls: tls.clone(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -265,6 +361,7 @@ impl PgStore {
             pool,
             bridge: std::sync::Arc::new(bridge),
             config,
+            tls,
             secret_key: None,
             kv_quota: None,
         };
@@ -344,6 +441,50 @@ mod tests {
 
     fn sealing() -> SecretKey {
         SecretKey::from_bytes(&SecretKey::generate())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_use_tls_when_the_url_requires_it() {
+        let pg = Postgres::start_tls();
+        let url = pg.create_database("tls");
+        async fn encrypted(store: &PgStore) -> bool {
+            let client = store.client().await.expect("client");
+            client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_ssl")
+                .get(0)
+        }
+        let required = format!("{url}?sslmode=require");
+        let store = PgStore::connect_with_ca(&required, 2, Some(&pg.ca()))
+            .await
+            .expect("connects over TLS with the CA");
+        assert!(encrypted(&store).await);
+        store
+            .listen_changes()
+            .await
+            .expect("the listener connects over TLS too");
+        let untrusted = PgStore::connect(&required, 2)
+            .await
+            .expect_err("a certificate no root vouches for");
+        assert!(untrusted.to_string().contains("certificate"), "{untrusted}");
+        let plain = PgStore::connect(&url, 2).await.expect("connects in clear");
+        assert!(
+            !encrypted(&plain).await,
+            "prefer, the default, is clear text"
+        );
+        let not_pem = pg.ca().with_extension("txt");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let refused = PgStore::connect_with_ca(&required, 2, Some(&not_pem))
+            .await
+            .expect_err("no certificate in the file");
+        assert!(
+            refused.to_string().contains("holds no PEM certificate"),
+            "{refused}"
+        );
     }
 
     #[test]
