@@ -8,7 +8,7 @@ use squall_core::execution::Execution;
 use squall_core::ids::ExecutionId;
 use squall_core::metrics::metrics;
 
-use super::{PgStore, arguments, numbered};
+use super::{PgStore, arguments, exec, numbered};
 use crate::executions::{
     COLUMNS, Columns, ExecutionFilter, ExecutionRow, ExecutionSummary, StoredExecution, decode,
     filter_sql, parsed,
@@ -37,30 +37,30 @@ pub(super) async fn insert(
     client: &impl deadpool_postgres::GenericClient,
     row: &ExecutionRow,
 ) -> Result<()> {
-    client
-        .execute(
-            INSERT,
-            &[
-                &row.id,
-                &row.tenant,
-                &row.action,
-                &row.status,
-                &row.parameters,
-                &row.result,
-                &row.output,
-                &row.log,
-                &row.start,
-                &row.end,
-                &row.trace_tag,
-                &row.trigger_instance_id,
-                &row.rule_ref,
-                &row.context,
-                &row.delay,
-                &row.parent,
-                &row.trigger_type,
-            ],
-        )
-        .await?;
+    exec(
+        client,
+        INSERT,
+        &[
+            &row.id,
+            &row.tenant,
+            &row.action,
+            &row.status,
+            &row.parameters,
+            &row.result,
+            &row.output,
+            &row.log,
+            &row.start,
+            &row.end,
+            &row.trace_tag,
+            &row.trigger_instance_id,
+            &row.rule_ref,
+            &row.context,
+            &row.delay,
+            &row.parent,
+            &row.trigger_type,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -70,8 +70,8 @@ pub(super) async fn update(
     client: &impl deadpool_postgres::GenericClient,
     row: &ExecutionRow,
 ) -> Result<bool> {
-    let n = client
-        .execute(
+    let n = exec(
+            client,
             "UPDATE executions SET status = $3, result = $4, output = $5, status_log = $6, end_timestamp = $7, context = $8
              WHERE tenant_id = $1 AND id = $2
                AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
@@ -137,8 +137,8 @@ impl PgStore {
     pub async fn start_execution(&self, execution: &Execution) -> Result<bool> {
         let row = ExecutionRow::encode(execution);
         let client = self.client().await?;
-        let n = client
-            .execute(
+        let n = exec(
+                &client,
                 "UPDATE executions SET status = $3, status_log = $4
                  WHERE tenant_id = $1 AND id = $2 AND status IN ('requested', 'scheduled', 'delayed')",
                 &[&row.tenant, &row.id, &row.status, &row.log],
@@ -151,13 +151,13 @@ impl PgStore {
     pub async fn mark_canceling(&self, execution: &Execution) -> Result<bool> {
         let log = serde_json::to_string(&execution.log).expect("a log serializes");
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE executions SET status = 'canceling', status_log = $3
+        let n = exec(
+            &client,
+            "UPDATE executions SET status = 'canceling', status_log = $3
                  WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
-                &[&execution.tenant.as_str(), &execution.id.as_str(), &log],
-            )
-            .await?;
+            &[&execution.tenant.as_str(), &execution.id.as_str(), &log],
+        )
+        .await?;
         Ok(n == 1)
     }
 

@@ -8,6 +8,7 @@ use squall_core::trigger::{RuleEnforcement, TriggerInstance};
 use squall_core::{Execution, ExecutionStatus, TenantId};
 
 use super::changes::bump_epoch;
+use super::exec;
 use super::executions::insert;
 use super::{Argument, PgStore, arguments};
 use crate::executions::{COLUMNS as EXECUTION_COLUMNS, ExecutionRow, decode, parsed};
@@ -28,23 +29,23 @@ pub(super) async fn insert_instance(
     client: &impl deadpool_postgres::GenericClient,
     ti: &InstanceRow,
 ) -> Result<()> {
-    client
-        .execute(
-            &format!(
-                "INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                &ti.id,
-                &ti.tenant,
-                &ti.trigger_type,
-                &ti.parameters,
-                &ti.payload,
-                &ti.occurrence_time,
-                &ti.status,
-                &ti.trace_tag,
-            ],
-        )
-        .await?;
+    exec(
+        client,
+        &format!(
+            "INSERT INTO trigger_instances ({TI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ),
+        &[
+            &ti.id,
+            &ti.tenant,
+            &ti.trigger_type,
+            &ti.parameters,
+            &ti.payload,
+            &ti.occurrence_time,
+            &ti.status,
+            &ti.trace_tag,
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 
 use squall_core::{Execution, ExecutionId, TenantId};
 
-use super::PgStore;
 use super::executions::{insert, update};
 use super::reactor::{insert_instance, insert_outcome};
+use super::{PgStore, exec};
 use crate::executions::{COLUMNS, decode, parsed};
 use crate::reactor::Emission;
 use crate::workflows::{Batch, Encoded, StoredWorkflow, WorkflowWrite};
@@ -22,8 +22,8 @@ async fn write_workflow(
 ) -> Result<()> {
     match &w.context {
         Some(context) => {
-            client
-                .execute(
+            exec(
+                    client,
                     "INSERT INTO workflows (id, tenant_id, context, head, completed) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (id) DO UPDATE SET head = excluded.head, completed = excluded.completed",
                     &[&w.id.as_str(), &w.tenant.as_str(), context, &w.head, &w.completed],
@@ -31,12 +31,12 @@ async fn write_workflow(
                 .await?;
         }
         None => {
-            client
-                .execute(
-                    "UPDATE workflows SET head = $2, completed = $3 WHERE id = $1",
-                    &[&w.id.as_str(), &w.head, &w.completed],
-                )
-                .await?;
+            exec(
+                client,
+                "UPDATE workflows SET head = $2, completed = $3 WHERE id = $1",
+                &[&w.id.as_str(), &w.head, &w.completed],
+            )
+            .await?;
         }
     }
     for (seq, body) in &w.tasks {
