@@ -245,6 +245,41 @@ impl<W: Fn(&str) -> bool> LogReader<W> {
     }
 }
 
+/// The database's figures, read now; a figure that cannot be read is left
+/// out, and the rest still served.
+async fn database_figures(pg: &PgStore, m: &squall_core::metrics::Metrics) {
+    use squall_core::metrics::{LeaseLabel, StateLabel, TableLabel};
+    for (state, n) in pg.pool_state() {
+        m.database_connections
+            .get_or_create(&StateLabel {
+                state: state.to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    match pg.dead_tuples().await {
+        Ok(tables) => {
+            for (table, dead) in tables {
+                m.database_dead_tuples
+                    .get_or_create(&TableLabel { table })
+                    .set(dead);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the tables' dead rows"),
+    }
+    match pg.leases_held().await {
+        Ok(leases) => {
+            // Only the leases held now: a holder that changed goes.
+            m.lease_seconds_left.clear();
+            for (lease, holder, left) in leases {
+                m.lease_seconds_left
+                    .get_or_create(&LeaseLabel { lease, holder })
+                    .set(left);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the leases"),
+    }
+}
+
 /// Prometheus' text format; the live gauges are read now.
 #[utoipa::path(
     get,
@@ -258,6 +293,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .set(i64::try_from(state.reactor.running_now()).unwrap_or(i64::MAX));
     m.queue_depth
         .set(i64::try_from(state.reactor.queue_depth()).unwrap_or(i64::MAX));
+    if let Some(pg) = state.reactor.store().postgres() {
+        database_figures(pg, m).await;
+    }
     (
         [(
             CONTENT_TYPE,

@@ -2940,6 +2940,16 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         accepted.push(id);
     }
     let first_seen = sse_until(&live, |_| true);
+    // The database's figures, beside the node's own.
+    let (status, _, metrics) = server.request("GET", "/metrics", "");
+    assert_eq!(status, 200, "{metrics}");
+    for expected in [
+        "squall_lease_seconds_left{lease=\"server\",holder=\"",
+        "squall_database_dead_tuples{table=\"executions\"}",
+        "squall_database_connections{state=\"in_use\"}",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
 
     // A pack installed through the API, kept in the database for the
     // standby, which has its own data directory.

@@ -24,6 +24,26 @@ pub struct SensorLabel {
     pub sensor: String,
 }
 
+/// The `table` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+/// The `state` label of a pool's connections (`in_use`, `idle`, `waiting`
+/// for callers waiting for one).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// The labels of a lease.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabel {
+    pub lease: String,
+    pub holder: String,
+}
+
 /// Every metric Squall keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -49,6 +69,14 @@ pub struct Metrics {
     /// Sensor instances alive now, by tenant and sensor: from the moment
     /// one is instantiated until it is dropped. Never above 1.
     pub sensor_instances: Family<SensorLabel, Gauge>,
+    /// On PostgreSQL (set when scraped): dead rows of the tables every
+    /// execution writes, which autovacuum must keep up with.
+    pub database_dead_tuples: Family<TableLabel, Gauge>,
+    /// On PostgreSQL (set when scraped): this node's pooled connections.
+    pub database_connections: Family<StateLabel, Gauge>,
+    /// On PostgreSQL (set when scraped): seconds until each lease held now
+    /// runs out unrenewed, by lease and holder.
+    pub lease_seconds_left: Family<LeaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     registry: Registry,
 }
 
@@ -71,6 +99,10 @@ impl Metrics {
         let store_commit_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 18));
         let store_batches_reapplied = Counter::default();
         let sensor_instances = Family::<SensorLabel, Gauge>::default();
+        let database_dead_tuples = Family::<TableLabel, Gauge>::default();
+        let database_connections = Family::<StateLabel, Gauge>::default();
+        let lease_seconds_left =
+            Family::<LeaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let mut registry = Registry::with_prefix("squall");
         registry.register(
             "executions_requested",
@@ -122,6 +154,21 @@ impl Metrics {
             "Sensor instances alive now, by tenant and sensor",
             sensor_instances.clone(),
         );
+        registry.register(
+            "database_dead_tuples",
+            "PostgreSQL: dead rows of the tables every execution writes",
+            database_dead_tuples.clone(),
+        );
+        registry.register(
+            "database_connections",
+            "PostgreSQL: this node's pooled connections, by state",
+            database_connections.clone(),
+        );
+        registry.register(
+            "lease_seconds_left",
+            "PostgreSQL: seconds until each lease held now runs out unrenewed",
+            lease_seconds_left.clone(),
+        );
         Self {
             executions_requested,
             executions_completed,
@@ -133,6 +180,9 @@ impl Metrics {
             store_commit_seconds,
             store_batches_reapplied,
             sensor_instances,
+            database_dead_tuples,
+            database_connections,
+            lease_seconds_left,
             registry,
         }
     }

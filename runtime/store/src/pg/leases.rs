@@ -86,6 +86,21 @@ impl PgStore {
             .map(|r| (r.get(0), r.get(1))))
     }
 
+    /// Every lease held now: its name, holder and seconds left.
+    pub async fn leases_held(&self) -> Result<Vec<(String, String, f64)>> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT name, holder, EXTRACT(EPOCH FROM expires_at - now())::float8
+                 FROM leases WHERE expires_at >= now() ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Record that `timer` of `tenant` fires at `fire_time` (RFC 3339, the
     /// tick's own time): `true` for the one node that records it first,
     /// which fires it; `false` for every other.

@@ -201,6 +201,16 @@ impl From<deadpool_postgres::PoolError> for crate::Error {
     }
 }
 
+/// The tables every execution writes, which autovacuum must keep up with.
+const HOT_TABLES: &[&str] = &[
+    "events",
+    "execution_queue",
+    "executions",
+    "leases",
+    "rule_enforcements",
+    "trigger_instances",
+];
+
 /// A handle to the shared database; cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {
@@ -403,6 +413,31 @@ impl PgStore {
         // The pool's timeouts need a runtime's clock: the store's own.
         let _context = self.bridge.handle().enter();
         futures_executor::block_on(operation)
+    }
+
+    /// Dead rows of the tables every execution writes, by table.
+    pub async fn dead_tuples(&self) -> Result<Vec<(String, i64)>, PgError> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT relname::text, n_dead_tup FROM pg_stat_user_tables
+                 WHERE relname = ANY($1) ORDER BY relname",
+                &[&HOT_TABLES],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// This node's pool: connections in use, idle, and callers waiting.
+    pub fn pool_state(&self) -> [(&'static str, usize); 3] {
+        let status = self.pool.status();
+        [
+            ("in_use", status.size.saturating_sub(status.available)),
+            ("idle", status.available),
+            ("waiting", status.waiting),
+        ]
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
