@@ -68,7 +68,7 @@ impl PgStore {
     pub async fn tenants(&self) -> Result<Vec<TenantInfo>> {
         let client = self.client().await?;
         client
-            .query("SELECT id, created_at FROM tenants ORDER BY id", &[])
+            .query("SELECT id, created_at FROM tenants ORDER BY id COLLATE \"C\"", &[])
             .await?
             .iter()
             .map(|r| {
@@ -86,7 +86,7 @@ impl PgStore {
         Ok(client
             .query(
                 "SELECT name, role, password_hash IS NOT NULL, created_at FROM users
-                 WHERE tenant_id = $1 ORDER BY name",
+                 WHERE tenant_id = $1 ORDER BY name COLLATE \"C\"",
                 &[&tenant.as_str()],
             )
             .await?

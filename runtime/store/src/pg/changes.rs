@@ -45,7 +45,7 @@ impl PgStore {
         let client = self.client().await?;
         client
             .query(
-                "SELECT tenant_id, epoch FROM tenant_epochs ORDER BY tenant_id",
+                "SELECT tenant_id, epoch FROM tenant_epochs ORDER BY tenant_id COLLATE \"C\"",
                 &[],
             )
             .await?

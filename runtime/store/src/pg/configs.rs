@@ -17,7 +17,7 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT pack, config, updated_at FROM pack_configs WHERE tenant_id = $1 ORDER BY pack",
+                "SELECT pack, config, updated_at FROM pack_configs WHERE tenant_id = $1 ORDER BY pack COLLATE \"C\"",
                 &[&tenant.as_str()],
             )
             .await?;

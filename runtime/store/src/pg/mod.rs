@@ -410,9 +410,20 @@ impl PgStore {
     /// holds in any caller, a single-threaded runtime's included (whose
     /// thread it blocks meanwhile, as a SQLite read does).
     pub fn block<F: std::future::Future>(&self, operation: F) -> F::Output {
-        // The pool's timeouts need a runtime's clock: the store's own.
-        let _context = self.bridge.handle().enter();
-        futures_executor::block_on(operation)
+        let wait = || {
+            // The pool's timeouts need a runtime's clock: the store's own.
+            let _context = self.bridge.handle().enter();
+            futures_executor::block_on(operation)
+        };
+        // On a worker of a multi-threaded runtime, its other tasks move to
+        // the other workers meanwhile: among them may be those holding the
+        // pool's connections, which this wait could otherwise starve.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     /// Dead rows of the tables every execution writes, by table.

@@ -371,7 +371,7 @@ impl PgStore {
         let tags = client
             .query(
                 &format!(
-                    "{roots} ORDER BY began {order}, tag {order} LIMIT ${} OFFSET ${}",
+                    "{roots} ORDER BY began {order}, tag COLLATE \"C\" {order} LIMIT ${} OFFSET ${}",
                     n + 1,
                     n + 2
                 ),
@@ -449,7 +449,7 @@ impl PgStore {
         client
             .query(
                 &format!(
-                    "SELECT tenant_id, ref, body FROM {} ORDER BY tenant_id, ref",
+                    "SELECT tenant_id, ref, body FROM {} ORDER BY tenant_id COLLATE \"C\", ref COLLATE \"C\"",
                     table.name()
                 ),
                 &[],
@@ -490,7 +490,7 @@ impl PgStore {
         let client = self.client().await?;
         client
             .query(
-                "SELECT tenant_id, ref, enabled FROM sensors ORDER BY tenant_id, ref",
+                "SELECT tenant_id, ref, enabled FROM sensors ORDER BY tenant_id COLLATE \"C\", ref COLLATE \"C\"",
                 &[],
             )
             .await?
