@@ -111,6 +111,9 @@ async fn refuse_nul_in_path(
     if error::has_encoded_nul(req.uri().path()) {
         return refuse("path");
     }
+    if req.uri().query().is_some_and(error::has_encoded_nul) {
+        return refuse("query");
+    }
     let is_form = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -121,8 +124,14 @@ async fn refuse_nul_in_path(
     }
     // Forms are small; axum's own limit for them.
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 2 << 20).await else {
-        return error::ApiError::BadRequest("the form is larger than 2 MiB".into()).into_response();
+    let bytes = match axum::body::to_bytes(body, 2 << 20).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return error::ApiError::BadRequest(format!(
+                "the form could not be read (at most 2 MiB are): {e}"
+            ))
+            .into_response();
+        }
     };
     if error::has_encoded_nul(&String::from_utf8_lossy(&bytes)) {
         return refuse("form");

@@ -142,7 +142,7 @@ pub(crate) async fn stream(
 
 /// How often a log reader looks for events other nodes wrote, when this
 /// node's own have not woken it first.
-const LOG_POLL: Duration = Duration::from_millis(200);
+const LOG_POLL: Duration = Duration::from_millis(500);
 
 /// Events read from the log per query.
 const LOG_PAGE: usize = 256;
@@ -182,9 +182,9 @@ fn logged(
                 }
             }
             tokio::select! {
-                woken = r.wake.recv() => {
+                woken = own_event(&mut r.wake, &r.tenant) => {
                     // The server is stopping: so does the stream.
-                    if matches!(woken, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    if !woken {
                         return None;
                     }
                 }
@@ -192,6 +192,24 @@ fn logged(
             }
         }
     })
+}
+
+/// Wait for this node's next event of `tenant` (another tenant's wakes no
+/// reader of this one); false once the server stops.
+async fn own_event(
+    wake: &mut tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent>,
+    tenant: &TenantId,
+) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match wake.recv().await {
+            Ok(e) if e.execution.tenant == *tenant => return true,
+            Ok(_) => {}
+            // Missed some: one of them may have been this tenant's.
+            Err(RecvError::Lagged(_)) => return true,
+            Err(RecvError::Closed) => return false,
+        }
+    }
 }
 
 /// [`logged`]'s state.

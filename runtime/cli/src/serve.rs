@@ -287,19 +287,33 @@ async fn run(
         commit_interval: std::time::Duration::from_micros(args.commit_interval_us),
         ..Default::default()
     };
+    // On PostgreSQL, one node serves a database at a time (docs/cluster.md):
+    // the lease first, then the schema brought up to date under it.
+    let serving = match crate::commands::DATABASE.get().cloned().flatten() {
+        Some(db) => {
+            let pg = squall_store::pg::PgStore::connect_for_lease(&db.url, db.ca.as_deref())
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to open the database at {}",
+                        squall_store::pg::redacted(&db.url)
+                    )
+                })?;
+            let node = crate::node::Node::new(pg);
+            let serving = node.serve_when_free().await;
+            tracing::info!(node = node.name(), "serving the database");
+            Some(serving)
+        }
+        None => None,
+    };
     let store = open_store_with(
         data_dir,
         &store_config,
         usize::from(args.database_connections),
     )?
     .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
-    // On PostgreSQL, one node serves a database at a time (docs/cluster.md).
-    let node = store
-        .postgres()
-        .map(|pg| crate::node::Node::new(pg.clone()));
-    if let Some(node) = &node {
-        node.serve_when_free().await?;
-        tracing::info!(node = node.name(), "serving the database");
+    if let Some(pg) = store.postgres() {
+        pg.check_secret_key().await?;
     }
     let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
     let mut allowed = Vec::new();
@@ -441,17 +455,6 @@ async fn run(
     // SIGTERM sent right after the announcement is a graceful stop.
     let shutdown = {
         let (signal, reactor) = (shutdown_signal()?, reactor.clone());
-        // A node that lost its lease on the database stops as on SIGTERM.
-        let lost = node.clone().map(crate::node::Node::keep_serving);
-        let signal = async move {
-            match lost {
-                Some(lost) => tokio::select! {
-                    () = signal => {}
-                    () = lost => eprintln!("squall: this node lost its lease on the database; stopping"),
-                },
-                None => signal.await,
-            }
-        };
         // An upload being built would hold the graceful stop up to the
         // build's deadline: it is stopped as the stop begins.
         async move {
@@ -485,8 +488,8 @@ async fn run(
     reactor
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
-    if let Some(node) = node {
-        node.release().await;
+    if let Some(serving) = serving {
+        serving.release().await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2799,11 +2799,11 @@ fn sse(addr: &str, key: &str, last_event_id: Option<&str>) -> std::sync::mpsc::R
         "GET /stream/v1/stream HTTP/1.0\r\nHost: {addr}\r\nSt2-Api-Key: {key}\r\n{resume}\r\n"
     )
     .expect("write request");
+    let mut lines = std::io::BufReader::new(stream).lines();
+    let status = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(status.contains(" 200 "), "stream refused: {status}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stream).lines();
-        let status = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(status.contains(" 200 "), "stream refused: {status}");
         // The head, up to its blank line.
         for line in lines.by_ref() {
             if line.map_or(true, |l| l.is_empty()) {
@@ -3107,5 +3107,11 @@ fn a_graceful_stop_ends_open_streams() {
     assert!(body.contains("no event log"), "{body}");
     server.terminate();
     // What was sent before the stop is read; then the stream has ended.
-    while events.recv_timeout(PATIENCE).is_ok() {}
+    loop {
+        match events.recv_timeout(PATIENCE) {
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the stream is still open after the server stopped: {e}"),
+        }
+    }
 }

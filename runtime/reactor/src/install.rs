@@ -476,6 +476,15 @@ impl PackStore {
     }
 }
 
+/// Whether `version` is what an install names a version (a UUIDv7's 32
+/// lowercase hex digits), and so a safe directory name.
+fn is_version_id(version: &str) -> bool {
+    version.len() == 32
+        && version
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// What [`PackStore::sync_with_database`] changed on this node's disk.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Synced {
@@ -531,6 +540,11 @@ impl PackStore {
             if have.remove(&key).as_deref() == Some(v.version.as_str()) {
                 continue;
             }
+            // A version names a directory: only the ids installs make.
+            if !is_version_id(&v.version) {
+                tracing::error!(tenant = %v.tenant, pack = %v.pack, version = %v.version, "the database holds a pack version that is not a version id; skipped");
+                continue;
+            }
             // Replaced since it was listed: the next sync has the new one.
             let Some(archive) = pg
                 .pack_archive(&v.tenant, &v.pack, &v.version)
@@ -564,6 +578,7 @@ impl PackStore {
                 continue;
             }
             let _ = std::fs::remove_dir_all(&pack_dir);
+            tracing::warn!(%tenant, pack = %pack_ref, "removed an installed pack the database does not hold (uninstalled through another node, or installed before this node used the database)");
             synced.removed.push((tenant, pack_ref));
         }
         Ok(synced)
@@ -1214,6 +1229,20 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_version_ids_name_version_directories() {
+        assert!(is_version_id(&squall_core::trigger::new_id()));
+        for bad in [
+            "..",
+            "../../etc",
+            "",
+            "0123456789abcdef0123456789ABCDEF",
+            "a/b",
+        ] {
+            assert!(!is_version_id(bad), "{bad}");
+        }
+    }
 
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(

@@ -713,6 +713,13 @@ impl Reactor {
             Ok(None) => {
                 let written = self.inner.store.write_batch(&batch).await;
                 drop(batch);
+                // Not written: the workflows leave memory while still held,
+                // so no other step moves on from state the store lacks.
+                if written.is_err() {
+                    for w in &touched {
+                        self.inner.flows.remove(w);
+                    }
+                }
                 plan.guards.clear();
                 written
             }

@@ -68,7 +68,10 @@ impl PgStore {
     pub async fn tenants(&self) -> Result<Vec<TenantInfo>> {
         let client = self.client().await?;
         client
-            .query("SELECT id, created_at FROM tenants ORDER BY id COLLATE \"C\"", &[])
+            .query(
+                "SELECT id, created_at FROM tenants ORDER BY id COLLATE \"C\"",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| {

@@ -58,6 +58,40 @@ impl PgStore {
     }
 }
 
+/// What the key check seals, bound to.
+const KEY_CHECK: &str = "squall datastore key check";
+
+impl PgStore {
+    /// Check that this node's datastore key is the one the database's
+    /// secrets are sealed with (the first node to check records a value
+    /// sealed with its key): a node with another key would fail to read
+    /// every secret and stored pack config only once it served.
+    pub async fn check_secret_key(&self) -> Result<(), PgError> {
+        let Some(key) = &self.secret_key else {
+            return Ok(());
+        };
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO squall_settings (name, value) VALUES ('key_check', $1)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&key.seal(KEY_CHECK, KEY_CHECK)],
+            )
+            .await?;
+        let sealed: String = client
+            .query_one(
+                "SELECT value FROM squall_settings WHERE name = 'key_check'",
+                &[],
+            )
+            .await?
+            .get(0);
+        match key.open(&sealed, KEY_CHECK) {
+            Ok(text) if text == KEY_CHECK => Ok(()),
+            _ => Err(PgError::WrongKey),
+        }
+    }
+}
+
 #[async_trait]
 impl KvStore for PgStore {
     async fn get(&self, tenant: &TenantId, key: &str) -> Result<Option<KvEntry>, KvError> {

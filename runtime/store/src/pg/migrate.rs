@@ -286,6 +286,15 @@ const MIGRATIONS: &[&str] = &[
     $$;
     CREATE TRIGGER executions_log_events AFTER INSERT OR UPDATE ON executions
         FOR EACH ROW EXECUTE FUNCTION log_execution_event();
+    CREATE INDEX events_by_time ON events (at);
+    "#,
+    // 13: settings every node must agree on, such as a value sealed with
+    // the datastore key, which a node with another key cannot open.
+    r#"
+    CREATE TABLE squall_settings (
+        name   TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
     "#,
 ];
 

@@ -50,6 +50,10 @@ pub enum PgError {
     TooNew { found: i64, supported: i64 },
     #[error("TLS to the database: {0}")]
     Tls(String),
+    #[error(
+        "this node's datastore key (SQUALL_SECRET_KEY, else the data directory's secret.key) is not the one the database's secrets are sealed with: give every node the same key"
+    )]
+    WrongKey,
 }
 
 /// How connections are made: in clear, or over TLS (`sslmode=require`)
@@ -344,6 +348,16 @@ impl PgStore {
         connections: usize,
         ca: Option<&std::path::Path>,
     ) -> Result<Self, PgError> {
+        let store = Self::connect_unmigrated(url, connections, ca).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_unmigrated(
+        url: &str,
+        connections: usize,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
@@ -387,9 +401,36 @@ impl PgStore {
             secret_key: None,
             kv_quota: None,
         };
-        let mut client = store.pool.get().await?;
-        migrate::migrate(&mut client).await?;
         Ok(store)
+    }
+
+    /// A store of one connection for a node's lease on the database, on a
+    /// connection of its own (a busy pool never holds a renewal up). Only
+    /// a database without the lease table yet (a new one) is migrated
+    /// here: otherwise the node migrates once it holds the lease, so a
+    /// newer node waiting as a standby never changes the schema under an
+    /// older one serving.
+    pub async fn connect_for_lease(
+        url: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, PgError> {
+        let store = Self::connect_unmigrated(url, 1, ca).await?;
+        let client = store.client().await?;
+        let has_leases: bool = client
+            .query_one("SELECT to_regclass('leases') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        drop(client);
+        if !has_leases {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Bring the schema up to date (once, whichever node gets there first).
+    async fn migrate(&self) -> Result<(), PgError> {
+        let mut client = self.pool.get().await?;
+        migrate::migrate(&mut client).await
     }
 
     /// Encrypt secret datastore values with `key` from now on.
@@ -542,6 +583,57 @@ mod tests {
         assert!(
             refused.to_string().contains("holds no PEM certificate"),
             "{refused}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_with_another_datastore_key_is_refused() {
+        let pg = Postgres::start();
+        let url = pg.create_database("keys");
+        let first = PgStore::connect(&url, 2)
+            .await
+            .expect("connect")
+            .with_secret_key(sealing());
+        first
+            .check_secret_key()
+            .await
+            .expect("the first key is recorded");
+        first.check_secret_key().await.expect("and holds");
+        let other = PgStore::connect(&url, 2)
+            .await
+            .expect("connect")
+            .with_secret_key(sealing());
+        let refused = other.check_secret_key().await.expect_err("another key");
+        assert!(
+            refused.to_string().contains("give every node the same key"),
+            "{refused}"
+        );
+        // The lease's own connection finds the schema made and leaves it.
+        let lease = PgStore::connect_for_lease(&url, None)
+            .await
+            .expect("lease store");
+        assert!(
+            lease
+                .acquire_lease("server", "n1", std::time::Duration::from_secs(5))
+                .await
+                .expect("acquire")
+                .is_some()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_database_gets_its_lease_table_from_the_first_lease_store() {
+        let pg = Postgres::start();
+        let url = pg.create_database("fresh");
+        let lease = PgStore::connect_for_lease(&url, None)
+            .await
+            .expect("lease store");
+        assert!(
+            lease
+                .acquire_lease("server", "n1", std::time::Duration::from_secs(5))
+                .await
+                .expect("acquire")
+                .is_some()
         );
     }
 

@@ -1,8 +1,9 @@
 //! Packs installed through the API, shared by the cluster's nodes: the
 //! version in force of each pack, with its archive. The node that installs
-//! a pack writes it here once the pack is in force on that node; every
-//! other node installs what this table holds, at start and when the
-//! tenant's change epoch (bumped in the same transaction) moves.
+//! a pack writes it here once the pack is in force on that node; a node
+//! installs what this table holds when it starts serving. Each change also
+//! bumps the tenant's change epoch in its transaction, for nodes serving
+//! at the same time to follow once they share the work.
 
 use squall_core::TenantId;
 
