@@ -59,6 +59,10 @@ pub struct AppState {
     /// Set once the server begins to stop: streams end then, as a graceful
     /// stop waits for every response to finish.
     pub(crate) stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// On PostgreSQL, a pool of its own for the streams' reads of the event
+    /// log, so open streams never take the reactor's connections; `None`:
+    /// the reactor's store.
+    pub event_log: Option<squall_store::pg::PgStore>,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             pack_paths: None,
             secure_cookies: false,
             stopping: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
+            event_log: None,
         }
     }
 }

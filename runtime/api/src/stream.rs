@@ -86,15 +86,15 @@ pub(crate) async fn stream(
                 })
         })
         .transpose()?;
-    let events: futures_util::stream::BoxStream<'static, Result<Event, Infallible>> = match state
-        .reactor
-        .store()
-        .postgres()
-    {
+    let log = state
+        .event_log
+        .clone()
+        .or_else(|| state.reactor.store().postgres().cloned());
+    let events: futures_util::stream::BoxStream<'static, Result<Event, Infallible>> = match log {
         // A cluster's: from the database's event log, which every node
         // writes, resumable on any node from `Last-Event-ID`.
         Some(pg) => Box::pin(logged(
-            pg.clone(),
+            pg,
             tenant,
             last_event_id,
             state.reactor.subscribe(),
@@ -162,6 +162,7 @@ fn logged(
         pg,
         tenant,
         started: from.is_some(),
+        resumed: from.is_none(),
         at: from,
         ready: std::collections::VecDeque::new(),
         wake,
@@ -221,6 +222,9 @@ struct LogReader<W> {
     /// Whether `at` is set: a stream without a position starts after the
     /// last event there is when it first reads.
     started: bool,
+    /// Whether a stream given a position checked it against what the log
+    /// still keeps.
+    resumed: bool,
     ready: std::collections::VecDeque<Event>,
     wake: tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent>,
     wants: W,
@@ -232,6 +236,25 @@ impl<W: Fn(&str) -> bool> LogReader<W> {
         if !self.started {
             self.at = self.pg.event_head(&self.tenant).await?;
             self.started = true;
+        } else if !self.resumed {
+            // Resuming from before what the log still keeps: said, not
+            // hidden, and read on from what it keeps.
+            self.resumed = true;
+            if let (Some(at), Some(purged)) = (self.at, self.pg.events_purged_through().await?)
+                && at < purged
+            {
+                self.at = Some(purged);
+                self.ready.push_back(
+                    Event::default().event("st2.stream__lagged").data(
+                        serde_json::json!({
+                            "purged_through": purged.to_string(),
+                            "message": "events after Last-Event-ID may have been purged (older than the event log keeps): read the state again",
+                        })
+                        .to_string(),
+                    ),
+                );
+                return Ok(true);
+            }
         }
         let page = self
             .pg
@@ -321,4 +344,41 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         )],
         m.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_resuming_before_what_the_log_keeps_is_told() {
+        let pg = squall_tests::postgres::Postgres::start();
+        let store = PgStore::connect(&pg.create_database("lagged"), 2)
+            .await
+            .expect("connect");
+        let tenant = TenantId::default_tenant();
+        store
+            .append_event(&tenant, "st2.execution__create", "gone")
+            .await
+            .expect("append");
+        let purged = store.events_after(&tenant, None, 1).await.expect("read")[0].id;
+        store.purge_events(Duration::ZERO, 10).await.expect("purge");
+        let (tx, rx) = tokio::sync::broadcast::channel(4);
+        let mut events = Box::pin(logged(
+            store,
+            tenant,
+            Some(EventId { tx: 0, seq: 0 }),
+            rx,
+            |_| true,
+        ));
+        let first = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the stream goes on")
+            .expect("events are infallible");
+        let text = format!("{first:?}");
+        assert!(text.contains("st2.stream__lagged"), "{text}");
+        assert!(text.contains(&purged.to_string()), "{text}");
+        drop(tx);
+    }
 }

@@ -315,6 +315,18 @@ async fn run(
     if let Some(pg) = store.postgres() {
         pg.check_secret_key().await?;
     }
+    // The streams' reads of the event log, through a pool of their own.
+    let event_log = match crate::commands::DATABASE.get().cloned().flatten() {
+        Some(db) => Some(
+            squall_store::pg::PgStore::connect_with_ca(
+                &db.url,
+                STREAM_CONNECTIONS,
+                db.ca.as_deref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let sandbox = Arc::new(open_sandbox(data_dir, 2000)?);
     let mut allowed = Vec::new();
     for dir in &args.allow_dirs {
@@ -483,6 +495,7 @@ async fn run(
     state.upload_limit = args.max_upload_mib.max(1) << 20;
     state.pack_paths = Some(fixed_paths);
     state.secure_cookies = args.secure_cookies;
+    state.event_log = event_log;
     squall_api::serve(state, listener, shutdown).await?;
     tracing::info!("stopped accepting requests; finishing work in flight");
     reactor
@@ -493,6 +506,9 @@ async fn run(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Connections the streams read the event log through, on PostgreSQL.
+const STREAM_CONNECTIONS: usize = 4;
 
 /// Retention: purge what is older than `days`, now and every hour.
 async fn purge_every_hour(store: squall_store::Store, days: f64) {

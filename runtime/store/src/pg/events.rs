@@ -79,23 +79,66 @@ impl PgStore {
 
     /// Delete events older than `age`, `batch` rows a statement; how many.
     /// A stream resumes from `Last-Event-ID` within that window.
+    /// The position up to which events may have been purged: a reader
+    /// resuming from before it may have missed some.
+    pub async fn events_purged_through(&self) -> Result<Option<EventId>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM squall_settings WHERE name = 'events_purged_through'",
+                &[],
+            )
+            .await?;
+        row.map(|r| {
+            r.get::<_, String>(0)
+                .parse()
+                .map_err(|e: String| Error::Corrupt(format!("events_purged_through: {e}")))
+        })
+        .transpose()
+    }
+
     pub async fn purge_events(&self, age: std::time::Duration, batch: usize) -> Result<u64> {
         let client = self.client().await?;
         let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let mut purged = 0;
+        let mut through: Option<EventId> = None;
         loop {
-            let n = client
-                .execute(
+            let gone = client
+                .query(
                     "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events
-                     WHERE at < now() - make_interval(secs => $1) LIMIT $2)",
+                     WHERE at < now() - make_interval(secs => $1) LIMIT $2)
+                     RETURNING tx, seq",
                     &[&age.as_secs_f64(), &batch],
                 )
                 .await?;
+            let n = gone.len() as u64;
             purged += n;
+            through = gone
+                .iter()
+                .map(|r| EventId {
+                    tx: r.get(0),
+                    seq: r.get(1),
+                })
+                .chain(through)
+                .max();
             if i64::try_from(n).unwrap_or(i64::MAX) < batch {
-                return Ok(purged);
+                break;
             }
         }
+        // Kept as the furthest position purged so far.
+        if let Some(at) = through {
+            let before = self.events_purged_through().await?;
+            if before.is_none_or(|b| b < at) {
+                client
+                    .execute(
+                        "INSERT INTO squall_settings (name, value) VALUES ('events_purged_through', $1)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        &[&at.to_string()],
+                    )
+                    .await?;
+            }
+        }
+        Ok(purged)
     }
 
     /// The last event of `tenant` a reader can take now: a stream that
@@ -236,6 +279,7 @@ mod tests {
                 .expect("purge"),
             0
         );
+        assert_eq!(store.events_purged_through().await.expect("read"), None);
         assert_eq!(
             store
                 .purge_events(std::time::Duration::ZERO, 2)
@@ -243,6 +287,11 @@ mod tests {
                 .expect("purge"),
             3,
             "every event, two a statement"
+        );
+        assert_eq!(
+            store.events_purged_through().await.expect("read"),
+            Some(more[0].id),
+            "the furthest position purged is kept"
         );
         assert!(
             store
