@@ -153,10 +153,16 @@ impl PgStore {
             .await
             .map_err(Error::from)?;
         if inserted == 0 {
-            // Made in another tenant by a racing node since the check.
-            return Err(AccountError::Exists {
-                kind: "user",
-                name: user.to_owned(),
+            // Made in another tenant by a racing node since the check: said
+            // as SQLite says it.
+            let owner: String = tx
+                .query_one("SELECT tenant_id FROM users WHERE name = $1", &[&user])
+                .await
+                .map_err(Error::from)?
+                .get(0);
+            return Err(AccountError::OtherTenant {
+                user: user.to_owned(),
+                tenant: tenant_of(owner)?,
             });
         }
         // Tokens carry the role they were made with: a changed user logs

@@ -203,8 +203,9 @@ impl PgStore {
 
     /// Write the end of an execution this node claimed with `fence`:
     /// accepted (`true`) only while the fence still holds its queue row,
-    /// which goes with it; otherwise refused, and the refusal recorded
-    /// with `node`.
+    /// which goes with it, and the record had not ended meanwhile (a
+    /// cancel; the claim ends all the same, nothing is written); under a
+    /// lost fence refused, and the refusal recorded with `node`.
     pub async fn complete_claimed(
         &self,
         node: &str,
@@ -221,8 +222,9 @@ impl PgStore {
             )
             .await?
             == 1;
+        let mut written = false;
         if held {
-            update(&tx, &row).await?;
+            written = update(&tx, &row).await?;
         } else {
             tx.execute(
                 "INSERT INTO stale_completions (execution_id, node, fence, status) VALUES ($1, $2, $3, $4)",
@@ -232,7 +234,7 @@ impl PgStore {
             tracing::warn!(execution = %row.id, node, fence, "a completion under a lost lease was refused");
         }
         tx.commit().await?;
-        Ok(held)
+        Ok(written)
     }
 
     /// Take back up to `limit` executions whose lease ran out (their node
@@ -534,6 +536,44 @@ mod tests {
                 .expect("complete")
         );
         assert_eq!(ids.len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_completion_of_an_execution_canceled_meanwhile_writes_nothing() {
+        let pg = Postgres::start();
+        let store = store(&pg, "canceled").await;
+        let tenant = TenantId::default_tenant();
+        queued(&store, &tenant, 1).await;
+        let claimed = store
+            .claim("a", 1, LEASE, None)
+            .await
+            .expect("claim")
+            .pop()
+            .expect("one");
+        let mut canceled = claimed.execution.clone();
+        assert!(canceled.transition(ExecutionStatus::Canceled));
+        assert!(store.update_execution(&canceled).await.expect("cancel"));
+        assert!(
+            !store
+                .complete_claimed("a", claimed.fence, &ran(claimed.execution.clone()))
+                .await
+                .expect("complete"),
+            "the end of a canceled execution is not written"
+        );
+        let stored = store
+            .get_execution(&tenant, &claimed.execution.id)
+            .await
+            .expect("get")
+            .expect("it");
+        assert_eq!(stored.status, ExecutionStatus::Canceled);
+        assert!(
+            store
+                .claim("b", 1, LEASE, None)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "its claim ended with it"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
