@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use squall_store::pg::PgStore;
+use std::sync::Arc;
+
+use squall_store::pg::{LeaseClock, PgStore};
 
 /// The lease a serving node holds.
 const LEASE: &str = "server";
@@ -30,6 +32,9 @@ const LOST_LEASE: i32 = 75;
 pub(crate) struct Node {
     pg: PgStore,
     name: String,
+    /// When the lease was last renewed: the node's other stores send
+    /// nothing once it is overdue.
+    clock: Arc<LeaseClock>,
 }
 
 impl Node {
@@ -47,7 +52,16 @@ impl Node {
             std::process::id(),
             &squall_core::trigger::new_id()[20..]
         );
-        Self { pg, name }
+        // Surely held until a renewal is overdue by a margin: the lease
+        // runs out on the database no earlier than its time to live after
+        // the renewal's statement, which ends before the clock is set.
+        let clock = Arc::new(LeaseClock::new(LEASE_TTL - RENEW_EVERY));
+        Self { pg, name, clock }
+    }
+
+    /// The clock of this node's lease, which its other stores go by.
+    pub(crate) fn lease_clock(&self) -> Arc<LeaseClock> {
+        self.clock.clone()
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -63,7 +77,10 @@ impl Node {
         let mut said_error = false;
         loop {
             match self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL).await {
-                Ok(Some(_)) => break,
+                Ok(Some(_)) => {
+                    self.clock.renewed();
+                    break;
+                }
                 Ok(None) if !said_holder => {
                     let holder = match self.pg.lease_holder(LEASE).await {
                         Ok(Some((holder, _))) => holder,
@@ -116,7 +133,10 @@ impl Node {
             )
             .await;
             match attempt {
-                Ok(Ok(Some(_))) => renewed = Instant::now(),
+                Ok(Ok(Some(_))) => {
+                    renewed = Instant::now();
+                    self.clock.renewed();
+                }
                 Ok(Ok(None)) => self.stop_now("the server lease was taken by another node"),
                 Ok(Err(e)) => {
                     tracing::warn!(node = %self.name, error = %e, "could not renew the server lease")

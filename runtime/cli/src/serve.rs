@@ -302,16 +302,20 @@ async fn run(
             let node = crate::node::Node::new(pg);
             let serving = node.serve_when_free().await;
             tracing::info!(node = node.name(), "serving the database");
-            Some(serving)
+            Some((serving, node.lease_clock()))
         }
         None => None,
     };
-    let store = open_store_with(
+    let mut store = open_store_with(
         data_dir,
         &store_config,
         usize::from(args.database_connections),
     )?
     .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
+    // Nothing is sent to the database once the lease may have run out.
+    if let Some((_, clock)) = &serving {
+        store = store.under_lease(clock.clone());
+    }
     if let Some(pg) = store.postgres() {
         pg.check_secret_key().await?;
     }
@@ -501,7 +505,7 @@ async fn run(
     reactor
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
-    if let Some(serving) = serving {
+    if let Some((serving, _)) = serving {
         serving.release().await;
     }
     Ok(ExitCode::SUCCESS)

@@ -3115,3 +3115,43 @@ fn a_graceful_stop_ends_open_streams() {
         }
     }
 }
+
+/// A serving node paused past its lease (SIGSTOP) finds, on resuming, that
+/// its standby took over: it exits at once (status 75) rather than serve
+/// beside it.
+#[test]
+fn a_node_paused_past_its_lease_exits_when_it_resumes() {
+    let pg = squall_tests::postgres::Postgres::start();
+    let url = pg.create_database("paused");
+    let (first, second) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let key = "3c".repeat(32);
+    let core = squall_tests::core_pack();
+    let mut paused = serve_on_database(&url, first.path(), &key, &[core.path()]);
+    squall_tests::listening_addr(&mut paused, PATIENCE, "the first node");
+    let mut standby = serve_on_database(&url, second.path(), &key, &[core.path()]);
+    let pid = paused.id().to_string();
+    let signal = |sig: &str| {
+        let sent = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    };
+    signal("-STOP");
+    squall_tests::listening_addr(&mut standby, PATIENCE, "the standby taking over");
+    signal("-CONT");
+    let status = wait_until("the resumed node exiting", || {
+        match paused.try_wait().expect("wait") {
+            Some(status) => Ok(status),
+            None => Err("still running".into()),
+        }
+    });
+    assert_eq!(status.code(), Some(75), "{status}");
+    let said = std::fs::read_to_string(first.path().join("serve.stderr")).expect("stderr");
+    assert!(said.contains("this node stops at once"), "{said}");
+    let _ = standby.kill();
+    let _ = standby.wait();
+}

@@ -193,6 +193,15 @@ impl Store {
         }
     }
 
+    /// On PostgreSQL, use the database only while `lease` is fresh
+    /// ([`crate::pg::LeaseClock`]); nothing changes on SQLite.
+    pub fn under_lease(self, lease: Arc<crate::pg::LeaseClock>) -> Self {
+        match self.engine {
+            Engine::Sqlite(_) => self,
+            Engine::Postgres(p) => Arc::unwrap_or_clone(p).under_lease(lease).into(),
+        }
+    }
+
     /// The SQLite store, when that is the engine.
     pub fn sqlite(&self) -> Option<&SqliteStore> {
         match &self.engine {

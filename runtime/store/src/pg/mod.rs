@@ -54,6 +54,10 @@ pub enum PgError {
         "this node's datastore key (SQUALL_SECRET_KEY, else the data directory's secret.key) is not the one the database's secrets are sealed with: give every node the same key"
     )]
     WrongKey,
+    #[error(
+        "this node's lease on the database may have run out (its renewal is overdue): it sends nothing until the lease is renewed"
+    )]
+    LeaseLapsed,
 }
 
 /// How connections are made: in clear, or over TLS (`sslmode=require`)
@@ -229,6 +233,49 @@ pub struct PgStore {
     pub(crate) secret_key: Option<SecretKey>,
     /// Bytes of keys and values one tenant's datastore may hold.
     kv_quota: Option<u64>,
+    /// The lease this node serves under, when it does: no statement is
+    /// sent once it may have run out.
+    lease: Option<std::sync::Arc<LeaseClock>>,
+}
+
+/// When a node's lease was last renewed, by its own clock. A process that
+/// was paused (stopped, swapped out) past its lease must not write on
+/// resuming, when another node may serve already: its store sends nothing
+/// until the lease is renewed again, which fails if another node took it.
+#[derive(Debug)]
+pub struct LeaseClock {
+    started: std::time::Instant,
+    /// Milliseconds from `started` to the last renewal.
+    renewed_ms: std::sync::atomic::AtomicU64,
+    /// How long after a renewal the lease surely still holds.
+    holds_for: std::time::Duration,
+}
+
+impl LeaseClock {
+    /// A lease renewed now, surely held for `holds_for` after each renewal
+    /// (its time to live less a margin).
+    pub fn new(holds_for: std::time::Duration) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            renewed_ms: std::sync::atomic::AtomicU64::new(0),
+            holds_for,
+        }
+    }
+
+    /// Record a renewal, just made.
+    pub fn renewed(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.renewed_ms
+            .store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the lease surely still holds.
+    pub fn fresh(&self) -> bool {
+        let renewed = std::time::Duration::from_millis(
+            self.renewed_ms.load(std::sync::atomic::Ordering::Acquire),
+        );
+        self.started.elapsed().saturating_sub(renewed) < self.holds_for
+    }
 }
 
 /// The runtime the pool's connections run on: one thread of the store's
@@ -400,6 +447,7 @@ impl PgStore {
             tls,
             secret_key: None,
             kv_quota: None,
+            lease: None,
         };
         Ok(store)
     }
@@ -493,7 +541,18 @@ impl PgStore {
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        if let Some(lease) = &self.lease
+            && !lease.fresh()
+        {
+            return Err(PgError::LeaseLapsed);
+        }
         Ok(self.pool.get().await?)
+    }
+
+    /// Use the database only while `lease` is fresh (see [`LeaseClock`]).
+    pub fn under_lease(mut self, lease: std::sync::Arc<LeaseClock>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// A page of `table`'s rows matching `filter` (arguments `?`), newest
@@ -630,6 +689,35 @@ mod tests {
     async fn a_new_database_gets_its_lease_table_from_the_first_lease_store() {
         let pg = Postgres::start();
         takes_the_lease(&pg.create_database("fresh")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_under_a_lapsed_lease_sends_nothing() {
+        let pg = Postgres::start();
+        let clock = std::sync::Arc::new(LeaseClock::new(std::time::Duration::from_millis(200)));
+        let store = PgStore::connect(&pg.create_database("lapsed"), 2)
+            .await
+            .expect("connect")
+            .under_lease(clock.clone());
+        store.tenants().await.expect("fresh: served");
+        // Overdue, as after a pause: refused until renewed.
+        let overdue = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let refused = loop {
+            match store.tenants().await {
+                Err(e) => break e,
+                Ok(_) => assert!(
+                    std::time::Instant::now() < overdue,
+                    "still served long after the lease lapsed"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        assert!(
+            refused.to_string().contains("may have run out"),
+            "{refused}"
+        );
+        clock.renewed();
+        store.tenants().await.expect("renewed: served again");
     }
 
     #[test]
