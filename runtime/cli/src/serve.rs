@@ -291,14 +291,7 @@ async fn run(
     // the lease first, then the schema brought up to date under it.
     let serving = match crate::commands::DATABASE.get().cloned().flatten() {
         Some(db) => {
-            let pg = squall_store::pg::PgStore::connect_for_lease(&db.url, db.ca.as_deref())
-                .await
-                .with_context(|| {
-                    format!(
-                        "failed to open the database at {}",
-                        squall_store::pg::redacted(&db.url)
-                    )
-                })?;
+            let pg = lease_store(&db).await?;
             let node = crate::node::Node::new(pg);
             let serving = node.serve_when_free().await;
             tracing::info!(node = node.name(), "serving the database");
@@ -509,6 +502,35 @@ async fn run(
         serving.release().await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store of this node's lease on the database. A database that
+/// cannot be reached yet is waited for, and said once; a URL, TLS setting
+/// or schema that cannot work is an error at once.
+async fn lease_store(db: &crate::commands::Database) -> anyhow::Result<squall_store::pg::PgStore> {
+    use squall_store::pg::{PgError, PgStore};
+    let mut said = false;
+    loop {
+        match PgStore::connect_for_lease(&db.url, db.ca.as_deref()).await {
+            Ok(pg) => return Ok(pg),
+            Err(e @ (PgError::Connect(_) | PgError::Query(_))) => {
+                if !said {
+                    eprintln!(
+                        "squall: the database at {} cannot be reached ({e}); trying again",
+                        squall_store::pg::redacted(&db.url)
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "failed to open the database at {}",
+                    squall_store::pg::redacted(&db.url)
+                )));
+            }
+        }
+    }
 }
 
 /// Connections the streams read the event log through, on PostgreSQL.
