@@ -7,9 +7,8 @@
 //! cannot renew its lease before it runs out exits at once, before the
 //! lease can pass to another node.
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use squall_store::pg::{LeaseClock, PgStore};
 
