@@ -693,31 +693,37 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_under_a_lapsed_lease_sends_nothing() {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
         let pg = Postgres::start();
-        let clock = std::sync::Arc::new(LeaseClock::new(std::time::Duration::from_millis(200)));
         let store = PgStore::connect(&pg.create_database("lapsed"), 2)
             .await
-            .expect("connect")
-            .under_lease(clock.clone());
-        store.tenants().await.expect("fresh: served");
-        // Overdue, as after a pause: refused until renewed.
-        let overdue = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            .expect("connect");
+        let held = store
+            .clone()
+            .under_lease(Arc::new(LeaseClock::new(Duration::from_secs(3600))));
+        held.tenants().await.expect("fresh: served");
+        // A lease surely held 2 s after each renewal, left unrenewed, as
+        // a paused process leaves it: refused once overdue.
+        let clock = Arc::new(LeaseClock::new(Duration::from_secs(2)));
+        let lapsing = store.under_lease(clock.clone());
+        let deadline = Instant::now() + Duration::from_secs(120);
         let refused = loop {
-            match store.tenants().await {
+            match lapsing.tenants().await {
                 Err(e) => break e,
                 Ok(_) => assert!(
-                    std::time::Instant::now() < overdue,
+                    Instant::now() < deadline,
                     "still served long after the lease lapsed"
                 ),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(
             refused.to_string().contains("may have run out"),
             "{refused}"
         );
         clock.renewed();
-        store.tenants().await.expect("renewed: served again");
+        lapsing.tenants().await.expect("renewed: served again");
     }
 
     #[test]
