@@ -440,6 +440,25 @@ impl Served {
     }
 }
 
+impl Served {
+    /// POST `n` events to webhook `crash`, each accepted (202): their
+    /// trigger instances' ids.
+    fn send_crash_webhooks(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|n| {
+                let (status, head, _) =
+                    self.request("POST", "/api/v1/webhooks/crash", &format!("{{\"n\": {n}}}"));
+                assert_eq!(status, 202);
+                head.lines()
+                    .find_map(|l| l.strip_prefix("st2-trigger-instance-id: "))
+                    .expect("instance id header")
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -467,19 +486,7 @@ fn accepted_webhooks_survive_a_kill_and_are_processed_exactly_once() {
     let packs = [core.path(), hooks.path()];
 
     let server = Served::start(data.path(), &packs);
-    let mut accepted = Vec::new();
-    for n in 0..20 {
-        let (status, head, _) =
-            server.request("POST", "/api/v1/webhooks/crash", &format!("{{\"n\": {n}}}"));
-        assert_eq!(status, 202);
-        let id = head
-            .lines()
-            .find_map(|l| l.strip_prefix("st2-trigger-instance-id: "))
-            .expect("instance id header")
-            .trim()
-            .to_owned();
-        accepted.push(id);
-    }
+    let accepted = server.send_crash_webhooks(20);
     server.kill();
 
     // Restart twice, stopping the first restart gracefully (SIGTERM lets
@@ -2926,19 +2933,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
     // A stream client of the first node, which sees its events until
     // the node dies.
     let live = sse(&server.addr, &api_key, None);
-    let mut accepted = Vec::new();
-    for n in 0..20 {
-        let (status, head, _) =
-            server.request("POST", "/api/v1/webhooks/crash", &format!("{{\"n\": {n}}}"));
-        assert_eq!(status, 202);
-        let id = head
-            .lines()
-            .find_map(|l| l.strip_prefix("st2-trigger-instance-id: "))
-            .expect("instance id header")
-            .trim()
-            .to_owned();
-        accepted.push(id);
-    }
+    let accepted = server.send_crash_webhooks(20);
     let first_seen = sse_until(&live, |_| true);
     // The database's figures, beside the node's own.
     let (status, _, metrics) = server.request("GET", "/metrics", "");
