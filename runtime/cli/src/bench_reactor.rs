@@ -274,7 +274,12 @@ async fn start_server(
     all_packs.push(hooks);
     let set = PackSet::load(&all_packs)?;
     let store = match database {
-        Some(url) => Store::connect(url, 16).await?,
+        // As a serving node writes: its executions claimed in its name
+        // (for longer than the run, which renews nothing).
+        Some(url) => {
+            let claims = std::time::Duration::from_secs(3600);
+            Store::connect_as(url, 16, None, "bench", claims).await?
+        }
         None => Store::open(&dir.join("squall.db"), &StoreConfig::default())?,
     };
     let sandbox = Arc::new(open_sandbox(dir, 1000)?);

@@ -348,7 +348,7 @@ pub(crate) enum PackCommand {
 }
 
 pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
-    open_store_with(data_dir, &StoreConfig::default(), COMMAND_CONNECTIONS)
+    open_store_with(data_dir, &StoreConfig::default(), COMMAND_CONNECTIONS, None)
 }
 
 /// The PostgreSQL database given by `--database` (or
@@ -369,11 +369,13 @@ const COMMAND_CONNECTIONS: usize = 2;
 
 /// The store: the SQLite file in `data_dir` with `config`, or the
 /// PostgreSQL database of `--database` with at most `connections`
-/// connections.
+/// connections, writing as `node` when given (a serving node, whose
+/// executions are claimed in its name).
 pub(crate) fn open_store_with(
     data_dir: &Path,
     config: &StoreConfig,
     connections: usize,
+    node: Option<&str>,
 ) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
@@ -386,14 +388,20 @@ pub(crate) fn open_store_with(
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
-                    Store::connect_with_ca(&url, connections, ca.as_deref())
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "failed to open the database at {}",
-                                squall_store::pg::redacted(&url)
-                            )
-                        })
+                    let ca = ca.as_deref();
+                    let connected = match node {
+                        Some(node) => {
+                            let ttl = crate::node::LEASE_TTL;
+                            Store::connect_as(&url, connections, ca, node, ttl).await
+                        }
+                        None => Store::connect_with_ca(&url, connections, ca).await,
+                    };
+                    connected.with_context(|| {
+                        format!(
+                            "failed to open the database at {}",
+                            squall_store::pg::redacted(&url)
+                        )
+                    })
                 })
             })
             .join()

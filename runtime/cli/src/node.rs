@@ -6,6 +6,11 @@
 //! once the lease runs out (the serving node stopped or died). A node that
 //! cannot renew its lease before it runs out exits at once, before the
 //! lease can pass to another node.
+//!
+//! The executions a node writes are claimed in its name (the connections
+//! of its store say who they are), and the node renews those claims with
+//! its lease. A node taking over adopts the claims of those before it, so
+//! the database itself refuses a write from one of them still running.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +50,10 @@ impl Node {
             .map(|h| h.trim().to_owned())
             .ok()
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "node".into());
+            .unwrap_or_else(|| "node".into())
+            // A node's name is a setting of its connections: plain
+            // characters only.
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "-");
         let name = format!(
             "{host}-{}-{}",
             std::process::id(),
@@ -128,7 +136,7 @@ impl Node {
                 .saturating_sub(RENEW_EVERY);
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(100)),
-                self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL),
+                self.pg.hold_lease(LEASE, &self.name, LEASE_TTL),
             )
             .await;
             match attempt {

@@ -295,7 +295,7 @@ async fn run(
             let node = crate::node::Node::new(pg);
             let serving = node.serve_when_free().await;
             tracing::info!(node = node.name(), "serving the database");
-            Some((serving, node.lease_clock()))
+            Some((serving, node))
         }
         None => None,
     };
@@ -303,14 +303,27 @@ async fn run(
         data_dir,
         &store_config,
         usize::from(args.database_connections),
+        serving.as_ref().map(|(_, node)| node.name()),
     )?
     .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
     // Nothing is sent to the database once the lease may have run out.
-    if let Some((_, clock)) = &serving {
-        store = store.under_lease(clock.clone());
+    if let Some((_, node)) = &serving {
+        store = store.under_lease(node.lease_clock());
     }
     if let Some(pg) = store.postgres() {
         pg.check_secret_key().await?;
+    }
+    // The executions previous nodes left unfinished are this node's now,
+    // before it picks them up: the database refuses their writes from
+    // here on, should one of them still be running somewhere.
+    if let (Some(pg), Some((_, node))) = (store.postgres(), &serving) {
+        let adopted = pg.adopt_claims(node.name(), crate::node::LEASE_TTL).await?;
+        if adopted > 0 {
+            tracing::info!(
+                executions = adopted,
+                "took over the executions previous nodes held"
+            );
+        }
     }
     // The streams' reads of the event log, through a pool of their own.
     let event_log = match crate::commands::DATABASE.get().cloned().flatten() {

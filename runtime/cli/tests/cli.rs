@@ -2972,6 +2972,26 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         .expect("squall runs");
     assert!(installed.status.success(), "{}", stderr(&installed));
 
+    // Left for the standby: an action running and a question waiting,
+    // both the first node's in the database (see `adopt_claims`).
+    let sleeping = server.execute(serde_json::json!({
+        "action": "core.sleep", "parameters": {"seconds": 600}
+    }));
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"approved": {"type": "boolean"}},
+        "required": ["approved"]
+    });
+    let asked = server.execute(serde_json::json!({
+        "action": "core.ask", "parameters": {"schema": schema}
+    }));
+    let inquiry = server.waiting_inquiry();
+    assert_eq!(inquiry, asked);
+    server.wait_until("the action running", |all| {
+        all.iter()
+            .any(|e| e["id"] == sleeping.as_str() && e["status"] == "running")
+    });
+
     // The standby says whom it waits for, and does not listen.
     let mut standby = serve_on_database(&url, second.path(), &key, &packs);
     wait_until("the standby saying it waits", || {
@@ -3008,6 +3028,23 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         let ti = server.get_json(&format!("/api/v1/triggerinstances/{id}"));
         assert_eq!(ti["status"], "processed");
     }
+    // The first node's executions are the standby's to write: the action
+    // it was running ends `abandoned`, the question is answered here.
+    server.wait_until("the first node's action abandoned", |all| {
+        all.iter()
+            .any(|e| e["id"] == sleeping.as_str() && e["status"] == "abandoned")
+    });
+    let answer = serde_json::json!({"id": inquiry, "response": {"approved": true}});
+    let (status, _, body) = server.request(
+        "PUT",
+        &format!("/api/v1/inquiries/{inquiry}"),
+        &answer.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    server.wait_until("the answered question ending", |all| {
+        all.iter()
+            .any(|e| e["id"] == asked.as_str() && e["status"] == "succeeded")
+    });
     let (status, _, body) =
         server.request("POST", "/api/v1/executions", r#"{"action": "swap.go"}"#);
     assert_eq!(status, 201, "{body}");

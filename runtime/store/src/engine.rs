@@ -177,6 +177,20 @@ impl Store {
         Ok(PgStore::connect_with_ca(url, connections, ca).await?.into())
     }
 
+    /// [`Store::connect_with_ca`] for node `node`, whose executions are
+    /// claimed in its name ([`PgStore::connect_as`]).
+    pub async fn connect_as(
+        url: &str,
+        connections: usize,
+        ca: Option<&std::path::Path>,
+        node: &str,
+        claim_ttl: std::time::Duration,
+    ) -> Result<Self> {
+        Ok(PgStore::connect_as(url, connections, ca, node, claim_ttl)
+            .await?
+            .into())
+    }
+
     /// Encrypt secret datastore values with `key` from now on.
     pub fn with_secret_key(self, key: SecretKey) -> Self {
         match self.engine {

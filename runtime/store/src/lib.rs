@@ -76,6 +76,20 @@ pub enum Error {
     Superseded,
 }
 
+impl Error {
+    /// Whether the database refused the write because another node holds
+    /// the execution (PostgreSQL; see [`pg::PgStore::connect_as`]): this
+    /// node was presumed dead and its work taken over. Nothing of the
+    /// transaction was written.
+    pub fn is_fenced(&self) -> bool {
+        let Error::Postgres(pg::PgError::Query(e)) = self else {
+            return false;
+        };
+        e.as_db_error()
+            .is_some_and(|db| db.code().code() == pg::FENCED)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How a write reaches the database.

@@ -21,6 +21,17 @@ pub struct Held {
     pub fence: i64,
 }
 
+/// Take lease `$1` for node `$2` for `$3` seconds, or renew it if `$2`
+/// holds it already; returns its fence while `$2` is the holder.
+const TAKE: &str = "INSERT INTO leases (name, holder, fence, expires_at)
+    VALUES ($1, $2, nextval('lease_fence'), now() + make_interval(secs => $3))
+    ON CONFLICT (name) DO UPDATE SET
+        fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE excluded.fence END,
+        holder = excluded.holder,
+        expires_at = excluded.expires_at
+    WHERE leases.holder = excluded.holder OR leases.expires_at < now()
+    RETURNING fence";
+
 impl PgStore {
     /// Take lease `name` for `node` for `ttl`, or renew it if `node` holds
     /// it already: `Some` while `node` is the holder, `None` while another
@@ -33,15 +44,24 @@ impl PgStore {
     ) -> Result<Option<Held>> {
         let client = self.client().await?;
         let row = client
+            .query_opt(TAKE, &[&name, &node, &ttl.as_secs_f64()])
+            .await?;
+        Ok(row.map(|r| Held { fence: r.get(0) }))
+    }
+
+    /// [`PgStore::acquire_lease`], renewing in the same statement the
+    /// claims `node` holds on executions for `ttl` (what a serving node
+    /// does at each renewal: one statement for all it holds).
+    pub async fn hold_lease(&self, name: &str, node: &str, ttl: Duration) -> Result<Option<Held>> {
+        let client = self.client().await?;
+        let row = client
             .query_opt(
-                "INSERT INTO leases (name, holder, fence, expires_at)
-                 VALUES ($1, $2, nextval('lease_fence'), now() + make_interval(secs => $3))
-                 ON CONFLICT (name) DO UPDATE SET
-                     fence = CASE WHEN leases.holder = excluded.holder THEN leases.fence ELSE excluded.fence END,
-                     holder = excluded.holder,
-                     expires_at = excluded.expires_at
-                 WHERE leases.holder = excluded.holder OR leases.expires_at < now()
-                 RETURNING fence",
+                &format!(
+                    "WITH claims AS (
+                         UPDATE execution_queue SET lease_until = now() + make_interval(secs => $3)
+                         WHERE node = $2)
+                     {TAKE}"
+                ),
                 &[&name, &node, &ttl.as_secs_f64()],
             )
             .await?;

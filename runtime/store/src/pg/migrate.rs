@@ -296,6 +296,45 @@ const MIGRATIONS: &[&str] = &[
         value  TEXT NOT NULL
     );
     "#,
+    // 14: an execution written by a node is claimed by that node (the
+    // connection's `squall.node`) from its insert until it ends, and only
+    // its holder may write it meanwhile: a node presumed dead, whose claims
+    // another node took over, is refused by the database itself (SQLSTATE
+    // SQ001), its whole transaction with it. A connection without a node
+    // (the command-line tools) claims nothing and is not refused.
+    r#"
+    CREATE FUNCTION claim_execution() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        me      TEXT := nullif(current_setting('squall.node', true), '');
+        ended   BOOLEAN := NEW.status IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned');
+        holder  TEXT;
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            IF me IS NOT NULL AND NOT ended THEN
+                INSERT INTO execution_queue (execution_id, tenant_id, node, fence, lease_until)
+                VALUES (NEW.id, NEW.tenant_id, me, nextval('execution_fence'),
+                        now() + coalesce(nullif(current_setting('squall.claim_ttl', true), ''), '30s')::interval);
+            END IF;
+            RETURN NULL;
+        END IF;
+        SELECT node INTO holder FROM execution_queue WHERE execution_id = NEW.id FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        IF me IS NOT NULL AND holder IS DISTINCT FROM me THEN
+            RAISE EXCEPTION 'execution % is held by node %, not by this node (%)',
+                NEW.id, coalesce(holder, '(none: waiting to be claimed)'), me
+                USING ERRCODE = 'SQ001';
+        END IF;
+        IF ended THEN
+            DELETE FROM execution_queue WHERE execution_id = NEW.id;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER executions_claimed AFTER INSERT OR UPDATE ON executions
+        FOR EACH ROW EXECUTE FUNCTION claim_execution();
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -131,6 +131,10 @@ pub fn redacted(url: &str) -> String {
 
 /// A driver error with the server's own message and SQLSTATE, which its
 /// `Display` leaves out.
+/// The SQLSTATE of a write refused because another node holds the
+/// execution (migration 14).
+pub const FENCED: &str = "SQ001";
+
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
@@ -395,15 +399,45 @@ impl PgStore {
         connections: usize,
         ca: Option<&std::path::Path>,
     ) -> Result<Self, PgError> {
-        let store = Self::connect_unmigrated(url, connections, ca).await?;
+        let store = Self::connect_unmigrated(url, connections, ca, None).await?;
         store.migrate().await?;
         Ok(store)
     }
 
+    /// [`PgStore::connect_with_ca`] for node `node`: every execution its
+    /// connections write is claimed by `node`, for `claim_ttl` unless
+    /// renewed ([`PgStore::hold_lease`]), and an execution another node
+    /// holds cannot be written through it (see [`crate::Error::is_fenced`]).
+    /// `node` is made of letters, digits, `.`, `_` and `-`.
+    pub async fn connect_as(
+        url: &str,
+        connections: usize,
+        ca: Option<&std::path::Path>,
+        node: &str,
+        claim_ttl: std::time::Duration,
+    ) -> Result<Self, PgError> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if node.is_empty() || !node.chars().all(plain) {
+            return Err(PgError::Connect(format!(
+                "node name '{node}' must be made of letters, digits, '.', '_' and '-'"
+            )));
+        }
+        let identity = format!(
+            "-c squall.node={node} -c squall.claim_ttl={}ms",
+            claim_ttl.as_millis()
+        );
+        let store = Self::connect_unmigrated(url, connections, ca, Some(&identity)).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store on `url`, its connections opened with the server options
+    /// `identity` (a node's, see [`PgStore::connect_as`]) when given.
     async fn connect_unmigrated(
         url: &str,
         connections: usize,
         ca: Option<&std::path::Path>,
+        identity: Option<&str>,
     ) -> Result<Self, PgError> {
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -413,8 +447,9 @@ impl PgStore {
         // oldest running transaction) and its locks: the server ends it.
         // Keepalives find a peer that vanished.
         let options = format!(
-            "{} -c idle_in_transaction_session_timeout=60000",
-            config.get_options().unwrap_or_default()
+            "{} -c idle_in_transaction_session_timeout=60000 {}",
+            config.get_options().unwrap_or_default(),
+            identity.unwrap_or_default()
         );
         config.options(options.trim());
         config.keepalives(true);
@@ -462,7 +497,7 @@ impl PgStore {
         url: &str,
         ca: Option<&std::path::Path>,
     ) -> Result<Self, PgError> {
-        let store = Self::connect_unmigrated(url, 1, ca).await?;
+        let store = Self::connect_unmigrated(url, 1, ca, None).await?;
         let client = store.client().await?;
         let has_leases: bool = client
             .query_one("SELECT to_regclass('leases') IS NOT NULL", &[])

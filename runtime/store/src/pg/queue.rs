@@ -306,6 +306,23 @@ impl PgStore {
         Ok(reaped)
     }
 
+    /// Take over every claim on an execution that is not `node`'s, each
+    /// under a new fence, for `lease`; how many. For a node that now
+    /// serves alone (it holds the `server` lease): from here on, the
+    /// database refuses the previous holders' writes to these executions
+    /// (see [`crate::Error::is_fenced`]).
+    pub async fn adopt_claims(&self, node: &str, lease: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
+                     lease_until = now() + make_interval(secs => $2)
+                 WHERE node IS DISTINCT FROM $1",
+                &[&node, &lease.as_secs_f64()],
+            )
+            .await?)
+    }
+
     /// Completions refused because their lease was lost: (execution, node,
     /// fence), oldest first.
     pub async fn stale_completions(&self) -> Result<Vec<(String, String, i64)>> {
@@ -626,6 +643,118 @@ mod tests {
         );
         let more = store.claim("b", 10, LEASE, Some(2)).await.expect("claim");
         assert_eq!((of(&more, "acme"), of(&more, "default")), (1, 0));
+    }
+
+    /// The node holding `e`'s claim, if it has one.
+    async fn holder(store: &PgStore, e: &Execution) -> Option<Option<String>> {
+        let client = store.client().await.expect("client");
+        client
+            .query_opt(
+                "SELECT node FROM execution_queue WHERE execution_id = $1",
+                &[&e.id.as_str()],
+            )
+            .await
+            .expect("query")
+            .map(|r| r.get(0))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_execution_is_written_only_by_the_node_holding_it() {
+        let pg = Postgres::start();
+        let url = pg.create_database("held");
+        let node = |name: &'static str| PgStore::connect_as(&url, 2, None, name, LEASE);
+        let (a, b) = (node("a").await.expect("a"), node("b").await.expect("b"));
+        let tool = PgStore::connect(&url, 1).await.expect("tool");
+        let status = async |e: &Execution| {
+            let stored = tool.get_execution(&e.tenant, &e.id).await.expect("get");
+            stored.expect("stored").status
+        };
+
+        // Written by a: claimed by a, which alone may write it.
+        let mut e = execution("core.noop", ExecutionStatus::Requested);
+        a.insert_execution(&e).await.expect("insert");
+        assert_eq!(holder(&a, &e).await, Some(Some("a".into())));
+        assert!(e.transition(ExecutionStatus::Scheduled));
+        assert!(a.update_execution(&e).await.expect("a writes its own"));
+        assert!(e.transition(ExecutionStatus::Running));
+        let refused = b.update_execution(&e).await.expect_err("b is refused");
+        assert!(refused.is_fenced(), "{refused}");
+        assert!(refused.to_string().contains("held by node a"), "{refused}");
+        assert_eq!(status(&e).await, ExecutionStatus::Scheduled);
+        let refused = b.start_execution(&e).await.expect_err("b cannot start it");
+        assert!(refused.is_fenced(), "{refused}");
+        assert_eq!(status(&e).await, ExecutionStatus::Scheduled);
+
+        // b takes a's claims over (a presumed dead): now a is refused.
+        assert_eq!(b.adopt_claims("b", LEASE).await.expect("adopt"), 1);
+        let late = a.update_execution(&e).await.expect_err("a is refused");
+        assert!(late.is_fenced(), "{late}");
+        assert_eq!(status(&e).await, ExecutionStatus::Scheduled);
+        assert!(b.update_execution(&e).await.expect("b writes it"));
+        assert!(e.transition(ExecutionStatus::Succeeded));
+        assert!(b.update_execution(&e).await.expect("b ends it"));
+        assert_eq!(holder(&a, &e).await, None, "the claim ends with it");
+        assert_eq!(status(&e).await, ExecutionStatus::Succeeded);
+
+        // Neither an execution written already ended nor one written
+        // without a node (the command-line tools) is claimed, and a
+        // connection without a node is not refused.
+        let ended = execution("core.noop", ExecutionStatus::Failed);
+        a.insert_execution(&ended).await.expect("insert");
+        assert_eq!(holder(&a, &ended).await, None);
+        let mut by_tool = execution("core.noop", ExecutionStatus::Requested);
+        tool.insert_execution(&by_tool).await.expect("insert");
+        assert_eq!(holder(&a, &by_tool).await, None);
+        let mut held = execution("core.noop", ExecutionStatus::Requested);
+        a.insert_execution(&held).await.expect("insert");
+        assert!(held.transition(ExecutionStatus::Canceled));
+        assert!(tool.update_execution(&held).await.expect("a tool writes"));
+        assert!(by_tool.transition(ExecutionStatus::Canceled));
+        assert!(a.update_execution(&by_tool).await.expect("unclaimed"));
+
+        // Renewing the node's lease renews its claims in the same statement.
+        let waiting = execution("core.noop", ExecutionStatus::Requested);
+        b.insert_execution(&waiting).await.expect("insert");
+        let left = async || -> f64 {
+            let client = tool.client().await.expect("client");
+            let row = client
+                .query_one(
+                    "SELECT EXTRACT(EPOCH FROM lease_until - now())::float8 FROM execution_queue
+                     WHERE execution_id = $1",
+                    &[&waiting.id.as_str()],
+                )
+                .await
+                .expect("lease");
+            row.get(0)
+        };
+        assert!(left().await <= LEASE.as_secs_f64());
+        let longer = Duration::from_secs(600);
+        assert!(
+            b.hold_lease("server", "b", longer)
+                .await
+                .expect("hold")
+                .is_some()
+        );
+        assert!(left().await > LEASE.as_secs_f64());
+        assert!(
+            a.hold_lease("server", "a", longer)
+                .await
+                .expect("hold")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_name_that_would_not_pass_as_a_setting_is_refused() {
+        let pg = Postgres::start();
+        let url = pg.create_database("names");
+        for name in ["", "a b", "a\\b", "a=b"] {
+            let refused = PgStore::connect_as(&url, 1, None, name, LEASE).await;
+            assert!(
+                refused.is_err_and(|e| e.to_string().contains("letters, digits")),
+                "{name:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
