@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use squall_reactor::ReactorConfig;
 use tempfile::TempDir;
 
-use crate::server::{Client, Server};
-use crate::workflows::{statuses_of, task_execution};
+use super::server::{Client, Server};
+use super::workflows::{statuses_of, task_execution};
 
 const APPROVAL: &str = r#"{"type": "object", "properties": {"approved": {"type": "boolean", "description": "Continue?", "required": true}}}"#;
 

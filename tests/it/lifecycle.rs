@@ -6,7 +6,7 @@ use squall_core::time::parse_rfc3339;
 use squall_reactor::ReactorConfig;
 use tempfile::TempDir;
 
-use crate::server::Server;
+use super::server::Server;
 
 /// The statuses in an execution's log, in order.
 fn statuses(e: &Value) -> Vec<String> {

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use squall_reactor::install::archive_pack;
 
-use crate::server::{Client, Server};
+use super::server::{Client, Server};
 
 /// The `versioned` guest as `swap.go`, its config saying `version`.
 fn swap_pack(version: &str) -> tempfile::TempDir {

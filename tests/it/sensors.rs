@@ -14,7 +14,7 @@ use squall_reactor::{ReactorConfig, SensorConfig};
 use squall_sandbox::SensorLimits;
 use tempfile::TempDir;
 
-use crate::server::{Client, Server};
+use super::server::{Client, Server};
 use crate::util::eventually;
 
 /// Quick backoff, so failures play out in a test's time; a call limit no

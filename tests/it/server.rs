@@ -11,6 +11,46 @@ use tempfile::TempDir;
 
 use crate::util::{sandbox, test_limits};
 
+/// Whether this copy of the suite runs on PostgreSQL: the modules of
+/// `on_postgres.rs` are these files again, under that module.
+pub(crate) fn on_postgres() -> bool {
+    module_path!().contains("::on_postgres::")
+}
+
+/// The store of a server with its data in `data`, on the test process's
+/// PostgreSQL server, as `squall serve --database` opens it: a database of
+/// its own, made for `data` the first time (a server started again on the
+/// same data uses the same database), written as a node of its own that
+/// first takes over what the previous node on it held; and the streams'
+/// own pool.
+async fn postgres_store(data: &std::path::Path) -> (Store, Option<squall_store::pg::PgStore>) {
+    static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let kept = data.join("database-url");
+    let url = match std::fs::read_to_string(&kept) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = squall_tests::postgres::Postgres::shared().fresh_database();
+            std::fs::write(&kept, &url).expect("keep the database's url");
+            url
+        }
+    };
+    let node = format!(
+        "it-{}",
+        NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    // The tests renew no lease: claims that outlast any test.
+    let claims = Duration::from_secs(3600);
+    let store = Store::connect_as(&url, 16, None, &node, claims)
+        .await
+        .expect("connect");
+    let pg = store.postgres().expect("postgres");
+    pg.adopt_claims(&node, claims).await.expect("adopt");
+    let event_log = squall_store::pg::PgStore::connect(&url, 4)
+        .await
+        .expect("connect the streams' pool");
+    (store, Some(event_log))
+}
+
 /// A pack with rules on the webhook `alerts`, next to the core pack.
 pub(crate) const RULES: &[(&str, &str)] = &[
     (
@@ -164,8 +204,14 @@ impl Server {
                 squall_reactor::PackStore::open(&data.join("packs")).map_err(|e| e.to_string())?,
             );
         }
-        let store = Store::open(&data.join("db"), &StoreConfig::default())
-            .expect("store")
+        let (store, event_log) = match on_postgres() {
+            true => postgres_store(data).await,
+            false => {
+                let store = Store::open(&data.join("db"), &StoreConfig::default()).expect("store");
+                (store, None)
+            }
+        };
+        let store = store
             .with_secret_key(test_secret_key())
             .with_kv_quota(kv_quota);
         let (_, key) = store
@@ -189,7 +235,8 @@ impl Server {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = squall_api::AppState::new(reactor.clone());
+        let mut state = squall_api::AppState::new(reactor.clone());
+        state.event_log = event_log;
         tokio::spawn(squall_api::serve(state, listener, async {
             let _ = rx.await;
         }));

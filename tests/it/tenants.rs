@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Client, Server};
+use super::server::{Client, Server};
 
 /// Everything of tenant A that B must never see, and the paths to reach it.
 struct Objects {
@@ -611,7 +611,7 @@ async fn quotas_refuse_one_tenant_and_leave_the_others_alone() {
     let s = Server::start_setup(
         data.path(),
         &[core.path().to_owned(), hooks.path().to_owned()],
-        crate::server::Setup {
+        super::server::Setup {
             config,
             kv_quota: Some(2048),
             ..Default::default()
@@ -758,7 +758,12 @@ async fn the_event_stream_and_metrics() {
     assert!(seen.contains(&format!("\"id\":\"{id}\"")), "{seen}");
     assert!(seen.contains("event: st2.execution__create"), "{seen}");
     assert!(seen.contains("event: st2.execution__update"), "{seen}");
-    assert!(seen.contains("\"status\":\"running\""), "{seen}");
+    // On PostgreSQL an event carries the execution as it is when the
+    // stream reads it (docs/cluster.md): on a busy machine, the update that
+    // made it `running` may be read once it has ended.
+    if !super::server::on_postgres() {
+        assert!(seen.contains("\"status\":\"running\""), "{seen}");
+    }
     let leaked = read_events(&mut theirs, Duration::from_millis(300), |t| !t.is_empty()).await;
     assert!(
         !leaked.contains(&id),

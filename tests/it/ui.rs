@@ -4,7 +4,7 @@
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-use crate::server::Server;
+use super::server::Server;
 
 /// A browser-like client: no redirects followed, cookies sent by hand.
 fn browser() -> reqwest::Client {
@@ -849,7 +849,7 @@ async fn a_packs_config_is_set_from_its_generated_form() {
 #[tokio::test]
 async fn inquiries_are_answered_with_their_generated_form() {
     let s = Server::start_with(
-        vec![squall_tests::core_pack(), crate::inquiries::ask_pack()],
+        vec![squall_tests::core_pack(), super::inquiries::ask_pack()],
         squall_reactor::ReactorConfig::default(),
     )
     .await;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use squall_core::{ExecutionId, TenantId};
 use tempfile::TempDir;
 
-use crate::server::Server;
+use super::server::Server;
 
 fn corpus() -> PathBuf {
     squall_tests::workspace_root().join("../shared/conformance/orquesta")
@@ -677,7 +677,7 @@ pub(crate) async fn orquesta_conformance() {
     // `core.local` runs on this host: the default tenant has host runners.
     let server = Server::start_with_setup(
         vec![squall_tests::core_pack(), corpus_pack(&corpus)],
-        crate::server::Setup {
+        super::server::Setup {
             host: squall_reactor::HostRunners::for_tenants([TenantId::default_tenant()]),
             ..Default::default()
         },
@@ -784,7 +784,7 @@ pub(crate) async fn task_execution(server: &Server, wf: &str, task: &str) -> Val
 }
 
 /// `PUT /api/v1/executions/{id}` with `{"status": status}` (pause, resume).
-async fn set_status(client: &crate::server::Client, id: &str, status: &str) -> (u16, Value) {
+async fn set_status(client: &super::server::Client, id: &str, status: &str) -> (u16, Value) {
     client
         .put(
             &format!("/api/v1/executions/{id}"),
@@ -1134,7 +1134,7 @@ async fn a_broken_workflow_is_refused_at_start_and_at_upload_naming_file_path_an
     ] {
         let manifest = format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n");
         let (status, body) = client
-            .upload(crate::packs::raw_archive(&[
+            .upload(super::packs::raw_archive(&[
                 ("pack.yaml", manifest.as_bytes()),
                 ("actions/flow.yaml", FLOW_ACTION.as_bytes()),
                 ("actions/workflows/flow.yaml", definition.as_bytes()),

@@ -191,6 +191,57 @@ impl Postgres {
         panic!("PostgreSQL did not start: {last}");
     }
 
+    /// One server for the whole test process, started on first use; each
+    /// test takes a database of its own ([`Postgres::fresh_database`]).
+    /// A static is never dropped, so a watchdog process stops the server
+    /// and removes its files once this process has exited, however it
+    /// ended.
+    pub fn shared() -> &'static Postgres {
+        static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let pg = Self::start();
+            pg.stop_when_gone(std::process::id());
+            pg
+        })
+    }
+
+    /// Stop this server and remove its directory once process `pid` is
+    /// gone, from a process of its own. Never waited for: it outlives this
+    /// process, whose exit hands it to init.
+    #[allow(clippy::zombie_processes)]
+    fn stop_when_gone(&self, pid: u32) {
+        let stop = program(&self.bin, "pg_ctl");
+        let mut line: Vec<String> = std::iter::once(stop.get_program())
+            .chain(stop.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        line.extend(["-D".into(), self.data().display().to_string()]);
+        line.extend(["-m", "immediate", "-w", "stop"].map(String::from));
+        let quoted: Vec<String> = line
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {} >/dev/null 2>&1; rm -rf '{}'",
+            quoted.join(" "),
+            self.dir.path().display()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the watchdog starts");
+    }
+
+    /// A new, empty database with a name of its own; its URL.
+    pub fn fresh_database(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.create_database(&format!("t{}_{n}", std::process::id()))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
