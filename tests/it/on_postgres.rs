@@ -4,12 +4,15 @@
 //! its own on one PostgreSQL server shared by the test process (as `squall
 //! serve --database` opens it). The same tests, the same expectations.
 
+// Nodes sharing a database: on PostgreSQL only.
+#[path = "cluster.rs"]
+mod cluster;
 #[path = "inquiries.rs"]
 mod inquiries;
 #[path = "lifecycle.rs"]
 mod lifecycle;
 #[path = "packs.rs"]
-mod packs;
+pub(crate) mod packs;
 #[path = "sensors.rs"]
 mod sensors;
 #[path = "server.rs"]

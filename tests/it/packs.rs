@@ -11,7 +11,7 @@ use squall_reactor::install::archive_pack;
 use super::server::{Client, Server};
 
 /// The `versioned` guest as `swap.go`, its config saying `version`.
-fn swap_pack(version: &str) -> tempfile::TempDir {
+pub(crate) fn swap_pack(version: &str) -> tempfile::TempDir {
     let dir = squall_tests::pack_of(
         "swap",
         &[(

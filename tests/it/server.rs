@@ -230,6 +230,8 @@ impl Server {
         let reactor = Reactor::start(store, runner, &config)
             .await
             .map_err(|e| e.to_string())?;
+        // As `serve` does (on PostgreSQL only).
+        reactor.follow_changes();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

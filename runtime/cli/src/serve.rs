@@ -464,6 +464,9 @@ async fn run(
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
+    // On PostgreSQL, what other nodes (or any writer of the database)
+    // change for a tenant comes into force here.
+    reactor.follow_changes();
     if let Some(days) = args.purge_after_days {
         tokio::spawn(purge_every_hour(store.clone(), days));
     }

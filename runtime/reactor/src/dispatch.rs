@@ -350,7 +350,7 @@ impl Reactor {
         Ok(reactor)
     }
 
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.inner
             .tasks
             .lock()

@@ -352,7 +352,7 @@ pub fn archive_pack(dir: &Path) -> Result<Vec<u8>, InstallError> {
 }
 
 /// Read the pack in `dir`, off the async threads.
-async fn load_pack(dir: PathBuf) -> Result<LoadedPack, InstallError> {
+pub(crate) async fn load_pack(dir: PathBuf) -> Result<LoadedPack, InstallError> {
     tokio::task::spawn_blocking(move || LoadedPack::load(&dir))
         .await
         .map_err(|e| InstallError::Archive(format!("load task failed: {e}")))?
@@ -424,7 +424,7 @@ impl PackStore {
         tempfile::tempdir_in(&staging).map_err(io(&staging))
     }
 
-    fn pack_dir(&self, tenant: &TenantId, pack: &PackRef) -> PathBuf {
+    pub(crate) fn pack_dir(&self, tenant: &TenantId, pack: &PackRef) -> PathBuf {
         self.root.join(tenant.as_str()).join(pack.as_str())
     }
 
@@ -496,7 +496,7 @@ pub struct Synced {
 
 impl PackStore {
     /// The version in force of every installed pack on this node's disk.
-    fn current_versions(&self) -> BTreeMap<(TenantId, String), String> {
+    pub(crate) fn current_versions(&self) -> BTreeMap<(TenantId, String), String> {
         let mut out = BTreeMap::new();
         for tenant_dir in sorted_dirs(&self.root) {
             let Some(tenant) = file_name(&tenant_dir).and_then(|n| TenantId::new(n).ok()) else {
@@ -1185,7 +1185,7 @@ impl Reactor {
 
     /// Compile, world-check and instantiate every distinct action
     /// component once; world-check every sensor component.
-    async fn check_components(&self, pack: &LoadedPack) -> Result<(), InstallError> {
+    pub(crate) async fn check_components(&self, pack: &LoadedPack) -> Result<(), InstallError> {
         let sandbox = self.runner().sandbox().clone();
         let mut seen = std::collections::BTreeSet::new();
         for meta in pack.component_actions() {

@@ -11,6 +11,7 @@
 pub mod dispatch;
 pub mod engine;
 mod file_watch;
+mod follow;
 pub mod host;
 pub mod inquiries;
 pub mod install;

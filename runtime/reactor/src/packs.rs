@@ -111,6 +111,10 @@ pub struct LoadedPack {
     /// for a pack the server loads from `--packs`, which the API cannot
     /// replace or remove.
     pub installed: Option<String>,
+    /// The config set through the API this pack was read with (its values
+    /// as JSON), if any: what a node compares with the store's to see
+    /// whether another node changed it.
+    pub stored_config: Option<Arc<str>>,
     /// Where each action's component was found and when, so that
     /// preparing an execution looks on disk at most once per
     /// [`squall_sandbox::RESTAMP_AFTER`] (a component removed from one
@@ -229,6 +233,7 @@ impl LoadedPack {
         let name = PathBuf::from(format!("configs/{}", self.manifest.pack_ref));
         let mut pack = Self::load_with_config(&self.dir, &text, &name)?;
         pack.installed = self.installed.clone();
+        pack.stored_config = Some(text.into());
         Ok(pack)
     }
 
@@ -330,6 +335,7 @@ impl LoadedPack {
             config: serde_json::Value::Object(config).to_string().into(),
             trigger_types,
             installed: None,
+            stored_config: None,
             sensors,
             directories,
             found: Default::default(),

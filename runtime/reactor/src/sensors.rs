@@ -468,6 +468,12 @@ impl Reactor {
             .store
             .put_sensor_enabled(tenant, sensor_ref, enabled)
             .await?;
+        self.switch_sensor(&entry, enabled);
+        Ok(entry.view())
+    }
+
+    /// Switch a sensor on or off here, now.
+    fn switch_sensor(&self, entry: &Arc<SensorEntry>, enabled: bool) {
         entry.set(|s| s.enabled = enabled);
         if enabled {
             // Starts one unless a supervisor runs; one that is stopping or
@@ -477,7 +483,27 @@ impl Reactor {
         } else {
             entry.tell(Command::Stop);
         }
-        Ok(entry.view())
+    }
+
+    /// Switch `tenant`'s sensors as the store says (a switch made through
+    /// another node); those already so are left alone.
+    pub(crate) fn apply_sensor_switches(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(), squall_store::Error> {
+        for (t, sensor_ref, enabled) in self.inner.store.sensor_overrides()? {
+            if &t != tenant {
+                continue;
+            }
+            let Some(entry) = self.inner.sensors.get(tenant, &sensor_ref) else {
+                continue;
+            };
+            let was = entry.status.lock().expect("sensor lock poisoned").enabled;
+            if was != enabled {
+                self.switch_sensor(&entry, enabled);
+            }
+        }
+        Ok(())
     }
 
     /// Start every enabled sensor (at start-up).

@@ -1,0 +1,148 @@
+//! Nodes on one PostgreSQL database (compiled under `on_postgres` only):
+//! what is changed through one node comes into force on the others.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use squall_reactor::ReactorConfig;
+use squall_reactor::install::archive_pack;
+use tempfile::TempDir;
+
+use super::server::{Client, Server};
+
+/// `n` nodes on one database, each with a data directory of its own and
+/// the packs at `packs`.
+async fn nodes(n: usize, packs: &[PathBuf]) -> (Vec<TempDir>, Vec<Server>) {
+    let mut dirs: Vec<TempDir> = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        let data = tempfile::tempdir().expect("tempdir");
+        if let Some(first) = dirs.first() {
+            std::fs::copy(
+                first.path().join("database-url"),
+                data.path().join("database-url"),
+            )
+            .expect("the first node's database");
+        }
+        let server = Server::start_in(data.path(), packs, ReactorConfig::default(), vec![])
+            .await
+            .expect("node starts");
+        dirs.push(data);
+        servers.push(server);
+    }
+    (dirs, servers)
+}
+
+/// Run `action` through `node` once it knows it, and its result once it
+/// ends.
+async fn result_on(node: &Client, action: &str, what: &str) -> Value {
+    let id = crate::util::eventually(what, || async {
+        let (status, e) = node
+            .post("/api/v1/executions", &json!({"action": action}))
+            .await;
+        match (status, e["id"].as_str()) {
+            (201, Some(id)) => Ok(id.to_owned()),
+            _ => Err(format!("{status}: {e}")),
+        }
+    })
+    .await;
+    node.finished(&id).await["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_changes_comes_into_force_on_the_other() {
+    let core = squall_tests::core_pack();
+    let hooks = squall_tests::rules_pack("hooks", super::server::RULES);
+    let packs = [core.path().to_owned(), hooks.path().to_owned()];
+    let (_dirs, servers) = nodes(2, &packs).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let (on_a, on_b) = (a.as_key(&a.key), b.as_key(&b.key));
+
+    // A rule made through a matches the webhooks b takes.
+    let rule = json!({"name": "relay", "pack": "hooks", "enabled": true,
+        "trigger": {"type": "core.st2.webhook", "parameters": {"url": "relay"}},
+        "action": {"ref": "core.echo", "parameters": {"message": "relayed {{ trigger.body.n }}"}}});
+    let (status, body) = on_a.post("/api/v1/rules", &rule).await;
+    assert_eq!(status, 201, "{body}");
+    let mut n = 0;
+    let ran = crate::util::eventually("b matching a's rule", || {
+        n += 1;
+        let (b, n) = (&b, n);
+        async move {
+            let r = b.post("/api/v1/webhooks/relay", &json!({"n": n})).await;
+            // No rule of b's takes it yet: 404.
+            let Some(instance) = r.headers().get("St2-Trigger-Instance-Id") else {
+                return Err(format!("{}", r.status()));
+            };
+            let instance = instance.to_str().expect("ascii").to_owned();
+            let processed = b
+                .wait_for(&format!("/api/v1/triggerinstances/{instance}"), |t| {
+                    t["status"] == "processed"
+                })
+                .await;
+            let (_, executions) = b
+                .get(&format!("/api/v1/executions?trigger_instance={instance}"))
+                .await;
+            match executions.as_array().and_then(|a| a.first()) {
+                Some(e) => Ok(e["id"].as_str().expect("id").to_owned()),
+                None => Err(format!("not matched: {processed}")),
+            }
+        }
+    })
+    .await;
+    let relayed = on_b.finished(&ran).await;
+    assert_eq!(
+        relayed["result"]["stdout"],
+        format!("relayed {n}"),
+        "{relayed}"
+    );
+
+    // A pack uploaded through a runs on b, and a config set through a is
+    // the one b's executions get.
+    let swap = super::packs::swap_pack("v1");
+    let (status, body) = on_a
+        .upload(archive_pack(swap.path()).expect("archive"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let first = result_on(&on_b, "swap.go", "b running the uploaded pack").await;
+    assert_eq!(first["version"], "v1", "{first}");
+    let (status, body) = on_a
+        .put("/api/v1/configs/swap", &json!({"version": "set-on-a"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    crate::util::eventually("b using the config set through a", || async {
+        let result = result_on(&on_b, "swap.go", "swap.go on b").await;
+        match result["version"] == "set-on-a" {
+            true => Ok(()),
+            false => Err(result.to_string()),
+        }
+    })
+    .await;
+
+    // A rule deleted through b no longer matches on a.
+    let (status, body) = on_b.delete("/api/v1/rules/hooks.relay").await;
+    assert_eq!(status, 204, "{body}");
+    crate::util::eventually("a dropping the rule deleted through b", || async {
+        let r = a.post("/api/v1/webhooks/relay", &json!({"n": 0})).await;
+        // No rule takes it: 404.
+        let Some(instance) = r.headers().get("St2-Trigger-Instance-Id") else {
+            return Ok(());
+        };
+        let instance = instance.to_str().expect("ascii").to_owned();
+        a.wait_for(&format!("/api/v1/triggerinstances/{instance}"), |t| {
+            t["status"] == "processed"
+        })
+        .await;
+        let (_, executions) = a
+            .get(&format!("/api/v1/executions?trigger_instance={instance}"))
+            .await;
+        match executions.as_array().map(Vec::len) {
+            Some(0) => Ok(()),
+            _ => Err(executions.to_string()),
+        }
+    })
+    .await;
+    for s in servers {
+        s.stop().await;
+    }
+}
