@@ -2,10 +2,11 @@
 //! what is changed through one node comes into force on the others.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use squall_reactor::ReactorConfig;
 use squall_reactor::install::archive_pack;
+use squall_reactor::{ClusterNode, ReactorConfig};
 use tempfile::TempDir;
 
 use super::server::{Client, Server};
@@ -16,21 +17,32 @@ async fn nodes(n: usize, packs: &[PathBuf]) -> (Vec<TempDir>, Vec<Server>) {
     let mut dirs: Vec<TempDir> = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..n {
-        let data = tempfile::tempdir().expect("tempdir");
-        if let Some(first) = dirs.first() {
-            std::fs::copy(
-                first.path().join("database-url"),
-                data.path().join("database-url"),
-            )
-            .expect("the first node's database");
-        }
-        let server = Server::start_in(data.path(), packs, ReactorConfig::default(), vec![])
-            .await
-            .expect("node starts");
+        let (data, server) = node_beside(dirs.first(), packs, ReactorConfig::default()).await;
         dirs.push(data);
         servers.push(server);
     }
     (dirs, servers)
+}
+
+/// A node with a data directory of its own and the packs at `packs`, on
+/// the database of the node whose data is `first` (else a new one).
+async fn node_beside(
+    first: Option<&TempDir>,
+    packs: &[PathBuf],
+    config: ReactorConfig,
+) -> (TempDir, Server) {
+    let data = tempfile::tempdir().expect("tempdir");
+    if let Some(first) = first {
+        std::fs::copy(
+            first.path().join("database-url"),
+            data.path().join("database-url"),
+        )
+        .expect("the first node's database");
+    }
+    let server = Server::start_in(data.path(), packs, config, vec![])
+        .await
+        .expect("node starts");
+    (data, server)
 }
 
 /// Run `action` through `node` once it knows it, and its result once it
@@ -145,4 +157,52 @@ async fn what_one_node_changes_comes_into_force_on_the_other() {
     for s in servers {
         s.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_executions_are_taken_over_and_a_live_nodes_left_alone() {
+    let core = squall_tests::core_pack();
+    let packs = [core.path().to_owned()];
+    // Claims that run out 2 s after their node last renewed them.
+    let config = || ReactorConfig {
+        cluster: Some(ClusterNode {
+            name: String::new(),
+            claim_ttl: Duration::from_secs(2),
+        }),
+        ..ReactorConfig::default()
+    };
+    let (first, a) = node_beside(None, &packs, config()).await;
+    let on_a = a.as_key(&a.key);
+    let request = async |body: Value| {
+        let (status, e) = on_a.post("/api/v1/executions", &body).await;
+        assert_eq!(status, 201, "{e}");
+        e["id"].as_str().expect("id").to_owned()
+    };
+    let sleeping = request(json!({"action": "core.sleep", "parameters": {"seconds": 600}})).await;
+    on_a.running(&sleeping).await;
+    // Ends (on a) after a few of the claims' lifetimes.
+    let later = request(json!({"action": "core.noop", "parameters": {}, "delay": 7000})).await;
+
+    // b starts beside a, which is alive: a's executions stay a's, however
+    // long (a renews its claims).
+    let (_second, b) = node_beside(Some(&first), &packs, config()).await;
+    let on_b = b.as_key(&b.key);
+    let ran = on_b.finished(&later).await;
+    assert_eq!(ran["status"], "succeeded", "{ran}");
+    let (_, still) = on_b.get(&format!("/api/v1/executions/{sleeping}")).await;
+    assert_eq!(still["status"], "running", "a is alive: {still}");
+
+    // a dies, leaving an action running and one waiting: b takes both
+    // over once a's claims ran out.
+    let waiting = request(
+        json!({"action": "core.echo", "parameters": {"message": "taken over"}, "delay": 3000}),
+    )
+    .await;
+    a.kill().await;
+    let ended = on_b.finished(&sleeping).await;
+    assert_eq!(ended["status"], "abandoned", "{ended}");
+    let resumed = on_b.finished(&waiting).await;
+    assert_eq!(resumed["status"], "succeeded", "{resumed}");
+    assert_eq!(resumed["result"]["stdout"], "taken over", "{resumed}");
+    b.stop().await;
 }

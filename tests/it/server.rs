@@ -20,10 +20,13 @@ pub(crate) fn on_postgres() -> bool {
 /// The store of a server with its data in `data`, on the test process's
 /// PostgreSQL server, as `squall serve --database` opens it: a database of
 /// its own, made for `data` the first time (a server started again on the
-/// same data uses the same database), written as a node of its own that
-/// first takes over what the previous node on it held; and the streams'
-/// own pool.
-async fn postgres_store(data: &std::path::Path) -> (Store, Option<squall_store::pg::PgStore>) {
+/// same data uses the same database), written as a node of a name of its
+/// own (`config.cluster`, made when the test gives none; a test's is given
+/// that name); and the streams' own pool.
+async fn postgres_store(
+    data: &std::path::Path,
+    config: &mut ReactorConfig,
+) -> (Store, Option<squall_store::pg::PgStore>) {
     static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let kept = data.join("database-url");
     let url = match std::fs::read_to_string(&kept) {
@@ -38,13 +41,16 @@ async fn postgres_store(data: &std::path::Path) -> (Store, Option<squall_store::
         "it-{}",
         NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    // The tests renew no lease: claims that outlast any test.
-    let claims = Duration::from_secs(3600);
-    let store = Store::connect_as(&url, 16, None, &node, claims)
+    let cluster = config
+        .cluster
+        .get_or_insert_with(|| squall_reactor::ClusterNode {
+            name: String::new(),
+            claim_ttl: Duration::from_secs(30),
+        });
+    cluster.name = node.clone();
+    let store = Store::connect_as(&url, 16, None, &node, cluster.claim_ttl)
         .await
         .expect("connect");
-    let pg = store.postgres().expect("postgres");
-    pg.adopt_claims(&node, claims).await.expect("adopt");
     let event_log = squall_store::pg::PgStore::connect(&url, 4)
         .await
         .expect("connect the streams' pool");
@@ -205,7 +211,7 @@ impl Server {
             );
         }
         let (store, event_log) = match on_postgres() {
-            true => postgres_store(data).await,
+            true => postgres_store(data, &mut config).await,
             false => {
                 let store = Store::open(&data.join("db"), &StoreConfig::default()).expect("store");
                 (store, None)
@@ -365,6 +371,17 @@ impl Server {
             let _ = tx.send(());
         }
         self.reactor.shutdown(Duration::from_secs(5)).await;
+        self.reactor.release_claims().await;
+    }
+
+    /// Stop as a node that dies does: nothing more runs or is written, and
+    /// nothing is handed over (its claims run out on their own).
+    #[allow(dead_code)] // by the PostgreSQL-only tests of `cluster.rs`
+    pub(crate) async fn kill(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.reactor.shutdown(Duration::ZERO).await;
     }
 }
 

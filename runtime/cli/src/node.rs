@@ -8,9 +8,10 @@
 //! lease can pass to another node.
 //!
 //! The executions a node writes are claimed in its name (the connections
-//! of its store say who they are), and the node renews those claims with
-//! its lease. A node taking over adopts the claims of those before it, so
-//! the database itself refuses a write from one of them still running.
+//! of its store say who they are); its reactor renews those claims, and
+//! takes over those of nodes whose claims ran out (see
+//! `squall_reactor::ClusterNode`), so the database itself refuses a write
+//! from one of them still running.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,7 +137,7 @@ impl Node {
                 .saturating_sub(RENEW_EVERY);
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(100)),
-                self.pg.hold_lease(LEASE, &self.name, LEASE_TTL),
+                self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL),
             )
             .await;
             match attempt {

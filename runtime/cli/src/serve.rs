@@ -313,18 +313,6 @@ async fn run(
     if let Some(pg) = store.postgres() {
         pg.check_secret_key().await?;
     }
-    // The executions previous nodes left unfinished are this node's now,
-    // before it picks them up: the database refuses their writes from
-    // here on, should one of them still be running somewhere.
-    if let (Some(pg), Some((_, node))) = (store.postgres(), &serving) {
-        let adopted = pg.adopt_claims(node.name(), crate::node::LEASE_TTL).await?;
-        if adopted > 0 {
-            tracing::info!(
-                executions = adopted,
-                "took over the executions previous nodes held"
-            );
-        }
-    }
     // The streams' reads of the event log, through a pool of their own.
     let event_log = match crate::commands::DATABASE.get().cloned().flatten() {
         Some(db) => Some(
@@ -461,6 +449,16 @@ async fn run(
                 },
             }) as Arc<dyn squall_reactor::PackBuilder>
         }),
+        // On PostgreSQL: the executions this node writes are claimed in its
+        // name; those previous nodes left are taken over once their claims
+        // ran out (at once after a graceful stop), and from then on the
+        // database refuses their writes.
+        cluster: serving
+            .as_ref()
+            .map(|(_, node)| squall_reactor::ClusterNode {
+                name: node.name().to_owned(),
+                claim_ttl: crate::node::LEASE_TTL,
+            }),
         ..ReactorConfig::default()
     };
     let reactor = Reactor::start(store.clone(), runner, &config).await?;
@@ -514,6 +512,7 @@ async fn run(
     reactor
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
+    reactor.release_claims().await;
     if let Some((serving, _)) = serving {
         serving.release().await;
     }

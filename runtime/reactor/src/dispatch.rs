@@ -59,6 +59,24 @@ pub struct ReactorConfig {
     /// Builds what an uploaded pack ships only as sources (its Python
     /// code); `None`: such a pack is refused for the components it lacks.
     pub pack_builder: Option<Arc<dyn crate::install::PackBuilder>>,
+    /// This node among others on one PostgreSQL database: the executions
+    /// it writes are claimed in its name (the store's connections say it,
+    /// `Store::connect_as`), it renews those claims, and it takes over the
+    /// executions of nodes whose claims ran out. `None`: the store is this
+    /// server's alone, and what a previous run left is taken over at start.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// A node's name and how long its claims hold unrenewed (see
+/// [`ReactorConfig::cluster`]).
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// As the store's connections give it.
+    pub name: String,
+    /// How long a claim holds unrenewed: the longest another node waits
+    /// before it takes over the executions of a node that died. Renewed
+    /// six times in that time.
+    pub claim_ttl: std::time::Duration,
 }
 
 /// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
@@ -87,6 +105,7 @@ impl Default for ReactorConfig {
             api_url: "http://127.0.0.1:9101/v1".to_owned(),
             standalone: false,
             pack_builder: None,
+            cluster: None,
         }
     }
 }
@@ -342,8 +361,10 @@ impl Reactor {
         }
         // Recover before the timers start, so nothing they request is
         // mistaken for work left by the previous run.
-        reactor.recover().await?;
-        reactor.recover_inquiries()?;
+        let left = reactor.claim_left_over().await?;
+        reactor.recover(left.as_ref()).await?;
+        reactor.recover_inquiries(left.as_ref())?;
+        reactor.keep_claims();
         reactor.reconcile_timers();
         reactor.inner.sensors.sync(&reactor.rules());
         reactor.start_sensors();

@@ -281,8 +281,12 @@ impl Reactor {
 
     /// After a restart: wait out the ttl of every inquiry still pending
     /// (one whose ttl passed meanwhile times out now).
-    pub(crate) fn recover_inquiries(&self) -> Result<(), squall_store::Error> {
-        let waiting = self.inner.store.waiting_inquiries()?;
+    pub(crate) fn recover_inquiries(
+        &self,
+        scope: Option<&std::collections::HashSet<ExecutionId>>,
+    ) -> Result<(), squall_store::Error> {
+        let mut waiting = self.inner.store.waiting_inquiries()?;
+        waiting.retain(|e| scope.is_none_or(|s| s.contains(&e.id)));
         if !waiting.is_empty() {
             tracing::info!(
                 inquiries = waiting.len(),

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod claims;
 pub mod dispatch;
 pub mod engine;
 mod file_watch;
@@ -28,7 +29,7 @@ pub mod timers;
 pub mod vet;
 mod workflows;
 
-pub use dispatch::{DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
+pub use dispatch::{ClusterNode, DispatchError, Quotas, Reactor, ReactorConfig, RuleChangeError};
 pub use host::{HostRunners, RunAs};
 pub use inquiries::InquiryError;
 pub use install::{

@@ -2,6 +2,7 @@
 //! a retry) → delayed → scheduled (past its policies' gates) → running →
 //! completed, with cancel, re-run, retry, notifications and recovery.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -675,14 +676,23 @@ impl Reactor {
     /// visible execution, never a silent re-run), `canceling` ones end
     /// `canceled`, and `requested`/`scheduled`/`delayed` ones are admitted
     /// again, delays counted from when they were requested.
-    pub(crate) async fn recover(&self) -> Result<(), squall_store::Error> {
+    ///
+    /// `scope`: only these executions (those this node took over from a
+    /// node that died); `None`: every one.
+    pub(crate) async fn recover(
+        &self,
+        scope: Option<&HashSet<ExecutionId>>,
+    ) -> Result<(), squall_store::Error> {
+        let within = |e: &Execution| scope.is_none_or(|s| s.contains(&e.id));
         // Both lists are read before anything is written: what completing
         // the unfinished ones requests (retries, rule follow-ups, the tasks
         // a resumed workflow starts) is queued by whoever wrote it and must
         // not be read back as left over.
-        let unfinished = self.inner.store.unfinished_executions()?;
-        let pending = self.inner.store.pending_executions()?;
-        let workflows = self.recover_workflows().await?;
+        let mut unfinished = self.inner.store.unfinished_executions()?;
+        unfinished.retain(within);
+        let mut pending = self.inner.store.pending_executions()?;
+        pending.retain(within);
+        let workflows = self.recover_workflows(scope).await?;
         if !workflows.is_empty() {
             tracing::info!(
                 workflows = workflows.len(),

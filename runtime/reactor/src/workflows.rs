@@ -910,11 +910,16 @@ impl Reactor {
     /// Read back the workflows a previous run left running, each with its
     /// tasks' executions. Returns their ids: their own executions are not
     /// abandoned, they go on.
-    pub(crate) async fn recover_workflows(&self) -> Result<Vec<ExecutionId>, squall_store::Error> {
+    pub(crate) async fn recover_workflows(
+        &self,
+        scope: Option<&std::collections::HashSet<ExecutionId>>,
+    ) -> Result<Vec<ExecutionId>, squall_store::Error> {
         let mut reconciling = Vec::new();
         let mut resumed = Vec::new();
         let mut unrestorable = Vec::new();
-        for stored in self.inner.store.running_workflows()? {
+        let mut running = self.inner.store.running_workflows()?;
+        running.retain(|w| scope.is_none_or(|s| s.contains(&w.id)));
+        for stored in running {
             match self.restore(&stored) {
                 Ok((flow, found)) => {
                     resumed.push(stored.id.clone());

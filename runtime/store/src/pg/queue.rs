@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use squall_core::TenantId;
 use squall_core::execution::{Execution, ExecutionStatus};
 use squall_core::ids::ExecutionId;
 
@@ -306,19 +307,74 @@ impl PgStore {
         Ok(reaped)
     }
 
-    /// Take over every claim on an execution that is not `node`'s, each
-    /// under a new fence, for `lease`; how many. For a node that now
-    /// serves alone (it holds the `server` lease): from here on, the
-    /// database refuses the previous holders' writes to these executions
-    /// (see [`crate::Error::is_fenced`]).
-    pub async fn adopt_claims(&self, node: &str, lease: Duration) -> Result<u64> {
+    /// Take over, for `node` and for `lease`, each under a new fence, the
+    /// executions no live node holds: those whose holder's lease ran out
+    /// (it died or stalled) and those released; returns them. Nodes racing
+    /// take each one once. From here on the database refuses the previous
+    /// holder's writes to them (see [`crate::Error::is_fenced`]).
+    pub async fn adopt_expired_claims(
+        &self,
+        node: &str,
+        lease: Duration,
+    ) -> Result<Vec<(TenantId, ExecutionId)>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
+                     lease_until = now() + make_interval(secs => $2)
+                 WHERE (node IS NULL OR lease_until < now()) AND node IS DISTINCT FROM $1
+                 RETURNING tenant_id, execution_id",
+                &[&node, &lease.as_secs_f64()],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let tenant = TenantId::new(r.get::<_, String>(0))
+                    .map_err(|e| Error::Corrupt(format!("tenant: {e}")))?;
+                let id: String = r.get(1);
+                let id = id
+                    .parse()
+                    .map_err(|e| Error::Corrupt(format!("execution id {id}: {e}")))?;
+                Ok((tenant, id))
+            })
+            .collect()
+    }
+
+    /// Claim for `node` every unfinished execution nobody claims (written
+    /// by a tool, or before executions were claimed), for `lease`; returns
+    /// them. Run at a node's start, before it takes over what was left.
+    pub async fn claim_unclaimed(&self, node: &str, lease: Duration) -> Result<Vec<ExecutionId>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "INSERT INTO execution_queue (execution_id, tenant_id, node, fence, lease_until)
+                 SELECT id, tenant_id, $1, nextval('execution_fence'), now() + make_interval(secs => $2)
+                 FROM executions e
+                 WHERE status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')
+                   AND NOT EXISTS (SELECT 1 FROM execution_queue q WHERE q.execution_id = e.id)
+                 ON CONFLICT (execution_id) DO NOTHING
+                 RETURNING execution_id",
+                &[&node, &lease.as_secs_f64()],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                id.parse()
+                    .map_err(|e| Error::Corrupt(format!("execution id {id}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Let the claims of `node` run out now (a node stopping gracefully),
+    /// so that another node takes its unfinished executions over at once.
+    pub async fn release_claims(&self, node: &str) -> Result<u64> {
         let client = self.client().await?;
         Ok(client
             .execute(
-                "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
-                     lease_until = now() + make_interval(secs => $2)
-                 WHERE node IS DISTINCT FROM $1",
-                &[&node, &lease.as_secs_f64()],
+                "UPDATE execution_queue SET lease_until = now() - interval '1 microsecond'
+                 WHERE node = $1",
+                &[&node],
             )
             .await?)
     }
@@ -662,8 +718,13 @@ mod tests {
     async fn an_execution_is_written_only_by_the_node_holding_it() {
         let pg = Postgres::start();
         let url = pg.create_database("held");
-        let node = |name: &'static str| PgStore::connect_as(&url, 2, None, name, LEASE);
-        let (a, b) = (node("a").await.expect("a"), node("b").await.expect("b"));
+        let node = |name: &'static str, claims| PgStore::connect_as(&url, 2, None, name, claims);
+        // a's claims run out soon: it stands for a node that died.
+        let short = Duration::from_millis(500);
+        let (a, b) = (
+            node("a", short).await.expect("a"),
+            node("b", LEASE).await.expect("b"),
+        );
         let tool = PgStore::connect(&url, 1).await.expect("tool");
         let status = async |e: &Execution| {
             let stored = tool.get_execution(&e.tenant, &e.id).await.expect("get");
@@ -685,8 +746,23 @@ mod tests {
         assert!(refused.is_fenced(), "{refused}");
         assert_eq!(status(&e).await, ExecutionStatus::Scheduled);
 
-        // b takes a's claims over (a presumed dead): now a is refused.
-        assert_eq!(b.adopt_claims("b", LEASE).await.expect("adopt"), 1);
+        // b takes a's claims over once they ran out (a presumed dead):
+        // now a is refused.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let adopted = loop {
+            let adopted = b.adopt_expired_claims("b", LEASE).await.expect("adopt");
+            if !adopted.is_empty() || std::time::Instant::now() > deadline {
+                break adopted;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(adopted, vec![(e.tenant.clone(), e.id.clone())]);
+        assert!(
+            b.adopt_expired_claims("b", LEASE)
+                .await
+                .expect("again")
+                .is_empty()
+        );
         let late = a.update_execution(&e).await.expect_err("a is refused");
         assert!(late.is_fenced(), "{late}");
         assert_eq!(status(&e).await, ExecutionStatus::Scheduled);
@@ -712,7 +788,8 @@ mod tests {
         assert!(by_tool.transition(ExecutionStatus::Canceled));
         assert!(a.update_execution(&by_tool).await.expect("unclaimed"));
 
-        // Renewing the node's lease renews its claims in the same statement.
+        // A node's claims are renewed in one statement; released, they are
+        // another node's to take at once.
         let waiting = execution("core.noop", ExecutionStatus::Requested);
         b.insert_execution(&waiting).await.expect("insert");
         let left = async || -> f64 {
@@ -729,18 +806,30 @@ mod tests {
         };
         assert!(left().await <= LEASE.as_secs_f64());
         let longer = Duration::from_secs(600);
-        assert!(
-            b.hold_lease("server", "b", longer)
-                .await
-                .expect("hold")
-                .is_some()
-        );
+        assert_eq!(b.renew_leases("b", longer).await.expect("renew"), 1);
         assert!(left().await > LEASE.as_secs_f64());
         assert!(
-            a.hold_lease("server", "a", longer)
+            a.adopt_expired_claims("a", LEASE)
                 .await
-                .expect("hold")
-                .is_none()
+                .expect("adopt")
+                .is_empty()
+        );
+        assert_eq!(b.release_claims("b").await.expect("release"), 1);
+        let taken = a.adopt_expired_claims("a", LEASE).await.expect("adopt");
+        assert_eq!(taken, vec![(waiting.tenant.clone(), waiting.id.clone())]);
+
+        // What nobody claims (written by a tool) is claimed at a node's
+        // start; claimed executions and ended ones are left alone.
+        let unclaimed = execution("core.noop", ExecutionStatus::Requested);
+        tool.insert_execution(&unclaimed).await.expect("insert");
+        let claimed = b.claim_unclaimed("b", LEASE).await.expect("claim");
+        assert_eq!(claimed, vec![unclaimed.id.clone()]);
+        assert_eq!(holder(&a, &unclaimed).await, Some(Some("b".into())));
+        assert!(
+            b.claim_unclaimed("b", LEASE)
+                .await
+                .expect("claim")
+                .is_empty()
         );
     }
 
