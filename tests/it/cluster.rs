@@ -206,3 +206,36 @@ async fn a_dead_nodes_executions_are_taken_over_and_a_live_nodes_left_alone() {
     assert_eq!(resumed["result"]["stdout"], "taken over", "{resumed}");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_another_node_reaches_the_node_running_it() {
+    let core = squall_tests::core_pack();
+    let (_dirs, servers) = nodes(2, &[core.path().to_owned()]).await;
+    let (on_a, on_b) = (
+        servers[0].as_key(&servers[0].key),
+        servers[1].as_key(&servers[1].key),
+    );
+    let (status, e) = on_a
+        .post(
+            "/api/v1/executions",
+            &json!({"action": "core.sleep", "parameters": {"seconds": 600}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    on_a.running(&id).await;
+    // b does not run it: a, which does, interrupts its guest.
+    let (status, canceling) = on_b.delete(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(status, 200, "{canceling}");
+    assert_eq!(canceling["status"], "canceling", "{canceling}");
+    let ended = on_b.finished(&id).await;
+    assert_eq!(ended["status"], "canceled", "{ended}");
+    // Ended: refused the same through either node.
+    for node in [&on_a, &on_b] {
+        let (status, body) = node.delete(&format!("/api/v1/executions/{id}")).await;
+        assert_eq!(status, 409, "{body}");
+    }
+    for s in servers {
+        s.stop().await;
+    }
+}

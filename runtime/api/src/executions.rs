@@ -81,6 +81,7 @@ impl From<ExecutionError> for ApiError {
             }
             ExecutionError::Run(e) => e.into(),
             ExecutionError::Store(e) => e.into(),
+            ExecutionError::Elsewhere { .. } => Self::Unavailable(e.to_string()),
         }
     }
 }

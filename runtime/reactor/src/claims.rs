@@ -9,11 +9,39 @@
 //! the takeover on, the database refuses the previous holder's writes.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use squall_core::ExecutionId;
+use serde::{Deserialize, Serialize};
+use squall_core::{Execution, ExecutionId, ExecutionStatus, TenantId};
 use squall_store::pg::PgStore;
 
+use crate::ExecutionError;
 use crate::dispatch::{ClusterNode, Reactor};
+
+/// How long a node waits for the node holding an execution to answer.
+const REPLY_WITHIN: Duration = Duration::from_secs(15);
+
+/// What one node asks of the node holding an execution.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Request {
+    Cancel {
+        tenant: TenantId,
+        execution: ExecutionId,
+    },
+}
+
+/// The holder's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    /// Done: the execution as it stands now.
+    Done(Box<Execution>),
+    /// It had ended already, as this.
+    Ended(ExecutionStatus),
+    /// It could not be done, for this reason.
+    Failed(String),
+}
 
 impl Reactor {
     /// What this node is to pick up at start. Without a cluster node (a
@@ -108,6 +136,125 @@ impl Reactor {
             Ok(n) => tracing::info!(executions = n, "left unfinished executions to other nodes"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release this node's claims; they run out on their own")
+            }
+        }
+    }
+
+    /// Whether `node` is this node.
+    pub(crate) fn is_node(&self, node: &str) -> bool {
+        self.inner
+            .config
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.name == node)
+    }
+
+    /// The live node holding `id`, when it is another: what only it can do
+    /// (cancel a guest it runs) is asked of it. A holder whose claim ran
+    /// out is about to be taken over: the caller is told to try again.
+    pub(crate) async fn held_elsewhere(
+        &self,
+        id: &ExecutionId,
+    ) -> Result<Option<String>, ExecutionError> {
+        let (Some(me), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres()) else {
+            return Ok(None);
+        };
+        match pg.claim_holder(id).await? {
+            Some(holder) if holder.node != me.name && holder.live => Ok(Some(holder.node)),
+            Some(holder) if holder.node != me.name => Err(ExecutionError::Elsewhere {
+                id: id.clone(),
+                node: holder.node,
+                why: format!(
+                    "stopped; a live node takes its executions over within {} s: try again then",
+                    (me.claim_ttl / 3).as_secs().max(1)
+                ),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Ask `node`, which holds it, to cancel `tenant`'s execution `id`, and
+    /// wait for its answer.
+    pub(crate) async fn cancel_on(
+        &self,
+        node: String,
+        tenant: &TenantId,
+        id: &ExecutionId,
+    ) -> Result<Execution, ExecutionError> {
+        let pg = self
+            .inner
+            .store
+            .postgres()
+            .expect("only a node on PostgreSQL asks others");
+        let body = serde_json::to_string(&Request::Cancel {
+            tenant: tenant.clone(),
+            execution: id.clone(),
+        })
+        .expect("a request serializes");
+        let request = pg.send_request(&node, &body).await?;
+        let deadline = tokio::time::Instant::now() + REPLY_WITHIN;
+        let reply = loop {
+            if let Some(reply) = pg.request_reply(request).await? {
+                break reply;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                pg.withdraw_request(request).await?;
+                return Err(ExecutionError::Elsewhere {
+                    id: id.clone(),
+                    node,
+                    why: format!("did not answer within {} s", REPLY_WITHIN.as_secs()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match serde_json::from_str::<Reply>(&reply) {
+            Ok(Reply::Done(execution)) => Ok(*execution),
+            Ok(Reply::Ended(status)) => Err(ExecutionError::AlreadyCompleted {
+                id: id.clone(),
+                status,
+            }),
+            Ok(Reply::Failed(why)) => Err(ExecutionError::Elsewhere {
+                id: id.clone(),
+                node,
+                why,
+            }),
+            Err(e) => Err(ExecutionError::Elsewhere {
+                id: id.clone(),
+                node,
+                why: format!("answered what this node cannot read ({e})"),
+            }),
+        }
+    }
+
+    /// Carry out the requests other nodes addressed to this one, and answer
+    /// each.
+    pub(crate) async fn serve_requests(&self, pg: &PgStore) {
+        let Some(me) = &self.inner.config.cluster else {
+            return;
+        };
+        let requests = match pg.take_requests(&me.name).await {
+            Ok(requests) => requests,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the requests of other nodes");
+                return;
+            }
+        };
+        for (number, body) in requests {
+            let reply = match serde_json::from_str::<Request>(&body) {
+                Ok(Request::Cancel { tenant, execution }) => {
+                    match self.cancel(&tenant, &execution).await {
+                        Ok(e) => Reply::Done(Box::new(e)),
+                        Err(ExecutionError::AlreadyCompleted { status, .. }) => {
+                            Reply::Ended(status)
+                        }
+                        Err(e) => Reply::Failed(e.to_string()),
+                    }
+                }
+                Err(e) => Reply::Failed(format!("a request this node cannot read ({e})")),
+            };
+            let reply = serde_json::to_string(&reply).expect("a reply serializes");
+            if let Err(e) = pg.reply_to_request(number, &reply).await {
+                tracing::warn!(request = number, error = %e, "could not answer another node's request");
             }
         }
     }

@@ -6,14 +6,15 @@
 //! the epochs every second should a notification be lost, it brings each
 //! tenant whose epoch moved in line with the database
 //! ([`Reactor::resync_tenant`]); after its listening connection
-//! reconnects, it brings every tenant in line.
+//! reconnects, it brings every tenant in line. The same listener hears the
+//! requests other nodes address to this one (`claims.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use squall_core::{PackRef, TenantId};
-use squall_store::pg::PgStore;
+use squall_store::pg::{Heard, PgStore};
 
 use crate::dispatch::Reactor;
 use crate::dispatch::RuleChangeError;
@@ -99,32 +100,50 @@ impl Reactor {
             self.resync_moved(&pg, &mut known, true).await;
             let mut polls = 0u32;
             loop {
-                let heard = match &mut changes {
+                // What woke this round: tenants' changes, requests to this
+                // node, or neither (a poll, which looks for both).
+                let (mut changed, mut asked) = (false, false);
+                match &mut changes {
                     Some(rx) => tokio::select! {
-                        tenant = rx.recv() => match tenant {
-                            Some(_) => {
-                                // One read of the epochs for a burst.
-                                while rx.try_recv().is_ok() {}
-                                true
+                        heard = rx.recv() => {
+                            let Some(first) = heard else {
+                                // The connection ended: listen anew.
+                                break;
+                            };
+                            // One round for a burst.
+                            let mut burst = vec![first];
+                            while let Ok(more) = rx.try_recv() {
+                                burst.push(more);
                             }
-                            // The connection ended: listen anew.
-                            None => break,
-                        },
-                        () = tokio::time::sleep(POLL) => false,
+                            for heard in burst {
+                                match heard {
+                                    Heard::Tenant(_) => changed = true,
+                                    Heard::Requests { node } => asked |= self.is_node(&node),
+                                }
+                            }
+                        }
+                        () = tokio::time::sleep(POLL) => (changed, asked) = (true, true),
                     },
                     None => {
                         tokio::time::sleep(POLL).await;
-                        false
+                        (changed, asked) = (true, true);
                     }
-                };
+                }
                 if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                     return;
                 }
-                polls += u32::from(!heard);
+                if changed && asked {
+                    polls += 1;
+                }
                 if changes.is_none() && polls >= LISTEN_AGAIN {
                     break;
                 }
-                self.resync_moved(&pg, &mut known, false).await;
+                if asked {
+                    self.serve_requests(&pg).await;
+                }
+                if changed {
+                    self.resync_moved(&pg, &mut known, false).await;
+                }
             }
         }
     }

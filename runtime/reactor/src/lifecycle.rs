@@ -50,6 +50,13 @@ pub enum ExecutionError {
     Run(#[from] RunError),
     #[error(transparent)]
     Store(#[from] squall_store::Error),
+    /// Another node holds the execution and could not do what was asked.
+    #[error("execution '{id}' is held by node {node}, which {why}")]
+    Elsewhere {
+        id: ExecutionId,
+        node: String,
+        why: String,
+    },
 }
 
 /// What happened to an execution, for the event stream.
@@ -207,6 +214,12 @@ impl Reactor {
                 id: id.clone(),
                 status: stored.status,
             });
+        }
+        // Another node runs it: that node cancels it.
+        if self.inner.scheduler.live(id).is_none()
+            && let Some(node) = self.held_elsewhere(id).await?
+        {
+            return self.cancel_on(node, tenant, id).await;
         }
         if let Some(record) = self.cancel_workflow(id).await {
             return Ok(record);

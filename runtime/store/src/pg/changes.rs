@@ -17,6 +17,15 @@ use crate::{Error, Result};
 /// The notification channel of tenant changes.
 pub const CHANNEL: &str = "squall_changes";
 
+/// What a node's listener hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// What nodes hold in memory for this tenant changed.
+    Tenant(TenantId),
+    /// Requests are addressed to this node (see [`PgStore::send_request`]).
+    Requests { node: String },
+}
+
 /// Bump `tenant`'s epoch inside the open transaction of a change, and
 /// notify the other nodes when it commits.
 pub(super) async fn bump_epoch(
@@ -58,11 +67,11 @@ impl PgStore {
             .collect()
     }
 
-    /// Listen for tenant changes on a connection of its own: each
-    /// notification's tenant arrives on the receiver, which ends when the
-    /// connection does (the caller then reads [`PgStore::epochs`] again
-    /// and listens anew).
-    pub async fn listen_changes(&self) -> Result<mpsc::UnboundedReceiver<TenantId>> {
+    /// Listen for tenant changes and requests between nodes on a connection
+    /// of its own: each notification arrives on the receiver, which ends
+    /// when the connection does (the caller then reads
+    /// [`PgStore::epochs`] again and listens anew).
+    pub async fn listen_changes(&self) -> Result<mpsc::UnboundedReceiver<Heard>> {
         let failed = |e: tokio_postgres::Error| Error::Postgres(PgError::Connect(e.to_string()));
         Ok(match &self.tls {
             Some(tls) => {
@@ -82,7 +91,7 @@ impl PgStore {
     }
 }
 
-/// The tenants `connection`'s notifications name, on a receiver that ends
+/// What `connection`'s notifications say, on a receiver that ends
 /// with the connection. The task reading the connection holds its client
 /// too: the connection ends when it does, and the receiver ends with it
 /// (the caller then reads the epochs again and listens anew). A dropped
@@ -90,7 +99,7 @@ impl PgStore {
 async fn relay<S, T>(
     client: tokio_postgres::Client,
     mut connection: tokio_postgres::Connection<S, T>,
-) -> Result<mpsc::UnboundedReceiver<TenantId>>
+) -> Result<mpsc::UnboundedReceiver<Heard>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -108,8 +117,14 @@ where
             };
             match message {
                 Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    if let Ok(tenant) = TenantId::new(n.payload()) {
-                        let _ = tx.send(tenant);
+                    let heard = match n.channel() {
+                        super::REQUESTS => Some(Heard::Requests {
+                            node: n.payload().to_owned(),
+                        }),
+                        _ => TenantId::new(n.payload()).ok().map(Heard::Tenant),
+                    };
+                    if let Some(heard) = heard {
+                        let _ = tx.send(heard);
                     }
                 }
                 Some(Ok(_)) => {}
@@ -122,7 +137,7 @@ where
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {}", super::REQUESTS))
         .await
         .map_err(Error::from)?;
     Ok(rx)

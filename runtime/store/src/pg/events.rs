@@ -138,6 +138,14 @@ impl PgStore {
                     .await?;
             }
         }
+        // Requests between nodes whose sender never came back for the
+        // reply (it stopped meanwhile).
+        client
+            .execute(
+                "DELETE FROM node_requests WHERE at < now() - interval '1 hour'",
+                &[],
+            )
+            .await?;
         Ok(purged)
     }
 

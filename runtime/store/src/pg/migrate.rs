@@ -335,6 +335,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER executions_claimed AFTER INSERT OR UPDATE ON executions
         FOR EACH ROW EXECUTE FUNCTION claim_execution();
     "#,
+    // 15: requests between nodes (cancel an execution another node
+    // holds): a row addressed to the node, taken once, answered on the row.
+    r#"
+    CREATE TABLE node_requests (
+        id     BIGSERIAL PRIMARY KEY,
+        node   TEXT NOT NULL,
+        body   TEXT NOT NULL,
+        taken  BOOLEAN NOT NULL DEFAULT false,
+        reply  TEXT,
+        at     TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX node_requests_waiting ON node_requests (node) WHERE NOT taken;
+    "#,
 ];
 
 /// The schema version this build writes.

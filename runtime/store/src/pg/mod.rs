@@ -22,16 +22,18 @@ mod migrate;
 mod packs;
 mod queue;
 mod reactor;
+mod requests;
 mod workflows;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-pub use changes::CHANNEL;
+pub use changes::{CHANNEL, Heard};
 pub use events::{EventId, LoggedEvent};
 pub use leases::Held;
 pub use packs::PackVersion;
 pub use queue::{Claim, Reaped};
+pub use requests::{Holder, REQUESTS};
 
 use crate::SecretKey;
 
@@ -861,7 +863,7 @@ mod tests {
             .await
             .expect("a notification")
             .expect("the listener runs");
-        assert_eq!(told, acme);
+        assert_eq!(told, Heard::Tenant(acme.clone()));
         assert_eq!(three.epochs().await.expect("epochs"), [(acme.clone(), 1)]);
         // Each change bumps the epoch once, whatever carries it.
         one.put_policy(&acme, "hooks.p", None)
@@ -879,7 +881,7 @@ mod tests {
                 .await
                 .expect("a notification")
                 .expect("the listener runs");
-            assert_eq!(told, acme);
+            assert_eq!(told, Heard::Tenant(acme.clone()));
         }
         // The listening connection is cut (the server ends it): the
         // receiver ends, so its node knows to read the epochs again.
