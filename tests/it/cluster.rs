@@ -239,3 +239,101 @@ async fn a_cancel_through_another_node_reaches_the_node_running_it() {
         s.stop().await;
     }
 }
+
+/// `slow.hold`: a workflow whose one task sleeps for ten minutes.
+fn slow_pack() -> TempDir {
+    let dir = squall_tests::pack_of("slow", &[]);
+    let actions = dir.path().join("actions");
+    std::fs::create_dir_all(actions.join("workflows")).expect("mkdir");
+    for (path, text) in [
+        (
+            "hold.yaml",
+            "name: hold\nrunner_type: orquesta\nentry_point: workflows/hold.yaml\n",
+        ),
+        (
+            "workflows/hold.yaml",
+            "version: 1.0\ntasks:\n  wait:\n    action: core.sleep seconds=600\n",
+        ),
+    ] {
+        std::fs::write(actions.join(path), text).expect("write");
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_or_a_pause_through_another_node_reaches_the_workflows_node() {
+    let (core, ask, slow) = (
+        squall_tests::core_pack(),
+        super::inquiries::ask_pack(),
+        slow_pack(),
+    );
+    let packs = [
+        core.path().to_owned(),
+        ask.path().to_owned(),
+        slow.path().to_owned(),
+    ];
+    let (_dirs, servers) = nodes(2, &packs).await;
+    let (on_a, on_b) = (
+        servers[0].as_key(&servers[0].key),
+        servers[1].as_key(&servers[1].key),
+    );
+    let start = async |body: Value| {
+        let (status, e) = on_a.post("/api/v1/executions", &body).await;
+        assert_eq!(status, 201, "{e}");
+        e["id"].as_str().expect("id").to_owned()
+    };
+
+    // A question a's workflow asks is answered through b.
+    let approving = start(json!({"action": "ask.approve"})).await;
+    let inquiry = crate::util::eventually("a question asked", || async {
+        let (_, list) = on_b.get("/api/v1/inquiries").await;
+        list[0]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| list.to_string())
+    })
+    .await;
+    let answer = json!({"id": inquiry, "response": {"approved": true}});
+    let (status, body) = on_b
+        .put(&format!("/api/v1/inquiries/{inquiry}"), &answer)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["approved"], true, "{body}");
+    let done = on_b.finished(&approving).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"]["approved"], true, "{done}");
+    // Answered: refused again, through either node.
+    let (status, body) = on_b
+        .put(&format!("/api/v1/inquiries/{inquiry}"), &answer)
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // a's workflow paused, resumed and canceled through b.
+    let holding = start(json!({"action": "slow.hold"})).await;
+    on_a.running(&holding).await;
+    let set = async |status: &str| {
+        let (code, e) = on_b
+            .put(
+                &format!("/api/v1/executions/{holding}"),
+                &json!({ "status": status }),
+            )
+            .await;
+        assert_eq!(code, 200, "{e}");
+        e["status"].as_str().expect("status").to_owned()
+    };
+    assert!(
+        ["pausing", "paused"].contains(&set("pausing").await.as_str()),
+        "paused"
+    );
+    assert!(
+        ["resuming", "running"].contains(&set("resuming").await.as_str()),
+        "resumed"
+    );
+    let (status, body) = on_b.delete(&format!("/api/v1/executions/{holding}")).await;
+    assert_eq!(status, 200, "{body}");
+    let ended = on_b.finished(&holding).await;
+    assert_eq!(ended["status"], "canceled", "{ended}");
+    for s in servers {
+        s.stop().await;
+    }
+}

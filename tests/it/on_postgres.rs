@@ -8,7 +8,7 @@
 #[path = "cluster.rs"]
 mod cluster;
 #[path = "inquiries.rs"]
-mod inquiries;
+pub(crate) mod inquiries;
 #[path = "lifecycle.rs"]
 mod lifecycle;
 #[path = "packs.rs"]

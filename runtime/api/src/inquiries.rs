@@ -28,7 +28,9 @@ impl From<InquiryError> for ApiError {
         match e {
             InquiryError::NotFound(_) => Self::NotFound(e.to_string()),
             InquiryError::NotAllowed { .. } => Self::Forbidden(e.to_string()),
-            InquiryError::ShuttingDown => Self::Unavailable(e.to_string()),
+            InquiryError::ShuttingDown | InquiryError::Elsewhere(_) => {
+                Self::Unavailable(e.to_string())
+            }
             InquiryError::Store(e) => e.into(),
             InquiryError::NotAnInquiry(_)
             | InquiryError::TimedOut(_)

@@ -29,6 +29,20 @@ enum Request {
         tenant: TenantId,
         execution: ExecutionId,
     },
+    /// Pause (`pausing`) or resume (`resuming`) a workflow.
+    SetStatus {
+        tenant: TenantId,
+        execution: ExecutionId,
+        status: ExecutionStatus,
+    },
+    /// Answer an inquiry, for `user` (checked by the asking node first).
+    Answer {
+        tenant: TenantId,
+        execution: ExecutionId,
+        user: String,
+        role: squall_core::auth::Role,
+        response: serde_json::Value,
+    },
 }
 
 /// The holder's answer.
@@ -37,6 +51,8 @@ enum Request {
 enum Reply {
     /// Done: the execution as it stands now.
     Done(Box<Execution>),
+    /// Answered: StackStorm's reply.
+    Answered(serde_json::Value),
     /// It had ended already, as this.
     Ended(ExecutionStatus),
     /// It could not be done, for this reason.
@@ -181,16 +197,64 @@ impl Reactor {
         tenant: &TenantId,
         id: &ExecutionId,
     ) -> Result<Execution, ExecutionError> {
+        let request = Request::Cancel {
+            tenant: tenant.clone(),
+            execution: id.clone(),
+        };
+        self.ask_holder(node, id, &request).await
+    }
+
+    /// Ask `node`, which holds it, to pause or resume `tenant`'s workflow
+    /// `id` (`status`), and wait for its answer.
+    pub(crate) async fn set_status_on(
+        &self,
+        node: String,
+        tenant: &TenantId,
+        id: &ExecutionId,
+        status: ExecutionStatus,
+    ) -> Result<Execution, ExecutionError> {
+        let request = Request::SetStatus {
+            tenant: tenant.clone(),
+            execution: id.clone(),
+            status,
+        };
+        self.ask_holder(node, id, &request).await
+    }
+
+    /// Ask `node`, which holds it, to record `caller`'s answer to inquiry
+    /// `id` (checked here already), and wait for its answer: StackStorm's
+    /// reply, else why not.
+    pub(crate) async fn answer_on(
+        &self,
+        node: String,
+        caller: &squall_core::auth::Principal,
+        id: &ExecutionId,
+        response: serde_json::Value,
+    ) -> Result<serde_json::Value, ExecutionError> {
+        let request = Request::Answer {
+            tenant: caller.tenant.clone(),
+            execution: id.clone(),
+            user: caller.user.clone(),
+            role: caller.role,
+            response,
+        };
+        self.ask_holder(node, id, &request).await
+    }
+
+    /// Address `request` to `node`, which holds execution `id`, and wait
+    /// for its reply.
+    async fn ask_holder<T: FromReply>(
+        &self,
+        node: String,
+        id: &ExecutionId,
+        request: &Request,
+    ) -> Result<T, ExecutionError> {
         let pg = self
             .inner
             .store
             .postgres()
             .expect("only a node on PostgreSQL asks others");
-        let body = serde_json::to_string(&Request::Cancel {
-            tenant: tenant.clone(),
-            execution: id.clone(),
-        })
-        .expect("a request serializes");
+        let body = serde_json::to_string(request).expect("a request serializes");
         let request = pg.send_request(&node, &body).await?;
         let deadline = tokio::time::Instant::now() + REPLY_WITHIN;
         let reply = loop {
@@ -207,22 +271,23 @@ impl Reactor {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        let elsewhere = |why: String| ExecutionError::Elsewhere {
+            id: id.clone(),
+            node: node.clone(),
+            why,
+        };
         match serde_json::from_str::<Reply>(&reply) {
-            Ok(Reply::Done(execution)) => Ok(*execution),
             Ok(Reply::Ended(status)) => Err(ExecutionError::AlreadyCompleted {
                 id: id.clone(),
                 status,
             }),
-            Ok(Reply::Failed(why)) => Err(ExecutionError::Elsewhere {
-                id: id.clone(),
-                node,
-                why,
-            }),
-            Err(e) => Err(ExecutionError::Elsewhere {
-                id: id.clone(),
-                node,
-                why: format!("answered what this node cannot read ({e})"),
-            }),
+            Ok(Reply::Failed(why)) => Err(elsewhere(why)),
+            Ok(done) => {
+                T::from_reply(done).ok_or_else(|| elsewhere("answered another question".to_owned()))
+            }
+            Err(e) => Err(elsewhere(format!(
+                "answered what this node cannot read ({e})"
+            ))),
         }
     }
 
@@ -240,13 +305,30 @@ impl Reactor {
             }
         };
         for (number, body) in requests {
+            let done = |done: Result<Execution, ExecutionError>| match done {
+                Ok(e) => Reply::Done(Box::new(e)),
+                Err(ExecutionError::AlreadyCompleted { status, .. }) => Reply::Ended(status),
+                Err(e) => Reply::Failed(e.to_string()),
+            };
             let reply = match serde_json::from_str::<Request>(&body) {
                 Ok(Request::Cancel { tenant, execution }) => {
-                    match self.cancel(&tenant, &execution).await {
-                        Ok(e) => Reply::Done(Box::new(e)),
-                        Err(ExecutionError::AlreadyCompleted { status, .. }) => {
-                            Reply::Ended(status)
-                        }
+                    done(self.cancel(&tenant, &execution).await)
+                }
+                Ok(Request::SetStatus {
+                    tenant,
+                    execution,
+                    status,
+                }) => done(self.set_workflow_status(&tenant, &execution, status).await),
+                Ok(Request::Answer {
+                    tenant,
+                    execution,
+                    user,
+                    role,
+                    response,
+                }) => {
+                    let caller = squall_core::auth::Principal { tenant, user, role };
+                    match self.respond(&caller, &execution, response).await {
+                        Ok(answer) => Reply::Answered(answer),
                         Err(e) => Reply::Failed(e.to_string()),
                     }
                 }
@@ -256,6 +338,29 @@ impl Reactor {
             if let Err(e) = pg.reply_to_request(number, &reply).await {
                 tracing::warn!(request = number, error = %e, "could not answer another node's request");
             }
+        }
+    }
+}
+
+/// What a reply carries, for the request that asked for it.
+trait FromReply: Sized {
+    fn from_reply(reply: Reply) -> Option<Self>;
+}
+
+impl FromReply for Execution {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::Done(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for serde_json::Value {
+    fn from_reply(reply: Reply) -> Option<Self> {
+        match reply {
+            Reply::Answered(answer) => Some(answer),
+            _ => None,
         }
     }
 }

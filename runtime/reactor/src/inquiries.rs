@@ -46,6 +46,17 @@ pub enum InquiryError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] squall_store::Error),
+    /// Another node holds the inquiry and could not record the answer.
+    #[error("{0}")]
+    Elsewhere(String),
+}
+
+/// An answer another node could not record, as an inquiry's error.
+fn elsewhere(e: crate::ExecutionError) -> InquiryError {
+    match e {
+        crate::ExecutionError::Store(e) => InquiryError::Store(e),
+        other => InquiryError::Elsewhere(other.to_string()),
+    }
 }
 
 /// Whether `e` is an inquiry (an execution of an `inquirer` action).
@@ -139,6 +150,20 @@ impl Reactor {
         question
             .check(&response)
             .map_err(|problems| InquiryError::Invalid { problems })?;
+        // Another node holds it (and its workflow): that node records it.
+        if let Some(node) = self.held_elsewhere(id).await.map_err(elsewhere)? {
+            return match self.answer_on(node, caller, id, response).await {
+                Ok(answer) => Ok(answer),
+                Err(err) => {
+                    // Ended meanwhile: say how, as here.
+                    let now = store
+                        .get_execution(&caller.tenant, id)?
+                        .ok_or_else(|| InquiryError::NotFound(id.clone()))?;
+                    check_pending(&now)?;
+                    Err(elsewhere(err))
+                }
+            };
+        }
         e.transition(ExecutionStatus::Succeeded);
         e.result = Some(with(e.result.take(), "response", response.clone()));
         let mut plan = Plan::default();

@@ -899,6 +899,12 @@ impl Reactor {
                 status: stored.status,
             });
         }
+        // Another node runs it: that node pauses or resumes it.
+        if !self.inner.flows.contains(id)
+            && let Some(node) = self.held_elsewhere(id).await?
+        {
+            return self.set_status_on(node, tenant, id, status).await;
+        }
         let changed = match status {
             ExecutionStatus::Pausing => self.pause_workflow(id).await,
             ExecutionStatus::Resuming => self.resume_workflow(id).await,
