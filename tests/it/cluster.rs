@@ -168,6 +168,7 @@ async fn a_dead_nodes_executions_are_taken_over_and_a_live_nodes_left_alone() {
         cluster: Some(ClusterNode {
             name: String::new(),
             claim_ttl: Duration::from_secs(2),
+            leads: true,
         }),
         ..ReactorConfig::default()
     };
@@ -336,4 +337,71 @@ async fn an_answer_or_a_pause_through_another_node_reaches_the_workflows_node() 
     for s in servers {
         s.stop().await;
     }
+}
+
+/// The `core.echo` executions that said `message`.
+async fn echoed(node: &Client, message: &str) -> usize {
+    let (_, list) = node
+        .get("/api/v1/executions?action=core.echo&limit=1000")
+        .await;
+    list.as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["result"]["stdout"] == message)
+        .count()
+}
+
+/// Through `node`: a rule that echoes `message` once, at `seconds` from
+/// now.
+async fn echo_at(node: &Client, message: &str, seconds: i64) {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a date");
+    let rule = json!({"name": message, "pack": "hooks", "enabled": true,
+        "trigger": {"type": "core.st2.DateTimer", "parameters": {"date": at}},
+        "action": {"ref": "core.echo", "parameters": {"message": message}}});
+    let (status, body) = node.post("/api/v1/rules", &rule).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_run_on_the_leading_node_only_and_move_with_the_lead() {
+    let core = squall_tests::core_pack();
+    let hooks = squall_tests::rules_pack("hooks", super::server::RULES);
+    let packs = [core.path().to_owned(), hooks.path().to_owned()];
+    let leading = |leads| ReactorConfig {
+        cluster: Some(ClusterNode {
+            name: String::new(),
+            claim_ttl: Duration::from_secs(30),
+            leads,
+        }),
+        ..ReactorConfig::default()
+    };
+    let (first, a) = node_beside(None, &packs, leading(true)).await;
+    let (_second, b) = node_beside(Some(&first), &packs, leading(false)).await;
+    let on_b = b.as_key(&b.key);
+    // Made through b, in force on both; fired by a alone. The later timer
+    // ends the wait: a second firing of the first would have come by then.
+    let fired_once = async |first: &str, then: &str| {
+        crate::util::eventually(&format!("'{then}' fired"), || async {
+            match echoed(&on_b, then).await {
+                0 => Err("not yet".to_owned()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert_eq!(echoed(&on_b, first).await, 1, "'{first}' fired once");
+    };
+    echo_at(&on_b, "once", 3).await;
+    echo_at(&on_b, "then", 5).await;
+    fired_once("once", "then").await;
+
+    // a stops; b leads, and its timers run.
+    a.stop().await;
+    b.lead();
+    echo_at(&on_b, "again", 2).await;
+    echo_at(&on_b, "after", 4).await;
+    fired_once("again", "after").await;
+    b.stop().await;
 }

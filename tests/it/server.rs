@@ -46,6 +46,7 @@ async fn postgres_store(
         .get_or_insert_with(|| squall_reactor::ClusterNode {
             name: String::new(),
             claim_ttl: Duration::from_secs(30),
+            leads: true,
         });
     cluster.name = node.clone();
     let store = Store::connect_as(&url, 16, None, &node, cluster.claim_ttl)
@@ -372,6 +373,13 @@ impl Server {
         }
         self.reactor.shutdown(Duration::from_secs(5)).await;
         self.reactor.release_claims().await;
+    }
+
+    /// Lead from now on: run the sensors, timers and file watches (a node
+    /// started with `ClusterNode::leads` false).
+    #[allow(dead_code)] // by the PostgreSQL-only tests of `cluster.rs`
+    pub(crate) fn lead(&self) {
+        self.reactor.lead();
     }
 
     /// Stop as a node that dies does: nothing more runs or is written, and

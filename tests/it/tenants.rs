@@ -751,8 +751,12 @@ async fn the_event_stream_and_metrics() {
     let mut theirs = open(&b_key).await.expect("stream");
     let e = s.run("core.echo", json!({"message": "streamed"})).await;
     let id = e["id"].as_str().expect("id").to_owned();
+    // Until its end is told (on PostgreSQL the create event itself may
+    // show it ended: read on for the updates).
     let seen = read_events(&mut mine, crate::util::PATIENCE, |t| {
-        t.contains("st2.execution__create") && t.contains("\"status\":\"succeeded\"")
+        t.contains("st2.execution__create")
+            && t.contains("event: st2.execution__update")
+            && t.contains("\"status\":\"succeeded\"")
     })
     .await;
     assert!(seen.contains(&format!("\"id\":\"{id}\"")), "{seen}");

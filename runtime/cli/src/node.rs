@@ -1,11 +1,13 @@
-//! A node serving a PostgreSQL database. Until nodes share the work (the
-//! queue, the sensors and timers under leases), one node serves a database
-//! at a time: it holds the `server` lease and renews it, on a connection
-//! of its own, from the moment it takes it until it gives it up; another
-//! node started on the same database waits as a standby and takes over
-//! once the lease runs out (the serving node stopped or died). A node that
-//! cannot renew its lease before it runs out exits at once, before the
-//! lease can pass to another node.
+//! A node on a PostgreSQL database. Every node serves the API and runs the
+//! executions it is asked for; one node at a time **leads**: it holds the
+//! database's `leader` lease and runs what must run once (the sensors, the
+//! timers and file watches, the housekeeping). Each node tries to take the
+//! lease at start and every 5 s after, on a connection of its own, and the
+//! leader renews it as often; when the leader stops or dies, another node
+//! leads at most 30 s later (at once after a graceful stop). A leader that
+//! finds its lease taken, and any node that cannot reach the database
+//! before its lease would run out, exits at once (status 75): a supervisor
+//! starts it again.
 //!
 //! The executions a node writes are claimed in its name (the connections
 //! of its store say who they are); its reactor renews those claims, and
@@ -18,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use squall_store::pg::{LeaseClock, PgStore};
 
-/// The lease a serving node holds.
-const LEASE: &str = "server";
+/// The lease the leading node holds.
+const LEASE: &str = "leader";
 
-/// How long the lease lasts unrenewed: the longest a standby waits after
-/// the serving node died.
+/// How long the lease lasts unrenewed: the longest the other nodes wait
+/// after the leader died.
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
 
-/// How often the serving node renews it.
+/// How often a node renews its lease, or tries to take it.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// The exit status of a node that lost its lease.
@@ -37,8 +39,8 @@ const LOST_LEASE: i32 = 75;
 pub(crate) struct Node {
     pg: PgStore,
     name: String,
-    /// When the lease was last renewed: the node's other stores send
-    /// nothing once it is overdue.
+    /// When the database last answered this node's lease statement: its
+    /// other stores send nothing once that is overdue.
     clock: Arc<LeaseClock>,
 }
 
@@ -76,29 +78,31 @@ impl Node {
         &self.name
     }
 
-    /// Wait until this node holds the database's `server` lease, saying on
-    /// stderr (once) which node it waits for; then renew it in a task of
-    /// its own until [`Serving::release`]. A database that cannot be
-    /// reached meanwhile is waited for, and said.
-    pub(crate) async fn serve_when_free(&self) -> Serving {
+    /// Get ready to serve. A node of a build whose schema is newer than
+    /// the database's waits until it leads, and migrates it then (older
+    /// nodes serving never see their schema change under them): `true`
+    /// when it leads already. A database that cannot be reached meanwhile
+    /// is waited for, and said.
+    pub(crate) async fn ready(&self) -> bool {
         let mut said_holder = false;
         let mut said_error = false;
         loop {
-            match self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL).await {
+            let current = self.pg.schema_is_current().await;
+            let attempt = match current {
+                Ok(true) => return false,
+                Ok(false) => self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL).await,
+                Err(e) => Err(e.into()),
+            };
+            match attempt {
                 Ok(Some(_)) => {
                     self.clock.renewed();
-                    break;
+                    return true;
                 }
                 Ok(None) if !said_holder => {
-                    let holder = match self.pg.lease_holder(LEASE).await {
-                        Ok(Some((holder, _))) => holder,
-                        _ => "another node".into(),
-                    };
                     eprintln!(
-                        "squall: node {holder} serves this database; waiting as a standby until it stops (at most {} s after it does)",
+                        "squall: this build's database schema is newer than the database's; waiting to lead (at most {} s after the leader stops) to bring it up to date",
                         LEASE_TTL.as_secs()
                     );
-                    tracing::info!(node = %self.name, %holder, "standby: waiting for the server lease");
                     said_holder = true;
                 }
                 Ok(None) => {}
@@ -107,33 +111,42 @@ impl Node {
                         eprintln!("squall: the database cannot be reached ({e}); trying again");
                         said_error = true;
                     }
-                    tracing::warn!(node = %self.name, error = %e, "could not take the server lease");
+                    tracing::warn!(node = %self.name, error = %e, "could not reach the database");
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let node = self.clone();
-        Serving {
-            node: self.clone(),
-            renewing: tokio::spawn(node.keep_serving()),
+            tokio::time::sleep(RENEW_EVERY).await;
         }
     }
 
-    /// Renew the lease for as long as this node serves. One that could
-    /// not be renewed before it runs out (the database unreachable, or the
-    /// lease taken) ends the process at once, before another node can take
-    /// over: it must not go on running executions.
-    async fn keep_serving(self) {
-        let mut renewed = Instant::now();
+    /// Stay in the cluster until [`Member::leave`]: in a task of its own,
+    /// take the `leader` lease when no live node holds it (now, and every
+    /// 5 s), then say so on [`Member::leading`] and renew the lease for as
+    /// long as this node runs. A leader whose lease was taken, or a node
+    /// that cannot reach the database before its lease would run out, ends
+    /// the process at once.
+    pub(crate) fn join(&self) -> Member {
+        let (tell, leading) = tokio::sync::watch::channel(false);
+        let node = self.clone();
+        Member {
+            node: self.clone(),
+            renewing: tokio::spawn(node.keep_membership(tell)),
+            leading,
+        }
+    }
+
+    async fn keep_membership(self, tell: tokio::sync::watch::Sender<bool>) {
+        let mut leading = false;
+        let mut said_leader = false;
+        let mut answered = Instant::now();
+        self.clock.renewed();
         let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
             tick.tick().await;
             // Within the lease's life, less a margin for the statement's
             // own time.
             let left = LEASE_TTL
-                .saturating_sub(renewed.elapsed())
+                .saturating_sub(answered.elapsed())
                 .saturating_sub(RENEW_EVERY);
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(100)),
@@ -142,43 +155,75 @@ impl Node {
             .await;
             match attempt {
                 Ok(Ok(Some(_))) => {
-                    renewed = Instant::now();
+                    answered = Instant::now();
                     self.clock.renewed();
+                    if !leading {
+                        leading = true;
+                        eprintln!(
+                            "squall: this node ({}) leads: it runs the sensors, timers and housekeeping",
+                            self.name
+                        );
+                        tracing::info!(node = %self.name, "leading");
+                        let _ = tell.send(true);
+                    }
                 }
-                Ok(Ok(None)) => self.stop_now("the server lease was taken by another node"),
+                Ok(Ok(None)) if leading => {
+                    self.stop_now("the leader lease was taken by another node")
+                }
+                Ok(Ok(None)) => {
+                    // The database answers: this node lives on.
+                    answered = Instant::now();
+                    self.clock.renewed();
+                    if !said_leader {
+                        let holder = match self.pg.lease_holder(LEASE).await {
+                            Ok(Some((holder, _))) => holder,
+                            _ => "another node".into(),
+                        };
+                        eprintln!(
+                            "squall: node {holder} leads (sensors, timers, housekeeping); this node serves beside it and leads if it stops"
+                        );
+                        said_leader = true;
+                    }
+                }
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %self.name, error = %e, "could not renew the server lease")
+                    tracing::warn!(node = %self.name, error = %e, "could not renew the leader lease")
                 }
-                Err(_) => tracing::warn!(node = %self.name, "renewing the server lease timed out"),
+                Err(_) => tracing::warn!(node = %self.name, "the leader lease statement timed out"),
             }
-            if renewed.elapsed() + RENEW_EVERY >= LEASE_TTL {
-                self.stop_now("the server lease could not be renewed before it ran out");
+            if answered.elapsed() + RENEW_EVERY >= LEASE_TTL {
+                self.stop_now("the database could not be reached before this node's lease ran out");
             }
         }
     }
 
     fn stop_now(&self, why: &str) -> ! {
         tracing::error!(node = %self.name, why, "stopping at once");
-        eprintln!("squall: {why}; this node stops at once (another node may serve now)");
+        eprintln!("squall: {why}; this node stops at once (other nodes carry on)");
         std::process::exit(LOST_LEASE);
     }
 }
 
-/// A node holding the `server` lease, renewed until released.
+/// A node in the cluster, until it leaves.
 #[derive(Debug)]
-pub(crate) struct Serving {
+pub(crate) struct Member {
     node: Node,
     renewing: tokio::task::JoinHandle<()>,
+    leading: tokio::sync::watch::Receiver<bool>,
 }
 
-impl Serving {
-    /// Give the lease up (a graceful stop, once the work in flight is
-    /// done): a standby takes over at once.
-    pub(crate) async fn release(self) {
+impl Member {
+    /// Whether this node leads, as it changes (once, to `true`).
+    pub(crate) fn leading(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
+    /// Leave (a graceful stop, once the work in flight is done): the lease,
+    /// if this node leads, is given up, and another node leads at once.
+    pub(crate) async fn leave(self) {
         self.renewing.abort();
         let node = &self.node;
         if let Err(e) = node.pg.release_lease(LEASE, &node.name).await {
-            tracing::warn!(node = %node.name, error = %e, "could not release the server lease");
+            tracing::warn!(node = %node.name, error = %e, "could not release the leader lease");
         }
     }
 }

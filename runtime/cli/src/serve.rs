@@ -287,15 +287,16 @@ async fn run(
         commit_interval: std::time::Duration::from_micros(args.commit_interval_us),
         ..Default::default()
     };
-    // On PostgreSQL, one node serves a database at a time (docs/cluster.md):
-    // the lease first, then the schema brought up to date under it.
+    // On PostgreSQL every node serves, and one leads (docs/cluster.md): a
+    // node whose build's schema is newer waits to lead to migrate it.
     let serving = match crate::commands::DATABASE.get().cloned().flatten() {
         Some(db) => {
             let pg = lease_store(&db).await?;
             let node = crate::node::Node::new(pg);
-            let serving = node.serve_when_free().await;
+            node.ready().await;
+            let member = node.join();
             tracing::info!(node = node.name(), "serving the database");
-            Some((serving, node))
+            Some((member, node))
         }
         None => None,
     };
@@ -306,7 +307,8 @@ async fn run(
         serving.as_ref().map(|(_, node)| node.name()),
     )?
     .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
-    // Nothing is sent to the database once the lease may have run out.
+    // Nothing is sent to the database once the node's lease statement is
+    // overdue (a process paused, or the database out of reach).
     if let Some((_, node)) = &serving {
         store = store.under_lease(node.lease_clock());
     }
@@ -458,6 +460,8 @@ async fn run(
             .map(|(_, node)| squall_reactor::ClusterNode {
                 name: node.name().to_owned(),
                 claim_ttl: crate::node::LEASE_TTL,
+                // Once the node leads: see below.
+                leads: false,
             }),
         ..ReactorConfig::default()
     };
@@ -465,14 +469,34 @@ async fn run(
     // On PostgreSQL, what other nodes (or any writer of the database)
     // change for a tenant comes into force here.
     reactor.follow_changes();
-    if let Some(days) = args.purge_after_days {
-        tokio::spawn(purge_every_hour(store.clone(), days));
-    }
-    if let Some(pg) = store.postgres() {
-        tokio::spawn(trim_event_log(
-            pg.clone(),
-            Duration::from_secs(args.event_log_hours * 3600),
-        ));
+    // What must run once: at once alone (SQLite), once this node leads on
+    // PostgreSQL.
+    let housekeeping = {
+        let (reactor, store) = (reactor.clone(), store.clone());
+        let (purge_days, log_hours) = (args.purge_after_days, args.event_log_hours);
+        async move {
+            reactor.lead();
+            if let Some(days) = purge_days {
+                tokio::spawn(purge_every_hour(store.clone(), days));
+            }
+            if let Some(pg) = store.postgres() {
+                tokio::spawn(trim_event_log(
+                    pg.clone(),
+                    Duration::from_secs(log_hours * 3600),
+                ));
+            }
+        }
+    };
+    match &serving {
+        Some((member, _)) => {
+            let mut leading = member.leading();
+            tokio::spawn(async move {
+                if leading.wait_for(|leads| *leads).await.is_ok() {
+                    housekeeping.await;
+                }
+            });
+        }
+        None => housekeeping.await,
     }
     // Install the signal handlers before announcing the address, so a
     // SIGTERM sent right after the announcement is a graceful stop.
@@ -513,8 +537,8 @@ async fn run(
         .shutdown(Duration::from_secs(args.shutdown_grace))
         .await;
     reactor.release_claims().await;
-    if let Some((serving, _)) = serving {
-        serving.release().await;
+    if let Some((member, _)) = serving {
+        member.leave().await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2884,12 +2884,13 @@ fn serve_on_database(url: &str, data: &Path, key: &str, packs: &[&Path]) -> std:
 
 /// On PostgreSQL: accounts made by the CLI reach the server, webhooks run
 /// their rule, and secrets are sealed with the shared key. A second node
-/// on the same database waits as a standby (one node serves at a time) and
-/// takes over when the first is killed: every accepted event then has one
-/// execution, ended, none run twice, the datastore is intact, and a pack
-/// installed through the first node's API runs on the standby.
+/// on the same database serves beside the first, which leads; when the
+/// first is killed the second leads and takes its work over: every
+/// accepted event then has one execution, ended, none run twice, the
+/// datastore is intact, and a pack installed through the first node's API
+/// runs on the second.
 #[test]
-fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
+fn a_second_node_on_postgresql_serves_and_takes_over_when_the_first_is_killed() {
     let pg = squall_tests::postgres::Postgres::start();
     let url = pg.create_database("serve");
     let (first, second) = (
@@ -2939,7 +2940,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
     let (status, _, metrics) = server.request("GET", "/metrics", "");
     assert_eq!(status, 200, "{metrics}");
     for expected in [
-        "squall_lease_seconds_left{lease=\"server\",holder=\"",
+        "squall_lease_seconds_left{lease=\"leader\",holder=\"",
         "squall_database_dead_tuples{table=\"executions\"}",
         "squall_database_connections{state=\"in_use\"}",
     ] {
@@ -2947,7 +2948,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
     }
 
     // A pack installed through the API, kept in the database for the
-    // standby, which has its own data directory.
+    // second node, which has its own data directory.
     let uploaded = squall_tests::pack_of(
         "swap",
         &[("go", squall_tests::VERSIONED, "parameters: {}\n")],
@@ -2972,7 +2973,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         .expect("squall runs");
     assert!(installed.status.success(), "{}", stderr(&installed));
 
-    // Left for the standby: an action running and a question waiting,
+    // Left for the second node: an action running and a question waiting,
     // both the first node's in the database (see `adopt_claims`).
     let sleeping = server.execute(serde_json::json!({
         "action": "core.sleep", "parameters": {"seconds": 600}
@@ -2992,26 +2993,38 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
             .any(|e| e["id"] == sleeping.as_str() && e["status"] == "running")
     });
 
-    // The standby says whom it waits for, and does not listen.
+    // The second node serves at once, beside the first, which leads.
     let mut standby = serve_on_database(&url, second.path(), &key, &packs);
-    wait_until("the standby saying it waits", || {
-        let text = std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
-        if text.contains("waiting as a standby") {
-            Ok(())
-        } else {
-            Err(text)
-        }
+    let addr = squall_tests::listening_addr(&mut standby, PATIENCE, "the second node");
+    let said = |what: &'static str| {
+        wait_until(&format!("the second node saying '{what}'"), || {
+            let text =
+                std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
+            if text.contains(what) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        })
+    };
+    said("this node serves beside it");
+    let beside = Served {
+        child: standby,
+        addr,
+        key: api_key,
+    };
+    // It runs what it is asked.
+    let noop = beside.execute(serde_json::json!({"action": "core.noop"}));
+    beside.wait_until("an execution on the second node", |all| {
+        all.iter()
+            .any(|e| e["id"] == noop.as_str() && e["status"] == "succeeded")
     });
     server.kill();
     let mut seen_live = first_seen;
     seen_live.extend(live.iter());
     let last_id = seen_live.last().map(|e| e.0.clone()).expect("events");
-    let addr = squall_tests::listening_addr(&mut standby, PATIENCE, "the standby taking over");
-    let server = Served {
-        child: standby,
-        addr,
-        key: api_key,
-    };
+    said("this node (");
+    let server = beside;
     for id in &accepted {
         let executions = wait_until(&format!("instance {id}'s execution ending"), || {
             let executions = server.get_json(&format!("/api/v1/executions?trigger_instance={id}"));
@@ -3028,7 +3041,7 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         let ti = server.get_json(&format!("/api/v1/triggerinstances/{id}"));
         assert_eq!(ti["status"], "processed");
     }
-    // The first node's executions are the standby's to write: the action
+    // The first node's executions are the second node's to write: the action
     // it was running ends `abandoned`, the question is answered here.
     server.wait_until("the first node's action abandoned", |all| {
         all.iter()
@@ -3052,18 +3065,21 @@ fn a_server_on_postgresql_hands_over_to_its_standby_when_killed() {
         .as_str()
         .expect("id")
         .to_owned();
-    let ran = wait_until("the uploaded pack's action ending on the standby", || {
-        let e = server.get_json(&format!("/api/v1/executions/{id}"));
-        if completed(&e) {
-            Ok(e)
-        } else {
-            Err(e.to_string())
-        }
-    });
+    let ran = wait_until(
+        "the uploaded pack's action ending on the second node",
+        || {
+            let e = server.get_json(&format!("/api/v1/executions/{id}"));
+            if completed(&e) {
+                Ok(e)
+            } else {
+                Err(e.to_string())
+            }
+        },
+    );
     assert_eq!(ran["status"], "succeeded", "{ran}");
     assert_eq!(ran["result"]["version"], "uploaded", "{ran}");
 
-    // The client resumes on the standby from its last event and misses
+    // The client resumes on the second node from its last event and misses
     // nothing: what it saw, then what it reads, is the log as a reader
     // from the start reads it.
     let is_last = |e: &Sse| e.2["id"] == id.as_str() && e.2["status"] == "succeeded";
@@ -3148,8 +3164,8 @@ fn a_graceful_stop_ends_open_streams() {
     }
 }
 
-/// A serving node paused past its lease (SIGSTOP) finds, on resuming, that
-/// its standby took over: it exits at once (status 75) rather than serve
+/// A leading node paused past its lease (SIGSTOP) finds, on resuming, that
+/// the other node leads now: it exits at once (status 75) rather than lead
 /// beside it.
 #[test]
 fn a_node_paused_past_its_lease_exits_when_it_resumes() {
@@ -3172,8 +3188,16 @@ fn a_node_paused_past_its_lease_exits_when_it_resumes() {
             .expect("kill runs");
         assert!(sent.success());
     };
+    squall_tests::listening_addr(&mut standby, PATIENCE, "the second node");
     signal("-STOP");
-    squall_tests::listening_addr(&mut standby, PATIENCE, "the standby taking over");
+    wait_until("the second node leading", || {
+        let text = std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
+        if text.contains("leads: it runs") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
     signal("-CONT");
     let status = wait_until("the resumed node exiting", || {
         match paused.try_wait().expect("wait") {

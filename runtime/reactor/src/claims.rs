@@ -156,6 +156,31 @@ impl Reactor {
         }
     }
 
+    /// Whether this node runs what must run once (sensors, timers, file
+    /// watches): always alone; in a cluster, once it leads.
+    pub(crate) fn leads(&self) -> bool {
+        self.inner
+            .leading
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Run, from now on, what must run once in a cluster: this node holds
+    /// the lease that says it leads. Its sensors start, its timers and file
+    /// watches with them.
+    pub fn lead(&self) {
+        if self
+            .inner
+            .leading
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        tracing::info!("this node leads: it runs the sensors, timers and file watches");
+        self.reconcile_timers();
+        self.inner.sensors.sync(&self.rules());
+        self.start_sensors();
+    }
+
     /// Whether `node` is this node.
     pub(crate) fn is_node(&self, node: &str) -> bool {
         self.inner

@@ -77,6 +77,9 @@ pub struct ClusterNode {
     /// before it takes over the executions of a node that died. Renewed
     /// six times in that time.
     pub claim_ttl: std::time::Duration,
+    /// Whether it runs what must run once (sensors, timers, file watches)
+    /// from the start; else only once [`Reactor::lead`] is called.
+    pub leads: bool,
 }
 
 /// Per-tenant limits (`None`: no limit). Exceeding one refuses the request
@@ -185,6 +188,9 @@ pub(crate) struct Inner {
     throttles: Mutex<Throttles>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Runs what must run once: sensors, timers, file watches (see
+    /// [`ClusterNode::leads`]).
+    pub(crate) leading: std::sync::atomic::AtomicBool,
 }
 
 /// Trigger types by ref.
@@ -348,6 +354,7 @@ impl Reactor {
             throttles: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             closed: false.into(),
+            leading: config.cluster.as_ref().is_none_or(|c| c.leads).into(),
             flows: Default::default(),
         });
         let reactor = Self { inner };
@@ -831,7 +838,11 @@ impl Reactor {
     /// Every rule was checked when it was made; what fails now (a watched
     /// directory deleted since) is logged and skipped, so one tenant's
     /// vanished directory never blocks another tenant's change.
-    fn reconcile_timers(&self) {
+    pub(crate) fn reconcile_timers(&self) {
+        // Another node runs them.
+        if !self.leads() {
+            return;
+        }
         let index = self.rules();
         let mut watches = Vec::new();
         for (tenant, rule) in index.enabled() {

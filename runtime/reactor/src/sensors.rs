@@ -708,7 +708,9 @@ impl Reactor {
 
     /// Whether `entry`'s supervisor must stop whatever `enabled` says.
     fn must_stop(&self, entry: &SensorEntry) -> bool {
-        entry.retired.load(Ordering::Acquire) || self.inner.closed.load(Ordering::Acquire)
+        entry.retired.load(Ordering::Acquire)
+            || self.inner.closed.load(Ordering::Acquire)
+            || !self.leads()
     }
 
     async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<Live, String> {

@@ -512,6 +512,18 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Whether the database's schema is the one this build writes: a node
+    /// of a newer build migrates it only once it leads, so that it never
+    /// changes the schema under older nodes serving.
+    pub async fn schema_is_current(&self) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let found: i64 = client
+            .query_opt("SELECT version FROM squall_schema", &[])
+            .await?
+            .map_or(0, |row| row.get(0));
+        Ok(found >= migrate::PG_SCHEMA_VERSION)
+    }
+
     /// Bring the schema up to date (once, whichever node gets there first).
     async fn migrate(&self) -> Result<(), PgError> {
         let mut client = self.pool.get().await?;
