@@ -492,9 +492,8 @@ impl PgStore {
     /// A store of one connection for a node's lease on the database, on a
     /// connection of its own (a busy pool never holds a renewal up). Only
     /// a database without the lease table yet (a new one) is migrated
-    /// here: otherwise the node migrates once it holds the lease, so a
-    /// newer node waiting as a standby never changes the schema under an
-    /// older one serving.
+    /// here: otherwise a node of a newer build migrates once it leads
+    /// ([`PgStore::schema_is_current`]), never under older nodes serving.
     pub async fn connect_for_lease(
         url: &str,
         ca: Option<&std::path::Path>,
