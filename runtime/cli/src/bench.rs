@@ -134,6 +134,23 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         batch: usize,
     },
+    /// Nodes side by side on PostgreSQL: 100 ms actions asked of 1, 2 and
+    /// 3 nodes in turn, each node with a few workers; executions per second
+    /// against one node's. Give it a database of its own.
+    Cluster {
+        /// The database (`postgres://user@host:port/db`).
+        #[arg(long, value_name = "URL", env = "SQUALL_DATABASE_URL")]
+        database: String,
+        /// Executions per run.
+        #[arg(long, default_value_t = 600)]
+        executions: usize,
+        /// Workers (executions running at once) of each node.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Where the core pack is (built). Default: ./packs
+        #[arg(long = "packs", value_name = "DIR")]
+        packs: Vec<PathBuf>,
+    },
     /// The web UI: the server time of each page (its Server-Timing) over a
     /// history of a million executions.
     Ui {
@@ -220,6 +237,12 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             executions,
             batch,
         } => crate::bench_queue::queue(database, executions, batch.max(1)),
+        BenchCommand::Cluster {
+            database,
+            executions,
+            workers,
+            packs,
+        } => crate::bench_cluster::cluster(database, executions, workers.max(1), pack_paths(packs)),
         BenchCommand::Ui {
             rows,
             requests,

@@ -6,6 +6,7 @@
 mod accounts;
 mod bench;
 mod bench_api;
+mod bench_cluster;
 mod bench_dev;
 mod bench_executions;
 mod bench_http;

@@ -1,0 +1,159 @@
+//! `squall bench cluster`: 100 ms actions on 1, 2 and 3 nodes on one
+//! PostgreSQL database, each node with a few workers, the executions asked
+//! of the nodes in turn over HTTP: how the executions per second grow with
+//! the nodes while the workers (the slots) bound them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use squall_core::{ExecutionStatus, TenantId};
+use squall_reactor::{ClusterNode, PackSet, Reactor, ReactorConfig, Runner};
+use squall_sandbox::Limits;
+use squall_store::Store;
+
+use crate::bench::runtime;
+use crate::commands::open_sandbox;
+
+/// How long each action runs.
+const ACTION: Duration = Duration::from_millis(100);
+
+/// One node: its reactor, its API's address, and how to stop the API.
+struct Node {
+    reactor: Reactor,
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub(crate) fn cluster(
+    database: String,
+    executions: usize,
+    workers: usize,
+    packs: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let rt = runtime(crate::serve::default_runtime_threads())?;
+    rt.block_on(async move {
+        let set = Arc::new(PackSet::load(&packs)?);
+        let sandbox = Arc::new(open_sandbox(dir.path(), 1000)?);
+        println!("squall bench cluster (postgresql)");
+        println!(
+            "  {executions} executions of core.sleep ({} ms) per run, asked of the nodes in turn over HTTP by 32 clients; {workers} workers per node; the nodes share this process, its runtime and the machine with the database",
+            ACTION.as_millis()
+        );
+        let mut first_rate = None;
+        for count in 1..=3usize {
+            let mut nodes = Vec::new();
+            for n in 0..count {
+                let name = format!("bench-{count}-{n}");
+                let claims = Duration::from_secs(30);
+                let store = Store::connect_as(&database, 8, None, &name, claims).await?;
+                let runner = Runner::new(sandbox.clone(), store.clone(), set.clone(), Limits::default());
+                let config = ReactorConfig {
+                    workers,
+                    cluster: Some(ClusterNode {
+                        name,
+                        claim_ttl: claims,
+                        leads: n == 0,
+                    }),
+                    ..ReactorConfig::default()
+                };
+                let reactor = Reactor::start(store, runner, &config).await?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let base = format!("http://{}", listener.local_addr()?);
+                let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let state = squall_api::AppState::new(reactor.clone());
+                tokio::spawn(squall_api::serve(state, listener, async {
+                    let _ = stop_rx.await;
+                }));
+                nodes.push(Node { reactor, base, stop });
+            }
+            let store = nodes[0].reactor.store().clone();
+            let http = crate::bench::operator_client(&store, reqwest::Client::builder()).await?;
+            let started = Instant::now();
+            let ids = ask_in_turn(&http, &nodes, executions).await?;
+            let asked = started.elapsed();
+            wait_all_succeeded(&store, &ids).await?;
+            let took = started.elapsed();
+            let rate = executions as f64 / took.as_secs_f64();
+            let ideal = (count * workers) as f64 / ACTION.as_secs_f64();
+            let ratio = rate / *first_rate.get_or_insert(rate);
+            println!(
+                "{count} node(s): {executions} executions in {:.2} s (asked in {:.2} s): {rate:.0} executions/s, {ratio:.2}x one node; the slots allow {ideal:.0}/s",
+                took.as_secs_f64(),
+                asked.as_secs_f64()
+            );
+            for node in nodes {
+                let _ = node.stop.send(());
+                node.reactor.shutdown(Duration::from_secs(5)).await;
+                node.reactor.release_claims().await;
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ask for `n` executions, node after node, from 32 clients; their ids.
+async fn ask_in_turn(
+    http: &reqwest::Client,
+    nodes: &[Node],
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let clients = 32usize;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            let mut i = c;
+            while i < n {
+                let url = format!("{}/api/v1/executions", bases[i % bases.len()]);
+                let body = json!({"action": "core.sleep", "parameters": {"seconds": ACTION.as_secs_f64()}});
+                let r = http.post(&url).json(&body).send().await?;
+                if r.status().as_u16() != 201 {
+                    bail!("{url} answered {}", r.status());
+                }
+                let e: serde_json::Value = r.json().await?;
+                ids.push(e["id"].as_str().context("an id")?.to_owned());
+                i += clients;
+            }
+            anyhow::Ok(ids)
+        });
+    }
+    let mut all = Vec::with_capacity(n);
+    while let Some(ids) = tasks.join_next().await {
+        all.extend(ids??);
+    }
+    Ok(all)
+}
+
+/// Wait until every execution of `ids` succeeded (at most ten minutes).
+async fn wait_all_succeeded(store: &Store, ids: &[String]) -> anyhow::Result<()> {
+    let pg = store.postgres().context("a PostgreSQL store")?;
+    let tenant = TenantId::default_tenant();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut left: Vec<&str> = ids.iter().map(String::as_str).collect();
+    while !left.is_empty() {
+        let found = pg.executions_by_id(&tenant, &left).await?;
+        if let Some(failed) = found
+            .values()
+            .find(|e| e.status.is_completed() && e.status != ExecutionStatus::Succeeded)
+        {
+            bail!("execution {} ended {}", failed.id, failed.status);
+        }
+        left.retain(|id| {
+            found
+                .get(*id)
+                .is_none_or(|e| e.status != ExecutionStatus::Succeeded)
+        });
+        if Instant::now() > deadline {
+            bail!("{} executions did not end within ten minutes", left.len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
