@@ -15,7 +15,7 @@ use squall_reactor::{ClusterNode, PackSet, Reactor, ReactorConfig, Runner};
 use squall_sandbox::Limits;
 use squall_store::Store;
 
-use crate::bench::runtime;
+use crate::bench::{median, ms, runtime};
 use crate::commands::open_sandbox;
 
 /// How long each action runs.
@@ -62,6 +62,7 @@ pub(crate) fn cluster(
                     ..ReactorConfig::default()
                 };
                 let reactor = Reactor::start(store, runner, &config).await?;
+                reactor.follow_changes();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let base = format!("http://{}", listener.local_addr()?);
                 let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -86,6 +87,15 @@ pub(crate) fn cluster(
                 took.as_secs_f64(),
                 asked.as_secs_f64()
             );
+            if count == 3 {
+                let seen = change_latencies(&http, &nodes[0].base, &nodes[2].base, 10).await?;
+                println!(
+                    "a rule made through node 1 takes webhooks on node 3 after: median {:.0} ms, max {:.0} ms ({} rules)",
+                    ms(median(&seen)),
+                    ms(*seen.iter().max().expect("some")),
+                    seen.len()
+                );
+            }
             for node in nodes {
                 let _ = node.stop.send(());
                 node.reactor.shutdown(Duration::from_secs(5)).await;
@@ -156,4 +166,48 @@ async fn wait_all_succeeded(store: &Store, ids: &[String]) -> anyhow::Result<()>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// `rules` times: a rule made through `first` (on a webhook of its own),
+/// then webhooks sent to `other` every 5 ms until one is taken (before,
+/// `other` knows no such webhook: 404); how long that took each time.
+async fn change_latencies(
+    http: &reqwest::Client,
+    first: &str,
+    other: &str,
+    rules: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut seen = Vec::with_capacity(rules);
+    for i in 0..rules {
+        let name = format!("probe{i}_{}", squall_core::trigger::new_id());
+        let rule = json!({"name": name, "pack": "core", "enabled": true,
+            "trigger": {"type": "core.st2.webhook", "parameters": {"url": name}},
+            "action": {"ref": "core.noop"}});
+        let made = Instant::now();
+        let r = http
+            .post(format!("{first}/api/v1/rules"))
+            .json(&rule)
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            bail!("the rule was refused: {}", r.text().await?);
+        }
+        let deadline = made + Duration::from_secs(60);
+        loop {
+            let r = http
+                .post(format!("{other}/api/v1/webhooks/{name}"))
+                .json(&json!({}))
+                .send()
+                .await?;
+            match r.status().as_u16() {
+                202 => break,
+                404 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                status => bail!("the webhook answered {status}"),
+            }
+        }
+        seen.push(made.elapsed());
+    }
+    Ok(seen)
 }
