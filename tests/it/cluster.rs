@@ -163,11 +163,12 @@ async fn what_one_node_changes_comes_into_force_on_the_other() {
 async fn a_dead_nodes_executions_are_taken_over_and_a_live_nodes_left_alone() {
     let core = squall_tests::core_pack();
     let packs = [core.path().to_owned()];
-    // Claims that run out 2 s after their node last renewed them.
+    // Claims that run out 6 s after their node last renewed them (renewed
+    // every second).
     let config = || ReactorConfig {
         cluster: Some(ClusterNode {
             name: String::new(),
-            claim_ttl: Duration::from_secs(2),
+            claim_ttl: Duration::from_secs(6),
             leads: true,
         }),
         ..ReactorConfig::default()
@@ -181,8 +182,8 @@ async fn a_dead_nodes_executions_are_taken_over_and_a_live_nodes_left_alone() {
     };
     let sleeping = request(json!({"action": "core.sleep", "parameters": {"seconds": 600}})).await;
     on_a.running(&sleeping).await;
-    // Ends (on a) after a few of the claims' lifetimes.
-    let later = request(json!({"action": "core.noop", "parameters": {}, "delay": 7000})).await;
+    // Ends (on a) after more than two of the claims' lifetimes.
+    let later = request(json!({"action": "core.noop", "parameters": {}, "delay": 14000})).await;
 
     // b starts beside a, which is alive: a's executions stay a's, however
     // long (a renews its claims).
@@ -393,15 +394,15 @@ async fn timers_run_on_the_leading_node_only_and_move_with_the_lead() {
         .await;
         assert_eq!(echoed(&on_b, first).await, 1, "'{first}' fired once");
     };
-    echo_at(&on_b, "once", 3).await;
-    echo_at(&on_b, "then", 5).await;
+    echo_at(&on_b, "once", 5).await;
+    echo_at(&on_b, "then", 7).await;
     fired_once("once", "then").await;
 
     // a stops; b leads, and its timers run.
     a.stop().await;
     b.lead();
-    echo_at(&on_b, "again", 2).await;
-    echo_at(&on_b, "after", 4).await;
+    echo_at(&on_b, "again", 4).await;
+    echo_at(&on_b, "after", 6).await;
     fired_once("again", "after").await;
     b.stop().await;
 }

@@ -86,7 +86,20 @@ impl Node {
     pub(crate) async fn ready(&self) -> bool {
         let mut said_holder = false;
         let mut said_error = false;
+        let mut said_old = false;
         loop {
+            // A node of the build before nodes served side by side holds
+            // the `server` lease while it serves: wait for it to stop.
+            if let Ok(Some((holder, _))) = self.pg.lease_holder("server").await {
+                if !said_old {
+                    eprintln!(
+                        "squall: node {holder} serves this database alone (an older build); this node waits until it stops"
+                    );
+                    said_old = true;
+                }
+                tokio::time::sleep(RENEW_EVERY).await;
+                continue;
+            }
             let current = self.pg.schema_is_current().await;
             let attempt = match current {
                 Ok(true) => return false,
@@ -143,20 +156,28 @@ impl Node {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // A process that was paused, or starved, past its lease: its
+            // claims may be another node's now, its leadership too.
+            if answered.elapsed() + RENEW_EVERY >= LEASE_TTL {
+                self.stop_now("this node's lease ran out (the process was paused, or the database out of reach)");
+            }
             // Within the lease's life, less a margin for the statement's
             // own time.
             let left = LEASE_TTL
                 .saturating_sub(answered.elapsed())
                 .saturating_sub(RENEW_EVERY);
+            // The database counts the lease from the statement's start:
+            // so does this node.
+            let sent = Instant::now();
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(100)),
-                self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL),
+                self.pg.hold_lease(LEASE, &self.name, LEASE_TTL),
             )
             .await;
             match attempt {
                 Ok(Ok(Some(_))) => {
-                    answered = Instant::now();
-                    self.clock.renewed();
+                    answered = sent;
+                    self.clock.renewed_at(sent);
                     if !leading {
                         leading = true;
                         eprintln!(
@@ -171,9 +192,10 @@ impl Node {
                     self.stop_now("the leader lease was taken by another node")
                 }
                 Ok(Ok(None)) => {
-                    // The database answers: this node lives on.
-                    answered = Instant::now();
-                    self.clock.renewed();
+                    // The database answers (and renewed this node's
+                    // claims): it lives on.
+                    answered = sent;
+                    self.clock.renewed_at(sent);
                     if !said_leader {
                         let holder = match self.pg.lease_holder(LEASE).await {
                             Ok(Some((holder, _))) => holder,

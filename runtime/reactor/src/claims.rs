@@ -97,21 +97,28 @@ impl Reactor {
         ) else {
             return;
         };
+        let (renewing, node_of) = (pg.clone(), node.clone());
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(node_of.claim_ttl / 6);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = renewing.renew_leases(&node_of.name, node_of.claim_ttl).await {
+                    tracing::warn!(node = %node_of.name, error = %e, "could not renew this node's claims");
+                }
+            }
+        });
+        // Apart from the renewals, which a long takeover must not hold up.
+        // A third of the time to live: a dead node's executions are taken
+        // over at most that long after its claims ran out.
         let reactor = self.clone();
         self.spawn(async move {
-            let mut tick = tokio::time::interval(node.claim_ttl / 6);
+            let mut tick = tokio::time::interval(node.claim_ttl / 3);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            for n in 0u64.. {
+            tick.tick().await;
+            loop {
                 tick.tick().await;
-                if let Err(e) = pg.renew_leases(&node.name, node.claim_ttl).await {
-                    tracing::warn!(node = %node.name, error = %e, "could not renew this node's claims");
-                }
-                // A third of the time to live: a dead node's executions
-                // are taken over at most that long after its claims ran
-                // out.
-                if n % 2 == 1 {
-                    reactor.take_over(&pg, &node).await;
-                }
+                reactor.take_over(&pg, &node).await;
             }
         });
     }
@@ -131,11 +138,18 @@ impl Reactor {
             "took over the executions of a node whose claims ran out"
         );
         let scope: HashSet<ExecutionId> = adopted.into_iter().map(|(_, id)| id).collect();
-        if let Err(e) = self.recover(Some(&scope)).await {
-            tracing::error!(error = %e, "could not pick up the executions taken over");
-        }
-        if let Err(e) = self.recover_inquiries(Some(&scope)) {
-            tracing::error!(error = %e, "could not pick up the inquiries taken over");
+        let picked = match self.recover(Some(&scope)).await {
+            Ok(()) => self.recover_inquiries(Some(&scope)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = picked {
+            // Not left held by a live node that never picks them up: let
+            // them run out for the next round.
+            tracing::error!(error = %e, "could not pick up the executions taken over; letting them go for another try");
+            let ids: Vec<&str> = scope.iter().map(ExecutionId::as_str).collect();
+            if let Err(e) = pg.release_executions(&node.name, &ids).await {
+                tracing::error!(error = %e, "could not let go of the executions taken over");
+            }
         }
     }
 

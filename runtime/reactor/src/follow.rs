@@ -96,8 +96,15 @@ impl Reactor {
                     None
                 }
             };
-            // Anything may have changed while this node was not listening.
+            // Anything may have changed, or been asked, while this node
+            // was not listening.
             self.resync_moved(&pg, &mut known, true).await;
+            let (reactor, requests) = (self.clone(), pg.clone());
+            tokio::spawn(async move { reactor.serve_requests(&requests).await });
+            // A steady stream of notifications never postpones the polls.
+            let mut poll = tokio::time::interval(POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            poll.tick().await;
             let mut polls = 0u32;
             loop {
                 // What woke this round: tenants' changes, requests to this
@@ -122,10 +129,10 @@ impl Reactor {
                                 }
                             }
                         }
-                        () = tokio::time::sleep(POLL) => (changed, asked) = (true, true),
+                        _ = poll.tick() => (changed, asked) = (true, true),
                     },
                     None => {
-                        tokio::time::sleep(POLL).await;
+                        poll.tick().await;
                         (changed, asked) = (true, true);
                     }
                 }
@@ -139,7 +146,10 @@ impl Reactor {
                     break;
                 }
                 if asked {
-                    self.serve_requests(&pg).await;
+                    // In a task of its own: a resync must not hold a
+                    // request up, nor a request the resync.
+                    let (reactor, pg) = (self.clone(), pg.clone());
+                    tokio::spawn(async move { reactor.serve_requests(&pg).await });
                 }
                 if changed {
                     self.resync_moved(&pg, &mut known, false).await;

@@ -899,6 +899,9 @@ impl Reactor {
                 status: stored.status,
             });
         }
+        if !matches!(status, ExecutionStatus::Pausing | ExecutionStatus::Resuming) {
+            return Err(ExecutionError::StatusNotSettable(status));
+        }
         // Another node runs it: that node pauses or resumes it.
         if !self.inner.flows.contains(id)
             && let Some(node) = self.held_elsewhere(id).await?

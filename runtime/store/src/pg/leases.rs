@@ -49,6 +49,25 @@ impl PgStore {
         Ok(row.map(|r| Held { fence: r.get(0) }))
     }
 
+    /// [`PgStore::acquire_lease`], renewing in the same statement the
+    /// claims `node` holds on executions for `ttl`: what a node does at
+    /// each beat, leading or not (one statement for all it holds).
+    pub async fn hold_lease(&self, name: &str, node: &str, ttl: Duration) -> Result<Option<Held>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "WITH claims AS (
+                         UPDATE execution_queue SET lease_until = now() + make_interval(secs => $3)
+                         WHERE node = $2)
+                     {TAKE}"
+                ),
+                &[&name, &node, &ttl.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.map(|r| Held { fence: r.get(0) }))
+    }
+
     /// Renew every lease `node` holds, in one statement; how many.
     pub async fn renew_node_leases(&self, node: &str, ttl: Duration) -> Result<u64> {
         let client = self.client().await?;

@@ -270,7 +270,14 @@ impl LeaseClock {
 
     /// Record a renewal, just made.
     pub fn renewed(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.renewed_at(std::time::Instant::now());
+    }
+
+    /// Record a renewal whose statement was sent at `at` (the database
+    /// counts the lease from then).
+    pub fn renewed_at(&self, at: std::time::Instant) {
+        let since = at.saturating_duration_since(self.started);
+        let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
         self.renewed_ms
             .store(ms, std::sync::atomic::Ordering::Release);
     }

@@ -308,26 +308,39 @@ impl PgStore {
     }
 
     /// Take over, for `node` and for `lease`, each under a new fence, the
-    /// executions no live node holds: those whose holder's lease ran out
-    /// (it died or stalled) and those released; returns them. Nodes racing
-    /// take each one once. From here on the database refuses the previous
-    /// holder's writes to them (see [`crate::Error::is_fenced`]).
+    /// executions no live node holds: every claim of a node one of whose
+    /// claims ran out (a node renews all its claims at once: it died or
+    /// stalled), and those released; returns them. A dead node's claims
+    /// go to one node together (a workflow with its tasks), and takeovers
+    /// run one at a time across the cluster. From here on the database
+    /// refuses the previous holder's writes to them (see
+    /// [`crate::Error::is_fenced`]).
     pub async fn adopt_expired_claims(
         &self,
         node: &str,
         lease: Duration,
     ) -> Result<Vec<(TenantId, ExecutionId)>> {
-        let client = self.client().await?;
-        client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('squall-takeover', 0))",
+            &[],
+        )
+        .await?;
+        let rows = tx
             .query(
                 "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
                      lease_until = now() + make_interval(secs => $2)
-                 WHERE (node IS NULL OR lease_until < now()) AND node IS DISTINCT FROM $1
+                 WHERE node IS NULL
+                    OR (node <> $1 AND node IN (
+                        SELECT node FROM execution_queue
+                        WHERE node IS NOT NULL AND lease_until < now()))
                  RETURNING tenant_id, execution_id",
                 &[&node, &lease.as_secs_f64()],
             )
-            .await?
-            .iter()
+            .await?;
+        tx.commit().await?;
+        rows.iter()
             .map(|r| {
                 let tenant = TenantId::new(r.get::<_, String>(0))
                     .map_err(|e| Error::Corrupt(format!("tenant: {e}")))?;
@@ -364,6 +377,20 @@ impl PgStore {
                     .map_err(|e| Error::Corrupt(format!("execution id {id}: {e}")))
             })
             .collect()
+    }
+
+    /// Let `node`'s claims on `ids` run out now: it took them over but
+    /// could not pick them up, and another round (its own or another
+    /// node's) tries again.
+    pub async fn release_executions(&self, node: &str, ids: &[&str]) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE execution_queue SET lease_until = now() - interval '1 microsecond'
+                 WHERE node = $1 AND execution_id = ANY($2)",
+                &[&node, &ids],
+            )
+            .await?)
     }
 
     /// Let the claims of `node` run out now (a node stopping gracefully),
