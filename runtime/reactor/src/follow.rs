@@ -172,18 +172,22 @@ impl Reactor {
             if !all && known.get(&tenant) == Some(&epoch) {
                 continue;
             }
-            // Seen either way: a change that cannot be applied here is
-            // said once, and tried again with the next one.
-            known.insert(tenant.clone(), epoch);
             match self.resync_tenant(&tenant).await {
-                Ok(changed) if changed.is_empty() => {
-                    tracing::debug!(%tenant, epoch, "changes from other nodes applied")
-                }
                 Ok(changed) => {
-                    tracing::info!(%tenant, epoch, packs = ?changed, "packs changed through other nodes are in force")
+                    known.insert(tenant.clone(), epoch);
+                    if changed.is_empty() {
+                        tracing::debug!(%tenant, epoch, "changes from other nodes applied")
+                    } else {
+                        tracing::info!(%tenant, epoch, packs = ?changed, "packs changed through other nodes are in force")
+                    }
                 }
+                // Tried again at the next poll; said once per epoch, which
+                // is kept negated (epochs start at 1) until it applies.
                 Err(e) => {
-                    tracing::error!(%tenant, epoch, error = %e, "changes made through other nodes could not be applied")
+                    let failed = -epoch;
+                    if known.insert(tenant.clone(), failed) != Some(failed) {
+                        tracing::error!(%tenant, epoch, error = %e, "changes made through other nodes could not be applied; trying again every second")
+                    }
                 }
             }
         }
