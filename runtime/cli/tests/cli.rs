@@ -2866,6 +2866,22 @@ fn event_position(id: &str) -> (i64, i64) {
 
 /// `squall serve --database <url>` on PostgreSQL, its data directory
 /// `data` (the compile cache), the datastore key `key`: not yet listening.
+/// Wait until the stderr of the server on `data` (`serve_on_database`)
+/// says `what`.
+fn stderr_says(data: &Path, what: &str) {
+    wait_until(
+        &format!("the server on {} saying '{what}'", data.display()),
+        || {
+            let text = std::fs::read_to_string(data.join("serve.stderr")).unwrap_or_default();
+            if text.contains(what) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+}
+
 fn serve_on_database(url: &str, data: &Path, key: &str, packs: &[&Path]) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_squall"));
     cmd.arg("--data-dir")
@@ -2996,17 +3012,7 @@ fn a_second_node_on_postgresql_serves_and_takes_over_when_the_first_is_killed() 
     // The second node serves at once, beside the first, which leads.
     let mut standby = serve_on_database(&url, second.path(), &key, &packs);
     let addr = squall_tests::listening_addr(&mut standby, PATIENCE, "the second node");
-    let said = |what: &'static str| {
-        wait_until(&format!("the second node saying '{what}'"), || {
-            let text =
-                std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
-            if text.contains(what) {
-                Ok(())
-            } else {
-                Err(text)
-            }
-        })
-    };
+    let said = |what: &str| stderr_says(second.path(), what);
     said("this node serves beside it");
     let beside = Served {
         child: standby,
@@ -3190,14 +3196,7 @@ fn a_node_paused_past_its_lease_exits_when_it_resumes() {
     };
     squall_tests::listening_addr(&mut standby, PATIENCE, "the second node");
     signal("-STOP");
-    wait_until("the second node leading", || {
-        let text = std::fs::read_to_string(second.path().join("serve.stderr")).unwrap_or_default();
-        if text.contains("leads: it runs") {
-            Ok(())
-        } else {
-            Err(text)
-        }
-    });
+    stderr_says(second.path(), "leads: it runs");
     signal("-CONT");
     let status = wait_until("the resumed node exiting", || {
         match paused.try_wait().expect("wait") {
