@@ -406,3 +406,57 @@ async fn timers_run_on_the_leading_node_only_and_move_with_the_lead() {
     fired_once("again", "after").await;
     b.stop().await;
 }
+
+/// Two nodes that both run the timers, as while the lead passes from one
+/// to the other: an interval timer's ticks fall on whole periods, and each
+/// fires once, on one node or the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tick_of_a_timer_fires_once_while_two_nodes_run_it() {
+    let core = squall_tests::core_pack();
+    let hooks = squall_tests::rules_pack("hooks", super::server::RULES);
+    let packs = [core.path().to_owned(), hooks.path().to_owned()];
+    let (_dirs, nodes) = nodes(2, &packs).await;
+    for node in &nodes {
+        node.lead();
+    }
+    let on_a = nodes[0].as_key(&nodes[0].key);
+    let rule = json!({"name": "ticks", "pack": "hooks", "enabled": true,
+        "trigger": {"type": "core.st2.IntervalTimer", "parameters": {"unit": "seconds", "delta": 1}},
+        "action": {"ref": "core.echo", "parameters": {"message": "{{ trigger.executed_at }}"}}});
+    let (status, body) = on_a.post("/api/v1/rules", &rule).await;
+    assert_eq!(status, 201, "{body}");
+    // The ticks echoed so far, oldest first, each with how often it fired.
+    let ticks = async || -> Vec<(String, usize)> {
+        let (_, list) = on_a
+            .get("/api/v1/executions?action=core.echo&limit=1000")
+            .await;
+        let mut seen = std::collections::BTreeMap::new();
+        for e in list.as_array().expect("list") {
+            if let Some(tick) = e["parameters"]["message"].as_str() {
+                *seen.entry(tick.to_owned()).or_insert(0) += 1;
+            }
+        }
+        seen.into_iter().collect()
+    };
+    let seen = crate::util::eventually("five ticks fired", || async {
+        let seen = ticks().await;
+        if seen.len() >= 5 {
+            Ok(seen)
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    // The last ticks' twins may still be on their way; the first three
+    // had a second and more to show theirs.
+    for (tick, fired) in &seen[..3] {
+        assert_eq!(*fired, 1, "tick {tick} fired {fired} times: {seen:?}");
+        assert!(
+            tick.ends_with(".000000+00:00"),
+            "tick {tick} falls on a whole second"
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -889,14 +889,24 @@ impl Reactor {
             .map(|(k, (s, _))| (k.clone(), s.clone()))
             .collect();
         let reactor = self.clone();
+        // In a cluster, interval timers tick on instants every node agrees
+        // on, and each tick is recorded once (see `Reactor::tick_is_ours`).
+        let aligned = self.inner.config.cluster.is_some();
         self.inner.timers.lock().expect("timer lock poisoned").reconcile(schedules, |key, schedule| {
-            let (tenant, trigger_type, _) = key.clone();
+            let (tenant, trigger_type, identity) = key.clone();
+            let timer = format!("{trigger_type} {identity}");
             let params = wanted.get(key).map(|(_, p)| p.clone()).unwrap_or_default();
             let reactor = reactor.clone();
             tokio::spawn(async move {
-                while let Some(delay) = schedule.next_delay(chrono::Utc::now()) {
+                let mut after = chrono::Utc::now();
+                while let Some(tick) = schedule.next_fire(after, aligned) {
+                    let delay = (tick - chrono::Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(delay).await;
-                    if let Err(e) = reactor.dispatch(&tenant, &trigger_type, params.clone(), timers::payload(), None).await {
+                    after = tick;
+                    if !reactor.tick_is_ours(&tenant, &timer, tick).await {
+                        continue;
+                    }
+                    if let Err(e) = reactor.dispatch(&tenant, &trigger_type, params.clone(), timers::payload(tick), None).await {
                         tracing::error!(error = %e, trigger = %trigger_type, "timer could not dispatch");
                         if matches!(e, DispatchError::ShuttingDown) {
                             return;
@@ -908,6 +918,34 @@ impl Reactor {
                 }
             })
         });
+    }
+
+    /// Whether this node fires `timer`'s tick due at `tick`: always alone;
+    /// in a cluster, when it is the first to record the tick, so a tick
+    /// fires once even while the lead passes from one node to another.
+    async fn tick_is_ours(
+        &self,
+        tenant: &TenantId,
+        timer: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let (Some(node), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres())
+        else {
+            return true;
+        };
+        let at = tick.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match pg.record_timer_fire(tenant, timer, &at, &node.name).await {
+            Ok(first) => {
+                if !first {
+                    tracing::info!(%tenant, timer, tick = %at, "another node fired this tick");
+                }
+                first
+            }
+            Err(e) => {
+                tracing::error!(%tenant, timer, tick = %at, error = %e, "timer tick not fired: it could not be recorded");
+                false
+            }
+        }
     }
 
     /// Stop accepting events and timers, then wait (up to `grace`) for

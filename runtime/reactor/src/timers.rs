@@ -174,15 +174,27 @@ fn day_of_week(v: &str) -> Result<String, String> {
 }
 
 impl Schedule {
-    /// How long from now until the next firing; `None` when it never fires again.
-    pub fn next_delay(&self, now: DateTime<Utc>) -> Option<Duration> {
+    /// The first firing strictly after `after`; `None` when it never fires
+    /// again. An interval timer counts from `after` (its previous tick, or
+    /// its start), unless `aligned`: then it fires on the multiples of its
+    /// period since the Unix epoch, the same instants on every node, so
+    /// that nodes taking turns at it name each tick alike.
+    pub fn next_fire(&self, after: DateTime<Utc>, aligned: bool) -> Option<DateTime<Utc>> {
         match self {
-            Self::Every(d) => Some(*d),
-            Self::At(at) => (*at > now).then(|| (*at - now).to_std().unwrap_or_default()),
+            Self::Every(d) => {
+                let period = chrono::Duration::from_std(*d).ok()?;
+                if !aligned {
+                    return after.checked_add_signed(period);
+                }
+                let period_ms = period.num_milliseconds().max(1);
+                let ticks = after.timestamp_millis().div_euclid(period_ms) + 1;
+                DateTime::from_timestamp_millis(ticks.checked_mul(period_ms)?)
+            }
+            Self::At(at) => (*at > after).then_some(*at),
             Self::Cron(cron, tz) => {
-                let local = now.with_timezone(tz);
+                let local = after.with_timezone(tz);
                 let next = cron.find_next_occurrence(&local, false).ok()?;
-                (next.with_timezone(&Utc) - now).to_std().ok()
+                Some(next.with_timezone(&Utc))
             }
         }
     }
@@ -226,9 +238,9 @@ impl Timers {
     }
 }
 
-/// The payload StackStorm's timers emit.
-pub fn payload() -> Value {
-    json!({"executed_at": Utc::now().format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(), "schedule": null})
+/// The payload StackStorm's timers emit for the tick due at `tick`.
+pub fn payload(tick: DateTime<Utc>) -> Value {
+    json!({"executed_at": tick.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(), "schedule": null})
 }
 
 #[cfg(test)]
@@ -239,6 +251,12 @@ mod tests {
         v.as_object().cloned().unwrap_or_default()
     }
 
+    /// How long from `now` until `s` fires next, counted from now.
+    fn delay(s: &Schedule, now: DateTime<Utc>) -> Option<Duration> {
+        s.next_fire(now, false)
+            .map(|t| (t - now).to_std().expect("in the future"))
+    }
+
     #[test]
     fn interval_units() {
         let s = schedule(
@@ -246,7 +264,7 @@ mod tests {
             &params(json!({"unit": "minutes", "delta": 5})),
         )
         .expect("valid");
-        assert_eq!(s.next_delay(Utc::now()), Some(Duration::from_secs(300)));
+        assert_eq!(delay(&s, Utc::now()), Some(Duration::from_secs(300)));
         assert!(
             schedule(
                 INTERVAL_TIMER,
@@ -264,18 +282,40 @@ mod tests {
     }
 
     #[test]
+    fn aligned_intervals_tick_on_the_same_instants_whenever_counted_from() {
+        let s = schedule(
+            INTERVAL_TIMER,
+            &params(json!({"unit": "seconds", "delta": 5})),
+        )
+        .expect("valid");
+        let at = |secs: i64, ms: u32| {
+            Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0)
+                .single()
+                .expect("valid time")
+                + chrono::Duration::seconds(secs)
+                + chrono::Duration::milliseconds(i64::from(ms))
+        };
+        assert_eq!(s.next_fire(at(3, 200), true), Some(at(5, 0)));
+        assert_eq!(s.next_fire(at(4, 999), true), Some(at(5, 0)));
+        // A tick's successor is the next one, never itself.
+        assert_eq!(s.next_fire(at(5, 0), true), Some(at(10, 0)));
+        // Unaligned, it counts from where it is asked.
+        assert_eq!(s.next_fire(at(3, 200), false), Some(at(8, 200)));
+    }
+
+    #[test]
     fn date_timer_fires_once_in_the_future_only() {
         let now = Utc::now();
         let future = (now + chrono::Duration::seconds(90)).to_rfc3339();
         let s = schedule(DATE_TIMER, &params(json!({"date": future}))).expect("valid");
-        let d = s.next_delay(now).expect("in the future");
+        let d = delay(&s, now).expect("in the future");
         assert!(
             d <= Duration::from_secs(90) && d >= Duration::from_secs(89),
             "{d:?}"
         );
         let past =
             schedule(DATE_TIMER, &params(json!({"date": "2001-01-01 00:00:00"}))).expect("valid");
-        assert_eq!(past.next_delay(now), None, "past dates are not scheduled");
+        assert_eq!(delay(&past, now), None, "past dates are not scheduled");
         assert!(schedule(DATE_TIMER, &params(json!({"date": "soon"}))).is_err());
     }
 
@@ -289,26 +329,26 @@ mod tests {
         // Every 5 minutes at second 0.
         let s = schedule(CRON_TIMER, &params(json!({"minute": "*/5"}))).expect("valid");
         assert_eq!(
-            s.next_delay(at(10, 1, 30)),
+            delay(&s, at(10, 1, 30)),
             Some(Duration::from_secs(3 * 60 + 30))
         );
         // hour: 3 → 03:00:00 every day.
         let s = schedule(CRON_TIMER, &params(json!({"hour": 3}))).expect("valid");
-        assert_eq!(s.next_delay(at(2, 0, 0)), Some(Duration::from_secs(3600)));
+        assert_eq!(delay(&s, at(2, 0, 0)), Some(Duration::from_secs(3600)));
         // Every second.
         let s = schedule(CRON_TIMER, &params(json!({"second": "*"}))).expect("valid");
-        assert_eq!(s.next_delay(at(2, 0, 0)), Some(Duration::from_secs(1)));
+        assert_eq!(delay(&s, at(2, 0, 0)), Some(Duration::from_secs(1)));
         // Monday = 0 in StackStorm: 2026-11-23 is a Monday.
         let s =
             schedule(CRON_TIMER, &params(json!({"day_of_week": 0, "hour": 12}))).expect("valid");
-        assert_eq!(s.next_delay(at(11, 0, 0)), Some(Duration::from_secs(3600)));
+        assert_eq!(delay(&s, at(11, 0, 0)), Some(Duration::from_secs(3600)));
         // Time zones shift the wall clock.
         let s = schedule(
             CRON_TIMER,
             &params(json!({"hour": 12, "timezone": "Europe/Paris"})),
         )
         .expect("valid");
-        assert_eq!(s.next_delay(at(10, 0, 0)), Some(Duration::from_secs(3600)));
+        assert_eq!(delay(&s, at(10, 0, 0)), Some(Duration::from_secs(3600)));
         assert!(schedule(CRON_TIMER, &params(json!({"week": 3}))).is_err());
         assert!(schedule(CRON_TIMER, &params(json!({"hour": 99}))).is_err());
         assert!(schedule(CRON_TIMER, &params(json!({"timezone": "Mars/Base"}))).is_err());
