@@ -460,3 +460,62 @@ async fn each_tick_of_a_timer_fires_once_while_two_nodes_run_it() {
         node.stop().await;
     }
 }
+
+/// A node with one worker, asked for more than it can run at once: a node
+/// beside it with room takes what waits there. Each execution ends once;
+/// some ran at the same time as others, which one worker cannot do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_room_takes_what_waits_on_a_busy_one() {
+    let core = squall_tests::core_pack();
+    let packs = [core.path().to_owned()];
+    let one_worker = ReactorConfig {
+        workers: 1,
+        ..ReactorConfig::default()
+    };
+    let (first, busy) = node_beside(None, &packs, one_worker).await;
+    let (_second, idle) = node_beside(Some(&first), &packs, ReactorConfig::default()).await;
+    let asked = busy.as_key(&busy.key);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let (status, e) = asked
+            .post(
+                "/api/v1/executions",
+                &json!({"action": "core.sleep", "parameters": {"seconds": 0.3}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{e}");
+        ids.push(e["id"].clone());
+    }
+    // (running, ended) of each, in the order they started.
+    let mut spans = Vec::new();
+    for id in &ids {
+        let e = busy.finished(id).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        let at = |status: &str| {
+            let change = e["log"]
+                .as_array()
+                .expect("log")
+                .iter()
+                .filter(|c| c["status"] == status)
+                .count();
+            assert_eq!(change, 1, "{status} once in {}", e["log"]);
+            let stamp = e["log"]
+                .as_array()
+                .expect("log")
+                .iter()
+                .find(|c| c["status"] == status)
+                .and_then(|c| c["timestamp"].as_str())
+                .expect("timestamp");
+            squall_core::time::parse_rfc3339(stamp).expect("rfc3339")
+        };
+        spans.push((at("running"), at("succeeded")));
+    }
+    spans.sort();
+    let overlapping = spans.windows(2).filter(|w| w[1].0 < w[0].1).count();
+    assert!(
+        overlapping > 0,
+        "some ran beside others, on the node with room: {spans:?}"
+    );
+    busy.stop().await;
+    idle.stop().await;
+}

@@ -7,6 +7,11 @@
 //! running one ends `abandoned` (or is retried by its policy), a waiting one
 //! runs, a workflow resumes from its last step, an inquiry waits on. From
 //! the takeover on, the database refuses the previous holder's writes.
+//!
+//! Work is shared the same way: a node with free workers takes over the
+//! executions that have waited on a busy node for a worker
+//! ([`SHARE_WAITED`]), and the busy node, refused when it reaches one,
+//! drops it.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,6 +25,15 @@ use crate::dispatch::{ClusterNode, Reactor};
 
 /// How long a node waits for the node holding an execution to answer.
 const REPLY_WITHIN: Duration = Duration::from_secs(15);
+
+/// How often a node with free workers looks for executions waiting on
+/// busy nodes; sooner again after it took some.
+const SHARE_EVERY: Duration = Duration::from_millis(100);
+
+/// How long an execution must have waited for a worker on its node before
+/// a node with room takes it: a node that starts what it is asked at once
+/// keeps it.
+const SHARE_WAITED: Duration = Duration::from_millis(100);
 
 /// What one node asks of the node holding an execution.
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,6 +112,7 @@ impl Reactor {
             return;
         };
         let (renewing, node_of) = (pg.clone(), node.clone());
+        let (sharing, node_sharing) = (pg.clone(), node.clone());
         self.spawn(async move {
             let mut tick = tokio::time::interval(node_of.claim_ttl / 6);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,6 +136,45 @@ impl Reactor {
                 reactor.take_over(&pg, &node).await;
             }
         });
+        let reactor = self.clone();
+        self.spawn(async move { reactor.share_work(&sharing, &node_sharing).await });
+    }
+
+    /// Take, while this node has free workers, the executions that have
+    /// waited on busy nodes for one, and run them here.
+    async fn share_work(&self, pg: &PgStore, node: &ClusterNode) {
+        let mut took = false;
+        loop {
+            tokio::time::sleep(if took { SHARE_EVERY / 5 } else { SHARE_EVERY }).await;
+            took = false;
+            if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let busy = self.running_now() + self.queue_depth();
+            let room = self.inner.config.workers.saturating_sub(busy);
+            if room == 0 {
+                continue;
+            }
+            let taken = match pg
+                .take_waiting(&node.name, room, node.claim_ttl, SHARE_WAITED)
+                .await
+            {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "could not look for executions waiting on busy nodes");
+                    continue;
+                }
+            };
+            if taken.is_empty() {
+                continue;
+            }
+            took = true;
+            tracing::debug!(
+                executions = taken.len(),
+                "took executions that waited on busy nodes"
+            );
+            self.resume_waiting(taken).await;
+        }
     }
 
     /// Take over and pick up the executions of nodes whose claims ran out.

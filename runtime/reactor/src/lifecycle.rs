@@ -499,6 +499,11 @@ impl Reactor {
                 }
                 // Canceled meanwhile; the cancel recorded it.
                 Ok(false) => {}
+                // Taken by a node with room while it waited here (see
+                // `Reactor::share_work`): that node runs it.
+                Err(RunError::Store(e)) if e.is_fenced() => {
+                    tracing::debug!(execution_id = %job.execution.id, "taken by another node while it waited here");
+                }
                 Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
             }
             if next.is_none() {
@@ -750,6 +755,14 @@ impl Reactor {
             executions = pending.len(),
             "resuming executions left requested, scheduled or delayed"
         );
+        self.resume_waiting(pending).await;
+        Ok(())
+    }
+
+    /// Admit recorded executions that have not started (left by a previous
+    /// run or another node); one that cannot be prepared again ends
+    /// `failed`, saying why.
+    pub(crate) async fn resume_waiting(&self, pending: Vec<Execution>) {
         let mut resumed = Vec::new();
         for execution in pending {
             match self.inner.runner.resume(execution.clone()) {
@@ -768,6 +781,5 @@ impl Reactor {
             }
         }
         self.spawn_enqueue(resumed);
-        Ok(())
     }
 }

@@ -353,6 +353,61 @@ impl PgStore {
             .collect()
     }
 
+    /// Take for `node`, each under a new fence and for `lease`, up to
+    /// `limit` executions that other live nodes hold and that have waited
+    /// there at least `waited` without starting: their node is busy, this
+    /// one has room. Only executions waiting for a worker are taken
+    /// (`requested`, no delay, not a workflow's task: a task goes with its
+    /// workflow), oldest first; each is locked as it is taken, so a holder
+    /// starting one at that moment keeps it. From here on the holder's
+    /// writes to them are refused (see [`crate::Error::is_fenced`]): it
+    /// drops each as it reaches it.
+    pub async fn take_waiting(
+        &self,
+        node: &str,
+        limit: usize,
+        lease: Duration,
+        waited: Duration,
+    ) -> Result<Vec<Execution>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ids: Vec<String> = tx
+            .query(
+                "SELECT q.execution_id FROM execution_queue q
+                 JOIN executions e ON e.id = q.execution_id
+                 WHERE q.node IS NOT NULL AND q.node <> $1 AND q.lease_until > now()
+                   AND q.available_at <= now() - make_interval(secs => $3)
+                   AND e.status = 'requested' AND e.parent IS NULL
+                   AND coalesce(e.delay, 0) = 0
+                 ORDER BY q.available_at, q.execution_id
+                 LIMIT $2 FOR UPDATE OF q, e SKIP LOCKED",
+                &[&node, &limit, &waited.as_secs_f64()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.execute(
+            "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
+                 lease_until = now() + make_interval(secs => $2)
+             WHERE execution_id = ANY($3)",
+            &[&node, &lease.as_secs_f64(), &ids],
+        )
+        .await?;
+        let rows = tx
+            .query(
+                &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(|r| parsed(decode(r)?)).collect()
+    }
+
     /// Claim for `node` every unfinished execution nobody claims (written
     /// by a tool, or before executions were claimed), for `lease`; returns
     /// them. Run at a node's start, before it takes over what was left.
@@ -739,6 +794,85 @@ mod tests {
             .await
             .expect("query")
             .map(|r| r.get(0))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_node_takes_what_waits_on_a_busy_one_and_the_busy_one_is_refused() {
+        let pg = Postgres::start();
+        let url = pg.create_database("share");
+        let node = |name: &'static str| PgStore::connect_as(&url, 2, None, name, LEASE);
+        let (busy, idle) = (
+            node("busy").await.expect("busy"),
+            node("idle").await.expect("idle"),
+        );
+        let waited = Duration::from_millis(200);
+        let requested = async |change: fn(&mut Execution)| {
+            let mut e = execution("core.noop", ExecutionStatus::Requested);
+            change(&mut e);
+            busy.insert_execution(&e).await.expect("insert");
+            e
+        };
+        let first = requested(|_| {}).await;
+        let second = requested(|_| {}).await;
+        let started = requested(|_| {}).await;
+        let delayed = requested(|e| e.delay = Some(60_000)).await;
+        let task = requested(|e| {
+            let parent = serde_json::json!({"execution_id": ExecutionId::generate().as_str()});
+            e.context.insert("parent".into(), parent);
+        })
+        .await;
+        let mut running = started.clone();
+        assert!(running.transition(ExecutionStatus::Scheduled));
+        assert!(running.transition(ExecutionStatus::Running));
+        assert!(busy.start_execution(&running).await.expect("started"));
+        // Nothing has waited long enough yet.
+        assert!(
+            idle.take_waiting("idle", 10, LEASE, Duration::from_secs(600))
+                .await
+                .expect("take")
+                .is_empty()
+        );
+        // Once they have: the oldest first, as many as asked; never what
+        // started, waits out a delay, or is a workflow's task.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let taken = loop {
+            let taken = idle
+                .take_waiting("idle", 1, LEASE, waited)
+                .await
+                .expect("take");
+            if !taken.is_empty() || std::time::Instant::now() > deadline {
+                break taken;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let ids = |list: &[Execution]| list.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&taken), vec![first.id.clone()]);
+        let rest = idle
+            .take_waiting("idle", 10, LEASE, waited)
+            .await
+            .expect("take");
+        assert_eq!(ids(&rest), vec![second.id.clone()]);
+        for left in [&started, &delayed, &task] {
+            assert_eq!(holder(&busy, left).await, Some(Some("busy".into())));
+        }
+        // Its own are not taken from it again.
+        assert!(
+            idle.take_waiting("idle", 10, LEASE, waited)
+                .await
+                .expect("take")
+                .is_empty()
+        );
+        // The busy node, reaching one, is refused; the idle node runs it.
+        let mut late = first.clone();
+        assert!(late.transition(ExecutionStatus::Scheduled));
+        assert!(late.transition(ExecutionStatus::Running));
+        let refused = busy.start_execution(&late).await.expect_err("refused");
+        assert!(refused.is_fenced(), "{refused}");
+        assert!(
+            idle.start_execution(&late)
+                .await
+                .expect("the taker starts it")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
