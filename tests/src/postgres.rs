@@ -263,6 +263,35 @@ impl Postgres {
         self.url(name)
     }
 
+    /// Run `sql` with `psql` on the database at `url` (one of this
+    /// cluster's), as the serving node `node` when given (its connections'
+    /// `squall.node`): what it printed, or its error.
+    pub fn sql(&self, url: &str, node: Option<&str>, sql: &str) -> Result<String, String> {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+            url,
+        ]);
+        if let Some(node) = node {
+            cmd.env("PGOPTIONS", format!("-c squall.node={node}"));
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("psql does not run: {e}"));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// The server's own log, for a failing test to show.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()

@@ -369,13 +369,13 @@ const COMMAND_CONNECTIONS: usize = 2;
 
 /// The store: the SQLite file in `data_dir` with `config`, or the
 /// PostgreSQL database of `--database` with at most `connections`
-/// connections, writing as `node` when given (a serving node, whose
-/// executions are claimed in its name).
+/// connections, writing as `node` when given (a serving node's name, whose
+/// executions are claimed in it, and how long its claims last unrenewed).
 pub(crate) fn open_store_with(
     data_dir: &Path,
     config: &StoreConfig,
     connections: usize,
-    node: Option<&str>,
+    node: Option<(&str, std::time::Duration)>,
 ) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory '{}'", data_dir.display()))?;
@@ -390,8 +390,7 @@ pub(crate) fn open_store_with(
                 rt.block_on(async {
                     let ca = ca.as_deref();
                     let connected = match node {
-                        Some(node) => {
-                            let ttl = crate::node::LEASE_TTL;
+                        Some((node, ttl)) => {
                             Store::connect_as(&url, connections, ca, node, ttl).await
                         }
                         None => Store::connect_with_ca(&url, connections, ca).await,

@@ -2,9 +2,10 @@
 //! executions it is asked for; one node at a time **leads**: it holds the
 //! database's `leader` lease and runs what must run once (the sensors, the
 //! timers and file watches, the housekeeping). Each node tries to take the
-//! lease at start and every 5 s after, on a connection of its own, and the
-//! leader renews it as often; when the leader stops or dies, another node
-//! leads at most 30 s later (at once after a graceful stop). A leader that
+//! lease at start and every sixth of its lifetime after (`--lease-seconds`,
+//! 30 by default: every 5 s), on a connection of its own, and the leader
+//! renews it as often; when the leader stops or dies, another node leads
+//! at most one lifetime later (at once after a graceful stop). A leader that
 //! finds its lease taken, and any node that cannot reach the database
 //! before its lease would run out, exits at once (status 75): a supervisor
 //! starts it again.
@@ -23,13 +24,6 @@ use squall_store::pg::{LeaseClock, PgStore};
 /// The lease the leading node holds.
 const LEASE: &str = "leader";
 
-/// How long the lease lasts unrenewed: the longest the other nodes wait
-/// after the leader died.
-pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// How often a node renews its lease, or tries to take it.
-const RENEW_EVERY: Duration = Duration::from_secs(5);
-
 /// The exit status of a node that lost its lease.
 const LOST_LEASE: i32 = 75;
 
@@ -42,13 +36,19 @@ pub(crate) struct Node {
     /// When the database last answered this node's lease statement: its
     /// other stores send nothing once that is overdue.
     clock: Arc<LeaseClock>,
+    /// How long its lease (and its claims) last unrenewed.
+    ttl: Duration,
+    /// How often it renews them, or tries to take the lease: a sixth of
+    /// `ttl`.
+    every: Duration,
 }
 
 impl Node {
     /// A node on `pg` (a store of its own, `PgStore::connect_for_lease`),
     /// with a name of this process's own, so a node restarted on the same
-    /// host never renews the leases of the one it replaced.
-    pub(crate) fn new(pg: PgStore) -> Self {
+    /// host never renews the leases of the one it replaced, whose lease
+    /// lasts `ttl` unrenewed.
+    pub(crate) fn new(pg: PgStore, ttl: Duration) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .ok()
@@ -65,8 +65,15 @@ impl Node {
         // Surely held until a renewal is overdue by a margin: the lease
         // runs out on the database no earlier than its time to live after
         // the renewal's statement, which ends before the clock is set.
-        let clock = Arc::new(LeaseClock::new(LEASE_TTL - RENEW_EVERY));
-        Self { pg, name, clock }
+        let every = ttl / 6;
+        let clock = Arc::new(LeaseClock::new(ttl - every));
+        Self {
+            pg,
+            name,
+            clock,
+            ttl,
+            every,
+        }
     }
 
     /// The clock of this node's lease, which its other stores go by.
@@ -76,6 +83,11 @@ impl Node {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How long this node's lease and claims last unrenewed.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Get ready to serve. A node of a build whose schema is newer than
@@ -97,13 +109,13 @@ impl Node {
                     );
                     said_old = true;
                 }
-                tokio::time::sleep(RENEW_EVERY).await;
+                tokio::time::sleep(self.every).await;
                 continue;
             }
             let current = self.pg.schema_is_current().await;
             let attempt = match current {
                 Ok(true) => return false,
-                Ok(false) => self.pg.acquire_lease(LEASE, &self.name, LEASE_TTL).await,
+                Ok(false) => self.pg.acquire_lease(LEASE, &self.name, self.ttl).await,
                 Err(e) => Err(e.into()),
             };
             match attempt {
@@ -114,7 +126,7 @@ impl Node {
                 Ok(None) if !said_holder => {
                     eprintln!(
                         "squall: this build's database schema is newer than the database's; waiting to lead (at most {} s after the leader stops) to bring it up to date",
-                        LEASE_TTL.as_secs()
+                        self.ttl.as_secs()
                     );
                     said_holder = true;
                 }
@@ -127,13 +139,13 @@ impl Node {
                     tracing::warn!(node = %self.name, error = %e, "could not reach the database");
                 }
             }
-            tokio::time::sleep(RENEW_EVERY).await;
+            tokio::time::sleep(self.every).await;
         }
     }
 
     /// Stay in the cluster until [`Member::leave`]: in a task of its own,
     /// take the `leader` lease when no live node holds it (now, and every
-    /// 5 s), then say so on [`Member::leading`] and renew the lease for as
+    /// sixth of its lifetime), then say so on [`Member::leading`] and renew the lease for as
     /// long as this node runs. A leader whose lease was taken, or a node
     /// that cannot reach the database before its lease would run out, ends
     /// the process at once.
@@ -152,26 +164,27 @@ impl Node {
         let mut said_leader = false;
         let mut answered = Instant::now();
         self.clock.renewed();
-        let mut tick = tokio::time::interval(RENEW_EVERY);
+        let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             // A process that was paused, or starved, past its lease: its
             // claims may be another node's now, its leadership too.
-            if answered.elapsed() + RENEW_EVERY >= LEASE_TTL {
+            if answered.elapsed() + self.every >= self.ttl {
                 self.stop_now("this node's lease ran out (the process was paused, or the database out of reach)");
             }
             // Within the lease's life, less a margin for the statement's
             // own time.
-            let left = LEASE_TTL
+            let left = self
+                .ttl
                 .saturating_sub(answered.elapsed())
-                .saturating_sub(RENEW_EVERY);
+                .saturating_sub(self.every);
             // The database counts the lease from the statement's start:
             // so does this node.
             let sent = Instant::now();
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(100)),
-                self.pg.hold_lease(LEASE, &self.name, LEASE_TTL),
+                self.pg.hold_lease(LEASE, &self.name, self.ttl),
             )
             .await;
             match attempt {
@@ -212,7 +225,7 @@ impl Node {
                 }
                 Err(_) => tracing::warn!(node = %self.name, "the leader lease statement timed out"),
             }
-            if answered.elapsed() + RENEW_EVERY >= LEASE_TTL {
+            if answered.elapsed() + self.every >= self.ttl {
                 self.stop_now("the database could not be reached before this node's lease ran out");
             }
         }

@@ -99,6 +99,15 @@ pub(crate) struct ServeArgs {
     /// when a TLS proxy serves the UI.
     #[arg(long)]
     secure_cookies: bool,
+    /// On PostgreSQL (--database): seconds the leader lease and a node's
+    /// claims on its executions last unrenewed. A node renews them six
+    /// times per lifetime; when a node dies, another leads and takes its
+    /// executions over within about this long. A node paused, or cut off
+    /// from the database, this long stops (exit 75). Give every node the
+    /// same value.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    lease_seconds: u64,
     /// Seconds a single sensor call (setup, poll, a trigger change) may run.
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -292,7 +301,8 @@ async fn run(
     let serving = match crate::commands::DATABASE.get().cloned().flatten() {
         Some(db) => {
             let pg = lease_store(&db).await?;
-            let node = crate::node::Node::new(pg);
+            let ttl = std::time::Duration::from_secs(args.lease_seconds);
+            let node = crate::node::Node::new(pg, ttl);
             node.ready().await;
             let member = node.join();
             tracing::info!(node = node.name(), "serving the database");
@@ -304,7 +314,7 @@ async fn run(
         data_dir,
         &store_config,
         usize::from(args.database_connections),
-        serving.as_ref().map(|(_, node)| node.name()),
+        serving.as_ref().map(|(_, node)| (node.name(), node.ttl())),
     )?
     .with_kv_quota(args.tenant_max_kv_mib.map(|m| m << 20));
     // Nothing is sent to the database once the node's lease statement is
@@ -459,7 +469,7 @@ async fn run(
             .as_ref()
             .map(|(_, node)| squall_reactor::ClusterNode {
                 name: node.name().to_owned(),
-                claim_ttl: crate::node::LEASE_TTL,
+                claim_ttl: node.ttl(),
                 // Once the node leads: see below.
                 leads: false,
             }),
