@@ -289,7 +289,7 @@ impl<W: Fn(&str) -> bool> LogReader<W> {
 /// The database's figures, read now; a figure that cannot be read is left
 /// out, and the rest still served.
 async fn database_figures(pg: &PgStore, m: &squall_core::metrics::Metrics) {
-    use squall_core::metrics::{LeaseLabel, StateLabel, TableLabel};
+    use squall_core::metrics::{LeaseLabel, NodeStatusLabel, StateLabel, TableLabel};
     for (state, n) in pg.pool_state() {
         m.database_connections
             .get_or_create(&StateLabel {
@@ -318,6 +318,18 @@ async fn database_figures(pg: &PgStore, m: &squall_core::metrics::Metrics) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not read the leases"),
+    }
+    match pg.cluster_executions().await {
+        Ok(counts) => {
+            // Only what is there now: a node gone goes.
+            m.cluster_executions.clear();
+            for (node, status, n) in counts {
+                m.cluster_executions
+                    .get_or_create(&NodeStatusLabel { node, status })
+                    .set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not count the cluster's executions"),
     }
 }
 

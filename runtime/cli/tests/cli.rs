@@ -3060,6 +3060,18 @@ fn a_second_node_on_postgresql_serves_and_takes_over_when_the_first_is_killed() 
         all.iter()
             .any(|e| e["id"] == sleeping.as_str() && e["status"] == "running")
     });
+    // The cluster's executions by node, read from the database, and how
+    // long this node's executions waited to start.
+    let (status, _, metrics) = server.request("GET", "/metrics", "");
+    assert_eq!(status, 200, "{metrics}");
+    for expected in [
+        "squall_cluster_executions{node=\"",
+        "status=\"running\"} 1",
+        "status=\"pending\"} 1",
+        "squall_execution_start_delay_seconds_count ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
 
     // The second node serves at once, beside the first, which leads.
     let mut standby = serve_on_database(&url, second.path(), &key, &packs, &[]);

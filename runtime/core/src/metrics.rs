@@ -39,6 +39,12 @@ pub struct StateLabel {
 
 /// The labels of a lease.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeStatusLabel {
+    pub node: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LeaseLabel {
     pub lease: String,
     pub holder: String,
@@ -77,6 +83,8 @@ pub struct Metrics {
     /// On PostgreSQL (set when scraped): seconds until each lease held now
     /// runs out unrenewed, by lease and holder.
     pub lease_seconds_left: Family<LeaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cluster_executions: Family<NodeStatusLabel, Gauge>,
+    pub execution_start_delay_seconds: Histogram,
     registry: Registry,
 }
 
@@ -103,6 +111,8 @@ impl Metrics {
         let database_connections = Family::<StateLabel, Gauge>::default();
         let lease_seconds_left =
             Family::<LeaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let cluster_executions = Family::<NodeStatusLabel, Gauge>::default();
+        let execution_start_delay_seconds = Histogram::new(exponential_buckets(1e-3, 2.0, 18));
         let mut registry = Registry::with_prefix("squall");
         registry.register(
             "executions_requested",
@@ -169,6 +179,16 @@ impl Metrics {
             "PostgreSQL: seconds until each lease held now runs out unrenewed",
             lease_seconds_left.clone(),
         );
+        registry.register(
+            "cluster_executions",
+            "PostgreSQL: unfinished executions of every node, by the node holding them and status",
+            cluster_executions.clone(),
+        );
+        registry.register(
+            "execution_start_delay_seconds",
+            "Seconds from an execution's request to its start on this node (those asked to wait excepted)",
+            execution_start_delay_seconds.clone(),
+        );
         Self {
             executions_requested,
             executions_completed,
@@ -183,6 +203,8 @@ impl Metrics {
             database_dead_tuples,
             database_connections,
             lease_seconds_left,
+            cluster_executions,
+            execution_start_delay_seconds,
             registry,
         }
     }

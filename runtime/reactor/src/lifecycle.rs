@@ -473,6 +473,7 @@ impl Reactor {
                 return None;
             }
         } else if job.live.start() {
+            record_start_delay(&job.execution);
             // Alone in this process: its writes are the only ones its
             // next step waits on (see `Lane::Here`). Among others, they
             // are batched with theirs. Chosen again for its end's write.
@@ -782,4 +783,20 @@ impl Reactor {
         }
         self.spawn_enqueue(resumed);
     }
+}
+
+/// How long `e` waited from its request to its start here, for the
+/// metrics (an execution asked to wait, by its `delay`, is left out).
+fn record_start_delay(e: &Execution) {
+    if e.delay.unwrap_or(0) > 0 {
+        return;
+    }
+    let Ok(requested) = chrono::DateTime::parse_from_rfc3339(&e.start_timestamp) else {
+        return;
+    };
+    let waited = chrono::Utc::now().signed_duration_since(requested);
+    let seconds = waited.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+    squall_core::metrics::metrics()
+        .execution_start_delay_seconds
+        .observe(seconds);
 }

@@ -461,6 +461,22 @@ impl PgStore {
             .await?)
     }
 
+    /// The unfinished executions of every node: (the node holding them,
+    /// their status, how many), for the cluster's figures.
+    pub async fn cluster_executions(&self) -> Result<Vec<(String, String, i64)>> {
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT coalesce(q.node, ''), e.status, count(*) FROM execution_queue q
+                 JOIN executions e ON e.id = q.execution_id GROUP BY 1, 2",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Completions refused because their lease was lost: (execution, node,
     /// fence), oldest first.
     pub async fn stale_completions(&self) -> Result<Vec<(String, String, i64)>> {
