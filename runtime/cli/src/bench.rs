@@ -144,6 +144,9 @@ pub(crate) enum BenchCommand {
         /// Executions per run.
         #[arg(long, default_value_t = 600)]
         executions: usize,
+        /// Webhook events per run.
+        #[arg(long, default_value_t = 4000)]
+        events: usize,
         /// Workers (executions running at once) of each node.
         #[arg(long, default_value_t = 4)]
         workers: usize,
@@ -240,9 +243,16 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Cluster {
             database,
             executions,
+            events,
             workers,
             packs,
-        } => crate::bench_cluster::cluster(database, executions, workers.max(1), pack_paths(packs)),
+        } => crate::bench_cluster::cluster(
+            database,
+            executions,
+            events,
+            workers.max(1),
+            pack_paths(packs),
+        ),
         BenchCommand::Ui {
             rows,
             requests,

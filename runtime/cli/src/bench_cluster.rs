@@ -1,7 +1,10 @@
 //! `squall bench cluster`: 100 ms actions on 1, 2 and 3 nodes on one
 //! PostgreSQL database, each node with a few workers, the executions asked
 //! of the nodes in turn over HTTP: how the executions per second grow with
-//! the nodes while the workers (the slots) bound them.
+//! the nodes while the workers (the slots) bound them. Then webhook events
+//! (a rule's `core.noop` each) sent to the nodes in turn: how many events
+//! per second the nodes take together, on a machine they share with the
+//! database.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +34,7 @@ struct Node {
 pub(crate) fn cluster(
     database: String,
     executions: usize,
+    events: usize,
     workers: usize,
     packs: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
@@ -45,33 +49,9 @@ pub(crate) fn cluster(
             ACTION.as_millis()
         );
         let mut first_rate = None;
+        let mut first_events = None;
         for count in 1..=3usize {
-            let mut nodes = Vec::new();
-            for n in 0..count {
-                let name = format!("bench-{count}-{n}");
-                let claims = Duration::from_secs(30);
-                let store = Store::connect_as(&database, 8, None, &name, claims).await?;
-                let runner = Runner::new(sandbox.clone(), store.clone(), set.clone(), Limits::default());
-                let config = ReactorConfig {
-                    workers,
-                    cluster: Some(ClusterNode {
-                        name,
-                        claim_ttl: claims,
-                        leads: n == 0,
-                    }),
-                    ..ReactorConfig::default()
-                };
-                let reactor = Reactor::start(store, runner, &config).await?;
-                reactor.follow_changes();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let base = format!("http://{}", listener.local_addr()?);
-                let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let state = squall_api::AppState::new(reactor.clone());
-                tokio::spawn(squall_api::serve(state, listener, async {
-                    let _ = stop_rx.await;
-                }));
-                nodes.push(Node { reactor, base, stop });
-            }
+            let nodes = start_nodes(&database, &sandbox, &set, count, workers, "bench").await?;
             let store = nodes[0].reactor.store().clone();
             let http = crate::bench::operator_client(&store, reqwest::Client::builder()).await?;
             let started = Instant::now();
@@ -87,6 +67,49 @@ pub(crate) fn cluster(
                 took.as_secs_f64(),
                 asked.as_secs_f64()
             );
+            // The same asked of the first node alone: the others take what
+            // waits there.
+            if count > 1 {
+                let started = Instant::now();
+                let ids = ask_in_turn(&http, &nodes[..1], executions).await?;
+                wait_all_succeeded(&store, &ids).await?;
+                let alone = executions as f64 / started.elapsed().as_secs_f64();
+                println!(
+                    "{count} node(s), all asked of node 1: {alone:.0} executions/s, {:.2}x one node ({:.2}x asked in turn)",
+                    alone / first_rate.unwrap_or(alone),
+                    alone / rate
+                );
+            }
+            // Webhooks, on nodes with `serve`'s worker pool (256 each).
+            stop_nodes(nodes).await;
+            let nodes = start_nodes(&database, &sandbox, &set, count, 256, "hooks").await?;
+            let store = nodes[0].reactor.store().clone();
+            if count == 1 {
+                let rule = json!({"name": "bench_load", "pack": "core", "enabled": true,
+                    "trigger": {"type": "core.st2.webhook", "parameters": {"url": "bench_load"}},
+                    "action": {"ref": "core.noop"}});
+                let r = http.post(format!("{}/api/v1/rules", nodes[0].base)).json(&rule).send().await?;
+                if r.status().as_u16() != 201 {
+                    bail!("the rule was refused: {}", r.text().await?);
+                }
+            }
+            let urls: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}/api/v1/webhooks/bench_load", n.base))
+                .collect();
+            let before = crate::bench_reactor::count_succeeded(&store)?;
+            let started = Instant::now();
+            let latencies = crate::bench_reactor::send_many(&http, &urls, events, 64).await?;
+            let accepted = started.elapsed();
+            crate::bench_reactor::wait_for_succeeded(&store, before + events).await?;
+            let done = started.elapsed();
+            let rate = events as f64 / accepted.as_secs_f64();
+            let ratio = rate / *first_events.get_or_insert(rate);
+            println!(
+                "{count} node(s): {events} webhook events sent to the nodes in turn by 64 clients: {rate:.0} accepted/s ({ratio:.2}x one node), {:.0} executed and recorded/s, 2xx p50 {:.1} ms",
+                events as f64 / done.as_secs_f64(),
+                ms(median(&latencies))
+            );
             if count == 3 {
                 let seen = change_latencies(&http, &nodes[0].base, &nodes[2].base, 10).await?;
                 println!(
@@ -96,14 +119,67 @@ pub(crate) fn cluster(
                     seen.len()
                 );
             }
-            for node in nodes {
-                let _ = node.stop.send(());
-                node.reactor.shutdown(Duration::from_secs(5)).await;
-                node.reactor.release_claims().await;
-            }
+            stop_nodes(nodes).await;
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `count` nodes on `database`, each with `workers` workers and its API
+/// listening, the first leading; named `<tag>-<count>-<n>`.
+async fn start_nodes(
+    database: &str,
+    sandbox: &Arc<squall_sandbox::Sandbox>,
+    set: &Arc<PackSet>,
+    count: usize,
+    workers: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for n in 0..count {
+        let name = format!("{tag}-{count}-{n}");
+        let claims = Duration::from_secs(30);
+        let store = Store::connect_as(database, 8, None, &name, claims).await?;
+        let runner = Runner::new(
+            sandbox.clone(),
+            store.clone(),
+            set.clone(),
+            Limits::default(),
+        );
+        let config = ReactorConfig {
+            workers,
+            cluster: Some(ClusterNode {
+                name,
+                claim_ttl: claims,
+                leads: n == 0,
+            }),
+            ..ReactorConfig::default()
+        };
+        let reactor = Reactor::start(store, runner, &config).await?;
+        reactor.follow_changes();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let state = squall_api::AppState::new(reactor.clone());
+        tokio::spawn(squall_api::serve(state, listener, async {
+            let _ = stop_rx.await;
+        }));
+        nodes.push(Node {
+            reactor,
+            base,
+            stop,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Stop `nodes`' APIs and reactors, letting their claims go.
+async fn stop_nodes(nodes: Vec<Node>) {
+    for node in nodes {
+        let _ = node.stop.send(());
+        node.reactor.shutdown(Duration::from_secs(5)).await;
+        node.reactor.release_claims().await;
+    }
 }
 
 /// Ask for `n` executions, node after node, from 32 clients; their ids.

@@ -142,7 +142,7 @@ pub(crate) fn webhooks(
 
     // Warm-up: compile cache, connections.
     client.block_on(async {
-        send_many(&http, &base, 500, clients).await?;
+        send_many(&http, std::slice::from_ref(&base), 500, clients).await?;
         wait_for_succeeded(&store, 500).await
     })?;
 
@@ -150,7 +150,7 @@ pub(crate) fn webhooks(
     let before = count_succeeded(&store)?;
     let start = Instant::now();
     let (latencies, accepted) = client.block_on(async {
-        let latencies = send_many(&http, &base, events, clients).await?;
+        let latencies = send_many(&http, std::slice::from_ref(&base), events, clients).await?;
         let accepted = start.elapsed();
         wait_for_succeeded(&store, before + events).await?;
         anyhow::Ok((latencies, accepted))
@@ -300,22 +300,25 @@ async fn start_server(
     })
 }
 
-async fn send_many(
+/// POST `n` webhook events from `clients` clients, each client sending to
+/// `urls` in turn; each one's time to its 202.
+pub(crate) async fn send_many(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     n: usize,
     clients: usize,
 ) -> anyhow::Result<Vec<Duration>> {
     let per = n.div_ceil(clients);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (http, url) = (http.clone(), url.to_owned());
+        let (http, urls) = (http.clone(), urls.to_vec());
         let count = per.min(n.saturating_sub(c * per));
         tasks.spawn(async move {
             let mut lat = Vec::with_capacity(count);
             for i in 0..count {
                 let t = Instant::now();
-                let r = http.post(&url).json(&json!({"n": i})).send().await?;
+                let url = &urls[(c + i) % urls.len()];
+                let r = http.post(url).json(&json!({"n": i})).send().await?;
                 if r.status().as_u16() != 202 {
                     bail!("webhook answered {}", r.status());
                 }
@@ -368,7 +371,7 @@ async fn paced(
     Ok(all)
 }
 
-fn count_succeeded(store: &Store) -> anyhow::Result<usize> {
+pub(crate) fn count_succeeded(store: &Store) -> anyhow::Result<usize> {
     let mut f = ExecutionFilter::for_tenant(TenantId::default_tenant());
     f.status = Some(ExecutionStatus::Succeeded);
     f.action = Some("core.noop".parse()?);
@@ -376,7 +379,7 @@ fn count_succeeded(store: &Store) -> anyhow::Result<usize> {
     Ok(store.list_executions_counted(&f)?.1 as usize)
 }
 
-async fn wait_for_succeeded(store: &Store, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_succeeded(store: &Store, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while count_succeeded(store)? < n {
         if Instant::now() > deadline {

@@ -37,13 +37,15 @@ pub struct StateLabel {
     pub state: String,
 }
 
-/// The labels of a lease.
+/// The labels of the cluster's executions: the node holding them, their
+/// status.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeStatusLabel {
     pub node: String,
     pub status: String,
 }
 
+/// The labels of a lease.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LeaseLabel {
     pub lease: String,

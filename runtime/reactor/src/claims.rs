@@ -8,10 +8,10 @@
 //! runs, a workflow resumes from its last step, an inquiry waits on. From
 //! the takeover on, the database refuses the previous holder's writes.
 //!
-//! Work is shared the same way: a node with free workers takes over the
-//! executions that have waited on a busy node for a worker
-//! ([`SHARE_WAITED`]), and the busy node, refused when it reaches one,
-//! drops it.
+//! Work is shared the same way: a node whose workers are all taken says
+//! it is busy; a node with free workers takes over the executions that
+//! have waited on a busy node for a worker ([`SHARE_WAITED`]), and the
+//! busy node, refused when it reaches one, drops it.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -27,7 +27,8 @@ use crate::dispatch::{ClusterNode, Reactor};
 const REPLY_WITHIN: Duration = Duration::from_secs(15);
 
 /// How often a node with free workers looks for executions waiting on
-/// busy nodes; sooner again after it took some.
+/// busy nodes; sooner again after it took some (by then what it took is
+/// queued here, and counted).
 const SHARE_EVERY: Duration = Duration::from_millis(100);
 
 /// How long an execution must have waited for a worker on its node before
@@ -140,18 +141,35 @@ impl Reactor {
         self.spawn(async move { reactor.share_work(&sharing, &node_sharing).await });
     }
 
-    /// Take, while this node has free workers, the executions that have
-    /// waited on busy nodes for one, and run them here.
+    /// Say whether this node is busy (executions wait for a worker), and
+    /// take, while it has free workers, the executions that have waited
+    /// on busy nodes for one, and run them here.
     async fn share_work(&self, pg: &PgStore, node: &ClusterNode) {
         let mut took = false;
+        let mut said_busy = false;
         loop {
-            tokio::time::sleep(if took { SHARE_EVERY / 5 } else { SHARE_EVERY }).await;
+            tokio::time::sleep(if took { SHARE_EVERY / 2 } else { SHARE_EVERY }).await;
             took = false;
             if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                if said_busy {
+                    let _ = pg.set_busy(&node.name, false).await;
+                }
                 return;
             }
-            let busy = self.running_now() + self.queue_depth();
-            let room = self.inner.config.workers.saturating_sub(busy);
+            let busy = self.queue_depth() > 0;
+            if busy != said_busy {
+                match pg.set_busy(&node.name, busy).await {
+                    Ok(()) => said_busy = busy,
+                    Err(e) => {
+                        tracing::warn!(node = %node.name, error = %e, "could not say whether this node is busy")
+                    }
+                }
+            }
+            let room = self
+                .inner
+                .config
+                .workers
+                .saturating_sub(self.running_now() + self.queue_depth());
             if room == 0 {
                 continue;
             }
@@ -173,7 +191,26 @@ impl Reactor {
                 executions = taken.len(),
                 "took executions that waited on busy nodes"
             );
-            self.resume_waiting(taken).await;
+            let mut ready = Vec::new();
+            for (execution, from) in taken {
+                // Taken back: the job still waiting here runs it.
+                if self.inner.scheduler.live(&execution.id).is_some() {
+                    continue;
+                }
+                match self.inner.runner.resume(execution.clone()) {
+                    Ok(prepared) => {
+                        self.track(&prepared);
+                        ready.push(prepared);
+                    }
+                    Err(e) => {
+                        tracing::debug!(execution_id = %execution.id, error = %e, "giving back an execution this node cannot run");
+                        if let Err(e) = pg.give_back(&node.name, &execution.id, &from).await {
+                            tracing::warn!(execution_id = %execution.id, error = %e, "could not give back an execution this node cannot run; it is taken over once its claim runs out");
+                        }
+                    }
+                }
+            }
+            self.spawn_enqueue(ready);
         }
     }
 
@@ -280,6 +317,22 @@ impl Reactor {
             }),
             _ => Ok(None),
         }
+    }
+
+    /// Ask, in a task of its own, the node holding `e` now to cancel it:
+    /// a cancel that reached this node as another took it over.
+    pub(crate) fn forward_cancel(&self, e: &Execution) {
+        let (reactor, tenant, id) = (self.clone(), e.tenant.clone(), e.id.clone());
+        tokio::spawn(async move {
+            let forwarded = match reactor.held_elsewhere(&id).await {
+                Ok(Some(node)) => reactor.cancel_on(node, &tenant, &id).await.map(|_| ()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = forwarded {
+                tracing::warn!(execution_id = %id, error = %e, "a cancel could not reach the node that took the execution over");
+            }
+        });
     }
 
     /// Ask `node`, which holds it, to cancel `tenant`'s execution `id`, and

@@ -900,7 +900,21 @@ impl Reactor {
             tokio::spawn(async move {
                 let mut after = chrono::Utc::now();
                 while let Some(tick) = schedule.next_fire(after, aligned) {
-                    let delay = (tick - chrono::Utc::now()).to_std().unwrap_or_default();
+                    let now = chrono::Utc::now();
+                    // A schedule that does not move forward (a cron pattern
+                    // across a clock change) is stepped past.
+                    if tick <= after {
+                        after += chrono::Duration::seconds(1);
+                        continue;
+                    }
+                    // Ticks missed while this task was held up (a stall, a
+                    // paused process) are skipped, not fired in a burst.
+                    if now - tick > timers::LATE {
+                        tracing::warn!(trigger = %trigger_type, tick = %tick, "timer ticks missed while held up; going on from now");
+                        after = now;
+                        continue;
+                    }
+                    let delay = (tick - now).to_std().unwrap_or_default();
                     tokio::time::sleep(delay).await;
                     after = tick;
                     if !reactor.tick_is_ours(&tenant, &timer, tick).await {

@@ -215,10 +215,9 @@ impl Reactor {
                 status: stored.status,
             });
         }
-        // Another node runs it: that node cancels it.
-        if self.inner.scheduler.live(id).is_none()
-            && let Some(node) = self.held_elsewhere(id).await?
-        {
+        // Another node holds it (it may have taken it while it waited
+        // here): that node cancels it.
+        if let Some(node) = self.held_elsewhere(id).await? {
             return self.cancel_on(node, tenant, id).await;
         }
         if let Some(record) = self.cancel_workflow(id).await {
@@ -257,6 +256,10 @@ impl Reactor {
                 }
                 if self.complete(stored.clone(), None).await {
                     Ok(stored)
+                } else if let Some(node) = self.held_elsewhere(id).await? {
+                    // Taken by another node just now: the write here was
+                    // refused, and that node cancels it.
+                    self.cancel_on(node, tenant, id).await
                 } else {
                     // It completed meanwhile, or the write failed: say how
                     // the record stands now.
@@ -473,7 +476,6 @@ impl Reactor {
                 return None;
             }
         } else if job.live.start() {
-            record_start_delay(&job.execution);
             // Alone in this process: its writes are the only ones its
             // next step waits on (see `Lane::Here`). Among others, they
             // are batched with theirs. Chosen again for its end's write.
@@ -487,6 +489,7 @@ impl Reactor {
                 false => alone(count.fetch_add(1, Ordering::AcqRel) + 1),
             };
             let running = self.inner.runner.run_to_end_with(&mut job, lane, |e| {
+                record_start_delay(e);
                 self.publish(ExecutionEventKind::Update, e)
             });
             match running.await {
@@ -504,6 +507,11 @@ impl Reactor {
                 // `Reactor::share_work`): that node runs it.
                 Err(RunError::Store(e)) if e.is_fenced() => {
                     tracing::debug!(execution_id = %job.execution.id, "taken by another node while it waited here");
+                    // A cancel that reached it here meanwhile goes on to
+                    // the node that has it now.
+                    if job.live.canceling_at().is_some() {
+                        self.forward_cancel(&job.execution);
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "execution could not be recorded"),
             }

@@ -200,6 +200,10 @@ impl Schedule {
     }
 }
 
+/// How late a tick may still fire: one due longer ago (its task was held
+/// up) is skipped.
+pub const LATE: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
 /// A timer's identity: the same trigger in several rules fires once.
 pub type TimerKey = (TenantId, String, String);
 

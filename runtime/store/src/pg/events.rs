@@ -146,6 +146,16 @@ impl PgStore {
                 &[],
             )
             .await?;
+        // Nodes said busy that stopped without saying otherwise (their
+        // claims ran out, or they hold none).
+        client
+            .execute(
+                "DELETE FROM busy_nodes b WHERE since < now() - interval '1 hour'
+                   AND NOT EXISTS (SELECT 1 FROM execution_queue q
+                                   WHERE q.node = b.node AND q.lease_until > now())",
+                &[],
+            )
+            .await?;
         Ok(purged)
     }
 

@@ -348,6 +348,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX node_requests_waiting ON node_requests (node) WHERE NOT taken;
     "#,
+    // 16: nodes whose workers are all taken, with executions waiting for
+    // one: only from these do nodes with room take waiting executions.
+    r#"
+    CREATE TABLE busy_nodes (
+        node   TEXT PRIMARY KEY,
+        since  TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -353,9 +353,24 @@ impl PgStore {
             .collect()
     }
 
+    /// Say whether `node` is busy: its workers all taken, executions
+    /// waiting for one. Only a busy node's waiting executions are taken
+    /// by others ([`PgStore::take_waiting`]).
+    pub async fn set_busy(&self, node: &str, busy: bool) -> Result<()> {
+        let client = self.client().await?;
+        let sql = if busy {
+            "INSERT INTO busy_nodes (node) VALUES ($1) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM busy_nodes WHERE node = $1"
+        };
+        client.execute(sql, &[&node]).await?;
+        Ok(())
+    }
+
     /// Take for `node`, each under a new fence and for `lease`, up to
-    /// `limit` executions that other live nodes hold and that have waited
-    /// there at least `waited` without starting: their node is busy, this
+    /// `limit` executions that other live nodes, busy ones
+    /// ([`PgStore::set_busy`]), hold and that have waited there at least
+    /// `waited` without starting: their node has no worker for them, this
     /// one has room. Only executions waiting for a worker are taken
     /// (`requested`, no delay, not a workflow's task: a task goes with its
     /// workflow), oldest first; each is locked as it is taken, so a holder
@@ -368,15 +383,16 @@ impl PgStore {
         limit: usize,
         lease: Duration,
         waited: Duration,
-    ) -> Result<Vec<Execution>> {
+    ) -> Result<Vec<(Execution, String)>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let ids: Vec<String> = tx
+        let taken: Vec<(String, String)> = tx
             .query(
-                "SELECT q.execution_id FROM execution_queue q
+                "SELECT q.execution_id, q.node FROM execution_queue q
                  JOIN executions e ON e.id = q.execution_id
                  WHERE q.node IS NOT NULL AND q.node <> $1 AND q.lease_until > now()
+                   AND q.node IN (SELECT node FROM busy_nodes)
                    AND q.available_at <= now() - make_interval(secs => $3)
                    AND e.status = 'requested' AND e.parent IS NULL
                    AND coalesce(e.delay, 0) = 0
@@ -386,14 +402,17 @@ impl PgStore {
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
-        if ids.is_empty() {
+        if taken.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        // Waiting counts again from now: what a node took is not taken from
+        // it at once.
         tx.execute(
             "UPDATE execution_queue SET node = $1, fence = nextval('execution_fence'),
-                 lease_until = now() + make_interval(secs => $2)
+                 lease_until = now() + make_interval(secs => $2), available_at = now()
              WHERE execution_id = ANY($3)",
             &[&node, &lease.as_secs_f64(), &ids],
         )
@@ -405,7 +424,34 @@ impl PgStore {
             )
             .await?;
         tx.commit().await?;
-        rows.iter().map(|r| parsed(decode(r)?)).collect()
+        rows.iter()
+            .map(|r| {
+                let execution = parsed(decode(r)?)?;
+                let from = taken
+                    .iter()
+                    .find(|(id, _)| id == execution.id.as_str())
+                    .map(|(_, from)| from.clone())
+                    .ok_or_else(|| Error::Corrupt(format!("took {} twice", execution.id)))?;
+                Ok((execution, from))
+            })
+            .collect()
+    }
+
+    /// Give `id`, which `node` took from node `to` (see
+    /// [`PgStore::take_waiting`]) but cannot run (its secret parameters
+    /// are only in `to`'s memory; its pack is not loaded here yet), back
+    /// to `to`, whose job for it then runs; it is not taken again.
+    pub async fn give_back(&self, node: &str, id: &ExecutionId, to: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE execution_queue SET node = $3, fence = nextval('execution_fence'),
+                     available_at = 'infinity'
+                 WHERE execution_id = $1 AND node = $2",
+                &[&id.as_str(), &node, &to],
+            )
+            .await?
+            == 1)
     }
 
     /// Claim for `node` every unfinished execution nobody claims (written
@@ -841,7 +887,16 @@ mod tests {
         assert!(running.transition(ExecutionStatus::Scheduled));
         assert!(running.transition(ExecutionStatus::Running));
         assert!(busy.start_execution(&running).await.expect("started"));
-        // Nothing has waited long enough yet.
+        // Nothing is taken from a node that is not busy, however long
+        // it waited, nor before it waited long enough.
+        tokio::time::sleep(waited).await;
+        assert!(
+            idle.take_waiting("idle", 10, LEASE, waited)
+                .await
+                .expect("take")
+                .is_empty()
+        );
+        busy.set_busy("busy", true).await.expect("busy");
         assert!(
             idle.take_waiting("idle", 10, LEASE, Duration::from_secs(600))
                 .await
@@ -861,7 +916,14 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let ids = |list: &[Execution]| list.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let ids = |list: &[(Execution, String)]| {
+            list.iter()
+                .map(|(e, from)| {
+                    assert_eq!(from, "busy");
+                    e.id.clone()
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&taken), vec![first.id.clone()]);
         let rest = idle
             .take_waiting("idle", 10, LEASE, waited)
@@ -871,7 +933,18 @@ mod tests {
         for left in [&started, &delayed, &task] {
             assert_eq!(holder(&busy, left).await, Some(Some("busy".into())));
         }
-        // Its own are not taken from it again.
+        // Its own are not taken from it again, and a node no longer busy
+        // keeps what it has.
+        busy.set_busy("busy", false).await.expect("not busy");
+        let third = requested(|_| {}).await;
+        tokio::time::sleep(waited).await;
+        assert!(
+            idle.take_waiting("idle", 10, LEASE, waited)
+                .await
+                .expect("take")
+                .is_empty()
+        );
+        assert_eq!(holder(&busy, &third).await, Some(Some("busy".into())));
         assert!(
             idle.take_waiting("idle", 10, LEASE, waited)
                 .await
@@ -888,6 +961,28 @@ mod tests {
             idle.start_execution(&late)
                 .await
                 .expect("the taker starts it")
+        );
+        // One the taker cannot run goes back, and stays there.
+        assert!(
+            idle.give_back("idle", &second.id, "busy")
+                .await
+                .expect("give back")
+        );
+        assert_eq!(holder(&busy, &second).await, Some(Some("busy".into())));
+        busy.set_busy("busy", true).await.expect("busy");
+        tokio::time::sleep(waited).await;
+        let now = idle
+            .take_waiting("idle", 10, LEASE, waited)
+            .await
+            .expect("take");
+        assert_eq!(ids(&now), vec![third.id.clone()], "not the one given back");
+        let mut started = second.clone();
+        assert!(started.transition(ExecutionStatus::Scheduled));
+        assert!(started.transition(ExecutionStatus::Running));
+        assert!(
+            busy.start_execution(&started)
+                .await
+                .expect("its holder starts it")
         );
     }
 
