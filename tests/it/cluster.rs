@@ -463,19 +463,23 @@ async fn each_tick_of_a_timer_fires_once_while_two_nodes_run_it() {
     }
 }
 
-/// A node with one worker, asked for more than it can run at once: a node
-/// beside it with room takes what waits there. Each execution ends once;
-/// some ran at the same time as others, which one worker cannot do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_room_takes_what_waits_on_a_busy_one() {
+/// Twelve executions of 0.3 s asked of a node with one worker, beside a
+/// node with room, both with `tenant_max_running`: each ends once; how many
+/// ran while another did, which one worker cannot do.
+async fn overlapping_on_a_busy_node(tenant_max_running: Option<usize>) -> usize {
     let core = squall_tests::core_pack();
     let packs = [core.path().to_owned()];
     let one_worker = ReactorConfig {
         workers: 1,
+        tenant_max_running,
         ..ReactorConfig::default()
     };
     let (first, busy) = node_beside(None, &packs, one_worker).await;
-    let (_second, idle) = node_beside(Some(&first), &packs, ReactorConfig::default()).await;
+    let with_room = ReactorConfig {
+        tenant_max_running,
+        ..ReactorConfig::default()
+    };
+    let (_second, idle) = node_beside(Some(&first), &packs, with_room).await;
     let asked = busy.as_key(&busy.key);
     let mut ids = Vec::new();
     for _ in 0..12 {
@@ -513,11 +517,27 @@ async fn a_node_with_room_takes_what_waits_on_a_busy_one() {
         spans.push((at("running"), at("succeeded")));
     }
     spans.sort();
-    let overlapping = spans.windows(2).filter(|w| w[1].0 < w[0].1).count();
-    assert!(
-        overlapping > 0,
-        "some ran beside others, on the node with room: {spans:?}"
-    );
     busy.stop().await;
     idle.stop().await;
+    spans.windows(2).filter(|w| w[1].0 < w[0].1).count()
+}
+
+/// A node with one worker, asked for more than it can run at once: a node
+/// beside it with room takes what waits there, and runs it beside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_room_takes_what_waits_on_a_busy_one() {
+    let overlapping = overlapping_on_a_busy_node(None).await;
+    assert!(
+        overlapping > 0,
+        "some ran beside others, on the node with room"
+    );
+}
+
+/// What passes a concurrency gate (here the tenant's running limit, which
+/// counts each node's executions) stays on its node: taken, it is given
+/// back, and the busy node's one worker runs all of it, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_passes_a_concurrency_gate_stays_on_its_node() {
+    let overlapping = overlapping_on_a_busy_node(Some(100)).await;
+    assert_eq!(overlapping, 0, "none ran beside another");
 }

@@ -22,6 +22,7 @@ use squall_store::pg::PgStore;
 
 use crate::ExecutionError;
 use crate::dispatch::{ClusterNode, Reactor};
+use crate::runner::Work;
 
 /// How long a node waits for the node holding an execution to answer.
 const REPLY_WITHIN: Duration = Duration::from_secs(15);
@@ -197,13 +198,24 @@ impl Reactor {
                 if self.inner.scheduler.live(&execution.id).is_some() {
                     continue;
                 }
-                match self.inner.runner.resume(execution.clone()) {
-                    Ok(prepared) => {
+                // Kept where it was: one that passes a concurrency gate
+                // (a policy, the tenant's limit: counted on its node), and
+                // a workflow or a question, which need no worker.
+                let prepared = match self.inner.runner.resume(execution.clone()) {
+                    Ok(p) if !self.gate_keys(&p).is_empty() => None,
+                    Ok(p) if matches!(p.work, Work::Workflow(_) | Work::Inquiry) => None,
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::debug!(execution_id = %execution.id, error = %e, "this node cannot prepare an execution it took");
+                        None
+                    }
+                };
+                match prepared {
+                    Some(prepared) => {
                         self.track(&prepared);
                         ready.push(prepared);
                     }
-                    Err(e) => {
-                        tracing::debug!(execution_id = %execution.id, error = %e, "giving back an execution this node cannot run");
+                    None => {
                         if let Err(e) = pg.give_back(&node.name, &execution.id, &from).await {
                             tracing::warn!(execution_id = %execution.id, error = %e, "could not give back an execution this node cannot run; it is taken over once its claim runs out");
                         }
