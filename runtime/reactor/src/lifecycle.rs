@@ -764,14 +764,6 @@ impl Reactor {
             executions = pending.len(),
             "resuming executions left requested, scheduled or delayed"
         );
-        self.resume_waiting(pending).await;
-        Ok(())
-    }
-
-    /// Admit recorded executions that have not started (left by a previous
-    /// run or another node); one that cannot be prepared again ends
-    /// `failed`, saying why.
-    pub(crate) async fn resume_waiting(&self, pending: Vec<Execution>) {
         let mut resumed = Vec::new();
         for execution in pending {
             match self.inner.runner.resume(execution.clone()) {
@@ -790,6 +782,7 @@ impl Reactor {
             }
         }
         self.spawn_enqueue(resumed);
+        Ok(())
     }
 }
 

@@ -51,6 +51,32 @@ fn tenant_lock(tenant: &str) -> String {
     format!("squall-running/{tenant}")
 }
 
+/// The executions of `pairs` (an id, and what goes with it), each read in
+/// `tx` with its companion, in the order of their ids.
+async fn paired_executions<T: Clone>(
+    tx: &tokio_postgres::Transaction<'_>,
+    pairs: &[(String, T)],
+) -> Result<Vec<(Execution, T)>> {
+    let ids: Vec<&str> = pairs.iter().map(|(id, _)| id.as_str()).collect();
+    let rows = tx
+        .query(
+            &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) ORDER BY id"),
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let execution = parsed(decode(r)?)?;
+            let with = pairs
+                .iter()
+                .find(|(id, _)| id == execution.id.as_str())
+                .map(|(_, with)| with.clone())
+                .ok_or_else(|| Error::Corrupt(format!("read {} unasked", execution.id)))?;
+            Ok((execution, with))
+        })
+        .collect()
+}
+
 impl PgStore {
     /// Put a waiting execution in the queue, claimable once `delay` has
     /// passed.
@@ -148,25 +174,12 @@ impl PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let ids: Vec<&str> = fences.iter().map(|(id, _)| id.as_str()).collect();
-        let rows = tx
-            .query(
-                &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) ORDER BY id"),
-                &[&ids],
-            )
-            .await?;
+        let claimed = paired_executions(&tx, &fences).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let execution = parsed(decode(r)?)?;
-                let fence = fences
-                    .iter()
-                    .find(|(id, _)| id == execution.id.as_str())
-                    .map(|(_, f)| *f)
-                    .ok_or_else(|| Error::Corrupt(format!("claimed {} twice", execution.id)))?;
-                Ok(Claim { execution, fence })
-            })
-            .collect()
+        Ok(claimed
+            .into_iter()
+            .map(|(execution, fence)| Claim { execution, fence })
+            .collect())
     }
 
     /// Record that an execution this node claimed with `fence` started
@@ -417,24 +430,9 @@ impl PgStore {
             &[&node, &lease.as_secs_f64(), &ids],
         )
         .await?;
-        let rows = tx
-            .query(
-                &format!("SELECT {COLUMNS} FROM executions WHERE id = ANY($1) ORDER BY id"),
-                &[&ids],
-            )
-            .await?;
+        let taken = paired_executions(&tx, &taken).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let execution = parsed(decode(r)?)?;
-                let from = taken
-                    .iter()
-                    .find(|(id, _)| id == execution.id.as_str())
-                    .map(|(_, from)| from.clone())
-                    .ok_or_else(|| Error::Corrupt(format!("took {} twice", execution.id)))?;
-                Ok((execution, from))
-            })
-            .collect()
+        Ok(taken)
     }
 
     /// Give `id`, which `node` took from node `to` (see
