@@ -8,7 +8,7 @@ use squall_core::execution::Execution;
 use squall_core::ids::ExecutionId;
 use squall_core::metrics::metrics;
 
-use super::{PgStore, arguments, exec, numbered};
+use super::{PgStore, arguments, by_id_in_tenant, exec, numbered};
 use crate::executions::{
     COLUMNS, Columns, ExecutionFilter, ExecutionRow, ExecutionSummary, StoredExecution, decode,
     filter_sql, parsed,
@@ -72,16 +72,18 @@ pub(super) async fn update(
 ) -> Result<bool> {
     let n = exec(
             client,
-            "UPDATE executions SET status = $3, result = $4, output = $5, status_log = $6, end_timestamp = $7, context = $8
-             WHERE tenant_id = $1 AND id = $2
-               AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')",
+            concat!(
+                "UPDATE executions SET status = $3, result = $4, output = $5, status_log = $6, end_timestamp = $7, context = $8
+                 WHERE ", by_id_in_tenant!(), "
+                   AND status NOT IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned')"
+            ),
             &[&row.tenant, &row.id, &row.status, &row.result, &row.output, &row.log, &row.end, &row.context],
         )
         .await?;
     if n == 0 {
         let exists = client
             .query_opt(
-                "SELECT 1 FROM executions WHERE tenant_id = $1 AND id = $2",
+                concat!("SELECT 1 FROM executions WHERE ", by_id_in_tenant!()),
                 &[&row.tenant, &row.id],
             )
             .await?
@@ -138,12 +140,16 @@ impl PgStore {
         let row = ExecutionRow::encode(execution);
         let client = self.client().await?;
         let n = exec(
-                &client,
+            &client,
+            concat!(
                 "UPDATE executions SET status = $3, status_log = $4
-                 WHERE tenant_id = $1 AND id = $2 AND status IN ('requested', 'scheduled', 'delayed')",
-                &[&row.tenant, &row.id, &row.status, &row.log],
-            )
-            .await?;
+                     WHERE ",
+                by_id_in_tenant!(),
+                " AND status IN ('requested', 'scheduled', 'delayed')"
+            ),
+            &[&row.tenant, &row.id, &row.status, &row.log],
+        )
+        .await?;
         Ok(n == 1)
     }
 
@@ -153,8 +159,12 @@ impl PgStore {
         let client = self.client().await?;
         let n = exec(
             &client,
-            "UPDATE executions SET status = 'canceling', status_log = $3
-                 WHERE tenant_id = $1 AND id = $2 AND status = 'running'",
+            concat!(
+                "UPDATE executions SET status = 'canceling', status_log = $3
+                 WHERE ",
+                by_id_in_tenant!(),
+                " AND status = 'running'"
+            ),
             &[&execution.tenant.as_str(), &execution.id.as_str(), &log],
         )
         .await?;
@@ -170,7 +180,8 @@ impl PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id = $2"
+                "SELECT {COLUMNS} FROM executions WHERE {}",
+                by_id_in_tenant!()
             ))
             .await?;
         client
@@ -200,7 +211,8 @@ impl PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM executions WHERE tenant_id = $1 AND id = ANY($2)"
+                "SELECT {COLUMNS} FROM executions
+                 WHERE id = ANY($2) AND tenant_id IS NOT DISTINCT FROM $1"
             ))
             .await?;
         client

@@ -146,6 +146,22 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 type Argument<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
+/// The condition that finds one row by its id (`$2`) within its tenant
+/// (`$1`), in tables whose ids are unique across tenants. The primary key
+/// finds the row; the tenant is compared with `IS NOT DISTINCT FROM`,
+/// which no index serves, so it is checked on that row alone. Written as
+/// `tenant_id = $1 AND id = $2`, the condition is also served by every
+/// list index that leads with the tenant (`(tenant_id, action_ref, id)`),
+/// by scanning the tenant's whole range: a plan chosen while a table was
+/// small (all indexes then cost the same) and kept by a connection's
+/// prepared statement made each write scan a tenant's whole history.
+macro_rules! by_id_in_tenant {
+    () => {
+        "id = $2 AND tenant_id IS NOT DISTINCT FROM $1"
+    };
+}
+use by_id_in_tenant;
+
 /// Run `sql` as a statement prepared once per connection (the pool's
 /// cache): one round trip instead of two, and no parsing or planning each
 /// time. For the statements every execution passes through.
@@ -654,6 +670,69 @@ mod tests {
 
     fn sealing() -> SecretKey {
         SecretKey::from_bytes(&SecretKey::generate())
+    }
+
+    /// The indexes read by the generic plan (the one a connection keeps
+    /// for a prepared statement) of `sql`, whose `$1` and `$2` are text.
+    async fn indexes_read(client: &deadpool_postgres::Object, sql: &str) -> Vec<String> {
+        fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
+            if let Some(index) = node.get("Index Name").and_then(|v| v.as_str()) {
+                out.push(index.to_owned());
+            }
+            for child in node["Plans"].as_array().into_iter().flatten() {
+                walk(child, out);
+            }
+        }
+        client
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_generic_plan;
+                 DEALLOCATE ALL;
+                 PREPARE probe(text, text) AS {sql}"
+            ))
+            .await
+            .expect("prepare");
+        let rows = client
+            .simple_query("EXPLAIN (FORMAT JSON) EXECUTE probe('default', 'x')")
+            .await
+            .expect("explain");
+        let text = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a plan");
+        let plan: serde_json::Value = serde_json::from_str(&text).expect("json plan");
+        let mut out = Vec::new();
+        walk(&plan[0]["Plan"], &mut out);
+        out
+    }
+
+    /// A prepared statement keeps the plan it first made, chosen while
+    /// its table was small; on an empty table every index costs the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_row_is_found_through_its_primary_key_even_on_an_empty_table() {
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("plans"), 2)
+            .await
+            .expect("connect");
+        let client = store.client().await.expect("client");
+        for table in ["executions", "trigger_instances", "rule_enforcements"] {
+            let sql = format!("SELECT 1 FROM {table} WHERE {}", by_id_in_tenant!());
+            assert_eq!(
+                indexes_read(&client, &sql).await,
+                [format!("{table}_pkey")],
+                "{table}"
+            );
+        }
+        // Through a list index led by the tenant, the same lookup scans
+        // the tenant's whole range.
+        let sql = "SELECT 1 FROM executions WHERE tenant_id = $1 AND id = $2";
+        assert_ne!(indexes_read(&client, sql).await, ["executions_pkey"]);
+        client
+            .batch_execute("DEALLOCATE ALL; RESET plan_cache_mode")
+            .await
+            .expect("reset");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

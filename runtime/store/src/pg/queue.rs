@@ -20,8 +20,8 @@ use squall_core::TenantId;
 use squall_core::execution::{Execution, ExecutionStatus};
 use squall_core::ids::ExecutionId;
 
-use super::PgStore;
 use super::executions::update;
+use super::{PgStore, by_id_in_tenant};
 use crate::executions::{COLUMNS, ExecutionRow, decode, parsed};
 use crate::{Error, Result};
 
@@ -191,10 +191,14 @@ impl PgStore {
         let client = self.client().await?;
         let n = client
             .execute(
-                "UPDATE executions SET status = $3, status_log = $4
-                 WHERE tenant_id = $1 AND id = $2 AND status IN ('requested', 'scheduled', 'delayed')
-                   AND EXISTS (SELECT 1 FROM execution_queue
-                               WHERE execution_id = executions.id AND fence = $5)",
+                concat!(
+                    "UPDATE executions SET status = $3, status_log = $4
+                     WHERE ",
+                    by_id_in_tenant!(),
+                    " AND status IN ('requested', 'scheduled', 'delayed')
+                       AND EXISTS (SELECT 1 FROM execution_queue
+                                   WHERE execution_id = executions.id AND fence = $5)"
+                ),
                 &[&row.tenant, &row.id, &row.status, &row.log, &fence],
             )
             .await?;

@@ -10,7 +10,7 @@ use squall_core::{Execution, ExecutionStatus, TenantId};
 use super::changes::bump_epoch;
 use super::exec;
 use super::executions::insert;
-use super::{Argument, PgStore, arguments};
+use super::{Argument, PgStore, arguments, by_id_in_tenant};
 use crate::executions::{COLUMNS as EXECUTION_COLUMNS, ExecutionRow, decode, parsed};
 use crate::reactor::{
     EnforcementFilter, InstanceRow, Overrides, Page, RE_COLUMNS, TI_COLUMNS, Trace, TraceFilter,
@@ -222,7 +222,8 @@ impl PgStore {
         client
             .query_opt(
                 &format!(
-                    "SELECT {TI_COLUMNS} FROM trigger_instances WHERE tenant_id = $1 AND id = $2"
+                    "SELECT {TI_COLUMNS} FROM trigger_instances WHERE {}",
+                    by_id_in_tenant!()
                 ),
                 &[&tenant.as_str(), &id],
             )
@@ -269,7 +270,8 @@ impl PgStore {
         client
             .query_opt(
                 &format!(
-                    "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE tenant_id = $1 AND id = $2"
+                    "SELECT {RE_COLUMNS} FROM rule_enforcements WHERE {}",
+                    by_id_in_tenant!()
                 ),
                 &[&tenant.as_str(), &id],
             )
