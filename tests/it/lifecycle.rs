@@ -125,6 +125,97 @@ pub(crate) async fn delayed_execution_waits_its_delay() {
     s.stop().await;
 }
 
+/// The first event of the execution that a rule requests for a post to
+/// webhook `hook`.
+async fn first_event_of(
+    s: &Server,
+    events: &mut tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent>,
+    hook: &str,
+) -> squall_reactor::ExecutionEvent {
+    let r = s
+        .post(&format!("/api/v1/webhooks/{hook}"), &json!({}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202, "{hook}");
+    let instance = r.headers()["st2-trigger-instance-id"]
+        .to_str()
+        .expect("instance id")
+        .to_owned();
+    let first = async {
+        loop {
+            let event = events.recv().await.expect("events");
+            if event.execution.trigger_instance_id.as_deref() == Some(instance.as_str()) {
+                return event;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), first)
+        .await
+        .unwrap_or_else(|_| panic!("no event for the execution of webhook {hook}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_rules_execution_starts_in_its_recording_write_while_a_worker_is_idle() {
+    let rule = |name: &str, action: &str| {
+        format!(
+            "name: {name}\npack: limits\nenabled: true\ntrigger: {{type: core.st2.webhook, parameters: {{url: {name}}}}}\naction: {action}\n"
+        )
+    };
+    let policy = "name: sleep.concurrency\nresource_ref: core.sleep\npolicy_type: action.concurrency\nparameters: {action: delay, threshold: 5}\n";
+    let (now, gated) = (
+        rule("now", "{ref: core.echo, parameters: {message: hi}}"),
+        rule("gated", "{ref: core.sleep, parameters: {seconds: 0}}"),
+    );
+    let pack = policy_pack(
+        &[("c.yaml", policy)],
+        &[("now.yaml", &now), ("gated.yaml", &gated)],
+    );
+    let config = ReactorConfig {
+        workers: 2,
+        ..ReactorConfig::default()
+    };
+    let s = server(vec![pack], config).await;
+    let mut events = s.events();
+    let hold = || async {
+        let e = s.run("bad.spin", json!({"timeout": 600})).await;
+        let id = e["id"].as_str().expect("id").to_owned();
+        s.wait_for(&format!("/api/v1/executions/{id}"), |e| {
+            e["status"] == "running"
+        })
+        .await;
+        id
+    };
+    let first = hold().await;
+
+    // One worker idle: recorded running, by the write that records it.
+    let event = first_event_of(&s, &mut events, "now").await;
+    assert_eq!(event.kind, squall_reactor::ExecutionEventKind::Create);
+    assert_eq!(event.execution.status.as_str(), "running");
+    let e = s.finished(&json!(event.execution.id.as_str())).await;
+    assert_eq!(
+        statuses(&e),
+        ["requested", "scheduled", "running", "succeeded"]
+    );
+
+    // Behind a concurrency policy: recorded requested, and admitted.
+    let event = first_event_of(&s, &mut events, "gated").await;
+    assert_eq!(event.execution.status.as_str(), "requested");
+    let e = s.finished(&json!(event.execution.id.as_str())).await;
+    assert_eq!(e["status"], "succeeded");
+
+    // No worker idle: recorded requested, and run once one is free.
+    let second = hold().await;
+    let event = first_event_of(&s, &mut events, "now").await;
+    assert_eq!(event.execution.status.as_str(), "requested");
+    let waiting = json!(event.execution.id.as_str());
+    cancel_all(&s, &[first, second]).await;
+    let e = s.finished(&waiting).await;
+    assert_eq!(
+        statuses(&e),
+        ["requested", "scheduled", "running", "succeeded"]
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn cancel_stops_a_running_infinite_loop_promptly() {
     let s = server(vec![], ReactorConfig::default()).await;

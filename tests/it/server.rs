@@ -334,6 +334,13 @@ impl Server {
         self.reactor.store()
     }
 
+    /// The server's execution events from now on.
+    pub(crate) fn events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<squall_reactor::ExecutionEvent> {
+        self.reactor.subscribe()
+    }
+
     /// A new tenant `name` (made by the admin key) and a key of `role` in
     /// it.
     pub(crate) async fn tenant_with_key(&self, name: &str, role: &str) -> String {

@@ -166,11 +166,7 @@ impl Reactor {
                     }
                 }
             }
-            let room = self
-                .inner
-                .config
-                .workers
-                .saturating_sub(self.running_now() + self.queue_depth());
+            let room = self.idle_workers();
             if room == 0 {
                 continue;
             }

@@ -14,7 +14,7 @@ use squall_core::time::now_rfc3339;
 use squall_core::trigger::{
     EnforcementStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus, TriggerType, new_id,
 };
-use squall_core::{Execution, TenantId};
+use squall_core::{Execution, ExecutionStatus, TenantId};
 use squall_store::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -180,6 +180,10 @@ pub(crate) struct Inner {
     pub(crate) sensor_config: SensorConfig,
     /// Executions being run by workers right now.
     pub(crate) running: std::sync::atomic::AtomicUsize,
+    /// Worker slots promised to executions that the write creating them
+    /// records `running`, until they are handed to the workers' queue
+    /// (see [`Reactor::claim_idle_workers`]).
+    pub(crate) reserved: std::sync::atomic::AtomicUsize,
     /// Workflows running.
     pub(crate) flows: crate::workflows::Flows,
     timers: Mutex<Timers>,
@@ -349,6 +353,7 @@ impl Reactor {
             templates,
             jobs: jobs_tx,
             running: 0.into(),
+            reserved: 0.into(),
             timers: Mutex::new(Timers::default()),
             watchers: Mutex::new(Watchers::default()),
             throttles: Mutex::default(),
@@ -554,7 +559,8 @@ impl Reactor {
         &self,
         instance: TriggerInstance,
     ) -> Result<TriggerInstance, DispatchError> {
-        let (enforcements, prepared) = self.decide_and_prepare(&instance);
+        let (enforcements, mut prepared) = self.decide_and_prepare(&instance);
+        let claimed = self.claim_idle_workers(&mut prepared);
         let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         let written = self
             .inner
@@ -565,12 +571,17 @@ impl Reactor {
             for p in &prepared {
                 self.inner.scheduler.forget(&p.execution.id);
             }
+            self.unreserve(claimed);
             return Err(e.into());
         }
         for p in &prepared {
             self.publish(crate::lifecycle::ExecutionEventKind::Create, &p.execution);
         }
-        self.enqueue(prepared).await;
+        let (now, later): (Vec<Prepared>, Vec<Prepared>) = prepared
+            .into_iter()
+            .partition(|p| p.execution.status == ExecutionStatus::Running);
+        self.hand_to_workers(now).await;
+        self.enqueue(later).await;
         Ok(instance)
     }
 

@@ -112,6 +112,85 @@ impl Reactor {
         self.inner.jobs.max_capacity() - self.inner.jobs.capacity()
     }
 
+    /// Workers with nothing to do and nothing promised to them now.
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.inner.config.workers.max(1).saturating_sub(
+            self.running_now() + self.queue_depth() + self.inner.reserved.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether `p` may run as soon as it is recorded: a component or a
+    /// host command, with no delay and no concurrency gate to pass, while
+    /// this process is not shutting down.
+    pub(crate) fn runs_at_once(&self, p: &Prepared) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+            && matches!(
+                p.work,
+                crate::runner::Work::Component(_) | crate::runner::Work::Host(_)
+            )
+            && p.not_before().is_none()
+            && self.gate_keys(p).is_empty()
+    }
+
+    /// Mark `running` each of `prepared` that may run at once while a
+    /// worker is idle for it, promising it that worker: the write that
+    /// records these executions then records them started, and
+    /// [`Reactor::hand_to_workers`] gives them to the workers, with no
+    /// write of their start and no trip through admission. What a crash
+    /// between the write and the run leaves is what it leaves of any
+    /// execution that started: `running`, abandoned at the next start
+    /// (as for a workflow's next task, see `Reactor::commit_claiming`).
+    /// Returns how many were marked; each holds a promise until handed
+    /// over or, when the write fails, given back with
+    /// [`Reactor::unreserve`].
+    pub(crate) fn claim_idle_workers(&self, prepared: &mut [Prepared]) -> usize {
+        let workers = self.inner.config.workers.max(1);
+        let mut claimed = 0;
+        for p in prepared.iter_mut() {
+            if !self.runs_at_once(p) {
+                continue;
+            }
+            let promised = self
+                .inner
+                .reserved
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                    (self.running_now() + self.queue_depth() + r < workers).then_some(r + 1)
+                })
+                .is_ok();
+            if !promised {
+                break;
+            }
+            // `start` fails when it was canceled meanwhile.
+            if !p.live.start() {
+                self.unreserve(1);
+                continue;
+            }
+            p.execution.transition(ExecutionStatus::Scheduled);
+            p.execution.transition(ExecutionStatus::Running);
+            claimed += 1;
+        }
+        claimed
+    }
+
+    /// Give back `n` promises of [`Reactor::claim_idle_workers`].
+    pub(crate) fn unreserve(&self, n: usize) {
+        if n > 0 {
+            self.inner.reserved.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Queue for the workers executions recorded `running` by
+    /// [`Reactor::claim_idle_workers`], each of which holds a promise.
+    pub(crate) async fn hand_to_workers(&self, claimed: Vec<Prepared>) {
+        for p in claimed {
+            record_start_delay(&p.execution);
+            if let Err(refused) = self.inner.jobs.send(p).await {
+                tracing::warn!(execution_id = %refused.0.execution.id, "execution queue closed; it stays recorded running and is abandoned at the next start");
+            }
+            self.unreserve(1);
+        }
+    }
+
     /// Request an execution (`POST /api/v1/executions`, `squall run --url`):
     /// validated, recorded `requested` (or `delayed`), then scheduled.
     ///

@@ -645,15 +645,8 @@ impl Reactor {
         let [p] = children else {
             return false;
         };
-        let runnable = !self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
-            && matches!(
-                p.work,
-                crate::runner::Work::Component(_) | crate::runner::Work::Host(_)
-            )
-            && p.not_before().is_none()
-            && self.gate_keys(p).is_empty();
         // `start` fails when it was canceled meanwhile.
-        if !runnable || !p.live.start() {
+        if !self.runs_at_once(p) || !p.live.start() {
             return false;
         }
         p.execution.transition(ExecutionStatus::Scheduled);
