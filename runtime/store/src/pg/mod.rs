@@ -258,6 +258,9 @@ pub struct PgStore {
     /// The lease this node serves under, when it does: no statement is
     /// sent once it may have run out.
     lease: Option<std::sync::Arc<LeaseClock>>,
+    /// Trigger instances waiting to be written together (see
+    /// [`PgStore::insert_processed_trigger_instance`]).
+    recordings: std::sync::Arc<reactor::Recordings>,
 }
 
 /// When a node's lease was last renewed, by its own clock. A process that
@@ -508,6 +511,7 @@ impl PgStore {
             secret_key: None,
             kv_quota: None,
             lease: None,
+            recordings: Default::default(),
         };
         Ok(store)
     }
@@ -706,6 +710,81 @@ mod tests {
         let mut out = Vec::new();
         walk(&plan[0]["Plan"], &mut out);
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trigger_instances_arriving_together_share_a_transaction_and_a_bad_one_fails_alone() {
+        use crate::contract::{instance, outcome};
+        let pg = Postgres::start();
+        let store = PgStore::connect(&pg.create_database("group"), 8)
+            .await
+            .expect("connect");
+        // Each written from a task of its own, all at once; `doubled`, the
+        // instance of the first, a second time.
+        async fn record_all(
+            store: &PgStore,
+            n: usize,
+            doubled: Option<&squall_core::trigger::TriggerInstance>,
+        ) -> (Vec<String>, Vec<bool>) {
+            let mut ids = Vec::new();
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let ti = match (i, doubled) {
+                    (0, Some(ti)) => ti.clone(),
+                    _ => instance(None),
+                };
+                let (e, enforcement) = outcome(&ti);
+                ids.push(e.id.as_str().to_owned());
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .insert_processed_trigger_instance(&ti, vec![enforcement], &[&e])
+                        .await
+                        .is_ok()
+                }));
+            }
+            let mut written = Vec::new();
+            for t in tasks {
+                written.push(t.await.expect("task"));
+            }
+            (ids, written)
+        }
+        async fn transactions(store: &PgStore, ids: &[String]) -> i64 {
+            let client = store.client().await.expect("client");
+            client
+                .query_one(
+                    "SELECT count(DISTINCT tx) FROM events WHERE body = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .expect("count")
+                .get(0)
+        }
+
+        let (ids, written) = record_all(&store, 100, None).await;
+        assert!(written.iter().all(|w| *w));
+        let shared = transactions(&store, &ids).await;
+        assert!(shared < 50, "100 written in {shared} transactions");
+
+        let first = instance(None);
+        let (e, enforcement) = outcome(&first);
+        store
+            .insert_processed_trigger_instance(&first, vec![enforcement], &[&e])
+            .await
+            .expect("record");
+        let (ids, written) = record_all(&store, 50, Some(&first)).await;
+        assert!(!written[0], "the second write of an instance fails");
+        assert!(written[1..].iter().all(|w| *w), "the others do not");
+        let client = store.client().await.expect("client");
+        let stored: i64 = client
+            .query_one(
+                "SELECT count(*) FROM executions WHERE id = ANY($1)",
+                &[&&ids[1..]],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(stored, 49);
     }
 
     /// A prepared statement keeps the plan it first made, chosen while

@@ -10,7 +10,7 @@ use squall_core::{Execution, ExecutionStatus, TenantId};
 use super::changes::bump_epoch;
 use super::exec;
 use super::executions::insert;
-use super::{Argument, PgStore, arguments, by_id_in_tenant};
+use super::{Argument, PgError, PgStore, arguments, by_id_in_tenant};
 use crate::executions::{COLUMNS as EXECUTION_COLUMNS, ExecutionRow, decode, parsed};
 use crate::reactor::{
     EnforcementFilter, InstanceRow, Overrides, Page, RE_COLUMNS, TI_COLUMNS, Trace, TraceFilter,
@@ -81,25 +81,135 @@ pub(super) async fn insert_outcome(
     Ok(())
 }
 
+/// A trigger instance with the outcome of matching it, waiting to be
+/// written.
+struct Recording {
+    instance: InstanceRow,
+    enforcements: Vec<RuleEnforcement>,
+    executions: Vec<ExecutionRow>,
+    written: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+impl Recording {
+    /// Its statements, inside an open transaction.
+    async fn write(&self, client: &impl deadpool_postgres::GenericClient) -> Result<()> {
+        insert_instance(client, &self.instance).await?;
+        insert_outcome(client, &self.enforcements, &self.executions).await
+    }
+}
+
+/// Group commit of trigger instances: what arrives while a transaction
+/// is being written waits, and goes in the next one, together.
+#[derive(Default)]
+pub(super) struct Recordings(std::sync::Mutex<Waiting>);
+
+#[derive(Default)]
+struct Waiting {
+    recordings: Vec<Recording>,
+    /// A task is writing them.
+    writing: bool,
+}
+
+/// Trigger instances in one transaction, at most.
+const GROUP: usize = 128;
+
 impl PgStore {
     /// Persist a trigger instance together with the outcome of matching it
     /// — its enforcements and the executions they requested — in one
-    /// transaction.
+    /// transaction. Those that arrive together share it (each answered
+    /// only once it committed); when one of them fails, each is written
+    /// again in a transaction of its own, so one bad write fails alone.
     pub async fn insert_processed_trigger_instance(
         &self,
         ti: &TriggerInstance,
         enforcements: Vec<RuleEnforcement>,
         executions: &[&Execution],
     ) -> Result<()> {
-        let rows: Vec<ExecutionRow> = executions.iter().map(|e| ExecutionRow::encode(e)).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        insert_instance(&tx, &InstanceRow::encode(ti)).await?;
-        insert_outcome(&tx, &enforcements, &rows).await?;
-        tx.commit().await?;
+        let requested = executions.len() as u64;
+        let (written, answer) = tokio::sync::oneshot::channel();
+        let recording = Recording {
+            instance: InstanceRow::encode(ti),
+            enforcements,
+            executions: executions.iter().map(|e| ExecutionRow::encode(e)).collect(),
+            written,
+        };
+        let start = {
+            let mut waiting = self.recordings.0.lock().expect("recordings");
+            waiting.recordings.push(recording);
+            !std::mem::replace(&mut waiting.writing, true)
+        };
+        if start {
+            // On the store's runtime: a caller that gives up cannot strand
+            // the others' writes.
+            let store = self.clone();
+            self.bridge
+                .handle()
+                .spawn(async move { store.write_recordings().await });
+        }
+        answer
+            .await
+            .map_err(|_| Error::Corrupt("the store stopped before the write".into()))??;
         let m = metrics();
         m.trigger_instances.inc();
-        m.executions_requested.inc_by(rows.len() as u64);
+        m.executions_requested.inc_by(requested);
+        Ok(())
+    }
+
+    /// Write what waits, a group at a time, until nothing does.
+    async fn write_recordings(&self) {
+        loop {
+            let group: Vec<Recording> = {
+                let mut waiting = self.recordings.0.lock().expect("recordings");
+                if waiting.recordings.is_empty() {
+                    waiting.writing = false;
+                    return;
+                }
+                let n = waiting.recordings.len().min(GROUP);
+                waiting.recordings.drain(..n).collect()
+            };
+            if group.len() > 1 {
+                match self.write_group(&group).await {
+                    Ok(()) => {
+                        for recording in group {
+                            let _ = recording.written.send(Ok(()));
+                        }
+                        continue;
+                    }
+                    // The database refused a statement: one write is bad,
+                    // and fails alone below.
+                    Err(Error::Postgres(PgError::Query(e))) if e.as_db_error().is_some() => {}
+                    // No write could be made (no connection, or it broke):
+                    // each would fail the same way, one after the other.
+                    Err(e) => {
+                        let reason = e.to_string();
+                        for recording in group {
+                            let _ = recording.written.send(Err(Error::Batch(reason.clone())));
+                        }
+                        continue;
+                    }
+                }
+            }
+            for recording in group {
+                let written = self.write_alone(&recording).await;
+                let _ = recording.written.send(written);
+            }
+        }
+    }
+
+    /// `group` in one transaction, its statements pipelined.
+    async fn write_group(&self, group: &[Recording]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        futures_util::future::try_join_all(group.iter().map(|r| r.write(&tx))).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_alone(&self, recording: &Recording) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        recording.write(&tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
