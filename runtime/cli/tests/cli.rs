@@ -3334,7 +3334,10 @@ struct Load {
     refused: usize,
     /// Requests that got no answer.
     unanswered: usize,
-    /// Events sent per second, and accepted per second.
+    /// When the last event was sent, from the start.
+    last_sent: Duration,
+    /// Events sent per second (until the last was sent), and accepted per
+    /// second (until the last answer).
     offered_rate: f64,
     accepted_rate: f64,
 }
@@ -3368,6 +3371,7 @@ fn webhook_load(
                             std::thread::sleep(wait);
                         }
                         let addr = targets[n % targets.len()];
+                        mine.last_sent = mine.last_sent.max(start.elapsed());
                         match http(addr, key, "POST", path, &format!("{{\"n\": {n}}}")) {
                             Ok((202, head, _)) => mine.accepted.push(
                                 head.lines()
@@ -3392,11 +3396,12 @@ fn webhook_load(
             all.accepted.extend(mine.accepted);
             all.refused += mine.refused;
             all.unanswered += mine.unanswered;
+            all.last_sent = all.last_sent.max(mine.last_sent);
         }
         all
     });
     let took = start.elapsed().as_secs_f64();
-    load.offered_rate = total as f64 / took;
+    load.offered_rate = total as f64 / load.last_sent.as_secs_f64().max(1e-3);
     load.accepted_rate = load.accepted.len() as f64 / took;
     load
 }
