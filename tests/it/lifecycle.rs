@@ -217,6 +217,53 @@ pub(crate) async fn a_rules_execution_starts_in_its_recording_write_while_a_work
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn executions_started_by_their_recording_write_keep_to_the_workers() {
+    let rule = "name: now\npack: limits\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: now}}\naction: {ref: core.sleep, parameters: {seconds: 0.2}}\n";
+    let pack = policy_pack(&[], &[("now.yaml", rule)]);
+    let config = ReactorConfig {
+        workers: 2,
+        ..ReactorConfig::default()
+    };
+    let s = server(vec![pack], config).await;
+    // Webhooks (started by their recording write while a worker is idle)
+    // and API requests (queued), all at once.
+    let hook = || async {
+        let r = s.post("/api/v1/webhooks/now", &json!({})).await;
+        assert_eq!(r.status().as_u16(), 202);
+        json!(
+            r.headers()["st2-trigger-instance-id"]
+                .to_str()
+                .expect("instance id")
+        )
+    };
+    let hooks = (0..8).map(|_| hook()).collect();
+    let runs = (0..8)
+        .map(|_| s.run("core.sleep", json!({"seconds": 0.2})))
+        .collect();
+    let (instances, runs) = tokio::join!(join_all(hooks), join_all(runs));
+    let mut all = Vec::new();
+    for e in &runs {
+        all.push(s.finished(&e["id"]).await);
+    }
+    for instance in &instances {
+        let instance = instance.as_str().expect("id");
+        let listed = s
+            .wait_for(
+                &format!("/api/v1/executions?trigger_instance={instance}"),
+                |l| l.as_array().is_some_and(|a| !a.is_empty()),
+            )
+            .await;
+        all.push(s.finished(&listed[0]["id"]).await);
+    }
+    assert!(all.iter().all(|e| e["status"] == "succeeded"), "{all:?}");
+    assert!(
+        max_overlap(&all) <= 2,
+        "never more than the two workers at once"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn cancel_stops_a_running_infinite_loop_promptly() {
     let s = server(vec![], ReactorConfig::default()).await;
     // Its timeout far away: only the cancel can end it.

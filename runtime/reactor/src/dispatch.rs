@@ -180,10 +180,16 @@ pub(crate) struct Inner {
     pub(crate) sensor_config: SensorConfig,
     /// Executions being run by workers right now.
     pub(crate) running: std::sync::atomic::AtomicUsize,
-    /// Worker slots promised to executions that the write creating them
-    /// records `running`, until they are handed to the workers' queue
-    /// (see [`Reactor::claim_idle_workers`]).
+    /// A worker's turn to run an execution: `workers` of them. A worker
+    /// holds one while it runs what it took from the queue; an execution
+    /// recorded `running` by the write that creates it holds one from
+    /// before that write (see [`Reactor::claim_idle_workers`]).
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Executions holding a slot from before the write that records them,
+    /// not yet counted running.
     pub(crate) reserved: std::sync::atomic::AtomicUsize,
+    /// Jobs a worker took from the queue and that wait for a slot.
+    pub(crate) awaiting_slot: std::sync::atomic::AtomicUsize,
     /// Workflows running.
     pub(crate) flows: crate::workflows::Flows,
     timers: Mutex<Timers>,
@@ -353,7 +359,9 @@ impl Reactor {
             templates,
             jobs: jobs_tx,
             running: 0.into(),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
             reserved: 0.into(),
+            awaiting_slot: 0.into(),
             timers: Mutex::new(Timers::default()),
             watchers: Mutex::new(Watchers::default()),
             throttles: Mutex::default(),
@@ -560,7 +568,7 @@ impl Reactor {
         instance: TriggerInstance,
     ) -> Result<TriggerInstance, DispatchError> {
         let (enforcements, mut prepared) = self.decide_and_prepare(&instance);
-        let claimed = self.claim_idle_workers(&mut prepared);
+        let slots = self.claim_idle_workers(&mut prepared);
         let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         let written = self
             .inner
@@ -571,7 +579,7 @@ impl Reactor {
             for p in &prepared {
                 self.inner.scheduler.forget(&p.execution.id);
             }
-            self.unreserve(claimed);
+            self.unreserve(slots.len());
             return Err(e.into());
         }
         for p in &prepared {
@@ -580,7 +588,7 @@ impl Reactor {
         let (now, later): (Vec<Prepared>, Vec<Prepared>) = prepared
             .into_iter()
             .partition(|p| p.execution.status == ExecutionStatus::Running);
-        self.hand_to_workers(now).await;
+        self.hand_to_workers(now, slots);
         self.enqueue(later).await;
         Ok(instance)
     }
@@ -994,10 +1002,11 @@ impl Reactor {
             .stop();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let busy = self.inner.jobs.capacity() < self.inner.jobs.max_capacity()
+            let busy = self.queue_depth() > 0
+                || self.running_now() > 0
                 || self
                     .inner
-                    .running
+                    .reserved
                     .load(std::sync::atomic::Ordering::Acquire)
                     > 0;
             if !busy || tokio::time::Instant::now() >= deadline {

@@ -107,16 +107,19 @@ impl Reactor {
         self.inner.running.load(Ordering::Acquire)
     }
 
-    /// Executions queued for a worker now.
+    /// Executions queued for a worker now (taken by one that waits for
+    /// a slot included).
     pub fn queue_depth(&self) -> usize {
         self.inner.jobs.max_capacity() - self.inner.jobs.capacity()
+            + self.inner.awaiting_slot.load(Ordering::Acquire)
     }
 
-    /// Workers with nothing to do and nothing promised to them now.
+    /// Worker slots free now, less what waits for one.
     pub(crate) fn idle_workers(&self) -> usize {
-        self.inner.config.workers.max(1).saturating_sub(
-            self.running_now() + self.queue_depth() + self.inner.reserved.load(Ordering::Acquire),
-        )
+        self.inner
+            .slots
+            .available_permits()
+            .saturating_sub(self.queue_depth())
     }
 
     /// Whether `p` may run as soon as it is recorded: a component or a
@@ -133,61 +136,71 @@ impl Reactor {
     }
 
     /// Mark `running` each of `prepared` that may run at once while a
-    /// worker is idle for it, promising it that worker: the write that
-    /// records these executions then records them started, and
-    /// [`Reactor::hand_to_workers`] gives them to the workers, with no
-    /// write of their start and no trip through admission. What a crash
-    /// between the write and the run leaves is what it leaves of any
-    /// execution that started: `running`, abandoned at the next start
-    /// (as for a workflow's next task, see `Reactor::commit_claiming`).
-    /// Returns how many were marked; each holds a promise until handed
-    /// over or, when the write fails, given back with
-    /// [`Reactor::unreserve`].
-    pub(crate) fn claim_idle_workers(&self, prepared: &mut [Prepared]) -> usize {
-        let workers = self.inner.config.workers.max(1);
-        let mut claimed = 0;
+    /// worker slot is free for it and nothing waits in the queue, taking
+    /// that slot: the write that records these executions then records
+    /// them started, and [`Reactor::hand_to_workers`] runs each in its
+    /// slot, with no write of its start and no trip through admission.
+    /// What a crash between the write and the run leaves is what it
+    /// leaves of any execution that started: `running`, abandoned at the
+    /// next start (as for a workflow's next task, see
+    /// `Reactor::commit_claiming`). Returns the slots, one per execution
+    /// marked, in order; when the write fails, drop them and
+    /// [`Reactor::unreserve`] as many.
+    pub(crate) fn claim_idle_workers(
+        &self,
+        prepared: &mut [Prepared],
+    ) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+        let mut slots = Vec::new();
         for p in prepared.iter_mut() {
             if !self.runs_at_once(p) {
                 continue;
             }
-            let promised = self
-                .inner
-                .reserved
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                    (self.running_now() + self.queue_depth() + r < workers).then_some(r + 1)
-                })
-                .is_ok();
-            if !promised {
+            // What waits for a worker goes first.
+            if self.queue_depth() > 0 {
                 break;
             }
+            let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+                break;
+            };
             // `start` fails when it was canceled meanwhile.
             if !p.live.start() {
-                self.unreserve(1);
                 continue;
             }
             p.execution.transition(ExecutionStatus::Scheduled);
             p.execution.transition(ExecutionStatus::Running);
-            claimed += 1;
+            self.inner.reserved.fetch_add(1, Ordering::AcqRel);
+            slots.push(slot);
         }
-        claimed
+        slots
     }
 
-    /// Give back `n` promises of [`Reactor::claim_idle_workers`].
+    /// No longer count `n` executions of [`Reactor::claim_idle_workers`]
+    /// as about to run.
     pub(crate) fn unreserve(&self, n: usize) {
         if n > 0 {
             self.inner.reserved.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
-    /// Queue for the workers executions recorded `running` by
-    /// [`Reactor::claim_idle_workers`], each of which holds a promise.
-    pub(crate) async fn hand_to_workers(&self, claimed: Vec<Prepared>) {
-        for p in claimed {
+    /// Run, each in its own task and slot, the executions
+    /// [`Reactor::claim_idle_workers`] recorded `running` (`slots` in the
+    /// same order).
+    pub(crate) fn hand_to_workers(
+        &self,
+        claimed: Vec<Prepared>,
+        slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        for (p, slot) in claimed.into_iter().zip(slots) {
             record_start_delay(&p.execution);
-            if let Err(refused) = self.inner.jobs.send(p).await {
-                tracing::warn!(execution_id = %refused.0.execution.id, "execution queue closed; it stays recorded running and is abandoned at the next start");
-            }
+            // Counted running before it stops counting as about to, so
+            // a shutdown waiting for both never sees neither.
+            self.inner.running.fetch_add(1, Ordering::AcqRel);
             self.unreserve(1);
+            let reactor = self.clone();
+            tokio::spawn(async move {
+                reactor.work_through(p, true).await;
+                drop(slot);
+            });
         }
     }
 
@@ -515,14 +528,28 @@ impl Reactor {
             let Some(job) = jobs.lock().await.recv().await else {
                 return;
             };
-            // A job's end may hand this worker the next task of its
-            // workflow, already recorded `running` and counted running.
-            let mut next = Some(job);
-            let mut counted = false;
-            while let Some(job) = next.take() {
-                next = self.work_on(job, counted).await;
-                counted = next.is_some();
-            }
+            // Counted as queued until it has a slot: one that an
+            // execution claimed at its creation holds is not free.
+            self.inner.awaiting_slot.fetch_add(1, Ordering::AcqRel);
+            let slot = self.inner.slots.clone().acquire_owned().await;
+            self.inner.awaiting_slot.fetch_sub(1, Ordering::AcqRel);
+            let Ok(slot) = slot else {
+                return;
+            };
+            self.work_through(job, false).await;
+            drop(slot);
+        }
+    }
+
+    /// Run `job` (`counted`: already counted running), then each next
+    /// task of its workflow that its end hands back, already recorded
+    /// `running` and counted running.
+    async fn work_through(&self, job: Prepared, counted: bool) {
+        let mut next = Some(job);
+        let mut counted = counted;
+        while let Some(job) = next.take() {
+            next = self.work_on(job, counted).await;
+            counted = next.is_some();
         }
     }
 

@@ -397,8 +397,15 @@ impl Runner {
         on_running: impl FnOnce(&Execution),
     ) -> Result<bool, RunError> {
         let execution = &mut prepared.execution;
-        // Already `running`: claimed by the write that created it, for the
-        // worker that wrote it (a workflow's next task).
+        // Already `running`: claimed by the write that created it (a
+        // workflow's next task, a rule's execution); a cancel that came
+        // after that write ends it before it runs.
+        if execution.status == ExecutionStatus::Running && prepared.live.cancel.is_canceled() {
+            execution.result = Some(json!({"error": "canceled before it ran"}));
+            Self::record_cancel(execution, &prepared.live);
+            execution.transition(ExecutionStatus::Canceled);
+            return Ok(true);
+        }
         if execution.status != ExecutionStatus::Running {
             if execution.status != ExecutionStatus::Scheduled {
                 execution.transition(ExecutionStatus::Scheduled);

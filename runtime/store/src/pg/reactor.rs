@@ -103,6 +103,39 @@ impl Recording {
 #[derive(Default)]
 pub(super) struct Recordings(std::sync::Mutex<Waiting>);
 
+impl Recordings {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // Nothing is left half-changed under this lock.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Held by the task writing trigger instances: if that task ends any
+/// other way than by finding nothing to write (a panic; its runtime
+/// shutting down), what waits is told, and the next caller starts a
+/// writer again.
+struct Writing<'a> {
+    recordings: &'a Recordings,
+    done: bool,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut waiting = self.recordings.waiting();
+        waiting.writing = false;
+        for recording in waiting.recordings.drain(..) {
+            let _ = recording
+                .written
+                .send(Err(Error::Batch("the store's writer stopped".into())));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Waiting {
     recordings: Vec<Recording>,
@@ -134,7 +167,7 @@ impl PgStore {
             written,
         };
         let start = {
-            let mut waiting = self.recordings.0.lock().expect("recordings");
+            let mut waiting = self.recordings.waiting();
             waiting.recordings.push(recording);
             !std::mem::replace(&mut waiting.writing, true)
         };
@@ -148,7 +181,7 @@ impl PgStore {
         }
         answer
             .await
-            .map_err(|_| Error::Corrupt("the store stopped before the write".into()))??;
+            .map_err(|_| Error::Batch("the store's writer stopped".into()))??;
         let m = metrics();
         m.trigger_instances.inc();
         m.executions_requested.inc_by(requested);
@@ -157,11 +190,16 @@ impl PgStore {
 
     /// Write what waits, a group at a time, until nothing does.
     async fn write_recordings(&self) {
+        let mut writing = Writing {
+            recordings: &self.recordings,
+            done: false,
+        };
         loop {
             let group: Vec<Recording> = {
-                let mut waiting = self.recordings.0.lock().expect("recordings");
+                let mut waiting = self.recordings.waiting();
                 if waiting.recordings.is_empty() {
                     waiting.writing = false;
+                    writing.done = true;
                     return;
                 }
                 let n = waiting.recordings.len().min(GROUP);
