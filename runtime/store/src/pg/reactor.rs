@@ -228,25 +228,17 @@ impl PgStore {
                 }
             }
             for recording in group {
-                let written = self.write_alone(&recording).await;
+                let written = self.write_group(std::slice::from_ref(&recording)).await;
                 let _ = recording.written.send(written);
             }
         }
     }
 
-    /// `group` in one transaction, its statements pipelined.
+    /// `group` (one or more) in one transaction, its statements pipelined.
     async fn write_group(&self, group: &[Recording]) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         futures_util::future::try_join_all(group.iter().map(|r| r.write(&tx))).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn write_alone(&self, recording: &Recording) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        recording.write(&tx).await?;
         tx.commit().await?;
         Ok(())
     }
