@@ -533,11 +533,103 @@ async fn a_node_with_room_takes_what_waits_on_a_busy_one() {
     );
 }
 
-/// What passes a concurrency gate (here the tenant's running limit, which
-/// counts each node's executions) stays on its node: taken, it is given
-/// back, and the busy node's one worker runs all of it, one at a time.
+/// What passes a concurrency gate (here the tenant's running limit) is
+/// shared too: its slots are counted in the database, whichever node runs
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_passes_a_concurrency_gate_stays_on_its_node() {
+async fn what_passes_a_concurrency_gate_is_shared_too() {
     let overlapping = overlapping_on_a_busy_node(Some(100)).await;
-    assert_eq!(overlapping, 0, "none ran beside another");
+    assert!(
+        overlapping > 0,
+        "some ran beside others, on the node with room"
+    );
+}
+
+/// `n` runs of `core.sleep` for `seconds`, asked of `nodes` in turn, all
+/// in flight at once; their records once each ended.
+async fn sleeps_across(nodes: &[&Server], n: usize, seconds: f64) -> Vec<Value> {
+    let asked =
+        (0..n).map(|i| nodes[i % nodes.len()].run("core.sleep", json!({"seconds": seconds})));
+    let created = futures_util::future::join_all(asked).await;
+    let mut done = Vec::new();
+    for (i, e) in created.iter().enumerate() {
+        let e = nodes[i % nodes.len()].finished(&e["id"]).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        done.push(e);
+    }
+    done
+}
+
+/// A tenant's running limit and a concurrency policy count every node's
+/// executions: two nodes together never run more than either allows, and
+/// a policy that cancels beyond its threshold cancels what is asked of the
+/// other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_limits_and_concurrency_policies_hold_across_nodes() {
+    let core = squall_tests::core_pack();
+    let packs = [core.path().to_owned()];
+    let limited = || ReactorConfig {
+        tenant_max_running: Some(3),
+        ..ReactorConfig::default()
+    };
+    let (first, one) = node_beside(None, &packs, limited()).await;
+    let (_second, two) = node_beside(Some(&first), &packs, limited()).await;
+
+    let done = sleeps_across(&[&one, &two], 12, 0.4).await;
+    let most = super::lifecycle::max_overlap(&done);
+    assert!(most <= 3, "the tenant's limit of 3 held: {most} at once");
+
+    // A policy made through one node: one at a time, across both.
+    let policy = json!({"name": "sleep.one", "pack": "core", "resource_ref": "core.sleep",
+                        "policy_type": "action.concurrency",
+                        "parameters": {"action": "delay", "threshold": 1}});
+    let r = one.post("/api/v1/policies", &policy).await;
+    assert_eq!(r.status().as_u16(), 201);
+    two.wait_for("/api/v1/policies?resource_ref=core.sleep", |p| {
+        p.as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    let done = sleeps_across(&[&one, &two], 6, 0.2).await;
+    assert_eq!(
+        super::lifecycle::max_overlap(&done),
+        1,
+        "one at a time across both nodes"
+    );
+
+    // One that cancels: held on one node, what the other is asked is
+    // canceled at once.
+    let (status, _) = one
+        .as_key(&one.key)
+        .delete("/api/v1/policies/core.sleep.one")
+        .await;
+    assert_eq!(status, 204);
+    let cancel = json!({"name": "sleep.cap", "pack": "core", "resource_ref": "core.sleep",
+                        "policy_type": "action.concurrency",
+                        "parameters": {"action": "cancel", "threshold": 1}});
+    let r = two.post("/api/v1/policies", &cancel).await;
+    assert_eq!(r.status().as_u16(), 201);
+    one.wait_for("/api/v1/policies?resource_ref=core.sleep", |p| {
+        p.as_array()
+            .is_some_and(|p| p.len() == 1 && p[0]["name"] == "sleep.cap")
+    })
+    .await;
+    let holder = one
+        .run("core.sleep", json!({"seconds": 600, "timeout": 600}))
+        .await;
+    let holder = holder["id"].as_str().expect("id").to_owned();
+    one.as_key(&one.key).running(&holder).await;
+    let other = two.run("core.sleep", json!({"seconds": 0.1})).await;
+    let other = two.finished(&other["id"]).await;
+    assert_eq!(other["status"], "canceled", "{other}");
+    assert!(
+        other["result"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("core.sleep.cap")),
+        "{other}"
+    );
+    let (status, body) = one.delete(&format!("/api/v1/executions/{holder}")).await;
+    assert_eq!(status, 200, "{body}");
+    one.finished(&json!(holder)).await;
+    one.stop().await;
+    two.stop().await;
 }

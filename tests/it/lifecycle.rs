@@ -381,7 +381,7 @@ pub(crate) async fn re_run_uses_the_original_parameters_with_overrides() {
 }
 
 /// How many of `executions` ran at once, at most, from their records.
-fn max_overlap(executions: &[Value]) -> usize {
+pub(crate) fn max_overlap(executions: &[Value]) -> usize {
     let mut edges: Vec<(time::OffsetDateTime, i32)> = Vec::new();
     for e in executions {
         if statuses(e).iter().any(|s| s == "running") {

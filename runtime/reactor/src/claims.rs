@@ -194,11 +194,11 @@ impl Reactor {
                 if self.inner.scheduler.live(&execution.id).is_some() {
                     continue;
                 }
-                // Kept where it was: one that passes a concurrency gate
-                // (a policy, the tenant's limit: counted on its node), and
-                // a workflow or a question, which need no worker.
+                // Kept where it was: a workflow or a question, which need
+                // no worker. One that passes a concurrency gate is taken:
+                // its slots are counted in the database, and the slots it
+                // took there on its node are its own here.
                 let prepared = match self.inner.runner.resume(execution.clone()) {
-                    Ok(p) if !self.gate_keys(&p).is_empty() => None,
                     Ok(p) if matches!(p.work, Work::Workflow(_) | Work::Inquiry) => None,
                     Ok(p) => Some(p),
                     Err(e) => {

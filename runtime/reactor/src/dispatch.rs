@@ -339,12 +339,17 @@ impl Reactor {
         let policy_registry = PolicyRegistry::default();
         policy_registry.replace(PolicyIndex::build(policies));
         let (jobs_tx, jobs_rx) = mpsc::channel::<Prepared>(config.queue.max(1));
+        // On PostgreSQL the gates hold across every node on the database.
+        let scheduler = match store.postgres() {
+            Some(_) => Scheduler::shared(),
+            None => Scheduler::default(),
+        };
         let inner = Arc::new(Inner {
             store,
             runner,
             rules: registry,
             policies: policy_registry,
-            scheduler: Scheduler::default(),
+            scheduler,
             config: config.clone(),
             sensors,
             sensor_config: config.sensors.clone(),

@@ -7,7 +7,9 @@
 //! tenant whose epoch moved in line with the database
 //! ([`Reactor::resync_tenant`]); after its listening connection
 //! reconnects, it brings every tenant in line. The same listener hears the
-//! requests other nodes address to this one (`claims.rs`).
+//! requests other nodes address to this one (`claims.rs`), and the slots
+//! of concurrency gates freed anywhere, for the executions waiting here at
+//! those gates (`lifecycle.rs`), which also try again at every poll.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,11 +124,19 @@ impl Reactor {
                             while let Ok(more) = rx.try_recv() {
                                 burst.push(more);
                             }
+                            let mut freed: Vec<TenantId> = Vec::new();
                             for heard in burst {
                                 match heard {
                                     Heard::Tenant(_) => changed = true,
                                     Heard::Requests { node } => asked |= self.is_node(&node),
+                                    Heard::Gates(tenant) if !freed.contains(&tenant) => {
+                                        freed.push(tenant);
+                                    }
+                                    Heard::Gates(_) => {}
                                 }
+                            }
+                            for tenant in &freed {
+                                self.wake_shared_gates(Some(tenant));
                             }
                         }
                         _ = poll.tick() => (changed, asked) = (true, true),
@@ -135,6 +145,10 @@ impl Reactor {
                         poll.tick().await;
                         (changed, asked) = (true, true);
                     }
+                }
+                if changed && asked {
+                    // A poll: slots freed anywhere, heard of or not.
+                    self.wake_shared_gates(None);
                 }
                 if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                     return;

@@ -410,12 +410,19 @@ impl Reactor {
 
     async fn admit_now(&self, p: Prepared) {
         let woken_by = p.woken_by.clone();
-        let holds = self.try_admit(p).await;
+        // Waits at a gate full across the cluster: woken by slots freed
+        // anywhere, not by this one.
+        let Some(holds) = self.try_admit(p).await else {
+            return;
+        };
+        let Some(key) = woken_by else {
+            return;
+        };
         // Woken by a release but did not take that slot (canceled, stopped
         // at another gate, its policy changed): wake the next waiter, or the
-        // slot would sit idle.
-        if let Some(key) = woken_by
-            && !holds.contains(&key)
+        // slot would sit idle. Shared, a woken one that took its slot wakes
+        // the next too: slots freed on other nodes may have made more room.
+        if (!holds.contains(&key) || self.inner.scheduler.is_shared())
             && let Some(next) = self.inner.scheduler.wake_if_room(&key)
         {
             self.spawn_enqueue(vec![next]);
@@ -423,10 +430,11 @@ impl Reactor {
     }
 
     /// [`Reactor::admit_now`]'s work; returns the gate keys whose slots the
-    /// execution now holds (empty unless it was queued for a worker).
-    async fn try_admit(&self, mut p: Prepared) -> Vec<String> {
+    /// execution now holds (empty unless it was queued for a worker), or
+    /// `None` when it waits at a gate the cluster fills.
+    async fn try_admit(&self, mut p: Prepared) -> Option<Vec<String>> {
         if p.live.is_canceled() {
-            return Vec::new();
+            return Some(Vec::new());
         }
         if let Some(at) = p.not_before() {
             let reactor = self.clone();
@@ -439,14 +447,17 @@ impl Reactor {
                     reactor.admit(p).await;
                 }
             });
-            return Vec::new();
+            return Some(Vec::new());
         }
         let keys = self.gate_keys(&p);
         let mut park = p.execution.status == ExecutionStatus::Delayed;
         let mut p = loop {
             match self.inner.scheduler.acquire(&keys, p, park) {
-                Admission::Admitted(p) => break p,
-                Admission::Parked => return Vec::new(),
+                Admission::Admitted(p) => match self.pass_shared_gates(&keys, p).await {
+                    Some(p) => break p,
+                    None => return None,
+                },
+                Admission::Parked => return Some(Vec::new()),
                 Admission::Full(mut waiting) => {
                     // Durably `delayed` before it waits, then try again: the
                     // gate may have freed meanwhile.
@@ -457,16 +468,9 @@ impl Reactor {
                     park = true;
                     p = waiting;
                 }
-                Admission::Cancel(mut canceled, key) => {
-                    self.inner.scheduler.forget(&canceled.execution.id);
-                    let e = &mut canceled.execution;
-                    e.transition(ExecutionStatus::Canceled);
-                    e.result = Some(json!({"error": format!(
-                        "canceled by policy '{}': {} execution(s) of {} already scheduled or running",
-                        key.by, key.threshold, e.action
-                    )}));
-                    self.complete(canceled.execution, None).await;
-                    return Vec::new();
+                Admission::Cancel(canceled, key) => {
+                    self.cancel_at_gate(canceled, &key).await;
+                    return Some(Vec::new());
                 }
             }
         };
@@ -476,9 +480,87 @@ impl Reactor {
             let p = refused.0;
             tracing::warn!(execution_id = %p.execution.id, "execution queue closed; it stays recorded and resumes at the next start");
             self.inner.scheduler.release(&p.held);
-            return Vec::new();
+            return Some(Vec::new());
         }
-        held
+        Some(held)
+    }
+
+    /// End `canceled` at the full gate `key`, whose policy says cancel.
+    async fn cancel_at_gate(&self, mut canceled: Prepared, key: &GateKey) {
+        self.inner.scheduler.forget(&canceled.execution.id);
+        let e = &mut canceled.execution;
+        e.transition(ExecutionStatus::Canceled);
+        e.result = Some(json!({"error": format!(
+            "canceled by policy '{}': {} execution(s) of {} already scheduled or running",
+            key.by, key.threshold, e.action
+        )}));
+        self.complete(canceled.execution, None).await;
+    }
+
+    /// On PostgreSQL, take in the database the slots `p` took here, across
+    /// every node ([`squall_store::pg::PgStore::take_gates`]). Returns `p`
+    /// when it holds them all (or there are none to take); else it gave
+    /// back its slots here and was canceled, or waits at the full gate
+    /// (recorded `delayed`) until slots are freed somewhere.
+    async fn pass_shared_gates(&self, keys: &[GateKey], mut p: Prepared) -> Option<Prepared> {
+        let Some(pg) = self.inner.store.postgres() else {
+            return Some(p);
+        };
+        if keys.is_empty() {
+            return Some(p);
+        }
+        let gates: Vec<(&str, usize)> =
+            keys.iter().map(|k| (k.key.as_str(), k.threshold)).collect();
+        let e = &p.execution;
+        let full = match pg.take_gates(&e.tenant, &e.id, &gates).await {
+            Ok(None) => return Some(p),
+            Ok(Some(i)) => keys[i].clone(),
+            Err(err) => {
+                // Not known to have room: it waits, and tries again when
+                // the gates are looked at next (within a second).
+                tracing::warn!(execution_id = %e.id, error = %err, "could not take a concurrency slot in the database; the execution waits and tries again");
+                GateKey {
+                    over: OverLimit::Delay,
+                    ..keys[0].clone()
+                }
+            }
+        };
+        self.inner.scheduler.unhold(&std::mem::take(&mut p.held));
+        if full.over == OverLimit::Cancel {
+            self.cancel_at_gate(p, &full).await;
+            return None;
+        }
+        if p.execution.status != ExecutionStatus::Delayed {
+            p.execution.transition(ExecutionStatus::Delayed);
+            if let Err(e) = self.inner.store.update_execution(&p.execution).await {
+                tracing::error!(error = %e, execution_id = %p.execution.id, "could not record delayed");
+            }
+        }
+        self.inner.scheduler.park(&full, p);
+        None
+    }
+
+    /// Slots of gates shared across the cluster were freed, of `tenant`'s
+    /// gates (any tenant's: `None`): what waits at one with room here
+    /// tries again.
+    pub(crate) fn wake_shared_gates(&self, tenant: Option<&TenantId>) {
+        let woken = self
+            .inner
+            .scheduler
+            .wake_with_room(tenant.map(TenantId::as_str));
+        self.spawn_enqueue(woken);
+    }
+
+    /// Free the slots `e` holds (`held` here) before it ends: a workflow
+    /// that started, a question asked. Returns the executions woken here.
+    async fn release_early(&self, e: &Execution, held: &[String]) -> Vec<Prepared> {
+        if let Some(pg) = self.inner.store.postgres()
+            && !held.is_empty()
+            && let Err(err) = pg.free_gates(&e.tenant, &e.id).await
+        {
+            tracing::warn!(execution_id = %e.id, error = %err, "could not free its concurrency slots in the database; they are freed when it ends");
+        }
+        self.inner.scheduler.release(held)
     }
 
     /// After a policy change: every execution waiting at a gate goes
@@ -564,8 +646,9 @@ impl Reactor {
             // and waits for its answer.
             if job.live.start() {
                 let held = std::mem::take(&mut job.held);
+                let e = job.execution.clone();
                 self.ask(job).await;
-                let woken = self.inner.scheduler.release(&held);
+                let woken = self.release_early(&e, &held).await;
                 self.spawn_enqueue(woken);
                 return None;
             }
@@ -573,11 +656,11 @@ impl Reactor {
             // A workflow holds no worker: it starts, and its tasks run as
             // executions of their own.
             if job.live.start() {
-                let id = job.execution.id.clone();
+                let e = job.execution.clone();
                 let held = std::mem::take(&mut job.held);
                 self.start_workflow(job).await;
-                self.inner.scheduler.forget(&id);
-                let woken = self.inner.scheduler.release(&held);
+                self.inner.scheduler.forget(&e.id);
+                let woken = self.release_early(&e, &held).await;
                 self.spawn_enqueue(woken);
                 return None;
             }

@@ -122,6 +122,18 @@ fn next_waiter(gate: &mut Gate, key: &str) -> Option<Prepared> {
     None
 }
 
+/// Let `p` wait at `key`'s gate: behind the others, unless it waited its
+/// turn once already.
+fn park_at(gates: &mut HashMap<String, Gate>, key: &GateKey, p: Prepared) {
+    let gate = gates.entry(key.key.clone()).or_default();
+    gate.threshold = key.threshold;
+    if p.woken_by.is_some() {
+        gate.waiting.push_front(p);
+    } else {
+        gate.waiting.push_back(p);
+    }
+}
+
 /// What [`Scheduler::acquire`] decided.
 pub(crate) enum Admission {
     /// Every gate had room; the slots are held (see `Prepared::held`).
@@ -138,9 +150,28 @@ pub(crate) enum Admission {
 pub(crate) struct Scheduler {
     live: Mutex<HashMap<ExecutionId, Arc<Live>>>,
     gates: Mutex<HashMap<String, Gate>>,
+    /// The gates are counted in the database too, across nodes (see
+    /// [`Scheduler::shared`]).
+    shared: bool,
 }
 
 impl Scheduler {
+    /// A scheduler whose gates the database also counts, across every node
+    /// on it: a slot taken here is taken there too, and an execution may
+    /// wait at a gate with room here because other nodes fill it. An
+    /// arrival then waits behind those already waiting, which slots freed
+    /// anywhere wake ([`Scheduler::wake_with_room`]).
+    pub(crate) fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     pub(crate) fn track(&self, id: &ExecutionId, live: &Arc<Live>) {
         self.live
             .lock()
@@ -164,22 +195,20 @@ impl Scheduler {
     /// cancel if it says so, else park (`park`) or hand the execution back.
     pub(crate) fn acquire(&self, keys: &[GateKey], mut p: Prepared, park: bool) -> Admission {
         let mut gates = self.gates.lock().expect("gate lock poisoned");
-        let full = keys
-            .iter()
-            .find(|k| gates.get(&k.key).is_some_and(|g| g.held >= k.threshold));
+        // Shared, a gate others wait at is full to a newcomer: they were
+        // there first.
+        let behind = self.shared && p.woken_by.is_none();
+        let full = keys.iter().find(|k| {
+            gates.get(&k.key).is_some_and(|g| {
+                g.held >= k.threshold || (behind && g.waiting.iter().any(|w| !w.live.is_canceled()))
+            })
+        });
         if let Some(full) = full {
             return match full.over {
                 OverLimit::Cancel => Admission::Cancel(p, full.clone()),
                 OverLimit::Delay if !park => Admission::Full(p),
                 OverLimit::Delay => {
-                    let gate = gates.entry(full.key.clone()).or_default();
-                    gate.threshold = full.threshold;
-                    if p.woken_by.is_some() {
-                        // It already waited its turn once.
-                        gate.waiting.push_front(p);
-                    } else {
-                        gate.waiting.push_back(p);
-                    }
+                    park_at(&mut gates, full, p);
                     Admission::Parked
                 }
             };
@@ -191,6 +220,45 @@ impl Scheduler {
         }
         p.held = keys.iter().map(|k| k.key.clone()).collect();
         Admission::Admitted(p)
+    }
+
+    /// Give back the slots `held` here without waking anyone: their
+    /// execution found a gate full across the cluster and waits.
+    pub(crate) fn unhold(&self, held: &[String]) {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        for key in held {
+            if let Some(gate) = gates.get_mut(key) {
+                gate.held = gate.held.saturating_sub(1);
+                if gate.held == 0 && gate.waiting.is_empty() {
+                    gates.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Let `p` wait at `key`'s gate, which is full across the cluster.
+    pub(crate) fn park(&self, key: &GateKey, p: Prepared) {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        park_at(&mut gates, key, p);
+    }
+
+    /// The oldest live waiter of each gate with room here, of `tenant`'s
+    /// gates (all: `None`): slots were freed elsewhere in the cluster, and
+    /// each tries again.
+    pub(crate) fn wake_with_room(&self, tenant: Option<&str>) -> Vec<Prepared> {
+        let mut gates = self.gates.lock().expect("gate lock poisoned");
+        let mut woken = Vec::new();
+        for (key, gate) in gates.iter_mut() {
+            let of_tenant = tenant.is_none_or(|t| {
+                key.strip_prefix(t)
+                    .is_some_and(|rest| rest.starts_with('\0'))
+            });
+            if of_tenant && gate.held < gate.threshold {
+                woken.extend(next_waiter(gate, key));
+            }
+        }
+        gates.retain(|_, g| g.held > 0 || !g.waiting.is_empty());
+        woken
     }
 
     /// The next live waiter of `key`, if the gate has room for it. Called

@@ -24,6 +24,9 @@ pub enum Heard {
     Tenant(TenantId),
     /// Requests are addressed to this node (see [`PgStore::send_request`]).
     Requests { node: String },
+    /// Slots of this tenant's concurrency gates were freed (see
+    /// [`PgStore::take_gates`]).
+    Gates(TenantId),
 }
 
 /// Bump `tenant`'s epoch inside the open transaction of a change, and
@@ -67,10 +70,10 @@ impl PgStore {
             .collect()
     }
 
-    /// Listen for tenant changes and requests between nodes on a connection
-    /// of its own: each notification arrives on the receiver, which ends
-    /// when the connection does (the caller then reads
-    /// [`PgStore::epochs`] again and listens anew).
+    /// Listen for tenant changes, requests between nodes and freed gate
+    /// slots on a connection of its own: each notification arrives on the
+    /// receiver, which ends when the connection does (the caller then
+    /// reads [`PgStore::epochs`] again and listens anew).
     pub async fn listen_changes(&self) -> Result<mpsc::UnboundedReceiver<Heard>> {
         let failed = |e: tokio_postgres::Error| Error::Postgres(PgError::Connect(e.to_string()));
         Ok(match &self.tls {
@@ -121,6 +124,7 @@ where
                         super::REQUESTS => Some(Heard::Requests {
                             node: n.payload().to_owned(),
                         }),
+                        super::GATES => TenantId::new(n.payload()).ok().map(Heard::Gates),
                         _ => TenantId::new(n.payload()).ok().map(Heard::Tenant),
                     };
                     if let Some(heard) = heard {
@@ -137,7 +141,11 @@ where
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {}", super::REQUESTS))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {}; LISTEN {}",
+            super::REQUESTS,
+            super::GATES
+        ))
         .await
         .map_err(Error::from)?;
     Ok(rx)

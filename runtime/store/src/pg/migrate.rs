@@ -356,6 +356,34 @@ const MIGRATIONS: &[&str] = &[
         since  TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     "#,
+    // 17: concurrency gates counted across the cluster (a concurrency
+    // policy, a tenant's running limit): one row per slot an execution
+    // holds, taken under the gate's advisory lock. An execution's slots
+    // are freed when it ends, by the write that ends it, whichever node
+    // makes it (a takeover's `abandoned` included), with a hint to the
+    // nodes whose executions wait at the tenant's gates.
+    r#"
+    CREATE TABLE gate_slots (
+        gate          TEXT NOT NULL,
+        execution_id  TEXT NOT NULL,
+        tenant_id     TEXT NOT NULL,
+        PRIMARY KEY (gate, execution_id)
+    );
+    CREATE INDEX gate_slots_by_execution ON gate_slots (execution_id);
+    CREATE FUNCTION free_gate_slots() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM gate_slots WHERE execution_id = NEW.id;
+        IF FOUND THEN
+            PERFORM pg_notify('squall_gates', NEW.tenant_id);
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER executions_free_gates AFTER UPDATE OF status ON executions
+        FOR EACH ROW
+        WHEN (NEW.status IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned'))
+        EXECUTE FUNCTION free_gate_slots();
+    "#,
 ];
 
 /// The schema version this build writes.

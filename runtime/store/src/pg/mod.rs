@@ -16,6 +16,7 @@ mod changes;
 mod configs;
 mod events;
 mod executions;
+mod gates;
 mod kv;
 mod leases;
 mod migrate;
@@ -30,6 +31,7 @@ use tokio_postgres::NoTls;
 
 pub use changes::{CHANNEL, Heard};
 pub use events::{EventId, LoggedEvent};
+pub use gates::GATES;
 pub use leases::Held;
 pub use packs::PackVersion;
 pub use queue::{Claim, Reaped};
