@@ -633,3 +633,59 @@ async fn running_limits_and_concurrency_policies_hold_across_nodes() {
     one.stop().await;
     two.stop().await;
 }
+
+/// A rule's throttle window is shared: webhooks of one key through two
+/// nodes at once request one execution per window, and each node says why
+/// the others were suppressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_window_holds_across_nodes() {
+    let rule = "name: page\npack: hooks\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: alerts}}\naction: {ref: core.noop}\nthrottle: {seconds: 600, key: '{{ trigger.body.host }}'}\n";
+    let core = squall_tests::core_pack();
+    let hooks = squall_tests::rules_pack("hooks", &[("page.yaml", rule)]);
+    let packs = [core.path().to_owned(), hooks.path().to_owned()];
+    let (_dirs, nodes) = nodes(2, &packs).await;
+    let hosts = ["a", "a", "a", "a", "a", "a", "a", "a", "b", "b"];
+    let sent = hosts.iter().enumerate().map(|(i, host)| {
+        let node = &nodes[i % 2];
+        async move {
+            let r = node
+                .post("/api/v1/webhooks/alerts", &json!({"host": host}))
+                .await;
+            assert_eq!(r.status().as_u16(), 202);
+            let id = r.headers()["St2-Trigger-Instance-Id"]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            (i, id)
+        }
+    });
+    let sent = futures_util::future::join_all(sent).await;
+    let mut succeeded = std::collections::BTreeMap::<&str, usize>::new();
+    for (i, id) in sent {
+        let node = &nodes[i % 2];
+        let list = node
+            .wait_for(
+                &format!("/api/v1/ruleenforcements?trigger_instance={id}"),
+                |l| l.as_array().is_some_and(|l| l.len() == 1),
+            )
+            .await;
+        let enforcement = &list[0];
+        if enforcement["status"] == "succeeded" {
+            *succeeded.entry(hosts[i]).or_default() += 1;
+        } else {
+            let reason = enforcement["failure_reason"].as_str().expect("reason");
+            assert!(
+                reason.starts_with("suppressed by throttle: at most one enforcement per 600 s"),
+                "{enforcement}"
+            );
+        }
+    }
+    assert_eq!(
+        succeeded,
+        [("a", 1), ("b", 1)].into_iter().collect(),
+        "one per key across both nodes"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

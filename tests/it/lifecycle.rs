@@ -913,6 +913,25 @@ pub(crate) async fn throttled_matches_are_suppressed_and_recorded() {
         l.as_array().is_some_and(|a| a.len() == 2)
     })
     .await;
+    // Matches of one key arriving together open one window: one of them
+    // requests an execution.
+    let body = json!({"host": "c"});
+    let together = (0..8).map(|_| s.post("/api/v1/webhooks/alerts", &body));
+    for r in futures_util::future::join_all(together).await {
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let enforcements = s
+        .wait_for("/api/v1/ruleenforcements?limit=100", |l| {
+            l.as_array().is_some_and(|a| a.len() == 11)
+        })
+        .await;
+    let succeeded = enforcements
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["status"] == "succeeded")
+        .count();
+    assert_eq!(succeeded, 3, "{enforcements}");
     // A bad throttle is refused naming the field.
     let r = s
         .post(

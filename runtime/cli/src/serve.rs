@@ -605,7 +605,7 @@ async fn purge_every_hour(store: squall_store::Store, days: f64) {
 }
 
 /// The event log's window on PostgreSQL: events older than `keep` go, now
-/// and every ten minutes.
+/// and every ten minutes; so do rules' throttle windows that have closed.
 async fn trim_event_log(pg: squall_store::pg::PgStore, keep: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -613,6 +613,10 @@ async fn trim_event_log(pg: squall_store::pg::PgStore, keep: Duration) {
         match pg.purge_events(keep, 10_000).await {
             Ok(n) => tracing::debug!(purged = n, "event log trimmed"),
             Err(e) => tracing::warn!(error = %e, "could not trim the event log"),
+        }
+        match pg.purge_throttle_windows().await {
+            Ok(n) => tracing::debug!(purged = n, "closed throttle windows forgotten"),
+            Err(e) => tracing::warn!(error = %e, "could not forget closed throttle windows"),
         }
     }
 }

@@ -194,8 +194,8 @@ pub(crate) struct Inner {
     pub(crate) flows: crate::workflows::Flows,
     timers: Mutex<Timers>,
     watchers: Mutex<Watchers>,
-    /// Open throttle windows.
-    throttles: Mutex<Throttles>,
+    /// The throttle windows this node knows open.
+    pub(crate) throttles: Mutex<crate::throttles::Throttles>,
     tasks: Mutex<JoinSet<()>>,
     pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Runs what must run once: sensors, timers, file watches (see
@@ -251,14 +251,6 @@ fn load_tenant(
         policies,
         sensors,
     })
-}
-
-/// Rules' open throttle windows: (tenant, rule, key) -> (started, until).
-#[derive(Debug, Default)]
-pub(crate) struct Throttles {
-    open: HashMap<(TenantId, String, String), (std::time::Instant, std::time::Instant)>,
-    /// Windows opened so far; closed ones are swept every 4,096.
-    starts: u64,
 }
 
 /// `st2kv.system.*` for templates, read from the store.
@@ -572,7 +564,7 @@ impl Reactor {
         &self,
         instance: TriggerInstance,
     ) -> Result<TriggerInstance, DispatchError> {
-        let (enforcements, mut prepared) = self.decide_and_prepare(&instance);
+        let (enforcements, mut prepared) = self.decide_and_prepare(&instance).await;
         let slots = self.claim_idle_workers(&mut prepared);
         let executions: Vec<&Execution> = prepared.iter().map(|p| &p.execution).collect();
         let written = self
@@ -600,7 +592,7 @@ impl Reactor {
 
     /// The rules' decisions on `instance`, as enforcement records and
     /// prepared executions.
-    pub(crate) fn decide_and_prepare(
+    pub(crate) async fn decide_and_prepare(
         &self,
         instance: &TriggerInstance,
     ) -> (Vec<RuleEnforcement>, Vec<Prepared>) {
@@ -610,38 +602,19 @@ impl Reactor {
             tenant: instance.tenant.clone(),
         });
         let decisions = decide(&index, instance, &self.inner.templates, Some(kv));
+        drop(index);
         let mut enforcements = Vec::with_capacity(decisions.len());
         let mut prepared = Vec::new();
         for decision in decisions {
             let (rule, outcome) = match decision {
                 Decision::Enforce {
                     rule,
-                    throttle_key: Some(key),
-                    ..
-                } if let Some(reason) = self.throttled(instance, &rule, &key) => {
-                    (rule, Err(reason))
-                }
-                Decision::Enforce {
-                    rule,
                     parameters,
                     throttle_key,
                 } => {
-                    let mut req =
-                        RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
-                    req.trace_tag = Some(instance.trace_tag.clone());
-                    let origin = Some(squall_core::execution::Origin {
-                        trigger_instance: instance.id.clone(),
-                        rule: rule.rule_ref(),
-                        trigger_type: instance.trigger_type.clone(),
-                    });
                     let outcome = self
-                        .take_execution_quota(&instance.tenant)
-                        .and_then(|()| self.inner.runner.prepare(req, origin))
-                        .map_err(|e| e.to_string());
-                    // The window starts only when an execution is requested.
-                    if let (Ok(_), Some(key)) = (&outcome, &throttle_key) {
-                        self.start_throttle(instance, &rule, key);
-                    }
+                        .enforce(instance, &rule, parameters, throttle_key.as_deref())
+                        .await;
                     (rule, outcome)
                 }
                 Decision::Fail { rule, reason } => (rule, Err(reason)),
@@ -662,6 +635,40 @@ impl Reactor {
             }
         }
         (enforcements, prepared)
+    }
+
+    /// Prepare the execution `rule` requests with `parameters`, unless its
+    /// throttle window for `throttle_key` is open: the reason it is not,
+    /// when it is not.
+    async fn enforce(
+        &self,
+        instance: &TriggerInstance,
+        rule: &Rule,
+        parameters: Map<String, Value>,
+        throttle_key: Option<&str>,
+    ) -> Result<Prepared, String> {
+        let window = match throttle_key {
+            Some(key) => self.pass_throttle(instance, rule, key).await?,
+            None => None,
+        };
+        let mut req = RunRequest::new(instance.tenant.clone(), rule.action.clone(), parameters);
+        req.trace_tag = Some(instance.trace_tag.clone());
+        let origin = Some(squall_core::execution::Origin {
+            trigger_instance: instance.id.clone(),
+            rule: rule.rule_ref(),
+            trigger_type: instance.trigger_type.clone(),
+        });
+        let outcome = self
+            .take_execution_quota(&instance.tenant)
+            .and_then(|()| self.inner.runner.prepare(req, origin))
+            .map_err(|e| e.to_string());
+        // The window opens only when an execution is requested.
+        if outcome.is_err()
+            && let (Some(key), Some(window)) = (throttle_key, window)
+        {
+            self.give_back_throttle(instance, rule, key, window).await;
+        }
+        outcome
     }
 
     /// Create (`replace: false`) or replace (`replace: true`) a rule of
@@ -800,46 +807,6 @@ impl Reactor {
         self.inner.policies.replace(PolicyIndex::build(all));
         self.readmit_waiting();
         Ok(())
-    }
-
-    /// Whether a match of `rule` with throttle key `key` is suppressed:
-    /// the reason when it is.
-    fn throttled(&self, instance: &TriggerInstance, rule: &Rule, key: &str) -> Option<String> {
-        let window = rule.throttle.as_ref()?.window;
-        let now = std::time::Instant::now();
-        let throttles = self.inner.throttles.lock().expect("throttle lock poisoned");
-        let (started, until) =
-            throttles
-                .open
-                .get(&(instance.tenant.clone(), rule.rule_ref(), key.to_owned()))?;
-        (now < *until).then(|| {
-            format!(
-                "suppressed by throttle: at most one enforcement per {} s{}; the last was {:.1} s ago",
-                window.as_secs_f64(),
-                if key.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for key '{key}'")
-                },
-                now.duration_since(*started).as_secs_f64()
-            )
-        })
-    }
-
-    /// Open `rule`'s window for `key` (an execution was requested).
-    fn start_throttle(&self, instance: &TriggerInstance, rule: &Rule, key: &str) {
-        let Some(t) = &rule.throttle else { return };
-        let now = std::time::Instant::now();
-        let mut throttles = self.inner.throttles.lock().expect("throttle lock poisoned");
-        throttles.starts += 1;
-        // Now and then, forget the windows that have closed.
-        if throttles.starts.is_multiple_of(4096) {
-            throttles.open.retain(|_, (_, until)| *until > now);
-        }
-        throttles.open.insert(
-            (instance.tenant.clone(), rule.rule_ref(), key.to_owned()),
-            (now, now + t.window),
-        );
     }
 
     fn rebuild(

@@ -25,6 +25,7 @@ pub mod runner;
 mod scheduler;
 pub mod sensors;
 pub mod ssh;
+mod throttles;
 pub mod timers;
 pub mod vet;
 mod workflows;

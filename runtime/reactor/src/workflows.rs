@@ -560,10 +560,10 @@ impl Reactor {
                 instances.extend(self.notify_triggers(&e));
                 instances
             };
-            let decided = instances
-                .iter()
-                .map(|i| self.decide_and_prepare(i))
-                .collect();
+            let mut decided = Vec::with_capacity(instances.len());
+            for instance in &instances {
+                decided.push(self.decide_and_prepare(instance).await);
+            }
             let retry = given
                 .filter(|_| !waits)
                 .and_then(|given| self.retry_of(&e, given));

@@ -17,11 +17,6 @@ use crate::Result;
 /// tenant whose gates have room again.
 pub const GATES: &str = "squall_gates";
 
-/// How a gate's key is stored (PostgreSQL's text holds no NUL).
-fn stored(key: &str) -> String {
-    key.replace('\0', "\u{1f}")
-}
-
 impl PgStore {
     /// Take a slot of every gate of `gates` (a key, and how many may hold
     /// it at once) for `execution`, all or none, under the gates' locks.
@@ -34,7 +29,7 @@ impl PgStore {
         execution: &ExecutionId,
         gates: &[(&str, usize)],
     ) -> Result<Option<usize>> {
-        let keys: Vec<String> = gates.iter().map(|(key, _)| stored(key)).collect();
+        let keys: Vec<String> = gates.iter().map(|(key, _)| super::storable(key)).collect();
         let thresholds: Vec<i64> = gates
             .iter()
             .map(|(_, threshold)| i64::try_from(*threshold).unwrap_or(i64::MAX))

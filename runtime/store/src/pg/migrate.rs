@@ -384,6 +384,21 @@ const MIGRATIONS: &[&str] = &[
         WHEN (NEW.status IN ('succeeded', 'failed', 'timeout', 'canceled', 'abandoned'))
         EXECUTE FUNCTION free_gate_slots();
     "#,
+    // 18: rules' throttle windows, shared by the nodes: the window of a
+    // rule and throttle key is taken by the one enforcement that opens it,
+    // in the database's time, whichever node it comes through.
+    r#"
+    CREATE TABLE throttle_windows (
+        tenant_id  TEXT NOT NULL,
+        rule       TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        started    TIMESTAMPTZ NOT NULL,
+        until      TIMESTAMPTZ NOT NULL,
+        opened_by  TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, rule, key)
+    );
+    CREATE INDEX throttle_windows_by_end ON throttle_windows (until);
+    "#,
 ];
 
 /// The schema version this build writes.

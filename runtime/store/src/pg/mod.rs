@@ -24,6 +24,7 @@ mod packs;
 mod queue;
 mod reactor;
 mod requests;
+mod throttles;
 mod workflows;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -36,8 +37,15 @@ pub use leases::Held;
 pub use packs::PackVersion;
 pub use queue::{Claim, Reaped};
 pub use requests::{Holder, REQUESTS};
+pub use throttles::Window;
 
 use crate::SecretKey;
+
+/// `text` as PostgreSQL's text can hold it: a NUL (a template may render
+/// one, a key may carry it) becomes U+001F.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{1f}")
+}
 
 /// Errors from the PostgreSQL store.
 #[derive(Debug, thiserror::Error)]
