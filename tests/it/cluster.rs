@@ -689,3 +689,100 @@ async fn a_throttle_window_holds_across_nodes() {
         node.stop().await;
     }
 }
+
+/// The sensors `node` runs now (its own view: `running`).
+async fn running_sensors(node: &Server) -> Vec<String> {
+    let (_, list) = node.get("/api/v1/sensortypes").await;
+    let mut running: Vec<String> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["state"] == "running")
+        .filter_map(|s| s["ref"].as_str().map(str::to_owned))
+        .collect();
+    running.sort();
+    running
+}
+
+/// The counts `pack`'s counter sensor emitted, as trigger instances.
+async fn counts_of(node: &Server, pack: &str) -> Vec<u64> {
+    let (_, list) = node
+        .get(&format!(
+            "/api/v1/triggerinstances?trigger={pack}.counted&limit=1000"
+        ))
+        .await;
+    list.as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["payload"]["count"].as_u64())
+        .collect()
+}
+
+/// Each sensor runs under a lease of its own: two sensors on two nodes run
+/// one on each, and those of a node that dies move to the other within its
+/// lease, no count emitted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_spread_over_the_nodes_and_move_when_one_dies() {
+    const COUNTED: &str = "[{name: counted, payload_schema: {type: object, properties: {count: {type: integer}}, required: [count]}}]";
+    let one = squall_tests::sensor_pack("one", "counter", 0.2, COUNTED, &[]);
+    let two = squall_tests::sensor_pack("two", "counter", 0.2, COUNTED, &[]);
+    let core = squall_tests::core_pack();
+    let packs = [
+        core.path().to_owned(),
+        one.path().to_owned(),
+        two.path().to_owned(),
+    ];
+    let lease = Duration::from_secs(3);
+    let node = || ReactorConfig {
+        cluster: Some(ClusterNode {
+            name: String::new(),
+            claim_ttl: lease,
+            leads: true,
+        }),
+        ..ReactorConfig::default()
+    };
+    let (first, a) = node_beside(None, &packs, node()).await;
+    let (_second, b) = node_beside(Some(&first), &packs, node()).await;
+    // One each, once the first node gave up what is the second's share.
+    let (on_a, on_b) = crate::util::eventually("one sensor on each node", || async {
+        let (on_a, on_b) = (running_sensors(&a).await, running_sensors(&b).await);
+        match (on_a.len(), on_b.len()) {
+            (1, 1) if on_a != on_b => Ok((on_a, on_b)),
+            _ => Err(format!("a runs {on_a:?}, b runs {on_b:?}")),
+        }
+    })
+    .await;
+    let moved = on_a[0].trim_end_matches(".TestSensor").to_owned();
+    let counts_at_kill = counts_of(&b, &moved).await.len();
+
+    // a dies: b runs both once a's leases ran out.
+    a.kill().await;
+    crate::util::eventually("both sensors on b", || async {
+        let on_b = running_sensors(&b).await;
+        match on_b.len() {
+            2 => Ok(()),
+            _ => Err(format!("b runs {on_b:?}")),
+        }
+    })
+    .await;
+    crate::util::eventually("a's sensor counting again, on b", || async {
+        let n = counts_of(&b, &moved).await.len();
+        if n >= counts_at_kill + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} counts, {counts_at_kill} at the kill"))
+        }
+    })
+    .await;
+    for pack in ["one", "two"] {
+        let counts = counts_of(&b, pack).await;
+        let distinct: std::collections::HashSet<&u64> = counts.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            counts.len(),
+            "no count of {pack} emitted twice: {counts:?}"
+        );
+    }
+    assert!(on_b[0] != on_a[0]);
+    b.stop().await;
+}

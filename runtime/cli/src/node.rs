@@ -1,7 +1,8 @@
 //! A node on a PostgreSQL database. Every node serves the API and runs the
 //! executions it is asked for; one node at a time **leads**: it holds the
-//! database's `leader` lease and runs what must run once (the sensors, the
-//! timers and file watches, the housekeeping). Each node tries to take the
+//! database's `leader` lease and runs what must run once (the timers and
+//! file watches, the housekeeping; each sensor has a lease of its own, and
+//! the sensors spread over the nodes). Each node tries to take the
 //! lease at start and every sixth of its lifetime after (`--lease-seconds`,
 //! 30 by default: every 5 s), on a connection of its own, and the leader
 //! renews it as often; when the leader stops or dies, another node leads
@@ -194,7 +195,7 @@ impl Node {
                     if !leading {
                         leading = true;
                         eprintln!(
-                            "squall: this node ({}) leads: it runs the sensors, timers and housekeeping",
+                            "squall: this node ({}) leads: it runs the timers and housekeeping",
                             self.name
                         );
                         tracing::info!(node = %self.name, "leading");
@@ -215,7 +216,7 @@ impl Node {
                             _ => "another node".into(),
                         };
                         eprintln!(
-                            "squall: node {holder} leads (sensors, timers, housekeeping); this node serves beside it and leads if it stops"
+                            "squall: node {holder} leads (timers, housekeeping); this node serves beside it, runs its share of the sensors, and leads if it stops"
                         );
                         said_leader = true;
                     }

@@ -3726,8 +3726,21 @@ fn three_nodes_on_postgresql_share_work_survive_kills_and_run_singletons_once() 
     // Node 2 again, as a new node on its data directory.
     let n2 = start(1);
 
-    // 5. Singletons: a 1 s timer and the counter sensor run on the leader
-    // (node 1); killed, another node leads and runs them.
+    // 5. Singletons: a 1 s timer runs on the leader (node 1), and the
+    // counter sensor on the node holding its lease: node 1 too, the first
+    // to take it (each node's share of one sensor is one). Node 1 killed,
+    // another node leads and runs the timer, and another takes the sensor.
+    let runs_counter = |node: &Served| {
+        node.get_json("/api/v1/sensortypes/counter.TestSensor")["state"] == "running"
+    };
+    wait_until("the counter sensor on node 1 alone", || {
+        let running: Vec<bool> = [&n1, &n2, &n3].into_iter().map(runs_counter).collect();
+        if running == [true, false, false] {
+            Ok(())
+        } else {
+            Err(format!("running on nodes 1, 2, 3: {running:?}"))
+        }
+    });
     let timer = serde_json::json!({"name": "ticks", "pack": "hooks", "enabled": true,
         "trigger": {"type": "core.st2.IntervalTimer", "parameters": {"unit": "seconds", "delta": 1}},
         "action": {"ref": "core.echo", "parameters": {"message": "{{ trigger.executed_at }}"}}});
@@ -3762,6 +3775,12 @@ fn three_nodes_on_postgresql_share_work_survive_kills_and_run_singletons_once() 
             Err(format!("{n} counts"))
         }
     });
+    let running: Vec<bool> = [&n2, &n3].into_iter().map(runs_counter).collect();
+    assert_eq!(
+        running.iter().filter(|r| **r).count(),
+        1,
+        "the counter sensor runs on one of nodes 2 and 3: {running:?}"
+    );
     let first_after = seen
         .iter()
         .map(|(t, _)| tick_time(t))

@@ -260,6 +260,7 @@ impl Reactor {
         else {
             return;
         };
+        self.release_sensor_leases().await;
         match pg.release_claims(&node.name).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(executions = n, "left unfinished executions to other nodes"),
@@ -278,8 +279,9 @@ impl Reactor {
     }
 
     /// Run, from now on, what must run once in a cluster: this node holds
-    /// the lease that says it leads. Its sensors start, its timers and file
-    /// watches with them.
+    /// the lease that says it leads. Its timers and file watches start, and
+    /// its sensors, unless each sensor has a lease of its own (in a
+    /// cluster: see `sensor_leases.rs`).
     pub fn lead(&self) {
         if self
             .inner
@@ -288,7 +290,7 @@ impl Reactor {
         {
             return;
         }
-        tracing::info!("this node leads: it runs the sensors, timers and file watches");
+        tracing::info!("this node leads: it runs the timers and file watches");
         self.reconcile_timers();
         self.inner.sensors.sync(&self.rules());
         self.start_sensors();

@@ -194,6 +194,10 @@ pub(crate) struct Inner {
     pub(crate) flows: crate::workflows::Flows,
     timers: Mutex<Timers>,
     watchers: Mutex<Watchers>,
+    /// The sensors this node runs under their leases (in a cluster).
+    pub(crate) sensor_leases: Mutex<crate::sensor_leases::SensorLeases>,
+    /// Wakes the sensor leases' beat early.
+    pub(crate) sensor_beat: tokio::sync::Notify,
     /// The throttle windows this node knows open.
     pub(crate) throttles: Mutex<crate::throttles::Throttles>,
     tasks: Mutex<JoinSet<()>>,
@@ -362,6 +366,8 @@ impl Reactor {
             timers: Mutex::new(Timers::default()),
             watchers: Mutex::new(Watchers::default()),
             throttles: Mutex::default(),
+            sensor_leases: Mutex::default(),
+            sensor_beat: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             closed: false.into(),
             leading: config.cluster.as_ref().is_none_or(|c| c.leads).into(),
@@ -382,6 +388,7 @@ impl Reactor {
         reactor.recover(left.as_ref()).await?;
         reactor.recover_inquiries(left.as_ref())?;
         reactor.keep_claims();
+        reactor.keep_sensor_leases();
         reactor.reconcile_timers();
         reactor.inner.sensors.sync(&reactor.rules());
         reactor.start_sensors();

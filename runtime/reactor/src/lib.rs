@@ -23,6 +23,7 @@ mod quota;
 pub mod rules;
 pub mod runner;
 mod scheduler;
+mod sensor_leases;
 pub mod sensors;
 pub mod ssh;
 mod throttles;

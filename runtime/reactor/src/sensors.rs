@@ -173,6 +173,21 @@ impl SensorEntry {
         }
     }
 
+    pub(crate) fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// Enabled, of a pack in force.
+    pub(crate) fn is_enabled(&self) -> bool {
+        !self.retired.load(Ordering::Acquire)
+            && self.status.lock().expect("sensor lock poisoned").enabled
+    }
+
+    /// A supervisor runs it (starting, running, backing off or stopping).
+    pub(crate) fn is_supervised(&self) -> bool {
+        self.mailbox.lock().expect("sensor lock poisoned").is_some()
+    }
+
     pub(crate) fn set_enabled(&self, enabled: bool) {
         self.set(|s| s.enabled = enabled);
     }
@@ -556,7 +571,14 @@ impl Reactor {
         let mut mailbox = entry.mailbox.lock().expect("sensor lock poisoned");
         // A retired entry (its pack replaced or removed meanwhile) or a
         // server shutting down starts nothing: no one would stop it.
-        if mailbox.is_some() || self.must_stop(&entry) {
+        if mailbox.is_some() {
+            return;
+        }
+        if self.must_stop(&entry) {
+            // Another node may run it; if none does, this one may take it.
+            if !entry.retired.load(Ordering::Acquire) {
+                self.want_sensor();
+            }
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -706,11 +728,17 @@ impl Reactor {
         }
     }
 
-    /// Whether `entry`'s supervisor must stop whatever `enabled` says.
+    /// Whether `entry`'s supervisor must stop whatever `enabled` says:
+    /// retired, shutting down, or not this node's to run.
     fn must_stop(&self, entry: &SensorEntry) -> bool {
         entry.retired.load(Ordering::Acquire)
             || self.inner.closed.load(Ordering::Acquire)
-            || !self.leads()
+            || !self.runs_sensor(entry)
+    }
+
+    /// Stop `entry` here, enabled or not: another node runs it now.
+    pub(crate) fn stop_here(&self, entry: &SensorEntry) {
+        entry.tell(Command::Stop);
     }
 
     async fn start_instance(&self, entry: &Arc<SensorEntry>) -> Result<Live, String> {

@@ -80,6 +80,55 @@ impl PgStore {
             .await?)
     }
 
+    /// A node's beat for its sensors: hold its own `node/<node>` lease for
+    /// `ttl` (the live nodes are those whose lease has not run out), renew
+    /// the leases it holds whose name starts with `prefix` (those that ran
+    /// out are lost: another node may run them), and count the live nodes.
+    /// Returns the names of the leases renewed, and how many nodes live.
+    pub async fn beat_leases(
+        &self,
+        node: &str,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<(Vec<String>, usize)> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "WITH me AS (
+                     INSERT INTO leases (name, holder, fence, expires_at)
+                     VALUES ('node/' || $1, $1, nextval('lease_fence'),
+                             now() + make_interval(secs => $3))
+                     ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at
+                     WHERE leases.holder = excluded.holder
+                 ), renewed AS (
+                     UPDATE leases SET expires_at = now() + make_interval(secs => $3)
+                     WHERE holder = $1 AND starts_with(name, $2) AND expires_at >= now()
+                     RETURNING name
+                 )
+                 SELECT ARRAY(SELECT name FROM renewed ORDER BY name),
+                        (SELECT count(*) FROM leases
+                         WHERE starts_with(name, 'node/') AND name <> 'node/' || $1
+                           AND expires_at >= now()) + 1",
+                &[&node, &prefix, &ttl.as_secs_f64()],
+            )
+            .await?;
+        let live: i64 = row.get(1);
+        Ok((row.get(0), usize::try_from(live).unwrap_or(1)))
+    }
+
+    /// Give up every lease of `node` whose name starts with `prefix`, and
+    /// its own `node/<node>` lease (a node stopping); how many.
+    pub async fn release_leases(&self, node: &str, prefix: &str) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE leases SET expires_at = now() - interval '1 microsecond'
+                 WHERE holder = $1 AND (starts_with(name, $2) OR name = 'node/' || $1)",
+                &[&node, &prefix],
+            )
+            .await?)
+    }
+
     /// Give lease `name` up (a node stopping), if `node` holds it; whether
     /// it did.
     pub async fn release_lease(&self, name: &str, node: &str) -> Result<bool> {
@@ -154,6 +203,60 @@ mod tests {
         PgStore::connect(&pg.create_database(name), 16)
             .await
             .expect("connect")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_nodes_beat_renews_its_leases_of_a_kind_and_counts_the_live_nodes() {
+        let pg = Postgres::start();
+        let store = store(&pg, "beats").await;
+        let ttl = Duration::from_secs(30);
+        let beat = async |node: &str| store.beat_leases(node, "sensor/", ttl).await.expect("beat");
+        assert_eq!(beat("a").await, (vec![], 1));
+        assert_eq!(beat("b").await, (vec![], 2));
+        for name in ["sensor/t/p.One", "sensor/t/p.Two", "leader"] {
+            assert!(
+                store
+                    .acquire_lease(name, "a", ttl)
+                    .await
+                    .expect("take")
+                    .is_some()
+            );
+        }
+        // One of a's ran out: it is not renewed, and another takes it.
+        store
+            .acquire_lease("sensor/t/p.Two", "a", Duration::ZERO)
+            .await
+            .expect("shorten");
+        assert_eq!(beat("a").await, (vec!["sensor/t/p.One".to_owned()], 2));
+        assert!(
+            store
+                .acquire_lease("sensor/t/p.Two", "b", ttl)
+                .await
+                .expect("take")
+                .is_some()
+        );
+        assert_eq!(beat("b").await, (vec!["sensor/t/p.Two".to_owned()], 2));
+        // a stops: its sensors' leases and its own go, the leader's stays.
+        assert_eq!(
+            store.release_leases("a", "sensor/").await.expect("release"),
+            2
+        );
+        assert_eq!(beat("b").await, (vec!["sensor/t/p.Two".to_owned()], 1));
+        assert!(
+            store
+                .acquire_lease("sensor/t/p.One", "b", ttl)
+                .await
+                .expect("take")
+                .is_some()
+        );
+        assert_eq!(
+            store
+                .lease_holder("leader")
+                .await
+                .expect("read")
+                .map(|(h, _)| h),
+            Some("a".to_owned())
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
