@@ -786,3 +786,70 @@ async fn sensors_spread_over_the_nodes_and_move_when_one_dies() {
     assert!(on_b[0] != on_a[0]);
     b.stop().await;
 }
+
+/// An execution that took its gate's slot on a busy node, taken by a node
+/// where another waits at that gate, runs there: it holds the slot, and
+/// does not wait behind the one it keeps out. Then that one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_execution_taken_from_a_busy_node_runs_before_those_it_keeps_out() {
+    let limits = squall_tests::pack_of("limits", &[]);
+    std::fs::create_dir(limits.path().join("policies")).expect("mkdir");
+    std::fs::write(
+        limits.path().join("policies/sleep.yaml"),
+        "name: sleep.each\nresource_ref: core.sleep\npolicy_type: action.concurrency.attr\nparameters: {action: delay, threshold: 1, attributes: [seconds]}\n",
+    )
+    .expect("write policy");
+    let core = squall_tests::core_pack();
+    let packs = [core.path().to_owned(), limits.path().to_owned()];
+    let one_worker = ReactorConfig {
+        workers: 1,
+        ..ReactorConfig::default()
+    };
+    let (first, busy) = node_beside(None, &packs, one_worker).await;
+    let (_second, idle) = node_beside(Some(&first), &packs, ReactorConfig::default()).await;
+    let (on_busy, on_idle) = (busy.as_key(&busy.key), idle.as_key(&idle.key));
+    // The busy node's one worker runs a long sleep (a gate of its own).
+    let long = busy.run("core.sleep", json!({"seconds": 3})).await;
+    on_busy.running(long["id"].as_str().expect("id")).await;
+    // It admits a short one, which waits there for a worker, holding the
+    // short sleeps' slot; another short one asked of the idle node waits
+    // at the gate.
+    let held = busy.run("core.sleep", json!({"seconds": 0.2})).await;
+    let kept_out = idle.run("core.sleep", json!({"seconds": 0.2})).await;
+    let kept_out = idle
+        .wait_for(
+            &format!(
+                "/api/v1/executions/{}",
+                kept_out["id"].as_str().expect("id")
+            ),
+            |e| e["status"] == "delayed" || e["status"] == "succeeded",
+        )
+        .await;
+    // The idle node takes the held one and runs it; then the other runs.
+    let held = on_idle.finished(held["id"].as_str().expect("id")).await;
+    assert_eq!(held["status"], "succeeded", "{held}");
+    let kept_out = on_idle.finished(kept_out["id"].as_str().expect("id")).await;
+    assert_eq!(kept_out["status"], "succeeded", "{kept_out}");
+    let long = on_busy.finished(long["id"].as_str().expect("id")).await;
+    assert_eq!(long["status"], "succeeded", "{long}");
+    let ran = |e: &Value, status: &str| {
+        e["log"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .find(|c| c["status"] == status)
+            .and_then(|c| c["timestamp"].as_str())
+            .map(|t| squall_core::time::parse_rfc3339(t).expect("rfc3339"))
+            .expect("timestamp")
+    };
+    assert!(
+        ran(&held, "succeeded") <= ran(&kept_out, "running"),
+        "one at a time: {held} then {kept_out}"
+    );
+    assert!(
+        ran(&held, "succeeded") < ran(&long, "succeeded"),
+        "the held one ran on the idle node, before the busy node's worker was free"
+    );
+    busy.stop().await;
+    idle.stop().await;
+}

@@ -69,6 +69,12 @@ pub(crate) enum BenchCommand {
         /// `serve`) instead of a SQLite file. Give an empty database.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// Run the server with this limit on the tenant's running
+        /// executions (`serve --tenant-max-running`): every execution then
+        /// passes a concurrency gate, counted in the database on
+        /// PostgreSQL.
+        #[arg(long, value_name = "N")]
+        tenant_max_running: Option<usize>,
     },
     /// A durable queue of core.noop executions drained (left by a previous
     /// run, and requested while running), a large result written and read
@@ -270,6 +276,7 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             seconds,
             packs,
             database,
+            tenant_max_running,
         } => crate::bench_reactor::webhooks(
             events,
             clients,
@@ -277,6 +284,7 @@ pub(crate) fn bench(data_dir: &Path, cmd: BenchCommand) -> anyhow::Result<ExitCo
             seconds,
             pack_paths(packs),
             database.as_deref(),
+            tenant_max_running,
         ),
         BenchCommand::Executions {
             count,

@@ -113,6 +113,7 @@ pub(crate) fn webhooks(
     seconds: u64,
     packs: Vec<PathBuf>,
     database: Option<&str>,
+    tenant_max_running: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let clients = clients.max(1);
     let rate = rate.max(1);
@@ -129,13 +130,24 @@ pub(crate) fn webhooks(
         store,
         base,
         stop,
-    } = server.block_on(start_server(dir.path(), packs, database))?;
+    } = server.block_on(start_server(
+        dir.path(),
+        packs,
+        database,
+        tenant_max_running,
+    ))?;
     let http = client.block_on(crate::bench::operator_client(
         &store,
         reqwest::Client::builder().pool_max_idle_per_host(clients),
     ))?;
 
-    println!("squall bench webhooks ({})", store.engine_name());
+    match tenant_max_running {
+        Some(n) => println!(
+            "squall bench webhooks ({}, --tenant-max-running {n})",
+            store.engine_name()
+        ),
+        None => println!("squall bench webhooks ({})", store.engine_name()),
+    }
     println!(
         "  webhook -> rule -> core.noop -> execution record, all durable; server ({server_threads} runtime thread(s) and the store's writer) and load generator (1 runtime thread) share the machine"
     );
@@ -254,11 +266,12 @@ struct Bench {
 }
 
 /// The server, on `database` (PostgreSQL) if given, else on a SQLite file
-/// in `dir`.
+/// in `dir`, with `tenant_max_running` if given.
 async fn start_server(
     dir: &Path,
     packs: Vec<PathBuf>,
     database: Option<&str>,
+    tenant_max_running: Option<usize>,
 ) -> anyhow::Result<Bench> {
     let hooks = dir.join("benchhooks");
     std::fs::create_dir_all(hooks.join("rules"))?;
@@ -284,7 +297,11 @@ async fn start_server(
     };
     let sandbox = Arc::new(open_sandbox(dir, 1000)?);
     let runner = Runner::new(sandbox, store.clone(), Arc::new(set), Limits::default());
-    let reactor = Reactor::start(store.clone(), runner, &ReactorConfig::default()).await?;
+    let config = ReactorConfig {
+        tenant_max_running,
+        ..ReactorConfig::default()
+    };
+    let reactor = Reactor::start(store.clone(), runner, &config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/api/v1/webhooks/bench", listener.local_addr()?);
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -331,6 +331,8 @@ impl Runner {
             live: Live::new(self.limits.output_bytes),
             held: Vec::new(),
             woken_by: None,
+            waiting_since: None,
+            resumed: false,
         })
     }
 
@@ -343,6 +345,7 @@ impl Runner {
         req.trace_tag = execution.trace_tag.clone();
         let mut prepared = self.prepare(req, None)?;
         prepared.execution = execution;
+        prepared.resumed = true;
         Ok(prepared)
     }
 
@@ -525,6 +528,12 @@ pub struct Prepared {
     pub(crate) held: Vec<String>,
     /// The gate whose release woke it, after it waited there.
     pub(crate) woken_by: Option<String>,
+    /// When it first waited at a gate (a number from the scheduler):
+    /// waiters wait in this order.
+    pub(crate) waiting_since: Option<u64>,
+    /// Prepared again from its record (a restart, a takeover, taken from a
+    /// busy node): it may hold gate slots in the database already.
+    pub(crate) resumed: bool,
 }
 
 /// What an execution runs.

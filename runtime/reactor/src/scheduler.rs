@@ -122,18 +122,6 @@ fn next_waiter(gate: &mut Gate, key: &str) -> Option<Prepared> {
     None
 }
 
-/// Let `p` wait at `key`'s gate: behind the others, unless it waited its
-/// turn once already.
-fn park_at(gates: &mut HashMap<String, Gate>, key: &GateKey, p: Prepared) {
-    let gate = gates.entry(key.key.clone()).or_default();
-    gate.threshold = key.threshold;
-    if p.woken_by.is_some() {
-        gate.waiting.push_front(p);
-    } else {
-        gate.waiting.push_back(p);
-    }
-}
-
 /// What [`Scheduler::acquire`] decided.
 pub(crate) enum Admission {
     /// Every gate had room; the slots are held (see `Prepared::held`).
@@ -150,17 +138,22 @@ pub(crate) enum Admission {
 pub(crate) struct Scheduler {
     live: Mutex<HashMap<ExecutionId, Arc<Live>>>,
     gates: Mutex<HashMap<String, Gate>>,
-    /// The gates are counted in the database too, across nodes (see
+    /// The gates are counted in the database, across nodes (see
     /// [`Scheduler::shared`]).
     shared: bool,
+    /// Numbers waiters in the order they first waited.
+    next_waiter: std::sync::atomic::AtomicU64,
 }
 
 impl Scheduler {
-    /// A scheduler whose gates the database also counts, across every node
-    /// on it: a slot taken here is taken there too, and an execution may
-    /// wait at a gate with room here because other nodes fill it. An
-    /// arrival then waits behind those already waiting, which slots freed
-    /// anywhere wake ([`Scheduler::wake_with_room`]).
+    /// A scheduler whose gates the database counts, across every node on
+    /// it: here a gate only keeps its waiters, and lets an execution
+    /// through to the database's count
+    /// (`squall_store::pg::PgStore::take_gates`), which decides. A
+    /// newcomer waits behind the gate's waiters; one woken (by a release
+    /// here, or slots freed anywhere: [`Scheduler::wake_with_room`]) or
+    /// resumed from its record (it may hold its slots in the database
+    /// already) goes straight to the count.
     pub(crate) fn shared() -> Self {
         Self {
             shared: true,
@@ -195,12 +188,16 @@ impl Scheduler {
     /// cancel if it says so, else park (`park`) or hand the execution back.
     pub(crate) fn acquire(&self, keys: &[GateKey], mut p: Prepared, park: bool) -> Admission {
         let mut gates = self.gates.lock().expect("gate lock poisoned");
-        // Shared, a gate others wait at is full to a newcomer: they were
-        // there first.
-        let behind = self.shared && p.woken_by.is_none();
+        // Shared, the database counts; a gate others wait at is full to a
+        // newcomer: they were there first.
         let full = keys.iter().find(|k| {
-            gates.get(&k.key).is_some_and(|g| {
-                g.held >= k.threshold || (behind && g.waiting.iter().any(|w| !w.live.is_canceled()))
+            gates.get(&k.key).is_some_and(|g| match self.shared {
+                false => g.held >= k.threshold,
+                true => {
+                    p.woken_by.is_none()
+                        && !p.resumed
+                        && g.waiting.iter().any(|w| !w.live.is_canceled())
+                }
             })
         });
         if let Some(full) = full {
@@ -208,7 +205,7 @@ impl Scheduler {
                 OverLimit::Cancel => Admission::Cancel(p, full.clone()),
                 OverLimit::Delay if !park => Admission::Full(p),
                 OverLimit::Delay => {
-                    park_at(&mut gates, full, p);
+                    self.park_at(&mut gates, full, p);
                     Admission::Parked
                 }
             };
@@ -239,12 +236,26 @@ impl Scheduler {
     /// Let `p` wait at `key`'s gate, which is full across the cluster.
     pub(crate) fn park(&self, key: &GateKey, p: Prepared) {
         let mut gates = self.gates.lock().expect("gate lock poisoned");
-        park_at(&mut gates, key, p);
+        self.park_at(&mut gates, key, p);
     }
 
-    /// The oldest live waiter of each gate with room here, of `tenant`'s
-    /// gates (all: `None`): slots were freed elsewhere in the cluster, and
-    /// each tries again.
+    /// Let `p` wait at `key`'s gate, in the order waiters first waited.
+    fn park_at(&self, gates: &mut HashMap<String, Gate>, key: &GateKey, mut p: Prepared) {
+        let since = *p.waiting_since.get_or_insert_with(|| {
+            self.next_waiter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        let gate = gates.entry(key.key.clone()).or_default();
+        gate.threshold = key.threshold;
+        let at = gate
+            .waiting
+            .partition_point(|w| w.waiting_since.is_some_and(|s| s < since));
+        gate.waiting.insert(at, p);
+    }
+
+    /// The oldest live waiters of `tenant`'s gates (all: `None`), as many
+    /// of each as its threshold: slots were freed somewhere in the
+    /// cluster, and they try the database's count again.
     pub(crate) fn wake_with_room(&self, tenant: Option<&str>) -> Vec<Prepared> {
         let mut gates = self.gates.lock().expect("gate lock poisoned");
         let mut woken = Vec::new();
@@ -253,8 +264,14 @@ impl Scheduler {
                 key.strip_prefix(t)
                     .is_some_and(|rest| rest.starts_with('\0'))
             });
-            if of_tenant && gate.held < gate.threshold {
-                woken.extend(next_waiter(gate, key));
+            if !of_tenant {
+                continue;
+            }
+            for _ in 0..gate.threshold.max(1) {
+                let Some(p) = next_waiter(gate, key) else {
+                    break;
+                };
+                woken.push(p);
             }
         }
         gates.retain(|_, g| g.held > 0 || !g.waiting.is_empty());
@@ -267,7 +284,8 @@ impl Scheduler {
     pub(crate) fn wake_if_room(&self, key: &str) -> Option<Prepared> {
         let mut gates = self.gates.lock().expect("gate lock poisoned");
         let gate = gates.get_mut(key)?;
-        if gate.held >= gate.threshold {
+        // Shared, the database's count decides.
+        if !self.shared && gate.held >= gate.threshold {
             return None;
         }
         let woken = next_waiter(gate, key);

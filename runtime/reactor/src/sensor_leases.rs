@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Instant;
 
 use squall_core::TenantId;
 use squall_store::pg::PgStore;
@@ -90,8 +91,11 @@ impl Reactor {
         };
         let reactor = self.clone();
         self.spawn(async move {
-            let mut tick = tokio::time::interval(node.claim_ttl / 6);
+            let every = node.claim_ttl / 6;
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // When the leases were last renewed, by this node's clock.
+            let mut renewed = Instant::now();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -100,19 +104,66 @@ impl Reactor {
                 if reactor.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                     return;
                 }
-                if let Err(e) = reactor.beat_sensors(&pg, &node).await {
-                    tracing::warn!(node = %node.name, error = %e, "could not hold this node's sensor leases");
+                // Within the leases' life, less a beat's margin.
+                let left = node
+                    .claim_ttl
+                    .saturating_sub(renewed.elapsed())
+                    .saturating_sub(every)
+                    .max(every);
+                let beat = reactor.beat_sensors(&pg, &node, &mut renewed);
+                match tokio::time::timeout(left, beat).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(node = %node.name, error = %e, "could not hold this node's sensor leases")
+                    }
+                    Err(_) => {
+                        tracing::warn!(node = %node.name, "the sensor leases' statement timed out")
+                    }
+                }
+                // Not renewed in time: another node may take them now.
+                if renewed.elapsed() + every >= node.claim_ttl {
+                    reactor.stop_leased_sensors();
                 }
             }
         });
     }
 
+    /// Stop every sensor this node runs under a lease: it could not renew
+    /// them in time, and another node may run them soon.
+    fn stop_leased_sensors(&self) {
+        let stopping: Vec<SensorKey> = {
+            let mut leases = self
+                .inner
+                .sensor_leases
+                .lock()
+                .expect("sensor lease lock poisoned");
+            std::mem::take(&mut leases.held).into_iter().collect()
+        };
+        if stopping.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            sensors = stopping.len(),
+            "this node could not renew its sensor leases in time; its sensors stop"
+        );
+        for key in &stopping {
+            if let Some(entry) = self.inner.sensors.get(&key.0, &key.1) {
+                self.stop_here(&entry);
+            }
+        }
+    }
+
+    /// One beat; `renewed` is set to when the renewal was sent, once the
+    /// database answered it.
     async fn beat_sensors(
         &self,
         pg: &PgStore,
         node: &ClusterNode,
+        renewed_at: &mut Instant,
     ) -> Result<(), squall_store::Error> {
+        let sent = Instant::now();
         let (renewed, live) = pg.beat_leases(&node.name, PREFIX, node.claim_ttl).await?;
+        *renewed_at = sent;
         let renewed: HashSet<SensorKey> = renewed.iter().filter_map(|n| sensor_of(n)).collect();
         // The sensors to run somewhere: enabled, of packs in force.
         let wanted: Vec<Arc<SensorEntry>> = self
@@ -130,7 +181,7 @@ impl Reactor {
             (&node.name, key).hash(&mut h);
             h.finish()
         };
-        let (lost, extra, give_up) = {
+        let (lost, extra, mut give_up, stopping) = {
             let mut leases = self
                 .inner
                 .sensor_leases
@@ -150,7 +201,7 @@ impl Reactor {
                 .cloned()
                 .collect();
             // Held for nothing (disabled, gone): given up now.
-            let mut give_up: Vec<SensorKey> = leases
+            let give_up: Vec<SensorKey> = leases
                 .held
                 .iter()
                 .filter(|k| !wanted_keys.contains(*k))
@@ -167,30 +218,36 @@ impl Reactor {
                 .into_iter()
                 .take(leases.held.len().saturating_sub(share))
                 .collect();
+            let stopping: Vec<SensorKey> = leases.releasing.iter().cloned().collect();
             for k in &extra {
                 leases.held.remove(k);
                 leases.releasing.insert(k.clone());
             }
-            // Those stopped since.
-            let stopped: Vec<SensorKey> = leases
-                .releasing
-                .iter()
-                .filter(|k| {
-                    !extra.contains(*k)
-                        && self
-                            .inner
-                            .sensors
-                            .get(&k.0, &k.1)
-                            .is_none_or(|e| !e.is_supervised())
-                })
-                .cloned()
-                .collect();
+            (lost, extra, give_up, stopping)
+        };
+        // Those given up earlier that have stopped since (looked at without
+        // the lease lock: a supervisor stopping takes its own locks first,
+        // then this one).
+        let stopped: Vec<SensorKey> = stopping
+            .into_iter()
+            .filter(|k| {
+                self.inner
+                    .sensors
+                    .get(&k.0, &k.1)
+                    .is_none_or(|e| !e.is_supervised())
+            })
+            .collect();
+        {
+            let mut leases = self
+                .inner
+                .sensor_leases
+                .lock()
+                .expect("sensor lease lock poisoned");
             for k in &stopped {
                 leases.releasing.remove(k);
             }
-            give_up.extend(stopped);
-            (lost, extra, give_up)
-        };
+        }
+        give_up.extend(stopped);
         for key in lost.iter().chain(&extra) {
             if let Some(entry) = self.inner.sensors.get(&key.0, &key.1) {
                 self.stop_here(&entry);

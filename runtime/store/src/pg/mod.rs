@@ -17,6 +17,7 @@ mod configs;
 mod events;
 mod executions;
 mod gates;
+mod group;
 mod kv;
 mod leases;
 mod migrate;
@@ -271,6 +272,9 @@ pub struct PgStore {
     /// Trigger instances waiting to be written together (see
     /// [`PgStore::insert_processed_trigger_instance`]).
     recordings: std::sync::Arc<reactor::Recordings>,
+    /// Executions asking for gate slots, counted together (see
+    /// [`PgStore::take_gates`]).
+    gate_asks: std::sync::Arc<gates::Asks>,
 }
 
 /// When a node's lease was last renewed, by its own clock. A process that
@@ -522,6 +526,7 @@ impl PgStore {
             kv_quota: None,
             lease: None,
             recordings: Default::default(),
+            gate_asks: Default::default(),
         };
         Ok(store)
     }
@@ -639,6 +644,7 @@ impl PgStore {
         self.lease = Some(lease);
         // Its writes go out under the lease, never with another store's.
         self.recordings = Default::default();
+        self.gate_asks = Default::default();
         self
     }
 

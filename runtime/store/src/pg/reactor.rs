@@ -83,7 +83,7 @@ pub(super) async fn insert_outcome(
 
 /// A trigger instance with the outcome of matching it, waiting to be
 /// written.
-struct Recording {
+pub(super) struct Recording {
     instance: InstanceRow,
     enforcements: Vec<RuleEnforcement>,
     executions: Vec<ExecutionRow>,
@@ -98,50 +98,15 @@ impl Recording {
     }
 }
 
+impl super::group::Member for Recording {
+    fn fail(self, error: Error) {
+        let _ = self.written.send(Err(error));
+    }
+}
+
 /// Group commit of trigger instances: what arrives while a transaction
 /// is being written waits, and goes in the next one, together.
-#[derive(Default)]
-pub(super) struct Recordings(std::sync::Mutex<Waiting>);
-
-impl Recordings {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        // Nothing is left half-changed under this lock.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Held by the task writing trigger instances: if that task ends any
-/// other way than by finding nothing to write (a panic; its runtime
-/// shutting down), what waits is told, and the next caller starts a
-/// writer again.
-struct Writing<'a> {
-    recordings: &'a Recordings,
-    done: bool,
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let mut waiting = self.recordings.waiting();
-        waiting.writing = false;
-        for recording in waiting.recordings.drain(..) {
-            let _ = recording
-                .written
-                .send(Err(Error::Batch("the store's writer stopped".into())));
-        }
-    }
-}
-
-#[derive(Default)]
-struct Waiting {
-    recordings: Vec<Recording>,
-    /// A task is writing them.
-    writing: bool,
-}
+pub(super) type Recordings = super::group::Group<Recording>;
 
 /// Trigger instances in one transaction, at most.
 const GROUP: usize = 128;
@@ -166,12 +131,7 @@ impl PgStore {
             executions: executions.iter().map(|e| ExecutionRow::encode(e)).collect(),
             written,
         };
-        let start = {
-            let mut waiting = self.recordings.waiting();
-            waiting.recordings.push(recording);
-            !std::mem::replace(&mut waiting.writing, true)
-        };
-        if start {
+        if self.recordings.join(recording) {
             // On the store's runtime: a caller that gives up cannot strand
             // the others' writes.
             let store = self.clone();
@@ -190,21 +150,8 @@ impl PgStore {
 
     /// Write what waits, a group at a time, until nothing does.
     async fn write_recordings(&self) {
-        let mut writing = Writing {
-            recordings: &self.recordings,
-            done: false,
-        };
-        loop {
-            let group: Vec<Recording> = {
-                let mut waiting = self.recordings.waiting();
-                if waiting.recordings.is_empty() {
-                    waiting.writing = false;
-                    writing.done = true;
-                    return;
-                }
-                let n = waiting.recordings.len().min(GROUP);
-                waiting.recordings.drain(..n).collect()
-            };
+        let mut writer = self.recordings.writer();
+        while let Some(group) = writer.next(GROUP) {
             if group.len() > 1 {
                 match self.write_group(&group).await {
                     Ok(()) => {
