@@ -3441,15 +3441,16 @@ fn counted(node: &Served) -> Vec<u64> {
 /// 3. **Share.** 300 executions of a 50 ms action asked of node 1 alone end
 ///    exactly once each, and each node runs at least 15% of them: nodes
 ///    with room take what waits on a busy one.
-/// 4. **Kill.** Webhooks offered at 1,000 events/s through nodes 1 and 3
+/// 4. **Kill.** Webhooks offered at 1,200 events/s through nodes 1 and 3
 ///    while node 2 is killed (SIGKILL): every accepted event is processed
 ///    exactly once; node 2's running action ends `abandoned`, its pending
 ///    question moves to a live node, and a late write in node 2's name is
 ///    refused by the database. A stream client of node 2 resumes on node 3
 ///    with `Last-Event-ID` and misses nothing.
-/// 5. **Singletons.** A 1 s interval timer and a polling sensor run on the
-///    leader; once it is killed they run on another node, with no tick
-///    fired twice and no count emitted twice. (Two nodes running a timer
+/// 5. **Singletons.** A 1 s interval timer runs on the leader, and a
+///    polling sensor on the node holding its lease (the leader too, the
+///    first to take it); once that node is killed they run on other
+///    nodes, with no tick fired twice and no count emitted twice. (Two nodes running a timer
 ///    at once, which a kill does not bring about, is
 ///    `each_tick_of_a_timer_fires_once_while_two_nodes_run_it` in
 ///    `tests/it/cluster.rs`.)
@@ -3610,7 +3611,7 @@ fn three_nodes_on_postgresql_share_work_survive_kills_and_run_singletons_once() 
         &[&n1.addr, &n3.addr],
         &api_key,
         "load",
-        1000,
+        1200,
         Duration::from_secs(4),
         || {
             std::thread::sleep(Duration::from_millis(1500));
