@@ -242,11 +242,13 @@ impl From<deadpool_postgres::PoolError> for crate::Error {
     }
 }
 
-/// The tables every execution writes, which autovacuum must keep up with.
+/// The tables every execution writes (`gate_slots`: every one under a
+/// concurrency limit), which autovacuum must keep up with.
 const HOT_TABLES: &[&str] = &[
     "events",
     "execution_queue",
     "executions",
+    "gate_slots",
     "leases",
     "rule_enforcements",
     "trigger_instances",

@@ -34,8 +34,7 @@ impl PgStore {
     ) -> Result<Window> {
         let client = self.client().await?;
         // The second branch reads the table as it was before the first
-        // wrote it: the window that was open, if one was. No row at all:
-        // another enforcement opened it meanwhile.
+        // wrote it: the window that was open, if one was.
         let row = client
             .query_opt(
                 "WITH taken AS (
@@ -66,11 +65,14 @@ impl PgStore {
         let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
         Ok(match row {
             Some(r) if r.get::<_, bool>(0) => Window::Taken,
-            Some(r) => Window::Open {
+            // Open: as it was read.
+            Some(r) if r.get::<_, f64>(2) > 0.0 => Window::Open {
                 ago: seconds(r.get(1)),
                 left: seconds(r.get(2)),
             },
-            None => Window::Open {
+            // Closed as read, yet not taken, or not there as read: another
+            // enforcement opened it meanwhile.
+            Some(_) | None => Window::Open {
                 ago: Duration::ZERO,
                 left: window,
             },
