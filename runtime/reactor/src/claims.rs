@@ -76,6 +76,15 @@ enum Reply {
 }
 
 impl Reactor {
+    /// This node and its database, in a cluster (a node of several on
+    /// PostgreSQL).
+    pub(crate) fn cluster(&self) -> Option<(&ClusterNode, &PgStore)> {
+        Some((
+            self.inner.config.cluster.as_ref()?,
+            self.inner.store.postgres()?,
+        ))
+    }
+
     /// What this node is to pick up at start. Without a cluster node (a
     /// SQLite file, or a store of one server): `None`, everything left
     /// unfinished. With one: the unfinished executions nobody claims and
@@ -84,8 +93,7 @@ impl Reactor {
     pub(crate) async fn claim_left_over(
         &self,
     ) -> Result<Option<HashSet<ExecutionId>>, squall_store::Error> {
-        let (Some(node), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres())
-        else {
+        let Some((node, pg)) = self.cluster() else {
             return Ok(None);
         };
         let mut left: HashSet<ExecutionId> = pg
@@ -107,12 +115,10 @@ impl Reactor {
     /// Renew this node's claims, and take over the executions of nodes
     /// whose claims ran out, for as long as this reactor runs.
     pub(crate) fn keep_claims(&self) {
-        let (Some(node), Some(pg)) = (
-            self.inner.config.cluster.clone(),
-            self.inner.store.postgres().cloned(),
-        ) else {
+        let Some((node, pg)) = self.cluster() else {
             return;
         };
+        let (node, pg) = (node.clone(), pg.clone());
         let (renewing, node_of) = (pg.clone(), node.clone());
         let (sharing, node_sharing) = (pg.clone(), node.clone());
         self.spawn(async move {
@@ -256,8 +262,7 @@ impl Reactor {
     /// at once what it leaves unfinished: after a graceful stop
     /// ([`Reactor::shutdown`]), when it runs nothing more.
     pub async fn release_claims(&self) {
-        let (Some(node), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres())
-        else {
+        let Some((node, pg)) = self.cluster() else {
             return;
         };
         self.release_sensor_leases().await;
@@ -312,7 +317,7 @@ impl Reactor {
         &self,
         id: &ExecutionId,
     ) -> Result<Option<String>, ExecutionError> {
-        let (Some(me), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres()) else {
+        let Some((me, pg)) = self.cluster() else {
             return Ok(None);
         };
         match pg.claim_holder(id).await? {

@@ -941,8 +941,7 @@ impl Reactor {
         timer: &str,
         tick: chrono::DateTime<chrono::Utc>,
     ) -> bool {
-        let (Some(node), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres())
-        else {
+        let Some((node, pg)) = self.cluster() else {
             return true;
         };
         let at = tick.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

@@ -56,7 +56,14 @@ impl Reactor {
     /// Whether sensors run under leases of their own here: a node of a
     /// cluster. Else they run where this node leads (alone: always).
     pub(crate) fn sensors_leased(&self) -> bool {
-        self.inner.config.cluster.is_some() && self.inner.store.postgres().is_some()
+        self.cluster().is_some()
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, SensorLeases> {
+        self.inner
+            .sensor_leases
+            .lock()
+            .expect("sensor lease lock poisoned")
     }
 
     /// Whether this node may run `entry` now.
@@ -64,12 +71,7 @@ impl Reactor {
         if !self.sensors_leased() {
             return self.leads();
         }
-        self.inner
-            .sensor_leases
-            .lock()
-            .expect("sensor lease lock poisoned")
-            .held
-            .contains(&key_of(entry))
+        self.leases().held.contains(&key_of(entry))
     }
 
     /// A sensor here wants to start and this node does not hold its lease:
@@ -83,12 +85,10 @@ impl Reactor {
     /// Hold this node's sensors' leases, take its share and give up the
     /// rest, for as long as this reactor runs.
     pub(crate) fn keep_sensor_leases(&self) {
-        let (Some(node), Some(pg)) = (
-            self.inner.config.cluster.clone(),
-            self.inner.store.postgres().cloned(),
-        ) else {
+        let Some((node, pg)) = self.cluster() else {
             return;
         };
+        let (node, pg) = (node.clone(), pg.clone());
         let reactor = self.clone();
         self.spawn(async move {
             let every = node.claim_ttl / 6;
@@ -132,11 +132,7 @@ impl Reactor {
     /// them in time, and another node may run them soon.
     fn stop_leased_sensors(&self) {
         let stopping: Vec<SensorKey> = {
-            let mut leases = self
-                .inner
-                .sensor_leases
-                .lock()
-                .expect("sensor lease lock poisoned");
+            let mut leases = self.leases();
             std::mem::take(&mut leases.held).into_iter().collect()
         };
         if stopping.is_empty() {
@@ -182,11 +178,7 @@ impl Reactor {
             h.finish()
         };
         let (lost, extra, mut give_up, stopping) = {
-            let mut leases = self
-                .inner
-                .sensor_leases
-                .lock()
-                .expect("sensor lease lock poisoned");
+            let mut leases = self.leases();
             let lost: Vec<SensorKey> = leases
                 .held
                 .iter()
@@ -238,11 +230,7 @@ impl Reactor {
             })
             .collect();
         {
-            let mut leases = self
-                .inner
-                .sensor_leases
-                .lock()
-                .expect("sensor lease lock poisoned");
+            let mut leases = self.leases();
             for k in &stopped {
                 leases.releasing.remove(k);
             }
@@ -263,13 +251,7 @@ impl Reactor {
             pg.release_lease(&lease_name(key), &node.name).await?;
         }
         // Below its share: take what no live node holds.
-        let held = self
-            .inner
-            .sensor_leases
-            .lock()
-            .expect("sensor lease lock poisoned")
-            .held
-            .len();
+        let held = self.leases().held.len();
         if held >= share {
             return Ok(());
         }
@@ -292,12 +274,7 @@ impl Reactor {
                 continue;
             }
             room -= 1;
-            self.inner
-                .sensor_leases
-                .lock()
-                .expect("sensor lease lock poisoned")
-                .held
-                .insert(key.clone());
+            self.leases().held.insert(key.clone());
             tracing::info!(sensor = %key.1, tenant = %key.0, "this node runs the sensor");
             if let Some(current) = self.inner.sensors.get(&key.0, &key.1) {
                 self.start_if_enabled(current);
@@ -309,8 +286,7 @@ impl Reactor {
     /// Give up this node's sensors' leases and its own (a graceful stop,
     /// its sensors stopped): other nodes take them at their next beat.
     pub(crate) async fn release_sensor_leases(&self) {
-        let (Some(node), Some(pg)) = (&self.inner.config.cluster, self.inner.store.postgres())
-        else {
+        let Some((node, pg)) = self.cluster() else {
             return;
         };
         if let Err(e) = pg.release_leases(&node.name, PREFIX).await {

@@ -75,9 +75,7 @@ impl PgStore {
                 .handle()
                 .spawn(async move { store.count_gates().await });
         }
-        answered
-            .await
-            .map_err(|_| Error::Batch("the store's writer stopped".into()))?
+        answered.await.map_err(|_| super::group::writer_stopped())?
     }
 
     /// Count what asks, a group at a time, until nothing does.

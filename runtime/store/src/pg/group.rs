@@ -5,6 +5,11 @@
 
 use crate::Error;
 
+/// What a caller is told when the writing task ended before answering.
+pub(super) fn writer_stopped() -> Error {
+    Error::Batch("the store's writer stopped".into())
+}
+
 /// One caller's part of a group, with the way to answer it.
 pub(super) trait Member {
     /// Tell the caller its part failed.
@@ -83,7 +88,7 @@ impl<T: Member> Drop for Writer<'_, T> {
         let mut waiting = self.group.waiting();
         waiting.writing = false;
         for member in waiting.members.drain(..) {
-            member.fail(Error::Batch("the store's writer stopped".into()));
+            member.fail(writer_stopped());
         }
     }
 }

@@ -139,9 +139,7 @@ impl PgStore {
                 .handle()
                 .spawn(async move { store.write_recordings().await });
         }
-        answer
-            .await
-            .map_err(|_| Error::Batch("the store's writer stopped".into()))??;
+        answer.await.map_err(|_| super::group::writer_stopped())??;
         let m = metrics();
         m.trigger_instances.inc();
         m.executions_requested.inc_by(requested);
