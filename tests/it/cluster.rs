@@ -808,8 +808,11 @@ async fn a_gated_execution_taken_from_a_busy_node_runs_before_those_it_keeps_out
     let (first, busy) = node_beside(None, &packs, one_worker).await;
     let (_second, idle) = node_beside(Some(&first), &packs, ReactorConfig::default()).await;
     let (on_busy, on_idle) = (busy.as_key(&busy.key), idle.as_key(&idle.key));
-    // The busy node's one worker runs a long sleep (a gate of its own).
-    let long = busy.run("core.sleep", json!({"seconds": 3})).await;
+    // The busy node's one worker runs a sleep until canceled (a gate of
+    // its own).
+    let long = busy
+        .run("core.sleep", json!({"seconds": 600, "timeout": 600}))
+        .await;
     on_busy.running(long["id"].as_str().expect("id")).await;
     // It admits a short one, which waits there for a worker, holding the
     // short sleeps' slot; another short one asked of the idle node waits
@@ -830,8 +833,15 @@ async fn a_gated_execution_taken_from_a_busy_node_runs_before_those_it_keeps_out
     assert_eq!(held["status"], "succeeded", "{held}");
     let kept_out = on_idle.finished(kept_out["id"].as_str().expect("id")).await;
     assert_eq!(kept_out["status"], "succeeded", "{kept_out}");
-    let long = on_busy.finished(long["id"].as_str().expect("id")).await;
-    assert_eq!(long["status"], "succeeded", "{long}");
+    // The busy node's worker was taken all along: the held one ran on the
+    // idle node.
+    let long_id = long["id"].as_str().expect("id");
+    let (status, body) = on_busy
+        .delete(&format!("/api/v1/executions/{long_id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let long = on_busy.finished(long_id).await;
+    assert_eq!(long["status"], "canceled", "{long}");
     let ran = |e: &Value, status: &str| {
         e["log"]
             .as_array()
@@ -847,8 +857,8 @@ async fn a_gated_execution_taken_from_a_busy_node_runs_before_those_it_keeps_out
         "one at a time: {held} then {kept_out}"
     );
     assert!(
-        ran(&held, "succeeded") < ran(&long, "succeeded"),
-        "the held one ran on the idle node, before the busy node's worker was free"
+        ran(&held, "succeeded") < ran(&long, "canceled"),
+        "the held one ran on the idle node, while the busy node's worker was taken"
     );
     busy.stop().await;
     idle.stop().await;
